@@ -1,0 +1,188 @@
+import { Context, Schema } from "effect"
+import type { Effect, Scope, Stream } from "effect"
+import type { StorageKey } from "./keys.js"
+
+/** The object (or the multipart upload) does not exist. */
+export class BlobNotFound extends Schema.TaggedError<BlobNotFound>()("BlobNotFound", {
+  key: Schema.String,
+  /** Which thing was missing: the object itself, or the multipart upload id. */
+  what: Schema.Literal("object", "multipart-upload")
+}) {
+  override get message() {
+    return `${this.what} not found: ${this.key}`
+  }
+}
+
+/**
+ * The store refused a multipart completion because a listed part was never uploaded
+ * or its ETag does not match (S3 `InvalidPart` / `InvalidPartOrder` / `EntityTooSmall`).
+ * The client sent a bad part list, so the API answers 400.
+ */
+export class InvalidPartList extends Schema.TaggedError<InvalidPartList>()("InvalidPartList", {
+  key: Schema.String,
+  reason: Schema.String
+}) {
+  override get message() {
+    return `storage rejected the part list for ${this.key}: ${this.reason}`
+  }
+}
+
+/**
+ * A conditional write lost: the copy source no longer matches the pinned ETag, or the
+ * destination already exists when `ifDestinationAbsent` was asked for.
+ */
+export class BlobPreconditionFailed extends Schema.TaggedError<BlobPreconditionFailed>()(
+  "BlobPreconditionFailed",
+  {
+    key: Schema.String,
+    reason: Schema.Literal("source-changed", "destination-exists", "unknown")
+  }
+) {
+  override get message() {
+    return `precondition failed on ${this.key}: ${this.reason}`
+  }
+}
+
+/** The request body ended before the declared Content-Length (or carried more bytes). */
+export class BodyLengthMismatch extends Schema.TaggedError<BodyLengthMismatch>()("BodyLengthMismatch", {
+  expected: Schema.Number,
+  received: Schema.Number
+}) {
+  override get message() {
+    return `body carried ${this.received} bytes, expected ${this.expected}`
+  }
+}
+
+/** Any other storage failure (network, permissions, disk full...). Never shown to clients verbatim. */
+export class BlobStoreError extends Schema.TaggedError<BlobStoreError>()("BlobStoreError", {
+  operation: Schema.String,
+  key: Schema.optional(Schema.String),
+  cause: Schema.Defect
+}) {
+  override get message() {
+    const cause = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    return `${this.operation}${this.key ? ` ${this.key}` : ""} failed: ${cause}`
+  }
+}
+
+export interface ObjectInfo {
+  readonly key: StorageKey
+  readonly sizeBytes: number
+  /** Opaque validator of this exact object version (S3 ETag, or a fingerprint on disk). */
+  readonly etag: string
+  readonly lastModified: Date
+}
+
+export interface PartInfo {
+  readonly partNumber: number
+  readonly etag: string
+  readonly sizeBytes: number
+}
+
+/** Inclusive byte range, already validated against the object size by the caller. */
+export interface ByteRange {
+  readonly start: number
+  readonly end: number
+}
+
+export interface OpenedObject {
+  /** Size of the whole object, whatever range was asked for. */
+  readonly totalSizeBytes: number
+  /** Bytes the stream will carry (range length, or the whole object). */
+  readonly contentLength: number
+  readonly etag: string
+  readonly lastModified: Date
+  /**
+   * The bytes, with backpressure. The underlying socket / file handle belongs to the
+   * Scope `open` ran in: it is released when that scope closes, whether the stream
+   * was drained, abandoned half-way (client went away) or never pulled (HEAD).
+   */
+  readonly stream: Stream.Stream<Uint8Array, BlobStoreError>
+}
+
+export interface CompletedUpload {
+  readonly sizeBytes: number
+  readonly etag: string
+}
+
+/**
+ * Where blob bytes live. One contract, two drivers (S3 and the local filesystem);
+ * both are exercised by the same contract suite in `test/platform/blob-store.test.ts`.
+ *
+ * Keys are `StorageKey`s built by `keys.ts`, so a driver never sees a caller-made path.
+ */
+export class BlobStore extends Context.Tag("imgsrv/BlobStore")<
+  BlobStore,
+  {
+    /** Which driver this is, for logs and metrics labels. */
+    readonly kind: "s3" | "filesystem"
+
+    /** Starts a multipart upload that will assemble `key`. Returns the driver's upload id. */
+    readonly createMultipartUpload: (key: StorageKey) => Effect.Effect<string, BlobStoreError>
+
+    /**
+     * Streams one part into the multipart upload. `contentLength` is the declared size;
+     * a body that ends early or runs long fails with `BodyLengthMismatch` and leaves
+     * no part behind (a previously stored part with the same number is kept intact
+     * only if the driver can guarantee it; callers must not rely on that).
+     * Re-putting a part number replaces it.
+     */
+    readonly putPart: <E>(
+      key: StorageKey,
+      uploadId: string,
+      partNumber: number,
+      body: Stream.Stream<Uint8Array, E>,
+      contentLength: number
+    ) => Effect.Effect<PartInfo, E | BodyLengthMismatch | BlobNotFound | BlobStoreError>
+
+    /**
+     * Assembles the listed parts (ascending part numbers) into `key`.
+     * Unknown upload id → `BlobNotFound(multipart-upload)`; a part missing or with a
+     * different ETag → `InvalidPartList`.
+     */
+    readonly completeMultipartUpload: (
+      key: StorageKey,
+      uploadId: string,
+      parts: ReadonlyArray<{ readonly partNumber: number; readonly etag: string }>
+    ) => Effect.Effect<CompletedUpload, BlobNotFound | InvalidPartList | BlobStoreError>
+
+    /** Discards a multipart upload and its parts. Unknown id → `BlobNotFound(multipart-upload)`. */
+    readonly abortMultipartUpload: (key: StorageKey, uploadId: string) => Effect.Effect<void, BlobNotFound | BlobStoreError>
+
+    /** HEAD. */
+    readonly stat: (key: StorageKey) => Effect.Effect<ObjectInfo, BlobNotFound | BlobStoreError>
+
+    /** Opens the object (optionally a byte range of it) for streaming; see `OpenedObject`. */
+    readonly open: (
+      key: StorageKey,
+      range?: ByteRange
+    ) => Effect.Effect<OpenedObject, BlobNotFound | BlobStoreError, Scope.Scope>
+
+    /**
+     * Server-side copy `from` → `to` without the bytes passing through imgsrv.
+     * `ifMatch` pins the source to the ETag the caller verified; `ifDestinationAbsent`
+     * refuses to overwrite. Objects over 5 GiB use multipart UploadPartCopy on S3.
+     */
+    readonly copy: (
+      from: StorageKey,
+      to: StorageKey,
+      options?: { readonly ifMatch?: string; readonly ifDestinationAbsent?: boolean }
+    ) => Effect.Effect<ObjectInfo, BlobNotFound | BlobPreconditionFailed | BlobStoreError>
+
+    /**
+     * Moves `from` to `to`: an atomic rename on the filesystem, copy + delete on S3.
+     * Same options and errors as `copy`. After success `from` no longer exists.
+     */
+    readonly move: (
+      from: StorageKey,
+      to: StorageKey,
+      options?: { readonly ifMatch?: string; readonly ifDestinationAbsent?: boolean }
+    ) => Effect.Effect<ObjectInfo, BlobNotFound | BlobPreconditionFailed | BlobStoreError>
+
+    /** Deletes the object; deleting a missing object succeeds. */
+    readonly delete: (key: StorageKey) => Effect.Effect<void, BlobStoreError>
+
+    /** Cheap round trip proving the store is reachable and usable (for `/readyz`). */
+    readonly health: Effect.Effect<void, BlobStoreError>
+  }
+>() {}

@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1.7
+# Build stage: install with the lockfile, compile TypeScript, stamp build metadata,
+# then drop dev dependencies.
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+ARG IMGSRV_COMMIT=unknown
+RUN node -e 'require("fs").writeFileSync("build-info.json", JSON.stringify({commit: process.env.IMGSRV_COMMIT || "unknown", date: new Date().toISOString()}))'
+RUN npm prune --omit=dev
+
+# Runtime stage: just Node, the compiled code, production dependencies and migrations.
+FROM node:20-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production \
+    IMGSRV_LISTEN=:8080 \
+    IMGSRV_LOG_FORMAT=json \
+    IMGSRV_METRICS_LISTEN=:9464 \
+    IMGSRV_EMBEDDED=false \
+    IMGSRV_DATA_DIR=/var/lib/imgsrv
+COPY --from=build /app/package.json /app/build-info.json ./
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY migrations ./migrations
+RUN mkdir -p /var/lib/imgsrv && chown 65532:65532 /var/lib/imgsrv
+USER 65532:65532
+EXPOSE 8080 9464
+STOPSIGNAL SIGTERM
+# node as PID 1 receives SIGTERM directly (no npm wrapper swallowing signals).
+ENTRYPOINT ["node", "dist/main.js"]

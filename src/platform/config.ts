@@ -1,0 +1,373 @@
+import { Context, Data, Duration, Either, Option, Redacted } from "effect"
+import * as path from "node:path"
+import { type RawSettings, type Setting, type SettingFlag, settings } from "./settings.js"
+
+export interface ListenAddress {
+  /** undefined = all interfaces (`:8080`). */
+  readonly host: string | undefined
+  readonly port: number
+}
+
+export interface S3Settings {
+  readonly endpoint: string
+  readonly bucket: string
+  readonly region: string
+  readonly accessKeyId: string
+  readonly secretAccessKey: Redacted.Redacted<string>
+  readonly sessionToken: Option.Option<Redacted.Redacted<string>>
+  readonly useTls: boolean
+  readonly pathStyle: boolean
+}
+
+/**
+ * Where the catalog lives:
+ * - `external`: the operator's PostgreSQL (`--postgres-url`);
+ * - `embedded`: a PostgreSQL server imgsrv starts itself under the data dir;
+ * - `none`: ops-only mode (`--embedded=false` without a URL) — only health,
+ *   readiness and metrics work; every catalog route answers 503.
+ */
+export type DatabaseMode =
+  | { readonly _tag: "external"; readonly url: Redacted.Redacted<string> }
+  | { readonly _tag: "embedded"; readonly dataDir: string }
+  | { readonly _tag: "none" }
+
+export type StorageMode =
+  | { readonly _tag: "s3"; readonly s3: S3Settings }
+  | { readonly _tag: "filesystem"; readonly root: string }
+
+export interface WorkerLoopSettings {
+  readonly enabled: boolean
+  readonly pollInterval: Duration.Duration
+  readonly errorBackoff: Duration.Duration
+  readonly errorBackoffMax: Duration.Duration
+  readonly circuitBreakerFailures: number
+  readonly circuitBreakerCooldown: Duration.Duration
+  readonly lease: Duration.Duration
+}
+
+export interface AppConfigShape {
+  readonly listen: ListenAddress
+  readonly nodeName: string
+  readonly shutdownTimeout: Duration.Duration
+  readonly dataDir: string
+  readonly database: DatabaseMode
+  readonly postgresMaxConnections: number
+  readonly storage: StorageMode
+  readonly logFormat: "text" | "json"
+  readonly verbosity: "debug" | "info" | "warn" | "error"
+  readonly metrics: Option.Option<{ readonly listen: ListenAddress; readonly path: string }>
+  readonly otel: Option.Option<{ readonly endpoint: string; readonly serviceName: string }>
+  readonly uploadTtl: Duration.Duration
+  readonly casPromotion: WorkerLoopSettings
+  readonly publishWorker: WorkerLoopSettings
+}
+
+/** The parsed, validated configuration; built once at start-up. */
+export class AppConfig extends Context.Tag("imgsrv/AppConfig")<AppConfig, AppConfigShape>() {}
+
+/** One bad setting; rendered as a single line naming the flag and the variable. */
+export class InvalidSetting extends Data.TaggedError("InvalidSetting")<{
+  readonly flag: string
+  readonly env: string
+  readonly value: string
+  readonly expected: string
+}> {
+  override get message() {
+    const shown = this.flag === "postgres-url" || this.flag.includes("secret") ? "<redacted>" : JSON.stringify(this.value)
+    return `invalid value ${shown} for --${this.flag} (${this.env}): expected ${this.expected}`
+  }
+}
+
+/** A combination of settings that cannot work together. */
+export class InconsistentSettings extends Data.TaggedError("InconsistentSettings")<{ readonly reason: string }> {
+  override get message() {
+    return `invalid configuration: ${this.reason}`
+  }
+}
+
+export type ConfigError = InvalidSetting | InconsistentSettings
+
+const settingOf = (flag: SettingFlag): Setting => settings.find((s) => s.flag === flag)!
+
+const invalid = (flag: SettingFlag, value: string, expected: string) =>
+  new InvalidSetting({ flag, env: settingOf(flag).env, value, expected })
+
+const DURATION_UNIT_MS: Record<string, number> = {
+  ns: 1e-6,
+  us: 1e-3,
+  "µs": 1e-3,
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000
+}
+
+/** Go duration syntax: `500ms`, `5s`, `1m`, `1h30m`, `24h`, `0`. */
+export const parseGoDuration = (text: string): Option.Option<Duration.Duration> => {
+  const trimmed = text.trim()
+  if (trimmed === "0") return Option.some(Duration.zero)
+  if (!/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(trimmed)) return Option.none()
+  let millis = 0
+  for (const match of trimmed.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) {
+    millis += Number(match[1]) * DURATION_UNIT_MS[match[2]!]!
+  }
+  return Option.some(Duration.millis(millis))
+}
+
+/** Renders a duration back in Go syntax (for logs and `--help`-like output). */
+export const formatGoDuration = (duration: Duration.Duration): string => {
+  let ms = Duration.toMillis(duration)
+  if (ms === 0) return "0s"
+  const parts: Array<string> = []
+  for (const [unit, size] of [["h", 3_600_000], ["m", 60_000], ["s", 1000]] as const) {
+    if (ms >= size) {
+      const n = Math.floor(ms / size)
+      parts.push(`${n}${unit}`)
+      ms -= n * size
+    }
+  }
+  if (ms > 0) parts.push(`${ms}ms`)
+  return parts.join("")
+}
+
+const parseBoolean = (flag: SettingFlag, value: string): Either.Either<boolean, InvalidSetting> => {
+  const v = value.trim().toLowerCase()
+  if (v === "true" || v === "1") return Either.right(true)
+  if (v === "false" || v === "0") return Either.right(false)
+  return Either.left(invalid(flag, value, "true or false"))
+}
+
+const parseDuration = (flag: SettingFlag, value: string): Either.Either<Duration.Duration, InvalidSetting> =>
+  Option.match(parseGoDuration(value), {
+    onNone: () => Either.left(invalid(flag, value, "a duration like 500ms, 5s, 1m or 24h")),
+    onSome: Either.right
+  })
+
+const parsePositiveDuration = (flag: SettingFlag, value: string) =>
+  Either.flatMap(parseDuration(flag, value), (d) =>
+    Duration.toMillis(d) > 0 ? Either.right(d) : Either.left(invalid(flag, value, "a duration greater than zero")))
+
+const parseCount = (flag: SettingFlag, value: string): Either.Either<number, InvalidSetting> => {
+  const v = value.trim()
+  if (!/^\d+$/.test(v) || Number(v) < 1 || !Number.isSafeInteger(Number(v))) {
+    return Either.left(invalid(flag, value, "a whole number of at least 1"))
+  }
+  return Either.right(Number(v))
+}
+
+export const parseListenAddress = (text: string): Option.Option<ListenAddress> => {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s\[\]]*)):(\d{1,5})$/.exec(text.trim())
+  if (!match) return Option.none()
+  const port = Number(match[3])
+  if (port > 65535) return Option.none()
+  const host = match[1] ?? match[2]
+  return Option.some({ host: host === "" || host === undefined ? undefined : host, port })
+}
+
+const parseListen = (flag: SettingFlag, value: string): Either.Either<ListenAddress, InvalidSetting> =>
+  Option.match(parseListenAddress(value), {
+    onNone: () => Either.left(invalid(flag, value, "host:port or :port")),
+    onSome: Either.right
+  })
+
+const parsePostgresUrl = (value: string): Either.Either<Redacted.Redacted<string>, InvalidSetting> => {
+  const expected = "a URL like postgres://user:password@host:5432/database"
+  try {
+    const url = new URL(value.trim())
+    if ((url.protocol !== "postgres:" && url.protocol !== "postgresql:") || url.hostname === "") {
+      return Either.left(invalid("postgres-url", value, expected))
+    }
+    return Either.right(Redacted.make(value.trim()))
+  } catch {
+    return Either.left(invalid("postgres-url", value, expected))
+  }
+}
+
+/**
+ * Turns raw setting values into an `AppConfigShape`, or the first problem found.
+ * Pure: `cli.ts` supplies the values (flag > environment > default).
+ */
+export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, ConfigError> =>
+  Either.gen(function*() {
+    const listen = yield* parseListen("listen", raw["listen"])
+    const shutdownTimeout = yield* parseDuration("shutdown-timeout", raw["shutdown-timeout"])
+    const dataDir = path.resolve(raw["data-dir"].trim() === "" ? "./.imgsrv" : raw["data-dir"].trim())
+    const embedded = yield* parseBoolean("embedded", raw["embedded"])
+
+    const logFormat = raw["log-format"].trim()
+    if (logFormat !== "text" && logFormat !== "json") {
+      return yield* Either.left(invalid("log-format", raw["log-format"], "text or json"))
+    }
+    const verbosity = raw["verbosity"].trim()
+    if (verbosity !== "debug" && verbosity !== "info" && verbosity !== "warn" && verbosity !== "error") {
+      return yield* Either.left(invalid("verbosity", raw["verbosity"], "debug, info, warn or error"))
+    }
+
+    const metricsPath = raw["metrics-path"].trim()
+    if (!metricsPath.startsWith("/")) {
+      return yield* Either.left(invalid("metrics-path", raw["metrics-path"], "a path starting with /"))
+    }
+    const metrics = raw["metrics-listen"].trim() === ""
+      ? Option.none()
+      : Option.some({ listen: yield* parseListen("metrics-listen", raw["metrics-listen"]), path: metricsPath })
+
+    const otelEndpoint = raw["otel-endpoint"].trim()
+    if (otelEndpoint !== "" && !/^https?:\/\/[^\s]+$/.test(otelEndpoint)) {
+      return yield* Either.left(invalid("otel-endpoint", raw["otel-endpoint"], "an http(s):// URL"))
+    }
+    const otelServiceName = raw["otel-service-name"].trim() === "" ? "imgsrv" : raw["otel-service-name"].trim()
+    const otel = otelEndpoint === ""
+      ? Option.none()
+      : Option.some({ endpoint: otelEndpoint.replace(/\/+$/, ""), serviceName: otelServiceName })
+
+    const postgresMaxConnections = yield* parseCount("postgres-max-connections", raw["postgres-max-connections"])
+    const database: DatabaseMode = raw["postgres-url"].trim() !== ""
+      ? { _tag: "external", url: yield* parsePostgresUrl(raw["postgres-url"]) }
+      : embedded
+      ? { _tag: "embedded", dataDir: path.join(dataDir, "postgres") }
+      : { _tag: "none" }
+
+    const useTls = yield* parseBoolean("s3-use-tls", raw["s3-use-tls"])
+    const pathStyle = yield* parseBoolean("s3-path-style", raw["s3-path-style"])
+    const s3Fields = ["s3-endpoint", "s3-bucket", "s3-access-key-id", "s3-secret-access-key", "s3-session-token",
+      "s3-region"] as const
+    const s3Configured = s3Fields.some((flag) => raw[flag].trim() !== "")
+    let storage: StorageMode = { _tag: "filesystem", root: path.join(dataDir, "blobs") }
+    if (s3Configured) {
+      const endpoint = raw["s3-endpoint"].trim()
+      if (endpoint.includes("://")) {
+        return yield* Either.left(invalid("s3-endpoint", endpoint, "host:port without a scheme (use --s3-use-tls)"))
+      }
+      const missing = (["s3-endpoint", "s3-bucket", "s3-access-key-id", "s3-secret-access-key"] as const)
+        .filter((flag) => raw[flag].trim() === "")
+      if (missing.length > 0) {
+        return yield* Either.left(
+          new InconsistentSettings({
+            reason: `S3 storage is partly configured; also set ${
+              missing.map((f) => `--${f} (${settingOf(f).env})`).join(", ")
+            }`
+          })
+        )
+      }
+      storage = {
+        _tag: "s3",
+        s3: {
+          endpoint,
+          bucket: raw["s3-bucket"].trim(),
+          region: raw["s3-region"].trim() === "" ? "us-east-1" : raw["s3-region"].trim(),
+          accessKeyId: raw["s3-access-key-id"].trim(),
+          secretAccessKey: Redacted.make(raw["s3-secret-access-key"]),
+          sessionToken: raw["s3-session-token"] === ""
+            ? Option.none()
+            : Option.some(Redacted.make(raw["s3-session-token"])),
+          useTls,
+          pathStyle
+        }
+      }
+    }
+
+    const uploadTtl = yield* parsePositiveDuration("upload-ttl", raw["upload-ttl"])
+    const casPromotion: WorkerLoopSettings = {
+      enabled: yield* parseBoolean("cas-promotion-enabled", raw["cas-promotion-enabled"]),
+      pollInterval: yield* parsePositiveDuration("cas-promotion-poll-interval", raw["cas-promotion-poll-interval"]),
+      errorBackoff: yield* parsePositiveDuration("cas-promotion-error-backoff", raw["cas-promotion-error-backoff"]),
+      errorBackoffMax: yield* parsePositiveDuration(
+        "cas-promotion-error-backoff-max",
+        raw["cas-promotion-error-backoff-max"]
+      ),
+      circuitBreakerFailures: yield* parseCount(
+        "cas-promotion-circuit-breaker-failures",
+        raw["cas-promotion-circuit-breaker-failures"]
+      ),
+      circuitBreakerCooldown: yield* parsePositiveDuration(
+        "cas-promotion-circuit-breaker-cooldown",
+        raw["cas-promotion-circuit-breaker-cooldown"]
+      ),
+      lease: yield* parsePositiveDuration("cas-promotion-lease", raw["cas-promotion-lease"])
+    }
+    // The publish worker has no backoff flags (spec/config.md); it shares the
+    // promotion worker's error handling constants, which are the reference's defaults.
+    const publishWorker: WorkerLoopSettings = {
+      enabled: yield* parseBoolean("publish-worker-enabled", raw["publish-worker-enabled"]),
+      pollInterval: yield* parsePositiveDuration("publish-worker-poll-interval", raw["publish-worker-poll-interval"]),
+      errorBackoff: Duration.seconds(5),
+      errorBackoffMax: Duration.minutes(1),
+      circuitBreakerFailures: 10,
+      circuitBreakerCooldown: Duration.minutes(1),
+      lease: yield* parsePositiveDuration("publish-job-lease", raw["publish-job-lease"])
+    }
+
+    return {
+      listen,
+      nodeName: raw["node-name"].trim(),
+      shutdownTimeout,
+      dataDir,
+      database,
+      postgresMaxConnections,
+      storage,
+      logFormat,
+      verbosity,
+      metrics,
+      otel,
+      uploadTtl,
+      casPromotion,
+      publishWorker
+    }
+  })
+
+/** The defaults of every setting, as raw values (handy for tests and tools). */
+export const defaultRawSettings = (): RawSettings =>
+  Object.fromEntries(settings.map((s) => [s.flag, s.default])) as RawSettings
+
+/** A configuration snapshot safe to log: no secrets, no credentials in URLs. */
+export const describeConfig = (config: AppConfigShape): Record<string, unknown> => {
+  const db = config.database
+  let postgres: Record<string, unknown> = { mode: db._tag }
+  if (db._tag === "external") {
+    try {
+      const url = new URL(Redacted.value(db.url))
+      postgres = {
+        mode: "external",
+        host: url.host,
+        database: url.pathname.replace(/^\//, ""),
+        sslmode: url.searchParams.get("sslmode") ?? ""
+      }
+    } catch {
+      postgres = { mode: "external" }
+    }
+  } else if (db._tag === "embedded") {
+    postgres = { mode: "embedded", data_dir: db.dataDir }
+  }
+  const storage = config.storage._tag === "s3"
+    ? {
+      driver: "s3",
+      endpoint: config.storage.s3.endpoint,
+      bucket: config.storage.s3.bucket,
+      region: config.storage.s3.region,
+      use_tls: config.storage.s3.useTls,
+      path_style: config.storage.s3.pathStyle
+    }
+    : { driver: "filesystem", root: config.storage.root }
+  return {
+    listen: `${config.listen.host ?? ""}:${config.listen.port}`,
+    node_name: config.nodeName,
+    log_format: config.logFormat,
+    verbosity: config.verbosity,
+    shutdown_timeout: formatGoDuration(config.shutdownTimeout),
+    upload_ttl: formatGoDuration(config.uploadTtl),
+    metrics_enabled: Option.isSome(config.metrics),
+    ...Option.match(config.metrics, {
+      onNone: () => ({}),
+      onSome: (m) => ({ metrics_listen: `${m.listen.host ?? ""}:${m.listen.port}`, metrics_path: m.path })
+    }),
+    tracing_enabled: Option.isSome(config.otel),
+    cas_promotion_enabled: config.casPromotion.enabled,
+    cas_promotion_poll_interval: formatGoDuration(config.casPromotion.pollInterval),
+    cas_promotion_lease: formatGoDuration(config.casPromotion.lease),
+    publish_worker_enabled: config.publishWorker.enabled,
+    publish_worker_poll_interval: formatGoDuration(config.publishWorker.pollInterval),
+    publish_job_lease: formatGoDuration(config.publishWorker.lease),
+    postgres,
+    storage
+  }
+}

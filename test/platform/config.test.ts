@@ -1,0 +1,137 @@
+import { describe, expect, it } from "@effect/vitest"
+import { NodeContext } from "@effect/platform-node"
+import { ConfigProvider, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
+import { readFileSync } from "node:fs"
+import { resolveConfig } from "../../src/cli.js"
+import { defaultRawSettings, parseAppConfig, parseGoDuration } from "../../src/platform/config.js"
+import { settings } from "../../src/platform/settings.js"
+
+const withEnv = (env: Record<string, string>) =>
+  Layer.merge(NodeContext.layer, Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))
+
+const configOf = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  resolveConfig(args).pipe(Effect.provide(withEnv(env)))
+
+const errorOf = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  configOf(args, env).pipe(Effect.flip, Effect.map((e) => String((e as { message?: unknown }).message ?? e)))
+
+describe("configuration", () => {
+  it.effect("uses the documented defaults when nothing is set", () =>
+    Effect.gen(function*() {
+      const config = yield* configOf([])
+      expect(config.listen).toEqual({ host: undefined, port: 8080 })
+      expect(Duration.toMillis(config.shutdownTimeout)).toBe(10_000)
+      expect(Duration.toMillis(config.uploadTtl)).toBe(24 * 3_600_000)
+      expect(config.database._tag).toBe("embedded")
+      expect(config.storage._tag).toBe("filesystem")
+      expect(config.casPromotion.enabled).toBe(true)
+      expect(Duration.toMillis(config.casPromotion.lease)).toBe(30_000)
+      expect(config.publishWorker.enabled).toBe(true)
+      expect(Option.getOrThrow(config.metrics)).toEqual({ listen: { host: "127.0.0.1", port: 9464 }, path: "/metrics" })
+      expect(Option.isNone(config.otel)).toBe(true)
+      expect(config.logFormat).toBe("text")
+      expect(config.verbosity).toBe("info")
+    }))
+
+  it.effect("takes a flag over the environment, and the environment over the default", () =>
+    Effect.gen(function*() {
+      const env = { IMGSRV_UPLOAD_TTL: "1h", IMGSRV_LISTEN: "127.0.0.1:9000", IMGSRV_CAS_PROMOTION_ENABLED: "false" }
+      const fromEnv = yield* configOf([], env)
+      expect(Duration.toMillis(fromEnv.uploadTtl)).toBe(3_600_000)
+      expect(fromEnv.listen.port).toBe(9000)
+      expect(fromEnv.casPromotion.enabled).toBe(false)
+      const fromFlags = yield* configOf(["--upload-ttl", "5m", "--listen=:7000", "--cas-promotion-enabled"], env)
+      expect(Duration.toMillis(fromFlags.uploadTtl)).toBe(300_000)
+      expect(fromFlags.listen).toEqual({ host: undefined, port: 7000 })
+      expect(fromFlags.casPromotion.enabled).toBe(true)
+    }))
+
+  it.effect("accepts booleans as --flag, --flag=false and --flag false", () =>
+    Effect.gen(function*() {
+      expect((yield* configOf(["--embedded=false"])).database._tag).toBe("none")
+      expect((yield* configOf(["--embedded", "false"])).database._tag).toBe("none")
+      expect((yield* configOf(["--embedded"], { IMGSRV_EMBEDDED: "false" })).database._tag).toBe("embedded")
+      expect((yield* configOf([], { IMGSRV_EMBEDDED: "false" })).database._tag).toBe("none")
+    }))
+
+  it.effect("reads OTEL_* variables when the imgsrv ones are unset", () =>
+    Effect.gen(function*() {
+      const config = yield* configOf([], {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/",
+        OTEL_SERVICE_NAME: "imgsrv-eu"
+      })
+      expect(Option.getOrThrow(config.otel)).toEqual({ endpoint: "http://collector:4318", serviceName: "imgsrv-eu" })
+      const own = yield* configOf([], {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318",
+        IMGSRV_OTEL_ENDPOINT: "http://mine:4318"
+      })
+      expect(Option.getOrThrow(own.otel).endpoint).toBe("http://mine:4318")
+    }))
+
+  it.effect("empty metrics listen address disables the metrics listener", () =>
+    Effect.gen(function*() {
+      expect(Option.isNone((yield* configOf(["--metrics-listen", ""])).metrics)).toBe(true)
+    }))
+
+  it.effect("chooses storage and database from what is set", () =>
+    Effect.gen(function*() {
+      const external = yield* configOf([], { IMGSRV_POSTGRES_URL: "postgres://u:p@db:5432/imgsrv" })
+      expect(external.database._tag).toBe("external")
+      expect(external.storage._tag).toBe("filesystem")
+      const s3 = yield* configOf([], {
+        IMGSRV_S3_ENDPOINT: "garage:3900",
+        IMGSRV_S3_BUCKET: "imgsrv",
+        IMGSRV_S3_ACCESS_KEY_ID: "GK1",
+        IMGSRV_S3_SECRET_ACCESS_KEY: "s3cr3t"
+      })
+      expect(s3.storage._tag).toBe("s3")
+      if (s3.storage._tag === "s3") {
+        expect(s3.storage.s3.region).toBe("us-east-1")
+        expect(Redacted.value(s3.storage.s3.secretAccessKey)).toBe("s3cr3t")
+        expect(String(s3.storage.s3.secretAccessKey)).not.toContain("s3cr3t")
+      }
+    }))
+
+  it.effect("rejects each bad value with one line naming the flag and the variable", () =>
+    Effect.gen(function*() {
+      expect(yield* errorOf([], { IMGSRV_S3_USE_TLS: "maybe" })).toBe(
+        "invalid value \"maybe\" for --s3-use-tls (IMGSRV_S3_USE_TLS): expected true or false"
+      )
+      expect(yield* errorOf(["--upload-ttl", "5parsecs"])).toContain("--upload-ttl (IMGSRV_UPLOAD_TTL)")
+      const pg = yield* errorOf([], { IMGSRV_POSTGRES_URL: "not a url with secret-password" })
+      expect(pg).toContain("--postgres-url (IMGSRV_POSTGRES_URL)")
+      expect(pg).not.toContain("secret-password")
+      expect(yield* errorOf(["--listen", "nowhere"])).toContain("--listen (IMGSRV_LISTEN)")
+      expect(yield* errorOf(["--log-format", "xml"])).toContain("--log-format (IMGSRV_LOG_FORMAT)")
+      expect(yield* errorOf(["--verbosity", "loud"])).toContain("--verbosity (IMGSRV_VERBOSITY)")
+      expect(yield* errorOf(["--metrics-path", "metrics"])).toContain("--metrics-path")
+      expect(yield* errorOf(["--postgres-max-connections", "0"])).toContain("--postgres-max-connections")
+      expect(yield* errorOf(["--s3-endpoint", "http://garage:3900"])).toContain("without a scheme")
+      expect(yield* errorOf(["--s3-endpoint", "garage:3900"])).toContain("IMGSRV_S3_BUCKET")
+      for (const flag of ["cas-promotion-lease", "publish-job-lease", "shutdown-timeout"]) {
+        expect(yield* errorOf([`--${flag}`, "soon"])).toContain(`--${flag}`)
+      }
+    }))
+
+  it("parses Go-style durations", () => {
+    expect(Option.map(parseGoDuration("500ms"), Duration.toMillis)).toEqual(Option.some(500))
+    expect(Option.map(parseGoDuration("1h30m"), Duration.toMillis)).toEqual(Option.some(5_400_000))
+    expect(Option.map(parseGoDuration("0"), Duration.toMillis)).toEqual(Option.some(0))
+    expect(Option.isNone(parseGoDuration("5 seconds"))).toBe(true)
+    expect(Option.isNone(parseGoDuration("-1s"))).toBe(true)
+  })
+
+  it("has a parser for every setting (defaults parse cleanly)", () => {
+    expect(Either.isRight(parseAppConfig(defaultRawSettings()))).toBe(true)
+  })
+
+  it("README documents every setting exactly as defined", () => {
+    const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8")
+    for (const s of settings) {
+      const row = readme.split("\n").find((line) => line.startsWith(`| \`--${s.flag}\``))
+      expect(row, `README row for --${s.flag}`).toBeDefined()
+      expect(row).toContain(`\`${s.env}\``)
+      expect(row).toContain(s.default === "" ? "(empty)" : `\`${s.default}\``)
+    }
+  })
+})

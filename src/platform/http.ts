@@ -1,0 +1,297 @@
+import {
+  FileSystem,
+  HttpApi,
+  HttpApiError,
+  HttpApiMiddleware,
+  HttpApp,
+  HttpIncomingMessage,
+  HttpServerError,
+  HttpServerRequest,
+  HttpServerResponse
+} from "@effect/platform"
+import type { HttpApiGroup } from "@effect/platform"
+import { Cause, Effect, Metric, Option, ParseResult } from "effect"
+import { randomUUID } from "node:crypto"
+import { latencyBoundaries } from "./metrics.js"
+import { firstIssueMessage } from "./params.js"
+import { declaredStatus, detailOf, problemResponse } from "./problem.js"
+
+/** The HttpApi identifier every group is registered under (see `apiOf`). */
+export const API_ID = "imgsrv"
+
+/**
+ * A one-group HttpApi with the application's id. Handler layers are built against
+ * it (`HttpApiBuilder.group(apiOf(UploadsGroup), "uploads", ...)`) so that a
+ * domain's `http.ts` never imports the root `api.ts` — which imports every group —
+ * and module cycles stay impossible. The resulting layer satisfies the root API,
+ * because groups are found by API id and group name.
+ */
+export const apiOf = <G extends HttpApiGroup.HttpApiGroup.Any>(group: G) => HttpApi.make(API_ID).add(group)
+
+/** JSON control bodies are capped at 1 MiB; a larger body is a 400, not a 413 (api.md §1.2). */
+export const JSON_BODY_LIMIT = 1024 * 1024
+
+// ---------------------------------------------------------------------------------
+// Route table: the API's endpoints as data, for 405s, ops-only 503s and metric labels.
+// ---------------------------------------------------------------------------------
+
+export interface RouteEntry {
+  readonly method: string
+  /** e.g. `/v1/uploads/:upload_id/parts/:part_number` */
+  readonly path: string
+  /** Metric / log label, e.g. `PUT /v1/uploads/{upload_id}/parts/{part_number}`. */
+  readonly label: string
+  readonly group: string
+  /** Whether a bearer principal is required (the route carries a security middleware). */
+  readonly protected: boolean
+  readonly segments: ReadonlyArray<string>
+}
+
+export interface RouteTable {
+  readonly routes: ReadonlyArray<RouteEntry>
+  /** The route serving `method` + `pathname` (HEAD falls back to GET), if any. */
+  readonly match: (method: string, pathname: string) => RouteEntry | undefined
+  /** Methods that would serve `pathname` (for 405 `Allow`). */
+  readonly allowed: (pathname: string) => ReadonlyArray<string>
+}
+
+const splitPath = (pathname: string) => pathname.split("/").slice(1)
+
+const segmentsMatch = (pattern: ReadonlyArray<string>, actual: ReadonlyArray<string>) =>
+  pattern.length === actual.length &&
+  pattern.every((p, i) => p.startsWith(":") ? actual[i] !== "" : p === actual[i])
+
+export const makeRouteTable = <Id extends string, Groups extends HttpApiGroup.HttpApiGroup.Any, E, R>(
+  api: HttpApi.HttpApi<Id, Groups, E, R>,
+  extra: ReadonlyArray<{ readonly method: string; readonly path: string; readonly group: string }> = []
+): RouteTable => {
+  const routes: Array<RouteEntry> = []
+  HttpApi.reflect(api, {
+    onGroup: () => {},
+    onEndpoint: ({ endpoint, group, middleware }) => {
+      const isProtected = [...middleware].some((tag) => HttpApiMiddleware.SecurityTypeId in tag)
+      routes.push({
+        method: endpoint.method,
+        path: endpoint.path,
+        label: `${endpoint.method} ${endpoint.path.replace(/:(\w+)/g, "{$1}")}`,
+        group: group.identifier,
+        protected: isProtected,
+        segments: splitPath(endpoint.path)
+      })
+    }
+  })
+  for (const route of extra) {
+    routes.push({ ...route, label: `${route.method} ${route.path}`, protected: false, segments: splitPath(route.path) })
+  }
+  const find = (method: string, actual: ReadonlyArray<string>) =>
+    routes.find((r) => r.method === method && segmentsMatch(r.segments, actual))
+  return {
+    routes,
+    match: (method, pathname) => {
+      const actual = splitPath(pathname)
+      return find(method, actual) ?? (method === "HEAD" ? find("GET", actual) : undefined)
+    },
+    allowed: (pathname) => {
+      const actual = splitPath(pathname)
+      const methods = new Set(routes.filter((r) => segmentsMatch(r.segments, actual)).map((r) => r.method))
+      if (methods.has("GET")) methods.add("HEAD")
+      return [...methods].sort()
+    }
+  }
+}
+
+const pathnameOf = (url: string) => {
+  const q = url.indexOf("?")
+  return q === -1 ? url : url.slice(0, q)
+}
+
+// ---------------------------------------------------------------------------------
+// Errors → responses: the single renderer.
+// ---------------------------------------------------------------------------------
+
+const plainText = (status: number, body: string, headers: Record<string, string> = {}) =>
+  HttpServerResponse.text(body, { status, contentType: "text/plain; charset=utf-8", headers })
+
+/**
+ * Renders any failure of the API as the response a client must see:
+ * - a typed error with a status annotation → problem+json with its message;
+ * - a malformed JSON body or schema mismatch → 400 "invalid JSON request body: …";
+ * - an unknown path → plain-text 404, a known path with another method → 405 + Allow;
+ * - anything else (a defect, an undeclared error) → 500 whose body says nothing
+ *   internal, while the log gets the cause and the request id.
+ */
+export const renderFailure = (
+  cause: Cause.Cause<unknown>,
+  request: HttpServerRequest.HttpServerRequest,
+  routes: RouteTable
+): Effect.Effect<HttpServerResponse.HttpServerResponse> =>
+  Effect.gen(function*() {
+    if (Cause.isInterruptedOnly(cause)) {
+      // The client went away (or the server is stopping); nobody reads this response.
+      return HttpServerResponse.empty({ status: 499 })
+    }
+    const failure = Cause.failureOption(cause)
+    if (Option.isSome(failure)) {
+      const error = failure.value
+      if (error instanceof HttpServerError.RouteNotFound) {
+        const pathname = pathnameOf(request.url)
+        const allowed = routes.allowed(pathname)
+        return allowed.length > 0
+          ? plainText(405, "Method Not Allowed\n", { allow: allowed.join(", ") })
+          : plainText(404, "404 page not found\n")
+      }
+      if (error instanceof HttpApiError.HttpApiDecodeError) {
+        // Path parameters are validated by handlers (params.ts), so the only schema
+        // decoded here is the JSON body.
+        const first = error.issues[0]
+        const where = first && first.path.length > 0 ? `${first.path.join(".")}: ` : ""
+        const detail = first ? `${where}${first.message}` : error.message
+        return problemResponse(400, `invalid JSON request body: ${detail.replace(/\s*\n\s*/g, " ")}`)
+      }
+      if (ParseResult.isParseError(error)) {
+        return problemResponse(400, `invalid JSON request body: ${firstIssueMessage(error)}`)
+      }
+      const status = declaredStatus(error)
+      if (status !== undefined && status < 500) {
+        return problemResponse(status, detailOf(error))
+      }
+      if (status !== undefined && status !== 500) {
+        yield* Effect.logWarning("request failed").pipe(Effect.annotateLogs({ status, error: detailOf(error) }))
+        return problemResponse(status, detailOf(error))
+      }
+    }
+    const defect = Cause.dieOption(cause)
+    if (
+      Option.isSome(defect) && defect.value instanceof HttpServerError.RequestError &&
+      defect.value.reason === "Decode"
+    ) {
+      // HttpApiBuilder parses JSON bodies with `orDie`; an unparsable or oversized body
+      // lands here and is the client's fault.
+      const inner = defect.value.cause
+      const text = inner instanceof Error ? inner.message : "body could not be read"
+      return problemResponse(400, `invalid JSON request body: ${text}`)
+    }
+    yield* Effect.logError("request failed with an internal error").pipe(Effect.annotateLogs({ cause }))
+    return problemResponse(500, "internal error")
+  })
+
+// ---------------------------------------------------------------------------------
+// API-level middleware (wraps the router, sees raw failures).
+// ---------------------------------------------------------------------------------
+
+const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"])
+
+export interface ApiMiddlewareOptions {
+  readonly routes: RouteTable
+  /**
+   * Set in ops-only mode: every route except these groups answers 503 with
+   * `auth service is not configured` (protected) or `<group> service is not configured`.
+   */
+  readonly unavailableExcept?: ReadonlyArray<string>
+}
+
+export const apiMiddleware = (options: ApiMiddlewareOptions) =>
+(app: HttpApp.Default): HttpApp.Default =>
+  Effect.gen(function*() {
+    const original = yield* HttpServerRequest.HttpServerRequest
+    if (options.unavailableExcept) {
+      const route = options.routes.match(original.method, pathnameOf(original.url))
+      if (route && !options.unavailableExcept.includes(route.group)) {
+        return problemResponse(
+          503,
+          route.protected ? "auth service is not configured" : `${route.group} service is not configured`
+        )
+      }
+    }
+    // Clients (curl -d, scripts) send JSON with any Content-Type or none; the server
+    // never checks it (api.md §1.2). Raw part uploads read the stream and ignore it.
+    const request = BODY_METHODS.has(original.method)
+      ? original.modify({ headers: { ...original.headers, "content-type": "application/json" } })
+      : original
+    return yield* app.pipe(
+      Effect.provideService(HttpServerRequest.HttpServerRequest, request),
+      Effect.provideService(HttpIncomingMessage.MaxBodySize, Option.some(FileSystem.Size(JSON_BODY_LIMIT))),
+      Effect.catchAllCause((cause) => renderFailure(cause, request, options.routes))
+    )
+  })
+
+// ---------------------------------------------------------------------------------
+// Server-level middleware: request id, access log, HTTP metrics.
+// ---------------------------------------------------------------------------------
+
+const requestDuration = Metric.histogram(
+  "http_server_request_duration_seconds",
+  latencyBoundaries,
+  "Duration of HTTP server requests."
+)
+const activeRequests = Metric.gauge("http_server_active_requests", {
+  description: "Number of active HTTP server requests."
+})
+const requestsTotal = Metric.counter("imgsrv_http_requests_total", {
+  description: "HTTP requests served, by method, route template and status.",
+  incremental: true
+})
+
+/** `X-Request-ID`: echoed when it is 1–128 printable ASCII characters, else a new UUID (api.md §1.11). */
+export const requestIdFrom = (header: string | undefined): string => {
+  const trimmed = header?.trim() ?? ""
+  return trimmed.length >= 1 && trimmed.length <= 128 && /^[\x21-\x7e]+$/.test(trimmed) ? trimmed : randomUUID()
+}
+
+/**
+ * Wraps request handling: assigns the request id (header on every response,
+ * annotation on every log line of the request), adds `WWW-Authenticate` to 401s,
+ * writes one access-log line and records the HTTP metrics with the route template.
+ */
+export const serverMiddleware = (routes: RouteTable) =>
+<E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R | HttpServerRequest.HttpServerRequest> =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const requestId = requestIdFrom(request.headers["x-request-id"])
+    const route = routes.match(request.method, pathnameOf(request.url))
+    const routeLabel = route ? route.label : "unmatched"
+    const started = performance.now()
+    yield* HttpApp.appendPreResponseHandler((_req, response) =>
+      Effect.succeed(
+        HttpServerResponse.setHeaders(response, {
+          "x-request-id": requestId,
+          ...(response.status === 401 ? { "www-authenticate": "Bearer" } : {})
+        })
+      )
+    )
+    const tags = (status: number) => ({
+      http_request_method: request.method,
+      http_route: routeLabel,
+      http_response_status_code: String(status)
+    })
+    yield* Metric.increment(Metric.tagged(activeRequests, "http_request_method", request.method))
+    return yield* app.pipe(
+      Effect.onExit((exit) => {
+        const status = exit._tag === "Success" ? exit.value.status : 500
+        const seconds = (performance.now() - started) / 1000
+        const tagged = <T extends Metric.Metric<any, any, any>>(metric: T) =>
+          Object.entries(tags(status)).reduce((m, [k, v]) => Metric.tagged(m, k, v) as T, metric)
+        const line = Effect.annotateLogs(
+          status >= 500
+            ? Effect.logError("http request")
+            : status >= 400
+            ? Effect.logWarning("http request")
+            : Effect.logInfo("http request"),
+          {
+            method: request.method,
+            route: routeLabel,
+            status,
+            duration_ms: Math.round(seconds * 1000 * 10) / 10,
+            remote_addr: Option.getOrElse(request.remoteAddress, () => "")
+          }
+        )
+        return Effect.all([
+          Metric.update(tagged(requestDuration), seconds),
+          Metric.increment(tagged(requestsTotal)),
+          Metric.incrementBy(Metric.tagged(activeRequests, "http_request_method", request.method), -1),
+          status === 499 ? Effect.void : line
+        ], { discard: true })
+      }),
+      Effect.annotateLogs("request_id", requestId)
+    )
+  })

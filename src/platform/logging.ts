@@ -1,0 +1,93 @@
+import { Cause, Context, FiberRef, FiberRefs, HashMap, Inspectable, Layer, List, Logger, LogLevel, Option, Tracer } from "effect"
+
+/**
+ * Structured logs on stderr (stdout is reserved for the one-time bootstrap banner),
+ * as logfmt-style text or one JSON object per line. Values under secret-looking keys
+ * are masked, so a careless `Effect.annotateLogs("token", ...)` cannot leak a secret.
+ */
+
+const EXACT_SECRET_KEYS = new Set([
+  "accesskey", "accesskeyid", "apikey", "apitoken", "bearertoken", "bootstraptoken", "dsn", "plaintext",
+  "plaintexttoken", "postgresurl", "sessiontoken", "token", "tokenhash", "tokensha256", "urlpassword",
+  "secretaccesskey"
+])
+const SECRET_KEY_PARTS = ["authorization", "bearer", "credential", "password", "privatekey", "secret"]
+
+export const isSecretKey = (key: string): boolean => {
+  const normalised = key.toLowerCase().replace(/[_\-. ]/g, "")
+  return EXACT_SECRET_KEYS.has(normalised) || SECRET_KEY_PARTS.some((part) => normalised.includes(part))
+}
+
+const REDACTED = "[REDACTED]"
+
+const LEVEL_NAMES: Record<string, string> = {
+  All: "all", Trace: "trace", Debug: "debug", Info: "info", Warning: "warn", Error: "error", Fatal: "fatal", None: "none"
+}
+
+interface Record_ {
+  time: string
+  level: string
+  msg: string
+  [key: string]: unknown
+}
+
+const toRecord = (options: Logger.Logger.Options<unknown>): Record_ => {
+  const message = Array.isArray(options.message) ? options.message : [options.message]
+  const record: Record_ = {
+    time: options.date.toISOString(),
+    level: LEVEL_NAMES[options.logLevel._tag] ?? options.logLevel.label.toLowerCase(),
+    msg: message.map((m) => typeof m === "string" ? m : Inspectable.toStringUnknown(m)).join(" ")
+  }
+  for (const [key, value] of HashMap.toEntries(options.annotations)) {
+    record[key] = isSecretKey(key) ? REDACTED : value
+  }
+  const span = Context.getOption(
+    FiberRefs.getOrDefault(options.context, FiberRef.currentContext),
+    Tracer.ParentSpan
+  )
+  if (Option.isSome(span)) {
+    record["trace_id"] = span.value.traceId
+    record["span_id"] = span.value.spanId
+  }
+  for (const logSpan of List.toArray(options.spans)) {
+    record[`${logSpan.label}_ms`] = options.date.getTime() - logSpan.startTime
+  }
+  if (!Cause.isEmpty(options.cause)) {
+    record["cause"] = Cause.pretty(options.cause, { renderErrorCause: true })
+  }
+  return record
+}
+
+const logfmtValue = (value: unknown): string => {
+  const text = typeof value === "string" ? value : Inspectable.toStringUnknown(value, 0)
+  return /^[^\s"=]+$/.test(text) ? text : JSON.stringify(text)
+}
+
+export const jsonLogger = Logger.make<unknown, string>((options) => JSON.stringify(toRecord(options)))
+
+export const textLogger = Logger.make<unknown, string>((options) => {
+  const { time, level, msg, ...rest } = toRecord(options)
+  const fields = Object.entries(rest).map(([k, v]) => `${k}=${logfmtValue(v)}`)
+  return [`time=${time}`, `level=${level}`, `msg=${logfmtValue(msg)}`, ...fields].join(" ")
+})
+
+const toStderr = (logger: Logger.Logger<unknown, string>) =>
+  Logger.map(logger, (line) => {
+    process.stderr.write(`${line}\n`)
+  })
+
+export const logLevelOf = (verbosity: "debug" | "info" | "warn" | "error"): LogLevel.LogLevel =>
+  verbosity === "debug"
+    ? LogLevel.Debug
+    : verbosity === "info"
+    ? LogLevel.Info
+    : verbosity === "warn"
+    ? LogLevel.Warning
+    : LogLevel.Error
+
+/** Replaces Effect's default logger with ours, at the configured level. */
+export const LoggingLive = (format: "text" | "json", verbosity: "debug" | "info" | "warn" | "error") =>
+  Layer.merge(
+    Logger.replace(Logger.defaultLogger, toStderr(format === "json" ? jsonLogger : textLogger)),
+    Logger.minimumLogLevel(logLevelOf(verbosity))
+  )

@@ -1,0 +1,31 @@
+import { Effect, ParseResult, Schema } from "effect"
+import { InvalidRequest } from "./problem.js"
+
+/**
+ * Path parameters are declared as plain strings on the HttpApi (so a malformed one
+ * never becomes a generic decode error) and validated by the handler, first thing,
+ * with the domain's schema: the client gets a 400 whose detail names the parameter,
+ * before any lookup could answer 404 (api.md §1.5, §1.7).
+ */
+export const decodeParam = <A, I>(schema: Schema.Schema<A, I, never>, value: I): Effect.Effect<A, InvalidRequest> =>
+  Schema.decodeUnknown(schema)(value).pipe(
+    Effect.mapError((error) => new InvalidRequest({ detail: firstIssueMessage(error) }))
+  )
+
+/** The most specific human-readable message of a parse error, on one line. */
+export const firstIssueMessage = (error: ParseResult.ParseError): string => {
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  const first = issues[0]
+  if (!first) return "invalid value"
+  const where = first.path.length > 0 ? `${first.path.join(".")}: ` : ""
+  return `${where}${first.message}`.replace(/\s*\n\s*/g, " ")
+}
+
+const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+/** A canonical lower-case UUID; `label` words the 400 detail, e.g. "upload id must be a UUID". */
+export const UuidParam = (label: string) =>
+  Schema.String.pipe(Schema.pattern(CANONICAL_UUID, { message: () => `${label} must be a UUID` }))
+
+/** Path parameters documented in OpenAPI as UUIDs while staying plain strings on the wire. */
+export const UuidPathString = Schema.String.annotations({ jsonSchema: { type: "string", format: "uuid" } })

@@ -1,0 +1,128 @@
+import { Cause, Duration, Effect, Metric, Queue } from "effect"
+import { randomBytes } from "node:crypto"
+import { hostname } from "node:os"
+import type { WorkerLoopSettings } from "./config.js"
+
+/**
+ * The runner shared by the background jobs (spec/domain.md §3.2): call `runOnce`
+ * (at most one unit of work); `worked` loops at once to drain the queue, `idle`
+ * sleeps the poll interval — or less, when something in this process signals new
+ * work through `wake`; errors back off exponentially up to a ceiling, and after N
+ * consecutive failures a circuit breaker pauses the loop for a cooldown.
+ * A defect is logged and treated like an error: the loop never dies silently.
+ */
+export type RunOutcome = "worked" | "idle"
+
+export interface WakeSignal {
+  /** Wakes an idle loop now (never blocks, coalesces bursts). */
+  readonly wake: Effect.Effect<void>
+  /** Waits for a wake-up or the timeout, whichever comes first. */
+  readonly await: (timeout: Duration.DurationInput) => Effect.Effect<void>
+}
+
+export const makeWakeSignal = Effect.gen(function*() {
+  const queue = yield* Queue.sliding<void>(1)
+  return {
+    wake: Queue.offer(queue, undefined).pipe(Effect.asVoid),
+    await: (timeout) => Queue.take(queue).pipe(Effect.timeoutOption(timeout), Effect.asVoid)
+  } satisfies WakeSignal
+})
+
+const attempts = Metric.counter("imgsrv_background_job_attempts_total", {
+  description: "Background job attempts by outcome (worked, idle, error).",
+  incremental: true
+})
+const errorsTotal = Metric.counter("imgsrv_background_job_errors_total", {
+  description: "Failed background job attempts.",
+  incremental: true
+})
+const circuitOpen = Metric.counter("imgsrv_background_job_circuit_open_total", {
+  description: "Times a background job's circuit breaker opened.",
+  incremental: true
+})
+const consecutiveFailures = Metric.gauge("imgsrv_background_job_consecutive_failures", {
+  description: "Consecutive failed attempts (0 after a success or when the breaker opens)."
+})
+const lastSuccess = Metric.gauge("imgsrv_background_job_last_success_timestamp_seconds", {
+  description: "Unix time of the last successful (worked or idle) attempt."
+})
+const lastError = Metric.gauge("imgsrv_background_job_last_error_timestamp_seconds", {
+  description: "Unix time of the last failed attempt."
+})
+
+const runId = randomBytes(5).toString("hex")
+
+/** `<node-name>/<run-id>/<job>`: the value written to lease columns (`claimed_by`). */
+export const makeWorkerId = (nodeName: string, job: string): string =>
+  `${nodeName.trim() || hostname() || "imgsrv"}/${runId}/${job}`
+
+export const runWorkerLoop = <E, R>(options: {
+  /** Metric label `job`, e.g. `cas-promotion` or `publish`. */
+  readonly name: string
+  readonly workerId: string
+  readonly settings: WorkerLoopSettings
+  readonly runOnce: Effect.Effect<RunOutcome, E, R>
+  readonly wake: WakeSignal
+}): Effect.Effect<never, never, R> => {
+  const loop: Effect.Effect<never, never, R> = Effect.gen(function*() {
+    const { name, settings } = options
+    const tag = <M extends Metric.Metric<any, any, any>>(m: M) => Metric.tagged(m, "job", name) as M
+    let failures = 0
+    let delay = Duration.toMillis(settings.errorBackoff)
+    const maxDelay = Math.max(delay, Duration.toMillis(settings.errorBackoffMax))
+    yield* Effect.logInfo("background job started").pipe(Effect.annotateLogs({ name, worker_id: options.workerId }))
+    while (true) {
+      const result = yield* options.runOnce.pipe(Effect.sandbox, Effect.either)
+      const now = Date.now() / 1000
+      if (result._tag === "Right") {
+        failures = 0
+        delay = Duration.toMillis(settings.errorBackoff)
+        yield* Metric.increment(Metric.tagged(tag(attempts), "outcome", result.right))
+        yield* Metric.set(tag(consecutiveFailures), 0)
+        yield* Metric.set(tag(lastSuccess), now)
+        if (result.right === "idle") yield* options.wake.await(settings.pollInterval)
+        continue
+      }
+      failures += 1
+      yield* Metric.increment(Metric.tagged(tag(attempts), "outcome", "error"))
+      yield* Metric.increment(tag(errorsTotal))
+      yield* Metric.set(tag(lastError), now)
+      if (failures >= settings.circuitBreakerFailures) {
+        yield* Metric.increment(tag(circuitOpen))
+        yield* Metric.set(tag(consecutiveFailures), 0)
+        yield* Effect.logWarning("background job circuit breaker open").pipe(
+          Effect.annotateLogs({
+            name,
+            consecutive_failures: failures,
+            cooldown_ms: Duration.toMillis(settings.circuitBreakerCooldown),
+            cause: result.left
+          })
+        )
+        failures = 0
+        delay = Duration.toMillis(settings.errorBackoff)
+        yield* Effect.sleep(settings.circuitBreakerCooldown)
+        continue
+      }
+      yield* Metric.set(tag(consecutiveFailures), failures)
+      yield* Effect.logError("background job attempt failed").pipe(
+        Effect.annotateLogs({ name, worker_id: options.workerId, retry_after_ms: delay, cause: result.left })
+      )
+      yield* Effect.sleep(Duration.millis(delay))
+      delay = Math.min(delay * 2, maxDelay)
+    }
+  })
+  // Belt and braces: should the loop machinery itself ever die, restart it after a pause.
+  const supervised: Effect.Effect<never, never, R> = loop.pipe(
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Effect.failCause(cause as Cause.Cause<never>)
+        : Effect.logError("background job loop crashed; restarting", cause).pipe(
+          Effect.zipRight(Effect.sleep("1 second")),
+          Effect.zipRight(Effect.suspend(() => supervised))
+        )
+    )
+  )
+  return supervised.pipe(
+    Effect.onInterrupt(() => Effect.logInfo("background job stopped").pipe(Effect.annotateLogs({ name: options.name })))
+  )
+}

@@ -1,0 +1,132 @@
+import { HttpApiBuilder, HttpApiScalar } from "@effect/platform"
+import { Effect, Layer, Option, Redacted } from "effect"
+import { DOCS_ROUTES, ImgsrvApi, OpsOnlyApi } from "./api.js"
+import { AuthenticationLive, NoExtraAuthenticators } from "./auth/authentication.js"
+import { AuthorizationLive } from "./auth/middleware.js"
+import { AuthRepositoryLive } from "./auth/repository.js"
+import { BlobStore } from "./platform/blob-store/blob-store.js"
+import { makeFilesystemBlobStore } from "./platform/blob-store/filesystem.js"
+import { instrumentBlobStore } from "./platform/blob-store/instrumented.js"
+import { makeS3BlobStore } from "./platform/blob-store/s3.js"
+import { AppConfig, type AppConfigShape, describeConfig } from "./platform/config.js"
+import { DatabaseLive, migrate } from "./platform/database.js"
+import { startEmbeddedPostgres } from "./platform/embedded-postgres.js"
+import { OpsHandlersLive, ReadinessLive, ReadinessWithoutDatabase } from "./platform/health.js"
+import { apiMiddleware, makeRouteTable } from "./platform/http.js"
+import { ApiServerLive } from "./platform/http-server.js"
+import { LoggingLive } from "./platform/logging.js"
+import { MetricsServerLive, ScrapeCollectorsLive } from "./platform/metrics.js"
+
+/**
+ * Composition root: which layers make up a running imgsrv for a given
+ * configuration. `main.ts` launches it; tests build it with their own config.
+ */
+
+const routes = makeRouteTable(ImgsrvApi, DOCS_ROUTES)
+
+/** PostgreSQL: the operator's URL, or an embedded server under the data dir. Migrated before anything uses it. */
+const DatabaseFromConfig = (config: AppConfigShape) =>
+  Layer.unwrapScoped(Effect.gen(function*() {
+    const db = config.database
+    let url: Redacted.Redacted<string>
+    if (db._tag === "embedded") {
+      const embedded = yield* startEmbeddedPostgres(db.dataDir)
+      url = embedded.url
+      yield* Effect.logInfo("embedded mode: PostgreSQL and blobs live in the data directory").pipe(
+        Effect.annotateLogs({ data_dir: config.dataDir })
+      )
+    } else if (db._tag === "external") {
+      url = db.url
+    } else {
+      return yield* Effect.dieMessage("DatabaseFromConfig used in ops-only mode")
+    }
+    const database = DatabaseLive({ url, maxConnections: config.postgresMaxConnections })
+    return Layer.effectDiscard(migrate()).pipe(Layer.provideMerge(database))
+  }))
+
+/** The blob store the configuration names, wrapped with metrics and spans. */
+export const BlobStoreFromConfig = (config: AppConfigShape) =>
+  Layer.scoped(
+    BlobStore,
+    Effect.gen(function*() {
+      const storage = config.storage
+      const store = storage._tag === "s3"
+        ? yield* makeS3BlobStore({
+          endpoint: storage.s3.endpoint,
+          bucket: storage.s3.bucket,
+          region: storage.s3.region,
+          accessKeyId: storage.s3.accessKeyId,
+          secretAccessKey: storage.s3.secretAccessKey,
+          sessionToken: Option.getOrUndefined(storage.s3.sessionToken),
+          useTls: storage.s3.useTls,
+          pathStyle: storage.s3.pathStyle
+        })
+        : yield* makeFilesystemBlobStore(storage.root)
+      yield* Effect.logInfo("blob store configured").pipe(
+        Effect.annotateLogs(storage._tag === "s3"
+          ? { driver: "s3", endpoint: storage.s3.endpoint, bucket: storage.s3.bucket }
+          : { driver: "filesystem", root: storage.root })
+      )
+      return instrumentBlobStore(store)
+    })
+  )
+
+/** Auth: token verification and the two security middlewares. */
+const AuthLive = AuthorizationLive.pipe(
+  Layer.provide(AuthenticationLive),
+  Layer.provide(NoExtraAuthenticators),
+  Layer.provideMerge(AuthRepositoryLive)
+)
+
+/** Every HttpApi group's handlers, with the domain services they need. */
+const ApiHandlersLive = Layer.mergeAll(OpsHandlersLive).pipe(
+  Layer.provide(AuthLive),
+  Layer.provide(ReadinessLive)
+)
+
+/** The full service: API listener, background loops, metrics listener. */
+const FullServiceLive = (config: AppConfigShape) => {
+  const api = HttpApiBuilder.api(ImgsrvApi).pipe(
+    Layer.provide(ApiHandlersLive),
+    Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))
+  )
+  return ApiServerLive({ listen: config.listen, shutdownTimeout: config.shutdownTimeout, routes }).pipe(
+    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
+    Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
+    Layer.provide(api),
+    Layer.provide(BlobStoreFromConfig(config)),
+    Layer.provide(DatabaseFromConfig(config))
+  )
+}
+
+/** Ops-only mode: health, readiness (never ready) and metrics; every other route 503. */
+const OpsOnlyServiceLive = (config: AppConfigShape) => {
+  const api = HttpApiBuilder.api(OpsOnlyApi).pipe(
+    Layer.provide(OpsHandlersLive),
+    Layer.provide(ReadinessWithoutDatabase),
+    Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes, unavailableExcept: ["ops", "docs"] })))
+  )
+  return ApiServerLive({ listen: config.listen, shutdownTimeout: config.shutdownTimeout, routes }).pipe(
+    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
+    Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
+    Layer.provide(api)
+  )
+}
+
+/** Everything a running imgsrv is, for one configuration. */
+export const AppLive = (config: AppConfigShape) => {
+  const service = config.database._tag === "none" ? OpsOnlyServiceLive(config) : FullServiceLive(config)
+  const metrics = Option.match(config.metrics, {
+    onNone: () => Layer.empty,
+    onSome: (m) => MetricsServerLive(m)
+  })
+  const announce = Layer.effectDiscard(
+    Effect.logInfo("imgsrv starting").pipe(Effect.annotateLogs(describeConfig(config)))
+  )
+  return Layer.mergeAll(service, metrics).pipe(
+    Layer.provide(announce),
+    Layer.provide(ScrapeCollectorsLive),
+    Layer.provide(Layer.succeed(AppConfig, config)),
+    Layer.provide(LoggingLive(config.logFormat, config.verbosity))
+  )
+}

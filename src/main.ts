@@ -1,0 +1,30 @@
+import { HelpDoc, ValidationError } from "@effect/cli"
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import { AppLive } from "./app.js"
+import { runCommand } from "./cli.js"
+
+/**
+ * `imgsrv`: parse flags and environment, then run the service until SIGTERM/SIGINT.
+ * Start-up problems end the process with one line on stderr and a non-zero code.
+ */
+const describe = (error: unknown): string => {
+  if (ValidationError.isValidationError(error)) {
+    return HelpDoc.toAnsiText(error.error).trim().replace(/\s*\n\s*/g, " ")
+  }
+  if (error instanceof Error) return error.message
+  return String(error)
+}
+
+const program = runCommand((config) => Layer.launch(AppLive(config)))(process.argv).pipe(
+  Effect.tapError((error) =>
+    Effect.sync(() => {
+      // Help and --version are not failures of ours; @effect/cli already printed them.
+      if (ValidationError.isValidationError(error) && ValidationError.isHelpRequested(error)) return
+      process.stderr.write(`imgsrv: ${describe(error)}\n`)
+    })
+  ),
+  Effect.provide(NodeContext.layer)
+)
+
+NodeRuntime.runMain(program, { disableErrorReporting: true })

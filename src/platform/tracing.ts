@@ -1,0 +1,50 @@
+import { Effect, Option, Tracer } from "effect"
+
+/**
+ * Work begun by a request and finished by a background worker (complete → promotion,
+ * publish → steps) is tied back to the request's trace: the request stores its W3C
+ * `traceparent` with the queued work, and the worker's span links to it.
+ */
+
+/** The current span as a W3C `traceparent` value, if there is a span. */
+export const currentTraceParent: Effect.Effect<string | undefined> = Effect.map(
+  Effect.currentSpan.pipe(Effect.option),
+  Option.match({
+    onNone: () => undefined,
+    onSome: (span) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+  })
+)
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
+
+/** Parses a stored `traceparent` into an external span usable as a link or parent. */
+export const spanFromTraceParent = (traceParent: string | null | undefined): Option.Option<Tracer.ExternalSpan> => {
+  const match = traceParent ? TRACEPARENT.exec(traceParent) : null
+  if (!match) return Option.none()
+  return Option.some(Tracer.externalSpan({
+    traceId: match[1]!,
+    spanId: match[2]!,
+    sampled: match[3] === "01"
+  }))
+}
+
+/**
+ * Runs `effect` in a new root span named `name` that links to the span recorded
+ * in `traceParent` (when present): the worker's trace stays its own, and tracing
+ * backends show the originating request next to it.
+ */
+export const withLinkedSpan = (
+  name: string,
+  traceParent: string | null | undefined,
+  attributes: Record<string, unknown> = {}
+) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Option.match(spanFromTraceParent(traceParent), {
+    onNone: () => Effect.withSpan(effect, name, { attributes, root: true }),
+    onSome: (origin) =>
+      Effect.withSpan(effect, name, {
+        attributes,
+        root: true,
+        links: [{ _tag: "SpanLink", span: origin, attributes: { "imgsrv.link": "originating-request" } }]
+      })
+  })

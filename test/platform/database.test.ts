@@ -1,0 +1,58 @@
+import { describe, expect, it } from "@effect/vitest"
+import { SqlClient } from "@effect/sql"
+import { Effect, Exit, Redacted } from "effect"
+import { mkdtemp, readdir, writeFile } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { DatabaseLive, defaultMigrationsDir, migrate } from "../../src/platform/database.js"
+import { freshDatabaseUrl } from "../support/harness.js"
+
+const onDatabase = (url: Redacted.Redacted<string>) => DatabaseLive({ url, maxConnections: 4 })
+
+describe("migrations", () => {
+  it.scoped("are applied once, in order, and recorded", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabaseUrl
+      const files = (yield* Effect.promise(() => readdir(defaultMigrationsDir))).filter((f) => f.endsWith(".sql")).sort()
+      const first = yield* migrate().pipe(Effect.provide(onDatabase(url)))
+      expect(first).toEqual(files)
+      const second = yield* migrate().pipe(Effect.provide(onDatabase(url)))
+      expect(second).toEqual([])
+      const recorded = yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        return (yield* sql<{ version: string }>`SELECT version FROM imgsrv_schema_migrations ORDER BY version`)
+          .map((r) => r.version)
+      }).pipe(Effect.provide(onDatabase(url)))
+      expect(recorded).toEqual(files)
+    }))
+
+  it.scoped("two migrators starting together do not collide: each file is applied exactly once", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabaseUrl
+      // Separate pools, like two replicas.
+      const results = yield* Effect.all(
+        [migrate().pipe(Effect.provide(onDatabase(url))), migrate().pipe(Effect.provide(onDatabase(url)))],
+        { concurrency: 2 }
+      )
+      const files = (yield* Effect.promise(() => readdir(defaultMigrationsDir))).filter((f) => f.endsWith(".sql"))
+      expect([...results[0], ...results[1]].sort()).toEqual(files.sort())
+      expect(results.some((r) => r.length === 0)).toBe(true)
+    }))
+
+  it.scoped("a failing migration stops with its file name and leaves nothing half-applied", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabaseUrl
+      const dir = yield* Effect.promise(() => mkdtemp(path.join(tmpdir(), "imgsrv-migrations-")))
+      yield* Effect.promise(() => writeFile(path.join(dir, "0001_good.sql"), "CREATE TABLE good (id int);"))
+      yield* Effect.promise(() => writeFile(path.join(dir, "0002_broken.sql"), "CREATE TABLE broken (id nonsense_type);"))
+      const exit = yield* migrate(dir).pipe(Effect.provide(onDatabase(url)), Effect.exit)
+      expect(Exit.isFailure(exit)).toBe(true)
+      if (Exit.isFailure(exit)) expect(String(exit.cause)).toContain("0002_broken.sql")
+      const tables = yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        return yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_tables WHERE tablename = 'good'`
+      }).pipe(Effect.provide(onDatabase(url)))
+      expect(tables[0]!.n).toBe(0)
+    }))
+})
+

@@ -44,6 +44,8 @@ export interface RouteEntry {
   readonly group: string
   /** Whether a bearer principal is required (the route carries a security middleware). */
   readonly protected: boolean
+  /** Whether the endpoint declares a JSON payload (raw part uploads do not). */
+  readonly jsonBody: boolean
   readonly segments: ReadonlyArray<string>
 }
 
@@ -68,7 +70,7 @@ export const makeRouteTable = <Id extends string, Groups extends HttpApiGroup.Ht
   const routes: Array<RouteEntry> = []
   HttpApi.reflect(api, {
     onGroup: () => {},
-    onEndpoint: ({ endpoint, group, middleware }) => {
+    onEndpoint: ({ endpoint, group, middleware, payloads }) => {
       const isProtected = [...middleware].some((tag) => HttpApiMiddleware.SecurityTypeId in tag)
       routes.push({
         method: endpoint.method,
@@ -76,12 +78,19 @@ export const makeRouteTable = <Id extends string, Groups extends HttpApiGroup.Ht
         label: `${endpoint.method} ${endpoint.path.replace(/:(\w+)/g, "{$1}")}`,
         group: group.identifier,
         protected: isProtected,
+        jsonBody: payloads.size > 0 && endpoint.method !== "GET",
         segments: splitPath(endpoint.path)
       })
     }
   })
   for (const route of extra) {
-    routes.push({ ...route, label: `${route.method} ${route.path}`, protected: false, segments: splitPath(route.path) })
+    routes.push({
+      ...route,
+      label: `${route.method} ${route.path}`,
+      protected: false,
+      jsonBody: false,
+      segments: splitPath(route.path)
+    })
   }
   const find = (method: string, actual: ReadonlyArray<string>) =>
     routes.find((r) => r.method === method && segmentsMatch(r.segments, actual))
@@ -194,14 +203,20 @@ export const apiMiddleware = (options: ApiMiddlewareOptions) =>
 (app: HttpApp.Default): HttpApp.Default =>
   Effect.gen(function*() {
     const original = yield* HttpServerRequest.HttpServerRequest
+    const route = options.routes.match(original.method, pathnameOf(original.url))
     if (options.unavailableExcept) {
-      const route = options.routes.match(original.method, pathnameOf(original.url))
       if (route && !options.unavailableExcept.includes(route.group)) {
         return problemResponse(
           503,
           route.protected ? "auth service is not configured" : `${route.group} service is not configured`
         )
       }
+    }
+    // An oversized control body is refused before it is read: reading it only to
+    // reject it would cost memory, and cutting the stream mid-way resets the client.
+    const declaredLength = Number(original.headers["content-length"] ?? "0")
+    if (route?.jsonBody && declaredLength > JSON_BODY_LIMIT) {
+      return problemResponse(400, `invalid JSON request body: body exceeds ${JSON_BODY_LIMIT} bytes`)
     }
     // Clients (curl -d, scripts) send JSON with any Content-Type or none; the server
     // never checks it (api.md §1.2). Raw part uploads read the stream and ignore it.

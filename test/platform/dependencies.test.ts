@@ -32,3 +32,19 @@ describe("dependencies", () => {
     expect(pkg.overrides["effect"]).toBe(all["effect"])
   })
 })
+
+describe("lockfile completeness", () => {
+  it("has an entry for every optional platform package it names, so `npm ci` accepts it", () => {
+    const lock = JSON.parse(readFileSync(new URL("../../package-lock.json", import.meta.url), "utf8")) as {
+      packages: Record<string, { optionalDependencies?: Record<string, string> }>
+    }
+    const missing: Array<string> = []
+    for (const [path, entry] of Object.entries(lock.packages)) {
+      for (const name of Object.keys(entry.optionalDependencies ?? {})) {
+        const nested = `${path === "" ? "" : `${path}/`}node_modules/${name}`
+        if (!lock.packages[nested] && !lock.packages[`node_modules/${name}`]) missing.push(`${path} -> ${name}`)
+      }
+    }
+    expect(missing).toEqual([])
+  })
+})

@@ -1,0 +1,83 @@
+import { describe, expect, it } from "vitest"
+import { chmod, mkdtemp, rm, stat } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import { freePort, spawnImgsrv, waitForStatus } from "../support/process.js"
+
+/** The real `imgsrv` process: start-up, embedded mode, ops-only mode, bad config, signals. */
+
+const dataDir = async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), "imgsrv-proc-"))
+  await chmod(dir, 0o755) // as root, embedded PostgreSQL runs as "postgres"
+  return dir
+}
+
+describe("the imgsrv process", () => {
+  it("starts in embedded mode, is ready, exits 0 on SIGTERM and reuses its data directory", async () => {
+    const dir = await dataDir()
+    try {
+      const port = await freePort()
+      const env = { IMGSRV_DATA_DIR: dir, IMGSRV_LISTEN: `127.0.0.1:${port}`, IMGSRV_METRICS_LISTEN: "" }
+      const first = spawnImgsrv({ env })
+      await first.waitFor(/embedded mode/, 60_000)
+      await waitForStatus(`http://127.0.0.1:${port}/readyz`, 204)
+      expect(first.stderr()).toContain("initialising embedded PostgreSQL")
+      expect(await first.stop("SIGTERM")).toBe(0)
+      expect(first.stderr()).toContain("embedded PostgreSQL stopped")
+      expect((await stat(path.join(dir, "postgres", "PG_VERSION"))).isFile()).toBe(true)
+
+      const second = spawnImgsrv({ env })
+      await waitForStatus(`http://127.0.0.1:${port}/readyz`, 204, 60_000)
+      expect(second.stderr()).not.toContain("initialising embedded PostgreSQL")
+      expect(await second.stop("SIGINT")).toBe(0)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it("in ops-only mode serves health, is never ready, and exposes metrics", async () => {
+    const port = await freePort()
+    const metricsPort = await freePort()
+    const proc = spawnImgsrv({
+      env: { IMGSRV_EMBEDDED: "false", IMGSRV_LISTEN: `127.0.0.1:${port}`, IMGSRV_METRICS_LISTEN: `127.0.0.1:${metricsPort}` }
+    })
+    try {
+      await waitForStatus(`http://127.0.0.1:${port}/healthz`, 204)
+      const ready = await fetch(`http://127.0.0.1:${port}/readyz`)
+      expect(ready.status).toBe(503)
+      expect(ready.headers.get("content-type")).toContain("text/plain")
+      const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`)
+      expect(metrics.status).toBe(200)
+      expect(await metrics.text()).toContain("http_server_request_duration_seconds")
+    } finally {
+      expect(await proc.stop()).toBe(0)
+    }
+  })
+
+  it("refuses a bad setting with one line naming it and a non-zero exit", async () => {
+    const proc = spawnImgsrv({ args: ["--upload-ttl", "5parsecs"] })
+    const code = await proc.exited
+    expect(code).not.toBe(0)
+    const lines = proc.stderr().trim().split("\n")
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toContain("--upload-ttl (IMGSRV_UPLOAD_TTL)")
+
+    const env = spawnImgsrv({ env: { IMGSRV_S3_USE_TLS: "maybe" } })
+    expect(await env.exited).not.toBe(0)
+    expect(env.stderr()).toContain("IMGSRV_S3_USE_TLS")
+  })
+
+  it("prints version, commit and build date for --version", async () => {
+    const proc = spawnImgsrv({ args: ["--version"] })
+    expect(await proc.exited).toBe(0)
+    expect(proc.stdout()).toMatch(/^\d+\.\d+\.\d+ \(commit \S+, built .+\)/)
+  })
+
+  it("lists every setting in --help", async () => {
+    const proc = spawnImgsrv({ args: ["--help"] })
+    await proc.exited
+    for (const flag of ["--listen", "--postgres-url", "--s3-secret-access-key", "--publish-job-lease", "--otel-endpoint"]) {
+      expect(proc.stdout()).toContain(flag)
+    }
+  })
+})

@@ -1,5 +1,6 @@
 import { HttpApi, OpenApi } from "@effect/platform"
 import { buildInfo } from "./build-info.js"
+import { CatalogGroup } from "./catalog/api.js"
 import { OpsGroup } from "./platform/health.js"
 import { API_ID } from "./platform/http.js"
 
@@ -9,6 +10,7 @@ import { API_ID } from "./platform/http.js"
  */
 export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(OpsGroup)
+  .add(CatalogGroup)
   .annotate(OpenApi.Title, "imgsrv")
   .annotate(OpenApi.Version, buildInfo.version)
   .annotate(

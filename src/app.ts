@@ -4,6 +4,9 @@ import { DOCS_ROUTES, ImgsrvApi, OpsOnlyApi } from "./api.js"
 import { AuthenticationLive, NoExtraAuthenticators } from "./auth/authentication.js"
 import { AuthorizationLive } from "./auth/middleware.js"
 import { AuthRepositoryLive } from "./auth/repository.js"
+import { CatalogHandlersLive } from "./catalog/http.js"
+import { CatalogRepositoryLive } from "./catalog/repository.js"
+import { CatalogLive } from "./catalog/service.js"
 import { BlobStore } from "./platform/blob-store/blob-store.js"
 import { makeFilesystemBlobStore } from "./platform/blob-store/filesystem.js"
 import { instrumentBlobStore } from "./platform/blob-store/instrumented.js"
@@ -79,7 +82,8 @@ const AuthLive = AuthorizationLive.pipe(
 )
 
 /** Every HttpApi group's handlers, with the domain services they need. */
-const ApiHandlersLive = Layer.mergeAll(OpsHandlersLive).pipe(
+const ApiHandlersLive = Layer.mergeAll(OpsHandlersLive, CatalogHandlersLive).pipe(
+  Layer.provide(CatalogLive.pipe(Layer.provide(CatalogRepositoryLive))),
   Layer.provide(AuthLive),
   Layer.provide(ReadinessLive)
 )

@@ -1,0 +1,231 @@
+import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import { Schema } from "effect"
+import { RequireContentWrite } from "../auth/middleware.js"
+import { UuidPathString } from "../platform/params.js"
+import { InvalidRequest, Problem } from "../platform/problem.js"
+import {
+  AliasNotFound,
+  AliasTargetNotPublished,
+  ArtifactIdentityTaken,
+  ArtifactNotFound,
+  AttachmentNameTaken,
+  AttachmentNotFound,
+  ImageNameTaken,
+  ImageNotFound,
+  RefNotFound,
+  VersionNotDraft,
+  VersionNotFound,
+  VersionTaken
+} from "./errors.js"
+import {
+  Alias,
+  AliasList,
+  Artifact,
+  ArtifactList,
+  Attachment,
+  CreateArtifactRequest,
+  CreateAttachmentRequest,
+  CreateImageRequest,
+  CreateVersionRequest,
+  Image,
+  ImageList,
+  ImageVersion,
+  Manifest,
+  PutAliasRequest,
+  VersionList
+} from "./schema.js"
+
+/**
+ * The catalog's HTTP surface (api.md §2.5–2.8, §2.10). Path parameters are plain
+ * strings here and validated by the handlers (400 naming the field, before lookups).
+ */
+
+const NamePath = Schema.Struct({ name: Schema.String })
+const VersionPath = Schema.Struct({ name: Schema.String, version: Schema.String })
+const ArtifactPath = Schema.Struct({ name: Schema.String, version: Schema.String, artifact_id: UuidPathString })
+const AttachmentPath = Schema.Struct({
+  name: Schema.String,
+  version: Schema.String,
+  artifact_id: UuidPathString,
+  attachment_id: UuidPathString
+})
+const AliasPath = Schema.Struct({ name: Schema.String, alias: Schema.String })
+const RefPath = Schema.Struct({ name: Schema.String, ref: Schema.String })
+
+const invalid = Problem(InvalidRequest)
+
+export const CatalogGroup = HttpApiGroup.make("catalog")
+  // Images ------------------------------------------------------------------------
+  .add(
+    HttpApiEndpoint.post("createImage", "/v1/images")
+      .middleware(RequireContentWrite)
+      .setPayload(CreateImageRequest)
+      .addSuccess(Image, { status: 201 })
+      .addError(invalid)
+      .addError(Problem(ImageNameTaken))
+      .annotate(OpenApi.Description, "Creates an image. It stays invisible to listings until a version is published.")
+  )
+  .add(
+    HttpApiEndpoint.get("listImages", "/v1/images")
+      .addSuccess(ImageList)
+      .annotate(OpenApi.Description, "Images with at least one published version, by name.")
+  )
+  .add(
+    HttpApiEndpoint.get("getImage", "/v1/images/:name")
+      .setPath(NamePath)
+      .addSuccess(Image)
+      .addError(invalid)
+      .addError(Problem(ImageNotFound))
+      .annotate(OpenApi.Description, "An image that has at least one published version.")
+  )
+  // Versions, manifests, refs -----------------------------------------------------
+  .add(
+    HttpApiEndpoint.post("createVersion", "/v1/images/:name/versions")
+      .middleware(RequireContentWrite)
+      .setPath(NamePath)
+      .setPayload(CreateVersionRequest)
+      .addSuccess(ImageVersion, { status: 201 })
+      .addError(invalid)
+      .addError(Problem(ImageNotFound))
+      .addError(Problem(VersionTaken))
+      .annotate(OpenApi.Description, "Creates a draft version.")
+  )
+  .add(
+    HttpApiEndpoint.get("listVersions", "/v1/images/:name/versions")
+      .setPath(NamePath)
+      .addSuccess(VersionList)
+      .addError(invalid)
+      .addError(Problem(ImageNotFound))
+      .annotate(OpenApi.Description, "Published versions, newest first. 404 when the image has none.")
+  )
+  .add(
+    HttpApiEndpoint.get("getManifest", "/v1/images/:name/versions/:version")
+      .setPath(VersionPath)
+      .addSuccess(Manifest)
+      .addError(invalid)
+      .addError(Problem(VersionNotFound))
+      .annotate(OpenApi.Description, "The manifest of the exact version, in any state (drafts included).")
+  )
+  .add(
+    HttpApiEndpoint.get("resolveRef", "/v1/images/:name/refs/:ref")
+      .setPath(RefPath)
+      .addSuccess(Manifest)
+      .addError(invalid)
+      .addError(Problem(RefNotFound))
+      .annotate(OpenApi.Description, "A published manifest: an exact published version first, then an alias.")
+  )
+  // Artifacts and attachments -----------------------------------------------------
+  .add(
+    HttpApiEndpoint.get("listArtifacts", "/v1/images/:name/versions/:version/artifacts")
+      .setPath(VersionPath)
+      .addSuccess(ArtifactList)
+      .addError(invalid)
+      .addError(Problem(VersionNotFound))
+      .annotate(OpenApi.Description, "Artifacts of a published version.")
+  )
+  .add(
+    HttpApiEndpoint.post("addArtifact", "/v1/images/:name/versions/:version/artifacts")
+      .middleware(RequireContentWrite)
+      .setPath(VersionPath)
+      .setPayload(CreateArtifactRequest)
+      .addSuccess(Artifact, { status: 201 })
+      .addError(invalid)
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(ArtifactIdentityTaken))
+      .addError(Problem(VersionNotDraft))
+      .annotate(
+        OpenApi.Description,
+        "Declares an artifact on a draft. The blob is not checked here; publishing checks it."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get("getArtifact", "/v1/images/:name/versions/:version/artifacts/:artifact_id")
+      .setPath(ArtifactPath)
+      .addSuccess(Artifact)
+      .addError(invalid)
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(ArtifactNotFound))
+      .annotate(OpenApi.Description, "One artifact of a published version.")
+  )
+  .add(
+    HttpApiEndpoint.del("deleteArtifact", "/v1/images/:name/versions/:version/artifacts/:artifact_id")
+      .middleware(RequireContentWrite)
+      .setPath(ArtifactPath)
+      .addSuccess(HttpApiSchema.NoContent)
+      .addError(invalid)
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(ArtifactNotFound))
+      .addError(Problem(VersionNotDraft))
+      .annotate(OpenApi.Description, "Deletes a draft's artifact and its attachments.")
+  )
+  .add(
+    HttpApiEndpoint.post(
+      "addAttachment",
+      "/v1/images/:name/versions/:version/artifacts/:artifact_id/attachments"
+    )
+      .middleware(RequireContentWrite)
+      .setPath(ArtifactPath)
+      .setPayload(CreateAttachmentRequest)
+      .addSuccess(Attachment, { status: 201 })
+      .addError(invalid)
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(ArtifactNotFound))
+      .addError(Problem(AttachmentNameTaken))
+      .addError(Problem(VersionNotDraft))
+      .annotate(
+        OpenApi.Description,
+        "Hangs a secondary blob off a draft's artifact (`incus.tar.xz` makes a qcow2 artifact an Incus image)."
+      )
+  )
+  .add(
+    HttpApiEndpoint.del(
+      "deleteAttachment",
+      "/v1/images/:name/versions/:version/artifacts/:artifact_id/attachments/:attachment_id"
+    )
+      .middleware(RequireContentWrite)
+      .setPath(AttachmentPath)
+      .addSuccess(HttpApiSchema.NoContent)
+      .addError(invalid)
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(ArtifactNotFound))
+      .addError(Problem(AttachmentNotFound))
+      .addError(Problem(VersionNotDraft))
+  )
+  // Aliases -----------------------------------------------------------------------
+  .add(
+    HttpApiEndpoint.put("putAlias", "/v1/images/:name/aliases/:alias")
+      .middleware(RequireContentWrite)
+      .setPath(AliasPath)
+      .setPayload(PutAliasRequest)
+      .addSuccess(Alias)
+      .addError(invalid)
+      .addError(Problem(ImageNotFound))
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(AliasTargetNotPublished))
+      .annotate(OpenApi.Description, "Creates the alias or moves it to another published version (200 both ways).")
+  )
+  .add(
+    HttpApiEndpoint.get("listAliases", "/v1/images/:name/aliases")
+      .setPath(NamePath)
+      .addSuccess(AliasList)
+      .addError(invalid)
+      .addError(Problem(ImageNotFound))
+  )
+  .add(
+    HttpApiEndpoint.get("getAlias", "/v1/images/:name/aliases/:alias")
+      .setPath(AliasPath)
+      .addSuccess(Alias)
+      .addError(invalid)
+      .addError(Problem(ImageNotFound))
+      .addError(Problem(AliasNotFound))
+  )
+  .add(
+    HttpApiEndpoint.del("deleteAlias", "/v1/images/:name/aliases/:alias")
+      .middleware(RequireContentWrite)
+      .setPath(AliasPath)
+      .addSuccess(HttpApiSchema.NoContent)
+      .addError(invalid)
+      .addError(Problem(ImageNotFound))
+      .addError(Problem(AliasNotFound))
+  )
+  .annotate(OpenApi.Description, "Images, versions, manifests, artifacts, attachments and aliases")

@@ -1,0 +1,138 @@
+import { HttpApiSchema } from "@effect/platform"
+import { Schema } from "effect"
+
+/**
+ * The catalog's expected failures (api.md §1.9): unknown things are 404, identity
+ * collisions 409, wrong lifecycle state 412. Each `message` is the problem `detail`.
+ */
+
+export class ImageNotFound extends Schema.TaggedError<ImageNotFound>()(
+  "ImageNotFound",
+  { name: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {
+  override get message() {
+    return `catalog not found: image ${this.name} not found`
+  }
+}
+
+/** No such version — or, where only published versions are visible, no such published version. */
+export class VersionNotFound extends Schema.TaggedError<VersionNotFound>()(
+  "VersionNotFound",
+  { name: Schema.String, version: Schema.String, published: Schema.Boolean },
+  HttpApiSchema.annotations({ status: 404 })
+) {
+  override get message() {
+    return `catalog not found: ${this.published ? "published version" : "version"} ${this.name}/${this.version} not found`
+  }
+}
+
+export class RefNotFound extends Schema.TaggedError<RefNotFound>()(
+  "RefNotFound",
+  { name: Schema.String, ref: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {
+  override get message() {
+    return `catalog not found: no published version or alias ${this.ref} on image ${this.name}`
+  }
+}
+
+export class ArtifactNotFound extends Schema.TaggedError<ArtifactNotFound>()(
+  "ArtifactNotFound",
+  { artifactId: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {
+  override get message() {
+    return `catalog not found: artifact ${this.artifactId} not found under this image version`
+  }
+}
+
+export class AttachmentNotFound extends Schema.TaggedError<AttachmentNotFound>()(
+  "AttachmentNotFound",
+  { attachmentId: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {
+  override get message() {
+    return `catalog not found: attachment ${this.attachmentId} not found under this artifact`
+  }
+}
+
+export class AliasNotFound extends Schema.TaggedError<AliasNotFound>()(
+  "AliasNotFound",
+  { name: Schema.String, alias: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {
+  override get message() {
+    return `catalog not found: alias ${this.name}/${this.alias} not found`
+  }
+}
+
+export class ImageNameTaken extends Schema.TaggedError<ImageNameTaken>()(
+  "ImageNameTaken",
+  { name: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
+) {
+  override get message() {
+    return `catalog conflict: image ${this.name} already exists`
+  }
+}
+
+export class VersionTaken extends Schema.TaggedError<VersionTaken>()(
+  "VersionTaken",
+  { name: Schema.String, version: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
+) {
+  override get message() {
+    return `catalog conflict: version ${this.name}/${this.version} already exists`
+  }
+}
+
+export class ArtifactIdentityTaken extends Schema.TaggedError<ArtifactIdentityTaken>()(
+  "ArtifactIdentityTaken",
+  {
+    variant: Schema.String,
+    operatingSystem: Schema.String,
+    architecture: Schema.String,
+    format: Schema.String
+  },
+  HttpApiSchema.annotations({ status: 409 })
+) {
+  override get message() {
+    return `catalog conflict: an artifact ${this.variant}/${this.operatingSystem}/${this.architecture}/${this.format} ` +
+      "already exists on this version"
+  }
+}
+
+export class AttachmentNameTaken extends Schema.TaggedError<AttachmentNameTaken>()(
+  "AttachmentNameTaken",
+  { name: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
+) {
+  override get message() {
+    return `catalog conflict: attachment ${this.name} already exists on this artifact`
+  }
+}
+
+/** Artifacts and attachments can only change while the version is a draft. */
+export class VersionNotDraft extends Schema.TaggedError<VersionNotDraft>()(
+  "VersionNotDraft",
+  { name: Schema.String, version: Schema.String, state: Schema.String },
+  HttpApiSchema.annotations({ status: 412 })
+) {
+  override get message() {
+    return `catalog failed precondition: version manifest can only change while draft ` +
+      `(${this.name}/${this.version} is ${this.state})`
+  }
+}
+
+/** Aliases only point at published versions. */
+export class AliasTargetNotPublished extends Schema.TaggedError<AliasTargetNotPublished>()(
+  "AliasTargetNotPublished",
+  { name: Schema.String, version: Schema.String, state: Schema.String },
+  HttpApiSchema.annotations({ status: 412 })
+) {
+  override get message() {
+    return `catalog failed precondition: aliases must target a published version ` +
+      `(${this.name}/${this.version} is ${this.state})`
+  }
+}

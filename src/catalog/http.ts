@@ -1,0 +1,118 @@
+import { HttpApiBuilder } from "@effect/platform"
+import { Effect } from "effect"
+import { apiOf } from "../platform/http.js"
+import { decodeParam } from "../platform/params.js"
+import { CatalogGroup } from "./api.js"
+import {
+  aliasToWire,
+  AliasName,
+  ArtifactIdParam,
+  artifactToWire,
+  AttachmentIdParam,
+  attachmentToWire,
+  ImageName,
+  imageToWire,
+  manifestToWire,
+  RefString,
+  VersionString,
+  versionToWire
+} from "./schema.js"
+import { Catalog } from "./service.js"
+
+/** Handlers of the catalog group: validate path parameters, call the service, encode. */
+
+const nameOf = (path: { readonly name: string }) => decodeParam(ImageName, path.name)
+
+const versionPathOf = (path: { readonly name: string; readonly version: string }) =>
+  Effect.all([decodeParam(ImageName, path.name), decodeParam(VersionString, path.version)])
+
+const artifactPathOf = (path: { readonly name: string; readonly version: string; readonly artifact_id: string }) =>
+  Effect.all([
+    decodeParam(ImageName, path.name),
+    decodeParam(VersionString, path.version),
+    decodeParam(ArtifactIdParam, path.artifact_id)
+  ])
+
+const aliasPathOf = (path: { readonly name: string; readonly alias: string }) =>
+  Effect.all([decodeParam(ImageName, path.name), decodeParam(AliasName, path.alias)])
+
+export const CatalogHandlersLive = HttpApiBuilder.group(
+  apiOf(CatalogGroup),
+  "catalog",
+  (handlers) =>
+    Effect.gen(function*() {
+      const catalog = yield* Catalog
+      return handlers
+        .handle("createImage", ({ payload }) => catalog.createImage(payload).pipe(Effect.map(imageToWire)))
+        .handle("listImages", () => catalog.listImages.pipe(Effect.map((rows) => ({ images: rows.map(imageToWire) }))))
+        .handle("getImage", ({ path }) =>
+          nameOf(path).pipe(Effect.flatMap(catalog.getImage), Effect.map(imageToWire)))
+        .handle("createVersion", ({ path, payload }) =>
+          nameOf(path).pipe(
+            Effect.flatMap((name) => catalog.createVersion(name, payload.version)),
+            Effect.map(versionToWire)
+          ))
+        .handle("listVersions", ({ path }) =>
+          nameOf(path).pipe(
+            Effect.flatMap(catalog.listVersions),
+            Effect.map((rows) => ({ versions: rows.map(versionToWire) }))
+          ))
+        .handle("getManifest", ({ path }) =>
+          versionPathOf(path).pipe(
+            Effect.flatMap(([name, version]) => catalog.getManifest(name, version)),
+            Effect.map(manifestToWire)
+          ))
+        .handle("resolveRef", ({ path }) =>
+          Effect.all([decodeParam(ImageName, path.name), decodeParam(RefString, path.ref)]).pipe(
+            Effect.flatMap(([name, ref]) => catalog.resolveRef(name, ref)),
+            Effect.map(manifestToWire)
+          ))
+        .handle("listArtifacts", ({ path }) =>
+          versionPathOf(path).pipe(
+            Effect.flatMap(([name, version]) => catalog.listArtifacts(name, version)),
+            Effect.map((rows) => ({ artifacts: rows.map(artifactToWire) }))
+          ))
+        .handle("addArtifact", ({ path, payload }) =>
+          versionPathOf(path).pipe(
+            Effect.flatMap(([name, version]) => catalog.addArtifact(name, version, payload)),
+            Effect.map(artifactToWire)
+          ))
+        .handle("getArtifact", ({ path }) =>
+          artifactPathOf(path).pipe(
+            Effect.flatMap(([name, version, artifactId]) => catalog.getArtifact(name, version, artifactId)),
+            Effect.map(artifactToWire)
+          ))
+        .handle("deleteArtifact", ({ path }) =>
+          artifactPathOf(path).pipe(
+            Effect.flatMap(([name, version, artifactId]) => catalog.deleteArtifact(name, version, artifactId))
+          ))
+        .handle("addAttachment", ({ path, payload }) =>
+          artifactPathOf(path).pipe(
+            Effect.flatMap(([name, version, artifactId]) => catalog.addAttachment(name, version, artifactId, payload)),
+            Effect.map(attachmentToWire)
+          ))
+        .handle("deleteAttachment", ({ path }) =>
+          Effect.all([artifactPathOf(path), decodeParam(AttachmentIdParam, path.attachment_id)]).pipe(
+            Effect.flatMap(([[name, version, artifactId], attachmentId]) =>
+              catalog.deleteAttachment(name, version, artifactId, attachmentId)
+            )
+          ))
+        .handle("putAlias", ({ path, payload }) =>
+          aliasPathOf(path).pipe(
+            Effect.flatMap(([name, alias]) => catalog.putAlias(name, alias, payload.version)),
+            Effect.map(aliasToWire)
+          ))
+        .handle("listAliases", ({ path }) =>
+          nameOf(path).pipe(
+            Effect.flatMap(catalog.listAliases),
+            Effect.map((rows) => ({ aliases: rows.map(aliasToWire) }))
+          ))
+        .handle("getAlias", ({ path }) =>
+          aliasPathOf(path).pipe(
+            Effect.flatMap(([name, alias]) => catalog.getAlias(name, alias)),
+            Effect.map(aliasToWire)
+          ))
+        .handle("deleteAlias", ({ path }) =>
+          aliasPathOf(path).pipe(Effect.flatMap(([name, alias]) => catalog.deleteAlias(name, alias))))
+    })
+)

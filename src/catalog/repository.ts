@@ -1,0 +1,311 @@
+import { SqlClient, SqlError } from "@effect/sql"
+import type { Statement } from "@effect/sql"
+import { Context, Data, Effect, Layer, Option } from "effect"
+import type { AliasRow, ArtifactFormat, ArtifactRow, AttachmentRow, ImageRow, ManifestRows, VersionRow } from "./schema.js"
+
+/**
+ * SQL of the catalog (tables of migrations/0003_catalog.sql). No rules here: the
+ * service decides what a missing row or a violated constraint means for the caller.
+ * Text orderings use COLLATE "C" — plain code-point order (api.md §1.8).
+ */
+
+/** A statement hit a unique index (SQLSTATE 23505); `constraint` names it. */
+export class UniqueViolation extends Data.TaggedError("UniqueViolation")<{ readonly constraint: string }> {}
+/** A CHECK or guard trigger refused the statement (SQLSTATE 23514). */
+export class CheckViolation extends Data.TaggedError("CheckViolation")<{ readonly detail: string }> {}
+/** A foreign key (or the attachment guard) found no parent row (SQLSTATE 23503). */
+export class ForeignKeyViolation extends Data.TaggedError("ForeignKeyViolation")<{ readonly detail: string }> {}
+
+export type ConstraintViolation = UniqueViolation | CheckViolation | ForeignKeyViolation
+
+interface PgErrorFields {
+  readonly code?: unknown
+  readonly constraint?: unknown
+  readonly message?: unknown
+}
+
+/** The PostgreSQL error fields behind a SqlError, if the driver reported any. */
+export const pgErrorOf = (error: SqlError.SqlError): PgErrorFields =>
+  typeof error.cause === "object" && error.cause !== null ? (error.cause as PgErrorFields) : {}
+
+/**
+ * Turns constraint failures into typed values and leaves every other SQL error as is.
+ * Used around single statements whose constraint failures are expected outcomes.
+ */
+export const classifyConstraint = <A, R>(
+  effect: Effect.Effect<A, SqlError.SqlError, R>
+): Effect.Effect<A, SqlError.SqlError | ConstraintViolation, R> =>
+  Effect.catchAll(effect, (error): Effect.Effect<never, SqlError.SqlError | ConstraintViolation> => {
+    const pg = pgErrorOf(error)
+    const text = typeof pg.message === "string" ? pg.message : error.message
+    switch (pg.code) {
+      case "23505":
+        return Effect.fail(new UniqueViolation({ constraint: typeof pg.constraint === "string" ? pg.constraint : "" }))
+      case "23514":
+        return Effect.fail(new CheckViolation({ detail: text }))
+      case "23503":
+        return Effect.fail(new ForeignKeyViolation({ detail: text }))
+      default:
+        return Effect.fail(error)
+    }
+  })
+
+const first = <A>(rows: ReadonlyArray<A>): Option.Option<A> => Option.fromNullable(rows[0])
+
+/** A version together with its image (most catalog lookups go by image name + version string). */
+export interface ImageVersionRows {
+  readonly image: ImageRow
+  readonly version: VersionRow
+}
+
+interface JoinedVersionRow extends VersionRow {
+  readonly i_id: string
+  readonly i_name: string
+  readonly i_display_name: string | null
+  readonly i_description: string | null
+  readonly i_created_at: Date
+  readonly i_updated_at: Date
+}
+
+const splitJoined = (row: JoinedVersionRow): ImageVersionRows => ({
+  image: {
+    id: row.i_id,
+    name: row.i_name,
+    display_name: row.i_display_name,
+    description: row.i_description,
+    created_at: row.i_created_at,
+    updated_at: row.i_updated_at
+  },
+  version: {
+    id: row.id,
+    image_id: row.image_id,
+    version: row.version,
+    state: row.state,
+    published_at: row.published_at,
+    created_at: row.created_at,
+    updated_at: row.updated_at
+  }
+})
+
+export type RowLock = "none" | "share" | "update"
+
+export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<CatalogRepository, {
+  readonly insertImage: (image: {
+    readonly id: string
+    readonly name: string
+    readonly displayName: string | undefined
+    readonly description: string | undefined
+  }) => Effect.Effect<ImageRow, SqlError.SqlError | ConstraintViolation>
+  readonly findImage: (name: string) => Effect.Effect<Option.Option<ImageRow>, SqlError.SqlError>
+  /** Images with at least one published version, by name then id. */
+  readonly listPublishedImages: Effect.Effect<ReadonlyArray<ImageRow>, SqlError.SqlError>
+  readonly hasPublishedVersion: (imageId: string) => Effect.Effect<boolean, SqlError.SqlError>
+
+  readonly insertVersion: (version: {
+    readonly id: string
+    readonly imageId: string
+    readonly version: string
+  }) => Effect.Effect<VersionRow, SqlError.SqlError | ConstraintViolation>
+  /**
+   * The version `name`/`version` with its image, optionally locking the version row:
+   * `share` for manifest edits (a concurrent publish waits), `update` for publishing.
+   */
+  readonly findVersion: (
+    name: string,
+    version: string,
+    lock?: RowLock
+  ) => Effect.Effect<Option.Option<ImageVersionRows>, SqlError.SqlError>
+  /** Published versions of an image, newest `created_at` first, then version, id. */
+  readonly listPublishedVersions: (imageId: string) => Effect.Effect<ReadonlyArray<VersionRow>, SqlError.SqlError>
+  /** A version's artifacts and their attachments, in manifest order. */
+  readonly loadManifest: (found: ImageVersionRows) => Effect.Effect<ManifestRows, SqlError.SqlError>
+
+  readonly listArtifacts: (versionId: string) => Effect.Effect<ReadonlyArray<ArtifactRow>, SqlError.SqlError>
+  readonly findArtifact: (versionId: string, artifactId: string) => Effect.Effect<Option.Option<ArtifactRow>, SqlError.SqlError>
+  readonly insertArtifact: (artifact: {
+    readonly id: string
+    readonly versionId: string
+    readonly variant: string
+    readonly operatingSystem: string
+    readonly architecture: string
+    readonly format: ArtifactFormat
+    readonly primaryBlobDigest: string
+    readonly primaryBlobSizeBytes: number
+    readonly primaryMediaType: string
+  }) => Effect.Effect<ArtifactRow, SqlError.SqlError | ConstraintViolation>
+  /** Deletes the artifact (and, by cascade, its attachments); false when no such row. */
+  readonly deleteArtifact: (versionId: string, artifactId: string) => Effect.Effect<boolean, SqlError.SqlError | ConstraintViolation>
+
+  readonly findAttachment: (artifactId: string, attachmentId: string) => Effect.Effect<Option.Option<AttachmentRow>, SqlError.SqlError>
+  readonly insertAttachment: (attachment: {
+    readonly id: string
+    readonly artifactId: string
+    readonly name: string
+    readonly mediaType: string
+    readonly blobDigest: string
+    readonly blobSizeBytes: number
+  }) => Effect.Effect<AttachmentRow, SqlError.SqlError | ConstraintViolation>
+  readonly deleteAttachment: (artifactId: string, attachmentId: string) => Effect.Effect<boolean, SqlError.SqlError | ConstraintViolation>
+
+  /** Creates the alias or moves it to `versionId`; keeps id and created_at on a move. */
+  readonly upsertAlias: (alias: {
+    readonly id: string
+    readonly imageId: string
+    readonly alias: string
+    readonly versionId: string
+  }) => Effect.Effect<AliasRow, SqlError.SqlError | ConstraintViolation>
+  readonly listAliases: (imageId: string) => Effect.Effect<ReadonlyArray<AliasRow>, SqlError.SqlError>
+  readonly findAlias: (imageId: string, alias: string) => Effect.Effect<Option.Option<AliasRow>, SqlError.SqlError>
+  readonly deleteAlias: (imageId: string, alias: string) => Effect.Effect<boolean, SqlError.SqlError>
+}>() {}
+
+export const CatalogRepositoryLive = Layer.effect(
+  CatalogRepository,
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+
+    const versionQuery = (name: string, version: string, lock: RowLock) => {
+      const suffix = sql.literal(lock === "update" ? "FOR UPDATE OF v" : lock === "share" ? "FOR SHARE OF v" : "")
+      return sql<JoinedVersionRow>`
+        SELECT v.*, i.id AS i_id, i.name AS i_name, i.display_name AS i_display_name,
+               i.description AS i_description, i.created_at AS i_created_at, i.updated_at AS i_updated_at
+        FROM image_versions v JOIN images i ON i.id = v.image_id
+        WHERE i.name = ${name} AND v.version = ${version}
+        ${suffix}`
+    }
+
+    const aliasSelect = (where: Statement.Fragment) =>
+      sql<AliasRow>`
+        SELECT a.id, a.image_id, a.alias, a.version_id, v.version, a.created_at, a.updated_at
+        FROM aliases a JOIN image_versions v ON v.id = a.version_id
+        WHERE ${where}
+        ORDER BY a.alias COLLATE "C", a.id`
+
+    return CatalogRepository.of({
+      insertImage: (image) =>
+        classifyConstraint(sql<ImageRow>`
+          INSERT INTO images (id, name, display_name, description)
+          VALUES (${image.id}, ${image.name}, ${image.displayName ?? null}, ${image.description ?? null})
+          RETURNING *`).pipe(Effect.map((rows) => rows[0]!)),
+
+      findImage: (name) => sql<ImageRow>`SELECT * FROM images WHERE name = ${name}`.pipe(Effect.map(first)),
+
+      listPublishedImages: sql<ImageRow>`
+        SELECT i.* FROM images i
+        WHERE EXISTS (SELECT 1 FROM image_versions v WHERE v.image_id = i.id AND v.state = 'published')
+        ORDER BY i.name COLLATE "C", i.id`,
+
+      hasPublishedVersion: (imageId) =>
+        sql<{ found: boolean }>`
+          SELECT EXISTS (
+            SELECT 1 FROM image_versions WHERE image_id = ${imageId} AND state = 'published'
+          ) AS found`.pipe(Effect.map((rows) => rows[0]?.found === true)),
+
+      insertVersion: (version) =>
+        classifyConstraint(sql<VersionRow>`
+          INSERT INTO image_versions (id, image_id, version)
+          VALUES (${version.id}, ${version.imageId}, ${version.version})
+          RETURNING *`).pipe(Effect.map((rows) => rows[0]!)),
+
+      findVersion: (name, version, lock = "none") =>
+        versionQuery(name, version, lock).pipe(Effect.map((rows) => first(rows).pipe(Option.map(splitJoined)))),
+
+      listPublishedVersions: (imageId) =>
+        sql<VersionRow>`
+          SELECT * FROM image_versions
+          WHERE image_id = ${imageId} AND state = 'published'
+          ORDER BY created_at DESC, version COLLATE "C", id`,
+
+      loadManifest: (found) =>
+        Effect.gen(function*() {
+          const artifacts = yield* sql<ArtifactRow>`
+            SELECT * FROM release_artifacts WHERE version_id = ${found.version.id}
+            ORDER BY variant COLLATE "C", operating_system COLLATE "C", architecture COLLATE "C",
+                     format COLLATE "C", id`
+          const attachments = yield* sql<AttachmentRow>`
+            SELECT t.* FROM artifact_attachments t
+            JOIN release_artifacts a ON a.id = t.artifact_id
+            WHERE a.version_id = ${found.version.id}
+            ORDER BY t.name COLLATE "C", t.id`
+          return {
+            image: found.image,
+            version: found.version,
+            artifacts: artifacts.map((artifact) => ({
+              artifact,
+              attachments: attachments.filter((t) => t.artifact_id === artifact.id)
+            }))
+          }
+        }),
+
+      listArtifacts: (versionId) =>
+        sql<ArtifactRow>`
+          SELECT * FROM release_artifacts WHERE version_id = ${versionId}
+          ORDER BY variant COLLATE "C", operating_system COLLATE "C", architecture COLLATE "C",
+                   format COLLATE "C", id`,
+
+      findArtifact: (versionId, artifactId) =>
+        sql<ArtifactRow>`SELECT * FROM release_artifacts WHERE id = ${artifactId} AND version_id = ${versionId}`.pipe(
+          Effect.map(first)
+        ),
+
+      insertArtifact: (a) =>
+        classifyConstraint(sql<ArtifactRow>`
+          INSERT INTO release_artifacts (
+            id, version_id, variant, operating_system, architecture, format,
+            primary_blob_digest, primary_blob_size_bytes, primary_media_type
+          ) VALUES (
+            ${a.id}, ${a.versionId}, ${a.variant}, ${a.operatingSystem}, ${a.architecture}, ${a.format},
+            ${a.primaryBlobDigest}, ${a.primaryBlobSizeBytes}, ${a.primaryMediaType}
+          )
+          RETURNING *`).pipe(Effect.map((rows) => rows[0]!)),
+
+      deleteArtifact: (versionId, artifactId) =>
+        classifyConstraint(sql<{ id: string }>`
+          DELETE FROM release_artifacts WHERE id = ${artifactId} AND version_id = ${versionId} RETURNING id`).pipe(
+          Effect.map((rows) => rows.length > 0)
+        ),
+
+      findAttachment: (artifactId, attachmentId) =>
+        sql<AttachmentRow>`
+          SELECT * FROM artifact_attachments WHERE id = ${attachmentId} AND artifact_id = ${artifactId}`.pipe(
+          Effect.map(first)
+        ),
+
+      insertAttachment: (t) =>
+        classifyConstraint(sql<AttachmentRow>`
+          INSERT INTO artifact_attachments (id, artifact_id, name, media_type, blob_digest, blob_size_bytes)
+          VALUES (${t.id}, ${t.artifactId}, ${t.name}, ${t.mediaType}, ${t.blobDigest}, ${t.blobSizeBytes})
+          RETURNING *`).pipe(Effect.map((rows) => rows[0]!)),
+
+      deleteAttachment: (artifactId, attachmentId) =>
+        classifyConstraint(sql<{ id: string }>`
+          DELETE FROM artifact_attachments WHERE id = ${attachmentId} AND artifact_id = ${artifactId}
+          RETURNING id`).pipe(Effect.map((rows) => rows.length > 0)),
+
+      upsertAlias: (alias) =>
+        classifyConstraint(sql<AliasRow>`
+          WITH upserted AS (
+            INSERT INTO aliases (id, image_id, alias, version_id)
+            VALUES (${alias.id}, ${alias.imageId}, ${alias.alias}, ${alias.versionId})
+            ON CONFLICT (image_id, alias) DO UPDATE
+              SET version_id = EXCLUDED.version_id,
+                  -- Re-pointing at the same version is not a move.
+                  updated_at = CASE WHEN aliases.version_id = EXCLUDED.version_id
+                                    THEN aliases.updated_at ELSE now() END
+            RETURNING *
+          )
+          SELECT u.id, u.image_id, u.alias, u.version_id, v.version, u.created_at, u.updated_at
+          FROM upserted u JOIN image_versions v ON v.id = u.version_id`).pipe(Effect.map((rows) => rows[0]!)),
+
+      listAliases: (imageId) => aliasSelect(sql`a.image_id = ${imageId}`),
+
+      findAlias: (imageId, alias) =>
+        aliasSelect(sql`a.image_id = ${imageId} AND a.alias = ${alias}`).pipe(Effect.map(first)),
+
+      deleteAlias: (imageId, alias) =>
+        sql<{ id: string }>`DELETE FROM aliases WHERE image_id = ${imageId} AND alias = ${alias} RETURNING id`.pipe(
+          Effect.map((rows) => rows.length > 0)
+        )
+    })
+  })
+)

@@ -1,0 +1,332 @@
+import { Schema } from "effect"
+import { Sha256Digest } from "../platform/digest.js"
+import { UuidParam } from "../platform/params.js"
+
+/**
+ * Wire and row shapes of the catalog: images, versions, artifacts, attachments,
+ * aliases and manifests (api.md §1.7, §2.1, §2.5–2.7, §2.10).
+ */
+
+// ---------------------------------------------------------------------------------
+// Names and tokens (api.md §1.7). Each message names the field and its pattern.
+// ---------------------------------------------------------------------------------
+
+const patterned = (field: string, pattern: RegExp) =>
+  Schema.String.pipe(Schema.pattern(pattern, { message: () => `${field} must match ${pattern.source}` }))
+
+export const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,127}$/
+export const VERSION = /^[A-Za-z0-9][A-Za-z0-9._+:-]{0,127}$/
+export const ALIAS = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+export const TOKEN = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/
+
+export const ImageName = patterned("image name", IMAGE_NAME).annotations({ identifier: "ImageName" })
+export const VersionString = patterned("version", VERSION).annotations({ identifier: "Version" })
+export const AliasName = patterned("alias", ALIAS).annotations({ identifier: "Alias" })
+/** `ref` of the refs endpoint: a version string or an alias, validated like a version. */
+export const RefString = patterned("ref", VERSION)
+
+const tokenOf = (field: string) => patterned(field, TOKEN)
+
+export const ArtifactIdParam = UuidParam("artifact id")
+export const AttachmentIdParam = UuidParam("attachment id")
+
+/** Non-empty after trimming whitespace; stored as given (api.md §1.7). */
+const nonBlank = (field: string) =>
+  Schema.String.pipe(Schema.filter((s) => s.trim().length > 0, { message: () => `${field} must not be blank` }))
+
+/** int64 ≥ 0 that survives a JSON round trip exactly (imgsrv never needs more than 2^53 − 1). */
+const sizeBytes = (field: string) =>
+  Schema.Number.pipe(
+    Schema.filter((n) => Number.isSafeInteger(n) && n >= 0, {
+      message: () => `${field} must be an integer between 0 and ${Number.MAX_SAFE_INTEGER}`
+    })
+  )
+
+export const ArtifactFormat = Schema.Literal("raw", "raw.gz", "qcow2").annotations({
+  identifier: "ArtifactFormat",
+  message: () => "format must be one of raw, raw.gz, qcow2"
+})
+export type ArtifactFormat = typeof ArtifactFormat.Type
+
+export const VersionState = Schema.Literal("draft", "publishing", "published")
+export type VersionState = typeof VersionState.Type
+
+/** The attachment name that makes a qcow2 artifact eligible for Simple Streams. */
+export const INCUS_METADATA_ATTACHMENT = "incus.tar.xz"
+
+// ---------------------------------------------------------------------------------
+// Request bodies: strict (unknown members → 400).
+// ---------------------------------------------------------------------------------
+
+const strict = { parseOptions: { onExcessProperty: "error" } } as const
+
+export const CreateImageRequest = Schema.Struct({
+  name: ImageName,
+  display_name: Schema.optional(nonBlank("display_name")),
+  description: Schema.optional(nonBlank("description"))
+}).annotations({ ...strict, identifier: "CreateImageRequest" })
+export type CreateImageRequest = typeof CreateImageRequest.Type
+
+export const CreateVersionRequest = Schema.Struct({
+  version: VersionString
+}).annotations({ ...strict, identifier: "CreateVersionRequest" })
+
+export const CreateArtifactRequest = Schema.Struct({
+  // Absent or "" means "default" (normalised by the service).
+  variant: Schema.optional(Schema.Union(Schema.Literal(""), tokenOf("variant"))),
+  operating_system: tokenOf("operating_system"),
+  architecture: tokenOf("architecture"),
+  format: ArtifactFormat,
+  primary_blob_digest: Sha256Digest,
+  primary_blob_size_bytes: sizeBytes("primary_blob_size_bytes"),
+  primary_media_type: nonBlank("primary_media_type")
+}).annotations({ ...strict, identifier: "CreateArtifactRequest" })
+export type CreateArtifactRequest = typeof CreateArtifactRequest.Type
+
+export const CreateAttachmentRequest = Schema.Struct({
+  name: tokenOf("name"),
+  media_type: nonBlank("media_type"),
+  blob_digest: Sha256Digest,
+  blob_size_bytes: sizeBytes("blob_size_bytes")
+}).annotations({ ...strict, identifier: "CreateAttachmentRequest" })
+export type CreateAttachmentRequest = typeof CreateAttachmentRequest.Type
+
+export const PutAliasRequest = Schema.Struct({
+  version: VersionString
+}).annotations({ ...strict, identifier: "PutAliasRequest" })
+
+// ---------------------------------------------------------------------------------
+// Responses. Timestamps are RFC 3339 UTC strings (see `formatTimestamp`); optional
+// members are omitted when unset, arrays are always present.
+// ---------------------------------------------------------------------------------
+
+const Timestamp = Schema.String.annotations({ format: "date-time", description: "RFC 3339, UTC" })
+const Uuid = Schema.String.annotations({ format: "uuid" })
+
+export const Image = Schema.Struct({
+  id: Uuid,
+  name: Schema.String,
+  display_name: Schema.optional(Schema.String),
+  description: Schema.optional(Schema.String),
+  created_at: Timestamp,
+  updated_at: Timestamp
+}).annotations({ identifier: "Image" })
+export type Image = typeof Image.Type
+
+export const ImageVersion = Schema.Struct({
+  id: Uuid,
+  image_id: Uuid,
+  version: Schema.String,
+  state: VersionState,
+  published_at: Schema.optional(Timestamp),
+  created_at: Timestamp,
+  updated_at: Timestamp
+}).annotations({ identifier: "ImageVersion" })
+export type ImageVersion = typeof ImageVersion.Type
+
+export const Artifact = Schema.Struct({
+  id: Uuid,
+  version_id: Uuid,
+  variant: Schema.String,
+  operating_system: Schema.String,
+  architecture: Schema.String,
+  format: ArtifactFormat,
+  primary_blob_digest: Schema.String,
+  primary_blob_size_bytes: Schema.Number,
+  primary_media_type: Schema.String,
+  created_at: Timestamp,
+  updated_at: Timestamp
+}).annotations({ identifier: "Artifact" })
+export type Artifact = typeof Artifact.Type
+
+export const Attachment = Schema.Struct({
+  id: Uuid,
+  artifact_id: Uuid,
+  name: Schema.String,
+  media_type: Schema.String,
+  blob_digest: Schema.String,
+  blob_size_bytes: Schema.Number,
+  created_at: Timestamp,
+  updated_at: Timestamp
+}).annotations({ identifier: "Attachment" })
+export type Attachment = typeof Attachment.Type
+
+export const Alias = Schema.Struct({
+  id: Uuid,
+  image_id: Uuid,
+  alias: Schema.String,
+  version_id: Uuid,
+  version: Schema.String,
+  created_at: Timestamp,
+  updated_at: Timestamp
+}).annotations({ identifier: "Alias" })
+export type Alias = typeof Alias.Type
+
+export const ManifestArtifact = Schema.Struct({
+  artifact: Artifact,
+  attachments: Schema.Array(Attachment)
+}).annotations({ identifier: "ManifestArtifact" })
+
+export const Manifest = Schema.Struct({
+  image: Image,
+  version: ImageVersion,
+  artifacts: Schema.Array(ManifestArtifact)
+}).annotations({ identifier: "Manifest" })
+export type Manifest = typeof Manifest.Type
+
+export const ImageList = Schema.Struct({ images: Schema.Array(Image) }).annotations({ identifier: "ImageList" })
+export const VersionList = Schema.Struct({ versions: Schema.Array(ImageVersion) }).annotations({
+  identifier: "VersionList"
+})
+export const ArtifactList = Schema.Struct({ artifacts: Schema.Array(Artifact) }).annotations({
+  identifier: "ArtifactList"
+})
+export const AliasList = Schema.Struct({ aliases: Schema.Array(Alias) }).annotations({ identifier: "AliasList" })
+
+// ---------------------------------------------------------------------------------
+// Rows (what the repository returns).
+// ---------------------------------------------------------------------------------
+
+export interface ImageRow {
+  readonly id: string
+  readonly name: string
+  readonly display_name: string | null
+  readonly description: string | null
+  readonly created_at: Date
+  readonly updated_at: Date
+}
+
+export interface VersionRow {
+  readonly id: string
+  readonly image_id: string
+  readonly version: string
+  readonly state: VersionState
+  readonly published_at: Date | null
+  readonly created_at: Date
+  readonly updated_at: Date
+}
+
+export interface ArtifactRow {
+  readonly id: string
+  readonly version_id: string
+  readonly variant: string
+  readonly operating_system: string
+  readonly architecture: string
+  readonly format: ArtifactFormat
+  readonly primary_blob_digest: string
+  readonly primary_blob_size_bytes: number
+  readonly primary_media_type: string
+  readonly created_at: Date
+  readonly updated_at: Date
+}
+
+export interface AttachmentRow {
+  readonly id: string
+  readonly artifact_id: string
+  readonly name: string
+  readonly media_type: string
+  readonly blob_digest: string
+  readonly blob_size_bytes: number
+  readonly created_at: Date
+  readonly updated_at: Date
+}
+
+export interface AliasRow {
+  readonly id: string
+  readonly image_id: string
+  readonly alias: string
+  readonly version_id: string
+  readonly version: string
+  readonly created_at: Date
+  readonly updated_at: Date
+}
+
+/** A version manifest as rows: the image, the version, artifacts with their attachments. */
+export interface ManifestRows {
+  readonly image: ImageRow
+  readonly version: VersionRow
+  readonly artifacts: ReadonlyArray<{ readonly artifact: ArtifactRow; readonly attachments: ReadonlyArray<AttachmentRow> }>
+}
+
+/** What a download needs to know about a published artifact or attachment. */
+export interface DownloadTarget {
+  readonly digest: Sha256Digest
+  readonly sizeBytes: number
+  readonly mediaType: string
+  /** The declaration's `updated_at` (Last-Modified, truncated to seconds by the server). */
+  readonly updatedAt: Date
+}
+
+// ---------------------------------------------------------------------------------
+// Encoding rows for the wire.
+// ---------------------------------------------------------------------------------
+
+/**
+ * RFC 3339 in UTC with the fraction trimmed like Go's RFC3339Nano (api.md §1.4):
+ * `2026-05-14T09:12:03.48Z`, `2026-05-14T09:12:03Z`.
+ */
+export const formatTimestamp = (date: Date): string =>
+  date.toISOString().replace(/\.(\d*?)0*Z$/, (_, digits: string) => (digits === "" ? "Z" : `.${digits}Z`))
+
+export const imageToWire = (row: ImageRow): Image => ({
+  id: row.id,
+  name: row.name,
+  ...(row.display_name !== null ? { display_name: row.display_name } : {}),
+  ...(row.description !== null ? { description: row.description } : {}),
+  created_at: formatTimestamp(row.created_at),
+  updated_at: formatTimestamp(row.updated_at)
+})
+
+export const versionToWire = (row: VersionRow): ImageVersion => ({
+  id: row.id,
+  image_id: row.image_id,
+  version: row.version,
+  state: row.state,
+  ...(row.published_at !== null ? { published_at: formatTimestamp(row.published_at) } : {}),
+  created_at: formatTimestamp(row.created_at),
+  updated_at: formatTimestamp(row.updated_at)
+})
+
+export const artifactToWire = (row: ArtifactRow): Artifact => ({
+  id: row.id,
+  version_id: row.version_id,
+  variant: row.variant,
+  operating_system: row.operating_system,
+  architecture: row.architecture,
+  format: row.format,
+  primary_blob_digest: row.primary_blob_digest,
+  primary_blob_size_bytes: row.primary_blob_size_bytes,
+  primary_media_type: row.primary_media_type,
+  created_at: formatTimestamp(row.created_at),
+  updated_at: formatTimestamp(row.updated_at)
+})
+
+export const attachmentToWire = (row: AttachmentRow): Attachment => ({
+  id: row.id,
+  artifact_id: row.artifact_id,
+  name: row.name,
+  media_type: row.media_type,
+  blob_digest: row.blob_digest,
+  blob_size_bytes: row.blob_size_bytes,
+  created_at: formatTimestamp(row.created_at),
+  updated_at: formatTimestamp(row.updated_at)
+})
+
+export const aliasToWire = (row: AliasRow): Alias => ({
+  id: row.id,
+  image_id: row.image_id,
+  alias: row.alias,
+  version_id: row.version_id,
+  version: row.version,
+  created_at: formatTimestamp(row.created_at),
+  updated_at: formatTimestamp(row.updated_at)
+})
+
+export const manifestToWire = (rows: ManifestRows): Manifest => ({
+  image: imageToWire(rows.image),
+  version: versionToWire(rows.version),
+  artifacts: rows.artifacts.map(({ artifact, attachments }) => ({
+    artifact: artifactToWire(artifact),
+    attachments: attachments.map(attachmentToWire)
+  }))
+})

@@ -1,0 +1,403 @@
+import { SqlClient } from "@effect/sql"
+import { Context, Effect, Layer, Option } from "effect"
+import { randomUUID } from "node:crypto"
+import type { Sha256Digest } from "../platform/digest.js"
+import {
+  AliasNotFound,
+  AliasTargetNotPublished,
+  ArtifactIdentityTaken,
+  ArtifactNotFound,
+  AttachmentNameTaken,
+  AttachmentNotFound,
+  ImageNameTaken,
+  ImageNotFound,
+  RefNotFound,
+  VersionNotDraft,
+  VersionNotFound,
+  VersionTaken
+} from "./errors.js"
+import { CatalogRepository, type ConstraintViolation, type ImageVersionRows } from "./repository.js"
+import type {
+  AliasRow,
+  ArtifactRow,
+  AttachmentRow,
+  CreateArtifactRequest,
+  CreateAttachmentRequest,
+  CreateImageRequest,
+  DownloadTarget,
+  ImageRow,
+  ManifestRows,
+  VersionRow
+} from "./schema.js"
+
+/**
+ * The catalog's rules (api.md §2.5–2.8, §2.10): what is visible to whom, what can be
+ * edited when, and what identity collisions mean. Names, versions and ids arrive
+ * already validated by the HTTP layer. The database enforces the same lifecycle with
+ * guard triggers (migrations/0003_catalog.sql); the checks here give precise errors,
+ * and a guard firing anyway (a race) is mapped to the same 412.
+ */
+export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
+  readonly createImage: (request: CreateImageRequest) => Effect.Effect<ImageRow, ImageNameTaken>
+  /** Images with at least one published version. */
+  readonly listImages: Effect.Effect<ReadonlyArray<ImageRow>>
+  /** An image, visible only once it has a published version. */
+  readonly getImage: (name: string) => Effect.Effect<ImageRow, ImageNotFound>
+
+  readonly createVersion: (name: string, version: string) => Effect.Effect<VersionRow, ImageNotFound | VersionTaken>
+  /** Published versions, newest first; an image without any is "not found". */
+  readonly listVersions: (name: string) => Effect.Effect<ReadonlyArray<VersionRow>, ImageNotFound>
+  /** The manifest of the exact version, in any state (drafts are readable by name). */
+  readonly getManifest: (name: string, version: string) => Effect.Effect<ManifestRows, VersionNotFound>
+  /** A published manifest by exact version first, then by alias. */
+  readonly resolveRef: (name: string, ref: string) => Effect.Effect<ManifestRows, RefNotFound>
+
+  readonly listArtifacts: (name: string, version: string) => Effect.Effect<ReadonlyArray<ArtifactRow>, VersionNotFound>
+  readonly getArtifact: (
+    name: string,
+    version: string,
+    artifactId: string
+  ) => Effect.Effect<ArtifactRow, VersionNotFound | ArtifactNotFound>
+  readonly addArtifact: (
+    name: string,
+    version: string,
+    request: CreateArtifactRequest
+  ) => Effect.Effect<ArtifactRow, VersionNotFound | VersionNotDraft | ArtifactIdentityTaken>
+  readonly deleteArtifact: (
+    name: string,
+    version: string,
+    artifactId: string
+  ) => Effect.Effect<void, VersionNotFound | ArtifactNotFound | VersionNotDraft>
+  readonly addAttachment: (
+    name: string,
+    version: string,
+    artifactId: string,
+    request: CreateAttachmentRequest
+  ) => Effect.Effect<AttachmentRow, VersionNotFound | ArtifactNotFound | VersionNotDraft | AttachmentNameTaken>
+  readonly deleteAttachment: (
+    name: string,
+    version: string,
+    artifactId: string,
+    attachmentId: string
+  ) => Effect.Effect<void, VersionNotFound | ArtifactNotFound | AttachmentNotFound | VersionNotDraft>
+
+  readonly putAlias: (
+    name: string,
+    alias: string,
+    version: string
+  ) => Effect.Effect<AliasRow, ImageNotFound | VersionNotFound | AliasTargetNotPublished>
+  /** All aliases of an existing image (possibly none, even without published versions). */
+  readonly listAliases: (name: string) => Effect.Effect<ReadonlyArray<AliasRow>, ImageNotFound>
+  readonly getAlias: (name: string, alias: string) => Effect.Effect<AliasRow, ImageNotFound | AliasNotFound>
+  readonly deleteAlias: (name: string, alias: string) => Effect.Effect<void, ImageNotFound | AliasNotFound>
+
+  /** The blob behind a published artifact. */
+  readonly artifactDownload: (
+    name: string,
+    version: string,
+    artifactId: string
+  ) => Effect.Effect<DownloadTarget, VersionNotFound | ArtifactNotFound>
+  /** The blob behind an attachment of a published artifact. */
+  readonly attachmentDownload: (
+    name: string,
+    version: string,
+    artifactId: string,
+    attachmentId: string
+  ) => Effect.Effect<DownloadTarget, VersionNotFound | ArtifactNotFound | AttachmentNotFound>
+}>() {}
+
+/** The artifact variant a creator meant: absent or empty is `default` (domain.md §1.3). */
+export const normaliseVariant = (variant: string | undefined): string =>
+  variant === undefined || variant === "" ? "default" : variant
+
+export const CatalogLive = Layer.effect(
+  Catalog,
+  Effect.gen(function*() {
+    const repo = yield* CatalogRepository
+    const sql = yield* SqlClient.SqlClient
+
+    const versionNotFound = (name: string, version: string, published: boolean) =>
+      new VersionNotFound({ name, version, published })
+
+    /** Any version (any state), or VersionNotFound. */
+    const findVersion = (name: string, version: string, lock: "none" | "share" = "none") =>
+      repo.findVersion(name, version, lock).pipe(
+        Effect.orDie,
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.fail(versionNotFound(name, version, false)),
+          onSome: Effect.succeed
+        }))
+      )
+
+    /** A version that is published; drafts and publishing versions are "not found". */
+    const findPublishedVersion = (name: string, version: string) =>
+      repo.findVersion(name, version).pipe(
+        Effect.orDie,
+        Effect.flatMap((found) =>
+          Option.isSome(found) && found.value.version.state === "published"
+            ? Effect.succeed(found.value)
+            : Effect.fail(versionNotFound(name, version, true))
+        )
+      )
+
+    const findImage = (name: string) =>
+      repo.findImage(name).pipe(
+        Effect.orDie,
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.fail(new ImageNotFound({ name })),
+          onSome: Effect.succeed
+        }))
+      )
+
+    const requireDraft = (found: ImageVersionRows) =>
+      found.version.state === "draft"
+        ? Effect.void
+        : Effect.fail(
+          new VersionNotDraft({ name: found.image.name, version: found.version.version, state: found.version.state })
+        )
+
+    /** A guard trigger refusing a manifest edit means the version left `draft` under us. */
+    const guardRefusal = (found: ImageVersionRows) => (violation: ConstraintViolation) =>
+      violation._tag === "CheckViolation"
+        ? Effect.fail(new VersionNotDraft({ name: found.image.name, version: found.version.version, state: "not draft" }))
+        : Effect.die(violation)
+
+    const findArtifactIn = (found: ImageVersionRows, artifactId: string) =>
+      repo.findArtifact(found.version.id, artifactId).pipe(
+        Effect.orDie,
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.fail(new ArtifactNotFound({ artifactId })),
+          onSome: Effect.succeed
+        }))
+      )
+
+    const manifestOf = (found: ImageVersionRows) => repo.loadManifest(found).pipe(Effect.orDie)
+
+    const transaction = <A, E>(effect: Effect.Effect<A, E>) => sql.withTransaction(effect).pipe(
+      Effect.catchTag("SqlError", Effect.die)
+    )
+
+    return Catalog.of({
+      createImage: (request) =>
+        repo.insertImage({
+          id: randomUUID(),
+          name: request.name,
+          displayName: request.display_name,
+          description: request.description
+        }).pipe(
+          Effect.catchTags({
+            UniqueViolation: () => Effect.fail(new ImageNameTaken({ name: request.name })),
+            CheckViolation: Effect.die,
+            ForeignKeyViolation: Effect.die,
+            SqlError: Effect.die
+          }),
+          Effect.withSpan("catalog.createImage")
+        ),
+
+      listImages: repo.listPublishedImages.pipe(Effect.orDie, Effect.withSpan("catalog.listImages")),
+
+      getImage: (name) =>
+        Effect.gen(function*() {
+          const image = yield* findImage(name)
+          const visible = yield* repo.hasPublishedVersion(image.id).pipe(Effect.orDie)
+          if (!visible) return yield* new ImageNotFound({ name })
+          return image
+        }).pipe(Effect.withSpan("catalog.getImage")),
+
+      createVersion: (name, version) =>
+        Effect.gen(function*() {
+          const image = yield* findImage(name)
+          return yield* repo.insertVersion({ id: randomUUID(), imageId: image.id, version }).pipe(
+            Effect.catchTags({
+              UniqueViolation: () => Effect.fail(new VersionTaken({ name, version })),
+              // The image cannot disappear (no image deletes), so other violations are bugs.
+              CheckViolation: Effect.die,
+              ForeignKeyViolation: Effect.die,
+              SqlError: Effect.die
+            })
+          )
+        }).pipe(Effect.withSpan("catalog.createVersion")),
+
+      listVersions: (name) =>
+        Effect.gen(function*() {
+          const image = yield* findImage(name)
+          const versions = yield* repo.listPublishedVersions(image.id).pipe(Effect.orDie)
+          // Never an empty list for an existing image: no published version means "not found".
+          if (versions.length === 0) return yield* new ImageNotFound({ name })
+          return versions
+        }).pipe(Effect.withSpan("catalog.listVersions")),
+
+      getManifest: (name, version) =>
+        findVersion(name, version).pipe(Effect.flatMap(manifestOf), Effect.withSpan("catalog.getManifest")),
+
+      resolveRef: (name, ref) =>
+        Effect.gen(function*() {
+          const exact = yield* repo.findVersion(name, ref).pipe(Effect.orDie)
+          if (Option.isSome(exact) && exact.value.version.state === "published") return yield* manifestOf(exact.value)
+          const image = yield* repo.findImage(name).pipe(Effect.orDie)
+          if (Option.isNone(image)) return yield* new RefNotFound({ name, ref })
+          const alias = yield* repo.findAlias(image.value.id, ref).pipe(Effect.orDie)
+          if (Option.isNone(alias)) return yield* new RefNotFound({ name, ref })
+          // Aliases only ever target published versions (DB guard), and versions never leave `published`.
+          const target = yield* repo.findVersion(name, alias.value.version).pipe(Effect.orDie)
+          if (Option.isNone(target) || target.value.version.state !== "published") {
+            return yield* new RefNotFound({ name, ref })
+          }
+          return yield* manifestOf(target.value)
+        }).pipe(Effect.withSpan("catalog.resolveRef")),
+
+      listArtifacts: (name, version) =>
+        findPublishedVersion(name, version).pipe(
+          Effect.flatMap((found) => repo.listArtifacts(found.version.id).pipe(Effect.orDie)),
+          Effect.withSpan("catalog.listArtifacts")
+        ),
+
+      getArtifact: (name, version, artifactId) =>
+        findPublishedVersion(name, version).pipe(
+          Effect.flatMap((found) => findArtifactIn(found, artifactId)),
+          Effect.withSpan("catalog.getArtifact")
+        ),
+
+      addArtifact: (name, version, request) =>
+        transaction(Effect.gen(function*() {
+          // FOR SHARE: a concurrent publish (FOR UPDATE) waits for this edit, or this waits for it.
+          const found = yield* findVersion(name, version, "share")
+          yield* requireDraft(found)
+          const identity = {
+            variant: normaliseVariant(request.variant),
+            operatingSystem: request.operating_system,
+            architecture: request.architecture,
+            format: request.format
+          }
+          return yield* repo.insertArtifact({
+            id: randomUUID(),
+            versionId: found.version.id,
+            ...identity,
+            primaryBlobDigest: request.primary_blob_digest,
+            primaryBlobSizeBytes: request.primary_blob_size_bytes,
+            primaryMediaType: request.primary_media_type
+          }).pipe(
+            Effect.catchTags({
+              UniqueViolation: () => Effect.fail(new ArtifactIdentityTaken(identity)),
+              CheckViolation: (v) => guardRefusal(found)(v),
+              ForeignKeyViolation: Effect.die,
+              SqlError: Effect.die
+            })
+          )
+        })).pipe(Effect.withSpan("catalog.addArtifact")),
+
+      deleteArtifact: (name, version, artifactId) =>
+        transaction(Effect.gen(function*() {
+          const found = yield* findVersion(name, version, "share")
+          yield* findArtifactIn(found, artifactId)
+          yield* requireDraft(found)
+          const deleted = yield* repo.deleteArtifact(found.version.id, artifactId).pipe(
+            Effect.catchTags({ CheckViolation: (v) => guardRefusal(found)(v), ForeignKeyViolation: Effect.die, UniqueViolation: Effect.die, SqlError: Effect.die })
+          )
+          if (!deleted) return yield* new ArtifactNotFound({ artifactId })
+        })).pipe(Effect.withSpan("catalog.deleteArtifact")),
+
+      addAttachment: (name, version, artifactId, request) =>
+        transaction(Effect.gen(function*() {
+          const found = yield* findVersion(name, version, "share")
+          yield* findArtifactIn(found, artifactId)
+          yield* requireDraft(found)
+          return yield* repo.insertAttachment({
+            id: randomUUID(),
+            artifactId,
+            name: request.name,
+            mediaType: request.media_type,
+            blobDigest: request.blob_digest,
+            blobSizeBytes: request.blob_size_bytes
+          }).pipe(
+            Effect.catchTags({
+              UniqueViolation: () => Effect.fail(new AttachmentNameTaken({ name: request.name })),
+              CheckViolation: (v) => guardRefusal(found)(v),
+              // The artifact vanished between lookup and insert (deleted concurrently).
+              ForeignKeyViolation: () => Effect.fail(new ArtifactNotFound({ artifactId })),
+              SqlError: Effect.die
+            })
+          )
+        })).pipe(Effect.withSpan("catalog.addAttachment")),
+
+      deleteAttachment: (name, version, artifactId, attachmentId) =>
+        transaction(Effect.gen(function*() {
+          const found = yield* findVersion(name, version, "share")
+          yield* findArtifactIn(found, artifactId)
+          const attachment = yield* repo.findAttachment(artifactId, attachmentId).pipe(Effect.orDie)
+          if (Option.isNone(attachment)) return yield* new AttachmentNotFound({ attachmentId })
+          yield* requireDraft(found)
+          const deleted = yield* repo.deleteAttachment(artifactId, attachmentId).pipe(
+            Effect.catchTags({ CheckViolation: (v) => guardRefusal(found)(v), ForeignKeyViolation: Effect.die, UniqueViolation: Effect.die, SqlError: Effect.die })
+          )
+          if (!deleted) return yield* new AttachmentNotFound({ attachmentId })
+        })).pipe(Effect.withSpan("catalog.deleteAttachment")),
+
+      putAlias: (name, alias, version) =>
+        Effect.gen(function*() {
+          const image = yield* findImage(name)
+          const target = yield* findVersion(name, version)
+          if (target.version.state !== "published") {
+            return yield* new AliasTargetNotPublished({ name, version, state: target.version.state })
+          }
+          return yield* repo.upsertAlias({ id: randomUUID(), imageId: image.id, alias, versionId: target.version.id })
+            .pipe(
+              Effect.catchTags({
+                // Published is terminal, so the guard can only fire on a bug.
+                CheckViolation: Effect.die,
+                ForeignKeyViolation: Effect.die,
+                UniqueViolation: Effect.die,
+                SqlError: Effect.die
+              })
+            )
+        }).pipe(Effect.withSpan("catalog.putAlias")),
+
+      listAliases: (name) =>
+        findImage(name).pipe(
+          Effect.flatMap((image) => repo.listAliases(image.id).pipe(Effect.orDie)),
+          Effect.withSpan("catalog.listAliases")
+        ),
+
+      getAlias: (name, alias) =>
+        Effect.gen(function*() {
+          const image = yield* findImage(name)
+          const found = yield* repo.findAlias(image.id, alias).pipe(Effect.orDie)
+          if (Option.isNone(found)) return yield* new AliasNotFound({ name, alias })
+          return found.value
+        }).pipe(Effect.withSpan("catalog.getAlias")),
+
+      deleteAlias: (name, alias) =>
+        Effect.gen(function*() {
+          const image = yield* findImage(name)
+          const deleted = yield* repo.deleteAlias(image.id, alias).pipe(Effect.orDie)
+          if (!deleted) return yield* new AliasNotFound({ name, alias })
+        }).pipe(Effect.withSpan("catalog.deleteAlias")),
+
+      artifactDownload: (name, version, artifactId) =>
+        Effect.gen(function*() {
+          const found = yield* findPublishedVersion(name, version)
+          const artifact = yield* findArtifactIn(found, artifactId)
+          return {
+            digest: artifact.primary_blob_digest as Sha256Digest,
+            sizeBytes: artifact.primary_blob_size_bytes,
+            mediaType: artifact.primary_media_type,
+            updatedAt: artifact.updated_at
+          }
+        }).pipe(Effect.withSpan("catalog.artifactDownload")),
+
+      attachmentDownload: (name, version, artifactId, attachmentId) =>
+        Effect.gen(function*() {
+          const found = yield* findPublishedVersion(name, version)
+          yield* findArtifactIn(found, artifactId)
+          const attachment = yield* repo.findAttachment(artifactId, attachmentId).pipe(Effect.orDie)
+          if (Option.isNone(attachment)) return yield* new AttachmentNotFound({ attachmentId })
+          return {
+            digest: attachment.value.blob_digest as Sha256Digest,
+            sizeBytes: attachment.value.blob_size_bytes,
+            mediaType: attachment.value.media_type,
+            updatedAt: attachment.value.updated_at
+          }
+        }).pipe(Effect.withSpan("catalog.attachmentDownload"))
+    })
+  })
+)

@@ -3,6 +3,7 @@ import { buildInfo } from "./build-info.js"
 import { CatalogGroup } from "./catalog/api.js"
 import { OpsGroup } from "./platform/health.js"
 import { API_ID } from "./platform/http.js"
+import { PublishGroup } from "./publishing/api.js"
 
 /**
  * The whole public HTTP surface of imgsrv, one group per concern. The OpenAPI
@@ -11,6 +12,7 @@ import { API_ID } from "./platform/http.js"
 export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(OpsGroup)
   .add(CatalogGroup)
+  .add(PublishGroup)
   .annotate(OpenApi.Title, "imgsrv")
   .annotate(OpenApi.Version, buildInfo.version)
   .annotate(

@@ -19,6 +19,11 @@ import { apiMiddleware, makeRouteTable } from "./platform/http.js"
 import { ApiServerLive } from "./platform/http-server.js"
 import { LoggingLive } from "./platform/logging.js"
 import { MetricsServerLive, ScrapeCollectorsLive } from "./platform/metrics.js"
+import { PublishHandlersLive } from "./publishing/http.js"
+import { PublishMetricsLive } from "./publishing/metrics.js"
+import { PublishWorkerLive } from "./publishing/publish-worker.js"
+import { PublishRepositoryLive } from "./publishing/repository.js"
+import { PublishingLive, PublishWakeLive } from "./publishing/service.js"
 
 /**
  * Composition root: which layers make up a running imgsrv for a given
@@ -82,11 +87,17 @@ const AuthLive = AuthorizationLive.pipe(
 )
 
 /** Every HttpApi group's handlers, with the domain services they need. */
-const ApiHandlersLive = Layer.mergeAll(OpsHandlersLive, CatalogHandlersLive).pipe(
-  Layer.provide(CatalogLive.pipe(Layer.provide(CatalogRepositoryLive))),
+const ApiHandlersLive = Layer.mergeAll(OpsHandlersLive, CatalogHandlersLive, PublishHandlersLive).pipe(
+  Layer.provide(Layer.mergeAll(CatalogLive, PublishingLive)),
   Layer.provide(AuthLive),
   Layer.provide(ReadinessLive)
 )
+
+/** Background loops and scrape-time gauges that run beside the API. */
+const BackgroundLive = Layer.mergeAll(PublishWorkerLive, PublishMetricsLive)
+
+/** Domain repositories and in-process signals shared by handlers and background loops (one instance each). */
+const SharedDomainLive = Layer.mergeAll(CatalogRepositoryLive, PublishRepositoryLive, PublishWakeLive)
 
 /** The full service: API listener, background loops, metrics listener. */
 const FullServiceLive = (config: AppConfigShape) => {
@@ -94,10 +105,13 @@ const FullServiceLive = (config: AppConfigShape) => {
     Layer.provide(ApiHandlersLive),
     Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))
   )
-  return ApiServerLive({ listen: config.listen, shutdownTimeout: config.shutdownTimeout, routes }).pipe(
+  const server = ApiServerLive({ listen: config.listen, shutdownTimeout: config.shutdownTimeout, routes }).pipe(
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
-    Layer.provide(api),
+    Layer.provide(api)
+  )
+  return Layer.mergeAll(server, BackgroundLive).pipe(
+    Layer.provide(SharedDomainLive),
     Layer.provide(BlobStoreFromConfig(config)),
     Layer.provide(DatabaseFromConfig(config))
   )

@@ -1,0 +1,49 @@
+import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
+import { Schema } from "effect"
+import { RequireContentWrite } from "../auth/middleware.js"
+import { VersionNotFound } from "../catalog/errors.js"
+import { UuidPathString } from "../platform/params.js"
+import { InvalidRequest, Problem } from "../platform/problem.js"
+import { PublishJobNotFound, PublishJobNotRetryable, PublishPreconditionFailed } from "./errors.js"
+import { PublishJob } from "./schema.js"
+
+/** Publish and publish jobs (api.md §2.9). Every route needs `content.write`. */
+export const PublishGroup = HttpApiGroup.make("publish")
+  .add(
+    HttpApiEndpoint.post("publish", "/v1/images/:name/versions/:version/publish")
+      .middleware(RequireContentWrite)
+      .setPath(Schema.Struct({ name: Schema.String, version: Schema.String }))
+      .addSuccess(PublishJob, { status: 202 })
+      .addError(Problem(InvalidRequest))
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(PublishPreconditionFailed))
+      .annotate(
+        OpenApi.Description,
+        "Freezes a publishable draft and queues its publish job (validate_catalog, incus_index, " +
+          "finalize_publish). 412 when the version is not a draft, has no artifacts, or cites a blob " +
+          "that is not verified with exactly the declared size. No body."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get("getPublishJob", "/v1/publish-jobs/:job_id")
+      .middleware(RequireContentWrite)
+      .setPath(Schema.Struct({ job_id: UuidPathString }))
+      .addSuccess(PublishJob)
+      .addError(Problem(InvalidRequest))
+      .addError(Problem(PublishJobNotFound))
+      .annotate(OpenApi.Description, "A publish job and its steps (poll until succeeded or failed).")
+  )
+  .add(
+    HttpApiEndpoint.post("retryPublishJob", "/v1/publish-jobs/:job_id/retry")
+      .middleware(RequireContentWrite)
+      .setPath(Schema.Struct({ job_id: UuidPathString }))
+      .addSuccess(PublishJob, { status: 202 })
+      .addError(Problem(InvalidRequest))
+      .addError(Problem(PublishJobNotFound))
+      .addError(Problem(PublishJobNotRetryable))
+      .annotate(
+        OpenApi.Description,
+        "Re-queues a failed job from its first failed step; steps that succeeded are not re-run. No body."
+      )
+  )
+  .annotate(OpenApi.Description, "Durable publishing")

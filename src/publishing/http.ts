@@ -1,0 +1,34 @@
+import { HttpApiBuilder } from "@effect/platform"
+import { Effect } from "effect"
+import { ImageName, VersionString } from "../catalog/schema.js"
+import { apiOf } from "../platform/http.js"
+import { decodeParam } from "../platform/params.js"
+import { PublishGroup } from "./api.js"
+import { jobToWire, PublishJobIdParam } from "./schema.js"
+import { Publishing } from "./service.js"
+
+/** Handlers of the publish group: validate path parameters, call the service, encode. */
+export const PublishHandlersLive = HttpApiBuilder.group(
+  apiOf(PublishGroup),
+  "publish",
+  (handlers) =>
+    Effect.gen(function*() {
+      const publishing = yield* Publishing
+      return handlers
+        .handle("publish", ({ path }) =>
+          Effect.all([decodeParam(ImageName, path.name), decodeParam(VersionString, path.version)]).pipe(
+            Effect.flatMap(([name, version]) => publishing.publish(name, version)),
+            Effect.map(jobToWire)
+          ))
+        .handle("getPublishJob", ({ path }) =>
+          decodeParam(PublishJobIdParam, path.job_id).pipe(
+            Effect.flatMap(publishing.getJob),
+            Effect.map(jobToWire)
+          ))
+        .handle("retryPublishJob", ({ path }) =>
+          decodeParam(PublishJobIdParam, path.job_id).pipe(
+            Effect.flatMap(publishing.retry),
+            Effect.map(jobToWire)
+          ))
+    })
+)

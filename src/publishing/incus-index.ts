@@ -1,0 +1,117 @@
+import { Effect, Stream } from "effect"
+import { createHash, type Hash } from "node:crypto"
+import { INCUS_METADATA_ATTACHMENT, type ManifestRows } from "../catalog/schema.js"
+import { BlobStore } from "../platform/blob-store/blob-store.js"
+import { casKey } from "../platform/blob-store/keys.js"
+import { digestHex, type Sha256Digest } from "../platform/digest.js"
+import { diskPath, metadataPath } from "../streams/schema.js"
+import { StepFailed } from "./errors.js"
+import type { ProjectionRow } from "./schema.js"
+
+/**
+ * The `incus_index` step's work (domain.md §5.1): for every eligible artifact of the
+ * frozen manifest — format `qcow2` with an attachment named exactly `incus.tar.xz` —
+ * one Simple Streams row whose combined hash is SHA-256 over the metadata bytes
+ * immediately followed by the disk bytes, read from the blob store in one streaming
+ * pass through a single hasher (constant memory, whatever the image size).
+ */
+
+interface BlobRef {
+  readonly digest: Sha256Digest
+  readonly sizeBytes: number
+}
+
+/** Eligible artifacts with their metadata attachment, in manifest order. */
+export const eligibleArtifacts = (manifest: ManifestRows) =>
+  manifest.artifacts.flatMap(({ artifact, attachments }) => {
+    if (artifact.format !== "qcow2") return []
+    const metadata = attachments.find((t) => t.name === INCUS_METADATA_ATTACHMENT)
+    return metadata === undefined ? [] : [{ artifact, metadata }]
+  })
+
+/**
+ * Feeds the whole blob into `hash`, checking that the store holds exactly the declared
+ * number of bytes. The blob's handle is released as soon as it has been read.
+ */
+const hashInto = (hash: Hash, blob: BlobRef) =>
+  Effect.scoped(Effect.gen(function*() {
+    const store = yield* BlobStore
+    const opened = yield* store.open(casKey(blob.digest))
+    let read = 0
+    yield* Stream.runForEach(opened.stream, (chunk) =>
+      Effect.sync(() => {
+        hash.update(chunk)
+        read += chunk.byteLength
+      }))
+    if (read !== blob.sizeBytes) {
+      return yield* new StepFailed({
+        message: `incus materialization: blob ${blob.digest} has ${read} bytes in the blob store, ` +
+          `expected ${blob.sizeBytes}`
+      })
+    }
+  })).pipe(
+    Effect.catchTags({
+      BlobNotFound: () =>
+        Effect.fail(
+          new StepFailed({ message: `incus materialization: open blob ${blob.digest}: not found in the blob store` })
+        ),
+      BlobStoreError: (error) =>
+        // The store's own text may name endpoints or paths: it goes to the log, not the job.
+        Effect.logError("incus_index could not read a blob").pipe(
+          Effect.annotateLogs({ digest: blob.digest, cause: error.message }),
+          Effect.zipRight(
+            Effect.fail(
+              new StepFailed({
+                message: `incus materialization: read blob ${blob.digest}: blob store ${error.operation} failed`
+              })
+            )
+          )
+        )
+    })
+  )
+
+/** SHA-256 over `metadata ‖ disk`, as bare lower-case hex. */
+export const combinedSha256 = (metadata: BlobRef, disk: BlobRef): Effect.Effect<string, StepFailed, BlobStore> =>
+  Effect.suspend(() => {
+    const hash = createHash("sha256")
+    return hashInto(hash, metadata).pipe(
+      Effect.zipRight(hashInto(hash, disk)),
+      Effect.map(() => hash.digest("hex"))
+    )
+  }).pipe(Effect.withSpan("publishing.combinedSha256", { attributes: { "imgsrv.bytes": metadata.sizeBytes + disk.sizeBytes } }))
+
+/** The projection rows of a frozen manifest (zero rows is a valid outcome). */
+export const computeProjection = (manifest: ManifestRows): Effect.Effect<ReadonlyArray<ProjectionRow>, StepFailed, BlobStore> =>
+  Effect.gen(function*() {
+    const image = manifest.image.name
+    const version = manifest.version.version
+    // The same (metadata, disk) pair is hashed once per run.
+    const memo = new Map<string, string>()
+    const rows: Array<ProjectionRow> = []
+    for (const { artifact, metadata } of eligibleArtifacts(manifest)) {
+      const meta: BlobRef = { digest: metadata.blob_digest as Sha256Digest, sizeBytes: metadata.blob_size_bytes }
+      const disk: BlobRef = {
+        digest: artifact.primary_blob_digest as Sha256Digest,
+        sizeBytes: artifact.primary_blob_size_bytes
+      }
+      const key = `${meta.digest}|${disk.digest}`
+      let combined = memo.get(key)
+      if (combined === undefined) {
+        combined = yield* combinedSha256(meta, disk)
+        memo.set(key, combined)
+      }
+      rows.push({
+        artifactId: artifact.id,
+        versionId: manifest.version.id,
+        metadataAttachmentId: metadata.id,
+        metadataPath: metadataPath(image, version, artifact.id, metadata.id),
+        diskPath: diskPath(image, version, artifact.id),
+        metadataSha256: digestHex(meta.digest),
+        metadataSizeBytes: meta.sizeBytes,
+        diskSha256: digestHex(disk.digest),
+        diskSizeBytes: disk.sizeBytes,
+        combinedSha256: combined
+      })
+    }
+    return rows
+  })

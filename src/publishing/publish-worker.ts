@@ -1,0 +1,239 @@
+import { SqlClient } from "@effect/sql"
+import { Cause, Clock, Duration, Effect, Layer, Metric, Option } from "effect"
+import { CatalogRepository } from "../catalog/repository.js"
+import { BlobStore } from "../platform/blob-store/blob-store.js"
+import { AppConfig } from "../platform/config.js"
+import { latencyBoundaries } from "../platform/metrics.js"
+import { withLinkedSpan } from "../platform/tracing.js"
+import { makeWorkerId, runWorkerLoop, type RunOutcome } from "../platform/worker.js"
+import { LeaseLost, StepFailed } from "./errors.js"
+import { computeProjection } from "./incus-index.js"
+import { PublishRepository } from "./repository.js"
+import type { ClaimedStep } from "./schema.js"
+import { publishabilityProblem, PublishWake } from "./service.js"
+
+/**
+ * The publish worker (api.md §2.9 "Worker semantics", domain.md §3.4): a supervised
+ * loop that claims one runnable step at a time and runs it.
+ *
+ * - Claim: `FOR UPDATE SKIP LOCKED`, so replicas never take the same step; a step is
+ *   runnable only when every earlier blocking step of its job succeeded (strict order).
+ * - Lease: the claim holds the step for `--publish-job-lease`; a heartbeat renews it
+ *   every third of that while the step runs. A worker that dies stops renewing, and
+ *   once the lease expires another worker re-claims the step (attempt_count + 1).
+ * - Fencing: every completion first re-checks (locked_by, attempt_count) under a row
+ *   lock, so a worker that lost its lease drops its result instead of overwriting the
+ *   new holder's work. A heartbeat that finds the lease gone interrupts the step.
+ * - Failure: a step that cannot do its work fails at once (no automatic retry), and so
+ *   does its job, with the step's message; `POST /v1/publish-jobs/{id}/retry` re-queues.
+ */
+
+export const publishStepDuration = Metric.histogram(
+  "imgsrv_publish_step_duration_seconds",
+  latencyBoundaries,
+  "Duration of publish step executions, by step and outcome (succeeded, failed, lease_lost)."
+)
+
+type StepOutcome = "succeeded" | "failed" | "lease_lost"
+
+/** Failure messages are stored and shown; keep them one readable paragraph. */
+const boundedMessage = (message: string): string => {
+  const text = message.trim().replace(/\s+/g, " ")
+  const bounded = text.length > 2000 ? `${text.slice(0, 1997)}...` : text
+  return bounded === "" ? "step failed" : bounded
+}
+
+/** One unit of work for the loop: claim a step, run it, record the outcome. */
+export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const repo = yield* PublishRepository
+    const catalog = yield* CatalogRepository
+    const store = yield* BlobStore
+    const heartbeatEvery = Duration.millis(Math.max(10, Math.floor(Duration.toMillis(lease) / 3)))
+
+    /** Runs `body` in a transaction that first proves we still hold the step's lease. */
+    const fenced = <A, E>(step: ClaimedStep, body: Effect.Effect<A, E>) =>
+      sql.withTransaction(Effect.gen(function*() {
+        const held = yield* repo.holdsLease(step, workerId)
+        if (!held) return yield* new LeaseLost({ stepId: step.id })
+        return yield* body
+      }))
+
+    const validateCatalog = (step: ClaimedStep) =>
+      fenced(
+        step,
+        Effect.gen(function*() {
+          const state = yield* repo.versionState(step.version_id)
+          if (Option.getOrUndefined(state) !== "publishing") {
+            return yield* new StepFailed({
+              message: `publish failed precondition: version is ${Option.getOrElse(state, () => "missing")}, not publishing`
+            })
+          }
+          const problem = publishabilityProblem(step.image_name, step.version, yield* repo.blobFacts(step.version_id))
+          if (Option.isSome(problem)) {
+            return yield* new StepFailed({ message: `publish failed precondition: ${problem.value}` })
+          }
+          yield* repo.succeedStep(step.id)
+        })
+      )
+
+    const incusIndex = (step: ClaimedStep) =>
+      Effect.gen(function*() {
+        const found = yield* catalog.findVersion(step.image_name, step.version)
+        if (Option.isNone(found)) {
+          return yield* new StepFailed({ message: "incus materialization: load manifest: version not found" })
+        }
+        const manifest = yield* catalog.loadManifest(found.value)
+        // Hashing may stream gigabytes: it runs outside any transaction, under the heartbeat.
+        const rows = yield* computeProjection(manifest).pipe(Effect.provideService(BlobStore, store))
+        yield* fenced(
+          step,
+          Effect.gen(function*() {
+            yield* repo.replaceProjection(step.version_id, rows).pipe(
+              Effect.catchTags({
+                CheckViolation: (v) => new StepFailed({ message: `incus materialization: store rows: ${v.detail}` }),
+                ForeignKeyViolation: (v) => new StepFailed({ message: `incus materialization: store rows: ${v.detail}` }),
+                UniqueViolation: (v) => new StepFailed({ message: `incus materialization: store rows: ${v.constraint}` })
+              })
+            )
+            yield* repo.succeedStep(step.id)
+          })
+        )
+      })
+
+    const finalizePublish = (step: ClaimedStep) =>
+      fenced(
+        step,
+        Effect.gen(function*() {
+          const ready = yield* repo.earlierBlockingStepsSucceeded(step.job_id, step.sequence)
+          if (!ready) {
+            return yield* new StepFailed({ message: "finalize publish: previous blocking publish steps have not succeeded" })
+          }
+          const published = yield* repo.markPublished(step.version_id).pipe(
+            Effect.catchTags({
+              CheckViolation: (v) => new StepFailed({ message: `finalize publish: ${v.detail}` }),
+              ForeignKeyViolation: (v) => new StepFailed({ message: `finalize publish: ${v.detail}` }),
+              UniqueViolation: (v) => new StepFailed({ message: `finalize publish: ${v.constraint}` })
+            })
+          )
+          if (!published) return yield* new StepFailed({ message: "finalize publish: version is not publishing" })
+          yield* repo.succeedStep(step.id)
+          yield* repo.succeedJob(step.job_id)
+        })
+      )
+
+    const execute = (step: ClaimedStep): Effect.Effect<void, StepFailed | LeaseLost> => {
+      const work = step.name === "validate_catalog"
+        ? validateCatalog(step)
+        : step.name === "incus_index"
+        ? incusIndex(step)
+        : finalizePublish(step)
+      return work.pipe(
+        // A database hiccup fails the step like any other error (the reference does the
+        // same); the operator retries. The text stays in the log.
+        Effect.catchTag("SqlError", (error) =>
+          Effect.logError("publish step hit a database error").pipe(
+            Effect.annotateLogs({ step: step.name, job_id: step.job_id, cause: error }),
+            Effect.zipRight(Effect.fail(new StepFailed({ message: `${step.name}: database error` })))
+          ))
+      )
+    }
+
+    /** Renews the lease until interrupted; fails with LeaseLost when the lease is gone. */
+    const heartbeat = (step: ClaimedStep): Effect.Effect<never, LeaseLost> =>
+      Effect.sleep(heartbeatEvery).pipe(
+        Effect.zipRight(
+          repo.renewLease(step, workerId, lease).pipe(
+            Effect.catchAll((error) =>
+              // A failed renewal is not a lost lease: keep working and try again.
+              Effect.logWarning("publish lease renewal failed").pipe(
+                Effect.annotateLogs({ step_id: step.id, cause: error }),
+                Effect.as(true)
+              )
+            )
+          )
+        ),
+        Effect.flatMap((held) => (held ? Effect.void : Effect.fail(new LeaseLost({ stepId: step.id })))),
+        Effect.forever
+      )
+
+    /** Records a failure under the lease; false when the lease was lost meanwhile. */
+    const recordFailure = (step: ClaimedStep, message: string) =>
+      fenced(step, repo.failStep(step, boundedMessage(message))).pipe(
+        Effect.as(true),
+        Effect.catchTag("LeaseLost", () => Effect.succeed(false))
+      )
+
+    const runStep = (step: ClaimedStep) =>
+      Effect.gen(function*() {
+        const started = yield* Clock.currentTimeMillis
+        const outcome: StepOutcome = yield* Effect.raceFirst(execute(step), heartbeat(step)).pipe(
+          Effect.as("succeeded" as const),
+          Effect.catchTags({
+            LeaseLost: () => Effect.succeed("lease_lost" as const),
+            StepFailed: (failure) =>
+              Effect.logWarning("publish step failed").pipe(
+                Effect.annotateLogs({ step: step.name, job_id: step.job_id, reason: failure.message }),
+                Effect.zipRight(recordFailure(step, failure.message)),
+                Effect.map((recorded) => (recorded ? ("failed" as const) : ("lease_lost" as const)))
+              )
+          }),
+          // A bug must not leave the job looping on the same step: fail it with a generic
+          // message (the cause is logged). Interruption (shutdown) keeps the lease, which
+          // simply expires for the next worker.
+          Effect.catchAllCause((cause) =>
+            Cause.isInterruptedOnly(cause)
+              ? Effect.failCause(cause)
+              : Effect.logError("publish step crashed").pipe(
+                Effect.annotateLogs({ step: step.name, job_id: step.job_id, cause }),
+                Effect.zipRight(recordFailure(step, `${step.name}: internal error`)),
+                Effect.map((recorded) => (recorded ? ("failed" as const) : ("lease_lost" as const)))
+              )
+          )
+        )
+        const seconds = ((yield* Clock.currentTimeMillis) - started) / 1000
+        yield* Metric.update(
+          publishStepDuration.pipe(Metric.tagged("step", step.name), Metric.tagged("outcome", outcome)),
+          seconds
+        )
+        const line = outcome === "lease_lost"
+          ? Effect.logWarning("publish step lease lost; result dropped")
+          : Effect.logInfo("publish step finished")
+        yield* line.pipe(Effect.annotateLogs({
+          step: step.name,
+          job_id: step.job_id,
+          attempt: step.attempt_count,
+          outcome,
+          duration_ms: Math.round(seconds * 1000)
+        }))
+      })
+
+    return Effect.gen(function*() {
+      const claimed = yield* sql.withTransaction(repo.claimNextStep(workerId, lease))
+      if (Option.isNone(claimed)) return "idle" as RunOutcome
+      const step = claimed.value
+      yield* runStep(step).pipe(
+        withLinkedSpan(`publish.${step.name}`, step.trace_parent, {
+          "imgsrv.publish.job_id": step.job_id,
+          "imgsrv.publish.step": step.name,
+          "imgsrv.publish.attempt": step.attempt_count
+        })
+      )
+      return "worked" as RunOutcome
+    })
+  })
+
+/** Runs the publish loop for the app's lifetime when `--publish-worker-enabled` is true. */
+export const PublishWorkerLive = Layer.scopedDiscard(Effect.gen(function*() {
+  const config = yield* AppConfig
+  const settings = config.publishWorker
+  if (!settings.enabled) {
+    yield* Effect.logInfo("publish worker disabled (--publish-worker-enabled=false)")
+    return
+  }
+  const workerId = makeWorkerId(config.nodeName, "publish")
+  const runOnce = yield* makePublishRunOnce(workerId, settings.lease)
+  const wake = yield* PublishWake
+  yield* Effect.forkScoped(runWorkerLoop({ name: "publish", workerId, settings, runOnce, wake }))
+}))

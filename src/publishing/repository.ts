@@ -1,0 +1,346 @@
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql"
+import { Context, Duration, Effect, Layer, Option } from "effect"
+import { classifyConstraint, type ConstraintViolation } from "../catalog/repository.js"
+import type { VersionState } from "../catalog/schema.js"
+import {
+  type ClaimedStep,
+  type JobRow,
+  type JobWithSteps,
+  PUBLISH_STEPS,
+  type ProjectionRow,
+  type StepRow
+} from "./schema.js"
+
+/**
+ * SQL of publish jobs, steps, leases and the Simple Streams projection rows. No rules
+ * here: the service and the worker decide what the rows mean.
+ */
+
+/** An artifact of a version with the size of the verified blob it cites (null: no such blob). */
+export interface ArtifactBlobFact {
+  readonly id: string
+  readonly variant: string
+  readonly operating_system: string
+  readonly architecture: string
+  readonly format: string
+  readonly digest: string
+  readonly declared_size: number
+  readonly verified_size: number | null
+}
+
+/** An attachment of a version's artifact with the size of the verified blob it cites. */
+export interface AttachmentBlobFact {
+  readonly id: string
+  readonly artifact_id: string
+  readonly name: string
+  readonly digest: string
+  readonly declared_size: number
+  readonly verified_size: number | null
+}
+
+export interface LabelledCount {
+  readonly label: string
+  readonly state: string
+  readonly value: number
+}
+
+const milliseconds = (lease: Duration.Duration) => Math.max(1, Math.round(Duration.toMillis(lease)))
+
+export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<PublishRepository, {
+  /** The blobs a version's manifest cites, matched against `cas_blobs` by digest. */
+  readonly blobFacts: (versionId: string) => Effect.Effect<{
+    readonly artifacts: ReadonlyArray<ArtifactBlobFact>
+    readonly attachments: ReadonlyArray<AttachmentBlobFact>
+  }, SqlError.SqlError>
+  readonly versionState: (versionId: string) => Effect.Effect<Option.Option<VersionState>, SqlError.SqlError>
+  /** draft → publishing (the guard trigger re-checks publishability). */
+  readonly markPublishing: (versionId: string) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
+  /** A queued job with its three queued steps. */
+  readonly insertJob: (job: {
+    readonly id: string
+    readonly versionId: string
+    readonly stepIds: ReadonlyArray<string>
+    readonly traceParent: string | undefined
+  }) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
+  readonly findJob: (jobId: string) => Effect.Effect<Option.Option<JobWithSteps>, SqlError.SqlError>
+  /** The job and its version's state, both rows locked FOR UPDATE (retry). */
+  readonly lockJob: (
+    jobId: string
+  ) => Effect.Effect<Option.Option<{ readonly job: JobRow; readonly versionState: VersionState }>, SqlError.SqlError>
+  readonly stepsOf: (jobId: string) => Effect.Effect<ReadonlyArray<StepRow>, SqlError.SqlError>
+  /** Job → queued; every not-succeeded step from `fromSequence` on → queued with no lock. */
+  readonly requeue: (
+    jobId: string,
+    fromSequence: number,
+    traceParent: string | undefined
+  ) => Effect.Effect<void, SqlError.SqlError>
+
+  /**
+   * Claims the next runnable step (queued and due, or running with an expired lease,
+   * whose earlier blocking steps all succeeded) with `FOR UPDATE SKIP LOCKED`, takes a
+   * lease of `lease`, and moves its job to running. Runs in the caller's transaction.
+   */
+  readonly claimNextStep: (
+    workerId: string,
+    lease: Duration.Duration
+  ) => Effect.Effect<Option.Option<ClaimedStep>, SqlError.SqlError>
+  /** Pushes the lease forward; false when the lease is no longer ours. */
+  readonly renewLease: (step: ClaimedStep, workerId: string, lease: Duration.Duration) => Effect.Effect<boolean, SqlError.SqlError>
+  /** Locks the step row if (and only if) we still hold its lease. */
+  readonly holdsLease: (step: ClaimedStep, workerId: string) => Effect.Effect<boolean, SqlError.SqlError>
+  readonly succeedStep: (stepId: string) => Effect.Effect<void, SqlError.SqlError>
+  /** Step → failed, and its job → failed with the same message. */
+  readonly failStep: (step: ClaimedStep, message: string) => Effect.Effect<void, SqlError.SqlError>
+  readonly earlierBlockingStepsSucceeded: (jobId: string, sequence: number) => Effect.Effect<boolean, SqlError.SqlError>
+  /** publishing → published with published_at = now(); false when the version was not publishing. */
+  readonly markPublished: (versionId: string) => Effect.Effect<boolean, SqlError.SqlError | ConstraintViolation>
+  readonly succeedJob: (jobId: string) => Effect.Effect<void, SqlError.SqlError>
+  /** Replaces the version's projection rows (delete + insert). */
+  readonly replaceProjection: (
+    versionId: string,
+    rows: ReadonlyArray<ProjectionRow>
+  ) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
+
+  // Scrape-time figures (domain.md §7.2).
+  readonly jobCounts: Effect.Effect<ReadonlyArray<LabelledCount>, SqlError.SqlError>
+  readonly stepCounts: Effect.Effect<ReadonlyArray<LabelledCount>, SqlError.SqlError>
+  readonly oldestStepAges: Effect.Effect<ReadonlyArray<LabelledCount>, SqlError.SqlError>
+  readonly versionsPublishing: Effect.Effect<number, SqlError.SqlError>
+  readonly projectionRows: Effect.Effect<number, SqlError.SqlError>
+}>() {}
+
+export const PublishRepositoryLive = Layer.effect(
+  PublishRepository,
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+
+    const stepsOf = (jobId: string) =>
+      sql<StepRow>`
+        SELECT id, job_id, name, state, blocking, sequence, attempt_count, started_at, finished_at,
+               failure_message, created_at, updated_at
+        FROM publish_job_steps WHERE job_id = ${jobId} ORDER BY sequence`
+
+    const count = (query: Effect.Effect<ReadonlyArray<{ readonly n: number }>, SqlError.SqlError>) =>
+      Effect.map(query, (rows) => Number(rows[0]?.n ?? 0))
+
+    return PublishRepository.of({
+      blobFacts: (versionId) =>
+        Effect.all({
+          artifacts: sql<ArtifactBlobFact>`
+            SELECT a.id, a.variant, a.operating_system, a.architecture, a.format,
+                   a.primary_blob_digest AS digest, a.primary_blob_size_bytes AS declared_size,
+                   b.size_bytes AS verified_size
+            FROM release_artifacts a LEFT JOIN cas_blobs b ON b.digest = a.primary_blob_digest
+            WHERE a.version_id = ${versionId}
+            ORDER BY a.variant COLLATE "C", a.operating_system COLLATE "C", a.architecture COLLATE "C",
+                     a.format COLLATE "C", a.id`,
+          attachments: sql<AttachmentBlobFact>`
+            SELECT t.id, t.artifact_id, t.name, t.blob_digest AS digest, t.blob_size_bytes AS declared_size,
+                   b.size_bytes AS verified_size
+            FROM artifact_attachments t
+            JOIN release_artifacts a ON a.id = t.artifact_id
+            LEFT JOIN cas_blobs b ON b.digest = t.blob_digest
+            WHERE a.version_id = ${versionId}
+            ORDER BY t.name COLLATE "C", t.id`
+        }),
+
+      versionState: (versionId) =>
+        sql<{ state: VersionState }>`SELECT state FROM image_versions WHERE id = ${versionId}`.pipe(
+          Effect.map((rows) => Option.fromNullable(rows[0]?.state))
+        ),
+
+      markPublishing: (versionId) =>
+        classifyConstraint(
+          sql`UPDATE image_versions SET state = 'publishing', updated_at = now() WHERE id = ${versionId}`
+        ).pipe(Effect.asVoid),
+
+      insertJob: (job) =>
+        Effect.gen(function*() {
+          yield* classifyConstraint(
+            sql`INSERT INTO publish_jobs (id, version_id, state) VALUES (${job.id}, ${job.versionId}, 'queued')`
+          )
+          yield* sql`INSERT INTO publish_job_steps ${
+            sql.insert(PUBLISH_STEPS.map((step, i) => ({
+              id: job.stepIds[i]!,
+              job_id: job.id,
+              name: step.name,
+              state: "queued",
+              blocking: true,
+              sequence: step.sequence,
+              trace_parent: job.traceParent ?? null
+            })))
+          }`
+        }),
+
+      findJob: (jobId) =>
+        Effect.gen(function*() {
+          const jobs = yield* sql<JobRow>`
+            SELECT j.*, i.name AS image_name, v.version
+            FROM publish_jobs j
+            JOIN image_versions v ON v.id = j.version_id
+            JOIN images i ON i.id = v.image_id
+            WHERE j.id = ${jobId}`
+          const job = jobs[0]
+          if (job === undefined) return Option.none()
+          return Option.some({ job, steps: yield* stepsOf(jobId) })
+        }),
+
+      lockJob: (jobId) =>
+        sql<JobRow & { version_state: VersionState }>`
+          SELECT j.*, i.name AS image_name, v.version, v.state AS version_state
+          FROM publish_jobs j
+          JOIN image_versions v ON v.id = j.version_id
+          JOIN images i ON i.id = v.image_id
+          WHERE j.id = ${jobId}
+          FOR UPDATE OF j, v`.pipe(Effect.map((rows) => {
+          const row = rows[0]
+          if (row === undefined) return Option.none()
+          const { version_state, ...job } = row
+          return Option.some({ job, versionState: version_state })
+        })),
+
+      stepsOf,
+
+      requeue: (jobId, fromSequence, traceParent) =>
+        Effect.gen(function*() {
+          yield* sql`
+            UPDATE publish_jobs SET state = 'queued', finished_at = NULL, failure_message = NULL, updated_at = now()
+            WHERE id = ${jobId}`
+          yield* sql`
+            UPDATE publish_job_steps
+            SET state = 'queued', run_after = now(), locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
+                finished_at = NULL, failure_message = NULL, trace_parent = ${traceParent ?? null}, updated_at = now()
+            WHERE job_id = ${jobId} AND sequence >= ${fromSequence} AND state <> 'succeeded'`
+        }),
+
+      claimNextStep: (workerId, lease) =>
+        Effect.gen(function*() {
+          const claimed = yield* sql<ClaimedStep>`
+            WITH next AS (
+              SELECT s.id FROM publish_job_steps s
+              JOIN publish_jobs j ON j.id = s.job_id
+              WHERE j.state IN ('queued', 'running')
+                AND ((s.state = 'queued' AND s.run_after <= now())
+                     OR (s.state = 'running' AND s.lease_expires_at <= now()))
+                AND NOT EXISTS (
+                  SELECT 1 FROM publish_job_steps p
+                  WHERE p.job_id = s.job_id AND p.blocking AND p.sequence < s.sequence AND p.state <> 'succeeded'
+                )
+              ORDER BY s.run_after, s.sequence, s.id
+              LIMIT 1
+              FOR UPDATE OF s SKIP LOCKED
+            ), claimed AS (
+              UPDATE publish_job_steps s
+              SET state = 'running', attempt_count = s.attempt_count + 1, locked_by = ${workerId},
+                  locked_at = now(), lease_expires_at = now() + ${milliseconds(lease)} * interval '1 millisecond',
+                  started_at = COALESCE(s.started_at, now()), updated_at = now()
+              FROM next WHERE s.id = next.id
+              RETURNING s.id, s.job_id, s.name, s.sequence, s.attempt_count, s.trace_parent
+            )
+            SELECT c.*, v.id AS version_id, i.name AS image_name, v.version
+            FROM claimed c
+            JOIN publish_jobs j ON j.id = c.job_id
+            JOIN image_versions v ON v.id = j.version_id
+            JOIN images i ON i.id = v.image_id`
+          const step = claimed[0]
+          if (step === undefined) return Option.none()
+          yield* sql`
+            UPDATE publish_jobs SET state = 'running', started_at = COALESCE(started_at, now()), updated_at = now()
+            WHERE id = ${step.job_id} AND state = 'queued'`
+          return Option.some(step)
+        }),
+
+      renewLease: (step, workerId, lease) =>
+        sql<{ id: string }>`
+          UPDATE publish_job_steps
+          SET lease_expires_at = now() + ${milliseconds(lease)} * interval '1 millisecond'
+          WHERE id = ${step.id} AND state = 'running' AND locked_by = ${workerId}
+            AND attempt_count = ${step.attempt_count}
+          RETURNING id`.pipe(Effect.map((rows) => rows.length > 0)),
+
+      holdsLease: (step, workerId) =>
+        sql<{ id: string }>`
+          SELECT id FROM publish_job_steps
+          WHERE id = ${step.id} AND state = 'running' AND locked_by = ${workerId}
+            AND attempt_count = ${step.attempt_count}
+          FOR UPDATE`.pipe(Effect.map((rows) => rows.length > 0)),
+
+      succeedStep: (stepId) =>
+        sql`
+          UPDATE publish_job_steps
+          SET state = 'succeeded', finished_at = now(), failure_message = NULL,
+              locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = now()
+          WHERE id = ${stepId}`.pipe(Effect.asVoid),
+
+      failStep: (step, message) =>
+        Effect.gen(function*() {
+          yield* sql`
+            UPDATE publish_job_steps
+            SET state = 'failed', finished_at = now(), failure_message = ${message},
+                locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = now()
+            WHERE id = ${step.id}`
+          yield* sql`
+            UPDATE publish_jobs SET state = 'failed', failure_message = ${message}, finished_at = now(), updated_at = now()
+            WHERE id = ${step.job_id} AND state IN ('queued', 'running')`
+        }),
+
+      earlierBlockingStepsSucceeded: (jobId, sequence) =>
+        sql<{ ok: boolean }>`
+          SELECT NOT EXISTS (
+            SELECT 1 FROM publish_job_steps
+            WHERE job_id = ${jobId} AND blocking AND sequence < ${sequence} AND state <> 'succeeded'
+          ) AS ok`.pipe(Effect.map((rows) => rows[0]?.ok === true)),
+
+      markPublished: (versionId) =>
+        classifyConstraint(sql<{ id: string }>`
+          UPDATE image_versions SET state = 'published', published_at = now(), updated_at = now()
+          WHERE id = ${versionId} AND state = 'publishing'
+          RETURNING id`).pipe(Effect.map((rows) => rows.length > 0)),
+
+      succeedJob: (jobId) =>
+        sql`
+          UPDATE publish_jobs SET state = 'succeeded', finished_at = now(), failure_message = NULL, updated_at = now()
+          WHERE id = ${jobId}`.pipe(Effect.asVoid),
+
+      replaceProjection: (versionId, rows) =>
+        classifyConstraint(Effect.gen(function*() {
+          yield* sql`DELETE FROM incus_projection_items WHERE version_id = ${versionId}`
+          if (rows.length === 0) return
+          yield* sql`INSERT INTO incus_projection_items ${
+            sql.insert(rows.map((r) => ({
+              artifact_id: r.artifactId,
+              version_id: r.versionId,
+              metadata_attachment_id: r.metadataAttachmentId,
+              metadata_path: r.metadataPath,
+              disk_path: r.diskPath,
+              metadata_sha256: r.metadataSha256,
+              metadata_size_bytes: r.metadataSizeBytes,
+              disk_sha256: r.diskSha256,
+              disk_size_bytes: r.diskSizeBytes,
+              combined_disk_kvm_img_sha256: r.combinedSha256
+            })))
+          }`
+        })),
+
+      jobCounts: sql<LabelledCount>`
+        SELECT '' AS label, state, count(*)::float8 AS value FROM publish_jobs GROUP BY state`,
+
+      stepCounts: sql<LabelledCount>`
+        SELECT name AS label, state, count(*)::float8 AS value FROM publish_job_steps GROUP BY name, state`,
+
+      oldestStepAges: sql<LabelledCount>`
+        SELECT name AS label, 'queued' AS state,
+               EXTRACT(EPOCH FROM now() - min(run_after))::float8 AS value
+        FROM publish_job_steps WHERE state = 'queued' AND run_after <= now() GROUP BY name
+        UNION ALL
+        SELECT name AS label, 'running' AS state,
+               EXTRACT(EPOCH FROM now() - min(locked_at))::float8 AS value
+        FROM publish_job_steps WHERE state = 'running' GROUP BY name`,
+
+      versionsPublishing: count(sql<{ n: number }>`SELECT count(*) AS n FROM image_versions WHERE state = 'publishing'`),
+
+      projectionRows: count(sql<{ n: number }>`SELECT count(*) AS n FROM incus_projection_items`)
+    })
+  })
+)

@@ -4,6 +4,7 @@ import { CatalogGroup } from "./catalog/api.js"
 import { OpsGroup } from "./platform/health.js"
 import { API_ID } from "./platform/http.js"
 import { PublishGroup } from "./publishing/api.js"
+import { StreamsGroup } from "./streams/api.js"
 
 /**
  * The whole public HTTP surface of imgsrv, one group per concern. The OpenAPI
@@ -13,6 +14,7 @@ export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(OpsGroup)
   .add(CatalogGroup)
   .add(PublishGroup)
+  .add(StreamsGroup)
   .annotate(OpenApi.Title, "imgsrv")
   .annotate(OpenApi.Version, buildInfo.version)
   .annotate(

@@ -24,6 +24,9 @@ import { PublishMetricsLive } from "./publishing/metrics.js"
 import { PublishWorkerLive } from "./publishing/publish-worker.js"
 import { PublishRepositoryLive } from "./publishing/repository.js"
 import { PublishingLive, PublishWakeLive } from "./publishing/service.js"
+import { StreamsHandlersLive } from "./streams/http.js"
+import { StreamsRepositoryLive } from "./streams/repository.js"
+import { SimpleStreamsLive } from "./streams/service.js"
 
 /**
  * Composition root: which layers make up a running imgsrv for a given
@@ -87,8 +90,8 @@ const AuthLive = AuthorizationLive.pipe(
 )
 
 /** Every HttpApi group's handlers, with the domain services they need. */
-const ApiHandlersLive = Layer.mergeAll(OpsHandlersLive, CatalogHandlersLive, PublishHandlersLive).pipe(
-  Layer.provide(Layer.mergeAll(CatalogLive, PublishingLive)),
+const ApiHandlersLive = Layer.mergeAll(OpsHandlersLive, CatalogHandlersLive, PublishHandlersLive, StreamsHandlersLive).pipe(
+  Layer.provide(Layer.mergeAll(CatalogLive, PublishingLive, SimpleStreamsLive.pipe(Layer.provide(StreamsRepositoryLive)))),
   Layer.provide(AuthLive),
   Layer.provide(ReadinessLive)
 )

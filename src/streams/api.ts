@@ -1,0 +1,28 @@
+import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
+import { Schema } from "effect"
+
+/** The Incus Simple Streams documents (api.md §2.12, spec/streams.md). Anonymous. */
+
+const StreamsDocument = Schema.Record({ key: Schema.String, value: Schema.Unknown }).annotations({
+  identifier: "SimpleStreamsDocument"
+})
+
+export const StreamsGroup = HttpApiGroup.make("streams")
+  .add(
+    HttpApiEndpoint.get("getSimpleStreamsIndex", "/streams/v1/index.json")
+      .addSuccess(StreamsDocument)
+      .annotate(
+        OpenApi.Description,
+        "Simple Streams index: one `images` entry listing every product. Strong ETag; If-None-Match → 304."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get("getSimpleStreamsImages", "/streams/v1/images.json")
+      .addSuccess(StreamsDocument)
+      .annotate(
+        OpenApi.Description,
+        "Simple Streams products: one product per published qcow2 artifact with an incus.tar.xz attachment, " +
+          "aliases resolved live. Strong ETag; If-None-Match → 304."
+      )
+  )
+  .annotate(OpenApi.Description, "Incus Simple Streams (`incus remote add <name> https://<host> --protocol simplestreams`)")

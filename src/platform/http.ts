@@ -203,7 +203,10 @@ export const apiMiddleware = (options: ApiMiddlewareOptions) =>
 (app: HttpApp.Default): HttpApp.Default =>
   Effect.gen(function*() {
     const original = yield* HttpServerRequest.HttpServerRequest
-    const route = options.routes.match(original.method, pathnameOf(original.url))
+    const pathname = pathnameOf(original.url)
+    // Routes match exactly per segment: `/v1/images/` is not `/v1/images` (api.md §1.1).
+    if (pathname.length > 1 && pathname.endsWith("/")) return plainText(404, "404 page not found\n")
+    const route = options.routes.match(original.method, pathname)
     if (options.unavailableExcept) {
       if (route && !options.unavailableExcept.includes(route.group)) {
         return problemResponse(
@@ -274,18 +277,17 @@ export const serverMiddleware = (routes: RouteTable) =>
         })
       )
     )
-    const tags = (status: number) => ({
-      http_request_method: request.method,
-      http_route: routeLabel,
-      http_response_status_code: String(status)
-    })
     yield* Metric.increment(Metric.tagged(activeRequests, "http_request_method", request.method))
     return yield* app.pipe(
       Effect.onExit((exit) => {
         const status = exit._tag === "Success" ? exit.value.status : 500
         const seconds = (performance.now() - started) / 1000
-        const tagged = <T extends Metric.Metric<any, any, any>>(metric: T) =>
-          Object.entries(tags(status)).reduce((m, [k, v]) => Metric.tagged(m, k, v) as T, metric)
+        const tagged = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) =>
+          Metric.tagged(
+            Metric.tagged(Metric.tagged(metric, "http_request_method", request.method), "http_route", routeLabel),
+            "http_response_status_code",
+            String(status)
+          )
         const line = Effect.annotateLogs(
           status >= 500
             ? Effect.logError("http request")

@@ -15,6 +15,8 @@ import { OpsHandlersLive, ReadinessLive, ReadinessWithoutDatabase } from "./plat
 import { apiMiddleware, makeRouteTable } from "./platform/http.js"
 import { ApiServerLive } from "./platform/http-server.js"
 import { LoggingLive } from "./platform/logging.js"
+import { TracingLive } from "./platform/tracing.js"
+import { buildInfo } from "./build-info.js"
 import { MetricsServerLive, ScrapeCollectorsLive } from "./platform/metrics.js"
 
 /**
@@ -90,7 +92,12 @@ const FullServiceLive = (config: AppConfigShape) => {
     Layer.provide(ApiHandlersLive),
     Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))
   )
-  return ApiServerLive({ listen: config.listen, shutdownTimeout: config.shutdownTimeout, routes }).pipe(
+  return ApiServerLive({
+    listen: config.listen,
+    shutdownTimeout: config.shutdownTimeout,
+    routes,
+    tracing: Option.isSome(config.otel)
+  }).pipe(
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(api),
@@ -106,7 +113,12 @@ const OpsOnlyServiceLive = (config: AppConfigShape) => {
     Layer.provide(ReadinessWithoutDatabase),
     Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes, unavailableExcept: ["ops", "docs"] })))
   )
-  return ApiServerLive({ listen: config.listen, shutdownTimeout: config.shutdownTimeout, routes }).pipe(
+  return ApiServerLive({
+    listen: config.listen,
+    shutdownTimeout: config.shutdownTimeout,
+    routes,
+    tracing: Option.isSome(config.otel)
+  }).pipe(
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(api)
@@ -127,6 +139,7 @@ export const AppLive = (config: AppConfigShape) => {
     Layer.provide(announce),
     Layer.provide(ScrapeCollectorsLive),
     Layer.provide(Layer.succeed(AppConfig, config)),
+    Layer.provide(TracingLive(config.otel, buildInfo.version)),
     Layer.provide(LoggingLive(config.logFormat, config.verbosity))
   )
 }

@@ -109,6 +109,12 @@ export const makeRouteTable = <Id extends string, Groups extends HttpApiGroup.Ht
   }
 }
 
+/** Span name of a request: `<METHOD> <route template>` (OpenTelemetry HTTP conventions). */
+export const spanNameOf = (routes: RouteTable) => (request: HttpServerRequest.HttpServerRequest): string => {
+  const route = routes.match(request.method, pathnameOf(request.url))
+  return route ? `${request.method} ${route.path.replace(/:(\w+)/g, "{$1}")}` : `${request.method} unmatched`
+}
+
 const pathnameOf = (url: string) => {
   const q = url.indexOf("?")
   return q === -1 ? url : url.slice(0, q)
@@ -261,7 +267,7 @@ export const requestIdFrom = (header: string | undefined): string => {
  * annotation on every log line of the request), adds `WWW-Authenticate` to 401s,
  * writes one access-log line and records the HTTP metrics with the route template.
  */
-export const serverMiddleware = (routes: RouteTable) =>
+export const serverMiddleware = (routes: RouteTable, options: { readonly tracing: boolean }) =>
 <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R | HttpServerRequest.HttpServerRequest> =>
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
@@ -269,10 +275,17 @@ export const serverMiddleware = (routes: RouteTable) =>
     const route = routes.match(request.method, pathnameOf(request.url))
     const routeLabel = route ? route.label : "unmatched"
     const started = performance.now()
+    const span = options.tracing ? yield* Effect.option(Effect.currentSpan) : Option.none()
+    if (Option.isSome(span)) {
+      span.value.attribute("http.route", route ? route.path.replace(/:(\w+)/g, "{$1}") : "unmatched")
+      span.value.attribute("imgsrv.request_id", requestId)
+    }
     yield* HttpApp.appendPreResponseHandler((_req, response) =>
       Effect.succeed(
         HttpServerResponse.setHeaders(response, {
           "x-request-id": requestId,
+          // Lets a client quote the trace of its request when reporting a problem.
+          ...(Option.isSome(span) ? { "x-trace-id": span.value.traceId } : {}),
           ...(response.status === 401 ? { "www-authenticate": "Bearer" } : {})
         })
       )

@@ -121,7 +121,7 @@ const serve = (blobs: Map<string, Served>) =>
       }).pipe(Effect.orDie)))
 
 const startServer = (store: Layer.Layer<BlobStore>, blobs: Map<string, Served>) => {
-  const layer = HttpApiBuilder.serve(serverMiddleware(routes)).pipe(
+  const layer = HttpApiBuilder.serve(serverMiddleware(routes, { tracing: false })).pipe(
     Layer.provide(HttpApiBuilder.api(TestApi).pipe(
       Layer.provide(serve(blobs)),
       Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))

@@ -18,6 +18,8 @@ import { OpsHandlersLive, ReadinessLive, ReadinessWithoutDatabase } from "./plat
 import { apiMiddleware, makeRouteTable } from "./platform/http.js"
 import { ApiServerLive } from "./platform/http-server.js"
 import { LoggingLive } from "./platform/logging.js"
+import { TracingLive } from "./platform/tracing.js"
+import { buildInfo } from "./build-info.js"
 import { MetricsServerLive, ScrapeCollectorsLive } from "./platform/metrics.js"
 import { PublishHandlersLive } from "./publishing/http.js"
 import { PublishMetricsLive } from "./publishing/metrics.js"
@@ -108,7 +110,12 @@ const FullServiceLive = (config: AppConfigShape) => {
     Layer.provide(ApiHandlersLive),
     Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))
   )
-  const server = ApiServerLive({ listen: config.listen, shutdownTimeout: config.shutdownTimeout, routes }).pipe(
+  const server = ApiServerLive({
+    listen: config.listen,
+    shutdownTimeout: config.shutdownTimeout,
+    routes,
+    tracing: Option.isSome(config.otel)
+  }).pipe(
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(api)
@@ -127,7 +134,12 @@ const OpsOnlyServiceLive = (config: AppConfigShape) => {
     Layer.provide(ReadinessWithoutDatabase),
     Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes, unavailableExcept: ["ops", "docs"] })))
   )
-  return ApiServerLive({ listen: config.listen, shutdownTimeout: config.shutdownTimeout, routes }).pipe(
+  return ApiServerLive({
+    listen: config.listen,
+    shutdownTimeout: config.shutdownTimeout,
+    routes,
+    tracing: Option.isSome(config.otel)
+  }).pipe(
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(api)
@@ -148,6 +160,7 @@ export const AppLive = (config: AppConfigShape) => {
     Layer.provide(announce),
     Layer.provide(ScrapeCollectorsLive),
     Layer.provide(Layer.succeed(AppConfig, config)),
+    Layer.provide(TracingLive(config.otel, buildInfo.version)),
     Layer.provide(LoggingLive(config.logFormat, config.verbosity))
   )
 }

@@ -12,7 +12,13 @@ const describe = (error: unknown): string => {
   if (ValidationError.isValidationError(error)) {
     return HelpDoc.toAnsiText(error.error).trim().replace(/\s*\n\s*/g, " ")
   }
-  if (error instanceof Error) return error.message
+  if (error instanceof Error) {
+    // SqlError and friends keep the driver's reason in `cause` (never credentials).
+    const cause = (error as { cause?: unknown }).cause
+    return cause instanceof Error && !error.message.includes(cause.message)
+      ? `${error.message}: ${cause.message}`
+      : error.message
+  }
   return String(error)
 }
 

@@ -1,9 +1,9 @@
-import { HttpApiBuilder, HttpServer } from "@effect/platform"
+import { HttpApiBuilder, HttpMiddleware, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Duration, Effect, Layer } from "effect"
 import * as http from "node:http"
 import type { ListenAddress } from "./config.js"
-import { type RouteTable, serverMiddleware } from "./http.js"
+import { type RouteTable, serverMiddleware, spanNameOf } from "./http.js"
 
 /**
  * The public API listener. On shutdown it stops accepting connections, lets
@@ -14,6 +14,7 @@ export const ApiServerLive = (options: {
   readonly listen: ListenAddress
   readonly shutdownTimeout: Duration.Duration
   readonly routes: RouteTable
+  readonly tracing: boolean
 }) =>
   Layer.suspend(() => {
     const server = http.createServer({
@@ -47,7 +48,9 @@ export const ApiServerLive = (options: {
       )
     }))
 
-    const serve = HttpApiBuilder.serve(serverMiddleware(options.routes))
+    const serve = HttpApiBuilder.serve(serverMiddleware(options.routes, { tracing: options.tracing })).pipe(
+      HttpMiddleware.withSpanNameGenerator(spanNameOf(options.routes))
+    )
     return drain.pipe(
       Layer.provide(serve),
       Layer.provideMerge(NodeHttpServer.layer(() => server, {

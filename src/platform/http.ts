@@ -109,6 +109,12 @@ export const makeRouteTable = <Id extends string, Groups extends HttpApiGroup.Ht
   }
 }
 
+/** Span name of a request: `<METHOD> <route template>` (OpenTelemetry HTTP conventions). */
+export const spanNameOf = (routes: RouteTable) => (request: HttpServerRequest.HttpServerRequest): string => {
+  const route = routes.match(request.method, pathnameOf(request.url))
+  return route ? `${request.method} ${route.path.replace(/:(\w+)/g, "{$1}")}` : `${request.method} unmatched`
+}
+
 const pathnameOf = (url: string) => {
   const q = url.indexOf("?")
   return q === -1 ? url : url.slice(0, q)
@@ -203,7 +209,10 @@ export const apiMiddleware = (options: ApiMiddlewareOptions) =>
 (app: HttpApp.Default): HttpApp.Default =>
   Effect.gen(function*() {
     const original = yield* HttpServerRequest.HttpServerRequest
-    const route = options.routes.match(original.method, pathnameOf(original.url))
+    const pathname = pathnameOf(original.url)
+    // Routes match exactly per segment: `/v1/images/` is not `/v1/images` (api.md §1.1).
+    if (pathname.length > 1 && pathname.endsWith("/")) return plainText(404, "404 page not found\n")
+    const route = options.routes.match(original.method, pathname)
     if (options.unavailableExcept) {
       if (route && !options.unavailableExcept.includes(route.group)) {
         return problemResponse(
@@ -258,7 +267,7 @@ export const requestIdFrom = (header: string | undefined): string => {
  * annotation on every log line of the request), adds `WWW-Authenticate` to 401s,
  * writes one access-log line and records the HTTP metrics with the route template.
  */
-export const serverMiddleware = (routes: RouteTable) =>
+export const serverMiddleware = (routes: RouteTable, options: { readonly tracing: boolean }) =>
 <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R | HttpServerRequest.HttpServerRequest> =>
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
@@ -266,26 +275,32 @@ export const serverMiddleware = (routes: RouteTable) =>
     const route = routes.match(request.method, pathnameOf(request.url))
     const routeLabel = route ? route.label : "unmatched"
     const started = performance.now()
+    const span = options.tracing ? yield* Effect.option(Effect.currentSpan) : Option.none()
+    if (Option.isSome(span)) {
+      span.value.attribute("http.route", route ? route.path.replace(/:(\w+)/g, "{$1}") : "unmatched")
+      span.value.attribute("imgsrv.request_id", requestId)
+    }
     yield* HttpApp.appendPreResponseHandler((_req, response) =>
       Effect.succeed(
         HttpServerResponse.setHeaders(response, {
           "x-request-id": requestId,
+          // Lets a client quote the trace of its request when reporting a problem.
+          ...(Option.isSome(span) ? { "x-trace-id": span.value.traceId } : {}),
           ...(response.status === 401 ? { "www-authenticate": "Bearer" } : {})
         })
       )
     )
-    const tags = (status: number) => ({
-      http_request_method: request.method,
-      http_route: routeLabel,
-      http_response_status_code: String(status)
-    })
     yield* Metric.increment(Metric.tagged(activeRequests, "http_request_method", request.method))
     return yield* app.pipe(
       Effect.onExit((exit) => {
         const status = exit._tag === "Success" ? exit.value.status : 500
         const seconds = (performance.now() - started) / 1000
-        const tagged = <T extends Metric.Metric<any, any, any>>(metric: T) =>
-          Object.entries(tags(status)).reduce((m, [k, v]) => Metric.tagged(m, k, v) as T, metric)
+        const tagged = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) =>
+          Metric.tagged(
+            Metric.tagged(Metric.tagged(metric, "http_request_method", request.method), "http_route", routeLabel),
+            "http_response_status_code",
+            String(status)
+          )
         const line = Effect.annotateLogs(
           status >= 500
             ? Effect.logError("http request")

@@ -1,4 +1,6 @@
-import { Effect, Option, Tracer } from "effect"
+import { FetchHttpClient } from "@effect/platform"
+import { OtlpSerialization, OtlpTracer } from "@effect/opentelemetry"
+import { Effect, Layer, Option, Tracer } from "effect"
 
 /**
  * Work begun by a request and finished by a background worker (complete → promotion,
@@ -6,16 +8,20 @@ import { Effect, Option, Tracer } from "effect"
  * `traceparent` with the queued work, and the worker's span links to it.
  */
 
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
+
 /** The current span as a W3C `traceparent` value, if there is a span. */
 export const currentTraceParent: Effect.Effect<string | undefined> = Effect.map(
   Effect.currentSpan.pipe(Effect.option),
   Option.match({
     onNone: () => undefined,
-    onSome: (span) => `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+    onSome: (span) => {
+      const value = `00-${span.traceId}-${span.spanId}-${span.sampled ? "01" : "00"}`
+      // With tracing off, spans are no-ops without real ids: nothing worth storing.
+      return TRACEPARENT.test(value) ? value : undefined
+    }
   })
 )
-
-const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
 
 /** Parses a stored `traceparent` into an external span usable as a link or parent. */
 export const spanFromTraceParent = (traceParent: string | null | undefined): Option.Option<Tracer.ExternalSpan> => {
@@ -47,4 +53,23 @@ export const withLinkedSpan = (
         root: true,
         links: [{ _tag: "SpanLink", span: origin, attributes: { "imgsrv.link": "originating-request" } }]
       })
+  })
+
+/**
+ * Trace export: OTLP/HTTP (JSON) to `<endpoint>/v1/traces` when an endpoint is
+ * configured; otherwise the tracer is switched off entirely, so spans cost nothing.
+ */
+export const TracingLive = (
+  otel: Option.Option<{ readonly endpoint: string; readonly serviceName: string }>,
+  serviceVersion: string
+): Layer.Layer<never> =>
+  Option.match(otel, {
+    onNone: () => Layer.setTracerEnabled(false),
+    onSome: ({ endpoint, serviceName }) =>
+      OtlpTracer.layer({
+        url: `${endpoint}/v1/traces`,
+        resource: { serviceName, serviceVersion },
+        exportInterval: "2 seconds",
+        shutdownTimeout: "5 seconds"
+      }).pipe(Layer.provide(OtlpSerialization.layerJson), Layer.provide(FetchHttpClient.layer))
   })

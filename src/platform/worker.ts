@@ -66,7 +66,7 @@ export const runWorkerLoop = <E, R>(options: {
 }): Effect.Effect<never, never, R> => {
   const loop: Effect.Effect<never, never, R> = Effect.gen(function*() {
     const { name, settings } = options
-    const tag = <M extends Metric.Metric<any, any, any>>(m: M) => Metric.tagged(m, "job", name) as M
+    const tag = <Type, In, Out>(m: Metric.Metric<Type, In, Out>) => Metric.tagged(m, "job", name)
     let failures = 0
     let delay = Duration.toMillis(settings.errorBackoff)
     const maxDelay = Math.max(delay, Duration.toMillis(settings.errorBackoffMax))

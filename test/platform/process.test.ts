@@ -67,6 +67,28 @@ describe("the imgsrv process", () => {
     expect(env.stderr()).toContain("IMGSRV_S3_USE_TLS")
   })
 
+  it("never prints credentials: the Postgres password and the S3 secret stay out of logs and errors", async () => {
+    const closedPort = await freePort()
+    const proc = spawnImgsrv({
+      env: {
+        IMGSRV_POSTGRES_URL: `postgres://imgsrv:hunter2-pg-secret@127.0.0.1:${closedPort}/imgsrv`,
+        IMGSRV_S3_ENDPOINT: "127.0.0.1:1",
+        IMGSRV_S3_BUCKET: "b",
+        IMGSRV_S3_ACCESS_KEY_ID: "GKACCESS",
+        IMGSRV_S3_SECRET_ACCESS_KEY: "s3-secret-value-xyz",
+        IMGSRV_VERBOSITY: "debug",
+        IMGSRV_LISTEN: "127.0.0.1:0",
+        IMGSRV_METRICS_LISTEN: ""
+      }
+    })
+    expect(await proc.exited).not.toBe(0)
+    const output = proc.stdout() + proc.stderr()
+    expect(output).toContain("could not connect to PostgreSQL")
+    expect(output).toContain("imgsrv starting")
+    expect(output).not.toContain("hunter2-pg-secret")
+    expect(output).not.toContain("s3-secret-value-xyz")
+  })
+
   it("prints version, commit and build date for --version", async () => {
     const proc = spawnImgsrv({ args: ["--version"] })
     expect(await proc.exited).toBe(0)

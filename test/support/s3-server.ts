@@ -33,12 +33,16 @@ export interface S3TestServer {
   readonly accessKeyId: string
   readonly secretAccessKey: string
   readonly createBucket: (name: string) => Promise<void>
+  /** Closes the listener but keeps the data, like an object store going down. */
+  readonly pause: () => Promise<void>
+  /** Listens again on the same port with the same data. */
+  readonly resume: () => Promise<void>
   readonly stop: () => Promise<void>
 }
 
 export async function startS3Server(): Promise<S3TestServer> {
   const directory = await mkdtemp(path.join(tmpdir(), "imgsrv-s3rver-"))
-  const server = new S3rver({ address: "127.0.0.1", port: 0, silent: true, directory, resetOnClose: false })
+  let server = new S3rver({ address: "127.0.0.1", port: 0, silent: true, directory, resetOnClose: false })
   let address: AddressInfo
   try {
     address = await server.run()
@@ -65,16 +69,28 @@ export async function startS3Server(): Promise<S3TestServer> {
     }
   }
 
+  let running = true
+  const pause = async (): Promise<void> => {
+    if (!running) return
+    running = false
+    // s3rver leaves some handlers pending forever (e.g. a part whose request was aborted);
+    // drop every connection so close() does not wait for them.
+    server.httpServer?.closeAllConnections()
+    await server.close()
+  }
+  const resume = async (): Promise<void> => {
+    if (running) return
+    server = new S3rver({ address: "127.0.0.1", port: address.port, silent: true, directory, resetOnClose: false })
+    await server.run()
+    running = true
+  }
   const stop = async (): Promise<void> => {
     try {
-      // s3rver leaves some handlers pending forever (e.g. a part whose request was aborted);
-      // drop every connection so close() does not wait for them.
-      server.httpServer?.closeAllConnections()
-      await server.close()
+      await pause()
     } finally {
       await rm(directory, { recursive: true, force: true })
     }
   }
 
-  return { endpoint, accessKeyId, secretAccessKey, createBucket, stop }
+  return { endpoint, accessKeyId, secretAccessKey, createBucket, pause, resume, stop }
 }

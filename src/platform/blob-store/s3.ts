@@ -134,6 +134,22 @@ const exactLength = <E>(
 /**
  * Builds the S3 driver. The SDK clients are destroyed (sockets closed) when the Scope closes.
  */
+/** The `length` bytes starting at byte `start` of a byte stream; stops pulling once they are out. */
+const sliceBytes = <E>(stream: Stream.Stream<Uint8Array, E>, start: number, length: number) => {
+  const stop = start + length
+  return stream.pipe(
+    Stream.mapAccum(0, (offset, chunk): readonly [number, readonly [number, Uint8Array]] => {
+      const chunkEnd = offset + chunk.length
+      const from = Math.max(start, offset)
+      const to = Math.min(stop, chunkEnd)
+      return [chunkEnd, [chunkEnd, to > from ? chunk.subarray(from - offset, to - offset) : new Uint8Array(0)]]
+    }),
+    Stream.takeUntil(([chunkEnd]) => chunkEnd >= stop),
+    Stream.map(([, piece]) => piece),
+    Stream.filter((piece) => piece.length > 0)
+  )
+}
+
 export const makeS3BlobStore = (
   options: S3Options,
   internal: S3InternalOptions = {}
@@ -355,15 +371,44 @@ export const makeS3BlobStore = (
         if (response.ContentLength === undefined) return yield* fail("open", key, "GetObject answered without Content-Length")
 
         let totalSizeBytes = response.ContentLength
+        const bodyStream = NodeStream.fromReadable(
+          () => body,
+          (cause) => new BlobStoreError({ operation: "open", key, cause })
+        )
+        if (range !== undefined && response.$metadata.httpStatusCode === 200 && response.ContentRange === undefined) {
+          // HTTP lets a server ignore Range and send the whole object (s3rver does for
+          // `bytes=0-0`). Cut the asked-for bytes out of it rather than failing.
+          if (range.start >= response.ContentLength) {
+            return yield* fail("open", key, `range starts at ${range.start} beyond ${response.ContentLength} bytes`)
+          }
+          const end = Math.min(range.end, response.ContentLength - 1)
+          return {
+            totalSizeBytes: response.ContentLength,
+            contentLength: end - range.start + 1,
+            etag: response.ETag ?? "",
+            lastModified: response.LastModified ?? new Date(0),
+            stream: sliceBytes(bodyStream, range.start, end - range.start + 1)
+          }
+        }
         if (range !== undefined) {
           const contentRange = parseContentRange(response.ContentRange)
           if (Option.isNone(contentRange)) {
             return yield* fail("open", key, `ranged GetObject answered with Content-Range ${JSON.stringify(response.ContentRange)}`)
           }
           const { start, end, total } = contentRange.value
-          // Serve only what was asked for: a server that widens the range would otherwise make
-          // the caller send bytes that do not match its own headers.
-          if (start !== range.start || end !== Math.min(range.end, total - 1) || end - start + 1 !== response.ContentLength) {
+          const wantedEnd = Math.min(range.end, total - 1)
+          // A server may widen the range (s3rver reads `bytes=0-0` as `bytes=0-`): keep only
+          // the asked-for bytes, so callers never send more than their own headers announce.
+          if (start === range.start && end > wantedEnd && end - start + 1 === response.ContentLength) {
+            return {
+              totalSizeBytes: total,
+              contentLength: wantedEnd - start + 1,
+              etag: response.ETag ?? "",
+              lastModified: response.LastModified ?? new Date(0),
+              stream: sliceBytes(bodyStream, 0, wantedEnd - start + 1)
+            }
+          }
+          if (start !== range.start || end !== wantedEnd || end - start + 1 !== response.ContentLength) {
             return yield* fail(
               "open",
               key,
@@ -377,10 +422,7 @@ export const makeS3BlobStore = (
           contentLength: response.ContentLength,
           etag: response.ETag ?? "",
           lastModified: response.LastModified ?? new Date(0),
-          stream: NodeStream.fromReadable(
-            () => body,
-            (cause) => new BlobStoreError({ operation: "open", key, cause })
-          )
+          stream: bodyStream
         }
       })
 

@@ -37,7 +37,7 @@ export const ApiServerLive = (options: {
             server.close(() => resume(Effect.void))
             server.closeIdleConnections()
           })
-          const drained = yield* closed.pipe(Effect.timeout(options.shutdownTimeout), Effect.option)
+          const drained = yield* closed.pipe(Effect.interruptible, Effect.timeout(options.shutdownTimeout), Effect.option)
           if (drained._tag === "None") {
             yield* Effect.logWarning("shutdown timeout reached; closing remaining connections").pipe(
               Effect.annotateLogs({ open_connections: "unknown" })

@@ -54,6 +54,11 @@ const RefPath = Schema.Struct({ name: Schema.String, ref: Schema.String })
 
 const invalid = Problem(InvalidRequest)
 
+/** Raw bytes with the declared media type (documentation only: the handler streams them). */
+const DownloadBody = Schema.Uint8ArrayFromSelf.pipe(
+  HttpApiSchema.withEncoding({ kind: "Uint8Array", contentType: "application/octet-stream" })
+)
+
 export const CatalogGroup = HttpApiGroup.make("catalog")
   // Images ------------------------------------------------------------------------
   .add(
@@ -190,6 +195,35 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
       .addError(Problem(ArtifactNotFound))
       .addError(Problem(AttachmentNotFound))
       .addError(Problem(VersionNotDraft))
+  )
+  // Downloads (anonymous; bytes streamed from the blob store) ----------------------
+  .add(
+    HttpApiEndpoint.get("downloadArtifact", "/v1/images/:name/versions/:version/artifacts/:artifact_id/download")
+      .setPath(ArtifactPath)
+      .addSuccess(DownloadBody)
+      .addSuccess(DownloadBody.annotations(HttpApiSchema.annotations({ status: 206 })))
+      .addError(invalid)
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(ArtifactNotFound))
+      .annotate(
+        OpenApi.Description,
+        "The artifact's bytes (published versions only). HEAD, single Range (206/416), If-None-Match / " +
+          "If-Modified-Since (304), If-Range; ETag is \"sha256:<hex>\"; immutable caching."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get(
+      "downloadAttachment",
+      "/v1/images/:name/versions/:version/artifacts/:artifact_id/attachments/:attachment_id/download"
+    )
+      .setPath(AttachmentPath)
+      .addSuccess(DownloadBody)
+      .addSuccess(DownloadBody.annotations(HttpApiSchema.annotations({ status: 206 })))
+      .addError(invalid)
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(ArtifactNotFound))
+      .addError(Problem(AttachmentNotFound))
+      .annotate(OpenApi.Description, "An attachment's bytes (published versions only), with the same semantics.")
   )
   // Aliases -----------------------------------------------------------------------
   .add(

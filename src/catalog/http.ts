@@ -1,5 +1,7 @@
 import { HttpApiBuilder } from "@effect/platform"
 import { Effect } from "effect"
+import { casKey } from "../platform/blob-store/keys.js"
+import { serveBlob } from "../platform/download.js"
 import { apiOf } from "../platform/http.js"
 import { decodeParam } from "../platform/params.js"
 import { CatalogGroup } from "./api.js"
@@ -17,6 +19,7 @@ import {
   VersionString,
   versionToWire
 } from "./schema.js"
+import type { DownloadTarget } from "./schema.js"
 import { Catalog } from "./service.js"
 
 /** Handlers of the catalog group: validate path parameters, call the service, encode. */
@@ -35,6 +38,21 @@ const artifactPathOf = (path: { readonly name: string; readonly version: string;
 
 const aliasPathOf = (path: { readonly name: string; readonly alias: string }) =>
   Effect.all([decodeParam(ImageName, path.name), decodeParam(AliasName, path.alias)])
+
+/**
+ * Streams a published blob with the shared download semantics (platform/download.ts).
+ * The store failing to produce bytes the catalog promises (object vanished, storage
+ * down) is a server fault: a 500 without internal text, logged with the cause.
+ */
+const download = (target: DownloadTarget, route: string) =>
+  serveBlob({
+    key: casKey(target.digest),
+    sizeBytes: target.sizeBytes,
+    digest: target.digest,
+    lastModified: target.updatedAt,
+    contentType: target.mediaType,
+    route
+  }).pipe(Effect.catchTags({ BlobNotFound: Effect.die, BlobStoreError: Effect.die }))
 
 export const CatalogHandlersLive = HttpApiBuilder.group(
   apiOf(CatalogGroup),
@@ -95,6 +113,25 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
           Effect.all([artifactPathOf(path), decodeParam(AttachmentIdParam, path.attachment_id)]).pipe(
             Effect.flatMap(([[name, version, artifactId], attachmentId]) =>
               catalog.deleteAttachment(name, version, artifactId, attachmentId)
+            )
+          ))
+        .handleRaw("downloadArtifact", ({ path }) =>
+          artifactPathOf(path).pipe(
+            Effect.flatMap(([name, version, artifactId]) => catalog.artifactDownload(name, version, artifactId)),
+            Effect.flatMap((target) =>
+              download(target, "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download")
+            )
+          ))
+        .handleRaw("downloadAttachment", ({ path }) =>
+          Effect.all([artifactPathOf(path), decodeParam(AttachmentIdParam, path.attachment_id)]).pipe(
+            Effect.flatMap(([[name, version, artifactId], attachmentId]) =>
+              catalog.attachmentDownload(name, version, artifactId, attachmentId)
+            ),
+            Effect.flatMap((target) =>
+              download(
+                target,
+                "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download"
+              )
             )
           ))
         .handle("putAlias", ({ path, payload }) =>

@@ -286,6 +286,7 @@ CREATE TRIGGER image_versions_guard_delete BEFORE DELETE ON image_versions
 -- A manifest row may only be written while its version is a draft (publishing freezes it).
 -- The version row is read FOR SHARE: a concurrent publish (which locks it FOR UPDATE) then
 -- either waits for this write and sees it, or commits first and this write sees `publishing`.
+-- (Inserts would also conflict through the foreign key's KEY SHARE lock; deletes would not.)
 CREATE FUNCTION release_artifacts_require_draft() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   version_state text;

@@ -182,6 +182,10 @@ export const ArtifactList = Schema.Struct({ artifacts: Schema.Array(Artifact) })
   identifier: "ArtifactList"
 })
 export const AliasList = Schema.Struct({ aliases: Schema.Array(Alias) }).annotations({ identifier: "AliasList" })
+export type ImageList = typeof ImageList.Type
+export type VersionList = typeof VersionList.Type
+export type ArtifactList = typeof ArtifactList.Type
+export type AliasList = typeof AliasList.Type
 
 // ---------------------------------------------------------------------------------
 // Rows (what the repository returns).

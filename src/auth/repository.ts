@@ -1,6 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
 import { Context, Effect, Layer, Option } from "effect"
+import { createHash } from "node:crypto"
 import type { PrincipalKind, RoleId } from "./schema.js"
 
 export interface TokenRow {
@@ -85,6 +86,10 @@ type Sql<A> = Effect.Effect<A, SqlError.SqlError>
  * holders at once. ("imgsrvAM" as a 64-bit number.)
  */
 const AUTH_MANAGER_LOCK_KEY = "7596490406398948685"
+
+/** A 64-bit advisory lock key per OIDC identity (first 8 bytes of a SHA-256). */
+const identityLockKey = (provider: string, subject: string) =>
+  createHash("sha256").update(`${provider}\u0000${subject}`, "utf8").digest().readBigInt64BE(0).toString()
 
 /** SQL of the auth control plane. No rules here: see authentication.ts, service.ts, bootstrap.ts. */
 export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRepository, {
@@ -193,9 +198,7 @@ export const AuthRepositoryLive = Layer.effect(
       transaction: (effect) => sql.withTransaction(effect),
       lockAuthManagers: sql`SELECT pg_advisory_xact_lock(${AUTH_MANAGER_LOCK_KEY}::bigint)`.pipe(Effect.asVoid),
       lockIdentity: (provider, subject) =>
-        sql`SELECT pg_advisory_xact_lock(hashtextextended(${provider} || chr(0) || ${subject}, 0))`.pipe(
-          Effect.asVoid
-        ),
+        sql`SELECT pg_advisory_xact_lock(${identityLockKey(provider, subject)}::bigint)`.pipe(Effect.asVoid),
       ensureBuiltInRoles: (roles) =>
         Effect.forEach(roles, (role) =>
           Effect.gen(function*() {

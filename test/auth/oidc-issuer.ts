@@ -36,7 +36,7 @@ export interface TestIssuer {
   discoveryOverrides: Record<string, unknown>
   /** "hang": never answer; a number: answer with that status. */
   discoveryMode: "ok" | "hang" | number
-  jwksMode: "ok" | number
+  jwksMode: "ok" | "hang" | number
   /** Extra raw JWKs published after the signing keys (e.g. `use: "enc"` keys). */
   extraJwks: Array<JWK>
   readonly newKey: (alg?: "RS256" | "PS256" | "ES256") => Promise<SigningKey>
@@ -71,7 +71,16 @@ export const defaultClaims = (issuer: string): JWTPayload & Record<string, unkno
   }
 }
 
-export const startTestIssuer = async (): Promise<TestIssuer> => {
+export interface TestCertificate {
+  /** PEM file of the certificate, to pass as `--oidc-ca-file`. */
+  readonly caFile: string
+  readonly certPem: string
+  readonly keyPem: string
+  readonly remove: () => Promise<void>
+}
+
+/** A self-signed certificate for 127.0.0.1 (one per test file; every local issuer may share it). */
+export const createTestCertificate = async (): Promise<TestCertificate> => {
   const dir = await mkdtemp(path.join(tmpdir(), "imgsrv-issuer-"))
   const keyFile = path.join(dir, "key.pem")
   const caFile = path.join(dir, "cert.pem")
@@ -80,7 +89,19 @@ export const startTestIssuer = async (): Promise<TestIssuer> => {
     "-keyout", keyFile, "-out", caFile, "-days", "1", "-subj", "/CN=imgsrv test issuer",
     "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"
   ])
-  const caPem = await readFile(caFile, "utf8")
+  return {
+    caFile,
+    certPem: await readFile(caFile, "utf8"),
+    keyPem: await readFile(keyFile, "utf8"),
+    remove: () => rm(dir, { recursive: true, force: true })
+  }
+}
+
+export const startTestIssuer = async (certificate?: TestCertificate): Promise<TestIssuer> => {
+  const ownCertificate = certificate === undefined
+  const tls = certificate ?? await createTestCertificate()
+  const caFile = tls.caFile
+  const caPem = tls.certPem
   const hanging = new Set<import("node:http").ServerResponse>()
 
   const state: Pick<TestIssuer, "discoveryOverrides" | "discoveryMode" | "jwksMode" | "extraJwks"> = {
@@ -93,7 +114,7 @@ export const startTestIssuer = async (): Promise<TestIssuer> => {
   const hits = new Map<string, number>()
   let issuer = ""
 
-  const server = https.createServer({ key: await readFile(keyFile), cert: caPem }, (req, res) => {
+  const server = https.createServer({ key: tls.keyPem, cert: tls.certPem }, (req, res) => {
     const url = req.url ?? "/"
     hits.set(url, (hits.get(url) ?? 0) + 1)
     const json = (status: number, body: unknown) => {
@@ -116,6 +137,10 @@ export const startTestIssuer = async (): Promise<TestIssuer> => {
       })
     }
     if (url === "/jwks") {
+      if (state.jwksMode === "hang") {
+        hanging.add(res)
+        return
+      }
       if (typeof state.jwksMode === "number") return json(state.jwksMode, { error: "unavailable" })
       return json(200, { keys: [...keys.map((k) => k.publicJwk), ...state.extraJwks] })
     }
@@ -148,7 +173,7 @@ export const startTestIssuer = async (): Promise<TestIssuer> => {
       for (const res of hanging) res.destroy()
       server.closeAllConnections()
       await new Promise<void>((resolve) => server.close(() => resolve()))
-      await rm(dir, { recursive: true, force: true })
+      if (ownCertificate) await tls.remove()
     }
   })
   return self

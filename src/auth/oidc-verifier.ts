@@ -131,10 +131,15 @@ export const OidcVerifierLive = Layer.effect(
     })
     const lastForcedRefresh = yield* Ref.make(new Map<string, number>())
 
-    const keysFor = (provider: ProviderRow) =>
-      keyCache.get(cacheKey(provider)).pipe(
-        Effect.mapError((reason) => new IdentityProviderUnavailable({ issuer: provider.issuer, reason }))
+    /** The client sees a generic 503; the operator's log says which issuer and why. */
+    const unavailable = (provider: ProviderRow) => (reason: string) =>
+      Effect.logWarning("OIDC signing keys unavailable").pipe(
+        Effect.annotateLogs({ identity_provider: provider.issuer, jwks_url: provider.jwks_url, reason }),
+        Effect.zipRight(Effect.fail(new IdentityProviderUnavailable({ issuer: provider.issuer, reason })))
       )
+
+    const keysFor = (provider: ProviderRow) =>
+      keyCache.get(cacheKey(provider)).pipe(Effect.catchAll(unavailable(provider)))
 
     /** Refetches the JWKS unless that happened less than 30 s ago; true when it refetched. */
     const forceRefresh = (provider: ProviderRow) =>
@@ -150,9 +155,7 @@ export const OidcVerifierLive = Layer.effect(
         yield* Effect.logDebug("refreshing OIDC signing keys for an unknown kid").pipe(
           Effect.annotateLogs({ identity_provider: provider.issuer })
         )
-        yield* keyCache.refresh(key).pipe(
-          Effect.mapError((reason) => new IdentityProviderUnavailable({ issuer: provider.issuer, reason }))
-        )
+        yield* keyCache.refresh(key).pipe(Effect.catchAll(unavailable(provider)))
         return true
       })
 

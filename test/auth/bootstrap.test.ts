@@ -170,6 +170,27 @@ describe("the embedded default", () => {
   })
 })
 
+describe("without a database (ops-only mode)", () => {
+  it("every /v1/auth route is 503 auth service is not configured, and nothing is printed", async () => {
+    const port = await freePort()
+    const proc = spawnImgsrv({ env: { IMGSRV_EMBEDDED: "false", IMGSRV_LISTEN: `127.0.0.1:${port}`, IMGSRV_METRICS_LISTEN: "" } })
+    try {
+      await waitForStatus(`http://127.0.0.1:${port}/healthz`, 204)
+      for (const [method, route] of [["GET", "/v1/auth/roles"], ["POST", "/v1/auth/principals"], ["DELETE", "/v1/auth/api-tokens/x"]]) {
+        const response = await fetch(`http://127.0.0.1:${port}${route}`, {
+          method,
+          headers: { authorization: "Bearer imgsrv_at_whatever" }
+        })
+        expect(response.status).toBe(503)
+        expect(((await response.json()) as { detail: string }).detail).toBe("auth service is not configured")
+      }
+    } finally {
+      expect(await proc.stop()).toBe(0)
+    }
+    expect(proc.stdout()).toBe("")
+  })
+})
+
 describe("secrets in logs", () => {
   let certificate: TestCertificate
   let issuer: TestIssuer

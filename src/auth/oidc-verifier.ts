@@ -1,4 +1,4 @@
-import { Cache, Clock, Context, Data, Duration, Effect, Exit, Layer, Option, Ref } from "effect"
+import { Clock, Context, Data, Deferred, Duration, Effect, Layer, Option, Ref } from "effect"
 import { type CryptoKey, decodeJwt, decodeProtectedHeader, importJWK, type JWK, jwtVerify } from "jose"
 import { IdentityProviderUnavailable } from "./errors.js"
 import { ASYMMETRIC_ALGORITHMS } from "./oidc-discovery.js"
@@ -110,25 +110,53 @@ export const forwardedClaims = (payload: Record<string, unknown>, names: Readonl
   return claims
 }
 
-export const OidcVerifierLive = Layer.effect(
+export const OidcVerifierLive = Layer.scoped(
   OidcVerifier,
   Effect.gen(function*() {
     const repo = yield* AuthRepository
     const http = yield* OidcHttp
 
-    const keyCache = yield* Cache.makeWith({
-      capacity: 256,
-      lookup: (key: string) =>
-        Effect.gen(function*() {
-          const [jwksUrl, algorithms] = JSON.parse(key) as [string, ReadonlyArray<string>]
-          const document = yield* http.getJson(jwksUrl, { timeout: JWKS_TIMEOUT, maxBytes: JWKS_MAX_BYTES }).pipe(
-            Effect.mapError((failure) => failure.reason)
-          )
-          return yield* usableKeys(document, algorithms)
-        }),
-      // Only successes are kept: a failed fetch is retried by the next request.
-      timeToLive: (exit) => Exit.isSuccess(exit) ? JWKS_TTL : Duration.zero
-    })
+    const fetchKeys = (key: string) =>
+      Effect.gen(function*() {
+        const [jwksUrl, algorithms] = JSON.parse(key) as [string, ReadonlyArray<string>]
+        const document = yield* http.getJson(jwksUrl, { timeout: JWKS_TIMEOUT, maxBytes: JWKS_MAX_BYTES }).pipe(
+          Effect.mapError((failure) => failure.reason)
+        )
+        return yield* usableKeys(document, algorithms)
+      })
+
+    // The key cache. Only successes are kept (a failed fetch is retried by the next
+    // request). Concurrent misses share one fetch, which runs in the layer's scope,
+    // not in a request's fiber: a client hanging up cannot cancel it for the others.
+    const scope = yield* Effect.scope
+    const cached = new Map<string, { readonly keys: ReadonlyArray<UsableKey>; readonly fetchedAt: number }>()
+    const inFlight = new Map<string, Deferred.Deferred<ReadonlyArray<UsableKey>, string>>()
+
+    const fetchShared = (key: string) =>
+      Effect.gen(function*() {
+        const pending = inFlight.get(key)
+        if (pending) return yield* Deferred.await(pending)
+        const deferred = yield* Deferred.make<ReadonlyArray<UsableKey>, string>()
+        inFlight.set(key, deferred)
+        yield* fetchKeys(key).pipe(
+          Effect.tap((keys) => Effect.map(Clock.currentTimeMillis, (now) => cached.set(key, { keys, fetchedAt: now }))),
+          Effect.exit,
+          Effect.flatMap((exit) =>
+            Effect.sync(() => inFlight.delete(key)).pipe(Effect.zipRight(Deferred.done(deferred, exit)))
+          ),
+          Effect.forkIn(scope)
+        )
+        return yield* Deferred.await(deferred)
+      })
+
+    const cachedKeys = (key: string) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const entry = cached.get(key)
+        if (entry && now - entry.fetchedAt < Duration.toMillis(JWKS_TTL)) return entry.keys
+        return yield* fetchShared(key)
+      })
+
     const lastForcedRefresh = yield* Ref.make(new Map<string, number>())
 
     /** The client sees a generic 503; the operator's log says which issuer and why. */
@@ -139,7 +167,7 @@ export const OidcVerifierLive = Layer.effect(
       )
 
     const keysFor = (provider: ProviderRow) =>
-      keyCache.get(cacheKey(provider)).pipe(Effect.catchAll(unavailable(provider)))
+      cachedKeys(cacheKey(provider)).pipe(Effect.catchAll(unavailable(provider)))
 
     /** Refetches the JWKS unless that happened less than 30 s ago; true when it refetched. */
     const forceRefresh = (provider: ProviderRow) =>
@@ -155,7 +183,7 @@ export const OidcVerifierLive = Layer.effect(
         yield* Effect.logDebug("refreshing OIDC signing keys for an unknown kid").pipe(
           Effect.annotateLogs({ identity_provider: provider.issuer })
         )
-        yield* keyCache.refresh(key).pipe(Effect.catchAll(unavailable(provider)))
+        yield* fetchShared(key).pipe(Effect.catchAll(unavailable(provider)))
         return true
       })
 

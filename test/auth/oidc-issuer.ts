@@ -37,6 +37,8 @@ export interface TestIssuer {
   /** "hang": never answer; a number: answer with that status. */
   discoveryMode: "ok" | "hang" | number
   jwksMode: "ok" | "hang" | number
+  /** Real milliseconds the JWKS answer is held back. */
+  jwksDelayMs: number
   /** Extra raw JWKs published after the signing keys (e.g. `use: "enc"` keys). */
   extraJwks: Array<JWK>
   readonly newKey: (alg?: "RS256" | "PS256" | "ES256") => Promise<SigningKey>
@@ -104,10 +106,11 @@ export const startTestIssuer = async (certificate?: TestCertificate): Promise<Te
   const caPem = tls.certPem
   const hanging = new Set<import("node:http").ServerResponse>()
 
-  const state: Pick<TestIssuer, "discoveryOverrides" | "discoveryMode" | "jwksMode" | "extraJwks"> = {
+  const state: Pick<TestIssuer, "discoveryOverrides" | "discoveryMode" | "jwksMode" | "jwksDelayMs" | "extraJwks"> = {
     discoveryOverrides: {},
     discoveryMode: "ok",
     jwksMode: "ok",
+    jwksDelayMs: 0,
     extraJwks: []
   }
   const keys: Array<SigningKey> = [await makeKey()]
@@ -142,7 +145,9 @@ export const startTestIssuer = async (certificate?: TestCertificate): Promise<Te
         return
       }
       if (typeof state.jwksMode === "number") return json(state.jwksMode, { error: "unavailable" })
-      return json(200, { keys: [...keys.map((k) => k.publicJwk), ...state.extraJwks] })
+      const body = { keys: [...keys.map((k) => k.publicJwk), ...state.extraJwks] }
+      if (state.jwksDelayMs > 0) return void setTimeout(() => json(200, body), state.jwksDelayMs)
+      return json(200, body)
     }
     json(404, { error: "not found" })
   })

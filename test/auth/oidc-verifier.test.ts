@@ -92,6 +92,26 @@ describe("JWKS caching", () => {
       }).pipe(Effect.provide(services))
     }))
 
+  it.scoped("shares one fetch between concurrent requests, and a caller hanging up does not cancel it for the others", () =>
+    Effect.gen(function*() {
+      const { issuer, services } = yield* issuerFixture
+      yield* TestClock.setTime(Date.now())
+      yield* Effect.gen(function*() {
+        const management = yield* AuthManagement
+        const verifier = yield* OidcVerifier
+        yield* management.createRule({ display_name: "r", issuer_url: issuer.issuer, audience: "imgsrv-api", condition: "true" }, actor)
+        issuer.jwksDelayMs = 300
+        const token = yield* Effect.promise(() => issuer.sign(longLived()))
+        const leaving = yield* Effect.fork(verifier.verify(token))
+        const staying = yield* Effect.fork(verifier.verify(token))
+        yield* settle
+        yield* Fiber.interrupt(leaving)
+        const verified = yield* Fiber.join(staying)
+        expect(Option.isSome(verified)).toBe(true)
+        expect(issuer.hits.get("/jwks")).toBe(1)
+      }).pipe(Effect.provide(services))
+    }))
+
   it.scoped("gives up on a hanging JWKS after 5 seconds with an operational error", () =>
     Effect.gen(function*() {
       const { issuer, services } = yield* issuerFixture

@@ -1,4 +1,5 @@
 import { HttpApi, OpenApi } from "@effect/platform"
+import { AuthGroup } from "./auth/api.js"
 import { buildInfo } from "./build-info.js"
 import { OpsGroup } from "./platform/health.js"
 import { API_ID } from "./platform/http.js"
@@ -9,6 +10,7 @@ import { API_ID } from "./platform/http.js"
  */
 export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(OpsGroup)
+  .add(AuthGroup)
   .annotate(OpenApi.Title, "imgsrv")
   .annotate(OpenApi.Version, buildInfo.version)
   .annotate(

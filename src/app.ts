@@ -1,9 +1,8 @@
 import { HttpApiBuilder, HttpApiScalar } from "@effect/platform"
 import { Effect, Layer, Option, Redacted } from "effect"
 import { DOCS_ROUTES, ImgsrvApi, OpsOnlyApi } from "./api.js"
-import { AuthenticationLive, NoExtraAuthenticators } from "./auth/authentication.js"
-import { AuthorizationLive } from "./auth/middleware.js"
-import { AuthRepositoryLive } from "./auth/repository.js"
+import { AuthHandlersLive } from "./auth/http.js"
+import { AuthLive, AuthStartupLive } from "./auth/layers.js"
 import { BlobStore } from "./platform/blob-store/blob-store.js"
 import { makeFilesystemBlobStore } from "./platform/blob-store/filesystem.js"
 import { instrumentBlobStore } from "./platform/blob-store/instrumented.js"
@@ -73,15 +72,8 @@ export const BlobStoreFromConfig = (config: AppConfigShape) =>
     })
   )
 
-/** Auth: token verification and the two security middlewares. */
-const AuthLive = AuthorizationLive.pipe(
-  Layer.provide(AuthenticationLive),
-  Layer.provide(NoExtraAuthenticators),
-  Layer.provideMerge(AuthRepositoryLive)
-)
-
 /** Every HttpApi group's handlers, with the domain services they need. */
-const ApiHandlersLive = Layer.mergeAll(OpsHandlersLive).pipe(
+const ApiHandlersLive = Layer.mergeAll(OpsHandlersLive, AuthHandlersLive).pipe(
   Layer.provide(AuthLive),
   Layer.provide(ReadinessLive)
 )
@@ -101,6 +93,8 @@ const FullServiceLive = (config: AppConfigShape) => {
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(api),
+    // After migrations, before the listener serves: the first auth-manager exists.
+    Layer.provide(AuthStartupLive),
     Layer.provide(BlobStoreFromConfig(config)),
     Layer.provide(DatabaseFromConfig(config))
   )

@@ -57,7 +57,12 @@ export const startProbe = async (options: {
     Layer.provide(AuthLive),
     Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))
   )
-  const server = ApiServerLive({ listen: parsed.right.listen, shutdownTimeout: parsed.right.shutdownTimeout, routes }).pipe(
+  const server = ApiServerLive({
+    listen: parsed.right.listen,
+    shutdownTimeout: parsed.right.shutdownTimeout,
+    routes,
+    tracing: false
+  }).pipe(
     Layer.provide(api),
     Layer.provide(DatabaseLive({ url: Redacted.make(options.databaseUrl), maxConnections: 3 })),
     Layer.provide(Layer.succeed(AppConfig, parsed.right)),

@@ -92,3 +92,13 @@ CREATE TABLE auth_provisioning_rule_roles (
   PRIMARY KEY (rule_id, role_id)
 );
 CREATE INDEX auth_provisioning_rule_roles_role_idx ON auth_provisioning_rule_roles (role_id);
+
+-- OIDC-provisioned principals are found by their provenance attributes: the resolver
+-- looks up (provider, subject) for an identity whose claims changed, reconciliation
+-- looks up the provisioning rule id.
+CREATE INDEX auth_principals_oidc_subject_idx
+  ON auth_principals ((attributes->>'provider'), (attributes->>'subject'))
+  WHERE attributes ? 'provisioning_rule_id';
+CREATE INDEX auth_principals_provisioning_rule_idx
+  ON auth_principals ((attributes->>'provisioning_rule_id'))
+  WHERE attributes ? 'provisioning_rule_id';

@@ -1,4 +1,5 @@
 import { HttpApi, OpenApi } from "@effect/platform"
+import { AuthGroup } from "./auth/api.js"
 import { buildInfo } from "./build-info.js"
 import { CatalogGroup } from "./catalog/api.js"
 import { OpsGroup } from "./platform/health.js"
@@ -12,6 +13,7 @@ import { StreamsGroup } from "./streams/api.js"
  */
 export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(OpsGroup)
+  .add(AuthGroup)
   .add(CatalogGroup)
   .add(PublishGroup)
   .add(StreamsGroup)

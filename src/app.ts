@@ -1,9 +1,8 @@
 import { HttpApiBuilder, HttpApiScalar } from "@effect/platform"
 import { Effect, Layer, Option, Redacted } from "effect"
 import { DOCS_ROUTES, ImgsrvApi, OpsOnlyApi } from "./api.js"
-import { AuthenticationLive, NoExtraAuthenticators } from "./auth/authentication.js"
-import { AuthorizationLive } from "./auth/middleware.js"
-import { AuthRepositoryLive } from "./auth/repository.js"
+import { AuthHandlersLive } from "./auth/http.js"
+import { AuthLive, AuthStartupLive } from "./auth/layers.js"
 import { CatalogHandlersLive } from "./catalog/http.js"
 import { CatalogRepositoryLive } from "./catalog/repository.js"
 import { CatalogLive } from "./catalog/service.js"
@@ -84,15 +83,14 @@ export const BlobStoreFromConfig = (config: AppConfigShape) =>
     })
   )
 
-/** Auth: token verification and the two security middlewares. */
-const AuthLive = AuthorizationLive.pipe(
-  Layer.provide(AuthenticationLive),
-  Layer.provide(NoExtraAuthenticators),
-  Layer.provideMerge(AuthRepositoryLive)
-)
-
 /** Every HttpApi group's handlers, with the domain services they need. */
-const ApiHandlersLive = Layer.mergeAll(OpsHandlersLive, CatalogHandlersLive, PublishHandlersLive, StreamsHandlersLive).pipe(
+const ApiHandlersLive = Layer.mergeAll(
+  OpsHandlersLive,
+  AuthHandlersLive,
+  CatalogHandlersLive,
+  PublishHandlersLive,
+  StreamsHandlersLive
+).pipe(
   Layer.provide(Layer.mergeAll(CatalogLive, PublishingLive, SimpleStreamsLive.pipe(Layer.provide(StreamsRepositoryLive)))),
   Layer.provide(AuthLive),
   Layer.provide(ReadinessLive)
@@ -118,7 +116,9 @@ const FullServiceLive = (config: AppConfigShape) => {
   }).pipe(
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
-    Layer.provide(api)
+    Layer.provide(api),
+    // After migrations, before the listener serves: the first auth-manager exists.
+    Layer.provide(AuthStartupLive)
   )
   return Layer.mergeAll(server, BackgroundLive).pipe(
     Layer.provide(SharedDomainLive),

@@ -33,4 +33,5 @@ const program = runCommand((config) => Layer.launch(AppLive(config)))(process.ar
   Effect.provide(NodeContext.layer)
 )
 
-NodeRuntime.runMain(program, { disableErrorReporting: true })
+// No pretty logger: stdout carries only the one-time bootstrap banner; logs go to stderr (logging.ts).
+NodeRuntime.runMain(program, { disableErrorReporting: true, disablePrettyLogger: true })

@@ -1,5 +1,5 @@
 import { Context, DateTime, Effect, Layer, Option } from "effect"
-import { Forbidden, Unauthorized } from "./errors.js"
+import { Forbidden, type IdentityProviderUnavailable, Unauthorized } from "./errors.js"
 import { AuthRepository } from "./repository.js"
 import type { Action, Principal } from "./schema.js"
 import { bearerCredential, parseToken, secretMatches } from "./tokens.js"
@@ -10,10 +10,13 @@ import { bearerCredential, parseToken, secretMatches } from "./tokens.js"
  * change or a revocation takes effect on the next call (spec/auth.md §1.1).
  *
  * Storage failures are defects (→ 500 without internal text), never a 401: a
- * database outage must not look like a bad token.
+ * database outage must not look like a bad token. Why a credential was refused goes
+ * to the debug log only (`error_kind`, `reason`); the client always sees one 401.
  */
 export class Authentication extends Context.Tag("imgsrv/Authentication")<Authentication, {
-  readonly authenticate: (authorization: string | undefined) => Effect.Effect<Principal, Unauthorized>
+  readonly authenticate: (
+    authorization: string | undefined
+  ) => Effect.Effect<Principal, Unauthorized | IdentityProviderUnavailable>
   readonly authorize: (principal: Principal, action: Action) => Effect.Effect<void, Forbidden>
 }>() {}
 
@@ -23,11 +26,21 @@ export class Authentication extends Context.Tag("imgsrv/Authentication")<Authent
  */
 export class BearerAuthenticators extends Context.Tag("imgsrv/BearerAuthenticators")<BearerAuthenticators, {
   readonly authenticators: ReadonlyArray<
-    (authorization: string, credential: string) => Effect.Effect<Option.Option<Principal>, Unauthorized>
+    (
+      authorization: string,
+      credential: string
+    ) => Effect.Effect<Option.Option<Principal>, Unauthorized | IdentityProviderUnavailable>
   >
 }>() {}
 
 export const NoExtraAuthenticators = Layer.succeed(BearerAuthenticators, { authenticators: [] })
+
+/** Logs why a credential was refused (debug) and fails with the one client-visible 401. */
+export const refuse = (reason: string, errorKind: "unauthenticated" | "unresolved_identity" = "unauthenticated") =>
+  Effect.logDebug("authentication failed").pipe(
+    Effect.annotateLogs({ operation: "authenticate", error_kind: errorKind, reason }),
+    Effect.zipRight(Effect.fail(new Unauthorized()))
+  )
 
 export const AuthenticationLive = Layer.effect(
   Authentication,
@@ -40,18 +53,18 @@ export const AuthenticationLive = Layer.effect(
         const parsed = parseToken(credential)
         if (!parsed) return Option.none<Principal>()
         const token = yield* repo.findToken(parsed.id)
-        if (Option.isNone(token)) return yield* new Unauthorized()
+        if (Option.isNone(token)) return yield* refuse("token not found")
         const row = token.value
-        if (!secretMatches(parsed.secret, row.secret_hash)) return yield* new Unauthorized()
-        if (row.revoked_at !== null) return yield* new Unauthorized()
+        if (!secretMatches(parsed.secret, row.secret_hash)) return yield* refuse("secret mismatch")
+        if (row.revoked_at !== null) return yield* refuse("token revoked")
         const now = yield* DateTime.now
-        if (DateTime.toEpochMillis(now) >= row.expires_at.getTime()) return yield* new Unauthorized()
+        if (DateTime.toEpochMillis(now) >= row.expires_at.getTime()) return yield* refuse("token expired")
         // Best effort: a failed bump never fails the request.
         yield* repo.touchToken(row.id).pipe(
           Effect.catchAllCause((cause) => Effect.logWarning("could not record token use", cause))
         )
         const principal = yield* repo.principalForIdentity("api-token", row.id)
-        if (Option.isNone(principal)) return yield* new Unauthorized()
+        if (Option.isNone(principal)) return yield* refuse("token is not linked to a principal", "unresolved_identity")
         return Option.some<Principal>({
           id: principal.value.id,
           kind: principal.value.kind,
@@ -59,19 +72,21 @@ export const AuthenticationLive = Layer.effect(
           credential: "api-token",
           transient: false
         })
-      })
+      }).pipe(Effect.annotateLogs({ authenticator: "api-token", token_id: parseToken(credential)?.id ?? "" }))
 
     const authenticate = (authorization: string | undefined) =>
       Effect.gen(function*() {
         const credential = bearerCredential(authorization)
-        if (credential === undefined || authorization === undefined) return yield* new Unauthorized()
+        if (credential === undefined || authorization === undefined) {
+          return yield* refuse(authorization === undefined ? "no Authorization header" : "malformed Authorization header")
+        }
         const byToken = yield* viaApiToken(credential)
         if (Option.isSome(byToken)) return byToken.value
         for (const authenticator of extra.authenticators) {
           const found = yield* authenticator(authorization, credential)
           if (Option.isSome(found)) return found.value
         }
-        return yield* new Unauthorized()
+        return yield* refuse("no authenticator accepted the credential")
       }).pipe(
         Effect.catchTag("SqlError", (error) => Effect.die(error)),
         Effect.withSpan("auth.authenticate")
@@ -79,9 +94,23 @@ export const AuthenticationLive = Layer.effect(
 
     const authorize = (principal: Principal, action: Action) =>
       Effect.gen(function*() {
-        if (principal.transient) return yield* new Forbidden({ action })
-        const actions = yield* repo.actionsOf(principal.id)
-        if (!actions.includes(action)) return yield* new Forbidden({ action })
+        // A transient OIDC principal (no rule matched) is denied without consulting roles.
+        const allowed = principal.transient ? false : (yield* repo.actionsOf(principal.id)).includes(action)
+        const attributes = {
+          operation: "authorize",
+          action,
+          resource_type: action === "auth.manage" ? "auth" : "content",
+          authenticator: principal.credential,
+          // A transient id embeds the raw OIDC subject, which is never logged.
+          principal_id: principal.transient ? "transient" : principal.id
+        }
+        if (!allowed) {
+          yield* Effect.logWarning("authorization denied").pipe(
+            Effect.annotateLogs({ ...attributes, error_kind: "unauthorized" })
+          )
+          return yield* new Forbidden({ action })
+        }
+        yield* Effect.logDebug("authorization allowed").pipe(Effect.annotateLogs(attributes))
       }).pipe(Effect.catchTag("SqlError", (error) => Effect.die(error)))
 
     return { authenticate, authorize }

@@ -2,13 +2,13 @@ import { HttpApiMiddleware, HttpApiSecurity, HttpServerRequest } from "@effect/p
 import { Context, Effect, Layer, Schema } from "effect"
 import { Problem } from "../platform/problem.js"
 import { Authentication } from "./authentication.js"
-import { Forbidden, Unauthorized } from "./errors.js"
+import { Forbidden, IdentityProviderUnavailable, Unauthorized } from "./errors.js"
 import type { Action, Principal } from "./schema.js"
 
 /** The principal behind the current request (provided by the security middleware). */
 export class CurrentPrincipal extends Context.Tag("imgsrv/CurrentPrincipal")<CurrentPrincipal, Principal>() {}
 
-const failure = Schema.Union(Problem(Unauthorized), Problem(Forbidden))
+const failure = Schema.Union(Problem(Unauthorized), Problem(Forbidden), Problem(IdentityProviderUnavailable))
 
 /**
  * Protects an endpoint with `content.write`. Declared on endpoints (not groups) so it

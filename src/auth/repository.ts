@@ -1,6 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
 import { Context, Effect, Layer, Option } from "effect"
+import { createHash } from "node:crypto"
 import type { PrincipalKind, RoleId } from "./schema.js"
 
 export interface TokenRow {
@@ -22,68 +23,327 @@ export interface PrincipalRow {
   readonly created_at: Date
 }
 
-/** SQL of the auth control plane. No rules here: see authentication.ts and service.ts. */
+/** A principal with its current role ids (sorted). */
+export interface PrincipalWithRolesRow extends PrincipalRow {
+  readonly role_ids: ReadonlyArray<string>
+}
+
+/** The trust record of one OIDC issuer, shared by every rule naming it (spec/auth.md §5.2). */
+export interface ProviderRow {
+  readonly issuer: string
+  readonly jwks_url: string
+  readonly audiences: ReadonlyArray<string>
+  readonly supported_signing_algorithms: ReadonlyArray<string>
+  /** Top-level claim names exposed to conditions. */
+  readonly forwarded_claims: ReadonlyArray<string>
+}
+
+export interface RuleRow {
+  readonly id: string
+  readonly display_name: string
+  readonly provider: string
+  readonly audience: string
+  /** The claims this rule asked for (the provider holds the issuer-wide union). */
+  readonly forwarded_claims: ReadonlyArray<string>
+  /** Stored with the audience guard prepended. */
+  readonly condition: string
+  readonly enabled: boolean
+  readonly role_ids: ReadonlyArray<string>
+}
+
+export interface NewPrincipal {
+  readonly id: string
+  readonly kind: PrincipalKind
+  readonly displayName: string
+  readonly attributes: Record<string, unknown> | null
+}
+
+export interface NewToken {
+  readonly id: string
+  readonly principalId: string
+  readonly name: string
+  readonly secretHash: Uint8Array
+  readonly expiresAt: Date
+}
+
+export interface RuleRecord {
+  readonly id: string
+  readonly displayName: string
+  readonly provider: string
+  readonly audience: string
+  readonly forwardedClaims: ReadonlyArray<string>
+  readonly condition: string
+  readonly enabled: boolean
+  readonly roleIds: ReadonlyArray<RoleId>
+}
+
+type Sql<A> = Effect.Effect<A, SqlError.SqlError>
+
+/**
+ * Advisory lock guarding "somebody holds auth-manager": bootstrap and the
+ * unassignment of auth-manager serialise on it, so replicas starting together mint
+ * one bootstrap token and two concurrent unassignments cannot remove the last two
+ * holders at once. ("imgsrvAM" as a 64-bit number.)
+ */
+const AUTH_MANAGER_LOCK_KEY = "7596490406398948685"
+
+/** A 64-bit advisory lock key per OIDC identity (first 8 bytes of a SHA-256). */
+const identityLockKey = (provider: string, subject: string) =>
+  createHash("sha256").update(`${provider}\u0000${subject}`, "utf8").digest().readBigInt64BE(0).toString()
+
+/** SQL of the auth control plane. No rules here: see authentication.ts, service.ts, bootstrap.ts. */
 export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRepository, {
-  readonly findToken: (id: string) => Effect.Effect<Option.Option<TokenRow>, SqlError.SqlError>
-  readonly touchToken: (id: string) => Effect.Effect<void, SqlError.SqlError>
-  readonly principalForIdentity: (
+  /** Runs `effect` in one transaction (nested calls join the outer one). */
+  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError.SqlError, R>
+  /** Inside a transaction: waits for, then holds until commit, the auth-manager lock. */
+  readonly lockAuthManagers: Sql<void>
+  /** Inside a transaction: serialises provisioning of one OIDC identity across replicas. */
+  readonly lockIdentity: (provider: string, subject: string) => Sql<void>
+  /** Makes sure both built-in roles and their actions exist (idempotent). */
+  readonly ensureBuiltInRoles: (
+    roles: ReadonlyArray<{ readonly id: RoleId; readonly displayName: string; readonly description: string; readonly actions: ReadonlyArray<string> }>
+  ) => Sql<void>
+
+  // Principals and roles
+  readonly insertPrincipal: (principal: NewPrincipal) => Sql<PrincipalRow>
+  readonly findPrincipal: (id: string) => Sql<Option.Option<PrincipalWithRolesRow>>
+  readonly listPrincipals: Sql<ReadonlyArray<PrincipalWithRolesRow>>
+  readonly assignRole: (principalId: string, roleId: RoleId) => Sql<void>
+  readonly unassignRole: (principalId: string, roleId: RoleId) => Sql<boolean>
+  readonly holdsRole: (principalId: string, roleId: RoleId) => Sql<boolean>
+  readonly countRoleHolders: (roleId: RoleId) => Sql<number>
+  readonly actionsOf: (principalId: string) => Sql<ReadonlyArray<string>>
+
+  // API tokens and identity links
+  readonly findToken: (id: string) => Sql<Option.Option<TokenRow>>
+  readonly touchToken: (id: string) => Sql<void>
+  readonly insertToken: (token: NewToken) => Sql<TokenRow>
+  readonly listTokens: (principalId: string) => Sql<ReadonlyArray<TokenRow>>
+  /** Sets `revoked_at` unless already set (the first revocation time is kept). */
+  readonly revokeToken: (id: string) => Sql<Option.Option<TokenRow>>
+  readonly principalForIdentity: (provider: string, subject: string) => Sql<Option.Option<PrincipalRow>>
+  readonly linkIdentity: (provider: string, subject: string, principalId: string) => Sql<void>
+  /** Links unless the identity is linked already; true when this call created the link. */
+  readonly linkIdentityIfAbsent: (provider: string, subject: string, principalId: string) => Sql<boolean>
+
+  // OIDC providers and provisioning rules
+  readonly findProvider: (issuer: string) => Sql<Option.Option<ProviderRow>>
+  /** Inside a transaction: the provider row, locked until commit (inserted first when absent). */
+  readonly lockProvider: (seed: ProviderRow) => Sql<ProviderRow>
+  readonly updateProvider: (provider: ProviderRow) => Sql<void>
+  readonly listRules: Sql<ReadonlyArray<RuleRow>>
+  readonly findRule: (id: string) => Sql<Option.Option<RuleRow>>
+  readonly enabledRulesFor: (provider: string) => Sql<ReadonlyArray<RuleRow>>
+  /** Inserts a rule with its roles; false when the id is taken. */
+  readonly insertRule: (rule: RuleRecord) => Sql<boolean>
+  /** Replaces a rule and its roles; false when it does not exist. */
+  readonly replaceRule: (rule: RuleRecord) => Sql<boolean>
+  readonly deleteRule: (id: string) => Sql<boolean>
+  /** The oldest principal provisioned for `provider`/`subject` by one of `ruleIds`. */
+  readonly findRulePrincipal: (
     provider: string,
-    subject: string
-  ) => Effect.Effect<Option.Option<PrincipalRow>, SqlError.SqlError>
-  readonly actionsOf: (principalId: string) => Effect.Effect<ReadonlyArray<string>, SqlError.SqlError>
-  readonly insertPrincipal: (principal: {
-    readonly id: string
-    readonly kind: PrincipalKind
-    readonly displayName: string
-    readonly attributes: Record<string, unknown> | null
-  }) => Effect.Effect<PrincipalRow, SqlError.SqlError>
-  readonly insertToken: (token: {
-    readonly id: string
-    readonly principalId: string
-    readonly name: string
-    readonly secretHash: Uint8Array
-    readonly expiresAt: Date
-  }) => Effect.Effect<TokenRow, SqlError.SqlError>
-  readonly linkIdentity: (provider: string, subject: string, principalId: string) => Effect.Effect<void, SqlError.SqlError>
-  readonly assignRole: (principalId: string, roleId: RoleId) => Effect.Effect<void, SqlError.SqlError>
+    subject: string,
+    ruleIds: ReadonlyArray<string>
+  ) => Sql<Option.Option<PrincipalRow>>
+  /** Principals whose `provisioning_rule_id` is `ruleId` and who hold `roleId`, locked when `forUpdate`. */
+  readonly principalsProvisionedBy: (
+    ruleId: string,
+    roleId: RoleId,
+    forUpdate: boolean
+  ) => Sql<ReadonlyArray<PrincipalWithRolesRow>>
 }>() {}
+
+const firstOption = <A>(rows: ReadonlyArray<A>) => Option.fromNullable(rows[0])
 
 export const AuthRepositoryLive = Layer.effect(
   AuthRepository,
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    return {
-      findToken: (id) =>
-        sql<TokenRow>`SELECT * FROM auth_api_tokens WHERE id = ${id}`.pipe(Effect.map((rows) => Option.fromNullable(rows[0]))),
-      touchToken: (id) => sql`UPDATE auth_api_tokens SET last_used_at = now() WHERE id = ${id}`.pipe(Effect.asVoid),
-      principalForIdentity: (provider, subject) =>
+
+    const jsonb = (value: unknown) => value === null ? null : JSON.stringify(value)
+
+    const principalsWithRoles = (where: string, params: ReadonlyArray<unknown> = []) =>
+      sql.unsafe<PrincipalWithRolesRow>(
+        `SELECT p.id, p.kind, p.display_name, p.attributes, p.created_at,
+                COALESCE(array_agg(pr.role_id ORDER BY pr.role_id) FILTER (WHERE pr.role_id IS NOT NULL), '{}') AS role_ids
+         FROM auth_principals p
+         LEFT JOIN auth_principal_roles pr ON pr.principal_id = p.id
+         ${where}
+         GROUP BY p.id
+         ORDER BY p.id`,
+        params
+      )
+
+    const ruleRows = (where: string, params: ReadonlyArray<unknown> = []) =>
+      sql.unsafe<RuleRow>(
+        `SELECT r.id, r.display_name, r.provider, r.audience, r.forwarded_claims, r.condition, r.enabled,
+                COALESCE(array_agg(rr.role_id ORDER BY rr.role_id) FILTER (WHERE rr.role_id IS NOT NULL), '{}') AS role_ids
+         FROM auth_provisioning_rules r
+         LEFT JOIN auth_provisioning_rule_roles rr ON rr.rule_id = r.id
+         ${where}
+         GROUP BY r.id
+         ORDER BY r.id`,
+        params
+      )
+
+    const writeRuleRoles = (ruleId: string, roleIds: ReadonlyArray<RoleId>) =>
+      Effect.gen(function*() {
+        yield* sql`DELETE FROM auth_provisioning_rule_roles WHERE rule_id = ${ruleId}`
+        for (const roleId of roleIds) {
+          yield* sql`INSERT INTO auth_provisioning_rule_roles (rule_id, role_id) VALUES (${ruleId}, ${roleId})`
+        }
+      })
+
+    return AuthRepository.of({
+      transaction: (effect) => sql.withTransaction(effect),
+      lockAuthManagers: sql`SELECT pg_advisory_xact_lock(${AUTH_MANAGER_LOCK_KEY}::bigint)`.pipe(Effect.asVoid),
+      lockIdentity: (provider, subject) =>
+        sql`SELECT pg_advisory_xact_lock(${identityLockKey(provider, subject)}::bigint)`.pipe(Effect.asVoid),
+      ensureBuiltInRoles: (roles) =>
+        Effect.forEach(roles, (role) =>
+          Effect.gen(function*() {
+            yield* sql`
+              INSERT INTO auth_roles (id, display_name, description)
+              VALUES (${role.id}, ${role.displayName}, ${role.description})
+              ON CONFLICT (id) DO UPDATE SET display_name = EXCLUDED.display_name, description = EXCLUDED.description`
+            for (const action of role.actions) {
+              yield* sql`INSERT INTO auth_role_actions (role_id, action) VALUES (${role.id}, ${action})
+                         ON CONFLICT DO NOTHING`
+            }
+          }), { discard: true }),
+
+      insertPrincipal: (p) =>
         sql<PrincipalRow>`
-          SELECT p.* FROM auth_external_identities i
-          JOIN auth_principals p ON p.id = i.principal_id
-          WHERE i.provider = ${provider} AND i.subject = ${subject}`.pipe(
-          Effect.map((rows) => Option.fromNullable(rows[0]))
+          INSERT INTO auth_principals (id, kind, display_name, attributes)
+          VALUES (${p.id}, ${p.kind}, ${p.displayName}, ${jsonb(p.attributes)}::jsonb)
+          RETURNING *`.pipe(Effect.map((rows) => rows[0]!)),
+      findPrincipal: (id) => principalsWithRoles("WHERE p.id = $1", [id]).pipe(Effect.map(firstOption)),
+      listPrincipals: principalsWithRoles(""),
+      assignRole: (principalId, roleId) =>
+        sql`INSERT INTO auth_principal_roles (principal_id, role_id) VALUES (${principalId}, ${roleId})
+            ON CONFLICT DO NOTHING`.pipe(Effect.asVoid),
+      unassignRole: (principalId, roleId) =>
+        sql<{ principal_id: string }>`
+          DELETE FROM auth_principal_roles WHERE principal_id = ${principalId} AND role_id = ${roleId}
+          RETURNING principal_id`.pipe(Effect.map((rows) => rows.length > 0)),
+      holdsRole: (principalId, roleId) =>
+        sql<{ held: boolean }>`
+          SELECT EXISTS (SELECT 1 FROM auth_principal_roles WHERE principal_id = ${principalId} AND role_id = ${roleId}) AS held`
+          .pipe(Effect.map((rows) => rows[0]?.held === true)),
+      countRoleHolders: (roleId) =>
+        sql<{ n: number }>`SELECT count(*)::int AS n FROM auth_principal_roles WHERE role_id = ${roleId}`.pipe(
+          Effect.map((rows) => rows[0]?.n ?? 0)
         ),
       actionsOf: (principalId) =>
         sql<{ action: string }>`
           SELECT DISTINCT ra.action FROM auth_principal_roles pr
           JOIN auth_role_actions ra ON ra.role_id = pr.role_id
           WHERE pr.principal_id = ${principalId}`.pipe(Effect.map((rows) => rows.map((r) => r.action))),
-      insertPrincipal: (p) =>
-        sql<PrincipalRow>`
-          INSERT INTO auth_principals (id, kind, display_name, attributes)
-          VALUES (${p.id}, ${p.kind}, ${p.displayName}, ${p.attributes === null ? null : JSON.stringify(p.attributes)}::jsonb)
-          RETURNING *`.pipe(Effect.map((rows) => rows[0]!)),
+
+      findToken: (id) => sql<TokenRow>`SELECT * FROM auth_api_tokens WHERE id = ${id}`.pipe(Effect.map(firstOption)),
+      touchToken: (id) => sql`UPDATE auth_api_tokens SET last_used_at = now() WHERE id = ${id}`.pipe(Effect.asVoid),
       insertToken: (t) =>
         sql<TokenRow>`
           INSERT INTO auth_api_tokens (id, principal_id, name, secret_hash, expires_at)
           VALUES (${t.id}, ${t.principalId}, ${t.name}, ${Buffer.from(t.secretHash)}, ${t.expiresAt})
           RETURNING *`.pipe(Effect.map((rows) => rows[0]!)),
+      listTokens: (principalId) =>
+        sql<TokenRow>`SELECT * FROM auth_api_tokens WHERE principal_id = ${principalId} ORDER BY id`,
+      revokeToken: (id) =>
+        sql<TokenRow>`
+          UPDATE auth_api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = ${id}
+          RETURNING *`.pipe(Effect.map(firstOption)),
+      principalForIdentity: (provider, subject) =>
+        sql<PrincipalRow>`
+          SELECT p.* FROM auth_external_identities i
+          JOIN auth_principals p ON p.id = i.principal_id
+          WHERE i.provider = ${provider} AND i.subject = ${subject}`.pipe(Effect.map(firstOption)),
       linkIdentity: (provider, subject, principalId) =>
         sql`INSERT INTO auth_external_identities (provider, subject, principal_id)
             VALUES (${provider}, ${subject}, ${principalId})`.pipe(Effect.asVoid),
-      assignRole: (principalId, roleId) =>
-        sql`INSERT INTO auth_principal_roles (principal_id, role_id) VALUES (${principalId}, ${roleId})
-            ON CONFLICT DO NOTHING`.pipe(Effect.asVoid)
-    }
+      linkIdentityIfAbsent: (provider, subject, principalId) =>
+        sql<{ provider: string }>`
+          INSERT INTO auth_external_identities (provider, subject, principal_id)
+          VALUES (${provider}, ${subject}, ${principalId})
+          ON CONFLICT DO NOTHING RETURNING provider`.pipe(Effect.map((rows) => rows.length > 0)),
+
+      findProvider: (issuer) =>
+        sql<ProviderRow>`
+          SELECT issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims
+          FROM auth_oidc_providers WHERE issuer = ${issuer}`.pipe(Effect.map(firstOption)),
+      lockProvider: (seed) =>
+        Effect.gen(function*() {
+          yield* sql`
+            INSERT INTO auth_oidc_providers (issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims)
+            VALUES (${seed.issuer}, ${seed.jwks_url}, ${seed.audiences}, ${seed.supported_signing_algorithms},
+                    ${JSON.stringify(seed.forwarded_claims)}::jsonb)
+            ON CONFLICT (issuer) DO NOTHING`
+          const rows = yield* sql<ProviderRow>`
+            SELECT issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims
+            FROM auth_oidc_providers WHERE issuer = ${seed.issuer} FOR UPDATE`
+          return rows[0]!
+        }),
+      updateProvider: (p) =>
+        sql`
+          UPDATE auth_oidc_providers
+          SET jwks_url = ${p.jwks_url}, audiences = ${p.audiences},
+              supported_signing_algorithms = ${p.supported_signing_algorithms},
+              forwarded_claims = ${JSON.stringify(p.forwarded_claims)}::jsonb, updated_at = now()
+          WHERE issuer = ${p.issuer}`.pipe(Effect.asVoid),
+      listRules: ruleRows(""),
+      findRule: (id) => ruleRows("WHERE r.id = $1", [id]).pipe(Effect.map(firstOption)),
+      enabledRulesFor: (provider) => ruleRows("WHERE r.enabled AND r.provider = $1", [provider]),
+      insertRule: (rule) =>
+        Effect.gen(function*() {
+          const inserted = yield* sql<{ id: string }>`
+            INSERT INTO auth_provisioning_rules (id, display_name, provider, audience, forwarded_claims, condition, enabled)
+            VALUES (${rule.id}, ${rule.displayName}, ${rule.provider}, ${rule.audience}, ${rule.forwardedClaims},
+                    ${rule.condition}, ${rule.enabled})
+            ON CONFLICT (id) DO NOTHING RETURNING id`
+          if (inserted.length === 0) return false
+          yield* writeRuleRoles(rule.id, rule.roleIds)
+          return true
+        }),
+      replaceRule: (rule) =>
+        Effect.gen(function*() {
+          const updated = yield* sql<{ id: string }>`
+            UPDATE auth_provisioning_rules
+            SET display_name = ${rule.displayName}, provider = ${rule.provider}, audience = ${rule.audience},
+                forwarded_claims = ${rule.forwardedClaims}, condition = ${rule.condition}, enabled = ${rule.enabled},
+                updated_at = now()
+            WHERE id = ${rule.id} RETURNING id`
+          if (updated.length === 0) return false
+          yield* writeRuleRoles(rule.id, rule.roleIds)
+          return true
+        }),
+      deleteRule: (id) =>
+        sql<{ id: string }>`DELETE FROM auth_provisioning_rules WHERE id = ${id} RETURNING id`.pipe(
+          Effect.map((rows) => rows.length > 0)
+        ),
+      findRulePrincipal: (provider, subject, ruleIds) =>
+        sql<PrincipalRow>`
+          SELECT * FROM auth_principals
+          WHERE attributes->>'provider' = ${provider}
+            AND attributes->>'subject' = ${subject}
+            AND attributes->>'provisioning_rule_id' = ANY(${ruleIds}::text[])
+          ORDER BY created_at, id
+          LIMIT 1`.pipe(Effect.map(firstOption)),
+      principalsProvisionedBy: (ruleId, roleId, forUpdate) =>
+        Effect.gen(function*() {
+          if (forUpdate) {
+            // Lock the assignments being reconciled so a concurrent apply waits, then sees none.
+            yield* sql`
+              SELECT pr.principal_id FROM auth_principal_roles pr
+              JOIN auth_principals p ON p.id = pr.principal_id
+              WHERE pr.role_id = ${roleId} AND p.attributes->>'provisioning_rule_id' = ${ruleId}
+              FOR UPDATE OF pr`
+          }
+          return yield* principalsWithRoles(
+            `WHERE p.attributes->>'provisioning_rule_id' = $1
+              AND EXISTS (SELECT 1 FROM auth_principal_roles h WHERE h.principal_id = p.id AND h.role_id = $2)`,
+            [ruleId, roleId]
+          )
+        })
+    })
   })
 )

@@ -21,3 +21,148 @@ export interface Principal {
   /** True for an OIDC identity that matched no provisioning rule (never persisted). */
   readonly transient: boolean
 }
+
+// ---------------------------------------------------------------------------------
+// Built-in roles (spec/auth.md §2.1): static data, in the order GET /v1/auth/roles returns.
+// ---------------------------------------------------------------------------------
+
+export interface BuiltInRole {
+  readonly id: RoleId
+  readonly displayName: string
+  readonly description: string
+  readonly actions: ReadonlyArray<Action>
+}
+
+export const BUILT_IN_ROLES: ReadonlyArray<BuiltInRole> = [
+  {
+    id: "content-writer",
+    displayName: "Content writer",
+    description: "Can write imgsrv content.",
+    actions: ["content.write"]
+  },
+  {
+    id: "auth-manager",
+    displayName: "Auth manager",
+    description: "Can manage imgsrv authentication policy.",
+    actions: ["auth.manage"]
+  }
+]
+
+export const isRoleId = Schema.is(RoleId)
+
+/**
+ * Attribute keys the server sets itself (bootstrap marker, OIDC provenance). A client
+ * may not supply them, so nobody can forge an OIDC principal or a bootstrap marker
+ * through `POST /v1/auth/principals` (spec/auth.md §1.1, hardening).
+ */
+export const RESERVED_ATTRIBUTES = ["provider", "subject", "provisioning_rule_id", "transient", "bootstrap"] as const
+
+/** The issuer whose provisioned principals are `service` principals named `github-actions:<sub>`. */
+export const GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
+
+// ---------------------------------------------------------------------------------
+// Wire shapes of the management API (spec/api.md §2.11). Optional members are
+// omitted, never null; arrays are always present.
+// ---------------------------------------------------------------------------------
+
+const strict = { parseOptions: { onExcessProperty: "error" } } as const
+
+const Attributes = Schema.Record({ key: Schema.String, value: Schema.Unknown })
+
+export const RoleView = Schema.Struct({
+  id: RoleId,
+  /** Same as `id`; the tutorial selects roles by `.name` (api.md §5 D4). */
+  name: RoleId,
+  display_name: Schema.String,
+  description: Schema.String,
+  actions: Schema.Array(Action)
+}).annotations({ identifier: "Role" })
+export type RoleView = typeof RoleView.Type
+
+export const RoleList = Schema.Struct({ roles: Schema.Array(RoleView) }).annotations({ identifier: "RoleList" })
+
+export const PrincipalView = Schema.Struct({
+  id: Schema.String,
+  kind: PrincipalKind,
+  display_name: Schema.String,
+  attributes: Schema.optional(Attributes),
+  role_ids: Schema.Array(Schema.String)
+}).annotations({ identifier: "Principal" })
+export type PrincipalView = typeof PrincipalView.Type
+
+export const PrincipalList = Schema.Struct({ principals: Schema.Array(PrincipalView) }).annotations({
+  identifier: "PrincipalList"
+})
+
+/** `kind` is a plain string here so an unknown kind gets its own 400 detail. */
+export const CreatePrincipalRequest = Schema.Struct({
+  kind: Schema.String,
+  display_name: Schema.String,
+  attributes: Schema.optional(Schema.NullOr(Attributes))
+}).annotations({ identifier: "CreatePrincipalRequest", ...strict })
+export type CreatePrincipalRequest = typeof CreatePrincipalRequest.Type
+
+/** `expires_at` (RFC 3339, strictly in the future) is required; it is optional here for a clearer 400. */
+export const IssueApiTokenRequest = Schema.Struct({
+  name: Schema.optional(Schema.String),
+  expires_at: Schema.optional(Schema.String)
+}).annotations({ identifier: "IssueApiTokenRequest", ...strict })
+export type IssueApiTokenRequest = typeof IssueApiTokenRequest.Type
+
+export const ApiTokenView = Schema.Struct({
+  id: Schema.String,
+  principal_id: Schema.String,
+  name: Schema.String,
+  expires_at: Schema.String,
+  last_used_at: Schema.optional(Schema.String),
+  revoked_at: Schema.optional(Schema.String)
+}).annotations({ identifier: "ApiToken" })
+export type ApiTokenView = typeof ApiTokenView.Type
+
+/** The issue response: the only time `plaintext` is ever sent. */
+export const IssuedApiToken = Schema.Struct({
+  id: Schema.String,
+  principal_id: Schema.String,
+  name: Schema.String,
+  expires_at: Schema.String,
+  plaintext: Schema.String
+}).annotations({ identifier: "IssuedApiToken" })
+export type IssuedApiToken = typeof IssuedApiToken.Type
+
+export const ApiTokenList = Schema.Struct({ api_tokens: Schema.Array(ApiTokenView) }).annotations({
+  identifier: "ApiTokenList"
+})
+
+export const SaveRuleRequest = Schema.Struct({
+  id: Schema.optional(Schema.String),
+  display_name: Schema.String,
+  issuer_url: Schema.String,
+  audience: Schema.String,
+  forwarded_claims: Schema.optional(Schema.NullOr(Schema.Array(Schema.String))),
+  condition: Schema.String,
+  enabled: Schema.optional(Schema.Boolean)
+}).annotations({ identifier: "SaveOIDCProvisioningRuleRequest", ...strict })
+export type SaveRuleRequest = typeof SaveRuleRequest.Type
+
+export const RuleView = Schema.Struct({
+  id: Schema.String,
+  display_name: Schema.String,
+  issuer_url: Schema.String,
+  audience: Schema.String,
+  /** The issuer-wide union of forwarded claims (always includes `aud`). */
+  forwarded_claims: Schema.optional(Schema.Array(Schema.String)),
+  condition: Schema.String,
+  assign_role_ids: Schema.Array(Schema.String),
+  enabled: Schema.Boolean
+}).annotations({ identifier: "OIDCProvisioningRule" })
+export type RuleView = typeof RuleView.Type
+
+export const RuleList = Schema.Struct({ rules: Schema.Array(RuleView) }).annotations({ identifier: "OIDCProvisioningRuleList" })
+
+export const ReconciliationView = Schema.Struct({
+  rule_id: Schema.String,
+  unassign_role_ids: Schema.Array(Schema.String),
+  principals: Schema.Array(PrincipalView),
+  applied: Schema.Boolean
+}).annotations({ identifier: "OIDCProvisioningRuleReconciliation" })
+export type ReconciliationView = typeof ReconciliationView.Type

@@ -58,6 +58,8 @@ export interface AppConfigShape {
   readonly metrics: Option.Option<{ readonly listen: ListenAddress; readonly path: string }>
   readonly otel: Option.Option<{ readonly endpoint: string; readonly serviceName: string }>
   readonly uploadTtl: Duration.Duration
+  /** Extra CA certificates (a PEM file) trusted for OIDC discovery and JWKS fetches. */
+  readonly oidcCaFile: Option.Option<string>
   readonly casPromotion: WorkerLoopSettings
   readonly publishWorker: WorkerLoopSettings
 }
@@ -267,6 +269,9 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
     }
 
     const uploadTtl = yield* parsePositiveDuration("upload-ttl", raw["upload-ttl"])
+    const oidcCaFile = raw["oidc-ca-file"].trim() === ""
+      ? Option.none()
+      : Option.some(path.resolve(raw["oidc-ca-file"].trim()))
     const casPromotion: WorkerLoopSettings = {
       enabled: yield* parseBoolean("cas-promotion-enabled", raw["cas-promotion-enabled"]),
       pollInterval: yield* parsePositiveDuration("cas-promotion-poll-interval", raw["cas-promotion-poll-interval"]),
@@ -310,6 +315,7 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       metrics,
       otel,
       uploadTtl,
+      oidcCaFile,
       casPromotion,
       publishWorker
     }
@@ -355,6 +361,7 @@ export const describeConfig = (config: AppConfigShape): Record<string, unknown> 
     verbosity: config.verbosity,
     shutdown_timeout: formatGoDuration(config.shutdownTimeout),
     upload_ttl: formatGoDuration(config.uploadTtl),
+    oidc_ca_file: Option.getOrElse(config.oidcCaFile, () => ""),
     metrics_enabled: Option.isSome(config.metrics),
     ...Option.match(config.metrics, {
       onNone: () => ({}),

@@ -81,6 +81,9 @@ export const settings = [
     kind: "boolean", description: "HTTPS to the endpoint." },
   { section: "S3-compatible object storage", flag: "s3-path-style", env: "IMGSRV_S3_PATH_STYLE", default: "false",
     kind: "boolean", description: "Path-style addressing (Garage, MinIO); AWS/R2 leave false." },
+  // Auth
+  { section: "Auth", flag: "oidc-ca-file", env: "IMGSRV_OIDC_CA_FILE", default: "", kind: "path",
+    description: "PEM file of extra CA certificates trusted (besides the system roots) for OIDC discovery and JWKS fetches, for issuers behind a private CA. Issuers must still be `https`." },
   // Uploads
   { section: "Uploads", flag: "upload-ttl", env: "IMGSRV_UPLOAD_TTL", default: "24h", kind: "duration",
     description: "Lifetime of an upload session that is not completed." },

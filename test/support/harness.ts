@@ -8,6 +8,7 @@ import * as path from "node:path"
 import pg from "pg"
 import { inject } from "vitest"
 import { AppLive } from "../../src/app.js"
+import { BootstrapOutput } from "../../src/auth/bootstrap.js"
 import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
 import type { RoleId } from "../../src/auth/schema.js"
 import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
@@ -110,6 +111,10 @@ export interface TestApp {
   ) => Promise<Response>
   /** A principal holding `roles`, and a plaintext API token for it. */
   readonly tokenFor: (...roles: ReadonlyArray<RoleId>) => Promise<string>
+  /** What start-up printed as the one-time bootstrap banner ("" when it did not bootstrap). */
+  readonly bootstrapBanner: () => string
+  /** The bootstrap token from that banner (throws when there was none). */
+  readonly bootstrapToken: () => string
   readonly close: () => Promise<void>
 }
 
@@ -155,7 +160,11 @@ export const startTestApp = async (options: {
   const parsed = parseAppConfig(raw)
   if (Either.isLeft(parsed)) throw new Error(parsed.left.message)
   const config = parsed.right
-  const runtime = ManagedRuntime.make(AppLive(config))
+  // The bootstrap banner goes to this buffer instead of the test runner's stdout.
+  let banner = ""
+  const runtime = ManagedRuntime.make(
+    AppLive(config).pipe(Layer.provide(Layer.succeed(BootstrapOutput, { write: (text) => void (banner += text) })))
+  )
   const address = await runtime.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
   if (address._tag !== "TcpAddress") throw new Error("expected a TCP address")
   const baseUrl = `http://127.0.0.1:${address.port}`
@@ -205,6 +214,12 @@ export const startTestApp = async (options: {
     s3,
     request,
     tokenFor,
+    bootstrapBanner: () => banner,
+    bootstrapToken: () => {
+      const match = /imgsrv_at_[A-Za-z0-9_-]+/.exec(banner)
+      if (!match) throw new Error("this app did not print a bootstrap token")
+      return match[0]
+    },
     close: async () => {
       await tokenRuntime.dispose()
       await runtime.dispose()

@@ -1,0 +1,180 @@
+import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import { Schema } from "effect"
+import { Problem } from "../platform/problem.js"
+import {
+  ApiTokenNotFound,
+  InvalidAuthRequest,
+  IssuerDiscoveryFailed,
+  LastAuthManager,
+  PrincipalNotFound,
+  RuleAlreadyExists,
+  RuleNotFound,
+  UnknownRole
+} from "./errors.js"
+import { RequireAuthManage } from "./middleware.js"
+import {
+  ApiTokenList,
+  CreatePrincipalRequest,
+  IssueApiTokenRequest,
+  IssuedApiToken,
+  PrincipalList,
+  PrincipalView,
+  ReconciliationView,
+  RoleList,
+  RuleList,
+  RuleView,
+  SaveRuleRequest
+} from "./schema.js"
+
+/**
+ * `/v1/auth/*` — the auth management API (spec/api.md §2.11). Every endpoint needs
+ * `auth.manage`; the middleware sits on each endpoint so 401/403 come before any
+ * parameter or body validation.
+ */
+
+const PrincipalPath = Schema.Struct({ principal_id: Schema.String })
+const RolePath = Schema.Struct({ principal_id: Schema.String, role_id: Schema.String })
+const TokenPath = Schema.Struct({ token_id: Schema.String })
+const RulePath = Schema.Struct({ rule_id: Schema.String })
+
+export class AuthGroup extends HttpApiGroup.make("auth")
+  .add(
+    HttpApiEndpoint.get("listRoles", "/v1/auth/roles")
+      .middleware(RequireAuthManage)
+      .addSuccess(RoleList)
+      .annotate(OpenApi.Description, "The two built-in roles: content-writer, then auth-manager.")
+  )
+  .add(
+    HttpApiEndpoint.get("listPrincipals", "/v1/auth/principals")
+      .middleware(RequireAuthManage)
+      .addSuccess(PrincipalList)
+      .annotate(OpenApi.Description, "Every principal (bootstrap, local, OIDC-provisioned) with its current roles.")
+  )
+  .add(
+    HttpApiEndpoint.post("createPrincipal", "/v1/auth/principals")
+      .middleware(RequireAuthManage)
+      .setPayload(CreatePrincipalRequest)
+      .addSuccess(PrincipalView, { status: 201 })
+      .addError(Problem(InvalidAuthRequest))
+      .annotate(OpenApi.Description, "Creates a local principal (usually kind service) without roles.")
+  )
+  .add(
+    HttpApiEndpoint.get("getPrincipal", "/v1/auth/principals/:principal_id")
+      .middleware(RequireAuthManage)
+      .setPath(PrincipalPath)
+      .addSuccess(PrincipalView)
+      .addError(Problem(PrincipalNotFound))
+  )
+  .add(
+    HttpApiEndpoint.put("assignRole", "/v1/auth/principals/:principal_id/roles/:role_id")
+      .middleware(RequireAuthManage)
+      .setPath(RolePath)
+      .addSuccess(HttpApiSchema.NoContent)
+      .addError(Problem(UnknownRole))
+      .addError(Problem(PrincipalNotFound))
+      .annotate(OpenApi.Description, "Assigns a built-in role; assigning a held role is a no-op (204).")
+  )
+  .add(
+    HttpApiEndpoint.del("unassignRole", "/v1/auth/principals/:principal_id/roles/:role_id")
+      .middleware(RequireAuthManage)
+      .setPath(RolePath)
+      .addSuccess(HttpApiSchema.NoContent)
+      .addError(Problem(UnknownRole))
+      .addError(Problem(PrincipalNotFound))
+      .addError(Problem(LastAuthManager))
+      .annotate(
+        OpenApi.Description,
+        "Removes a role (idempotent). Removing auth-manager from the last principal holding it is refused (409)."
+      )
+  )
+  .add(
+    HttpApiEndpoint.post("issueApiToken", "/v1/auth/principals/:principal_id/api-tokens")
+      .middleware(RequireAuthManage)
+      .setPath(PrincipalPath)
+      .setPayload(IssueApiTokenRequest)
+      .addSuccess(IssuedApiToken, { status: 201 })
+      .addError(Problem(InvalidAuthRequest))
+      .addError(Problem(PrincipalNotFound))
+      .annotate(OpenApi.Description, "Issues an API token; the response carries the plaintext, shown only this once.")
+  )
+  .add(
+    HttpApiEndpoint.get("listApiTokens", "/v1/auth/principals/:principal_id/api-tokens")
+      .middleware(RequireAuthManage)
+      .setPath(PrincipalPath)
+      .addSuccess(ApiTokenList)
+      .addError(Problem(PrincipalNotFound))
+      .annotate(OpenApi.Description, "Token metadata (never the plaintext), revoked and expired tokens included.")
+  )
+  .add(
+    HttpApiEndpoint.del("revokeApiToken", "/v1/auth/api-tokens/:token_id")
+      .middleware(RequireAuthManage)
+      .setPath(TokenPath)
+      .addSuccess(HttpApiSchema.NoContent)
+      .addError(Problem(ApiTokenNotFound))
+      .annotate(OpenApi.Description, "Revokes a token at once; revoking again keeps the first revoked_at.")
+  )
+  .add(
+    HttpApiEndpoint.get("listRules", "/v1/auth/oidc-provisioning-rules")
+      .middleware(RequireAuthManage)
+      .addSuccess(RuleList)
+  )
+  .add(
+    HttpApiEndpoint.post("createRule", "/v1/auth/oidc-provisioning-rules")
+      .middleware(RequireAuthManage)
+      .setPayload(SaveRuleRequest)
+      .addSuccess(RuleView, { status: 201 })
+      .addError(Problem(InvalidAuthRequest))
+      .addError(Problem(RuleAlreadyExists))
+      .addError(Problem(IssuerDiscoveryFailed))
+      .annotate(
+        OpenApi.Description,
+        "Trusts an OIDC issuer (discovered now) for JWTs whose claims satisfy the CEL condition; grants content-writer."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get("getRule", "/v1/auth/oidc-provisioning-rules/:rule_id")
+      .middleware(RequireAuthManage)
+      .setPath(RulePath)
+      .addSuccess(RuleView)
+      .addError(Problem(RuleNotFound))
+  )
+  .add(
+    HttpApiEndpoint.put("replaceRule", "/v1/auth/oidc-provisioning-rules/:rule_id")
+      .middleware(RequireAuthManage)
+      .setPath(RulePath)
+      .setPayload(SaveRuleRequest)
+      .addSuccess(RuleView)
+      .addError(Problem(InvalidAuthRequest))
+      .addError(Problem(RuleNotFound))
+      .addError(Problem(IssuerDiscoveryFailed))
+      .annotate(OpenApi.Description, "Full replacement (the path id wins; an omitted enabled means true).")
+  )
+  .add(
+    HttpApiEndpoint.del("deleteRule", "/v1/auth/oidc-provisioning-rules/:rule_id")
+      .middleware(RequireAuthManage)
+      .setPath(RulePath)
+      .addSuccess(HttpApiSchema.NoContent)
+      .addError(Problem(RuleNotFound))
+      .annotate(OpenApi.Description, "Deletes the rule; issuer trust and provisioned principals stay.")
+  )
+  .add(
+    HttpApiEndpoint.get("previewReconciliation", "/v1/auth/oidc-provisioning-rules/:rule_id/reconciliation")
+      .middleware(RequireAuthManage)
+      .setPath(RulePath)
+      .addSuccess(ReconciliationView)
+      .addError(Problem(InvalidAuthRequest))
+      .annotate(
+        OpenApi.Description,
+        "Principals provisioned by this rule that still hold content-writer (works for deleted rules)."
+      )
+  )
+  .add(
+    HttpApiEndpoint.post("applyReconciliation", "/v1/auth/oidc-provisioning-rules/:rule_id/reconciliation")
+      .middleware(RequireAuthManage)
+      .setPath(RulePath)
+      .addSuccess(ReconciliationView)
+      .addError(Problem(InvalidAuthRequest))
+      .annotate(OpenApi.Description, "Removes content-writer from those principals; other roles are untouched.")
+  )
+  .annotate(OpenApi.Description, "Auth management: principals, roles, API tokens, OIDC provisioning rules")
+{}

@@ -1,0 +1,30 @@
+import { Layer } from "effect"
+import { AuthenticationLive } from "./authentication.js"
+import { AuthBootstrapLive } from "./bootstrap.js"
+import { AuthorizationLive } from "./middleware.js"
+import { OidcAuthenticatorsLive } from "./oidc-authenticator.js"
+import { OidcHttpLive } from "./oidc-http.js"
+import { OidcVerifierLive } from "./oidc-verifier.js"
+import { AuthRepositoryLive } from "./repository.js"
+import { AuthManagementLive } from "./service.js"
+
+/**
+ * How the auth pieces fit together, so `app.ts` adds two layers and nothing else:
+ * API tokens first, then OIDC JWTs (through `BearerAuthenticators`), behind the two
+ * security middlewares; the management service; the repository (also exported for
+ * handlers of other concerns that might need it). Needs `SqlClient` and `AppConfig`.
+ */
+const Storage = Layer.merge(AuthRepositoryLive, OidcHttpLive)
+
+const Authentication = AuthenticationLive.pipe(
+  Layer.provide(OidcAuthenticatorsLive),
+  Layer.provide(OidcVerifierLive)
+)
+
+export const AuthLive = Layer.mergeAll(
+  AuthorizationLive.pipe(Layer.provide(Authentication)),
+  AuthManagementLive
+).pipe(Layer.provideMerge(Storage))
+
+/** Start-up bootstrap of the first auth-manager (after migrations, before serving). */
+export const AuthStartupLive = AuthBootstrapLive.pipe(Layer.provide(AuthRepositoryLive))

@@ -1,0 +1,462 @@
+import { SqlError } from "@effect/sql"
+import { Context, Effect, Either, Layer, Option } from "effect"
+import { randomUUID } from "node:crypto"
+import { checkGuardedCondition, unguardedCondition } from "./conditions.js"
+import {
+  ApiTokenNotFound,
+  InvalidAuthRequest,
+  type IssuerDiscoveryFailed,
+  LastAuthManager,
+  PrincipalNotFound,
+  RuleAlreadyExists,
+  RuleNotFound,
+  UnknownRole
+} from "./errors.js"
+import { checkHttpsUrl, discoverIssuer } from "./oidc-discovery.js"
+import { OidcHttp } from "./oidc-http.js"
+import {
+  AuthRepository,
+  type PrincipalWithRolesRow,
+  type ProviderRow,
+  type RuleRecord,
+  type RuleRow,
+  type TokenRow
+} from "./repository.js"
+import {
+  type ApiTokenView,
+  BUILT_IN_ROLES,
+  type CreatePrincipalRequest,
+  type IssuedApiToken,
+  type IssueApiTokenRequest,
+  isRoleId,
+  type Principal,
+  PrincipalKind,
+  type PrincipalView,
+  type ReconciliationView,
+  RESERVED_ATTRIBUTES,
+  type RoleId,
+  type RoleView,
+  type RuleView,
+  type SaveRuleRequest
+} from "./schema.js"
+import { mintToken, randomBase32 } from "./tokens.js"
+
+/**
+ * The auth management rules behind `/v1/auth/*` (spec/auth.md §7): principals, role
+ * assignments, API tokens, OIDC provisioning rules and their reconciliation. Every
+ * operation is logged with the acting principal (`actor_principal_id`) as an audit
+ * trail; secrets never are.
+ */
+export class AuthManagement extends Context.Tag("imgsrv/AuthManagement")<AuthManagement, {
+  readonly listRoles: () => ReadonlyArray<RoleView>
+  readonly listPrincipals: Effect.Effect<ReadonlyArray<PrincipalView>>
+  readonly getPrincipal: (id: string) => Effect.Effect<PrincipalView, PrincipalNotFound>
+  readonly createPrincipal: (
+    request: CreatePrincipalRequest,
+    actor: Principal
+  ) => Effect.Effect<PrincipalView, InvalidAuthRequest>
+  readonly assignRole: (
+    principalId: string,
+    roleId: string,
+    actor: Principal
+  ) => Effect.Effect<void, UnknownRole | PrincipalNotFound>
+  readonly unassignRole: (
+    principalId: string,
+    roleId: string,
+    actor: Principal
+  ) => Effect.Effect<void, UnknownRole | PrincipalNotFound | LastAuthManager>
+  readonly issueToken: (
+    principalId: string,
+    request: IssueApiTokenRequest,
+    actor: Principal
+  ) => Effect.Effect<IssuedApiToken, InvalidAuthRequest | PrincipalNotFound>
+  readonly listTokens: (principalId: string) => Effect.Effect<ReadonlyArray<ApiTokenView>, PrincipalNotFound>
+  readonly revokeToken: (tokenId: string, actor: Principal) => Effect.Effect<void, ApiTokenNotFound>
+  readonly listRules: Effect.Effect<ReadonlyArray<RuleView>>
+  readonly getRule: (id: string) => Effect.Effect<RuleView, RuleNotFound>
+  readonly createRule: (
+    request: SaveRuleRequest,
+    actor: Principal
+  ) => Effect.Effect<RuleView, InvalidAuthRequest | RuleAlreadyExists | IssuerDiscoveryFailed>
+  readonly replaceRule: (
+    id: string,
+    request: SaveRuleRequest,
+    actor: Principal
+  ) => Effect.Effect<RuleView, InvalidAuthRequest | RuleNotFound | IssuerDiscoveryFailed>
+  readonly deleteRule: (id: string, actor: Principal) => Effect.Effect<void, RuleNotFound>
+  readonly reconcileRule: (
+    ruleId: string,
+    apply: boolean,
+    actor: Principal
+  ) => Effect.Effect<ReconciliationView, InvalidAuthRequest>
+}>() {}
+
+/** RFC 3339 in UTC with `Z`, fractional seconds only when non-zero (api.md §1.4). */
+export const rfc3339 = (date: Date): string =>
+  date.toISOString().replace(/\.(\d*?)0*Z$/, (_match, fraction: string) => fraction === "" ? "Z" : `.${fraction}Z`)
+
+const RFC3339 = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$/i
+
+/** Parses an RFC 3339 timestamp (sub-millisecond digits are dropped), or undefined. */
+export const parseRfc3339 = (text: string): Date | undefined => {
+  const match = RFC3339.exec(text.trim())
+  if (!match) return undefined
+  const fraction = match[2] ? match[2].slice(0, 4) : ""
+  const date = new Date(`${match[1]!.toUpperCase()}${fraction}${match[3]!.toUpperCase()}`)
+  return Number.isNaN(date.getTime()) ? undefined : date
+}
+
+const principalView = (row: PrincipalWithRolesRow): PrincipalView => ({
+  id: row.id,
+  kind: row.kind,
+  display_name: row.display_name,
+  ...(row.attributes !== null && Object.keys(row.attributes).length > 0 ? { attributes: row.attributes } : {}),
+  role_ids: [...row.role_ids]
+})
+
+const tokenView = (row: TokenRow): ApiTokenView => ({
+  id: row.id,
+  principal_id: row.principal_id,
+  name: row.name,
+  expires_at: rfc3339(row.expires_at),
+  ...(row.last_used_at !== null ? { last_used_at: rfc3339(row.last_used_at) } : {}),
+  ...(row.revoked_at !== null ? { revoked_at: rfc3339(row.revoked_at) } : {})
+})
+
+const ruleView = (rule: RuleRow, provider: Option.Option<ProviderRow>): RuleView => {
+  const forwarded = Option.match(provider, { onNone: () => rule.forwarded_claims, onSome: (p) => p.forwarded_claims })
+  return {
+    id: rule.id,
+    display_name: rule.display_name,
+    issuer_url: rule.provider,
+    audience: rule.audience,
+    ...(forwarded.length > 0 ? { forwarded_claims: [...forwarded] } : {}),
+    condition: unguardedCondition(rule.audience, rule.condition),
+    assign_role_ids: [...rule.role_ids],
+    enabled: rule.enabled
+  }
+}
+
+/** Order-preserving union without duplicates. */
+const union = (a: ReadonlyArray<string>, b: ReadonlyArray<string>) => [...new Set([...a, ...b])]
+
+/** Rule ids travel in URL paths: a conservative alphabet keeps every rule addressable. */
+const RULE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/
+
+const invalid = (detail: string) => new InvalidAuthRequest({ detail })
+
+const fromEither = <A>(either: Either.Either<A, string>) =>
+  Either.match(either, { onLeft: (detail) => Effect.fail(invalid(detail)), onRight: Effect.succeed })
+
+const checkRole = (roleId: string): Effect.Effect<RoleId, UnknownRole> =>
+  isRoleId(roleId) ? Effect.succeed(roleId) : Effect.fail(new UnknownRole({ roleId }))
+
+/** Storage failures are defects: a 500 without internal text, the cause in the log. */
+const orDie = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, Exclude<E, SqlError.SqlError>, R> =>
+  Effect.catchIf(
+    effect,
+    (error: E): error is Extract<E, SqlError.SqlError> => error instanceof SqlError.SqlError,
+    (error) => Effect.die(error)
+  ) as Effect.Effect<A, Exclude<E, SqlError.SqlError>, R>
+
+/** Only the two built-in roles, and OIDC rules can only ever grant content-writer (spec/auth.md §5.1). */
+const RULE_ROLES: ReadonlyArray<RoleId> = ["content-writer"]
+
+export const AuthManagementLive = Layer.effect(
+  AuthManagement,
+  Effect.gen(function*() {
+    const repo = yield* AuthRepository
+    const http = yield* OidcHttp
+
+    const audit = (message: string, operation: string, actor: Principal, attributes: Record<string, unknown>) =>
+      Effect.logInfo(message).pipe(
+        Effect.annotateLogs({ operation, actor_principal_id: actor.id, ...attributes })
+      )
+
+    const principalOrFail = (id: string) =>
+      repo.findPrincipal(id).pipe(
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.fail(new PrincipalNotFound({ principalId: id })),
+          onSome: Effect.succeed
+        }))
+      )
+
+    const providerOf = (issuer: string) => repo.findProvider(issuer)
+
+    const viewOf = (rule: RuleRow) => Effect.map(providerOf(rule.provider), (provider) => ruleView(rule, provider))
+
+    const listRoles = () =>
+      BUILT_IN_ROLES.map((role): RoleView => ({
+        id: role.id,
+        name: role.id,
+        display_name: role.displayName,
+        description: role.description,
+        actions: [...role.actions]
+      }))
+
+    const createPrincipal = (request: CreatePrincipalRequest, actor: Principal) =>
+      Effect.gen(function*() {
+        if (!PrincipalKind.literals.includes(request.kind as PrincipalKind)) {
+          return yield* invalid(`unsupported principal kind ${JSON.stringify(request.kind)}`)
+        }
+        const displayName = request.display_name.trim()
+        if (displayName === "") return yield* invalid("display_name is required")
+        const attributes = request.attributes ?? {}
+        const reserved = RESERVED_ATTRIBUTES.filter((key) => Object.hasOwn(attributes, key))
+        if (reserved.length > 0) {
+          return yield* invalid(`attribute ${JSON.stringify(reserved[0])} is reserved for the server`)
+        }
+        const row = yield* repo.insertPrincipal({
+          id: `principal_${randomBase32()}`,
+          kind: request.kind as PrincipalKind,
+          displayName,
+          attributes: Object.keys(attributes).length > 0 ? attributes : null
+        })
+        yield* audit("principal created", "auth.create_principal", actor, {
+          principal_id: row.id,
+          principal_kind: row.kind,
+          role_count: 0
+        })
+        return principalView({ ...row, role_ids: [] })
+      })
+
+    const assignRole = (principalId: string, roleId: string, actor: Principal) =>
+      Effect.gen(function*() {
+        const role = yield* checkRole(roleId)
+        yield* principalOrFail(principalId)
+        yield* repo.assignRole(principalId, role)
+        yield* audit("principal role assigned", "auth.assign_role", actor, { principal_id: principalId, role_id: role })
+      })
+
+    const unassignRole = (principalId: string, roleId: string, actor: Principal) =>
+      Effect.gen(function*() {
+        const role = yield* checkRole(roleId)
+        yield* principalOrFail(principalId)
+        yield* repo.transaction(Effect.gen(function*() {
+          if (role === "auth-manager") {
+            // Serialised with bootstrap and other unassignments: two managers removing
+            // each other at once cannot both succeed.
+            yield* repo.lockAuthManagers
+            const holds = yield* repo.holdsRole(principalId, role)
+            if (holds && (yield* repo.countRoleHolders(role)) <= 1) {
+              return yield* new LastAuthManager({ principalId })
+            }
+          }
+          yield* repo.unassignRole(principalId, role)
+        }))
+        yield* audit("principal role unassigned", "auth.unassign_role", actor, {
+          principal_id: principalId,
+          role_id: role
+        })
+      })
+
+    const issueToken = (principalId: string, request: IssueApiTokenRequest, actor: Principal) =>
+      Effect.gen(function*() {
+        if (request.expires_at === undefined || request.expires_at.trim() === "") {
+          return yield* invalid("expires_at is required (an RFC 3339 timestamp in the future)")
+        }
+        const expiresAt = parseRfc3339(request.expires_at)
+        if (expiresAt === undefined) return yield* invalid("expires_at must be an RFC 3339 timestamp")
+        const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+        if (expiresAt.getTime() <= now) return yield* invalid("expires_at must be in the future")
+        yield* principalOrFail(principalId)
+        const minted = mintToken()
+        const row = yield* repo.transaction(Effect.gen(function*() {
+          const inserted = yield* repo.insertToken({
+            id: minted.id,
+            principalId,
+            name: (request.name ?? "").trim(),
+            secretHash: minted.secretHash,
+            expiresAt
+          })
+          yield* repo.linkIdentity("api-token", minted.id, principalId)
+          return inserted
+        }))
+        yield* audit("api token issued", "auth.issue_api_token", actor, {
+          token_id: row.id,
+          principal_id: principalId,
+          expires_at: rfc3339(row.expires_at)
+        })
+        return {
+          id: row.id,
+          principal_id: row.principal_id,
+          name: row.name,
+          expires_at: rfc3339(row.expires_at),
+          plaintext: minted.plaintext
+        }
+      })
+
+    const listTokens = (principalId: string) =>
+      Effect.gen(function*() {
+        yield* principalOrFail(principalId)
+        return (yield* repo.listTokens(principalId)).map(tokenView)
+      })
+
+    const revokeToken = (tokenId: string, actor: Principal) =>
+      Effect.gen(function*() {
+        const revoked = yield* repo.revokeToken(tokenId)
+        if (Option.isNone(revoked)) return yield* new ApiTokenNotFound({ tokenId })
+        yield* audit("api token revoked", "auth.revoke_api_token", actor, {
+          token_id: tokenId,
+          principal_id: revoked.value.principal_id
+        })
+      })
+
+    /** Validates a rule request and turns it into what is stored (before any network call). */
+    const prepareRule = (id: string, request: SaveRuleRequest) =>
+      Effect.gen(function*() {
+        const displayName = request.display_name.trim()
+        if (displayName === "") return yield* invalid("display_name is required")
+        const issuerUrl = request.issuer_url.trim()
+        yield* fromEither(checkHttpsUrl(issuerUrl, "issuer_url"))
+        const audience = request.audience.trim()
+        if (audience === "") return yield* invalid("audience is required")
+        const condition = request.condition.trim()
+        const guarded = yield* fromEither(checkGuardedCondition(audience, condition))
+        const forwardedClaims = union(
+          (request.forwarded_claims ?? []).map((c) => c.trim()).filter((c) => c !== ""),
+          ["aud"]
+        )
+        return {
+          id,
+          displayName,
+          provider: issuerUrl,
+          audience,
+          forwardedClaims,
+          condition: guarded,
+          enabled: request.enabled ?? true,
+          roleIds: RULE_ROLES
+        }
+      })
+
+    /**
+     * Discovers the issuer (network, outside any transaction), then in one transaction
+     * widens the issuer's trust record and writes the rule — a failed save leaves the
+     * trust record as it was.
+     */
+    const saveRule = <E>(
+      id: string,
+      request: SaveRuleRequest,
+      write: (rule: RuleRecord) => Effect.Effect<void, E | SqlError.SqlError>
+    ) =>
+      Effect.gen(function*() {
+        const rule = yield* prepareRule(id, request)
+        const discovered = yield* discoverIssuer(rule.provider).pipe(Effect.provideService(OidcHttp, http))
+        return yield* repo.transaction(Effect.gen(function*() {
+          const stored = yield* repo.lockProvider({
+            issuer: discovered.issuer,
+            jwks_url: discovered.jwksUrl,
+            audiences: [rule.audience],
+            supported_signing_algorithms: discovered.algorithms,
+            forwarded_claims: rule.forwardedClaims
+          })
+          // Audiences and claims only ever grow; keys and algorithms follow the fresh discovery.
+          yield* repo.updateProvider({
+            issuer: discovered.issuer,
+            jwks_url: discovered.jwksUrl,
+            audiences: union(stored.audiences, [rule.audience]),
+            supported_signing_algorithms: discovered.algorithms,
+            forwarded_claims: union(stored.forwarded_claims, rule.forwardedClaims)
+          })
+          yield* write(rule)
+          const row = yield* repo.findRule(id)
+          return yield* viewOf(Option.getOrThrow(row))
+        }))
+      })
+
+    const createRule = (request: SaveRuleRequest, actor: Principal) =>
+      Effect.gen(function*() {
+        const id = (request.id ?? "").trim() || randomUUID()
+        if (!RULE_ID.test(id)) {
+          return yield* invalid("id must be 1–128 characters of letters, digits, '.', '_', ':' or '-'")
+        }
+        if (Option.isSome(yield* repo.findRule(id))) return yield* new RuleAlreadyExists({ ruleId: id })
+        const view = yield* saveRule(id, request, (rule) =>
+          Effect.flatMap(repo.insertRule(rule), (inserted) =>
+            inserted ? Effect.void : Effect.fail(new RuleAlreadyExists({ ruleId: id }))))
+        yield* audit("oidc provisioning rule created", "auth.create_oidc_provisioning_rule", actor, {
+          rule_id: view.id,
+          issuer_url: view.issuer_url,
+          enabled: view.enabled,
+          forwarded_claim_count: view.forwarded_claims?.length ?? 0
+        })
+        return view
+      })
+
+    const replaceRule = (id: string, request: SaveRuleRequest, actor: Principal) =>
+      Effect.gen(function*() {
+        if (Option.isNone(yield* repo.findRule(id))) return yield* new RuleNotFound({ ruleId: id })
+        const view = yield* saveRule(id, request, (rule) =>
+          Effect.flatMap(repo.replaceRule(rule), (replaced) =>
+            replaced ? Effect.void : Effect.fail(new RuleNotFound({ ruleId: id }))))
+        yield* audit("oidc provisioning rule updated", "auth.update_oidc_provisioning_rule", actor, {
+          rule_id: view.id,
+          issuer_url: view.issuer_url,
+          enabled: view.enabled,
+          forwarded_claim_count: view.forwarded_claims?.length ?? 0
+        })
+        return view
+      })
+
+    const deleteRule = (id: string, actor: Principal) =>
+      Effect.gen(function*() {
+        if (!(yield* repo.deleteRule(id))) return yield* new RuleNotFound({ ruleId: id })
+        yield* audit("oidc provisioning rule deleted", "auth.delete_oidc_provisioning_rule", actor, { rule_id: id })
+      })
+
+    const reconcileRule = (rawRuleId: string, apply: boolean, actor: Principal) =>
+      Effect.gen(function*() {
+        const ruleId = rawRuleId.trim()
+        if (ruleId === "") return yield* invalid("rule id is required")
+        const principals = yield* (apply
+          ? repo.transaction(Effect.gen(function*() {
+            const affected = yield* repo.principalsProvisionedBy(ruleId, "content-writer", true)
+            const after: Array<PrincipalWithRolesRow> = []
+            for (const principal of affected) {
+              yield* repo.unassignRole(principal.id, "content-writer")
+              after.push({ ...principal, role_ids: principal.role_ids.filter((r) => r !== "content-writer") })
+            }
+            return after
+          }))
+          : repo.principalsProvisionedBy(ruleId, "content-writer", false))
+        yield* audit(
+          "oidc provisioning rule reconciliation evaluated",
+          "auth.reconcile_oidc_provisioning_rule",
+          actor,
+          { rule_id: ruleId, applied: apply, principal_count: principals.length, role_count: 1 }
+        )
+        return {
+          rule_id: ruleId,
+          unassign_role_ids: ["content-writer"],
+          principals: principals.map(principalView),
+          applied: apply
+        }
+      })
+
+    return AuthManagement.of({
+      listRoles,
+      listPrincipals: orDie(Effect.map(repo.listPrincipals, (rows) => rows.map(principalView))),
+      getPrincipal: (id) => orDie(Effect.map(principalOrFail(id), principalView)),
+      createPrincipal: (request, actor) => orDie(createPrincipal(request, actor)),
+      assignRole: (principalId, roleId, actor) => orDie(assignRole(principalId, roleId, actor)),
+      unassignRole: (principalId, roleId, actor) => orDie(unassignRole(principalId, roleId, actor)),
+      issueToken: (principalId, request, actor) => orDie(issueToken(principalId, request, actor)),
+      listTokens: (principalId) => orDie(listTokens(principalId)),
+      revokeToken: (tokenId, actor) => orDie(revokeToken(tokenId, actor)),
+      listRules: orDie(Effect.gen(function*() {
+        const rules = yield* repo.listRules
+        return yield* Effect.forEach(rules, viewOf)
+      })),
+      getRule: (id) =>
+        orDie(Effect.gen(function*() {
+          const rule = yield* repo.findRule(id)
+          if (Option.isNone(rule)) return yield* new RuleNotFound({ ruleId: id })
+          return yield* viewOf(rule.value)
+        })),
+      createRule: (request, actor) => orDie(createRule(request, actor)),
+      replaceRule: (id, request, actor) => orDie(replaceRule(id, request, actor)),
+      deleteRule: (id, actor) => orDie(deleteRule(id, actor)),
+      reconcileRule: (ruleId, apply, actor) => orDie(reconcileRule(ruleId, apply, actor))
+    })
+  })
+)

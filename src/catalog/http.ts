@@ -1,4 +1,4 @@
-import { HttpApiBuilder } from "@effect/platform"
+import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { Effect } from "effect"
 import { casKey } from "../platform/blob-store/keys.js"
 import { serveBlob } from "../platform/download.js"
@@ -19,7 +19,7 @@ import {
   VersionString,
   versionToWire
 } from "./schema.js"
-import type { DownloadTarget } from "./schema.js"
+import type { DownloadTarget, ManifestRows } from "./schema.js"
 import { Catalog } from "./service.js"
 
 /** Handlers of the catalog group: validate path parameters, call the service, encode. */
@@ -54,6 +54,24 @@ const download = (target: DownloadTarget, route: string) =>
     route
   }).pipe(Effect.catchTags({ BlobNotFound: Effect.die, BlobStoreError: Effect.die }))
 
+/**
+ * The JSON of a manifest. A published manifest is immutable and the service hands out
+ * one cached row object per published version, so its encoding is kept alongside it
+ * (a WeakMap: it lives exactly as long as the service's cache entry) — hot manifest
+ * reads skip schema encoding and serialisation. The bytes are what the schema encoder
+ * would produce: `manifestToWire` builds the wire shape exactly.
+ */
+const encodedManifests = new WeakMap<ManifestRows, Uint8Array>()
+const encoder = new TextEncoder()
+const manifestResponse = (rows: ManifestRows) => {
+  let body = encodedManifests.get(rows)
+  if (body === undefined) {
+    body = encoder.encode(JSON.stringify(manifestToWire(rows)))
+    if (rows.version.state === "published") encodedManifests.set(rows, body)
+  }
+  return HttpServerResponse.uint8Array(body, { contentType: "application/json" })
+}
+
 export const CatalogHandlersLive = HttpApiBuilder.group(
   apiOf(CatalogGroup),
   "catalog",
@@ -78,12 +96,12 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
         .handle("getManifest", ({ path }) =>
           versionPathOf(path).pipe(
             Effect.flatMap(([name, version]) => catalog.getManifest(name, version)),
-            Effect.map(manifestToWire)
+            Effect.map(manifestResponse)
           ))
         .handle("resolveRef", ({ path }) =>
           Effect.all([decodeParam(ImageName, path.name), decodeParam(RefString, path.ref)]).pipe(
             Effect.flatMap(([name, ref]) => catalog.resolveRef(name, ref)),
-            Effect.map(manifestToWire)
+            Effect.map(manifestResponse)
           ))
         .handle("listArtifacts", ({ path }) =>
           versionPathOf(path).pipe(

@@ -110,6 +110,37 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
 export const normaliseVariant = (variant: string | undefined): string =>
   variant === undefined || variant === "" ? "default" : variant
 
+/** How many published manifests the in-process cache keeps (least recently used evicted). */
+const PUBLISHED_MANIFEST_CACHE_SIZE = 1024
+
+/**
+ * Published manifests never change — the database refuses it — so they are cached by
+ * image name and version: a hot manifest (CI pipelines resolving `latest`, Incus hosts)
+ * costs no database round trip. Drafts and publishing versions are never cached.
+ */
+const makePublishedManifestCache = () => {
+  const entries = new Map<string, ManifestRows>()
+  const keyOf = (name: string, version: string) => `${name}\u0000${version}`
+  return {
+    get: (name: string, version: string): ManifestRows | undefined => {
+      const key = keyOf(name, version)
+      const hit = entries.get(key)
+      if (hit !== undefined) {
+        // Map iteration order is insertion order: re-inserting marks it most recent.
+        entries.delete(key)
+        entries.set(key, hit)
+      }
+      return hit
+    },
+    remember: (rows: ManifestRows): ManifestRows => {
+      if (rows.version.state !== "published") return rows
+      entries.set(keyOf(rows.image.name, rows.version.version), rows)
+      if (entries.size > PUBLISHED_MANIFEST_CACHE_SIZE) entries.delete(entries.keys().next().value!)
+      return rows
+    }
+  }
+}
+
 export const CatalogLive = Layer.effect(
   Catalog,
   Effect.gen(function*() {
@@ -171,7 +202,9 @@ export const CatalogLive = Layer.effect(
         }))
       )
 
-    const manifestOf = (found: ImageVersionRows) => repo.loadManifest(found).pipe(Effect.orDie)
+    const manifests = makePublishedManifestCache()
+    const manifestOf = (found: ImageVersionRows) =>
+      repo.loadManifest(found).pipe(Effect.orDie, Effect.map(manifests.remember))
 
     const transaction = <A, E>(effect: Effect.Effect<A, E>) => sql.withTransaction(effect).pipe(
       Effect.catchTag("SqlError", Effect.die)
@@ -228,10 +261,15 @@ export const CatalogLive = Layer.effect(
         }).pipe(Effect.withSpan("catalog.listVersions")),
 
       getManifest: (name, version) =>
-        findVersion(name, version).pipe(Effect.flatMap(manifestOf), Effect.withSpan("catalog.getManifest")),
+        Effect.suspend(() => {
+          const hit = manifests.get(name, version)
+          return hit !== undefined ? Effect.succeed(hit) : findVersion(name, version).pipe(Effect.flatMap(manifestOf))
+        }).pipe(Effect.withSpan("catalog.getManifest")),
 
       resolveRef: (name, ref) =>
         Effect.gen(function*() {
+          const cachedExact = manifests.get(name, ref)
+          if (cachedExact !== undefined) return cachedExact
           const exact = yield* repo.findVersion(name, ref).pipe(Effect.orDie)
           if (Option.isSome(exact) && exact.value.version.state === "published") return yield* manifestOf(exact.value)
           const image = yield* repo.findImage(name).pipe(Effect.orDie)
@@ -239,6 +277,8 @@ export const CatalogLive = Layer.effect(
           const alias = yield* repo.findAlias(image.value.id, ref).pipe(Effect.orDie)
           if (Option.isNone(alias)) return yield* new RefNotFound({ name, ref })
           // Aliases only ever target published versions (DB guard), and versions never leave `published`.
+          const cachedTarget = manifests.get(name, alias.value.version)
+          if (cachedTarget !== undefined) return cachedTarget
           const target = yield* repo.findVersion(name, alias.value.version).pipe(Effect.orDie)
           if (Option.isNone(target) || target.value.version.state !== "published") {
             return yield* new RefNotFound({ name, ref })

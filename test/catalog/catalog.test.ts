@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { Alias, ArtifactList, Image, ImageList, Manifest, VersionList } from "../../src/catalog/schema.js"
-import { describeBlob, seedBlob, type SeededBlob } from "../support/blobs.js"
+import { describeBlob, seedBlob, type SeededBlob, withDatabase } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import {
   addArtifact,
@@ -118,6 +118,19 @@ describe("versions and manifests", () => {
     const versions = (await get<VersionList>("/v1/images/beta/versions")).versions
     expect(versions.map((v) => v.version)).toEqual(["v3.0.0", "v1.0.0"])
     expect(versions.every((v) => v.state === "published" && typeof v.published_at === "string")).toBe(true)
+  })
+})
+
+describe("published manifests", () => {
+  it("are served from memory once read (they cannot change), drafts always from the database", async () => {
+    await publishVersion(app, writer, { name: "cached", version: "1", artifacts: [{ blob }] })
+    await createDraft(app, writer, "cached", "2")
+    expect((await get<Manifest>("/v1/images/cached/versions/1")).image).not.toHaveProperty("display_name")
+    // Only possible behind the API's back: images have no update endpoint.
+    await withDatabase(app, (c) => c.query("UPDATE images SET display_name = 'Renamed' WHERE name = 'cached'"))
+    expect((await get<Manifest>("/v1/images/cached/versions/1")).image).not.toHaveProperty("display_name")
+    expect((await get<Manifest>("/v1/images/cached/refs/1")).image).not.toHaveProperty("display_name")
+    expect((await get<Manifest>("/v1/images/cached/versions/2")).image.display_name).toBe("Renamed")
   })
 })
 

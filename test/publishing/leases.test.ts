@@ -102,12 +102,12 @@ layer(RepositoriesLive)("step claims", (it) => {
       const sql = yield* SqlClient.SqlClient
       yield* queuedJob
       // Leases are measured by PostgreSQL's now(): wait in real time, not on the test clock.
-      const wait = Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 200)))
-      const held = Option.getOrThrow(yield* claim("holder", Duration.millis(300)))
+      const wait = Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 600)))
+      const held = Option.getOrThrow(yield* claim("holder", Duration.seconds(1)))
       yield* wait
-      expect(yield* repo.renewLease(held, "holder", Duration.millis(300))).toBe(true)
+      expect(yield* repo.renewLease(held, "holder", Duration.seconds(1))).toBe(true)
       yield* wait
-      // 400 ms after a 300 ms claim, but renewed at 200 ms: still held.
+      // 1.2 s after a 1 s claim, but renewed at 0.6 s: still held.
       expect(Option.isNone(yield* claim("thief"))).toBe(true)
       const rows = yield* sql<{ locked_by: string }>`SELECT locked_by FROM publish_job_steps WHERE id = ${held.id}`
       expect(rows[0]!.locked_by).toBe("holder")
@@ -171,7 +171,7 @@ const attempts = (job: PublishJob) => job.steps.map((s) => s.attempt_count)
 
 describe("the publish worker's lease", () => {
   it("is renewed by the heartbeat while a step outlives it, so no other worker takes the step", async () => {
-    const settings = { "publish-job-lease": "400ms", "publish-worker-poll-interval": "50ms" } as const
+    const settings = { "publish-job-lease": "1s", "publish-worker-poll-interval": "50ms" } as const
     const first = await startTestApp({ settings })
     const second = await startTestApp({ databaseUrl: first.databaseUrl, dataDir: first.dataDir, settings })
     try {
@@ -180,8 +180,8 @@ describe("the publish worker's lease", () => {
       await blockBlob(first, meta)
       const job = await startJob()
       await waitForStep(first, job.id, "incus_index", (r) => r.state === "running")
-      // Five leases long: without renewals the other app's worker would have re-claimed it.
-      await new Promise((resolve) => setTimeout(resolve, 2000))
+      // Three leases long: without renewals the other app's worker would have re-claimed it.
+      await new Promise((resolve) => setTimeout(resolve, 3000))
       expect(await stepRow(first, job.id, "incus_index")).toMatchObject({ state: "running", attempt_count: 1, leased: true })
 
       releaseBlob(first, meta)

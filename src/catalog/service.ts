@@ -332,7 +332,12 @@ export const CatalogLive = Layer.effect(
           yield* findArtifactIn(found, artifactId)
           yield* requireDraft(found)
           const deleted = yield* repo.deleteArtifact(found.version.id, artifactId).pipe(
-            Effect.catchTags({ CheckViolation: (v) => guardRefusal(found)(v), ForeignKeyViolation: Effect.die, UniqueViolation: Effect.die, SqlError: Effect.die })
+            Effect.catchTags({
+              CheckViolation: (v) => guardRefusal(found)(v),
+              ForeignKeyViolation: Effect.die,
+              UniqueViolation: Effect.die,
+              SqlError: Effect.die
+            })
           )
           if (!deleted) return yield* new ArtifactNotFound({ artifactId })
         })).pipe(Effect.withSpan("catalog.deleteArtifact")),
@@ -368,7 +373,12 @@ export const CatalogLive = Layer.effect(
           if (Option.isNone(attachment)) return yield* new AttachmentNotFound({ attachmentId })
           yield* requireDraft(found)
           const deleted = yield* repo.deleteAttachment(artifactId, attachmentId).pipe(
-            Effect.catchTags({ CheckViolation: (v) => guardRefusal(found)(v), ForeignKeyViolation: Effect.die, UniqueViolation: Effect.die, SqlError: Effect.die })
+            Effect.catchTags({
+              CheckViolation: (v) => guardRefusal(found)(v),
+              ForeignKeyViolation: Effect.die,
+              UniqueViolation: Effect.die,
+              SqlError: Effect.die
+            })
           )
           if (!deleted) return yield* new AttachmentNotFound({ attachmentId })
         })).pipe(Effect.withSpan("catalog.deleteAttachment")),

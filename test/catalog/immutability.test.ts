@@ -126,6 +126,27 @@ describe("a published manifest in the database", () => {
   })
 })
 
+describe("projection rows", () => {
+  it("cannot cite another version's artifact or another artifact's attachment (composite foreign keys)", async () => {
+    const draft = await createDraft(app, token, "locked", "3.0")
+    const own = await addArtifact(app, token, "locked", "3.0", { blob })
+    await createDraft(app, token, "locked", "4.0")
+    const foreign = await addArtifact(app, token, "locked", "4.0", { blob })
+    await withDatabase(app, (c) => c.query("UPDATE image_versions SET state = 'publishing' WHERE id = $1", [draft.id]))
+    const insert = (artifact: string, attachment: string) =>
+      refusal(
+        `INSERT INTO incus_projection_items (artifact_id, version_id, metadata_attachment_id, metadata_path, disk_path,
+           metadata_sha256, metadata_size_bytes, disk_sha256, disk_size_bytes, combined_disk_kvm_img_sha256)
+         VALUES ($1, $2, $3, 'm', 'd', $4, 1, $4, 1, $4)`,
+        [artifact, draft.id, attachment, blob.hex]
+      )
+    // Another version's artifact, under this version.
+    expect((await insert(foreign.id, attachmentId)).code).toBe("23503")
+    // This version's artifact with the other artifact's attachment.
+    expect((await insert(own.id, attachmentId)).code).toBe("23503")
+  })
+})
+
 describe("a manifest edit racing a publish", () => {
   it("is either seen by the publish or refused: never committed into a frozen version", async () => {
     await createImage(app, token, "race")

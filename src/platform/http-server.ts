@@ -3,7 +3,7 @@ import { NodeHttpServer } from "@effect/platform-node"
 import { Duration, Effect, Layer } from "effect"
 import * as http from "node:http"
 import type { ListenAddress } from "./config.js"
-import { type RouteTable, serverMiddleware, spanNameOf } from "./http.js"
+import { JsonBodyLimitLive, type RouteTable, serverMiddleware, spanNameOf } from "./http.js"
 
 /**
  * The public API listener. On shutdown it stops accepting connections, lets
@@ -49,7 +49,8 @@ export const ApiServerLive = (options: {
     }))
 
     const serve = HttpApiBuilder.serve(serverMiddleware(options.routes, { tracing: options.tracing })).pipe(
-      HttpMiddleware.withSpanNameGenerator(spanNameOf(options.routes))
+      HttpMiddleware.withSpanNameGenerator(spanNameOf(options.routes)),
+      Layer.provide(JsonBodyLimitLive)
     )
     return drain.pipe(
       Layer.provide(serve),

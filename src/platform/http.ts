@@ -10,7 +10,7 @@ import {
   HttpServerResponse
 } from "@effect/platform"
 import type { HttpApiGroup } from "@effect/platform"
-import { Cause, Effect, Metric, Option, ParseResult } from "effect"
+import { Cause, Context, Effect, Exit, FiberRef, Layer, LogLevel, Metric, Option, ParseResult, Tracer } from "effect"
 import { randomUUID } from "node:crypto"
 import { latencyBoundaries } from "./metrics.js"
 import { firstIssueMessage } from "./params.js"
@@ -207,37 +207,42 @@ export interface ApiMiddlewareOptions {
 
 export const apiMiddleware = (options: ApiMiddlewareOptions) =>
 (app: HttpApp.Default): HttpApp.Default =>
-  Effect.gen(function*() {
-    const original = yield* HttpServerRequest.HttpServerRequest
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (original) => {
     const pathname = pathnameOf(original.url)
     // Routes match exactly per segment: `/v1/images/` is not `/v1/images` (api.md §1.1).
-    if (pathname.length > 1 && pathname.endsWith("/")) return plainText(404, "404 page not found\n")
+    if (pathname.length > 1 && pathname.endsWith("/")) return Effect.succeed(plainText(404, "404 page not found\n"))
     const route = options.routes.match(original.method, pathname)
-    if (options.unavailableExcept) {
-      if (route && !options.unavailableExcept.includes(route.group)) {
-        return problemResponse(
-          503,
-          route.protected ? "auth service is not configured" : `${route.group} service is not configured`
-        )
-      }
+    if (options.unavailableExcept && route && !options.unavailableExcept.includes(route.group)) {
+      return Effect.succeed(problemResponse(
+        503,
+        route.protected ? "auth service is not configured" : `${route.group} service is not configured`
+      ))
+    }
+    if (!BODY_METHODS.has(original.method)) {
+      return Effect.catchAllCause(app, (cause) => renderFailure(cause, original, options.routes))
     }
     // An oversized control body is refused before it is read: reading it only to
     // reject it would cost memory, and cutting the stream mid-way resets the client.
     const declaredLength = Number(original.headers["content-length"] ?? "0")
     if (route?.jsonBody && declaredLength > JSON_BODY_LIMIT) {
-      return problemResponse(400, `invalid JSON request body: body exceeds ${JSON_BODY_LIMIT} bytes`)
+      return Effect.succeed(
+        problemResponse(400, `invalid JSON request body: body exceeds ${JSON_BODY_LIMIT} bytes`)
+      )
     }
     // Clients (curl -d, scripts) send JSON with any Content-Type or none; the server
     // never checks it (api.md §1.2). Raw part uploads read the stream and ignore it.
-    const request = BODY_METHODS.has(original.method)
-      ? original.modify({ headers: { ...original.headers, "content-type": "application/json" } })
-      : original
-    return yield* app.pipe(
+    const request = original.modify({ headers: { ...original.headers, "content-type": "application/json" } })
+    return app.pipe(
       Effect.provideService(HttpServerRequest.HttpServerRequest, request),
-      Effect.provideService(HttpIncomingMessage.MaxBodySize, Option.some(FileSystem.Size(JSON_BODY_LIMIT))),
       Effect.catchAllCause((cause) => renderFailure(cause, request, options.routes))
     )
   })
+
+/**
+ * The JSON body cap for the whole listener (request bodies read as text/JSON);
+ * raw part uploads stream and are not affected.
+ */
+export const JsonBodyLimitLive = Layer.succeed(HttpIncomingMessage.MaxBodySize, Option.some(FileSystem.Size(JSON_BODY_LIMIT)))
 
 // ---------------------------------------------------------------------------------
 // Server-level middleware: request id, access log, HTTP metrics.
@@ -263,65 +268,96 @@ export const requestIdFrom = (header: string | undefined): string => {
 }
 
 /**
+ * Tagged metric instances by label values. Tagging allocates a new metric key and
+ * a registry lookup, so doing it per request costs more than the request itself;
+ * labels are bounded (method × route template × status), and so is this cache.
+ */
+const taggedCache = new Map<string, {
+  readonly duration: Metric.Metric.Histogram<number>
+  readonly total: Metric.Metric.Counter<number>
+}>()
+const activeCache = new Map<string, Metric.Metric.Gauge<number>>()
+
+const requestMetrics = (method: string, route: string, status: number) => {
+  const key = `${method} ${route} ${status}`
+  let found = taggedCache.get(key)
+  if (!found) {
+    const tag = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) =>
+      Metric.tagged(
+        Metric.tagged(Metric.tagged(metric, "http_request_method", method), "http_route", route),
+        "http_response_status_code",
+        String(status)
+      )
+    found = { duration: tag(requestDuration), total: tag(requestsTotal) }
+    taggedCache.set(key, found)
+  }
+  return found
+}
+
+const activeFor = (method: string) => {
+  let found = activeCache.get(method)
+  if (!found) {
+    found = Metric.tagged(activeRequests, "http_request_method", method)
+    activeCache.set(method, found)
+  }
+  return found
+}
+
+/**
  * Wraps request handling: assigns the request id (header on every response,
  * annotation on every log line of the request), adds `WWW-Authenticate` to 401s,
  * writes one access-log line and records the HTTP metrics with the route template.
+ * Runs on every request, so it is written for speed (no per-request metric tagging,
+ * no log record built below the log level).
  */
 export const serverMiddleware = (routes: RouteTable, options: { readonly tracing: boolean }) =>
 <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R | HttpServerRequest.HttpServerRequest> =>
-  Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
+  Effect.withFiberRuntime((fiber) => {
+    const request = Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest)
     const requestId = requestIdFrom(request.headers["x-request-id"])
     const route = routes.match(request.method, pathnameOf(request.url))
     const routeLabel = route ? route.label : "unmatched"
     const started = performance.now()
-    const span = options.tracing ? yield* Effect.option(Effect.currentSpan) : Option.none()
-    if (Option.isSome(span)) {
+    const span = options.tracing ? Context.getOption(fiber.currentContext, Tracer.ParentSpan) : Option.none()
+    const traceId = Option.isSome(span) ? span.value.traceId : undefined
+    if (Option.isSome(span) && span.value._tag === "Span") {
       span.value.attribute("http.route", route ? route.path.replace(/:(\w+)/g, "{$1}") : "unmatched")
       span.value.attribute("imgsrv.request_id", requestId)
     }
-    yield* HttpApp.appendPreResponseHandler((_req, response) =>
+    const minimumLevel = fiber.getFiberRef(FiberRef.currentMinimumLogLevel)
+    const active = activeFor(request.method)
+    const addHeaders = HttpApp.appendPreResponseHandler((_req, response) =>
       Effect.succeed(
         HttpServerResponse.setHeaders(response, {
           "x-request-id": requestId,
           // Lets a client quote the trace of its request when reporting a problem.
-          ...(Option.isSome(span) ? { "x-trace-id": span.value.traceId } : {}),
+          ...(traceId !== undefined ? { "x-trace-id": traceId } : {}),
           ...(response.status === 401 ? { "www-authenticate": "Bearer" } : {})
         })
       )
     )
-    yield* Metric.increment(Metric.tagged(activeRequests, "http_request_method", request.method))
-    return yield* app.pipe(
-      Effect.onExit((exit) => {
-        const status = exit._tag === "Success" ? exit.value.status : 500
-        const seconds = (performance.now() - started) / 1000
-        const tagged = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) =>
-          Metric.tagged(
-            Metric.tagged(Metric.tagged(metric, "http_request_method", request.method), "http_route", routeLabel),
-            "http_response_status_code",
-            String(status)
-          )
-        const line = Effect.annotateLogs(
-          status >= 500
-            ? Effect.logError("http request")
-            : status >= 400
-            ? Effect.logWarning("http request")
-            : Effect.logInfo("http request"),
-          {
-            method: request.method,
-            route: routeLabel,
-            status,
-            duration_ms: Math.round(seconds * 1000 * 10) / 10,
-            remote_addr: Option.getOrElse(request.remoteAddress, () => "")
-          }
-        )
-        return Effect.all([
-          Metric.update(tagged(requestDuration), seconds),
-          Metric.increment(tagged(requestsTotal)),
-          Metric.incrementBy(Metric.tagged(activeRequests, "http_request_method", request.method), -1),
-          status === 499 ? Effect.void : line
-        ], { discard: true })
-      }),
+    const finish = (exit: Exit.Exit<HttpServerResponse.HttpServerResponse, E>) => {
+      const status = exit._tag === "Success" ? exit.value.status : 500
+      const seconds = (performance.now() - started) / 1000
+      const metrics = requestMetrics(request.method, routeLabel, status)
+      metrics.duration.unsafeUpdate(seconds, [])
+      metrics.total.unsafeUpdate(1, [])
+      active.unsafeUpdate(-1, [])
+      const level = status >= 500 ? LogLevel.Error : status >= 400 ? LogLevel.Warning : LogLevel.Info
+      // 499: the client went away before the response; nobody to account for.
+      if (status === 499 || LogLevel.lessThan(level, minimumLevel)) return Effect.void
+      return Effect.logWithLevel(level, "http request").pipe(Effect.annotateLogs({
+        method: request.method,
+        route: routeLabel,
+        status,
+        duration_ms: Math.round(seconds * 1000 * 10) / 10,
+        remote_addr: Option.getOrElse(request.remoteAddress, () => "")
+      }))
+    }
+    active.unsafeUpdate(1, [])
+    return addHeaders.pipe(
+      Effect.zipRight(app),
+      Effect.onExit(finish),
       Effect.annotateLogs("request_id", requestId)
     )
   })

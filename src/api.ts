@@ -2,6 +2,7 @@ import { HttpApi, OpenApi } from "@effect/platform"
 import { buildInfo } from "./build-info.js"
 import { OpsGroup } from "./platform/health.js"
 import { API_ID } from "./platform/http.js"
+import { BlobsGroup, UploadsGroup } from "./uploads/api.js"
 
 /**
  * The whole public HTTP surface of imgsrv, one group per concern. The OpenAPI
@@ -9,6 +10,8 @@ import { API_ID } from "./platform/http.js"
  */
 export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(OpsGroup)
+  .add(UploadsGroup)
+  .add(BlobsGroup)
   .annotate(OpenApi.Title, "imgsrv")
   .annotate(OpenApi.Version, buildInfo.version)
   .annotate(

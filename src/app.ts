@@ -16,6 +16,7 @@ import { apiMiddleware, makeRouteTable } from "./platform/http.js"
 import { ApiServerLive } from "./platform/http-server.js"
 import { LoggingLive } from "./platform/logging.js"
 import { MetricsServerLive, ScrapeCollectorsLive } from "./platform/metrics.js"
+import { PromotionWakeLive, UploadsApiLive, UploadsBackgroundLive } from "./uploads/layers.js"
 
 /**
  * Composition root: which layers make up a running imgsrv for a given
@@ -79,7 +80,7 @@ const AuthLive = AuthorizationLive.pipe(
 )
 
 /** Every HttpApi group's handlers, with the domain services they need. */
-const ApiHandlersLive = Layer.mergeAll(OpsHandlersLive).pipe(
+const ApiHandlersLive = Layer.mergeAll(OpsHandlersLive, UploadsApiLive).pipe(
   Layer.provide(AuthLive),
   Layer.provide(ReadinessLive)
 )
@@ -90,10 +91,13 @@ const FullServiceLive = (config: AppConfigShape) => {
     Layer.provide(ApiHandlersLive),
     Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))
   )
-  return ApiServerLive({ listen: config.listen, shutdownTimeout: config.shutdownTimeout, routes }).pipe(
+  const server = ApiServerLive({ listen: config.listen, shutdownTimeout: config.shutdownTimeout, routes }).pipe(
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
-    Layer.provide(api),
+    Layer.provide(api)
+  )
+  return Layer.mergeAll(server, UploadsBackgroundLive).pipe(
+    Layer.provide(PromotionWakeLive),
     Layer.provide(BlobStoreFromConfig(config)),
     Layer.provide(DatabaseFromConfig(config))
   )

@@ -57,6 +57,9 @@ CREATE TABLE upload_sessions (
   failure_message text NULL CHECK (failure_message IS NULL OR btrim(failure_message) <> ''),
   ready_blob_digest imgsrv_sha256_digest NULL REFERENCES cas_blobs (digest)
     CHECK (ready_blob_digest IS NULL OR ready_blob_digest = expected_digest),
+  -- Set when the expiry sweeper could not clean an expired session's storage: it tries
+  -- again after this instant, so one stubborn session cannot hold up the others.
+  sweep_retry_at timestamptz NULL,
   created_at timestamptz NOT NULL DEFAULT now(),
   updated_at timestamptz NOT NULL DEFAULT now(),
   CHECK (expires_at > created_at),

@@ -1,4 +1,4 @@
-import { Clock, Context, Effect, Layer, Metric, Option } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Metric, Option } from "effect"
 import type { SqlError } from "@effect/sql"
 import { BlobStore, type BlobStoreError } from "../platform/blob-store/blob-store.js"
 import { AppConfig } from "../platform/config.js"
@@ -15,8 +15,9 @@ import { UploadRepository } from "./repository.js"
  * One session per unit of work, inside a transaction that holds its row lock (`FOR
  * UPDATE SKIP LOCKED`): replicas sweep different sessions, and a part PUT or complete
  * racing the sweep waits for it and then finds the session `aborted` (412). Storage is
- * cleaned before the state changes, so a store outage leaves the session to the next
- * sweep instead of an `aborted` row whose parts nobody will ever delete.
+ * cleaned before the state changes, so a store outage leaves the session to a later
+ * sweep (after `--cas-promotion-error-backoff-max`) instead of an `aborted` row whose
+ * parts nobody will ever delete.
  */
 
 export const UPLOAD_EXPIRY_JOB = "upload-expiry"
@@ -32,23 +33,42 @@ export const UploadExpirySweeperLive = Layer.effect(
     const repo = yield* UploadRepository
     const store = yield* BlobStore
 
-    const runOnce = repo.transaction(Effect.gen(function*() {
-      const now = new Date(yield* Clock.currentTimeMillis)
-      const expired = yield* repo.lockNextExpired(now)
-      if (Option.isNone(expired)) return "idle" as const
-      const session = expired.value
-      yield* store.abortMultipartUpload(session.stagingKey, session.storageUploadId).pipe(
-        Effect.catchTag("BlobNotFound", () => Effect.void)
-      )
-      // A completion that reached storage but not the database leaves an assembled object.
-      yield* store.delete(session.stagingKey)
-      yield* repo.markAborted(session.id)
-      yield* Metric.increment(Metric.tagged(uploadsAborted, "trigger", "expired"))
-      yield* Effect.logInfo("expired upload session aborted").pipe(
-        Effect.annotateLogs({ upload_id: session.id, state: session.state, expires_at: session.expiresAt.toISOString() })
-      )
-      return "worked" as const
-    })).pipe(Effect.annotateLogs({ component: "uploads" }), Effect.withSpan("uploads.sweep_expired"))
+    const config = yield* AppConfig
+    const retryAfterMillis = Duration.toMillis(config.casPromotion.errorBackoffMax)
+
+    const runOnce = Effect.gen(function*() {
+      const outcome = yield* repo.transaction(Effect.gen(function*() {
+        const now = new Date(yield* Clock.currentTimeMillis)
+        const expired = yield* repo.lockNextExpired(now)
+        if (Option.isNone(expired)) return { _tag: "Idle" } as const
+        const session = expired.value
+        const cleaned = yield* Effect.gen(function*() {
+          yield* store.abortMultipartUpload(session.stagingKey, session.storageUploadId).pipe(
+            Effect.catchTag("BlobNotFound", () => Effect.void)
+          )
+          // A completion that reached storage but not the database leaves an assembled object.
+          yield* store.delete(session.stagingKey)
+        }).pipe(Effect.either)
+        if (cleaned._tag === "Left") return { _tag: "StorageFailed", session, error: cleaned.left } as const
+        yield* repo.markAborted(session.id)
+        yield* Metric.increment(Metric.tagged(uploadsAborted, "trigger", "expired"))
+        yield* Effect.logInfo("expired upload session aborted").pipe(
+          Effect.annotateLogs({ upload_id: session.id, state: session.state, expires_at: session.expiresAt.toISOString() })
+        )
+        return { _tag: "Swept" } as const
+      }))
+      switch (outcome._tag) {
+        case "Idle":
+          return "idle" as const
+        case "Swept":
+          return "worked" as const
+        case "StorageFailed":
+          // The session stays as it is (still refusing parts: it is expired) and is tried
+          // again later; meanwhile the others are swept. The runner logs and backs off.
+          yield* repo.deferSweep(outcome.session.id, retryAfterMillis)
+          return yield* outcome.error
+      }
+    }).pipe(Effect.annotateLogs({ component: "uploads" }), Effect.withSpan("uploads.sweep_expired"))
 
     return UploadExpirySweeper.of({ runOnce })
   })

@@ -159,6 +159,8 @@ export class UploadRepository extends Context.Tag("imgsrv/UploadRepository")<Upl
    * parts, skipping rows other replicas hold.
    */
   readonly lockNextExpired: (now: Date) => Sql<Option.Option<UploadSession>>
+  /** Defers the next sweep of a session whose storage could not be cleaned. */
+  readonly deferSweep: (id: string, retryAfterMillis: number) => Sql<void>
 
   // --- CAS blobs ------------------------------------------------------------------
   readonly findBlob: (digest: Sha256Digest) => Sql<Option.Option<CasBlob>>
@@ -294,9 +296,15 @@ export const UploadRepositoryLive = Layer.effect(
         sql`
           SELECT * FROM upload_sessions
           WHERE state IN ('created', 'uploading') AND expires_at <= ${now}
+            AND (sweep_retry_at IS NULL OR sweep_retry_at <= now())
           ORDER BY expires_at, id
           LIMIT 1
           FOR UPDATE SKIP LOCKED`.pipe(Effect.map(firstSession)),
+
+      deferSweep: (id, retryAfterMillis) =>
+        sql`
+          UPDATE upload_sessions SET sweep_retry_at = now() + ${retryAfterMillis} * interval '1 millisecond'
+          WHERE id = ${id}`.pipe(Effect.asVoid),
 
       findBlob: (digest) =>
         sql`SELECT * FROM cas_blobs WHERE digest = ${digest}`.pipe(

@@ -53,6 +53,8 @@ const repeat = Number(argValue("--repeat", "3"))
 /** Which figures to measure, e.g. `--only a,c` (default: all). */
 const only = new Set(argValue("--only", "a,b,c,d,e").split(","))
 const verbose = args.includes("--verbose")
+/** Extra node flags for the server, e.g. `--server-flags=--trace-gc` (diagnosis only). */
+const serverFlags = args.filter((a) => a.startsWith("--server-flags=")).map((a) => a.slice("--server-flags=".length))
 
 const say = (line: string) => process.stdout.write(`${line}\n`)
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`
@@ -113,10 +115,10 @@ const startServer = async (env: Record<string, string>, dataDir: string): Promis
   const lagFile = path.join(dataDir, "lag.json")
   const child = spawn(
     process.execPath,
-    ["--import", "./scripts/bench/lag-probe.mjs", "dist/main.js"],
+    [...serverFlags, "--import", "./scripts/bench/lag-probe.mjs", "dist/main.js"],
     {
       cwd: root,
-      stdio: ["ignore", "ignore", "pipe"],
+      stdio: ["ignore", verbose ? "inherit" : "ignore", "pipe"],
       env: {
         PATH: process.env["PATH"] ?? "/usr/bin:/bin",
         HOME: process.env["HOME"] ?? "/tmp",

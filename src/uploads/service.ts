@@ -1,4 +1,4 @@
-import { Chunk, Clock, Context, Data, Duration, Effect, Layer, Metric, Option, Stream } from "effect"
+import { Clock, Context, Data, Duration, Effect, Layer, Metric, Option, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import { BlobStore } from "../platform/blob-store/blob-store.js"
 import { stagingKey } from "../platform/blob-store/keys.js"
@@ -89,44 +89,6 @@ export type UploadsShape = {
 }
 
 export class Uploads extends Context.Tag("imgsrv/Uploads")<Uploads, UploadsShape>() {}
-
-/**
- * Socket reads arrive in pieces of ~64 KiB. Handing the store fewer, bigger buffers cuts the
- * per-write cost (syscalls on disk, stream steps everywhere) for one extra copy of bytes that
- * are in memory anyway, and bounds what one part holds in memory to about this much.
- */
-const WRITE_SIZE_BYTES = 1024 * 1024
-
-/**
- * Regroups a byte stream into buffers of at least `minBytes` (the last may be smaller),
- * reporting every byte received to `onBytes` as it arrives. Works a chunk at a time (no
- * effect per buffer), so its own overhead is negligible.
- */
-export const coalesce = (minBytes: number, onBytes: (bytes: number) => void) =>
-<E>(stream: Stream.Stream<Uint8Array, E>): Stream.Stream<Uint8Array, E> =>
-  Stream.suspend(() => {
-    let pending: Array<Uint8Array> = []
-    let pendingBytes = 0
-    const flush = (): Uint8Array => {
-      const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes)
-      pending = []
-      pendingBytes = 0
-      return out
-    }
-    return stream.pipe(
-      Stream.mapChunks((chunk) => {
-        const out: Array<Uint8Array> = []
-        for (const piece of chunk) {
-          onBytes(piece.byteLength)
-          pending.push(piece)
-          pendingBytes += piece.byteLength
-          if (pendingBytes >= minBytes) out.push(flush())
-        }
-        return Chunk.unsafeFromArray(out)
-      }),
-      Stream.concat(Stream.suspend(() => (pendingBytes > 0 ? Stream.make(flush()) : Stream.empty)))
-    )
-  })
 
 /** The part body failed (client went away, connection cut) — kept apart from storage errors. */
 class BodyFailed extends Data.TaggedError("BodyFailed")<{ readonly cause: unknown }> {}
@@ -258,8 +220,10 @@ export const UploadsLive = Layer.effect(
         let received = 0
         const counted = body.pipe(
           Stream.mapError((cause) => new BodyFailed({ cause })),
-          coalesce(WRITE_SIZE_BYTES, (bytes) => {
-            received += bytes
+          // Counted synchronously (no effect per socket read): this runs for every 64 KiB.
+          Stream.map((chunk) => {
+            received += chunk.byteLength
+            return chunk
           })
         )
         const stored = yield* store.putPart(session.stagingKey, session.storageUploadId, partNumber, counted, contentLength)

@@ -30,13 +30,21 @@ import { counterValue, query, sleep, STORES, storeOf } from "./fixtures.js"
 type Store = BlobStore["Type"]
 
 /**
- * A promotion worker on `app`'s database and store, with a 1 s lease and a short backoff.
- * `wrap` may replace store operations (to hang or fail them).
+ * A promotion worker on `app`'s database and store (lease 30 s unless given, retry backoff
+ * 5 s). `wrap` may replace store operations (to hang or fail them).
  */
-const workerOn = (app: TestApp, wrap: (store: Store) => Store = (s) => s) => {
+const workerOn = (
+  app: TestApp,
+  options: { readonly wrap?: (store: Store) => Store; readonly lease?: Duration.Duration } = {}
+) => {
+  const wrap = options.wrap ?? ((s: Store) => s)
   const config = {
     ...app.config,
-    casPromotion: { ...app.config.casPromotion, lease: Duration.seconds(1), errorBackoff: Duration.millis(300) }
+    casPromotion: {
+      ...app.config.casPromotion,
+      lease: options.lease ?? Duration.seconds(30),
+      errorBackoff: Duration.seconds(5)
+    }
   }
   const store = Layer.effect(BlobStore, Effect.map(BlobStore, wrap)).pipe(Layer.provide(Layer.orDie(BlobStoreFromConfig(config))))
   const layer = CasPromotionLive.pipe(
@@ -95,11 +103,16 @@ for (const store of STORES) {
       const upload = await completed(testBytes(2 * MiB, 101))
       const reached = Effect.runSync(Deferred.make<void>())
       // This worker hangs as soon as it starts reading the staged object.
-      const crashing = workerOn(app, (s) => ({
-        ...s,
-        open: (key, range) =>
-          key === stagingKey(upload.id) ? Deferred.succeed(reached, undefined).pipe(Effect.zipRight(Effect.never)) : s.open(key, range)
-      }))
+      const crashing = workerOn(app, {
+        lease: Duration.seconds(2),
+        wrap: (s) => ({
+          ...s,
+          open: (key, range) =>
+            key === stagingKey(upload.id)
+              ? Deferred.succeed(reached, undefined).pipe(Effect.zipRight(Effect.never))
+              : s.open(key, range)
+        })
+      })
       const rescuer = workerOn(app)
       try {
         const fiber = crashing.runtime.runFork(Effect.flatMap(CasPromotion, (p) => p.runOnce("node-a/crashed/cas-promotion")))
@@ -114,7 +127,11 @@ for (const store of STORES) {
         expect(await rescuer.runOnce("node-b/rescuer/cas-promotion")).toBe("idle")
         expect((await jobOf(app, upload.id))?.locked_by).toBe("node-a/crashed/cas-promotion")
         // ...and once it has run out, the upload is taken over and promoted.
-        await sleep(1100)
+        while ((await query<{ live: boolean }>(
+          app,
+          "SELECT lease_expires_at > now() AS live FROM cas_ingest_jobs WHERE upload_id = $1",
+          [upload.id]
+        ))[0]?.live) await sleep(50)
         expect(await rescuer.runOnce("node-b/rescuer/cas-promotion")).toBe("worked")
         expect(await rescuer.runOnce("node-b/rescuer/cas-promotion")).toBe("idle")
 
@@ -237,20 +254,28 @@ for (const store of STORES) {
     it("a store error gives the job back for a later attempt and is reported to the runner", async () => {
       const upload = await completed(testBytes(1000, 106))
       let failures = 1
-      const flaky = workerOn(app, (s) => ({
-        ...s,
-        open: (key, range) =>
-          key === stagingKey(upload.id) && failures-- > 0
-            ? Effect.fail(new BlobStoreError({ operation: "open", key, cause: new Error("connection reset") }))
-            : s.open(key, range)
-      }))
+      const flaky = workerOn(app, {
+        wrap: (s) => ({
+          ...s,
+          open: (key, range) =>
+            key === stagingKey(upload.id) && failures-- > 0
+              ? Effect.fail(new BlobStoreError({ operation: "open", key, cause: new Error("connection reset") }))
+              : s.open(key, range)
+        })
+      })
       try {
         await expect(flaky.runOnce("w/cas-promotion")).rejects.toThrow(/connection reset/)
         expect(await jobOf(app, upload.id)).toEqual({ state: "queued", attempt_count: 1, locked_by: null })
         expect((await getUpload(app, upload.id)).state).toBe("ingesting")
-        // Due again after the backoff (300 ms here), not at once.
+        // Due again after the backoff (5 s here), not at once.
+        const [due] = await query<{ wait: number }>(
+          app,
+          "SELECT extract(epoch FROM run_after - now())::float8 AS wait FROM cas_ingest_jobs WHERE upload_id = $1",
+          [upload.id]
+        )
+        expect(due!.wait).toBeGreaterThan(3)
         expect(await flaky.runOnce("w/cas-promotion")).toBe("idle")
-        await sleep(350)
+        await query(app, "UPDATE cas_ingest_jobs SET run_after = now() WHERE upload_id = $1", [upload.id])
         expect(await flaky.runOnce("w/cas-promotion")).toBe("worked")
         expect((await getUpload(app, upload.id)).state).toBe("ready")
         expect(await jobOf(app, upload.id)).toEqual({ state: "succeeded", attempt_count: 2, locked_by: null })

@@ -272,12 +272,16 @@ const uploadThroughImgsrv = async (server: Server, token: string, file: TestFile
   return session.id
 }
 
+/**
+ * Polls until `ready`. Gently (every 50 ms): promotion time is taken from the worker's own
+ * histogram, and a tight poll would steal CPU from the verification it measures.
+ */
 const waitReady = async (server: Server, id: string) => {
   while (true) {
     const session = ok<{ state: string }>(await request(`${server.baseUrl}/v1/uploads/${id}`, { method: "GET" }), "status")
     if (session.state === "ready") return
     if (session.state === "failed") throw new Error(`upload ${id} failed`)
-    await sleep(5)
+    await sleep(50)
   }
 }
 
@@ -379,7 +383,6 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
     const through: Array<number> = []
     const straight: Array<number> = []
     const promotion: Array<number> = []
-    const completeToReady: Array<number> = []
     const hashing: Array<number> = []
     for (let round = 0; round < repeat; round++) {
       const file = makeFile(`${kind}-a-${round}`, 4)
@@ -390,10 +393,8 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
       const promotedBefore = await metric(server, "imgsrv_cas_promotion_duration_seconds_sum", "outcome=\"ready\"")
       started = performance.now()
       const id = await uploadThroughImgsrv(server, token, file)
-      const completedAt = performance.now()
-      through.push(completedAt - started)
+      through.push(performance.now() - started)
       await waitReady(server, id)
-      completeToReady.push(performance.now() - completedAt)
       promotion.push(
         ((await metric(server, "imgsrv_cas_promotion_duration_seconds_sum", "outcome=\"ready\"")) - promotedBefore) * 1000
       )
@@ -404,8 +405,8 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
     say(`(a) 256 MiB upload: imgsrv ${seconds(median(through))} (${through.map(seconds).join(", ")}), ` +
       `direct ${seconds(median(straight))} (${straight.map(seconds).join(", ")})`)
     say(`    ratio direct/imgsrv = ${a.toFixed(2)}  (target ≥ 0.8) ${a >= 0.8 ? "OK" : "MISSED"}`)
-    say(`(b) promotion of 256 MiB: ${seconds(median(promotion))} in the worker (${promotion.map(seconds).join(", ")}), ` +
-      `${seconds(median(completeToReady))} complete→ready seen by the client; sha256 from disk ${seconds(median(hashing))}`)
+    say(`(b) promotion of 256 MiB: ${seconds(median(promotion))} claim→ready in the worker (${promotion.map(seconds).join(", ")}); ` +
+      `sha256 from disk ${seconds(median(hashing))} (${hashing.map(seconds).join(", ")})`)
     say(`    ratio sha256/promotion = ${b.toFixed(2)}  (target ≥ 0.9) ${b >= 0.9 ? "OK" : "MISSED"}`)
     }
 

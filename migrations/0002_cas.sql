@@ -103,12 +103,19 @@ CREATE TABLE cas_ingest_jobs (
   blob_digest imgsrv_sha256_digest NULL REFERENCES cas_blobs (digest),
   -- W3C traceparent of the request that completed the upload (links the worker's span).
   trace_parent text NULL,
+  -- Set when one process received every part in order and hashed the bytes on the way in:
+  -- the digest and size of the assembled object, and the ETag of the staged object they
+  -- describe. The worker then skips its read when the staged object still has that ETag.
+  received_digest imgsrv_sha256_digest NULL,
+  received_size_bytes bigint NULL CHECK (received_size_bytes IS NULL OR received_size_bytes >= 0),
+  received_etag text NULL CHECK (received_etag IS NULL OR btrim(received_etag) <> ''),
   created_at timestamptz NOT NULL DEFAULT now(),
   updated_at timestamptz NOT NULL DEFAULT now(),
   CHECK ((locked_by IS NULL) = (locked_at IS NULL) AND (locked_at IS NULL) = (lease_expires_at IS NULL)),
   CHECK ((state = 'running') = (locked_by IS NOT NULL)),
   CHECK ((state = 'succeeded') = (blob_digest IS NOT NULL)),
-  CHECK ((state IN ('succeeded', 'failed')) = (finished_at IS NOT NULL))
+  CHECK ((state IN ('succeeded', 'failed')) = (finished_at IS NOT NULL)),
+  CHECK ((received_digest IS NULL) = (received_size_bytes IS NULL) AND (received_size_bytes IS NULL) = (received_etag IS NULL))
 );
 CREATE UNIQUE INDEX cas_ingest_jobs_upload_unique_idx ON cas_ingest_jobs (upload_id);
 CREATE INDEX cas_ingest_jobs_claim_idx ON cas_ingest_jobs (run_after, id) WHERE state = 'queued';

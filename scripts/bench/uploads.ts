@@ -5,6 +5,7 @@
  *   (a) upload of a 256 MiB file through imgsrv (4 parts of 64 MiB, sequential, incl. complete)
  *       vs a direct multipart upload of the same bytes to the same object store     target ≥ 0.8
  *   (b) sha256 of the same bytes from local disk vs promotion time of that upload    target ≥ 0.9
+ *       (the streaming verification pass; also shown: promotion when hashed on the way in)
  *   (c) peak RSS of the server while 8 clients upload 256 MiB each concurrently      target < 256 MiB
  *   (d) event-loop lag p99 of the server while it verifies a 1 GiB upload            target < 50 ms
  *   (e) one 10 GiB upload end to end (filesystem store only): time and peak RSS
@@ -245,8 +246,12 @@ const ok = <T>(response: { status: number; body: string }, what: string): T => {
   return JSON.parse(response.body) as T
 }
 
-/** begin + parts (sequential) + complete through imgsrv; returns the upload id. */
-const uploadThroughImgsrv = async (server: Server, token: string, file: TestFile) => {
+/**
+ * begin + parts (sequential) + complete through imgsrv; returns the upload id. `swapFirstTwo`
+ * sends part 2 before part 1 (still one at a time), which makes the server fall back from
+ * hashing on the way in to its streaming verification pass.
+ */
+const uploadThroughImgsrv = async (server: Server, token: string, file: TestFile, swapFirstTwo = false) => {
   const session = ok<{ id: string }>(
     await request(`${server.baseUrl}/v1/uploads`, {
       method: "POST",
@@ -256,7 +261,9 @@ const uploadThroughImgsrv = async (server: Server, token: string, file: TestFile
     "begin"
   )
   const parts: Array<{ number: number; etag: string; size_bytes: number }> = []
-  for (let i = 0; i < file.parts; i++) {
+  const order = Array.from({ length: file.parts }, (_, i) => i)
+  if (swapFirstTwo && file.parts > 1) order.splice(0, 2, 1, 0)
+  for (const i of order) {
     const part = ok<{ etag: string }>(
       await request(`${server.baseUrl}/v1/uploads/${session.id}/parts/${i + 1}`, {
         method: "PUT",
@@ -268,6 +275,7 @@ const uploadThroughImgsrv = async (server: Server, token: string, file: TestFile
     )
     parts.push({ number: i + 1, etag: part.etag, size_bytes: PART })
   }
+  parts.sort((a, b) => a.number - b.number)
   ok(await request(`${server.baseUrl}/v1/uploads/${session.id}/complete`, { method: "POST", token, json: { parts } }), "complete")
   return session.id
 }
@@ -378,36 +386,54 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
         `V8 heap used ${mib(await metric(server, "nodejs_heap_used_bytes"))}`)
     }
 
-    // (a) and (b): 256 MiB, 4 × 64 MiB, `repeat` rounds, medians.
+    // (a) and (b): 256 MiB, 4 × 64 MiB, `repeat` rounds, medians. Each round uploads the
+    // file twice: in order (hashed on the way in), and with parts 1 and 2 swapped (the
+    // server's fallback: one streaming verification pass over the staged object).
     if (only.has("a") || only.has("b")) {
-    const through: Array<number> = []
-    const straight: Array<number> = []
-    const promotion: Array<number> = []
-    const hashing: Array<number> = []
-    for (let round = 0; round < repeat; round++) {
-      const file = makeFile(`${kind}-a-${round}`, 4)
-      let started = performance.now()
-      await Effect.runPromise(directUpload(direct, file))
-      straight.push(performance.now() - started)
+      const through: Array<number> = []
+      const throughSwapped: Array<number> = []
+      const straight: Array<number> = []
+      const promotedReceived: Array<number> = []
+      const promotedStreamed: Array<number> = []
+      const hashing: Array<number> = []
+      const promotionSeconds = () => metric(server, "imgsrv_cas_promotion_duration_seconds_sum", "outcome=\"ready\"")
+      for (let round = 0; round < repeat; round++) {
+        const file = makeFile(`${kind}-a-${round}`, 4)
+        const swapped = makeFile(`${kind}-a-${round}-swapped`, 4)
+        let started = performance.now()
+        await Effect.runPromise(directUpload(direct, file))
+        straight.push(performance.now() - started)
 
-      const promotedBefore = await metric(server, "imgsrv_cas_promotion_duration_seconds_sum", "outcome=\"ready\"")
-      started = performance.now()
-      const id = await uploadThroughImgsrv(server, token, file)
-      through.push(performance.now() - started)
-      await waitReady(server, id)
-      promotion.push(
-        ((await metric(server, "imgsrv_cas_promotion_duration_seconds_sum", "outcome=\"ready\"")) - promotedBefore) * 1000
-      )
-      hashing.push(await sha256FromDisk(file, dataDir))
-    }
-    const a = median(straight) / median(through)
-    const b = median(hashing) / median(promotion)
-    say(`(a) 256 MiB upload: imgsrv ${seconds(median(through))} (${through.map(seconds).join(", ")}), ` +
-      `direct ${seconds(median(straight))} (${straight.map(seconds).join(", ")})`)
-    say(`    ratio direct/imgsrv = ${a.toFixed(2)}  (target ≥ 0.8) ${a >= 0.8 ? "OK" : "MISSED"}`)
-    say(`(b) promotion of 256 MiB: ${seconds(median(promotion))} claim→ready in the worker (${promotion.map(seconds).join(", ")}); ` +
-      `sha256 from disk ${seconds(median(hashing))} (${hashing.map(seconds).join(", ")})`)
-    say(`    ratio sha256/promotion = ${b.toFixed(2)}  (target ≥ 0.9) ${b >= 0.9 ? "OK" : "MISSED"}`)
+        let promotedBefore = await promotionSeconds()
+        started = performance.now()
+        let id = await uploadThroughImgsrv(server, token, file)
+        through.push(performance.now() - started)
+        await waitReady(server, id)
+        promotedReceived.push(((await promotionSeconds()) - promotedBefore) * 1000)
+
+        promotedBefore = await promotionSeconds()
+        started = performance.now()
+        id = await uploadThroughImgsrv(server, token, swapped, true)
+        throughSwapped.push(performance.now() - started)
+        await waitReady(server, id)
+        promotedStreamed.push(((await promotionSeconds()) - promotedBefore) * 1000)
+        hashing.push(await sha256FromDisk(swapped, dataDir))
+      }
+      const list = (values: ReadonlyArray<number>) => values.map(seconds).join(", ")
+      const a = median(straight) / median(through)
+      const aSwapped = median(straight) / median(throughSwapped)
+      const b = median(hashing) / median(promotedStreamed)
+      const bReceived = median(hashing) / median(promotedReceived)
+      say(`(a) 256 MiB upload (4 × 64 MiB, incl. complete): imgsrv ${seconds(median(through))} (${list(through)}); ` +
+        `parts out of order (no hashing on the way in) ${seconds(median(throughSwapped))} (${list(throughSwapped)}); ` +
+        `direct ${seconds(median(straight))} (${list(straight)})`)
+      say(`    ratio direct/imgsrv = ${a.toFixed(2)}  (target ≥ 0.8) ${a >= 0.8 ? "OK" : "MISSED"}; ` +
+        `without hashing on the way in ${aSwapped.toFixed(2)}`)
+      say(`(b) promotion of 256 MiB, claim→ready in the worker: streaming pass ${seconds(median(promotedStreamed))} ` +
+        `(${list(promotedStreamed)}); hashed on the way in ${seconds(median(promotedReceived))} (${list(promotedReceived)}); ` +
+        `sha256 from disk ${seconds(median(hashing))} (${list(hashing)})`)
+      say(`    ratio sha256/promotion = ${b.toFixed(2)} streaming pass  (target ≥ 0.9) ${b >= 0.9 ? "OK" : "MISSED"}; ` +
+        `${bReceived.toFixed(1)} when hashed on the way in`)
     }
 
     // (c) 8 concurrent clients × 256 MiB.
@@ -436,30 +462,42 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
       if (verbose) say(`    sampled peaks: V8 heap used ${mib(memory.heap)}, external ${mib(memory.external)}`)
     }
 
-    // (d) event-loop lag while verifying 1 GiB.
+    // (d) event-loop lag while the server verifies 1 GiB by a streaming pass (parts 1 and 2
+    // swapped: the worst case), and while it receives and hashes 1 GiB sent in order.
     if (only.has("d")) {
-    const gib = makeFile(`${kind}-d`, 16)
-    const id = await uploadThroughImgsrv(server, token, gib)
-    await serverLag(server) // starts the window
-    const pings: Array<number> = []
-    let verifying = true
-    const pinger = (async () => {
-      while (verifying) {
-        const t = performance.now()
-        await request(`${server.baseUrl}/healthz`, { method: "GET" })
-        pings.push(performance.now() - t)
-        await sleep(10)
+      /** Runs `work` while pinging /healthz every 10 ms; returns the server's lag and the pings. */
+      const underWatch = async (work: () => Promise<void>) => {
+        await serverLag(server) // starts the window
+        const pings: Array<number> = []
+        let watching = true
+        const pinger = (async () => {
+          while (watching) {
+            const t = performance.now()
+            await request(`${server.baseUrl}/healthz`, { method: "GET" })
+            pings.push(performance.now() - t)
+            await sleep(10)
+          }
+        })()
+        const started = performance.now()
+        await work()
+        const elapsed = performance.now() - started
+        watching = false
+        await pinger
+        return { lag: await serverLag(server), pings, elapsed }
       }
-    })()
-    const started = performance.now()
-    await waitReady(server, id)
-    const verifyTime = performance.now() - started
-    verifying = false
-    await pinger
-    const lag = await serverLag(server)
-    say(`(d) verifying 1 GiB (${seconds(verifyTime)}): server event-loop lag p50 ${lag.p50.toFixed(1)} ms, ` +
-      `p99 ${lag.p99.toFixed(1)} ms, max ${lag.max.toFixed(1)} ms  (target p99 < 50 ms) ${lag.p99 < 50 ? "OK" : "MISSED"}; ` +
-      `/healthz p99 ${percentile(pings, 99).toFixed(1)} ms over ${pings.length} requests`)
+      const report = (what: string, watched: Awaited<ReturnType<typeof underWatch>>) =>
+        `${what} (${seconds(watched.elapsed)}): server event-loop lag p50 ${watched.lag.p50.toFixed(1)} ms, ` +
+        `p99 ${watched.lag.p99.toFixed(1)} ms, max ${watched.lag.max.toFixed(1)} ms  (target p99 < 50 ms) ` +
+        `${watched.lag.p99 < 50 ? "OK" : "MISSED"}; /healthz p99 ${percentile(watched.pings, 99).toFixed(1)} ms ` +
+        `over ${watched.pings.length} requests`
+
+      const gib = makeFile(`${kind}-d`, 16)
+      const id = await uploadThroughImgsrv(server, token, gib, true)
+      say(`(d) ${report("verifying 1 GiB by a streaming pass", await underWatch(() => waitReady(server, id)))}`)
+      const inOrder = makeFile(`${kind}-d-in-order`, 16)
+      say(`    ${report("receiving and hashing 1 GiB sent in order", await underWatch(async () => {
+        await waitReady(server, await uploadThroughImgsrv(server, token, inOrder))
+      }))}`)
     }
 
     // (e) 10 GiB end to end, filesystem only.

@@ -3,6 +3,7 @@ import { CasPromotionLive, CasPromotionWorkerLive, PromotionWakeLive } from "./p
 import { UploadExpirySweeperLive, UploadExpirySweeperLoopLive } from "./expiry-sweeper.js"
 import { UploadsHandlersLive } from "./http.js"
 import { UploadMetricsLive } from "./metrics.js"
+import { ReceivedHashesLive } from "./receive-hash.js"
 import { UploadRepositoryLive } from "./repository.js"
 import { UploadsLive } from "./service.js"
 
@@ -15,7 +16,7 @@ import { UploadsLive } from "./service.js"
 /** The `uploads` and `blobs` handler groups with their service. */
 export const UploadsApiLive = UploadsHandlersLive.pipe(
   Layer.provide(UploadsLive),
-  Layer.provide(UploadRepositoryLive)
+  Layer.provide(Layer.merge(UploadRepositoryLive, ReceivedHashesLive))
 )
 
 /** Background work: the promotion loop (when enabled), the expiry sweeper, scrape-time gauges. */

@@ -49,6 +49,12 @@ export const promotionDuration = Metric.histogram(
   "Time from claim to recorded outcome of one promotion attempt, by outcome (ready, failed, retry, lease_lost)."
 )
 
+export const promotionVerifications = Metric.counter("imgsrv_cas_promotion_verifications_total", {
+  description:
+    "Staged objects verified, by mode: received (hashed while the parts arrived in order) or streamed (read back and hashed).",
+  incremental: true
+})
+
 export const promotionVerifiedBytes = Metric.counter("imgsrv_cas_promotion_verified_bytes_total", {
   description: "Bytes hashed by the promotion worker (staged objects, and existing CAS objects it had to re-check).",
   incremental: true

@@ -7,7 +7,13 @@ import { AppConfig } from "../platform/config.js"
 import { digestFromHex, type Sha256Digest } from "../platform/digest.js"
 import { withLinkedSpan } from "../platform/tracing.js"
 import { makeWakeSignal, makeWorkerId, type RunOutcome, runWorkerLoop, type WakeSignal } from "../platform/worker.js"
-import { promotionDuration, promotionVerifiedBytes, uploadsFailed, uploadsPromoted } from "./metrics.js"
+import {
+  promotionDuration,
+  promotionVerifications,
+  promotionVerifiedBytes,
+  uploadsFailed,
+  uploadsPromoted
+} from "./metrics.js"
 import { type ClaimedJob, UploadRepository } from "./repository.js"
 import type { FailureReason, UploadSession } from "./schema.js"
 
@@ -163,10 +169,29 @@ export const CasPromotionLive = Layer.effect(
         return "ready" as const
       })
 
+    /**
+     * The digest, size and ETag of the staged object: from the hash taken while the parts were
+     * received (receive-hash.ts) when the staged object still is that exact version, else from
+     * one streaming pass. None when the staged object is missing.
+     */
+    const verifyStaged = (job: ClaimedJob, session: UploadSession) =>
+      Effect.gen(function*() {
+        const received = job.received
+        if (received !== null) {
+          const info = yield* statOption(session.stagingKey)
+          if (Option.isSome(info) && info.value.etag === received.etag && info.value.sizeBytes === received.sizeBytes) {
+            yield* Metric.increment(Metric.tagged(promotionVerifications, "mode", "received"))
+            return Option.some<Hashed>(received)
+          }
+        }
+        yield* Metric.increment(Metric.tagged(promotionVerifications, "mode", "streamed"))
+        return yield* hashObject(session.stagingKey)
+      })
+
     const promote = (job: ClaimedJob, session: UploadSession): Effect.Effect<Outcome, PromotionRetry | BlobStoreError | SqlError.SqlError> =>
       Effect.gen(function*() {
         const target = casKey(session.expectedDigest)
-        const verified = yield* hashObject(session.stagingKey)
+        const verified = yield* verifyStaged(job, session)
         if (Option.isNone(verified)) {
           // An earlier attempt may have moved the object into CAS and died before recording it.
           if (yield* casObjectMatches(session)) return yield* recordSuccess(job, session, "reused")

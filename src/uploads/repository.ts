@@ -56,7 +56,10 @@ const JobRow = Schema.Struct({
   upload_id: Schema.String,
   attempt_count: Schema.Number,
   locked_by: Schema.String,
-  trace_parent: Schema.NullOr(Schema.String)
+  trace_parent: Schema.NullOr(Schema.String),
+  received_digest: Schema.NullOr(Sha256Digest),
+  received_size_bytes: Schema.NullOr(Schema.Number),
+  received_etag: Schema.NullOr(Schema.String)
 })
 
 // Rows that do not match their schema mean the database and the code disagree: a defect.
@@ -112,6 +115,15 @@ export interface ClaimedJob {
   readonly attemptCount: number
   readonly lockedBy: string
   readonly traceParent: string | null
+  /** Digest and size hashed while the parts were received, and the staged ETag they describe. */
+  readonly received: ReceivedObject | null
+}
+
+/** The assembled object as hashed on the way in (see `receive-hash.ts`). */
+export interface ReceivedObject {
+  readonly digest: Sha256Digest
+  readonly sizeBytes: number
+  readonly etag: string
 }
 
 export interface NewSession {
@@ -151,7 +163,10 @@ export class UploadRepository extends Context.Tag("imgsrv/UploadRepository")<Upl
    * `created|uploading → completed` and queues its one promotion job, in one transaction.
    * None when the session had already left those states.
    */
-  readonly markCompleted: (id: string, jobId: string, traceParent: string | undefined) => Sql<Option.Option<UploadSession>>
+  readonly markCompleted: (
+    id: string,
+    job: { readonly id: string; readonly traceParent: string | undefined; readonly received: ReceivedObject | undefined }
+  ) => Sql<Option.Option<UploadSession>>
   /** `created|uploading → aborted`. None when the session had already left those states. */
   readonly markAborted: (id: string) => Sql<Option.Option<UploadSession>>
   /**
@@ -268,7 +283,7 @@ export const UploadRepositoryLive = Layer.effect(
           return Option.some(toPart(partRows(rows)[0]!))
         })),
 
-      markCompleted: (id, jobId, traceParent) =>
+      markCompleted: (id, job) =>
         sql.withTransaction(Effect.gen(function*() {
           const session = firstSession(
             yield* sql`
@@ -280,8 +295,12 @@ export const UploadRepositoryLive = Layer.effect(
           if (Option.isNone(session)) return session
           // The unique upload_id is the backstop: one job per session, whatever happens.
           yield* sql`
-            INSERT INTO cas_ingest_jobs (id, upload_id, state, trace_parent)
-            VALUES (${jobId}, ${id}, 'queued', ${traceParent ?? null})
+            INSERT INTO cas_ingest_jobs (
+              id, upload_id, state, trace_parent, received_digest, received_size_bytes, received_etag
+            ) VALUES (
+              ${job.id}, ${id}, 'queued', ${job.traceParent ?? null}, ${job.received?.digest ?? null},
+              ${job.received?.sizeBytes ?? null}, ${job.received?.etag ?? null}
+            )
             ON CONFLICT (upload_id) DO NOTHING`
           return session
         })),
@@ -332,7 +351,8 @@ export const UploadRepositoryLive = Layer.effect(
                 updated_at = now()
             FROM next
             WHERE j.id = next.id
-            RETURNING j.id, j.upload_id, j.attempt_count, j.locked_by, j.trace_parent`
+            RETURNING j.id, j.upload_id, j.attempt_count, j.locked_by, j.trace_parent,
+                      j.received_digest, j.received_size_bytes, j.received_etag`
           const row = jobRows(rows)[0]
           if (row === undefined) return Option.none()
           const session = firstSession(
@@ -347,7 +367,10 @@ export const UploadRepositoryLive = Layer.effect(
             uploadId: row.upload_id,
             attemptCount: row.attempt_count,
             lockedBy: row.locked_by,
-            traceParent: row.trace_parent
+            traceParent: row.trace_parent,
+            received: row.received_digest !== null && row.received_size_bytes !== null && row.received_etag !== null
+              ? { digest: row.received_digest, sizeBytes: row.received_size_bytes, etag: row.received_etag }
+              : null
           }
           return Option.some({ job, session })
         })),

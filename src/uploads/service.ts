@@ -21,7 +21,8 @@ import {
 } from "./errors.js"
 import { uploadsAborted, uploadsBegun, uploadsCompleted, partBytesReceived, partsReceived } from "./metrics.js"
 import { PromotionWake } from "./promotion-worker.js"
-import { UploadRepository } from "./repository.js"
+import { type PartHasher, ReceivedHashes } from "./receive-hash.js"
+import { type ReceivedObject, UploadRepository } from "./repository.js"
 import {
   type CasBlob,
   type CompletedPart,
@@ -134,6 +135,7 @@ export const UploadsLive = Layer.effect(
     const store = yield* BlobStore
     const config = yield* AppConfig
     const wake = yield* PromotionWake
+    const receivedHashes = yield* ReceivedHashes
     const ttlMillis = Duration.toMillis(config.uploadTtl)
 
     const now = Clock.currentTimeMillis.pipe(Effect.map((ms) => new Date(ms)))
@@ -217,12 +219,31 @@ export const UploadsLive = Layer.effect(
         if ((yield* now).getTime() >= session.expiresAt.getTime()) {
           return yield* new UploadExpired({ expiresAt: session.expiresAt })
         }
+        // Hash while receiving when this part continues an in-order chain (receive-hash.ts).
+        const hasher = receivedHashes.beginPart(id, partNumber)
+        return yield* storePart(session, partNumber, body, contentLength, hasher).pipe(
+          // A part that was not recorded leaves the chain where it was (after a commit, a no-op).
+          Effect.ensuring(Effect.sync(() => hasher?.abandon()))
+        )
+      }).pipe(Effect.withSpan("uploads.put_part", { attributes: { "imgsrv.upload.part_number": partNumber } }))
+
+    /** Streams the part into storage and records it; see `putPart`. */
+    const storePart = <E>(
+      session: UploadSession,
+      partNumber: number,
+      body: Stream.Stream<Uint8Array, E>,
+      contentLength: number,
+      hasher: PartHasher | undefined
+    ) =>
+      Effect.gen(function*() {
+        const id = session.id
         let received = 0
         const counted = body.pipe(
           Stream.mapError((cause) => new BodyFailed({ cause })),
-          // Counted synchronously (no effect per socket read): this runs for every 64 KiB.
+          // Synchronous (no effect per socket read): this runs for every ~64 KiB.
           Stream.map((chunk) => {
             received += chunk.byteLength
+            hasher?.update(chunk)
             return chunk
           })
         )
@@ -250,15 +271,19 @@ export const UploadsLive = Layer.effect(
           const current = yield* findSession(id)
           return yield* new UploadNotAcceptingParts({ state: current.state })
         }
+        hasher?.commit({ etag: stored.etag, sizeBytes: stored.sizeBytes })
         yield* Metric.increment(Metric.tagged(partsReceived, "outcome", "accepted"))
         return recorded.value
-      }).pipe(Effect.withSpan("uploads.put_part", { attributes: { "imgsrv.upload.part_number": partNumber } }))
+      })
 
     /** The database half of complete: `completed`, one job queued, the worker woken. */
-    const markCompleted = (session: UploadSession) =>
+    const markCompleted = (session: UploadSession, received?: ReceivedObject) =>
       Effect.gen(function*() {
         const traceParent = yield* currentTraceParent
-        const updated = yield* repo.markCompleted(session.id, randomUUID(), traceParent).pipe(Effect.orDie)
+        const updated = yield* repo.markCompleted(session.id, { id: randomUUID(), traceParent, received }).pipe(
+          Effect.orDie
+        )
+        receivedHashes.forget(session.id)
         if (Option.isNone(updated)) {
           // A concurrent complete (or abort) got there first.
           const current = yield* findSession(session.id)
@@ -309,6 +334,7 @@ export const UploadsLive = Layer.effect(
           sorted.map((part) => ({ partNumber: part.number, etag: part.etag }))
         ).pipe(Effect.either)
         if (stored._tag === "Left") {
+          receivedHashes.forget(id)
           const error = stored.left
           // Whatever the store says — upload gone (NoSuchUpload after a crash or a concurrent
           // retry), a part missing because a concurrent retry consumed it, or an error after
@@ -322,7 +348,13 @@ export const UploadsLive = Layer.effect(
               : Effect.die(error)
           )
         }
-        return yield* markCompleted(session)
+        // The bytes were hashed on the way in and the assembled object is exactly those parts:
+        // tell the worker, pinned to the ETag of the object just assembled.
+        const hashed = receivedHashes.digestFor(id, sorted)
+        const received = hashed !== undefined && hashed.sizeBytes === stored.right.sizeBytes
+          ? { digest: hashed.digest, sizeBytes: hashed.sizeBytes, etag: stored.right.etag }
+          : undefined
+        return yield* markCompleted(session, received)
       }).pipe(Effect.withSpan("uploads.complete", { attributes: { "imgsrv.upload.parts": parts.length } }))
 
     const abort: UploadsShape["abort"] = (id) =>
@@ -332,6 +364,7 @@ export const UploadsLive = Layer.effect(
         if (session.state !== "created" && session.state !== "uploading") {
           return yield* new UploadNotAbortable({ state: session.state })
         }
+        receivedHashes.forget(id)
         // Storage first: if it fails the session stays abortable and the client retries.
         yield* store.abortMultipartUpload(session.stagingKey, session.storageUploadId).pipe(
           Effect.catchTag("BlobNotFound", () => Effect.void),

@@ -102,15 +102,14 @@ for (const store of STORES) {
     it("crash safety: a worker that claims and dies mid-verification is taken over after the lease, exactly once", async () => {
       const upload = await completed(testBytes(2 * MiB, 101))
       const reached = Effect.runSync(Deferred.make<void>())
-      // This worker hangs as soon as it starts reading the staged object.
+      const hang = Deferred.succeed(reached, undefined).pipe(Effect.zipRight(Effect.never))
+      // This worker hangs as soon as it touches the staged object.
       const crashing = workerOn(app, {
         lease: Duration.seconds(2),
         wrap: (s) => ({
           ...s,
-          open: (key, range) =>
-            key === stagingKey(upload.id)
-              ? Deferred.succeed(reached, undefined).pipe(Effect.zipRight(Effect.never))
-              : s.open(key, range)
+          stat: (key) => key === stagingKey(upload.id) ? hang : s.stat(key),
+          open: (key, range) => key === stagingKey(upload.id) ? hang : s.open(key, range)
         })
       })
       const rescuer = workerOn(app)
@@ -254,13 +253,15 @@ for (const store of STORES) {
     it("a store error gives the job back for a later attempt and is reported to the runner", async () => {
       const upload = await completed(testBytes(1000, 106))
       let failures = 1
+      const reset = (operation: string, key: string) =>
+        Effect.fail(new BlobStoreError({ operation, key, cause: new Error("connection reset") }))
+      // The first look at the staged object fails, whichever it is.
       const flaky = workerOn(app, {
         wrap: (s) => ({
           ...s,
+          stat: (key) => key === stagingKey(upload.id) && failures-- > 0 ? reset("stat", key) : s.stat(key),
           open: (key, range) =>
-            key === stagingKey(upload.id) && failures-- > 0
-              ? Effect.fail(new BlobStoreError({ operation: "open", key, cause: new Error("connection reset") }))
-              : s.open(key, range)
+            key === stagingKey(upload.id) && failures-- > 0 ? reset("open", key) : s.open(key, range)
         })
       })
       try {

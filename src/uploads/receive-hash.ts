@@ -11,7 +11,10 @@ import { digestFromHex, type Sha256Digest } from "../platform/digest.js"
  *
  * The chain is only an optimisation and never trusted blindly: complete uses it only when
  * the listed parts are exactly the ones hashed (numbers, ETags, sizes), and the worker uses
- * it only while the staged object still has the ETag the completion produced.
+ * it only while the staged object still has the ETag the completion produced. That the
+ * assembled object is made of exactly the listed parts is the store's promise at completion
+ * (S3 and the filesystem driver refuse a part whose ETag does not match; s3rver, a test
+ * server, does not check them).
  *
  * Memory is constant per upload (a hash state and a fingerprint of the parts, not a list),
  * and the registry keeps at most `MAX_CHAINS` uploads, dropping the least recently used.

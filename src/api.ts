@@ -6,6 +6,7 @@ import { OpsGroup } from "./platform/health.js"
 import { API_ID } from "./platform/http.js"
 import { PublishGroup } from "./publishing/api.js"
 import { StreamsGroup } from "./streams/api.js"
+import { BlobsGroup, UploadsGroup } from "./uploads/api.js"
 
 /**
  * The whole public HTTP surface of imgsrv, one group per concern. The OpenAPI
@@ -14,6 +15,8 @@ import { StreamsGroup } from "./streams/api.js"
 export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(OpsGroup)
   .add(AuthGroup)
+  .add(UploadsGroup)
+  .add(BlobsGroup)
   .add(CatalogGroup)
   .add(PublishGroup)
   .add(StreamsGroup)

@@ -28,6 +28,7 @@ import { PublishingLive, PublishWakeLive } from "./publishing/service.js"
 import { StreamsHandlersLive } from "./streams/http.js"
 import { StreamsRepositoryLive } from "./streams/repository.js"
 import { SimpleStreamsLive } from "./streams/service.js"
+import { PromotionWakeLive, UploadsApiLive, UploadsBackgroundLive } from "./uploads/layers.js"
 
 /**
  * Composition root: which layers make up a running imgsrv for a given
@@ -87,6 +88,7 @@ export const BlobStoreFromConfig = (config: AppConfigShape) =>
 const ApiHandlersLive = Layer.mergeAll(
   OpsHandlersLive,
   AuthHandlersLive,
+  UploadsApiLive,
   CatalogHandlersLive,
   PublishHandlersLive,
   StreamsHandlersLive
@@ -97,10 +99,10 @@ const ApiHandlersLive = Layer.mergeAll(
 )
 
 /** Background loops and scrape-time gauges that run beside the API. */
-const BackgroundLive = Layer.mergeAll(PublishWorkerLive, PublishMetricsLive)
+const BackgroundLive = Layer.mergeAll(PublishWorkerLive, PublishMetricsLive, UploadsBackgroundLive)
 
 /** Domain repositories and in-process signals shared by handlers and background loops (one instance each). */
-const SharedDomainLive = Layer.mergeAll(CatalogRepositoryLive, PublishRepositoryLive, PublishWakeLive)
+const SharedDomainLive = Layer.mergeAll(CatalogRepositoryLive, PublishRepositoryLive, PublishWakeLive, PromotionWakeLive)
 
 /** The full service: API listener, background loops, metrics listener. */
 const FullServiceLive = (config: AppConfigShape) => {

@@ -34,15 +34,21 @@ beforeAll(async () => {
 afterAll(async () => app?.close())
 
 /** Runs one statement and returns the PostgreSQL error it raised (or fails the test). */
-const refusal = (statement: string, params: ReadonlyArray<unknown> = []) =>
-  withDatabase(app, async (client) => {
-    try {
-      await client.query(statement, [...params])
-    } catch (error) {
-      return error as { code: string; message: string }
-    }
-    throw new Error(`statement was accepted: ${statement}`)
-  })
+const refusal = async (statement: string, params: ReadonlyArray<unknown> = []) => {
+  // TRUNCATE ... CASCADE takes exclusive locks on many tables while the app's background
+  // workers poll them; a deadlock (40P01) is lock scheduling, not the guard: try again.
+  for (let attempt = 0; ; attempt++) {
+    const error = await withDatabase(app, async (client) => {
+      try {
+        await client.query(statement, [...params])
+      } catch (error) {
+        return error as { code: string; message: string }
+      }
+      throw new Error(`statement was accepted: ${statement}`)
+    })
+    if (error.code !== "40P01" || attempt >= 5) return error
+  }
+}
 
 describe("a published manifest in the database", () => {
   it("refuses updates and deletes of its artifacts and attachments", async () => {

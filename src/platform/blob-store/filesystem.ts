@@ -438,7 +438,7 @@ export const makeFilesystemBlobStore = (
             : NodeStream.fromReadable(
                 // autoClose: false — the handle's lifetime is the Scope's, not the stream's, so
                 // the stream can be re-run or abandoned without double closes.
-                () => handle.createReadStream({ start, end, autoClose: false }),
+                () => handle.createReadStream({ start, end, autoClose: false, highWaterMark: 256 * 1024 }),
                 (cause) => new BlobStoreError({ operation: "open", key, cause })
               )
         return { totalSizeBytes: size, contentLength, etag: fingerprint(st), lastModified: st.mtime, stream }

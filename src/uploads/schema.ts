@@ -1,0 +1,219 @@
+import { Schema } from "effect"
+import type { StorageKey } from "../platform/blob-store/keys.js"
+import { Sha256Digest } from "../platform/digest.js"
+
+/**
+ * Wire and domain shapes of uploads and CAS blobs (api.md §2.1, §2.3; domain.md §1.2).
+ * Wire members are snake_case; optional members are omitted, never `null`.
+ */
+
+// ---------------------------------------------------------------------------------
+// Limits (api.md §2.3, domain.md §4.3) — S3's multipart rules, enforced by imgsrv.
+// ---------------------------------------------------------------------------------
+
+export const MiB = 1024 * 1024
+/** Every part but the last must be at least this big (checked at complete). */
+export const MIN_PART_SIZE_BYTES = 5 * MiB
+/** No part may be bigger (checked at PUT from Content-Length, and at complete). */
+export const MAX_PART_SIZE_BYTES = 5 * 1024 * MiB
+export const MAX_PART_NUMBER = 10_000
+/** 10 000 parts of 5 GiB: no upload can ever complete beyond this, so begin refuses it. */
+export const MAX_UPLOAD_SIZE_BYTES = MAX_PART_NUMBER * MAX_PART_SIZE_BYTES
+/** What clients are told to use unless the object needs bigger parts to fit in 10 000. */
+export const DEFAULT_RECOMMENDED_PART_SIZE_BYTES = 64 * MiB
+
+/**
+ * The part size a client should use for an object of `size` bytes: 64 MiB (few
+ * round trips, modest memory in clients), raised in whole MiB when 10 000 parts of
+ * 64 MiB would not hold the object.
+ */
+export const recommendedPartSize = (size: number): number => {
+  const needed = Math.ceil(Math.ceil(size / MAX_PART_NUMBER) / MiB) * MiB
+  return Math.min(MAX_PART_SIZE_BYTES, Math.max(DEFAULT_RECOMMENDED_PART_SIZE_BYTES, needed))
+}
+
+// ---------------------------------------------------------------------------------
+// Domain
+// ---------------------------------------------------------------------------------
+
+export const UploadState = Schema.Literal("created", "uploading", "completed", "ingesting", "ready", "failed", "aborted")
+export type UploadState = typeof UploadState.Type
+
+/**
+ * Why promotion refused an upload (shown as `failure_reason`):
+ * - `digest_mismatch`: the bytes hash to another digest than the one declared at begin;
+ * - `size_mismatch`: the assembled object is not `expected_size_bytes` long (a part's real
+ *   size differed from what the client declared at complete);
+ * - `staged_object_missing`: the assembled object vanished from storage before it was verified.
+ */
+export const FailureReason = Schema.Literal("digest_mismatch", "size_mismatch", "staged_object_missing")
+export type FailureReason = typeof FailureReason.Type
+
+export interface UploadSession {
+  readonly id: string
+  readonly expectedDigest: Sha256Digest
+  readonly expectedSizeBytes: number
+  readonly state: UploadState
+  readonly storageUploadId: string
+  readonly stagingKey: StorageKey
+  readonly mediaTypeHint: string | null
+  readonly filenameHint: string | null
+  readonly expiresAt: Date
+  readonly completedAt: Date | null
+  readonly failureReason: FailureReason | null
+  readonly createdAt: Date
+  readonly updatedAt: Date
+}
+
+export interface UploadPart {
+  readonly uploadId: string
+  readonly partNumber: number
+  readonly etag: string
+  readonly sizeBytes: number
+}
+
+export interface CasBlob {
+  readonly digest: Sha256Digest
+  readonly sizeBytes: number
+  readonly storageKey: StorageKey
+  readonly mediaType: string | null
+  readonly verifiedAt: Date
+}
+
+/** One entry of a complete request, as the client sent it (validated by the service). */
+export interface CompletedPart {
+  readonly number: number
+  readonly etag: string
+  readonly sizeBytes: number
+}
+
+// ---------------------------------------------------------------------------------
+// Wire: timestamps
+// ---------------------------------------------------------------------------------
+
+/**
+ * RFC 3339 in UTC with `Z`, fractional seconds only when non-zero and without trailing
+ * zeros (Go's RFC3339Nano, api.md §1.4): `2026-05-14T09:12:03.48Z`, `2026-05-14T09:12:03Z`.
+ */
+export const formatTimestamp = (date: Date): string =>
+  date.toISOString().replace(/\.(\d*?)0*Z$/, (_, digits: string) => (digits === "" ? "Z" : `.${digits}Z`))
+
+export const Timestamp = Schema.transform(Schema.String, Schema.DateFromSelf, {
+  strict: true,
+  decode: (text) => new Date(text),
+  encode: formatTimestamp
+}).annotations({ identifier: "Timestamp", description: "RFC 3339 timestamp in UTC" })
+
+// ---------------------------------------------------------------------------------
+// Wire: requests
+// ---------------------------------------------------------------------------------
+
+const strict = { parseOptions: { onExcessProperty: "error" } } as const
+
+const NonBlank = (field: string) =>
+  Schema.String.pipe(
+    Schema.filter((s) => s.trim().length > 0, { message: () => `${field} must not be blank` })
+  )
+
+/** `null` for an optional member means "absent", as in the reference's Go decoding. */
+const optionalNonBlank = (field: string) => Schema.optionalWith(NonBlank(field), { nullable: true })
+
+export const BeginUploadRequest = Schema.Struct({
+  expected_digest: Sha256Digest,
+  expected_size_bytes: Schema.Number.pipe(
+    Schema.int({ message: () => "expected_size_bytes must be an integer" }),
+    Schema.nonNegative({ message: () => "expected_size_bytes must be >= 0" }),
+    Schema.lessThanOrEqualTo(MAX_UPLOAD_SIZE_BYTES, {
+      message: () => `expected_size_bytes must be at most ${MAX_UPLOAD_SIZE_BYTES} (10000 parts of 5 GiB)`
+    })
+  ),
+  media_type_hint: optionalNonBlank("media_type_hint"),
+  filename_hint: optionalNonBlank("filename_hint")
+}).annotations({ identifier: "BeginUploadRequest", ...strict })
+export type BeginUploadRequest = typeof BeginUploadRequest.Type
+
+/**
+ * Structure only: range rules (1..10000, sizes, 5 MiB minimum) are the service's, because a
+ * retried complete of an already completed upload answers 200 before they are looked at.
+ */
+export const CompletePartJson = Schema.Struct({
+  number: Schema.Number.pipe(Schema.int({ message: () => "number must be an integer" })),
+  etag: Schema.String,
+  size_bytes: Schema.Number.pipe(Schema.int({ message: () => "size_bytes must be an integer" }))
+}).annotations({ identifier: "CompletePart", ...strict })
+
+export const CompleteUploadRequest = Schema.Struct({
+  // A missing list is the reference's zero value (empty), refused later unless the upload
+  // is already completed — so a bare retry stays a 200.
+  parts: Schema.optionalWith(Schema.Array(CompletePartJson), { default: () => [], nullable: true })
+}).annotations({ identifier: "CompleteUploadRequest", ...strict })
+export type CompleteUploadRequest = typeof CompleteUploadRequest.Type
+
+// ---------------------------------------------------------------------------------
+// Wire: responses
+// ---------------------------------------------------------------------------------
+
+export const UploadPartSummaryJson = Schema.Struct({
+  number: Schema.Number,
+  etag: Schema.String,
+  size_bytes: Schema.Number
+}).annotations({ identifier: "UploadPartSummary" })
+
+/**
+ * UploadSession (api.md §2.1) plus additive members: `failure_reason` on failed sessions,
+ * `parts` (received so far) on status, and the part-size bounds on begin and status.
+ */
+export const UploadSessionJson = Schema.Struct({
+  id: Schema.String,
+  expected_digest: Sha256Digest,
+  expected_size_bytes: Schema.Number,
+  state: UploadState,
+  expires_at: Timestamp,
+  media_type_hint: Schema.optional(Schema.String),
+  filename_hint: Schema.optional(Schema.String),
+  failure_reason: Schema.optional(FailureReason),
+  parts: Schema.optional(Schema.Array(UploadPartSummaryJson)),
+  min_part_size_bytes: Schema.optional(Schema.Number),
+  max_part_size_bytes: Schema.optional(Schema.Number),
+  recommended_part_size_bytes: Schema.optional(Schema.Number)
+}).annotations({ identifier: "UploadSession" })
+export type UploadSessionJson = typeof UploadSessionJson.Type
+
+export const UploadPartJson = Schema.Struct({
+  upload_id: Schema.String,
+  part_number: Schema.Number,
+  etag: Schema.String,
+  size_bytes: Schema.Number
+}).annotations({ identifier: "UploadPart" })
+export type UploadPartJson = typeof UploadPartJson.Type
+
+export const sessionToJson = (
+  session: UploadSession,
+  extra: { readonly parts?: ReadonlyArray<UploadPart>; readonly bounds?: boolean } = {}
+): UploadSessionJson => ({
+  id: session.id,
+  expected_digest: session.expectedDigest,
+  expected_size_bytes: session.expectedSizeBytes,
+  state: session.state,
+  expires_at: session.expiresAt,
+  ...(session.mediaTypeHint === null ? {} : { media_type_hint: session.mediaTypeHint }),
+  ...(session.filenameHint === null ? {} : { filename_hint: session.filenameHint }),
+  ...(session.state === "failed" && session.failureReason !== null ? { failure_reason: session.failureReason } : {}),
+  ...(extra.parts === undefined
+    ? {}
+    : { parts: extra.parts.map((p) => ({ number: p.partNumber, etag: p.etag, size_bytes: p.sizeBytes })) }),
+  ...(extra.bounds === true
+    ? {
+      min_part_size_bytes: MIN_PART_SIZE_BYTES,
+      max_part_size_bytes: MAX_PART_SIZE_BYTES,
+      recommended_part_size_bytes: recommendedPartSize(session.expectedSizeBytes)
+    }
+    : {})
+})
+
+export const partToJson = (part: UploadPart): UploadPartJson => ({
+  upload_id: part.uploadId,
+  part_number: part.partNumber,
+  etag: part.etag,
+  size_bytes: part.sizeBytes
+})

@@ -1,0 +1,139 @@
+/**
+ * The expiry sweeper: sessions past `expires_at` that still accept parts become `aborted`,
+ * their storage multipart upload is aborted and any staging object deleted.
+ */
+import { Duration, Effect, Layer, Logger, LogLevel, ManagedRuntime, Redacted } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { BlobStoreFromConfig } from "../../src/app.js"
+import { BlobStore, BlobStoreError } from "../../src/platform/blob-store/blob-store.js"
+import { stagingKey } from "../../src/platform/blob-store/keys.js"
+import { AppConfig } from "../../src/platform/config.js"
+import { DatabaseLive } from "../../src/platform/database.js"
+import { UploadExpirySweeper, UploadExpirySweeperLive } from "../../src/uploads/expiry-sweeper.js"
+import { UploadRepositoryLive } from "../../src/uploads/repository.js"
+import { startTestApp, type TestApp } from "../support/harness.js"
+import { beginUpload, getUpload, putPart, sha256Digest, testBytes, uploadBlob, waitForUploadState } from "../support/uploads.js"
+import { expireSession, filesystemMultipartExists, itOn, query, sleep, STORES, storeOf } from "./fixtures.js"
+
+const storageUploadIdOf = async (app: TestApp, id: string) =>
+  (await query<{ storage_upload_id: string }>(app, "SELECT storage_upload_id FROM upload_sessions WHERE id = $1", [id]))[0]!
+    .storage_upload_id
+
+for (const store of STORES) {
+  describe(`expiry sweeper (${store} store)`, () => {
+    let app: TestApp
+    let token: string
+    let objects: ReturnType<typeof storeOf>
+
+    beforeAll(async () => {
+      app = await startTestApp({ store })
+      token = await app.tokenFor("content-writer")
+      objects = storeOf(app)
+    })
+    afterAll(async () => {
+      await objects?.dispose()
+      await app?.close()
+    })
+
+    const started = async (seed: number) => {
+      const bytes = testBytes(1000, seed)
+      const { session } = await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: 1000 })
+      const part = await putPart(app, token, session.id, 1, bytes)
+      return { id: session.id, part }
+    }
+
+    itOn(store, "abortMultipartUpload")("aborts an expired session and discards its multipart upload", async () => {
+      const upload = await started(301)
+      const storageUploadId = await storageUploadIdOf(app, upload.id)
+      await expireSession(app, upload.id)
+      expect((await waitForUploadState(app, upload.id, ["aborted"], 2_000)).state).toBe("aborted")
+      if (store === "filesystem") expect(filesystemMultipartExists(app, storageUploadId)).toBe(false)
+      expect(await objects.stagingSize(upload.id)).toBeUndefined()
+      expect((await app.request("PUT", `/v1/uploads/${upload.id}/parts/2`, { token, body: "x" })).status).toBe(412)
+    })
+
+    itOn(store, "abortMultipartUpload")("deletes an assembled staging object left by a completion that never reached the database", async () => {
+      const upload = await started(302)
+      const storageUploadId = await storageUploadIdOf(app, upload.id)
+      await objects.run(Effect.flatMap(BlobStore, (s) =>
+        s.completeMultipartUpload(stagingKey(upload.id), storageUploadId, [{ partNumber: 1, etag: upload.part.etag }])
+      ))
+      expect(await objects.stagingSize(upload.id)).toBe(1000)
+      await expireSession(app, upload.id)
+      expect((await waitForUploadState(app, upload.id, ["aborted"], 2_000)).state).toBe("aborted")
+      expect(await objects.stagingSize(upload.id)).toBeUndefined()
+    })
+
+    it("leaves unexpired sessions and sessions past uploading alone", async () => {
+      const fresh = await started(303)
+      const done = await uploadBlob(app, token, testBytes(500, 304))
+      await expireSession(app, done.uploadId)
+      await sleep(600)
+      expect((await getUpload(app, fresh.id)).state).toBe("uploading")
+      expect((await getUpload(app, done.uploadId)).state).toBe("ready")
+    })
+  })
+}
+
+describe("expiry sweeper when storage refuses", () => {
+  let app: TestApp
+  beforeAll(async () => {
+    // The app's own sweeper is kept asleep (1 h poll) so this test drives the sweeps.
+    app = await startTestApp({ settings: { "cas-promotion-poll-interval": "1h" } })
+  })
+  afterAll(async () => {
+    await app?.close()
+  })
+
+  it("a session whose storage cannot be cleaned is retried later and does not hold up the others", async () => {
+    const token = await app.tokenFor("content-writer")
+    const begin = async (seed: number) => {
+      const bytes = testBytes(10, seed)
+      return (await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: 10 })).session.id
+    }
+    const stubborn = await begin(311)
+    const other = await begin(312)
+    await expireSession(app, stubborn)
+    await expireSession(app, other)
+    await query(app, "UPDATE upload_sessions SET expires_at = expires_at - interval '1 minute' WHERE id = $1", [stubborn])
+
+    const config = { ...app.config, casPromotion: { ...app.config.casPromotion, errorBackoffMax: Duration.minutes(5) } }
+    const store = Layer.effect(
+      BlobStore,
+      Effect.map(BlobStore, (s) => ({
+        ...s,
+        abortMultipartUpload: (key: ReturnType<typeof stagingKey>, uploadId: string) =>
+          key === stagingKey(stubborn)
+            ? Effect.fail(new BlobStoreError({ operation: "abortMultipartUpload", key, cause: new Error("access denied") }))
+            : s.abortMultipartUpload(key, uploadId)
+      }))
+    ).pipe(Layer.provide(Layer.orDie(BlobStoreFromConfig(config))))
+    const runtime = ManagedRuntime.make(
+      UploadExpirySweeperLive.pipe(
+        Layer.provide(UploadRepositoryLive),
+        Layer.provide(store),
+        Layer.provide(Layer.orDie(DatabaseLive({ url: Redacted.make(app.databaseUrl), maxConnections: 2 }))),
+        Layer.provide(Layer.succeed(AppConfig, config)),
+        Layer.provide(Logger.minimumLogLevel(LogLevel.Error))
+      )
+    )
+    try {
+      const sweep = () => runtime.runPromise(Effect.flatMap(UploadExpirySweeper, (s) => s.runOnce))
+      // The stubborn session expired first, so it is tried first, and fails.
+      await expect(sweep()).rejects.toThrow(/access denied/)
+      expect((await getUpload(app, stubborn)).state).toBe("created")
+      // Deferred: the next sweep takes the other one.
+      expect(await sweep()).toBe("worked")
+      expect((await getUpload(app, other)).state).toBe("aborted")
+      expect(await sweep()).toBe("idle")
+      const [row] = await query<{ deferred: boolean }>(
+        app,
+        "SELECT sweep_retry_at > now() + interval '4 minutes' AS deferred FROM upload_sessions WHERE id = $1",
+        [stubborn]
+      )
+      expect(row).toEqual({ deferred: true })
+    } finally {
+      await runtime.dispose()
+    }
+  })
+})

@@ -2,8 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { randomBytes } from "node:crypto"
 import type { Alias } from "../../src/catalog/schema.js"
 import type { PublishJob } from "../../src/publishing/schema.js"
-import { seedBlob, sha256Hex } from "../support/blobs.js"
+import { sha256Hex } from "../support/blobs.js"
 import { startTestApp, type StoreKind, type TestApp } from "../support/harness.js"
+import { beginUpload, completeUpload, putPart, sha256Digest, waitForUploadState } from "../support/uploads.js"
 import { expectStatus, waitForJob } from "./fixtures.js"
 
 /**
@@ -14,10 +15,20 @@ import { expectStatus, waitForJob } from "./fixtures.js"
  */
 
 /**
- * Puts bytes into CAS. TEMPORARY: until `POST /v1/uploads` reaches main this seeds the
- * verified blob directly; then it becomes `uploadBlob(app, token, bytes)` (real uploads).
+ * The tutorial's upload: begin (`.id`), one single-part PUT (`.etag`, `.size_bytes`),
+ * complete, then poll until the promotion worker (on by default) makes it `ready`.
  */
-const upload = async (app: TestApp, _token: string, bytes: Uint8Array) => seedBlob(app, bytes)
+const upload = async (app: TestApp, token: string, bytes: Uint8Array) => {
+  const digest = sha256Digest(bytes)
+  const begun = await beginUpload(app, token, { expected_digest: digest, expected_size_bytes: bytes.length })
+  expect(begun.status).toBe(201)
+  const part = await putPart(app, token, begun.session.id, 1, bytes)
+  expect(part.etag).not.toBe("")
+  expect(part.size_bytes).toBe(bytes.length)
+  expect((await completeUpload(app, token, begun.session.id, [part])).state).toBe("completed")
+  expect((await waitForUploadState(app, begun.session.id, ["ready", "failed"])).state).toBe("ready")
+  return { digest, size: bytes.length }
+}
 
 for (const store of ["filesystem", "s3"] as const satisfies ReadonlyArray<StoreKind>) {
   describe(`the tutorial flow (${store} store)`, () => {

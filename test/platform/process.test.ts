@@ -22,6 +22,7 @@ describe("the imgsrv process", () => {
       await first.waitFor(/embedded mode/, 60_000)
       await waitForStatus(`http://127.0.0.1:${port}/readyz`, 204)
       expect(first.stderr()).toContain("initialising embedded PostgreSQL")
+      expect(first.stdout()).toMatch(/^imgsrv bootstrap token \(one-time\): imgsrv_at_/)
       expect(await first.stop("SIGTERM")).toBe(0)
       expect(first.stderr()).toContain("embedded PostgreSQL stopped")
       expect((await stat(path.join(dir, "postgres", "PG_VERSION"))).isFile()).toBe(true)
@@ -29,6 +30,8 @@ describe("the imgsrv process", () => {
       const second = spawnImgsrv({ env })
       await waitForStatus(`http://127.0.0.1:${port}/readyz`, 204, 60_000)
       expect(second.stderr()).not.toContain("initialising embedded PostgreSQL")
+      // The catalog survived: the auth-manager exists, so no second bootstrap token.
+      expect(second.stdout()).not.toContain("imgsrv_at_")
       expect(await second.stop("SIGINT")).toBe(0)
     } finally {
       await rm(dir, { recursive: true, force: true })
@@ -46,6 +49,19 @@ describe("the imgsrv process", () => {
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`)
       expect(ready.status).toBe(503)
       expect(ready.headers.get("content-type")).toContain("text/plain")
+      const catalog = await fetch(`http://127.0.0.1:${port}/v1/images`)
+      expect(catalog.status).toBe(503)
+      expect(catalog.headers.get("content-type")).toBe("application/problem+json")
+      expect(await catalog.json()).toEqual({
+        type: "about:blank",
+        title: "Service Unavailable",
+        status: 503,
+        detail: "catalog service is not configured"
+      })
+      const write = await fetch(`http://127.0.0.1:${port}/v1/uploads`, { method: "POST", body: "{}" })
+      expect(write.status).toBe(503)
+      expect(((await write.json()) as { detail: string }).detail).toBe("auth service is not configured")
+      expect((await fetch(`http://127.0.0.1:${port}/v1/nothing`)).status).toBe(404)
       const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`)
       expect(metrics.status).toBe(200)
       expect(await metrics.text()).toContain("http_server_request_duration_seconds")

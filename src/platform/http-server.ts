@@ -35,7 +35,12 @@ export const ApiServerLive = (options: {
           const closed = Effect.async<void>((resume) => {
             if (!server.listening) return resume(Effect.void)
             server.close(() => resume(Effect.void))
+            // close() only drops connections idle at that moment; keep-alive connections
+            // whose last response finishes later must be dropped as they become idle.
+            const sweep = setInterval(() => server.closeIdleConnections(), 100)
             server.closeIdleConnections()
+            server.once("close", () => clearInterval(sweep))
+            return Effect.sync(() => clearInterval(sweep))
           })
           const drained = yield* closed.pipe(Effect.interruptible, Effect.timeout(options.shutdownTimeout), Effect.option)
           if (drained._tag === "None") {

@@ -31,6 +31,14 @@ interface Record_ {
   [key: string]: unknown
 }
 
+/** Causes and errors become readable text; a JSON dump of their internals helps nobody. */
+const renderValue = (value: unknown): unknown =>
+  Cause.isCause(value)
+    ? Cause.pretty(value, { renderErrorCause: true })
+    : value instanceof Error
+    ? (value.stack ?? `${value.name}: ${value.message}`)
+    : value
+
 const toRecord = (options: Logger.Logger.Options<unknown>): Record_ => {
   const message = Array.isArray(options.message) ? options.message : [options.message]
   const record: Record_ = {
@@ -39,7 +47,7 @@ const toRecord = (options: Logger.Logger.Options<unknown>): Record_ => {
     msg: message.map((m) => typeof m === "string" ? m : Inspectable.toStringUnknown(m)).join(" ")
   }
   for (const [key, value] of HashMap.toEntries(options.annotations)) {
-    record[key] = isSecretKey(key) ? REDACTED : value
+    record[key] = isSecretKey(key) ? REDACTED : renderValue(value)
   }
   const span = Context.getOption(
     FiberRefs.getOrDefault(options.context, FiberRef.currentContext),

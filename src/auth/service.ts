@@ -40,6 +40,7 @@ import {
   type SaveRuleRequest
 } from "./schema.js"
 import { mintToken, randomBase32 } from "./tokens.js"
+import { formatTimestamp } from "../platform/timestamp.js"
 
 /**
  * The auth management rules behind `/v1/auth/*` (spec/auth.md §7): principals, role
@@ -92,8 +93,7 @@ export class AuthManagement extends Context.Tag("imgsrv/AuthManagement")<AuthMan
 }>() {}
 
 /** RFC 3339 in UTC with `Z`, fractional seconds only when non-zero (api.md §1.4). */
-export const rfc3339 = (date: Date): string =>
-  date.toISOString().replace(/\.(\d*?)0*Z$/, (_match, fraction: string) => fraction === "" ? "Z" : `.${fraction}Z`)
+export const rfc3339 = formatTimestamp
 
 const RFC3339 = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$/i
 

@@ -1,6 +1,7 @@
 import { Schema } from "effect"
 import { Sha256Digest } from "../platform/digest.js"
 import { UuidParam } from "../platform/params.js"
+import { formatTimestamp } from "../platform/timestamp.js"
 
 /**
  * Wire and row shapes of the catalog: images, versions, artifacts, attachments,
@@ -265,12 +266,7 @@ export interface DownloadTarget {
 // Encoding rows for the wire.
 // ---------------------------------------------------------------------------------
 
-/**
- * RFC 3339 in UTC with the fraction trimmed like Go's RFC3339Nano (api.md §1.4):
- * `2026-05-14T09:12:03.48Z`, `2026-05-14T09:12:03Z`.
- */
-export const formatTimestamp = (date: Date): string =>
-  date.toISOString().replace(/\.(\d*?)0*Z$/, (_, digits: string) => (digits === "" ? "Z" : `.${digits}Z`))
+export { formatTimestamp }
 
 export const imageToWire = (row: ImageRow): Image => ({
   id: row.id,

@@ -1,6 +1,7 @@
 import { Schema } from "effect"
 import type { StorageKey } from "../platform/blob-store/keys.js"
 import { Sha256Digest } from "../platform/digest.js"
+import { formatTimestamp } from "../platform/timestamp.js"
 
 /**
  * Wire and domain shapes of uploads and CAS blobs (api.md §2.1, §2.3; domain.md §1.2).
@@ -91,12 +92,7 @@ export interface CompletedPart {
 // Wire: timestamps
 // ---------------------------------------------------------------------------------
 
-/**
- * RFC 3339 in UTC with `Z`, fractional seconds only when non-zero and without trailing
- * zeros (Go's RFC3339Nano, api.md §1.4): `2026-05-14T09:12:03.48Z`, `2026-05-14T09:12:03Z`.
- */
-export const formatTimestamp = (date: Date): string =>
-  date.toISOString().replace(/\.(\d*?)0*Z$/, (_, digits: string) => (digits === "" ? "Z" : `.${digits}Z`))
+export { formatTimestamp }
 
 export const Timestamp = Schema.transform(Schema.String, Schema.DateFromSelf, {
   strict: true,

@@ -9,29 +9,27 @@ import {
   type TestIssuer,
   unsignedToken
 } from "./oidc-issuer.js"
-import { startProbe, type Probe } from "./probe.js"
+import { sha256Digest } from "../support/uploads.js"
 
 /**
  * OIDC publishers end to end: a real HTTPS issuer on 127.0.0.1 (discovery + JWKS,
- * keys from jose), provisioning rules saved through the API, JWTs presented on a
- * content.write route (spec/auth.md §5; §9 items 40–62, 65–68).
+ * keys from jose), provisioning rules saved through the API, JWTs presented on the
+ * application's content routes — `POST /v1/images`, `POST /v1/uploads`
+ * (spec/auth.md §5; §9 items 40–62, 65–68).
  */
 
 let certificate: TestCertificate
 let issuer: TestIssuer
 let app: TestApp
-let probe: Probe
 let admin: string
 
 beforeAll(async () => {
   certificate = await createTestCertificate()
   issuer = await startTestIssuer(certificate)
   app = await startTestApp({ settings: { "oidc-ca-file": certificate.caFile } })
-  probe = await startProbe({ databaseUrl: app.databaseUrl, oidcCaFile: certificate.caFile })
   admin = app.bootstrapToken()
 })
 afterAll(async () => {
-  await probe?.close()
   await app?.close()
   await issuer?.close()
   await certificate?.remove()
@@ -58,10 +56,31 @@ const createRule = async (overrides: Json = {}) => {
   return json(response)
 }
 
-const write = (jwt: string) => probe.write(`Bearer ${jwt}`)
+let imageCounter = 0
+
+/** A content write on a real route: `POST /v1/images` with a fresh name, the JWT as bearer token. */
+const write = (jwt: string, scheme = "Bearer") =>
+  app.request("POST", "/v1/images", {
+    headers: { authorization: `${scheme} ${jwt}` },
+    json: { name: `oidc-${++imageCounter}` }
+  })
 
 const principals = async () =>
   ((await json(await app.request("GET", "/v1/auth/principals", { token: admin })))["principals"]) as Array<Json>
+
+/** The principals provisioned for `subject` at `iss` (found by their provenance attributes). */
+const provisioned = async (subject: string, iss = issuer.issuer) =>
+  (await principals()).filter((p) => {
+    const attributes = (p["attributes"] ?? {}) as Json
+    return attributes["provider"] === iss && attributes["subject"] === subject
+  })
+
+/** The one principal provisioned for `subject` (fails when there is none or more than one). */
+const principalOf = async (subject: string) => {
+  const found = await provisioned(subject)
+  expect(found, subject).toHaveLength(1)
+  return found[0]!
+}
 
 const query = async <R extends pg.QueryResultRow>(text: string, values: ReadonlyArray<unknown> = []) => {
   const client = new pg.Client({ connectionString: app.databaseUrl })
@@ -194,12 +213,13 @@ describe("OIDC bearer tokens", () => {
   })
 
   it("a scoped token provisions a principal holding content-writer, linked by claim fingerprint", async () => {
+    expect(await provisioned("subject-1")).toEqual([])
     const response = await write(await issuer.sign())
-    expect(response.status).toBe(200)
-    const { principal_id } = (await response.json()) as { principal_id: string }
-    const principal = (await principals()).find((p) => p["id"] === principal_id)!
+    expect(response.status).toBe(201)
+    const principal = await principalOf("subject-1")
+    const principal_id = principal["id"] as string
     expect(principal).toEqual({
-      id: principal_id,
+      id: expect.stringMatching(/^principal_[A-Z2-7]{26}$/),
       kind: "user",
       display_name: "oidc:subject-1",
       attributes: { provider: issuer.issuer, subject: "subject-1", provisioning_rule_id: "scoped" },
@@ -210,25 +230,33 @@ describe("OIDC bearer tokens", () => {
     ])
     expect(links).toHaveLength(1)
     expect(links[0]!.subject).toMatch(/^subject-1#claims:[0-9a-f]{64}$/)
-    // The same token again resolves through the link to the same principal.
-    expect(await json(await write(await issuer.sign()))).toMatchObject({ principal_id })
+    // The same identity again resolves through the link to the same principal, on any write.
+    expect((await write(await issuer.sign())).status).toBe(201)
+    const bytes = crypto.getRandomValues(new Uint8Array(16))
+    const upload = await app.request("POST", "/v1/uploads", {
+      headers: { authorization: `Bearer ${await issuer.sign()}` },
+      json: { expected_digest: sha256Digest(bytes), expected_size_bytes: bytes.byteLength }
+    })
+    expect(upload.status).toBe(201)
+    expect(await provisioned("subject-1")).toEqual([principal])
   })
 
   it("changed claims that still match the rule reuse the principal (and link the new fingerprint)", async () => {
-    const first = await json(await write(await issuer.sign({ sub: "subject-reuse" })))
+    expect((await write(await issuer.sign({ sub: "subject-reuse" }))).status).toBe(201)
+    const first = await principalOf("subject-reuse")
     const before = (await principals()).length
-    const second = await json(await write(await issuer.sign({ sub: "subject-reuse", scope: "imgsrv.write extra" })))
-    expect(second["principal_id"]).toBe(first["principal_id"])
+    expect((await write(await issuer.sign({ sub: "subject-reuse", scope: "imgsrv.write extra" }))).status).toBe(201)
+    expect(await principalOf("subject-reuse")).toEqual(first)
     expect((await principals()).length).toBe(before)
-    expect(await query("SELECT subject FROM auth_external_identities WHERE principal_id = $1", [first["principal_id"]]))
+    expect(await query("SELECT subject FROM auth_external_identities WHERE principal_id = $1", [first["id"]]))
       .toHaveLength(2)
   })
 
   it("concurrent first logins of one identity provision exactly one principal", async () => {
     const jwt = await issuer.sign({ sub: "subject-parallel" })
     const responses = await Promise.all(Array.from({ length: 6 }, () => write(jwt)))
-    const ids = new Set(await Promise.all(responses.map(async (r) => (await json(r))["principal_id"])))
-    expect(ids.size).toBe(1)
+    expect(responses.map((r) => r.status)).toEqual(Array.from({ length: 6 }, () => 201))
+    await principalOf("subject-parallel")
     expect((await principals()).filter((p) => p["display_name"] === "oidc:subject-parallel")).toHaveLength(1)
   })
 
@@ -242,7 +270,7 @@ describe("OIDC bearer tokens", () => {
   })
 
   it("accepts aud as a plain string", async () => {
-    expect((await write(await issuer.sign({ sub: "subject-aud-string", aud: "imgsrv-api" }))).status).toBe(200)
+    expect((await write(await issuer.sign({ sub: "subject-aud-string", aud: "imgsrv-api" }))).status).toBe(201)
   })
 
   it.each([
@@ -267,7 +295,7 @@ describe("OIDC bearer tokens", () => {
       expect((await write(garbage)).status, garbage).toBe(401)
     }
     // The OIDC authenticator wants exactly "Bearer <jwt>".
-    expect((await probe.write(`bearer ${await issuer.sign()}`)).status).toBe(401)
+    expect((await write(await issuer.sign(), "bearer")).status).toBe(401)
   })
 
   it("refuses alg none, HS256 signed with the public key, a foreign key and a non-advertised algorithm: 401", async () => {
@@ -294,9 +322,8 @@ describe("OIDC bearer tokens", () => {
     })
     const omit = ["scope"]
     const ok = await write(await issuer.sign(githubClaims, { omit }))
-    expect(ok.status).toBe(200)
-    const { principal_id } = (await ok.json()) as { principal_id: string }
-    expect((await principals()).find((p) => p["id"] === principal_id)!["attributes"]).toMatchObject({
+    expect(ok.status).toBe(201)
+    expect((await principalOf(githubClaims.sub))["attributes"]).toMatchObject({
       subject: "repo:meigma/imgsrv:ref:refs/heads/main",
       provisioning_rule_id: "github"
     })
@@ -325,20 +352,19 @@ describe("OIDC bearer tokens", () => {
     }
     await createRule(group)
     const member = (sub: string) => issuer.sign({ sub, aud: ["imgsrv-groups"], groups: ["publishers"] })
-    const first = await write(await member("member-1"))
-    expect(first.status).toBe(200)
-    const { principal_id } = (await first.json()) as { principal_id: string }
+    expect((await write(await member("member-1"))).status).toBe(201)
+    const principal_id = (await principalOf("member-1"))["id"] as string
     expect((await write(await issuer.sign({ sub: "outsider", aud: ["imgsrv-groups"], groups: ["others"] }))).status).toBe(403)
 
     expect((await app.request("PUT", `${RULES}/groups`, { token: admin, json: ruleBody({ ...group, enabled: false }) })).status)
       .toBe(200)
     expect((await write(await member("member-2"))).status).toBe(403)
-    expect((await write(await member("member-1"))).status).toBe(200)
+    expect((await write(await member("member-1"))).status).toBe(201)
 
     expect((await app.request("PUT", `${RULES}/groups`, { token: admin, json: ruleBody(group) })).status).toBe(200)
     expect((await app.request("DELETE", `${RULES}/groups`, { token: admin })).status).toBe(204)
     expect((await write(await member("member-3"))).status).toBe(403)
-    expect((await write(await member("member-1"))).status).toBe(200)
+    expect((await write(await member("member-1"))).status).toBe(201)
 
     expect((await app.request("DELETE", `/v1/auth/principals/${principal_id}/roles/content-writer`, { token: admin })).status)
       .toBe(204)
@@ -357,14 +383,14 @@ describe("signing keys", () => {
     const rotating = await startTestIssuer(certificate)
     try {
       await createRule({ id: "rotation", issuer_url: rotating.issuer })
-      expect((await write(await rotating.sign({ sub: "rotation-1" }))).status).toBe(200)
+      expect((await write(await rotating.sign({ sub: "rotation-1" }))).status).toBe(201)
       expect(rotating.hits.get("/jwks")).toBe(1)
-      expect((await write(await rotating.sign({ sub: "rotation-1" }))).status).toBe(200)
+      expect((await write(await rotating.sign({ sub: "rotation-1" }))).status).toBe(201)
       expect(rotating.hits.get("/jwks")).toBe(1)
 
       const next = await rotating.newKey()
       rotating.keys.push(next)
-      expect((await write(await rotating.sign({ sub: "rotation-1" }, { key: next }))).status).toBe(200)
+      expect((await write(await rotating.sign({ sub: "rotation-1" }, { key: next }))).status).toBe(201)
       expect(rotating.hits.get("/jwks")).toBe(2)
 
       // A random kid right after: refused without another fetch.
@@ -387,7 +413,7 @@ describe("signing keys", () => {
         { kty: noVerify.publicJwk.kty, n: noVerify.publicJwk.n, e: noVerify.publicJwk.e, alg: "RS256", kid: noVerify.kid, key_ops: ["encrypt"] }
       ]
       await createRule({ id: "mixed-keys", issuer_url: mixed.issuer })
-      expect((await write(await mixed.sign({ sub: "mixed-1" }))).status).toBe(200)
+      expect((await write(await mixed.sign({ sub: "mixed-1" }))).status).toBe(201)
       expect((await write(await mixed.sign({ sub: "mixed-1" }, { key: enc }))).status).toBe(401)
       expect((await write(await mixed.sign({ sub: "mixed-1" }, { key: noVerify }))).status).toBe(401)
       // The same keys published as signing keys do verify.
@@ -395,7 +421,7 @@ describe("signing keys", () => {
       try {
         fresh.extraJwks = [enc.publicJwk, noVerify.publicJwk]
         await createRule({ id: "signing-keys", issuer_url: fresh.issuer })
-        expect((await write(await fresh.sign({ sub: "mixed-2", iss: fresh.issuer }, { key: enc }))).status).toBe(200)
+        expect((await write(await fresh.sign({ sub: "mixed-2", iss: fresh.issuer }, { key: enc }))).status).toBe(201)
       } finally {
         await fresh.close()
       }
@@ -413,7 +439,7 @@ describe("signing keys", () => {
       expect(response.status).toBe(503)
       expect(await detail(response)).toBe("identity provider keys are unavailable; try again later")
       flaky.jwksMode = "ok"
-      expect((await write(await flaky.sign({ sub: "flaky-1" }))).status).toBe(200)
+      expect((await write(await flaky.sign({ sub: "flaky-1" }))).status).toBe(201)
     } finally {
       await flaky.close()
     }
@@ -434,8 +460,10 @@ describe("reconciliation", () => {
   it("previews and removes content-writer from the rule's principals only; other roles and rules untouched", async () => {
     await createRule({ id: "recon-a", audience: "recon-a", condition: "true" })
     await createRule({ id: "recon-b", audience: "recon-b", condition: "true" })
-    const login = async (sub: string, aud: string) =>
-      ((await json(await write(await issuer.sign({ sub, aud: [aud] }))))["principal_id"]) as string
+    const login = async (sub: string, aud: string) => {
+      expect((await write(await issuer.sign({ sub, aud: [aud] }))).status).toBe(201)
+      return (await principalOf(sub))["id"] as string
+    }
     const a1 = await login("recon-a-1", "recon-a")
     const a2 = await login("recon-a-2", "recon-a")
     const b1 = await login("recon-b-1", "recon-b")

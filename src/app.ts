@@ -153,7 +153,14 @@ export const AppLive = (config: AppConfigShape) => {
   const service = config.database._tag === "none" ? OpsOnlyServiceLive(config) : FullServiceLive(config)
   const metrics = Option.match(config.metrics, {
     onNone: () => Layer.empty,
-    onSome: (m) => MetricsServerLive(m)
+    onSome: (m) =>
+      MetricsServerLive({
+        ...m,
+        target: {
+          serviceName: Option.match(config.otel, { onNone: () => "imgsrv", onSome: (o) => o.serviceName }),
+          serviceVersion: buildInfo.version
+        }
+      })
   })
   const announce = Layer.effectDiscard(
     Effect.logInfo("imgsrv starting").pipe(Effect.annotateLogs(describeConfig(config)))

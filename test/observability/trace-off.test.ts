@@ -72,13 +72,18 @@ const exercise = async (baseUrl: string) => {
 const postsFrom = (service: string) =>
   receivers.flatMap((r) => r.posts()).filter((p) => p.serviceNames.includes(service))
 
+/** The JSON access-log records of 401 answers (warn level) a process wrote to stderr. */
+const unauthorizedAccessLines = (proc: ImgsrvProcess) =>
+  proc.stderr().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((r) => r["msg"] === "http request" && r["status"] === 401)
+
 it("exports nothing without an endpoint, while the same process with one exports its spans to the same collector", async () => {
   const processes: Array<ImgsrvProcess> = []
+  const off = await start({ OTEL_SERVICE_NAME: "imgsrv-off" })
+  processes.push(off.proc)
+  const on = await start({ OTEL_SERVICE_NAME: "imgsrv-on", OTEL_EXPORTER_OTLP_ENDPOINT: receivers[0]!.endpoint })
+  processes.push(on.proc)
   try {
-    const off = await start({ OTEL_SERVICE_NAME: "imgsrv-off" })
-    processes.push(off.proc)
-    const on = await start({ OTEL_SERVICE_NAME: "imgsrv-on", OTEL_EXPORTER_OTLP_ENDPOINT: receivers[0]!.endpoint })
-    processes.push(on.proc)
     await Promise.all([waitForStatus(`${off.baseUrl}/readyz`, 204, 60_000), waitForStatus(`${on.baseUrl}/readyz`, 204, 60_000)])
 
     expect(await exercise(off.baseUrl)).toEqual([null, null, null])
@@ -101,4 +106,12 @@ it("exports nothing without an endpoint, while the same process with one exports
   const ready = spans.find((s) => s.name === "GET /readyz" && s.traceId === incomingTrace)
   expect(ready?.serviceName).toBe("imgsrv-on")
   expect(ready?.parentSpanId).toBe("b7ad6b7169203331")
+
+  // Log lines of a traced request carry its trace and span; untraced ones carry neither.
+  const [tracedLine] = unauthorizedAccessLines(on.proc)
+  expect(tracedLine).toMatchObject({ trace_id: incomingTrace, span_id: expect.stringMatching(/^[0-9a-f]{16}$/) })
+  expect(spans.some((s) => s.spanId === tracedLine!["span_id"] && s.name === "POST /v1/uploads")).toBe(true)
+  const [untracedLine] = unauthorizedAccessLines(off.proc)
+  expect(untracedLine).toBeDefined()
+  expect(Object.keys(untracedLine!).filter((k) => k === "trace_id" || k === "span_id")).toEqual([])
 })

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { beforeAll, describe, expect, it } from "vitest"
 import { startTestApp } from "../support/harness.js"
 import { type ReceivedSpan, startOtlpReceiver } from "../support/otlp-receiver.js"
 import { type RecordedCall, recordingApp, runTutorialFlow, spanNameOf, type TutorialResult } from "./flow.js"

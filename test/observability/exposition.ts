@@ -57,6 +57,12 @@ export const valueOf = (e: Exposition, name: string, labels: Record<string, stri
 export const counterOf = (e: Exposition, name: string, labels: Record<string, string> = {}): number =>
   valueOf(e, name, labels) ?? 0
 
+/** The sum over the samples whose labels include `labels` (other labels may vary). */
+export const sumOf = (e: Exposition, name: string, labels: Record<string, string>): number =>
+  e.samples
+    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+    .reduce((n, s) => n + s.value, 0)
+
 /** How much a counter moved between two scrapes. */
 export const deltaOf = (before: Exposition, after: Exposition, name: string, labels: Record<string, string> = {}) =>
   counterOf(after, name, labels) - counterOf(before, name, labels)

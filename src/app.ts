@@ -11,7 +11,7 @@ import { makeFilesystemBlobStore } from "./platform/blob-store/filesystem.js"
 import { instrumentBlobStore } from "./platform/blob-store/instrumented.js"
 import { makeS3BlobStore } from "./platform/blob-store/s3.js"
 import { AppConfig, type AppConfigShape, describeConfig } from "./platform/config.js"
-import { DatabaseLive, migrate } from "./platform/database.js"
+import { DatabaseLive, migrate, PoolMetricsLive } from "./platform/database.js"
 import { startEmbeddedPostgres } from "./platform/embedded-postgres.js"
 import { OpsHandlersLive, ReadinessLive, ReadinessWithoutDatabase } from "./platform/health.js"
 import { apiMiddleware, makeRouteTable } from "./platform/http.js"
@@ -99,7 +99,7 @@ const ApiHandlersLive = Layer.mergeAll(
 )
 
 /** Background loops and scrape-time gauges that run beside the API. */
-const BackgroundLive = Layer.mergeAll(PublishWorkerLive, PublishMetricsLive, UploadsBackgroundLive)
+const BackgroundLive = Layer.mergeAll(PublishWorkerLive, PublishMetricsLive, UploadsBackgroundLive, PoolMetricsLive)
 
 /** Domain repositories and in-process signals shared by handlers and background loops (one instance each). */
 const SharedDomainLive = Layer.mergeAll(CatalogRepositoryLive, PublishRepositoryLive, PublishWakeLive, PromotionWakeLive)
@@ -153,7 +153,14 @@ export const AppLive = (config: AppConfigShape) => {
   const service = config.database._tag === "none" ? OpsOnlyServiceLive(config) : FullServiceLive(config)
   const metrics = Option.match(config.metrics, {
     onNone: () => Layer.empty,
-    onSome: (m) => MetricsServerLive(m)
+    onSome: (m) =>
+      MetricsServerLive({
+        ...m,
+        target: {
+          serviceName: Option.match(config.otel, { onNone: () => "imgsrv", onSome: (o) => o.serviceName }),
+          serviceVersion: buildInfo.version
+        }
+      })
   })
   const announce = Layer.effectDiscard(
     Effect.logInfo("imgsrv starting").pipe(Effect.annotateLogs(describeConfig(config)))

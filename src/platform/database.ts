@@ -1,16 +1,92 @@
 import { PgClient } from "@effect/sql-pg"
 import { SqlClient, SqlError } from "@effect/sql"
 import { Context, Data, Effect, Layer, Redacted } from "effect"
+import { registerCollector, type Sample } from "./metrics.js"
 import { readdir, readFile } from "node:fs/promises"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
 
+/** Cumulative acquisition figures of a pool, as pgxpool's `Stat()` reports them. */
+export interface PoolAcquireStats {
+  /** Successful acquisitions. */
+  readonly acquires: number
+  /** Successful acquisitions that found no idle connection (waited for one to be opened or released). */
+  readonly emptyAcquires: number
+  /** Acquisitions that gave up: timed out waiting, the connection could not be opened, or the pool was closing. */
+  readonly canceledAcquires: number
+  /** Total time spent in successful acquisitions, in seconds. */
+  readonly acquireSeconds: number
+}
+
+type ConnectCallback = (err: Error | undefined, client: pg.PoolClient | undefined, done: (release?: unknown) => void) => void
+
+/**
+ * A `pg.Pool` that counts its acquisitions (node-postgres keeps no such figures) and
+ * knows how many connections are still being opened. Every checkout — `pool.query`
+ * included — goes through `connect`, so overriding it sees them all.
+ */
+export class MeteredPool extends pg.Pool {
+  readonly #stats = { acquires: 0, emptyAcquires: 0, canceledAcquires: 0, acquireSeconds: 0 }
+  readonly #connected = new Set<pg.PoolClient>()
+  readonly #handedOut = new WeakSet<pg.PoolClient>()
+
+  constructor(config: pg.PoolConfig) {
+    super(config)
+    this.on("connect", (client) => void this.#connected.add(client))
+    this.on("remove", (client) => void this.#connected.delete(client))
+  }
+
+  get acquireStats(): PoolAcquireStats {
+    return { ...this.#stats }
+  }
+
+  /** Connections counted by the pool whose connection handshake has not finished yet. */
+  get constructingCount(): number {
+    return Math.max(0, this.totalCount - this.#connected.size)
+  }
+
+  override connect(): Promise<pg.PoolClient>
+  override connect(callback: ConnectCallback): void
+  override connect(callback?: ConnectCallback): Promise<pg.PoolClient> | void {
+    const started = performance.now()
+    const idleAtStart = this.idleCount
+    const record = (client: pg.PoolClient | undefined) => {
+      if (client === undefined) {
+        this.#stats.canceledAcquires++
+        return
+      }
+      // Empty: nothing was idle, or the connection had to be opened for this caller.
+      const fresh = !this.#handedOut.has(client)
+      this.#handedOut.add(client)
+      this.#stats.acquires++
+      if (idleAtStart === 0 || fresh) this.#stats.emptyAcquires++
+      this.#stats.acquireSeconds += (performance.now() - started) / 1000
+    }
+    if (callback === undefined) {
+      return super.connect().then(
+        (client) => {
+          record(client)
+          return client
+        },
+        (error: unknown) => {
+          record(undefined)
+          throw error
+        }
+      )
+    }
+    super.connect((err, client, done) => {
+      record(err ? undefined : client)
+      callback(err, client, done)
+    })
+  }
+}
+
 /**
  * The PostgreSQL pool behind the SqlClient, exposed so scrape-time metrics can read
- * its counters (total / idle / waiting connections).
+ * its figures (connections by state, acquisitions).
  */
-export class PgPool extends Context.Tag("imgsrv/PgPool")<PgPool, pg.Pool>() {}
+export class PgPool extends Context.Tag("imgsrv/PgPool")<PgPool, MeteredPool>() {}
 
 /**
  * BIGINT columns (sizes in bytes) come back as JS numbers: imgsrv's limits
@@ -39,7 +115,7 @@ export const DatabaseLive = (options: DatabaseOptions): Layer.Layer<
   Layer.unwrapScoped(Effect.gen(function*() {
     const pool = yield* Effect.acquireRelease(
       Effect.sync(() => {
-        const created = new pg.Pool({
+        const created = new MeteredPool({
           connectionString: Redacted.value(options.url),
           max: options.maxConnections,
           application_name: options.applicationName ?? "imgsrv",
@@ -64,6 +140,61 @@ export const DatabaseLive = (options: DatabaseOptions): Layer.Layer<
       Layer.succeed(PgPool, pool)
     )
   }))
+
+/**
+ * The reference's pool series (domain.md §7.2, pgxpool names), read at scrape time:
+ * connections by state (`acquired`, `idle`, `constructing`, `total`, `max`) and the
+ * cumulative acquisition counters.
+ */
+export const poolSamples = (pool: MeteredPool): ReadonlyArray<Sample> => {
+  const constructing = pool.constructingCount
+  const idle = pool.idleCount
+  const total = pool.totalCount
+  const connections = (state: string, value: number): Sample => ({
+    name: "imgsrv_postgres_pool_connections",
+    help: "PostgreSQL pool connections by state (acquired, idle, constructing, total, max).",
+    type: "gauge",
+    labels: { state },
+    value
+  })
+  const stats = pool.acquireStats
+  return [
+    connections("acquired", Math.max(0, total - idle - constructing)),
+    connections("idle", idle),
+    connections("constructing", constructing),
+    connections("total", total),
+    connections("max", pool.options.max),
+    {
+      name: "imgsrv_postgres_pool_acquires_total",
+      help: "Successful PostgreSQL pool acquisitions.",
+      type: "counter",
+      value: stats.acquires
+    },
+    {
+      name: "imgsrv_postgres_pool_empty_acquires_total",
+      help: "Successful acquisitions that had to wait because no idle connection was available.",
+      type: "counter",
+      value: stats.emptyAcquires
+    },
+    {
+      name: "imgsrv_postgres_pool_canceled_acquires_total",
+      help: "Acquisitions that gave up (timed out, could not connect, or the pool was closing).",
+      type: "counter",
+      value: stats.canceledAcquires
+    },
+    {
+      name: "imgsrv_postgres_pool_acquire_duration_seconds_total",
+      help: "Total time spent acquiring PostgreSQL pool connections, in seconds.",
+      type: "counter",
+      value: stats.acquireSeconds
+    }
+  ]
+}
+
+/** Registers the pool series with the metrics listener. */
+export const PoolMetricsLive = Layer.effectDiscard(
+  Effect.flatMap(PgPool, (pool) => registerCollector("postgres-pool", Effect.sync(() => poolSamples(pool))))
+)
 
 /** A migration file could not be applied; start-up stops and names the file. */
 export class MigrationFailed extends Data.TaggedError("MigrationFailed")<{

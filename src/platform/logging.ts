@@ -39,6 +39,8 @@ const renderValue = (value: unknown): unknown =>
     ? (value.stack ?? `${value.name}: ${value.message}`)
     : value
 
+const TRACE_ID = /^[0-9a-f]{32}$/
+
 const toRecord = (options: Logger.Logger.Options<unknown>): Record_ => {
   const message = Array.isArray(options.message) ? options.message : [options.message]
   const record: Record_ = {
@@ -53,7 +55,8 @@ const toRecord = (options: Logger.Logger.Options<unknown>): Record_ => {
     FiberRefs.getOrDefault(options.context, FiberRef.currentContext),
     Tracer.ParentSpan
   )
-  if (Option.isSome(span)) {
+  // With tracing off, spans are no-ops whose ids read "noop": no trace to point at.
+  if (Option.isSome(span) && TRACE_ID.test(span.value.traceId)) {
     record["trace_id"] = span.value.traceId
     record["span_id"] = span.value.spanId
   }

@@ -160,22 +160,42 @@ export const processSamples = (): ReadonlyArray<Sample> => {
   ]
 }
 
-/** The complete exposition: registry + collectors + process. */
-export const scrape = Effect.gen(function*() {
-  const collectors = yield* ScrapeCollectors
-  const samples = yield* collectors.collect
-  const pairs = yield* Metric.snapshot
-  return renderPrometheus(pairs, [...samples, ...processSamples()])
+/** What `target_info` says about this process (the OpenTelemetry resource, as the reference exports it). */
+export interface MetricsTarget {
+  readonly serviceName: string
+  readonly serviceVersion: string
+}
+
+/** `target_info{service_name, service_version} 1`: lets dashboards tell replicas' versions apart. */
+export const targetSample = (target: MetricsTarget): Sample => ({
+  name: "target_info",
+  help: "Target metadata.",
+  type: "gauge",
+  labels: { service_name: target.serviceName, service_version: target.serviceVersion },
+  value: 1
 })
+
+/** The complete exposition: registry + collectors + process. */
+export const scrape = (target?: MetricsTarget) =>
+  Effect.gen(function*() {
+    const collectors = yield* ScrapeCollectors
+    const samples = yield* collectors.collect
+    const pairs = yield* Metric.snapshot
+    return renderPrometheus(pairs, [...samples, ...processSamples(), ...(target ? [targetSample(target)] : [])])
+  })
 
 /**
  * The metrics listener: a plain node:http server answering `GET|HEAD <path>` with
  * the exposition and 404 for anything else. Closed with its Scope.
  */
-export const MetricsServerLive = (options: { readonly listen: ListenAddress; readonly path: string }) =>
+export const MetricsServerLive = (options: {
+  readonly listen: ListenAddress
+  readonly path: string
+  readonly target?: MetricsTarget
+}) =>
   Layer.scopedDiscard(Effect.gen(function*() {
     const runtime = yield* Effect.runtime<ScrapeCollectors>()
-    const render = Effect.provide(scrape, runtime.context)
+    const render = Effect.provide(scrape(options.target), runtime.context)
     const server = http.createServer((req, res) => {
       const url = new URL(req.url ?? "/", "http://metrics")
       if ((req.method === "GET" || req.method === "HEAD") && url.pathname === options.path) {

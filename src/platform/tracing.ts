@@ -1,6 +1,6 @@
 import { FetchHttpClient } from "@effect/platform"
 import { OtlpSerialization, OtlpTracer } from "@effect/opentelemetry"
-import { Effect, Layer, Option, Tracer } from "effect"
+import { Effect, FiberRef, Layer, Option, Tracer } from "effect"
 
 /**
  * Work begun by a request and finished by a background worker (complete → promotion,
@@ -35,17 +35,37 @@ export const spanFromTraceParent = (traceParent: string | null | undefined): Opt
 }
 
 /**
+ * Whether tracing was enabled where a background loop began an untraced poll (see
+ * `untracedPoll`); None outside polls.
+ */
+const tracingOutsidePoll = FiberRef.unsafeMake<Option.Option<boolean>>(Option.none())
+
+/**
+ * Runs one poll of a background loop with tracing switched off. Most polls find an
+ * empty queue; traced, each would export a root trace of its claim query — several a
+ * second per replica, burying the traces that matter. The unit of work a poll does
+ * find is traced again by `withLinkedSpan`.
+ */
+export const untracedPoll = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(FiberRef.get(FiberRef.currentTracerEnabled), (enabled) =>
+    effect.pipe(
+      Effect.withTracerEnabled(false),
+      Effect.locally(tracingOutsidePoll, Option.some(enabled))
+    ))
+
+/**
  * Runs `effect` in a new root span named `name` that links to the span recorded
  * in `traceParent` (when present): the worker's trace stays its own, and tracing
- * backends show the originating request next to it.
+ * backends show the originating request next to it. Inside an `untracedPoll`, tracing
+ * is restored to what it was outside the poll.
  */
 export const withLinkedSpan = (
   name: string,
   traceParent: string | null | undefined,
   attributes: Record<string, unknown> = {}
 ) =>
-<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Option.match(spanFromTraceParent(traceParent), {
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+  const spanned = Option.match(spanFromTraceParent(traceParent), {
     onNone: () => Effect.withSpan(effect, name, { attributes, root: true }),
     onSome: (origin) =>
       Effect.withSpan(effect, name, {
@@ -54,6 +74,12 @@ export const withLinkedSpan = (
         links: [{ _tag: "SpanLink", span: origin, attributes: { "imgsrv.link": "originating-request" } }]
       })
   })
+  return Effect.flatMap(FiberRef.get(tracingOutsidePoll), (outside) =>
+    Option.match(outside, {
+      onNone: () => spanned,
+      onSome: (enabled) => Effect.withTracerEnabled(spanned, enabled)
+    }))
+}
 
 /**
  * Trace export: OTLP/HTTP (JSON) to `<endpoint>/v1/traces` when an endpoint is

@@ -2,6 +2,7 @@ import { Cause, Duration, Effect, Metric, Queue } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { WorkerLoopSettings } from "./config.js"
+import { untracedPoll } from "./tracing.js"
 
 /**
  * The runner shared by the background jobs (spec/domain.md §3.2): call `runOnce`
@@ -71,8 +72,16 @@ export const runWorkerLoop = <E, R>(options: {
     let delay = Duration.toMillis(settings.errorBackoff)
     const maxDelay = Math.max(delay, Duration.toMillis(settings.errorBackoffMax))
     yield* Effect.logInfo("background job started").pipe(Effect.annotateLogs({ name, worker_id: options.workerId }))
+    // The counters exist at 0 from the start, so `increase(...) > 0` alerts also see the
+    // first error or breaker opening (a series born at 1 has no increase to show).
+    for (const outcome of ["worked", "idle", "error"] as const) {
+      yield* Metric.incrementBy(Metric.tagged(tag(attempts), "outcome", outcome), 0)
+    }
+    yield* Metric.incrementBy(tag(errorsTotal), 0)
+    yield* Metric.incrementBy(tag(circuitOpen), 0)
     while (true) {
-      const result = yield* options.runOnce.pipe(Effect.sandbox, Effect.either)
+      // Idle polls leave no trace; the work a poll finds opens its own (withLinkedSpan).
+      const result = yield* untracedPoll(options.runOnce).pipe(Effect.sandbox, Effect.either)
       const now = Date.now() / 1000
       if (result._tag === "Right") {
         failures = 0

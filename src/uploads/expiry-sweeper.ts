@@ -2,9 +2,11 @@ import { Clock, Context, Duration, Effect, Layer, Metric, Option } from "effect"
 import type { SqlError } from "@effect/sql"
 import { BlobStore, type BlobStoreError } from "../platform/blob-store/blob-store.js"
 import { AppConfig } from "../platform/config.js"
+import { withLinkedSpan } from "../platform/tracing.js"
 import { makeWakeSignal, makeWorkerId, type RunOutcome, runWorkerLoop } from "../platform/worker.js"
 import { uploadsAborted } from "./metrics.js"
 import { UploadRepository } from "./repository.js"
+import type { UploadSession } from "./schema.js"
 
 /**
  * The expiry sweeper (beyond the reference, spec README "deliberate improvements"): a
@@ -36,12 +38,12 @@ export const UploadExpirySweeperLive = Layer.effect(
     const config = yield* AppConfig
     const retryAfterMillis = Duration.toMillis(config.casPromotion.errorBackoffMax)
 
-    const runOnce = Effect.gen(function*() {
-      const outcome = yield* repo.transaction(Effect.gen(function*() {
-        const now = new Date(yield* Clock.currentTimeMillis)
-        const expired = yield* repo.lockNextExpired(now)
-        if (Option.isNone(expired)) return { _tag: "Idle" } as const
-        const session = expired.value
+    /**
+     * Storage first, then the row. Traced per expired session (with no link: no request
+     * started it); the loop's polls themselves are not traced (untracedPoll).
+     */
+    const expire = (session: UploadSession) =>
+      Effect.gen(function*() {
         const cleaned = yield* Effect.gen(function*() {
           yield* store.abortMultipartUpload(session.stagingKey, session.storageUploadId).pipe(
             Effect.catchTag("BlobNotFound", () => Effect.void)
@@ -56,6 +58,14 @@ export const UploadExpirySweeperLive = Layer.effect(
           Effect.annotateLogs({ upload_id: session.id, state: session.state, expires_at: session.expiresAt.toISOString() })
         )
         return { _tag: "Swept" } as const
+      }).pipe(withLinkedSpan("uploads.expire", null, { "imgsrv.upload.id": session.id }))
+
+    const runOnce = Effect.gen(function*() {
+      const outcome = yield* repo.transaction(Effect.gen(function*() {
+        const now = new Date(yield* Clock.currentTimeMillis)
+        const expired = yield* repo.lockNextExpired(now)
+        if (Option.isNone(expired)) return { _tag: "Idle" } as const
+        return yield* expire(expired.value)
       }))
       switch (outcome._tag) {
         case "Idle":
@@ -68,7 +78,7 @@ export const UploadExpirySweeperLive = Layer.effect(
           yield* repo.deferSweep(outcome.session.id, retryAfterMillis)
           return yield* outcome.error
       }
-    }).pipe(Effect.annotateLogs({ component: "uploads" }), Effect.withSpan("uploads.sweep_expired"))
+    }).pipe(Effect.annotateLogs({ component: "uploads" }))
 
     return UploadExpirySweeper.of({ runOnce })
   })

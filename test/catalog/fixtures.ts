@@ -2,7 +2,7 @@ import { expect } from "vitest"
 import type { Artifact, Attachment, Image, ImageVersion } from "../../src/catalog/schema.js"
 import type { ProblemDetails } from "../../src/platform/problem.js"
 import type { PublishJob } from "../../src/publishing/schema.js"
-import type { TestApp } from "../support/harness.js"
+import type { ApiClient } from "../support/harness.js"
 import type { SeededBlob } from "../support/blobs.js"
 
 /** Catalog calls through the real HTTP API, shared by the catalog, publishing and streams tests. */
@@ -26,10 +26,10 @@ export const expectProblem = async (response: Response, status: number): Promise
   return body
 }
 
-export const createImage = (app: TestApp, token: string, name: string, extra: Json = {}) =>
+export const createImage = (app: ApiClient, token: string, name: string, extra: Json = {}) =>
   app.request("POST", "/v1/images", { token, json: { name, ...extra } }).then((r) => expectStatus<Image>(r, 201))
 
-export const createDraft = (app: TestApp, token: string, name: string, version: string) =>
+export const createDraft = (app: ApiClient, token: string, name: string, version: string) =>
   app.request("POST", `/v1/images/${name}/versions`, { token, json: { version } })
     .then((r) => expectStatus<ImageVersion>(r, 201))
 
@@ -52,12 +52,12 @@ export const artifactBody = (spec: ArtifactSpec): Json => ({
   primary_media_type: spec.media_type ?? "application/x-qemu-disk"
 })
 
-export const addArtifact = (app: TestApp, token: string, name: string, version: string, spec: ArtifactSpec) =>
+export const addArtifact = (app: ApiClient, token: string, name: string, version: string, spec: ArtifactSpec) =>
   app.request("POST", `/v1/images/${name}/versions/${version}/artifacts`, { token, json: artifactBody(spec) })
     .then((r) => expectStatus<Artifact>(r, 201))
 
 export const addAttachment = (
-  app: TestApp,
+  app: ApiClient,
   token: string,
   name: string,
   version: string,
@@ -74,13 +74,13 @@ export const addAttachment = (
     }
   }).then((r) => expectStatus<Attachment>(r, 201))
 
-export const startPublish = (app: TestApp, token: string, name: string, version: string) =>
+export const startPublish = (app: ApiClient, token: string, name: string, version: string) =>
   app.request("POST", `/v1/images/${name}/versions/${version}/publish`, { token })
     .then((r) => expectStatus<PublishJob>(r, 202))
 
 /** Polls the job until it reaches one of `states` (default: a terminal state). */
 export const waitForJob = async (
-  app: TestApp,
+  app: ApiClient,
   token: string,
   jobId: string,
   states: ReadonlyArray<string> = ["succeeded", "failed"],
@@ -111,7 +111,7 @@ export interface VersionSpec {
  * Creates (if needed) the image, a draft with the given artifacts and attachments,
  * publishes it and waits for the job to succeed. Returns the artifact and attachment ids.
  */
-export const publishVersion = async (app: TestApp, token: string, spec: VersionSpec) => {
+export const publishVersion = async (app: ApiClient, token: string, spec: VersionSpec) => {
   const existing = await app.request("GET", `/v1/images/${spec.name}/aliases`)
   await existing.arrayBuffer()
   if (existing.status === 404) await createImage(app, token, spec.name, spec.image ?? {})

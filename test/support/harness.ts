@@ -118,6 +118,23 @@ export interface TestApp {
   readonly close: () => Promise<void>
 }
 
+/** Just the HTTP side of an app: what request helpers need, so they also drive spawned processes. */
+export type ApiClient = Pick<TestApp, "request">
+
+/** An `ApiClient` for any imgsrv listening at `baseUrl` (e.g. a spawned process). */
+export const apiClient = (baseUrl: string): ApiClient => ({
+  request: (method, pathAndQuery, init = {}) => {
+    const headers: Record<string, string> = { ...init.headers }
+    if (init.token !== undefined) headers["authorization"] = `Bearer ${init.token}`
+    let body = init.body
+    if (init.json !== undefined) {
+      body = JSON.stringify(init.json)
+      headers["content-type"] ??= "application/json"
+    }
+    return fetch(`${baseUrl}${pathAndQuery}`, { method, headers, ...(body !== undefined ? { body } : {}) })
+  }
+})
+
 /**
  * Starts the whole application in this process on 127.0.0.1 with a random port,
  * a fresh database and the chosen object store. Settings may be overridden.
@@ -173,16 +190,7 @@ export const startTestApp = async (options: {
     AuthRepositoryLive.pipe(Layer.provide(DatabaseLive({ url: Redacted.make(db.url), maxConnections: 2 })))
   )
 
-  const request: TestApp["request"] = (method, pathAndQuery, init = {}) => {
-    const headers: Record<string, string> = { ...init.headers }
-    if (init.token !== undefined) headers["authorization"] = `Bearer ${init.token}`
-    let body = init.body
-    if (init.json !== undefined) {
-      body = JSON.stringify(init.json)
-      headers["content-type"] ??= "application/json"
-    }
-    return fetch(`${baseUrl}${pathAndQuery}`, { method, headers, ...(body !== undefined ? { body } : {}) })
-  }
+  const { request } = apiClient(baseUrl)
 
   const tokenFor = (...roles: ReadonlyArray<RoleId>) =>
     tokenRuntime.runPromise(Effect.gen(function*() {

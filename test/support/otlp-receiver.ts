@@ -15,9 +15,17 @@ export interface ReceivedSpan {
   readonly serviceName: string
 }
 
+/** One request an exporter made: its path and the `service.name` of each resource in it. */
+export interface ReceivedPost {
+  readonly path: string
+  readonly serviceNames: ReadonlyArray<string>
+}
+
 export interface OtlpReceiver {
   readonly endpoint: string
+  readonly port: number
   readonly requests: () => number
+  readonly posts: () => ReadonlyArray<ReceivedPost>
   readonly spans: () => ReadonlyArray<ReceivedSpan>
   readonly close: () => Promise<void>
 }
@@ -39,8 +47,10 @@ const valueOf = (v: AnyValue): unknown =>
 const attrs = (list: ReadonlyArray<KeyValue> | undefined) =>
   Object.fromEntries((list ?? []).map((kv) => [kv.key, valueOf(kv.value)]))
 
-export const startOtlpReceiver = async (): Promise<OtlpReceiver> => {
+/** Listens on `host`:`port` (default 127.0.0.1 and any free port). */
+export const startOtlpReceiver = async (port = 0, host = "127.0.0.1"): Promise<OtlpReceiver> => {
   const spans: Array<ReceivedSpan> = []
+  const posts: Array<ReceivedPost> = []
   let requests = 0
   const server = http.createServer((req, res) => {
     let body = ""
@@ -48,8 +58,17 @@ export const startOtlpReceiver = async (): Promise<OtlpReceiver> => {
     req.on("data", (chunk: string) => (body += chunk))
     req.on("end", () => {
       requests++
+      const serviceNames: Array<string> = []
+      posts.push({ path: req.url ?? "", serviceNames })
       if (req.url === "/v1/traces") {
-        const payload = JSON.parse(body) as {
+        let parsed: unknown
+        try {
+          parsed = JSON.parse(body)
+        } catch {
+          res.writeHead(400).end()
+          return
+        }
+        const payload = parsed as {
           resourceSpans?: Array<{
             resource?: { attributes?: Array<KeyValue> }
             scopeSpans?: Array<{
@@ -67,6 +86,7 @@ export const startOtlpReceiver = async (): Promise<OtlpReceiver> => {
         }
         for (const rs of payload.resourceSpans ?? []) {
           const serviceName = String(attrs(rs.resource?.attributes)["service.name"] ?? "")
+          serviceNames.push(serviceName)
           for (const ss of rs.scopeSpans ?? []) {
             for (const s of ss.spans ?? []) {
               spans.push({
@@ -87,12 +107,17 @@ export const startOtlpReceiver = async (): Promise<OtlpReceiver> => {
       res.end("{}")
     })
   })
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject)
+    server.listen(port, host, resolve)
+  })
   const address = server.address()
-  const port = typeof address === "object" && address !== null ? address.port : 0
+  const bound = typeof address === "object" && address !== null ? address.port : 0
   return {
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint: `http://${host.includes(":") ? `[${host}]` : host}:${bound}`,
+    port: bound,
     requests: () => requests,
+    posts: () => posts,
     spans: () => spans,
     close: () =>
       new Promise<void>((resolve) => {

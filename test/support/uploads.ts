@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto"
-import type { TestApp } from "./harness.js"
+import type { ApiClient } from "./harness.js"
 
 /**
  * Upload helpers for tests of any concern: `uploadBlob` turns bytes into a verified CAS
@@ -54,7 +54,7 @@ const expectStatus = async (response: Response, expected: ReadonlyArray<number>,
 }
 
 export const beginUpload = async (
-  app: TestApp,
+  app: ApiClient,
   token: string,
   body: { readonly expected_digest: string; readonly expected_size_bytes: number; readonly media_type_hint?: string }
 ): Promise<{ readonly status: number; readonly session: UploadSessionBody }> => {
@@ -64,7 +64,7 @@ export const beginUpload = async (
 }
 
 export const putPart = async (
-  app: TestApp,
+  app: ApiClient,
   token: string,
   uploadId: string,
   partNumber: number,
@@ -80,7 +80,7 @@ export const putPart = async (
 }
 
 export const completeUpload = async (
-  app: TestApp,
+  app: ApiClient,
   token: string,
   uploadId: string,
   parts: ReadonlyArray<UploadPartBody>
@@ -93,7 +93,7 @@ export const completeUpload = async (
   return (await response.json()) as UploadSessionBody
 }
 
-export const getUpload = async (app: TestApp, uploadId: string): Promise<UploadSessionBody> => {
+export const getUpload = async (app: ApiClient, uploadId: string): Promise<UploadSessionBody> => {
   const response = await app.request("GET", `/v1/uploads/${uploadId}`)
   await expectStatus(response, [200], "get upload")
   return (await response.json()) as UploadSessionBody
@@ -101,7 +101,7 @@ export const getUpload = async (app: TestApp, uploadId: string): Promise<UploadS
 
 /** Polls `GET /v1/uploads/{id}` until the session reaches one of `states`. */
 export const waitForUploadState = async (
-  app: TestApp,
+  app: ApiClient,
   uploadId: string,
   states: ReadonlyArray<UploadSessionBody["state"]>,
   timeoutMs = 30_000
@@ -123,7 +123,7 @@ export const waitForUploadState = async (
  * trusted digest short-circuits at begin.
  */
 export const uploadBlob = async (
-  app: TestApp,
+  app: ApiClient,
   token: string,
   bytes: Uint8Array,
   options: { readonly partSize?: number; readonly mediaTypeHint?: string } = {}

@@ -10,8 +10,23 @@ import {
   HttpServerResponse
 } from "@effect/platform"
 import type { HttpApiGroup } from "@effect/platform"
-import { Cause, Context, Effect, Exit, FiberRef, Layer, LogLevel, Metric, Option, ParseResult, Tracer } from "effect"
+import {
+  Cause,
+  Context,
+  Effect,
+  Exit,
+  FiberRef,
+  FiberRefs,
+  Layer,
+  LogLevel,
+  Metric,
+  Option,
+  ParseResult,
+  Runtime,
+  Tracer
+} from "effect"
 import { randomUUID } from "node:crypto"
+import type { IncomingMessage, ServerResponse } from "node:http"
 import { latencyBoundaries } from "./metrics.js"
 import { firstIssueMessage } from "./params.js"
 import { declaredStatus, detailOf, problemResponse } from "./problem.js"
@@ -303,6 +318,30 @@ const activeFor = (method: string) => {
   return found
 }
 
+/** Records one finished request in the HTTP metrics (shared by both request paths). */
+const recordRequest = (method: string, route: string, status: number, seconds: number) => {
+  const metrics = requestMetrics(method, route, status)
+  metrics.duration.unsafeUpdate(seconds, [])
+  metrics.total.unsafeUpdate(1, [])
+}
+
+/** The level of the access-log line of a response with `status`. */
+const accessLogLevel = (status: number) =>
+  status >= 500 ? LogLevel.Error : status >= 400 ? LogLevel.Warning : LogLevel.Info
+
+/** The access-log line of one request (shared by both request paths). */
+const accessLog = (
+  level: LogLevel.LogLevel,
+  fields: { method: string; route: string; status: number; seconds: number; remoteAddr: string }
+) =>
+  Effect.logWithLevel(level, "http request").pipe(Effect.annotateLogs({
+    method: fields.method,
+    route: fields.route,
+    status: fields.status,
+    duration_ms: Math.round(fields.seconds * 1000 * 10) / 10,
+    remote_addr: fields.remoteAddr
+  }))
+
 /**
  * Wraps request handling: assigns the request id (header on every response,
  * annotation on every log line of the request), adds `WWW-Authenticate` to 401s,
@@ -339,20 +378,18 @@ export const serverMiddleware = (routes: RouteTable, options: { readonly tracing
     const finish = (exit: Exit.Exit<HttpServerResponse.HttpServerResponse, E>) => {
       const status = exit._tag === "Success" ? exit.value.status : 500
       const seconds = (performance.now() - started) / 1000
-      const metrics = requestMetrics(request.method, routeLabel, status)
-      metrics.duration.unsafeUpdate(seconds, [])
-      metrics.total.unsafeUpdate(1, [])
+      recordRequest(request.method, routeLabel, status, seconds)
       active.unsafeUpdate(-1, [])
-      const level = status >= 500 ? LogLevel.Error : status >= 400 ? LogLevel.Warning : LogLevel.Info
+      const level = accessLogLevel(status)
       // 499: the client went away before the response; nobody to account for.
       if (status === 499 || LogLevel.lessThan(level, minimumLevel)) return Effect.void
-      return Effect.logWithLevel(level, "http request").pipe(Effect.annotateLogs({
+      return accessLog(level, {
         method: request.method,
         route: routeLabel,
         status,
-        duration_ms: Math.round(seconds * 1000 * 10) / 10,
-        remote_addr: Option.getOrElse(request.remoteAddress, () => "")
-      }))
+        seconds,
+        remoteAddr: Option.getOrElse(request.remoteAddress, () => "")
+      })
     }
     active.unsafeUpdate(1, [])
     return addHeaders.pipe(
@@ -361,3 +398,134 @@ export const serverMiddleware = (routes: RouteTable, options: { readonly tracing
       Effect.annotateLogs("request_id", requestId)
     )
   })
+
+// ---------------------------------------------------------------------------------
+// Immutable responses: answered by the listener before the Effect app runs.
+// ---------------------------------------------------------------------------------
+
+/** A remembered response body with what the access log and the metrics need. */
+export interface ImmutableResponse {
+  readonly body: Uint8Array
+  readonly contentType: string
+  /** Label of the route the path belongs to (metrics, access log). */
+  readonly route: string
+}
+
+/**
+ * Responses that can never change for a given request path — the manifest of a
+ * published version is the case today — kept encoded so that the listener answers a
+ * GET or HEAD of that exact path without running the Effect app (see
+ * `answerImmutable`; the app stays the only place where such a response is made).
+ *
+ * An entry may only be added for a 200 the app has just produced for a GET of an
+ * anonymous route, from the path alone: no header, query parameter or principal
+ * changed it, and no later write can. Entries are keyed by the raw request path (what
+ * the router decoded into the parameters that produced the body), so any spelling of a
+ * path maps to exactly the response the app gave for it.
+ */
+export class ImmutableResponses extends Context.Tag("imgsrv/ImmutableResponses")<ImmutableResponses, {
+  /** Remembers `body` as the response to GET `url` (its query is ignored, like the routes do). */
+  readonly remember: (url: string, body: Uint8Array, contentType: string) => void
+  /** The remembered response for `pathname` (no query), if any. */
+  readonly lookup: (pathname: string) => ImmutableResponse | undefined
+}>() {}
+
+/** Bounds of the remembered responses (least recently used evicted first). */
+export const IMMUTABLE_RESPONSE_LIMITS = { entries: 1024, bytes: 32 * 1024 * 1024, entryBytes: 1024 * 1024 }
+
+export const makeImmutableResponses = (
+  routes: RouteTable,
+  limits: { readonly entries: number; readonly bytes: number; readonly entryBytes: number } = IMMUTABLE_RESPONSE_LIMITS
+): ImmutableResponses["Type"] => {
+  // A Map iterates in insertion order; re-inserting on a hit makes it an LRU.
+  const entries = new Map<string, ImmutableResponse>()
+  let bytes = 0
+  const evict = (pathname: string) => {
+    const entry = entries.get(pathname)
+    if (entry === undefined) return
+    entries.delete(pathname)
+    bytes -= entry.body.byteLength
+  }
+  return ImmutableResponses.of({
+    remember: (url, body, contentType) => {
+      const pathname = pathnameOf(url)
+      // Only an anonymous GET route's answer can be replayed to anyone asking.
+      const route = routes.match("GET", pathname)
+      if (route === undefined || route.method !== "GET" || route.protected) return
+      if (body.byteLength > limits.entryBytes) return
+      evict(pathname)
+      entries.set(pathname, { body, contentType, route: route.label })
+      bytes += body.byteLength
+      while (entries.size > limits.entries || bytes > limits.bytes) {
+        const oldest = entries.keys().next()
+        if (oldest.done) break
+        evict(oldest.value)
+      }
+    },
+    lookup: (pathname) => {
+      const hit = entries.get(pathname)
+      if (hit !== undefined) {
+        entries.delete(pathname)
+        entries.set(pathname, hit)
+      }
+      return hit
+    }
+  })
+}
+
+export const ImmutableResponsesLive = (routes: RouteTable) =>
+  Layer.sync(ImmutableResponses, () => makeImmutableResponses(routes))
+
+/**
+ * The listener's first look at a request (http-server.ts): a GET or HEAD without a body
+ * whose path has a remembered immutable response is answered here, from memory, and
+ * `true` is returned; anything else returns `false` untouched, for the Effect app.
+ *
+ * What a client and an operator observe is what the app would produce for it: the same
+ * status, body and headers (`content-type`, `content-length`, `X-Request-ID` echoed or
+ * generated; HEAD without the body), the same HTTP metrics with the route template, and
+ * the same access-log line at the same level through the same logger. Not used while
+ * tracing is on, where every request must produce its span.
+ */
+export const answerImmutable = (responses: ImmutableResponses["Type"], runtime: Runtime.Runtime<never>) => {
+  const minimumLevel = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
+  const logs = !LogLevel.lessThan(LogLevel.Info, minimumLevel)
+  const runLog = Runtime.runSync(runtime)
+  return (request: IncomingMessage, response: ServerResponse): boolean => {
+    const method = request.method
+    if (method !== "GET" && method !== "HEAD") return false
+    const hit = responses.lookup(pathnameOf(request.url ?? ""))
+    if (hit === undefined) return false
+    // A request carrying a body is left to the app, which knows what to do with it.
+    const length = request.headers["content-length"]
+    if ((length !== undefined && length !== "0") || request.headers["transfer-encoding"] !== undefined) return false
+    const started = performance.now()
+    const active = activeFor(method)
+    active.unsafeUpdate(1, [])
+    // Node joins repeated unknown headers into one string, as the app sees them.
+    const requestIdHeader = request.headers["x-request-id"]
+    const requestId = requestIdFrom(typeof requestIdHeader === "string" ? requestIdHeader : undefined)
+    response.writeHead(200, {
+      "content-type": hit.contentType,
+      "content-length": String(hit.body.byteLength),
+      "x-request-id": requestId
+    })
+    if (method === "HEAD") response.end()
+    else response.end(hit.body)
+    const seconds = (performance.now() - started) / 1000
+    recordRequest(method, hit.route, 200, seconds)
+    active.unsafeUpdate(-1, [])
+    if (logs) {
+      runLog(
+        accessLog(LogLevel.Info, {
+          method,
+          route: hit.route,
+          status: 200,
+          seconds,
+          remoteAddr: request.socket.remoteAddress ?? ""
+        }).pipe(Effect.annotateLogs("request_id", requestId))
+      )
+    }
+    return true
+  }
+}

@@ -20,6 +20,7 @@ import {
   Layer,
   LogLevel,
   Metric,
+  MetricLabel,
   Option,
   ParseResult,
   Runtime,
@@ -283,46 +284,45 @@ export const requestIdFrom = (header: string | undefined): string => {
 }
 
 /**
- * Tagged metric instances by label values. Tagging allocates a new metric key and
- * a registry lookup, so doing it per request costs more than the request itself;
- * labels are bounded (method × route template × status), and so is this cache.
+ * Label sets by value, one stable array each. Effect resolves a metric's registry entry
+ * for an update by the identity of the label array it is given (a WeakMap), while
+ * `Metric.tagged` builds a new array — hence a new metric key, a hash and a registry
+ * lookup — on every update, which costs more than answering a cached request. Labels
+ * are bounded (method × route template × status), and so are these caches. The label
+ * order is the one `Metric.tagged` nesting produced, so the series are the same.
  */
-const taggedCache = new Map<string, {
-  readonly duration: Metric.Metric.Histogram<number>
-  readonly total: Metric.Metric.Counter<number>
-}>()
-const activeCache = new Map<string, Metric.Metric.Gauge<number>>()
+const requestLabelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+const activeLabelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
 
-const requestMetrics = (method: string, route: string, status: number) => {
+const requestLabels = (method: string, route: string, status: number) => {
   const key = `${method} ${route} ${status}`
-  let found = taggedCache.get(key)
+  let found = requestLabelCache.get(key)
   if (!found) {
-    const tag = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) =>
-      Metric.tagged(
-        Metric.tagged(Metric.tagged(metric, "http_request_method", method), "http_route", route),
-        "http_response_status_code",
-        String(status)
-      )
-    found = { duration: tag(requestDuration), total: tag(requestsTotal) }
-    taggedCache.set(key, found)
+    found = [
+      MetricLabel.make("http_request_method", method),
+      MetricLabel.make("http_route", route),
+      MetricLabel.make("http_response_status_code", String(status))
+    ]
+    requestLabelCache.set(key, found)
   }
   return found
 }
 
-const activeFor = (method: string) => {
-  let found = activeCache.get(method)
-  if (!found) {
-    found = Metric.tagged(activeRequests, "http_request_method", method)
-    activeCache.set(method, found)
+/** Adds `delta` to the active-requests gauge of `method`. */
+const trackActive = (method: string, delta: number) => {
+  let labels = activeLabelCache.get(method)
+  if (!labels) {
+    labels = [MetricLabel.make("http_request_method", method)]
+    activeLabelCache.set(method, labels)
   }
-  return found
+  activeRequests.unsafeModify(delta, labels)
 }
 
 /** Records one finished request in the HTTP metrics (shared by both request paths). */
 const recordRequest = (method: string, route: string, status: number, seconds: number) => {
-  const metrics = requestMetrics(method, route, status)
-  metrics.duration.unsafeUpdate(seconds, [])
-  metrics.total.unsafeUpdate(1, [])
+  const labels = requestLabels(method, route, status)
+  requestDuration.unsafeUpdate(seconds, labels)
+  requestsTotal.unsafeUpdate(1, labels)
 }
 
 /** The level of the access-log line of a response with `status`. */
@@ -364,7 +364,6 @@ export const serverMiddleware = (routes: RouteTable, options: { readonly tracing
       span.value.attribute("imgsrv.request_id", requestId)
     }
     const minimumLevel = fiber.getFiberRef(FiberRef.currentMinimumLogLevel)
-    const active = activeFor(request.method)
     const addHeaders = HttpApp.appendPreResponseHandler((_req, response) =>
       Effect.succeed(
         HttpServerResponse.setHeaders(response, {
@@ -379,7 +378,7 @@ export const serverMiddleware = (routes: RouteTable, options: { readonly tracing
       const status = exit._tag === "Success" ? exit.value.status : 500
       const seconds = (performance.now() - started) / 1000
       recordRequest(request.method, routeLabel, status, seconds)
-      active.unsafeUpdate(-1, [])
+      trackActive(request.method, -1)
       const level = accessLogLevel(status)
       // 499: the client went away before the response; nobody to account for.
       if (status === 499 || LogLevel.lessThan(level, minimumLevel)) return Effect.void
@@ -391,7 +390,7 @@ export const serverMiddleware = (routes: RouteTable, options: { readonly tracing
         remoteAddr: Option.getOrElse(request.remoteAddress, () => "")
       })
     }
-    active.unsafeUpdate(1, [])
+    trackActive(request.method, 1)
     return addHeaders.pipe(
       Effect.zipRight(app),
       Effect.onExit(finish),
@@ -500,8 +499,7 @@ export const answerImmutable = (responses: ImmutableResponses["Type"], runtime: 
     const length = request.headers["content-length"]
     if ((length !== undefined && length !== "0") || request.headers["transfer-encoding"] !== undefined) return false
     const started = performance.now()
-    const active = activeFor(method)
-    active.unsafeUpdate(1, [])
+    trackActive(method, 1)
     // Node joins repeated unknown headers into one string, as the app sees them.
     const requestIdHeader = request.headers["x-request-id"]
     const requestId = requestIdFrom(typeof requestIdHeader === "string" ? requestIdHeader : undefined)
@@ -514,7 +512,7 @@ export const answerImmutable = (responses: ImmutableResponses["Type"], runtime: 
     else response.end(hit.body)
     const seconds = (performance.now() - started) / 1000
     recordRequest(method, hit.route, 200, seconds)
-    active.unsafeUpdate(-1, [])
+    trackActive(method, -1)
     if (logs) {
       runLog(
         accessLog(LogLevel.Info, {

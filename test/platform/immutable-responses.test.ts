@@ -206,6 +206,10 @@ describe("published manifests answered from memory", () => {
     await (await app.request("GET", path)).arrayBuffer()
     expect(await requestsCounted("GET")).toBe(counted + 1)
     expect(await requestsCounted("HEAD")).toBe(1)
+    // Every request has finished: the gauge is back to zero (it counts, it is not set).
+    const text = await (await fetch(metricsUrl)).text()
+    expect(text).toContain("http_server_active_requests{http_request_method=\"GET\"} 0\n")
+    expect(text).toContain("http_server_active_requests{http_request_method=\"HEAD\"} 0\n")
   })
 
   it("answer refs naming the version itself, never drafts, alias refs or another spelling of the path", async () => {

@@ -32,6 +32,7 @@ import { createHash, randomBytes } from "node:crypto"
 import { constants as fsConstants, type BigIntStats } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
+import { Readable } from "node:stream"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Effect, Exit, Layer, Stream } from "effect"
 import type { Scope } from "effect"
@@ -54,6 +55,12 @@ const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
 const MAX_PART_NUMBER = 10_000
 const UPLOAD_ID = /^[0-9a-f]{32}$/
 const COPY_BUFFER_BYTES = 1024 * 1024
+/**
+ * Size of each read of an opened object. Large reads make few syscalls and few chunks for
+ * whatever consumes them (a socket, a hash, a Stream step each); the memory it costs is
+ * bounded by the consumer's backpressure, a few chunks per open object.
+ */
+const READ_CHUNK_BYTES = 1024 * 1024
 
 type BlobStoreService = BlobStore["Type"]
 
@@ -432,16 +439,17 @@ export const makeFilesystemBlobStore = (
           end = Math.min(range.end, size - 1)
         }
         const contentLength = size === 0 ? 0 : end - start + 1
+        // autoClose: false — the handle's lifetime is the Scope's, not the stream's, so the
+        // stream can be re-run or abandoned without double closes.
+        const toReadable = (): Readable =>
+          contentLength === 0
+            ? Readable.from([])
+            : handle.createReadStream({ start, end, autoClose: false, highWaterMark: READ_CHUNK_BYTES })
         const stream: Stream.Stream<Uint8Array, BlobStoreError> =
           contentLength === 0
             ? Stream.empty
-            : NodeStream.fromReadable(
-                // autoClose: false — the handle's lifetime is the Scope's, not the stream's, so
-                // the stream can be re-run or abandoned without double closes.
-                () => handle.createReadStream({ start, end, autoClose: false, highWaterMark: 256 * 1024 }),
-                (cause) => new BlobStoreError({ operation: "open", key, cause })
-              )
-        return { totalSizeBytes: size, contentLength, etag: fingerprint(st), lastModified: st.mtime, stream }
+            : NodeStream.fromReadable(toReadable, (cause) => new BlobStoreError({ operation: "open", key, cause }))
+        return { totalSizeBytes: size, contentLength, etag: fingerprint(st), lastModified: st.mtime, stream, toReadable }
       })
 
     type CopyOptions = { readonly ifMatch?: string; readonly ifDestinationAbsent?: boolean }

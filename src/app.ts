@@ -14,7 +14,7 @@ import { AppConfig, type AppConfigShape, describeConfig } from "./platform/confi
 import { DatabaseLive, migrate, PoolMetricsLive } from "./platform/database.js"
 import { startEmbeddedPostgres } from "./platform/embedded-postgres.js"
 import { OpsHandlersLive, ReadinessLive, ReadinessWithoutDatabase } from "./platform/health.js"
-import { apiMiddleware, makeRouteTable } from "./platform/http.js"
+import { apiMiddleware, ImmutableResponsesLive, makeRouteTable } from "./platform/http.js"
 import { ApiServerLive } from "./platform/http-server.js"
 import { LoggingLive } from "./platform/logging.js"
 import { TracingLive } from "./platform/tracing.js"
@@ -101,8 +101,17 @@ const ApiHandlersLive = Layer.mergeAll(
 /** Background loops and scrape-time gauges that run beside the API. */
 const BackgroundLive = Layer.mergeAll(PublishWorkerLive, PublishMetricsLive, UploadsBackgroundLive, PoolMetricsLive)
 
-/** Domain repositories and in-process signals shared by handlers and background loops (one instance each). */
-const SharedDomainLive = Layer.mergeAll(CatalogRepositoryLive, PublishRepositoryLive, PublishWakeLive, PromotionWakeLive)
+/**
+ * Domain repositories and in-process signals shared by handlers and background loops (one instance each),
+ * and the immutable responses the catalog fills and the listener answers from.
+ */
+const SharedDomainLive = Layer.mergeAll(
+  CatalogRepositoryLive,
+  PublishRepositoryLive,
+  PublishWakeLive,
+  PromotionWakeLive,
+  ImmutableResponsesLive(routes)
+)
 
 /** The full service: API listener, background loops, metrics listener. */
 const FullServiceLive = (config: AppConfigShape) => {

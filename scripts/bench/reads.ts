@@ -11,14 +11,17 @@
  *  (c) images.json render median with 1,000 published eligible versions              — target < 50 ms
  *  (d) incus_index step throughput vs sha256 of the same bytes                        — target ≥ 0.9
  *
- * Load and downloads are driven from a worker thread (its own event loop, like a
- * separate client) with keep-alive `http.Agent`s — a small built-in load loop rather
- * than autocannon, so no extra dependency.
+ * Downloads (and the req/s load when `wrk` is not installed) are driven from a worker
+ * thread (its own event loop, like a separate client) with keep-alive `http.Agent`s. The
+ * req/s figure uses `wrk` (an external C load generator, `apt-get install wrk`) when it is
+ * there: the worker-thread client needs more CPU per request than a bare handler, so it
+ * cannot load a fast server to its limit (see `findWrk`).
  */
 import { HttpServer } from "@effect/platform"
 import { Effect, Either, Layer, ManagedRuntime, Redacted, Scope, Exit, Stream } from "effect"
 import { createHash, randomBytes, randomUUID } from "node:crypto"
-import { createReadStream } from "node:fs"
+import { execFile } from "node:child_process"
+import { createReadStream, existsSync } from "node:fs"
 import { chmod, mkdtemp, rm } from "node:fs/promises"
 import * as http from "node:http"
 import { tmpdir } from "node:os"
@@ -120,6 +123,33 @@ const client = <A>(data: Record<string, unknown>): Promise<A> =>
     worker.once("error", reject)
   })
 
+/**
+ * The req/s figure (b) is measured with `wrk` when it is installed: a C load generator in
+ * its own process. The worker-thread client above is the fallback; it costs more CPU per
+ * request than a bare handler does, so against a fast server it measures itself (both
+ * sides then show the client's ceiling and the ratio says nothing).
+ */
+const findWrk = (): string | undefined =>
+  ["/usr/bin/wrk", "/usr/local/bin/wrk"].find((candidate) => existsSync(candidate))
+
+const wrkRun = (wrk: string, url: string): Promise<{ ok: number; failed: number; ms: number }> => {
+  const run = (seconds: number) =>
+    new Promise<string>((resolve, reject) => {
+      execFile(wrk, ["-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, url], (error, stdout) =>
+        error ? reject(error) : resolve(stdout))
+    })
+  // One second of warm-up (JIT, keep-alive connections), then the measured run.
+  return run(1).then(() => run(SECONDS)).then((output) => {
+    const number = (pattern: RegExp) => Number(pattern.exec(output)?.[1] ?? "0")
+    const requests = number(/(\d+) requests in/)
+    const seconds = number(/requests in ([\d.]+)s/)
+    const non2xx = number(/Non-2xx or 3xx responses: (\d+)/)
+    const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output)
+    const socketErrors = errors ? errors.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0
+    return { ok: requests - non2xx, failed: non2xx + socketErrors, ms: seconds * 1000 }
+  })
+}
+
 const listen = (server: http.Server) =>
   new Promise<number>((resolve) =>
     server.listen(0, "127.0.0.1", () => {
@@ -134,7 +164,9 @@ const main = async () => {
   await chmod(dir, 0o755) // as root, embedded PostgreSQL runs as "postgres"
   const pgScope = Effect.runSync(Scope.make())
   try {
-    out(`imgsrv read-path benchmark — artifact ${SIZE_MIB} MiB, load ${CONNECTIONS} connections × ${SECONDS} s`)
+    const wrk = findWrk()
+    out(`imgsrv read-path benchmark — artifact ${SIZE_MIB} MiB, load ${CONNECTIONS} connections × ${SECONDS} s ` +
+      `(req/s by ${wrk !== undefined ? `wrk -t1 (${wrk})` : "the worker-thread client: wrk not found"})`)
     const postgres = await Effect.runPromise(
       startEmbeddedPostgres(path.join(dir, "postgres"), { database: "postgres" }).pipe(Scope.extend(pgScope))
     )
@@ -297,7 +329,9 @@ const main = async () => {
     const manifestBody = await fetch(`${base}${manifestPath}`).then((r) => r.arrayBuffer())
     type Load = { ok: number; failed: number; ms: number }
     const loadRun = (url: string) =>
-      client<Load>({ mode: "load", url, connections: CONNECTIONS, seconds: SECONDS, warmupSeconds: 1 })
+      wrk !== undefined
+        ? wrkRun(wrk, url)
+        : client<Load>({ mode: "load", url, connections: CONNECTIONS, seconds: SECONDS, warmupSeconds: 1 })
     const manifestLoad = await loadRun(`${base}${manifestPath}`)
     // The spine's own ceiling on this machine: a route with no body and no database.
     const healthzLoad = await loadRun(`${base}/healthz`)

@@ -1,8 +1,9 @@
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
+import type { HttpServerRequest } from "@effect/platform"
 import { Effect } from "effect"
 import { casKey } from "../platform/blob-store/keys.js"
 import { serveBlob } from "../platform/download.js"
-import { apiOf } from "../platform/http.js"
+import { apiOf, ImmutableResponses } from "../platform/http.js"
 import { decodeParam } from "../platform/params.js"
 import { CatalogGroup } from "./api.js"
 import {
@@ -63,13 +64,13 @@ const download = (target: DownloadTarget, route: string) =>
  */
 const encodedManifests = new WeakMap<ManifestRows, Uint8Array>()
 const encoder = new TextEncoder()
-const manifestResponse = (rows: ManifestRows) => {
+const encodeManifest = (rows: ManifestRows) => {
   let body = encodedManifests.get(rows)
   if (body === undefined) {
     body = encoder.encode(JSON.stringify(manifestToWire(rows)))
     if (rows.version.state === "published") encodedManifests.set(rows, body)
   }
-  return HttpServerResponse.uint8Array(body, { contentType: "application/json" })
+  return body
 }
 
 export const CatalogHandlersLive = HttpApiBuilder.group(
@@ -78,6 +79,28 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
   (handlers) =>
     Effect.gen(function*() {
       const catalog = yield* Catalog
+      const immutable = yield* ImmutableResponses
+
+      /**
+       * The manifest response. When the request path can only ever mean this published
+       * manifest — `versions/{version}` of a published version, or `refs/{ref}` where the
+       * ref is that version itself (an exact version wins over an alias, and published
+       * versions never change or go away) — the listener may answer that path from memory
+       * from now on (platform/http.ts `ImmutableResponses`). A ref resolved through an
+       * alias can move, so it is never remembered.
+       */
+      const manifestResponse = (
+        rows: ManifestRows,
+        request: HttpServerRequest.HttpServerRequest,
+        pathMeansThisVersion: boolean
+      ) => {
+        const body = encodeManifest(rows)
+        if (rows.version.state === "published" && pathMeansThisVersion) {
+          immutable.remember(request.url, body, "application/json")
+        }
+        return HttpServerResponse.uint8Array(body, { contentType: "application/json" })
+      }
+
       return handlers
         .handle("createImage", ({ payload }) => catalog.createImage(payload).pipe(Effect.map(imageToWire)))
         .handle("listImages", () => catalog.listImages.pipe(Effect.map((rows) => ({ images: rows.map(imageToWire) }))))
@@ -93,15 +116,18 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             Effect.flatMap(catalog.listVersions),
             Effect.map((rows) => ({ versions: rows.map(versionToWire) }))
           ))
-        .handle("getManifest", ({ path }) =>
+        .handle("getManifest", ({ path, request }) =>
           versionPathOf(path).pipe(
             Effect.flatMap(([name, version]) => catalog.getManifest(name, version)),
-            Effect.map(manifestResponse)
+            Effect.map((rows) => manifestResponse(rows, request, true))
           ))
-        .handle("resolveRef", ({ path }) =>
+        .handle("resolveRef", ({ path, request }) =>
           Effect.all([decodeParam(ImageName, path.name), decodeParam(RefString, path.ref)]).pipe(
-            Effect.flatMap(([name, ref]) => catalog.resolveRef(name, ref)),
-            Effect.map(manifestResponse)
+            Effect.flatMap(([name, ref]) =>
+              catalog.resolveRef(name, ref).pipe(
+                Effect.map((rows) => manifestResponse(rows, request, rows.version.version === ref))
+              )
+            )
           ))
         .handle("listArtifacts", ({ path }) =>
           versionPathOf(path).pipe(

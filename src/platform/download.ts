@@ -1,5 +1,5 @@
 import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Effect, Metric, Stream } from "effect"
+import { Effect, Metric, MetricLabel } from "effect"
 import type { Scope } from "effect"
 import { BlobStore } from "./blob-store/blob-store.js"
 import type { BlobNotFound, BlobStoreError } from "./blob-store/blob-store.js"
@@ -116,6 +116,19 @@ const downloadBytes = Metric.counter("imgsrv_download_bytes_total", {
   description: "Bytes of blob content sent to clients, by route template.",
   incremental: true
 })
+/**
+ * One stable label array per route: a counter resolves its series by the identity of the
+ * label array (`Metric.tagged` would derive a new metric key on every chunk).
+ */
+const downloadBytesLabelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+const downloadBytesLabels = (route: string) => {
+  let labels = downloadBytesLabelCache.get(route)
+  if (labels === undefined) {
+    labels = [MetricLabel.make("route", route)]
+    downloadBytesLabelCache.set(route, labels)
+  }
+  return labels
+}
 
 /**
  * Answers a GET or HEAD for one blob with the full semantics of api.md §2.8.
@@ -182,7 +195,14 @@ export const serveBlob = (
 
     const store = yield* BlobStore
     const opened = yield* store.open(blob.key, partial ? { start: range.start, end: range.end } : undefined)
-    const bytesCounter = Metric.tagged(downloadBytes, "route", blob.route)
-    const body = opened.stream.pipe(Stream.tap((bytes) => Metric.incrementBy(bytesCounter, bytes.length)))
-    return HttpServerResponse.stream(body, { status, headers, contentType: blob.contentType })
+    // The store's Node stream goes to the response as it is: the platform pipes it into the
+    // socket (backpressure, and destroyed when the client goes away), with no Effect step
+    // per chunk. The handle stays the request Scope's, released after the response either way.
+    const body = opened.toReadable()
+    const labels = downloadBytesLabels(blob.route)
+    // Counted as they leave the store. Paused first, so that listening does not start the
+    // flow before the platform has piped it into the response (pipe resumes it).
+    body.pause()
+    body.on("data", (chunk: Uint8Array) => downloadBytes.unsafeUpdate(chunk.byteLength, labels))
+    return HttpServerResponse.raw(body, { status, headers, contentType: blob.contentType })
   })

@@ -1,9 +1,60 @@
 import { HttpApiBuilder, HttpMiddleware, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Duration, Effect, Layer } from "effect"
+import { Duration, Effect, Layer, Option } from "effect"
 import * as http from "node:http"
 import type { ListenAddress } from "./config.js"
-import { JsonBodyLimitLive, type RouteTable, serverMiddleware, spanNameOf } from "./http.js"
+import {
+  answerImmutable,
+  ImmutableResponses,
+  JsonBodyLimitLive,
+  type RouteTable,
+  serverMiddleware,
+  spanNameOf
+} from "./http.js"
+
+/**
+ * The `HttpServer` of the API: @effect/platform-node's listener (listen, address,
+ * close), with request dispatch of our own. Each request is first offered to the
+ * immutable responses (http.ts `answerImmutable`) — a published manifest is answered
+ * from memory without the cost of running the Effect app — and otherwise handed to the
+ * app exactly as `NodeHttpServer.layer` would. WebSocket upgrades are not offered
+ * (the API has none): an `Upgrade` request is an ordinary request.
+ */
+const listener = (
+  server: http.Server,
+  listen: ListenAddress,
+  options: { readonly tracing: boolean }
+): Layer.Layer<HttpServer.HttpServer> =>
+  Layer.scoped(
+    HttpServer.HttpServer,
+    Effect.gen(function*() {
+      const node = yield* NodeHttpServer.make(() => server, {
+        port: listen.port,
+        ...(listen.host ? { host: listen.host } : {})
+      }).pipe(Effect.orDie)
+      const responses = yield* Effect.serviceOption(ImmutableResponses)
+      return HttpServer.make({
+        address: node.address,
+        serve: (app, middleware) =>
+          Effect.gen(function*() {
+            const handle = middleware === undefined
+              ? yield* NodeHttpServer.makeHandler(app)
+              : yield* NodeHttpServer.makeHandler(app, middleware)
+            // With tracing on, every request must run in the app to get its span.
+            const early = Option.isSome(responses) && !options.tracing
+              ? answerImmutable(responses.value, yield* Effect.runtime<never>())
+              : undefined
+            const onRequest = early === undefined
+              ? handle
+              : (request: http.IncomingMessage, response: http.ServerResponse) => {
+                if (!early(request, response)) handle(request, response)
+              }
+            yield* Effect.addFinalizer(() => Effect.sync(() => server.off("request", onRequest)))
+            server.on("request", onRequest)
+          })
+      })
+    })
+  )
 
 /**
  * The public API listener. On shutdown it stops accepting connections, lets
@@ -55,13 +106,13 @@ export const ApiServerLive = (options: {
 
     const serve = HttpApiBuilder.serve(serverMiddleware(options.routes, { tracing: options.tracing })).pipe(
       HttpMiddleware.withSpanNameGenerator(spanNameOf(options.routes)),
+      // Without an exporter a request span is a no-op that still costs URL parsing and
+      // header redaction on every request: skip it altogether.
+      (layer) => options.tracing ? layer : HttpMiddleware.withTracerDisabledWhen(layer, () => true),
       Layer.provide(JsonBodyLimitLive)
     )
     return drain.pipe(
       Layer.provide(serve),
-      Layer.provideMerge(NodeHttpServer.layer(() => server, {
-        port: options.listen.port,
-        ...(options.listen.host ? { host: options.listen.host } : {})
-      }))
+      Layer.provideMerge(Layer.merge(listener(server, options.listen, options), NodeHttpServer.layerContext))
     )
   })

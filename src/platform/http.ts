@@ -3,15 +3,32 @@ import {
   HttpApi,
   HttpApiError,
   HttpApiMiddleware,
-  HttpApp,
+  type HttpApp,
   HttpIncomingMessage,
   HttpServerError,
   HttpServerRequest,
   HttpServerResponse
 } from "@effect/platform"
 import type { HttpApiGroup } from "@effect/platform"
-import { Cause, Context, Effect, Exit, FiberRef, Layer, LogLevel, Metric, Option, ParseResult, Tracer } from "effect"
+import { NodeHttpServerRequest } from "@effect/platform-node"
+import {
+  Cause,
+  Context,
+  Effect,
+  Exit,
+  FiberRef,
+  FiberRefs,
+  Layer,
+  LogLevel,
+  Metric,
+  MetricLabel,
+  Option,
+  ParseResult,
+  Runtime,
+  Tracer
+} from "effect"
 import { randomUUID } from "node:crypto"
+import type { IncomingMessage, ServerResponse } from "node:http"
 import { latencyBoundaries } from "./metrics.js"
 import { firstIssueMessage } from "./params.js"
 import { declaredStatus, detailOf, problemResponse } from "./problem.js"
@@ -92,8 +109,17 @@ export const makeRouteTable = <Id extends string, Groups extends HttpApiGroup.Ht
       segments: splitPath(route.path)
     })
   }
+  // Routes by method and segment count: a request is compared with the few routes that
+  // can match it, not the whole table (this runs twice per request).
+  const byShape = new Map<string, Array<RouteEntry>>()
+  for (const route of routes) {
+    const shape = `${route.method} ${route.segments.length}`
+    const list = byShape.get(shape)
+    if (list) list.push(route)
+    else byShape.set(shape, [route])
+  }
   const find = (method: string, actual: ReadonlyArray<string>) =>
-    routes.find((r) => r.method === method && segmentsMatch(r.segments, actual))
+    byShape.get(`${method} ${actual.length}`)?.find((r) => segmentsMatch(r.segments, actual))
   return {
     routes,
     match: (method, pathname) => {
@@ -167,6 +193,10 @@ export const renderFailure = (
         return problemResponse(400, `invalid JSON request body: ${firstIssueMessage(error)}`)
       }
       const status = declaredStatus(error)
+      if (status === 401) {
+        // Every 401 of the API is rendered here; it names the scheme to use (RFC 9110 §11.6.1).
+        return problemResponse(401, detailOf(error), { headers: { "www-authenticate": "Bearer" } })
+      }
       if (status !== undefined && status < 500) {
         return problemResponse(status, detailOf(error))
       }
@@ -268,47 +298,75 @@ export const requestIdFrom = (header: string | undefined): string => {
 }
 
 /**
- * Tagged metric instances by label values. Tagging allocates a new metric key and
- * a registry lookup, so doing it per request costs more than the request itself;
- * labels are bounded (method × route template × status), and so is this cache.
+ * Label sets by value, one stable array each. Effect resolves a metric's registry entry
+ * for an update by the identity of the label array it is given (a WeakMap), while
+ * `Metric.tagged` builds a new array — hence a new metric key, a hash and a registry
+ * lookup — on every update, which costs more than answering a cached request. Labels
+ * are bounded (method × route template × status), and so are these caches. The label
+ * order is the one `Metric.tagged` nesting produced, so the series are the same.
  */
-const taggedCache = new Map<string, {
-  readonly duration: Metric.Metric.Histogram<number>
-  readonly total: Metric.Metric.Counter<number>
-}>()
-const activeCache = new Map<string, Metric.Metric.Gauge<number>>()
+const requestLabelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+const activeLabelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
 
-const requestMetrics = (method: string, route: string, status: number) => {
+const requestLabels = (method: string, route: string, status: number) => {
   const key = `${method} ${route} ${status}`
-  let found = taggedCache.get(key)
+  let found = requestLabelCache.get(key)
   if (!found) {
-    const tag = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) =>
-      Metric.tagged(
-        Metric.tagged(Metric.tagged(metric, "http_request_method", method), "http_route", route),
-        "http_response_status_code",
-        String(status)
-      )
-    found = { duration: tag(requestDuration), total: tag(requestsTotal) }
-    taggedCache.set(key, found)
+    found = [
+      MetricLabel.make("http_request_method", method),
+      MetricLabel.make("http_route", route),
+      MetricLabel.make("http_response_status_code", String(status))
+    ]
+    requestLabelCache.set(key, found)
   }
   return found
 }
 
-const activeFor = (method: string) => {
-  let found = activeCache.get(method)
-  if (!found) {
-    found = Metric.tagged(activeRequests, "http_request_method", method)
-    activeCache.set(method, found)
+/** Adds `delta` to the active-requests gauge of `method`. */
+const trackActive = (method: string, delta: number) => {
+  let labels = activeLabelCache.get(method)
+  if (!labels) {
+    labels = [MetricLabel.make("http_request_method", method)]
+    activeLabelCache.set(method, labels)
   }
-  return found
+  activeRequests.unsafeModify(delta, labels)
 }
+
+/** Records one finished request in the HTTP metrics (shared by both request paths). */
+const recordRequest = (method: string, route: string, status: number, seconds: number) => {
+  const labels = requestLabels(method, route, status)
+  requestDuration.unsafeUpdate(seconds, labels)
+  requestsTotal.unsafeUpdate(1, labels)
+}
+
+/** The level of the access-log line of a response with `status`. */
+const accessLogLevel = (status: number) =>
+  status >= 500 ? LogLevel.Error : status >= 400 ? LogLevel.Warning : LogLevel.Info
+
+/** The access-log line of one request (shared by both request paths). */
+const accessLog = (
+  level: LogLevel.LogLevel,
+  fields: { method: string; route: string; status: number; seconds: number; remoteAddr: string }
+) =>
+  Effect.logWithLevel(level, "http request").pipe(Effect.annotateLogs({
+    method: fields.method,
+    route: fields.route,
+    status: fields.status,
+    duration_ms: Math.round(fields.seconds * 1000 * 10) / 10,
+    remote_addr: fields.remoteAddr
+  }))
 
 /**
  * Wraps request handling: assigns the request id (header on every response,
- * annotation on every log line of the request), adds `WWW-Authenticate` to 401s,
- * writes one access-log line and records the HTTP metrics with the route template.
- * Runs on every request, so it is written for speed (no per-request metric tagging,
- * no log record built below the log level).
+ * annotation on every log line of the request), writes one access-log line and
+ * records the HTTP metrics with the route template. (`WWW-Authenticate` on 401s is
+ * added by the renderer, where every 401 is made.)
+ *
+ * Runs on every request, so it is written for speed: no per-request metric tagging,
+ * no log record built below the log level, and the response headers it adds are set
+ * on the Node response before the app runs — Node merges them into whatever the app
+ * writes, error responses of the platform included — instead of through a
+ * pre-response handler (a fiber-ref update and a response copy per request).
  */
 export const serverMiddleware = (routes: RouteTable, options: { readonly tracing: boolean }) =>
 <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R | HttpServerRequest.HttpServerRequest> =>
@@ -318,46 +376,170 @@ export const serverMiddleware = (routes: RouteTable, options: { readonly tracing
     const route = routes.match(request.method, pathnameOf(request.url))
     const routeLabel = route ? route.label : "unmatched"
     const started = performance.now()
-    const span = options.tracing ? Context.getOption(fiber.currentContext, Tracer.ParentSpan) : Option.none()
-    const traceId = Option.isSome(span) ? span.value.traceId : undefined
-    if (Option.isSome(span) && span.value._tag === "Span") {
-      span.value.attribute("http.route", route ? route.path.replace(/:(\w+)/g, "{$1}") : "unmatched")
-      span.value.attribute("imgsrv.request_id", requestId)
+    const nodeResponse = NodeHttpServerRequest.toServerResponse(request)
+    nodeResponse.setHeader("x-request-id", requestId)
+    if (options.tracing) {
+      const span = Context.getOption(fiber.currentContext, Tracer.ParentSpan)
+      if (Option.isSome(span)) {
+        // Lets a client quote the trace of its request when reporting a problem.
+        nodeResponse.setHeader("x-trace-id", span.value.traceId)
+        if (span.value._tag === "Span") {
+          span.value.attribute("http.route", route ? route.path.replace(/:(\w+)/g, "{$1}") : "unmatched")
+          span.value.attribute("imgsrv.request_id", requestId)
+        }
+      }
     }
     const minimumLevel = fiber.getFiberRef(FiberRef.currentMinimumLogLevel)
-    const active = activeFor(request.method)
-    const addHeaders = HttpApp.appendPreResponseHandler((_req, response) =>
-      Effect.succeed(
-        HttpServerResponse.setHeaders(response, {
-          "x-request-id": requestId,
-          // Lets a client quote the trace of its request when reporting a problem.
-          ...(traceId !== undefined ? { "x-trace-id": traceId } : {}),
-          ...(response.status === 401 ? { "www-authenticate": "Bearer" } : {})
-        })
-      )
-    )
     const finish = (exit: Exit.Exit<HttpServerResponse.HttpServerResponse, E>) => {
       const status = exit._tag === "Success" ? exit.value.status : 500
       const seconds = (performance.now() - started) / 1000
-      const metrics = requestMetrics(request.method, routeLabel, status)
-      metrics.duration.unsafeUpdate(seconds, [])
-      metrics.total.unsafeUpdate(1, [])
-      active.unsafeUpdate(-1, [])
-      const level = status >= 500 ? LogLevel.Error : status >= 400 ? LogLevel.Warning : LogLevel.Info
+      recordRequest(request.method, routeLabel, status, seconds)
+      trackActive(request.method, -1)
+      const level = accessLogLevel(status)
       // 499: the client went away before the response; nobody to account for.
       if (status === 499 || LogLevel.lessThan(level, minimumLevel)) return Effect.void
-      return Effect.logWithLevel(level, "http request").pipe(Effect.annotateLogs({
+      return accessLog(level, {
         method: request.method,
         route: routeLabel,
         status,
-        duration_ms: Math.round(seconds * 1000 * 10) / 10,
-        remote_addr: Option.getOrElse(request.remoteAddress, () => "")
-      }))
+        seconds,
+        remoteAddr: Option.getOrElse(request.remoteAddress, () => "")
+      })
     }
-    active.unsafeUpdate(1, [])
-    return addHeaders.pipe(
-      Effect.zipRight(app),
+    trackActive(request.method, 1)
+    return app.pipe(
       Effect.onExit(finish),
       Effect.annotateLogs("request_id", requestId)
     )
   })
+
+// ---------------------------------------------------------------------------------
+// Immutable responses: answered by the listener before the Effect app runs.
+// ---------------------------------------------------------------------------------
+
+/** A remembered response body with what the access log and the metrics need. */
+export interface ImmutableResponse {
+  readonly body: Uint8Array
+  readonly contentType: string
+  /** Label of the route the path belongs to (metrics, access log). */
+  readonly route: string
+}
+
+/**
+ * Responses that can never change for a given request path — the manifest of a
+ * published version is the case today — kept encoded so that the listener answers a
+ * GET or HEAD of that exact path without running the Effect app (see
+ * `answerImmutable`; the app stays the only place where such a response is made).
+ *
+ * An entry may only be added for a 200 the app has just produced for a GET of an
+ * anonymous route, from the path alone: no header, query parameter or principal
+ * changed it, and no later write can. Entries are keyed by the raw request path (what
+ * the router decoded into the parameters that produced the body), so any spelling of a
+ * path maps to exactly the response the app gave for it.
+ */
+export class ImmutableResponses extends Context.Tag("imgsrv/ImmutableResponses")<ImmutableResponses, {
+  /** Remembers `body` as the response to GET `url` (its query is ignored, like the routes do). */
+  readonly remember: (url: string, body: Uint8Array, contentType: string) => void
+  /** The remembered response for `pathname` (no query), if any. */
+  readonly lookup: (pathname: string) => ImmutableResponse | undefined
+}>() {}
+
+/** Bounds of the remembered responses (least recently used evicted first). */
+export const IMMUTABLE_RESPONSE_LIMITS = { entries: 1024, bytes: 32 * 1024 * 1024, entryBytes: 1024 * 1024 }
+
+export const makeImmutableResponses = (
+  routes: RouteTable,
+  limits: { readonly entries: number; readonly bytes: number; readonly entryBytes: number } = IMMUTABLE_RESPONSE_LIMITS
+): ImmutableResponses["Type"] => {
+  // A Map iterates in insertion order; re-inserting on a hit makes it an LRU.
+  const entries = new Map<string, ImmutableResponse>()
+  let bytes = 0
+  const evict = (pathname: string) => {
+    const entry = entries.get(pathname)
+    if (entry === undefined) return
+    entries.delete(pathname)
+    bytes -= entry.body.byteLength
+  }
+  return ImmutableResponses.of({
+    remember: (url, body, contentType) => {
+      const pathname = pathnameOf(url)
+      // Only an anonymous GET route's answer can be replayed to anyone asking.
+      const route = routes.match("GET", pathname)
+      if (route === undefined || route.method !== "GET" || route.protected) return
+      if (body.byteLength > limits.entryBytes) return
+      evict(pathname)
+      entries.set(pathname, { body, contentType, route: route.label })
+      bytes += body.byteLength
+      while (entries.size > limits.entries || bytes > limits.bytes) {
+        const oldest = entries.keys().next()
+        if (oldest.done) break
+        evict(oldest.value)
+      }
+    },
+    lookup: (pathname) => {
+      const hit = entries.get(pathname)
+      if (hit !== undefined) {
+        entries.delete(pathname)
+        entries.set(pathname, hit)
+      }
+      return hit
+    }
+  })
+}
+
+export const ImmutableResponsesLive = (routes: RouteTable) =>
+  Layer.sync(ImmutableResponses, () => makeImmutableResponses(routes))
+
+/**
+ * The listener's first look at a request (http-server.ts): a GET or HEAD without a body
+ * whose path has a remembered immutable response is answered here, from memory, and
+ * `true` is returned; anything else returns `false` untouched, for the Effect app.
+ *
+ * What a client and an operator observe is what the app would produce for it: the same
+ * status, body and headers (`content-type`, `content-length`, `X-Request-ID` echoed or
+ * generated; HEAD without the body), the same HTTP metrics with the route template, and
+ * the same access-log line at the same level through the same logger. Not used while
+ * tracing is on, where every request must produce its span.
+ */
+export const answerImmutable = (responses: ImmutableResponses["Type"], runtime: Runtime.Runtime<never>) => {
+  const minimumLevel = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
+  const logs = !LogLevel.lessThan(LogLevel.Info, minimumLevel)
+  const runLog = Runtime.runSync(runtime)
+  return (request: IncomingMessage, response: ServerResponse): boolean => {
+    const method = request.method
+    if (method !== "GET" && method !== "HEAD") return false
+    const hit = responses.lookup(pathnameOf(request.url ?? ""))
+    if (hit === undefined) return false
+    // A request carrying a body is left to the app, which knows what to do with it.
+    const length = request.headers["content-length"]
+    if ((length !== undefined && length !== "0") || request.headers["transfer-encoding"] !== undefined) return false
+    const started = performance.now()
+    trackActive(method, 1)
+    // Node joins repeated unknown headers into one string, as the app sees them.
+    const requestIdHeader = request.headers["x-request-id"]
+    const requestId = requestIdFrom(typeof requestIdHeader === "string" ? requestIdHeader : undefined)
+    // The header order the app's responses have (its own header is set first, see serverMiddleware).
+    response.writeHead(200, {
+      "x-request-id": requestId,
+      "content-type": hit.contentType,
+      "content-length": String(hit.body.byteLength)
+    })
+    if (method === "HEAD") response.end()
+    else response.end(hit.body)
+    const seconds = (performance.now() - started) / 1000
+    recordRequest(method, hit.route, 200, seconds)
+    trackActive(method, -1)
+    if (logs) {
+      runLog(
+        accessLog(LogLevel.Info, {
+          method,
+          route: hit.route,
+          status: 200,
+          seconds,
+          remoteAddr: request.socket.remoteAddress ?? ""
+        }).pipe(Effect.annotateLogs("request_id", requestId))
+      )
+    }
+    return true
+  }
+}

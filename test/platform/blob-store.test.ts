@@ -118,6 +118,14 @@ const putObject = (store: Store, parts: ReadonlyArray<Uint8Array>, key: StorageK
     return { key, completed }
   })
 
+/** Test-only: gathers what `OpenedObject.toReadable` yields. */
+const readReadable = (readable: NodeJS.ReadableStream): Effect.Effect<Buffer> =>
+  Effect.promise(async () => {
+    const chunks: Array<Buffer> = []
+    for await (const chunk of readable) chunks.push(Buffer.from(chunk as Uint8Array))
+    return Buffer.concat(chunks)
+  })
+
 const readObject = (store: Store, key: StorageKey) =>
   Effect.scoped(Effect.flatMap(store.open(key), (opened) => readAll(opened.stream)))
 
@@ -450,6 +458,7 @@ const blobStoreContract = (driver: Driver) =>
           const opened = yield* store.open(key)
           expect(opened).toMatchObject({ totalSizeBytes: size, contentLength: size, etag: completed.etag })
           expect(yield* readAll(opened.stream)).toEqual(data)
+          expect(yield* readReadable((yield* store.open(key)).toReadable())).toEqual(data)
         })
       )
 
@@ -466,6 +475,8 @@ const blobStoreContract = (driver: Driver) =>
               expect(opened.totalSizeBytes).toBe(size)
               expect(opened.contentLength).toBe(expected.byteLength)
               expect(yield* readAll(opened.stream)).toEqual(expected)
+              const again = yield* store.open(key, { start, end })
+              expect(yield* readReadable(again.toReadable())).toEqual(expected)
             }),
           gap
         )
@@ -508,6 +519,24 @@ const blobStoreContract = (driver: Driver) =>
           for (let i = 0; i < 5; i++) {
             yield* Effect.scoped(
               Effect.flatMap(store.open(key), (opened) => Stream.runDrain(Stream.take(opened.stream, 1)))
+            )
+            // The Node stream abandoned after its first chunk, or destroyed half-way.
+            yield* Effect.scoped(
+              Effect.flatMap(store.open(key, i % 2 === 0 ? undefined : { start: 10, end: 500_000 }), (opened) =>
+                Effect.promise(async () => {
+                  const readable = opened.toReadable()
+                  for await (const _ of readable) break
+                }))
+            )
+            yield* Effect.scoped(
+              Effect.flatMap(store.open(key), (opened) =>
+                Effect.async<void>((resume) => {
+                  const readable = opened.toReadable()
+                  readable.once("data", () => {
+                    readable.destroy()
+                    resume(Effect.void)
+                  })
+                }))
             )
           }
           yield* store.stat(key)

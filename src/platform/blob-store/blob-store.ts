@@ -1,5 +1,6 @@
 import { Context, Schema } from "effect"
 import type { Effect, Scope, Stream } from "effect"
+import type { Readable } from "node:stream"
 import type { StorageKey } from "./keys.js"
 
 /** The object (or the multipart upload) does not exist. */
@@ -98,6 +99,15 @@ export interface OpenedObject {
    * was drained, abandoned half-way (client went away) or never pulled (HEAD).
    */
   readonly stream: Stream.Stream<Uint8Array, BlobStoreError>
+  /**
+   * The same bytes as a Node `Readable`, for a Node sink that takes one as it is (an HTTP
+   * response body, a hash fed chunk by chunk) without an Effect `Stream` step per chunk.
+   * The same lifetime rule applies: the Scope owns the handle, so a `Readable` destroyed
+   * half-way or never read releases nothing by itself and leaks nothing either. Errors are
+   * the driver's own (`error` events), not `BlobStoreError`s. Read an object through
+   * `stream` or through this, once.
+   */
+  readonly toReadable: () => Readable
 }
 
 export interface CompletedUpload {

@@ -32,6 +32,7 @@ import { createHash, randomBytes } from "node:crypto"
 import { constants as fsConstants, type BigIntStats } from "node:fs"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
+import { Readable } from "node:stream"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Effect, Exit, Layer, Stream } from "effect"
 import type { Scope } from "effect"
@@ -54,6 +55,14 @@ const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
 const MAX_PART_NUMBER = 10_000
 const UPLOAD_ID = /^[0-9a-f]{32}$/
 const COPY_BUFFER_BYTES = 1024 * 1024
+/**
+ * Size of each read of an opened object. Large reads make few syscalls and few chunks for
+ * whatever consumes them (a socket, a hash, a Stream step each); the memory it costs is
+ * bounded by the consumer's backpressure, a few chunks per open object.
+ */
+const READ_CHUNK_BYTES = 1024 * 1024
+/** How much of a part body may wait for the disk before reading the body pauses. */
+const WRITE_BEHIND_BYTES = 1024 * 1024
 
 type BlobStoreService = BlobStore["Type"]
 
@@ -115,6 +124,72 @@ const writeAll = async (handle: fs.FileHandle, data: Uint8Array): Promise<void> 
   while (offset < data.byteLength) {
     const { bytesWritten } = await handle.write(data, offset, data.byteLength - offset, null)
     offset += bytesWritten
+  }
+}
+
+/** `writeAll` for several buffers at once: one `writev` for all of them (and more if it falls short). */
+const writevAll = async (handle: fs.FileHandle, buffers: ReadonlyArray<Uint8Array>): Promise<void> => {
+  let pending = [...buffers]
+  while (pending.length > 0) {
+    const { bytesWritten } = await handle.writev(pending)
+    let skip = bytesWritten
+    while (pending.length > 0 && skip >= pending[0]!.byteLength) skip -= pending.shift()!.byteLength
+    if (skip > 0) pending[0] = pending[0]!.subarray(skip)
+  }
+}
+
+/**
+ * Write-behind for a file: `push` hands a chunk over and returns at once while earlier
+ * chunks are still being written, so whoever produces the bytes (a socket) keeps going
+ * instead of waiting for the disk after every piece; chunks that arrive meanwhile go down
+ * together in one `writev`. `push` returns a promise to wait for (backpressure) once
+ * `limit` bytes are waiting, and `flush` waits until everything is written. A write
+ * failure fails the next `push`/`flush`.
+ */
+const writeBehind = (handle: fs.FileHandle, limit: number) => {
+  let queued: Array<Uint8Array> = []
+  let queuedBytes = 0
+  let writing: Promise<void> | undefined
+  let failure: { readonly error: unknown } | undefined
+  const drain = async (): Promise<void> => {
+    while (queued.length > 0) {
+      const batch = queued
+      queued = []
+      queuedBytes = 0
+      await writevAll(handle, batch)
+    }
+  }
+  const start = (): void => {
+    writing = drain().then(
+      () => {
+        writing = undefined
+        // A chunk pushed between the end of the loop and this callback still gets written.
+        if (queued.length > 0) start()
+      },
+      (error: unknown) => {
+        failure = { error }
+        writing = undefined
+      }
+    )
+  }
+  const failed = () => Promise.reject(failure!.error)
+  return {
+    push: (chunk: Uint8Array): Promise<void> | undefined => {
+      if (failure !== undefined) return failed()
+      queued.push(chunk)
+      queuedBytes += chunk.byteLength
+      if (writing === undefined) start()
+      else if (queuedBytes >= limit) return writing.then(() => (failure !== undefined ? failed() : undefined))
+      return undefined
+    },
+    flush: async (): Promise<void> => {
+      while (writing !== undefined) await writing
+      if (failure !== undefined) return failed()
+    },
+    /** Resolves once no write is under way (whatever their outcome). */
+    settled: async (): Promise<void> => {
+      while (writing !== undefined) await writing
+    }
   }
 }
 
@@ -199,7 +274,11 @@ export const makeFilesystemBlobStore = (
         return dir
       })
 
-    /** Streams `body` into `handle`, hashing it, failing as soon as it runs long or if it ends short. */
+    /**
+     * Streams `body` into `handle`, hashing it, failing as soon as it runs long or if it ends
+     * short. Writes happen behind the body (`writeBehind`): the body keeps being read while
+     * the disk writes, in few large writes.
+     */
     const writeBody = <E>(
       key: StorageKey,
       handle: fs.FileHandle,
@@ -208,6 +287,7 @@ export const makeFilesystemBlobStore = (
     ): Effect.Effect<string, E | BodyLengthMismatch | BlobStoreError> =>
       Effect.suspend(() => {
         const md5 = createHash("md5")
+        const behind = writeBehind(handle, WRITE_BEHIND_BYTES)
         let received = 0
         return body.pipe(
           Stream.runForEach((chunk): Effect.Effect<void, BodyLengthMismatch | BlobStoreError> => {
@@ -216,13 +296,17 @@ export const makeFilesystemBlobStore = (
               return Effect.fail(new BodyLengthMismatch({ expected: contentLength, received }))
             }
             md5.update(chunk)
-            return io("putPart", key, () => writeAll(handle, chunk))
+            const full = behind.push(chunk)
+            return full === undefined ? Effect.void : io("putPart", key, () => full)
           }),
-          Effect.flatMap(() =>
+          Effect.flatMap((): Effect.Effect<string, BodyLengthMismatch | BlobStoreError> =>
             received === contentLength
-              ? Effect.succeed(`"${md5.digest("hex")}"`)
+              ? io("putPart", key, behind.flush).pipe(Effect.as(`"${md5.digest("hex")}"`))
               : Effect.fail(new BodyLengthMismatch({ expected: contentLength, received }))
-          )
+          ),
+          // Stopped early (failure, interruption): let the write under way finish before the
+          // caller closes and removes the file.
+          Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.promise(behind.settled))
         )
       })
 
@@ -432,16 +516,17 @@ export const makeFilesystemBlobStore = (
           end = Math.min(range.end, size - 1)
         }
         const contentLength = size === 0 ? 0 : end - start + 1
+        // autoClose: false — the handle's lifetime is the Scope's, not the stream's, so the
+        // stream can be re-run or abandoned without double closes.
+        const toReadable = (): Readable =>
+          contentLength === 0
+            ? Readable.from([])
+            : handle.createReadStream({ start, end, autoClose: false, highWaterMark: READ_CHUNK_BYTES })
         const stream: Stream.Stream<Uint8Array, BlobStoreError> =
           contentLength === 0
             ? Stream.empty
-            : NodeStream.fromReadable(
-                // autoClose: false — the handle's lifetime is the Scope's, not the stream's, so
-                // the stream can be re-run or abandoned without double closes.
-                () => handle.createReadStream({ start, end, autoClose: false, highWaterMark: 256 * 1024 }),
-                (cause) => new BlobStoreError({ operation: "open", key, cause })
-              )
-        return { totalSizeBytes: size, contentLength, etag: fingerprint(st), lastModified: st.mtime, stream }
+            : NodeStream.fromReadable(toReadable, (cause) => new BlobStoreError({ operation: "open", key, cause }))
+        return { totalSizeBytes: size, contentLength, etag: fingerprint(st), lastModified: st.mtime, stream, toReadable }
       })
 
     type CopyOptions = { readonly ifMatch?: string; readonly ifDestinationAbsent?: boolean }

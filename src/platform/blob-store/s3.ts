@@ -150,6 +150,26 @@ const sliceBytes = <E>(stream: Stream.Stream<Uint8Array, E>, start: number, leng
   )
 }
 
+/** `sliceBytes` for a Node byte stream; stops reading (and destroys `source`) once they are out. */
+const sliceReadable = (source: Readable, start: number, length: number): Readable => {
+  const stop = start + length
+  return Readable.from(
+    (async function*() {
+      let offset = 0
+      // Leaving the loop early destroys `source`, which frees its socket.
+      for await (const chunk of source as AsyncIterable<Uint8Array>) {
+        const chunkEnd = offset + chunk.byteLength
+        const from = Math.max(start, offset)
+        const to = Math.min(stop, chunkEnd)
+        if (to > from) yield chunk.subarray(from - offset, to - offset)
+        offset = chunkEnd
+        if (offset >= stop) return
+      }
+    })(),
+    { objectMode: false }
+  )
+}
+
 export const makeS3BlobStore = (
   options: S3Options,
   internal: S3InternalOptions = {}
@@ -387,7 +407,8 @@ export const makeS3BlobStore = (
             contentLength: end - range.start + 1,
             etag: response.ETag ?? "",
             lastModified: response.LastModified ?? new Date(0),
-            stream: sliceBytes(bodyStream, range.start, end - range.start + 1)
+            stream: sliceBytes(bodyStream, range.start, end - range.start + 1),
+            toReadable: () => sliceReadable(body, range.start, end - range.start + 1)
           }
         }
         if (range !== undefined) {
@@ -405,7 +426,8 @@ export const makeS3BlobStore = (
               contentLength: wantedEnd - start + 1,
               etag: response.ETag ?? "",
               lastModified: response.LastModified ?? new Date(0),
-              stream: sliceBytes(bodyStream, 0, wantedEnd - start + 1)
+              stream: sliceBytes(bodyStream, 0, wantedEnd - start + 1),
+              toReadable: () => sliceReadable(body, 0, wantedEnd - start + 1)
             }
           }
           if (start !== range.start || end !== wantedEnd || end - start + 1 !== response.ContentLength) {
@@ -422,7 +444,8 @@ export const makeS3BlobStore = (
           contentLength: response.ContentLength,
           etag: response.ETag ?? "",
           lastModified: response.LastModified ?? new Date(0),
-          stream: bodyStream
+          stream: bodyStream,
+          toReadable: () => body
         }
       })
 

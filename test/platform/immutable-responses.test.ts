@@ -1,0 +1,279 @@
+import { HttpApi, HttpApiEndpoint, HttpApiGroup } from "@effect/platform"
+import { Effect, Logger, LogLevel } from "effect"
+import * as http from "node:http"
+import type { AddressInfo } from "node:net"
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest"
+import { RequireContentWrite } from "../../src/auth/middleware.js"
+import type { Manifest } from "../../src/catalog/schema.js"
+import { answerImmutable, API_ID, makeImmutableResponses, makeRouteTable } from "../../src/platform/http.js"
+import { seedBlob, type SeededBlob } from "../support/blobs.js"
+import { startTestApp, type TestApp } from "../support/harness.js"
+import { startOtlpReceiver } from "../support/otlp-receiver.js"
+import { freePort } from "../support/process.js"
+import { createDraft, expectStatus, publishVersion } from "../catalog/fixtures.js"
+
+/**
+ * Immutable responses (platform/http.ts): a published manifest, once produced by the app,
+ * is answered by the listener from memory. These tests pin down that this path is taken,
+ * and that a client and an operator cannot tell it from the app: same status, body and
+ * headers, HEAD, X-Request-ID, access-log line and HTTP metrics; and that nothing that can
+ * change (drafts, alias refs) or that is not the exact remembered request is answered.
+ */
+
+const encoder = new TextEncoder()
+
+const TestApi = HttpApi.make(API_ID)
+  .add(
+    HttpApiGroup.make("things")
+      .add(HttpApiEndpoint.get("thing", "/v1/things/:name"))
+      .add(HttpApiEndpoint.post("makeThing", "/v1/things/:name"))
+      .add(HttpApiEndpoint.get("secret", "/v1/secrets/:name").middleware(RequireContentWrite))
+  )
+const routes = makeRouteTable(TestApi)
+
+describe("the remembered responses", () => {
+  it("accept only 200s of anonymous GET routes, keyed by path without the query", () => {
+    const responses = makeImmutableResponses(routes)
+    responses.remember("/v1/things/a?x=1", encoder.encode("a"), "application/json")
+    responses.remember("/v1/secrets/a", encoder.encode("secret"), "application/json")
+    responses.remember("/v1/nowhere", encoder.encode("?"), "application/json")
+    expect(responses.lookup("/v1/things/a")).toEqual({
+      body: encoder.encode("a"),
+      contentType: "application/json",
+      route: "GET /v1/things/{name}"
+    })
+    expect(responses.lookup("/v1/things/a?x=1")).toBeUndefined()
+    expect(responses.lookup("/v1/secrets/a")).toBeUndefined()
+    expect(responses.lookup("/v1/nowhere")).toBeUndefined()
+  })
+
+  it("stay within their entry and byte bounds, evicting the least recently used", () => {
+    const responses = makeImmutableResponses(routes, { entries: 2, bytes: 10, entryBytes: 6 })
+    responses.remember("/v1/things/a", encoder.encode("aaa"), "application/json")
+    responses.remember("/v1/things/b", encoder.encode("bbb"), "application/json")
+    expect(responses.lookup("/v1/things/a")).toBeDefined() // a is now the most recent
+    responses.remember("/v1/things/c", encoder.encode("ccc"), "application/json")
+    expect(responses.lookup("/v1/things/b")).toBeUndefined()
+    expect(responses.lookup("/v1/things/a")).toBeDefined()
+    responses.remember("/v1/things/d", encoder.encode("dddddd"), "application/json") // 3 + 6 > 10: c and a go
+    expect(responses.lookup("/v1/things/c")).toBeUndefined()
+    expect(responses.lookup("/v1/things/d")).toBeDefined()
+    responses.remember("/v1/things/e", encoder.encode("eeeeeee"), "application/json") // over entryBytes
+    expect(responses.lookup("/v1/things/e")).toBeUndefined()
+  })
+})
+
+/** node:http, since fetch refuses a GET with a body. */
+const send = (method: string, url: string, body?: string) =>
+  new Promise<string>((resolve, reject) => {
+    const headers = body === undefined ? {} : { "content-length": String(Buffer.byteLength(body)) }
+    const req = http.request(url, { method, headers }, (res) => {
+      let text = ""
+      res.setEncoding("utf8").on("data", (c: string) => (text += c)).on("end", () => resolve(text))
+    })
+    req.on("error", reject)
+    req.end(body)
+  })
+
+describe("the listener's early answer", () => {
+  /** A Node server answering from `responses` first, counting what reaches the "app". */
+  const serve = async () => {
+    const responses = makeImmutableResponses(routes)
+    responses.remember("/v1/things/a", encoder.encode("{\"a\":1}"), "application/json")
+    const runtime = Effect.runSync(Effect.runtime<never>().pipe(Effect.provide(Logger.minimumLogLevel(LogLevel.None))))
+    const early = answerImmutable(responses, runtime)
+    let reachedApp = 0
+    const server = http.createServer((request, response) => {
+      if (early(request, response)) return
+      reachedApp++
+      request.resume()
+      request.on("end", () => response.end("app"))
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    return { base, reachedApp: () => reachedApp, close: () => new Promise((r) => server.close(r)) }
+  }
+
+  it("answers GET and HEAD of a remembered path from memory, and leaves everything else to the app", async () => {
+    const s = await serve()
+    try {
+      const got = await fetch(`${s.base}/v1/things/a?ignored=1`, { headers: { "x-request-id": "mine" } })
+      expect(got.status).toBe(200)
+      expect(got.headers.get("content-type")).toBe("application/json")
+      expect(got.headers.get("content-length")).toBe("7")
+      expect(got.headers.get("x-request-id")).toBe("mine")
+      expect(await got.text()).toBe("{\"a\":1}")
+      const head = await fetch(`${s.base}/v1/things/a`, { method: "HEAD" })
+      expect(head.headers.get("content-length")).toBe("7")
+      expect(head.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/)
+      expect(await head.text()).toBe("")
+      expect(s.reachedApp()).toBe(0)
+
+      for (const [method, path, body] of [
+        ["GET", "/v1/things/b", undefined],
+        ["GET", "/v1/things/a/", undefined],
+        ["POST", "/v1/things/a", undefined],
+        ["GET", "/v1/things/a", "a body"]
+      ] as const) {
+        expect(await send(method, `${s.base}${path}`, body), `${method} ${path}`).toBe("app")
+      }
+      expect(s.reachedApp()).toBe(4)
+    } finally {
+      await s.close()
+    }
+  })
+})
+
+describe("published manifests answered from memory", () => {
+  let app: TestApp
+  let metricsUrl = ""
+  let writer: string
+  let blob: SeededBlob
+  const logLines: Array<string> = []
+
+  beforeAll(async () => {
+    const port = await freePort()
+    app = await startTestApp({ settings: { "metrics-listen": `127.0.0.1:${port}`, "verbosity": "info" } })
+    metricsUrl = `http://127.0.0.1:${port}/metrics`
+    writer = await app.tokenFor("content-writer")
+    blob = await seedBlob(app, encoder.encode("remembered disk"))
+    const write = process.stderr.write
+    vi.spyOn(process.stderr, "write").mockImplementation(((chunk: unknown, ...rest: Array<unknown>) => {
+      if (typeof chunk === "string" && chunk.includes("\"msg\":\"http request\"")) logLines.push(chunk)
+      return Reflect.apply(write, process.stderr, [chunk, ...rest]) as boolean
+    }) as typeof process.stderr.write)
+  })
+  afterAll(async () => {
+    vi.restoreAllMocks()
+    await app?.close()
+  })
+
+  const accessLogOf = (requestId: string) => {
+    const line = logLines.find((l) => l.includes(`"request_id":"${requestId}"`))
+    expect(line, `access log of ${requestId}`).toBeDefined()
+    const { time: _time, duration_ms, ...rest } = JSON.parse(line!) as Record<string, unknown>
+    expect(typeof duration_ms).toBe("number")
+    return rest
+  }
+
+  const requestsCounted = async (method: string) => {
+    const text = await (await fetch(metricsUrl)).text()
+    const line = text.split("\n").find((l) =>
+      l.startsWith("imgsrv_http_requests_total{") && l.includes(`http_request_method="${method}"`) &&
+      l.includes("http_route=\"GET /v1/images/{name}/versions/{version}\"") && l.includes("http_response_status_code=\"200\"")
+    )
+    return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
+  }
+
+  it("look exactly like the app's answer: body, headers, HEAD, request id, access log and metrics", async () => {
+    await publishVersion(app, writer, { name: "fixed", version: "1.0", artifacts: [{ blob }] })
+    const path = "/v1/images/fixed/versions/1.0"
+    const answers = []
+    for (const id of ["first", "second", "third"]) {
+      const res = await app.request("GET", path, { headers: { "x-request-id": id } })
+      answers.push({
+        status: res.status,
+        headers: [...res.headers.entries()].filter(([name]) => name !== "date"),
+        body: await res.text()
+      })
+    }
+    expect(answers[1]).toEqual({ ...answers[0], headers: answers[0]!.headers.map(([n, v]) => [n, n === "x-request-id" ? "second" : v]) })
+    expect(answers[2]!.body).toBe(answers[0]!.body)
+    expect((JSON.parse(answers[0]!.body) as Manifest).version.state).toBe("published")
+
+    const head = await app.request("HEAD", path, { headers: { "x-request-id": "head" } })
+    expect(head.status).toBe(200)
+    expect(head.headers.get("content-length")).toBe(String(encoder.encode(answers[0]!.body).byteLength))
+    expect(await head.text()).toBe("")
+    const generated = await app.request("GET", path)
+    expect(generated.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/)
+    await generated.arrayBuffer()
+
+    const logged = accessLogOf("first")
+    expect(logged).toEqual({
+      level: "info",
+      msg: "http request",
+      request_id: "first",
+      method: "GET",
+      route: "GET /v1/images/{name}/versions/{version}",
+      status: 200,
+      remote_addr: "127.0.0.1"
+    })
+    expect(accessLogOf("second")).toEqual({ ...logged, request_id: "second" })
+    expect(accessLogOf("head")).toEqual({ ...logged, request_id: "head", method: "HEAD" })
+
+    const counted = await requestsCounted("GET")
+    await (await app.request("GET", path)).arrayBuffer()
+    expect(await requestsCounted("GET")).toBe(counted + 1)
+    expect(await requestsCounted("HEAD")).toBe(1)
+    // Every request has finished: the gauge is back to zero (it counts, it is not set).
+    const text = await (await fetch(metricsUrl)).text()
+    expect(text).toContain("http_server_active_requests{http_request_method=\"GET\"} 0\n")
+    expect(text).toContain("http_server_active_requests{http_request_method=\"HEAD\"} 0\n")
+  })
+
+  it("answer refs naming the version itself, never drafts, alias refs or another spelling of the path", async () => {
+    await publishVersion(app, writer, { name: "moving", version: "1", artifacts: [{ blob }] })
+    await publishVersion(app, writer, { name: "moving", version: "2", artifacts: [{ blob }] })
+    const v1 = await app.request("GET", "/v1/images/moving/versions/1").then((r) => r.text())
+    for (let i = 0; i < 2; i++) {
+      expect(await app.request("GET", "/v1/images/moving/refs/1").then((r) => r.text())).toBe(v1)
+    }
+
+    await app.request("PUT", "/v1/images/moving/aliases/stable", { token: writer, json: { version: "1" } })
+      .then((r) => expectStatus(r, 200))
+    expect((await app.request("GET", "/v1/images/moving/refs/stable").then((r) => expectStatus<Manifest>(r, 200))).version.version)
+      .toBe("1")
+    await app.request("PUT", "/v1/images/moving/aliases/stable", { token: writer, json: { version: "2" } })
+      .then((r) => expectStatus(r, 200))
+    expect((await app.request("GET", "/v1/images/moving/refs/stable").then((r) => expectStatus<Manifest>(r, 200))).version.version)
+      .toBe("2")
+
+    await createDraft(app, writer, "moving", "3")
+    expect((await app.request("GET", "/v1/images/moving/versions/3").then((r) => expectStatus<Manifest>(r, 200))).artifacts)
+      .toHaveLength(0)
+    await app.request("POST", "/v1/images/moving/versions/3/artifacts", {
+      token: writer,
+      json: {
+        operating_system: "linux",
+        architecture: "x86_64",
+        format: "qcow2",
+        primary_blob_digest: blob.digest,
+        primary_blob_size_bytes: blob.size,
+        primary_media_type: "application/x-qemu-disk"
+      }
+    }).then((r) => expectStatus(r, 201))
+    expect((await app.request("GET", "/v1/images/moving/versions/3").then((r) => expectStatus<Manifest>(r, 200))).artifacts)
+      .toHaveLength(1)
+
+    // The routing rules still apply to a remembered path.
+    const slash = await app.request("GET", "/v1/images/moving/versions/1/")
+    expect(slash.status).toBe(404)
+    expect(await slash.text()).toBe("404 page not found\n")
+    const post = await app.request("POST", "/v1/images/moving/versions/1")
+    expect(post.status).toBe(405)
+    await post.arrayBuffer()
+    expect(await app.request("GET", "/v1/images/moving/versions/1?any=query").then((r) => r.text())).toBe(v1)
+  })
+})
+
+describe("with tracing on", () => {
+  it("every request runs in the app, so each gets its span and X-Trace-ID", async () => {
+    const receiver = await startOtlpReceiver()
+    const app = await startTestApp({ settings: { "otel-endpoint": receiver.endpoint, "otel-service-name": "imgsrv-test" } })
+    try {
+      const writer = await app.tokenFor("content-writer")
+      const blob = await seedBlob(app, encoder.encode("traced disk"))
+      await publishVersion(app, writer, { name: "traced", version: "1", artifacts: [{ blob }] })
+      for (let i = 0; i < 3; i++) {
+        const res = await app.request("GET", "/v1/images/traced/versions/1")
+        expect(res.status).toBe(200)
+        expect(res.headers.get("x-trace-id")).toMatch(/^[0-9a-f]{32}$/)
+        await res.arrayBuffer()
+      }
+    } finally {
+      await app.close()
+      await receiver.close()
+    }
+  })
+})

@@ -6,7 +6,9 @@ import type { ListenAddress } from "./config.js"
 import {
   answerImmutable,
   ImmutableResponses,
+  type HttpMetrics,
   JsonBodyLimitLive,
+  makeHttpMetrics,
   type RouteTable,
   serverMiddleware,
   spanNameOf
@@ -23,7 +25,7 @@ import {
 const listener = (
   server: http.Server,
   listen: ListenAddress,
-  options: { readonly tracing: boolean }
+  options: { readonly tracing: boolean; readonly metrics: HttpMetrics }
 ): Layer.Layer<HttpServer.HttpServer> =>
   Layer.scoped(
     HttpServer.HttpServer,
@@ -42,7 +44,7 @@ const listener = (
               : yield* NodeHttpServer.makeHandler(app, middleware)
             // With tracing on, every request must run in the app to get its span.
             const early = Option.isSome(responses) && !options.tracing
-              ? answerImmutable(responses.value, yield* Effect.runtime<never>())
+              ? answerImmutable(responses.value, yield* Effect.runtime<never>(), options.metrics)
               : undefined
             const onRequest = early === undefined
               ? handle
@@ -74,6 +76,10 @@ export const ApiServerLive = (options: {
       headersTimeout: 30_000
     })
     server.keepAliveTimeout = 65_000
+    const metrics = makeHttpMetrics(() => {
+      const bound = server.address()
+      return bound === null || typeof bound === "string" ? undefined : { address: bound.address, port: bound.port }
+    })
 
     // Built after `serve` (it is provided to this layer), so it is released first:
     // drain happens while the request handler is still attached.
@@ -104,7 +110,7 @@ export const ApiServerLive = (options: {
       )
     }))
 
-    const serve = HttpApiBuilder.serve(serverMiddleware(options.routes, { tracing: options.tracing })).pipe(
+    const serve = HttpApiBuilder.serve(serverMiddleware(options.routes, { tracing: options.tracing, metrics })).pipe(
       HttpMiddleware.withSpanNameGenerator(spanNameOf(options.routes)),
       // Without an exporter a request span is a no-op that still costs URL parsing and
       // header redaction on every request: skip it altogether.
@@ -113,6 +119,6 @@ export const ApiServerLive = (options: {
     )
     return drain.pipe(
       Layer.provide(serve),
-      Layer.provideMerge(Layer.merge(listener(server, options.listen, options), NodeHttpServer.layerContext))
+      Layer.provideMerge(Layer.merge(listener(server, options.listen, { tracing: options.tracing, metrics }), NodeHttpServer.layerContext))
     )
   })

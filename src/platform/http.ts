@@ -297,46 +297,81 @@ export const requestIdFrom = (header: string | undefined): string => {
   return trimmed.length >= 1 && trimmed.length <= 128 && /^[\x21-\x7e]+$/.test(trimmed) ? trimmed : randomUUID()
 }
 
+/** The listener a request arrived on, as the reference's HTTP series label it. */
+export interface ListenerIdentity {
+  /** The address the listener is bound to (`0.0.0.0`, `::`, `127.0.0.1`, …). */
+  readonly address: string
+  readonly port: number
+}
+
+/** What the HTTP metrics are updated with, once per request (both request paths). */
+export interface HttpMetrics {
+  /** Records one finished request: duration histogram and request counter. */
+  readonly record: (method: string, route: string, status: number, seconds: number) => void
+  /** Adds `delta` to the active-requests gauge of `method`. */
+  readonly trackActive: (method: string, delta: number) => void
+}
+
 /**
- * Label sets by value, one stable array each. Effect resolves a metric's registry entry
- * for an update by the identity of the label array it is given (a WeakMap), while
- * `Metric.tagged` builds a new array — hence a new metric key, a hash and a registry
- * lookup — on every update, which costs more than answering a cached request. Labels
- * are bounded (method × route template × status), and so are these caches. The label
- * order is the one `Metric.tagged` nesting produced, so the series are the same.
+ * The HTTP metrics of one listener. The reference (Go otelhttp) labels its series with the
+ * listener too — `network_protocol_name`, `server_address`, `server_port`, `url_scheme`.
+ * Here they describe the socket the listener is bound to, not the request's `Host` header,
+ * which any client can set to anything (unbounded label values); TLS is terminated in
+ * front of imgsrv, so the scheme is `http`. `listener` is read at the first request, when
+ * the bound port is known (port 0 picks one).
+ *
+ * Label sets are kept by value, one stable array each: Effect resolves a metric's registry
+ * entry for an update by the identity of the label array it is given (a WeakMap), while
+ * `Metric.tagged` builds a new array — hence a new metric key, a hash and a registry lookup
+ * — on every update, which costs more than answering a cached request. Labels are bounded
+ * (method × route template × status), and so are these caches.
  */
-const requestLabelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
-const activeLabelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
-
-const requestLabels = (method: string, route: string, status: number) => {
-  const key = `${method} ${route} ${status}`
-  let found = requestLabelCache.get(key)
-  if (!found) {
-    found = [
-      MetricLabel.make("http_request_method", method),
-      MetricLabel.make("http_route", route),
-      MetricLabel.make("http_response_status_code", String(status))
+export const makeHttpMetrics = (listener: () => ListenerIdentity | undefined): HttpMetrics => {
+  let listenerLabels: ReadonlyArray<MetricLabel.MetricLabel> | undefined
+  const listenerLabelsOf = () => {
+    if (listenerLabels !== undefined) return listenerLabels
+    const identity = listener()
+    const labels = [
+      MetricLabel.make("network_protocol_name", "http"),
+      MetricLabel.make("server_address", identity?.address ?? ""),
+      MetricLabel.make("server_port", identity === undefined ? "" : String(identity.port)),
+      MetricLabel.make("url_scheme", "http")
     ]
-    requestLabelCache.set(key, found)
+    // Not listening yet (cannot happen for a request, but then do not remember a guess).
+    if (identity !== undefined) listenerLabels = labels
+    return labels
   }
-  return found
-}
-
-/** Adds `delta` to the active-requests gauge of `method`. */
-const trackActive = (method: string, delta: number) => {
-  let labels = activeLabelCache.get(method)
-  if (!labels) {
-    labels = [MetricLabel.make("http_request_method", method)]
-    activeLabelCache.set(method, labels)
+  const requestLabelCache = new Map<string, {
+    readonly reference: ReadonlyArray<MetricLabel.MetricLabel>
+    readonly ours: ReadonlyArray<MetricLabel.MetricLabel>
+  }>()
+  const activeLabelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+  return {
+    record: (method, route, status, seconds) => {
+      const key = `${method} ${route} ${status}`
+      let labels = requestLabelCache.get(key)
+      if (labels === undefined) {
+        const ours = [
+          MetricLabel.make("http_request_method", method),
+          MetricLabel.make("http_route", route),
+          MetricLabel.make("http_response_status_code", String(status))
+        ]
+        labels = { ours, reference: [...ours, ...listenerLabelsOf()] }
+        requestLabelCache.set(key, labels)
+      }
+      requestDuration.unsafeUpdate(seconds, labels.reference)
+      requestsTotal.unsafeUpdate(1, labels.ours)
+    },
+    trackActive: (method, delta) => {
+      let labels = activeLabelCache.get(method)
+      if (labels === undefined) {
+        const listenerOnes = listenerLabelsOf().filter((label) => label.key !== "network_protocol_name")
+        labels = [MetricLabel.make("http_request_method", method), ...listenerOnes]
+        activeLabelCache.set(method, labels)
+      }
+      activeRequests.unsafeModify(delta, labels)
+    }
   }
-  activeRequests.unsafeModify(delta, labels)
-}
-
-/** Records one finished request in the HTTP metrics (shared by both request paths). */
-const recordRequest = (method: string, route: string, status: number, seconds: number) => {
-  const labels = requestLabels(method, route, status)
-  requestDuration.unsafeUpdate(seconds, labels)
-  requestsTotal.unsafeUpdate(1, labels)
 }
 
 /** The level of the access-log line of a response with `status`. */
@@ -368,7 +403,10 @@ const accessLog = (
  * writes, error responses of the platform included — instead of through a
  * pre-response handler (a fiber-ref update and a response copy per request).
  */
-export const serverMiddleware = (routes: RouteTable, options: { readonly tracing: boolean }) =>
+export const serverMiddleware = (
+  routes: RouteTable,
+  options: { readonly tracing: boolean; readonly metrics: HttpMetrics }
+) =>
 <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R | HttpServerRequest.HttpServerRequest> =>
   Effect.withFiberRuntime((fiber) => {
     const request = Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest)
@@ -393,8 +431,8 @@ export const serverMiddleware = (routes: RouteTable, options: { readonly tracing
     const finish = (exit: Exit.Exit<HttpServerResponse.HttpServerResponse, E>) => {
       const status = exit._tag === "Success" ? exit.value.status : 500
       const seconds = (performance.now() - started) / 1000
-      recordRequest(request.method, routeLabel, status, seconds)
-      trackActive(request.method, -1)
+      options.metrics.record(request.method, routeLabel, status, seconds)
+      options.metrics.trackActive(request.method, -1)
       const level = accessLogLevel(status)
       // 499: the client went away before the response; nobody to account for.
       if (status === 499 || LogLevel.lessThan(level, minimumLevel)) return Effect.void
@@ -406,7 +444,7 @@ export const serverMiddleware = (routes: RouteTable, options: { readonly tracing
         remoteAddr: Option.getOrElse(request.remoteAddress, () => "")
       })
     }
-    trackActive(request.method, 1)
+    options.metrics.trackActive(request.method, 1)
     return app.pipe(
       Effect.onExit(finish),
       Effect.annotateLogs("request_id", requestId)
@@ -501,7 +539,11 @@ export const ImmutableResponsesLive = (routes: RouteTable) =>
  * the same access-log line at the same level through the same logger. Not used while
  * tracing is on, where every request must produce its span.
  */
-export const answerImmutable = (responses: ImmutableResponses["Type"], runtime: Runtime.Runtime<never>) => {
+export const answerImmutable = (
+  responses: ImmutableResponses["Type"],
+  runtime: Runtime.Runtime<never>,
+  metrics: HttpMetrics
+) => {
   const minimumLevel = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
   const logs = !LogLevel.lessThan(LogLevel.Info, minimumLevel)
   const runLog = Runtime.runSync(runtime)
@@ -514,7 +556,7 @@ export const answerImmutable = (responses: ImmutableResponses["Type"], runtime: 
     const length = request.headers["content-length"]
     if ((length !== undefined && length !== "0") || request.headers["transfer-encoding"] !== undefined) return false
     const started = performance.now()
-    trackActive(method, 1)
+    metrics.trackActive(method, 1)
     // Node joins repeated unknown headers into one string, as the app sees them.
     const requestIdHeader = request.headers["x-request-id"]
     const requestId = requestIdFrom(typeof requestIdHeader === "string" ? requestIdHeader : undefined)
@@ -527,8 +569,8 @@ export const answerImmutable = (responses: ImmutableResponses["Type"], runtime: 
     if (method === "HEAD") response.end()
     else response.end(hit.body)
     const seconds = (performance.now() - started) / 1000
-    recordRequest(method, hit.route, 200, seconds)
-    trackActive(method, -1)
+    metrics.record(method, hit.route, 200, seconds)
+    metrics.trackActive(method, -1)
     if (logs) {
       runLog(
         accessLog(LogLevel.Info, {

@@ -223,22 +223,27 @@ describe("the metrics listener after a tutorial flow", () => {
     }
   })
 
-  // KNOWN BUG, fixed by the http.ts change described in the obs report: the middleware
-  // *sets* the gauge to +1/-1 instead of adding, so it reads -1 once requests finish.
-  // Remove `.fails` when that change lands.
-  it.fails("counts no active requests once every request has finished", () => {
+  it("counts no active requests once every request has finished", () => {
     const active = after.samples.filter((s) => s.name === "http_server_active_requests")
     expect(active.length).toBeGreaterThan(0)
     for (const sample of active) expect(sample.value, JSON.stringify(sample.labels)).toBe(0)
   })
 
-  // Pending the same http.ts change: the reference's HTTP series also carry the listener's
-  // protocol, scheme, address and port. Remove `.fails` when it lands.
-  it.fails("labels the HTTP series with the reference's listener attributes", () => {
+  // The reference's HTTP series also carry the listener's protocol, scheme, address and
+  // port: the bound socket (the harness listens on 127.0.0.1 and an ephemeral port).
+  it("labels the HTTP series with the reference's listener attributes", () => {
     for (const family of ["http_server_request_duration_seconds", "http_server_active_requests"]) {
       expect(labelNamesOf(after, family)).toEqual(expect.arrayContaining(["server_address", "server_port", "url_scheme"]))
     }
     expect(labelNamesOf(after, "http_server_request_duration_seconds")).toContain("network_protocol_name")
+    const samples = after.samples.filter((s) => s.name.startsWith("http_server_request_duration_seconds"))
+    expect(samples.length).toBeGreaterThan(0)
+    for (const sample of samples) {
+      expect(sample.labels["url_scheme"]).toBe("http")
+      expect(sample.labels["network_protocol_name"]).toBe("http")
+      expect(sample.labels["server_address"]).toBe("127.0.0.1")
+      expect(sample.labels["server_port"]).toMatch(/^[1-9][0-9]*$/)
+    }
   })
 
   it("documents in the README exactly the series the listener exposes", () => {

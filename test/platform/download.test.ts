@@ -12,7 +12,7 @@ import { casKey, stagingKey } from "../../src/platform/blob-store/keys.js"
 import { makeS3BlobStore } from "../../src/platform/blob-store/s3.js"
 import { type Sha256Digest, digestFromHex } from "../../src/platform/digest.js"
 import { ifRangeMatches, isNotModified, parseRange, serveBlob } from "../../src/platform/download.js"
-import { apiMiddleware, apiOf, makeRouteTable, serverMiddleware } from "../../src/platform/http.js"
+import { apiMiddleware, apiOf, makeHttpMetrics, makeRouteTable, serverMiddleware } from "../../src/platform/http.js"
 import { createBucket, tempDir } from "../support/harness.js"
 
 describe("parseRange", () => {
@@ -121,7 +121,7 @@ const serve = (blobs: Map<string, Served>) =>
       }).pipe(Effect.orDie)))
 
 const startServer = (store: Layer.Layer<BlobStore>, blobs: Map<string, Served>) => {
-  const layer = HttpApiBuilder.serve(serverMiddleware(routes, { tracing: false })).pipe(
+  const layer = HttpApiBuilder.serve(serverMiddleware(routes, { tracing: false, metrics: makeHttpMetrics(() => ({ address: "127.0.0.1", port: 0 })) })).pipe(
     Layer.provide(HttpApiBuilder.api(TestApi).pipe(
       Layer.provide(serve(blobs)),
       Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))

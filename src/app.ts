@@ -1,4 +1,5 @@
 import { HttpApiBuilder, HttpApiScalar } from "@effect/platform"
+import type { HttpApi } from "@effect/platform"
 import { Effect, Layer, Option, Redacted } from "effect"
 import { DOCS_ROUTES, ImgsrvApi, OpsOnlyApi } from "./api.js"
 import { AuthHandlersLive } from "./auth/http.js"
@@ -113,13 +114,9 @@ const SharedDomainLive = Layer.mergeAll(
   ImmutableResponsesLive(routes)
 )
 
-/** The full service: API listener, background loops, metrics listener. */
-const FullServiceLive = (config: AppConfigShape) => {
-  const api = HttpApiBuilder.api(ImgsrvApi).pipe(
-    Layer.provide(ApiHandlersLive),
-    Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))
-  )
-  const server = ApiServerLive({
+/** The API listener serving `api` (either flavour), with the OpenAPI document and its viewer. */
+const apiListener = <E, R>(config: AppConfigShape, api: Layer.Layer<HttpApi.Api, E, R>) =>
+  ApiServerLive({
     listen: config.listen,
     shutdownTimeout: config.shutdownTimeout,
     routes,
@@ -127,7 +124,16 @@ const FullServiceLive = (config: AppConfigShape) => {
   }).pipe(
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
-    Layer.provide(api),
+    Layer.provide(api)
+  )
+
+/** The full service: API listener, background loops, metrics listener. */
+const FullServiceLive = (config: AppConfigShape) => {
+  const api = HttpApiBuilder.api(ImgsrvApi).pipe(
+    Layer.provide(ApiHandlersLive),
+    Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))
+  )
+  const server = apiListener(config, api).pipe(
     // After migrations, before the listener serves: the first auth-manager exists.
     Layer.provide(AuthStartupLive)
   )
@@ -145,16 +151,7 @@ const OpsOnlyServiceLive = (config: AppConfigShape) => {
     Layer.provide(ReadinessWithoutDatabase),
     Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes, unavailableExcept: ["ops", "docs"] })))
   )
-  return ApiServerLive({
-    listen: config.listen,
-    shutdownTimeout: config.shutdownTimeout,
-    routes,
-    tracing: Option.isSome(config.otel)
-  }).pipe(
-    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
-    Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
-    Layer.provide(api)
-  )
+  return apiListener(config, api)
 }
 
 /** Everything a running imgsrv is, for one configuration. */

@@ -1,8 +1,11 @@
 /**
- * Read-path benchmark (issue 4): `npx tsx scripts/bench/reads.ts [--size-mib 256] [--seconds 10]`.
+ * Read-path benchmark (issue 4):
+ * `npx tsx scripts/bench/reads.ts [--store filesystem|s3] [--size-mib 256] [--seconds 10]`.
  *
- * Starts a real imgsrv in this process (embedded PostgreSQL, filesystem store in a temp
- * dir) and prints, from one run, each figure next to a baseline measured the same way:
+ * Starts a real imgsrv in this process (embedded PostgreSQL; the filesystem store in a temp
+ * dir, or with `--store s3` an s3rver started here) and prints, from one run, each figure
+ * next to a baseline measured the same way. A "direct read" is a read of the object from
+ * the store without imgsrv: the file, or an HTTP GET of the object from the S3 server.
  *
  *  (a) download of a 256 MiB artifact through imgsrv vs a direct read of the same object
  *      from the same store (and, for context, vs a bare Node HTTP file server)   — target ≥ 0.9
@@ -33,16 +36,24 @@ import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js
 import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
 import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
 import { makeFilesystemBlobStore } from "../../src/platform/blob-store/filesystem.js"
+import { makeS3BlobStore } from "../../src/platform/blob-store/s3.js"
 import { casKey } from "../../src/platform/blob-store/keys.js"
 import { defaultRawSettings, parseAppConfig } from "../../src/platform/config.js"
 import { DatabaseLive } from "../../src/platform/database.js"
 import { digestFromHex } from "../../src/platform/digest.js"
 import { startEmbeddedPostgres } from "../../src/platform/embedded-postgres.js"
+import { type S3TestServer, startS3Server } from "../../test/support/s3-server.js"
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`)
   return i === -1 ? fallback : Number(process.argv[i + 1])
 }
+const STORE = (() => {
+  const i = process.argv.indexOf("--store")
+  const value = i === -1 ? "filesystem" : process.argv[i + 1]
+  if (value !== "filesystem" && value !== "s3") throw new Error("--store takes filesystem or s3")
+  return value
+})()
 const SIZE_MIB = arg("size-mib", 256)
 const SECONDS = arg("seconds", 10)
 const CONNECTIONS = 32
@@ -79,7 +90,7 @@ async function download(url) {
 }
 async function file(p) {
   const started = performance.now()
-  const bytes = await drain(fs.createReadStream(p, { highWaterMark: 64 * 1024 }))
+  const bytes = await drain(fs.createReadStream(p, { highWaterMark: 1024 * 1024 }))
   return { bytes, ms: performance.now() - started }
 }
 async function load({ url, connections, seconds, warmupSeconds }) {
@@ -163,14 +174,20 @@ const main = async () => {
   const dir = await mkdtemp(path.join(tmpdir(), "imgsrv-bench-"))
   await chmod(dir, 0o755) // as root, embedded PostgreSQL runs as "postgres"
   const pgScope = Effect.runSync(Scope.make())
+  let s3: S3TestServer | undefined
   try {
     const wrk = findWrk()
-    out(`imgsrv read-path benchmark — artifact ${SIZE_MIB} MiB, load ${CONNECTIONS} connections × ${SECONDS} s ` +
+    out(`imgsrv read-path benchmark — ${STORE} store, artifact ${SIZE_MIB} MiB, load ${CONNECTIONS} connections × ${SECONDS} s ` +
       `(req/s by ${wrk !== undefined ? `wrk -t1 (${wrk})` : "the worker-thread client: wrk not found"})`)
     const postgres = await Effect.runPromise(
       startEmbeddedPostgres(path.join(dir, "postgres"), { database: "postgres" }).pipe(Scope.extend(pgScope))
     )
     const dbUrl = Redacted.value(postgres.url)
+    const bucket = "bench"
+    if (STORE === "s3") {
+      s3 = await startS3Server()
+      await s3.createBucket(bucket)
+    }
     const parsed = parseAppConfig({
       ...defaultRawSettings(),
       "listen": "127.0.0.1:0",
@@ -179,12 +196,23 @@ const main = async () => {
       "verbosity": "error",
       "data-dir": dir,
       "postgres-url": dbUrl,
-      "publish-worker-poll-interval": "100ms"
+      "publish-worker-poll-interval": "100ms",
+      ...(s3 === undefined ? {} : {
+        "s3-endpoint": s3.endpoint,
+        "s3-bucket": bucket,
+        "s3-access-key-id": s3.accessKeyId,
+        "s3-secret-access-key": s3.secretAccessKey,
+        "s3-path-style": "true"
+      })
     })
     if (Either.isLeft(parsed)) throw new Error(parsed.left.message)
     const config = parsed.right
-    if (config.storage._tag !== "filesystem") throw new Error("the benchmark uses the filesystem store")
-    const storeRoot = config.storage.root
+    if (config.storage._tag !== STORE) throw new Error(`expected the ${STORE} store, got ${config.storage._tag}`)
+    /** Where a direct read of `key` goes: the file, or the object's URL on the S3 server (anonymous GET). */
+    const directSource = (key: string) =>
+      config.storage._tag === "filesystem"
+        ? { mode: "file" as const, path: path.join(config.storage.root, key) }
+        : { mode: "download" as const, url: `http://${s3!.endpoint}/${bucket}/${key}` }
     const app = ManagedRuntime.make(AppLive(config))
     const address = await app.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
     const base = `http://127.0.0.1:${address._tag === "TcpAddress" ? address.port : 0}`
@@ -222,9 +250,13 @@ const main = async () => {
       return JSON.parse(text) as Record<string, unknown>
     }
 
-    // Blobs, written through the filesystem driver and recorded as verified CAS blobs.
+    // Blobs, written through the store's driver and recorded as verified CAS blobs.
     const storeScope = Effect.runSync(Scope.make())
-    const store = await Effect.runPromise(makeFilesystemBlobStore(storeRoot).pipe(Scope.extend(storeScope)))
+    const store = await Effect.runPromise(
+      (config.storage._tag === "filesystem"
+        ? makeFilesystemBlobStore(config.storage.root)
+        : makeS3BlobStore({ ...config.storage.s3, sessionToken: undefined })).pipe(Scope.extend(storeScope))
+    )
     const seed = async (bytes: Uint8Array) => {
       const hex = createHash("sha256").update(bytes).digest("hex")
       const digest = digestFromHex(hex)
@@ -281,14 +313,24 @@ const main = async () => {
     const indexMs = median(indexRuns)
     const hashedBytes = disk.size + meta.size
 
-    // (d) baselines: sha256 of the same bytes from the same files, and from memory.
+    // (d) baselines: sha256 of the same bytes read directly from the store (1 MiB file
+    // reads, or GETs from the S3 server), and from memory.
+    const directBytes = (key: string): NodeJS.ReadableStream | Promise<http.IncomingMessage> => {
+      const source = directSource(key)
+      if (source.mode === "file") return createReadStream(source.path, { highWaterMark: 1024 * 1024 })
+      return new Promise((resolve, reject) => http.get(source.url, resolve).on("error", reject))
+    }
     const fileHashRuns: Array<number> = []
     for (let i = 0; i < 5; i++) {
       const started = performance.now()
       const hash = createHash("sha256")
       for (const key of [casKey(meta.digest), casKey(disk.digest)]) {
-        await new Promise<void>((resolve, reject) =>
-          createReadStream(path.join(storeRoot, key)).on("data", (c) => hash.update(c)).on("end", resolve).on("error", reject))
+        const bytes = await directBytes(key)
+        await new Promise<void>((resolve, reject) => {
+          bytes.on("data", (c: Buffer) => hash.update(c))
+          bytes.on("end", resolve)
+          bytes.on("error", reject)
+        })
       }
       hash.digest()
       fileHashRuns.push(performance.now() - started)
@@ -300,19 +342,20 @@ const main = async () => {
       return performance.now() - started
     })()
 
-    // (a) downloads: through imgsrv vs the same file read directly, vs a bare file server.
+    // (a) downloads: through imgsrv vs the same object read directly from the store, vs a
+    // bare Node HTTP server sending the same bytes from the same source (file or S3 GET).
     const downloadPath = `/v1/images/bench/versions/1.0/artifacts/${artifactId}/download`
-    const diskFile = path.join(storeRoot, casKey(disk.digest))
+    const diskSource = directSource(casKey(disk.digest))
     const bare = http.createServer((_req, res) => {
       res.writeHead(200, { "content-length": String(disk.size), "content-type": "application/octet-stream" })
-      createReadStream(diskFile).pipe(res)
+      void Promise.resolve(directBytes(casKey(disk.digest))).then((bytes) => bytes.pipe(res))
     })
     const barePort = await listen(bare)
     type Timed = { bytes: number; ms: number }
     const runs = { imgsrv: [] as Array<number>, direct: [] as Array<number>, bareHttp: [] as Array<number> }
     for (let i = 0; i < 4; i++) {
       const viaImgsrv = await client<Timed>({ mode: "download", url: `${base}${downloadPath}` })
-      const direct = await client<Timed>({ mode: "file", path: diskFile })
+      const direct = await client<Timed>(diskSource)
       const viaBare = await client<Timed>({ mode: "download", url: `http://127.0.0.1:${barePort}/` })
       if (viaImgsrv.bytes !== disk.size || direct.bytes !== disk.size || viaBare.bytes !== disk.size) {
         throw new Error("short read")
@@ -408,8 +451,8 @@ const main = async () => {
     const verdict = (ok: boolean) => (ok ? "PASS" : "MISS")
     out("")
     out(`(a) download ${SIZE_MIB} MiB artifact: imgsrv ${median(runs.imgsrv).toFixed(0)} MiB/s, ` +
-      `direct store read ${median(runs.direct).toFixed(0)} MiB/s → ratio ${a.toFixed(2)} (target ≥ 0.9) ${verdict(a >= 0.9)}`)
-    out(`    context: bare Node HTTP file server ${median(runs.bareHttp).toFixed(0)} MiB/s → imgsrv/bare-http ` +
+      `direct ${STORE === "s3" ? "GET from the S3 server" : "file read"} ${median(runs.direct).toFixed(0)} MiB/s → ratio ${a.toFixed(2)} (target ≥ 0.9) ${verdict(a >= 0.9)}`)
+    out(`    context: bare Node HTTP server piping the same source ${median(runs.bareHttp).toFixed(0)} MiB/s → imgsrv/bare-http ` +
       `${(median(runs.imgsrv) / median(runs.bareHttp)).toFixed(2)}`)
     out(`(b) GET ${manifestPath} (${manifestBody.byteLength} B): imgsrv ${rps(manifestLoad).toFixed(0)} req/s, ` +
       `bare handler ${rps(bareLoad).toFixed(0)} req/s → ratio ${b.toFixed(2)} (target ≥ 0.5) ${verdict(b >= 0.5)}` +
@@ -420,12 +463,13 @@ const main = async () => {
       `median ${c.toFixed(1)} ms over ${renders.length} GETs (target < 50 ms) ${verdict(c < 50)}`)
     out(`(d) incus_index over ${(hashedBytes / 1024 / 1024).toFixed(1)} MiB: median ${indexMs} ms of [${indexRuns.join(", ")}] = ` +
       `${dMiB.toFixed(0)} MiB/s; ` +
-      `sha256 of the same files ${mibPerSecond(hashedBytes, fileHashMs).toFixed(0)} MiB/s → ratio ${d.toFixed(2)} ` +
+      `sha256 of the same bytes read directly ${mibPerSecond(hashedBytes, fileHashMs).toFixed(0)} MiB/s → ratio ${d.toFixed(2)} ` +
       `(target ≥ 0.9) ${verdict(d >= 0.9)}`)
     out(`    context: sha256 of the same bytes in memory ${mibPerSecond(hashedBytes, memoryHashMs).toFixed(0)} MiB/s → ` +
       `ratio ${(dMiB / mibPerSecond(hashedBytes, memoryHashMs)).toFixed(2)}`)
   } finally {
     await Effect.runPromise(Scope.close(pgScope, Exit.void))
+    await s3?.stop()
     await rm(dir, { recursive: true, force: true })
   }
 }

@@ -1,7 +1,7 @@
-import { Effect, Stream } from "effect"
+import { Effect } from "effect"
 import { createHash, type Hash } from "node:crypto"
 import { INCUS_METADATA_ATTACHMENT, type ManifestRows } from "../catalog/schema.js"
-import { BlobStore } from "../platform/blob-store/blob-store.js"
+import { BlobStore, readAll } from "../platform/blob-store/blob-store.js"
 import { casKey } from "../platform/blob-store/keys.js"
 import { digestHex, type Sha256Digest } from "../platform/digest.js"
 import { diskPath, metadataPath } from "../streams/schema.js"
@@ -36,13 +36,9 @@ export const eligibleArtifacts = (manifest: ManifestRows) =>
 const hashInto = (hash: Hash, blob: BlobRef) =>
   Effect.scoped(Effect.gen(function*() {
     const store = yield* BlobStore
-    const opened = yield* store.open(casKey(blob.digest))
-    let read = 0
-    yield* Stream.runForEach(opened.stream, (chunk) =>
-      Effect.sync(() => {
-        hash.update(chunk)
-        read += chunk.byteLength
-      }))
+    const key = casKey(blob.digest)
+    const opened = yield* store.open(key)
+    const read = yield* readAll(opened, key, (chunk) => hash.update(chunk))
     if (read !== blob.sizeBytes) {
       return yield* new StepFailed({
         message: `incus materialization: blob ${blob.digest} has ${read} bytes in the blob store, ` +

@@ -1,7 +1,7 @@
 import type { SqlError } from "@effect/sql"
-import { Context, Data, Duration, Effect, Layer, Metric, Option, Stream } from "effect"
+import { Context, Data, Duration, Effect, Layer, Metric, Option } from "effect"
 import { createHash } from "node:crypto"
-import { BlobStore, type BlobStoreError } from "../platform/blob-store/blob-store.js"
+import { BlobStore, type BlobStoreError, readAll } from "../platform/blob-store/blob-store.js"
 import { casKey, type StorageKey } from "../platform/blob-store/keys.js"
 import { AppConfig } from "../platform/config.js"
 import { digestFromHex, type Sha256Digest } from "../platform/digest.js"
@@ -93,15 +93,9 @@ export const CasPromotionLive = Layer.effect(
         )
         if (Option.isNone(opened)) return Option.none()
         const hash = createHash("sha256")
-        let size = 0
-        yield* Stream.runForEachChunk(opened.value.stream, (chunk) => {
-          let bytes = 0
-          for (const piece of chunk) {
-            hash.update(piece)
-            bytes += piece.byteLength
-          }
-          size += bytes
-          return Metric.incrementBy(promotionVerifiedBytes, bytes)
+        const size = yield* readAll(opened.value, key, (chunk) => {
+          hash.update(chunk)
+          promotionVerifiedBytes.unsafeUpdate(chunk.byteLength, [])
         })
         return Option.some({ sizeBytes: size, digest: digestFromHex(hash.digest("hex")), etag: opened.value.etag })
       }))

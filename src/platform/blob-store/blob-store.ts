@@ -1,5 +1,5 @@
-import { Context, Schema } from "effect"
-import type { Effect, Scope, Stream } from "effect"
+import { Context, Effect, Schema } from "effect"
+import type { Scope, Stream } from "effect"
 import type { Readable } from "node:stream"
 import type { StorageKey } from "./keys.js"
 
@@ -196,3 +196,34 @@ export class BlobStore extends Context.Tag("imgsrv/BlobStore")<
     readonly health: Effect.Effect<void, BlobStoreError>
   }
 >() {}
+
+/**
+ * Reads all of `opened`, handing each chunk to `onChunk` as it arrives, and returns the
+ * number of bytes read. It reads through the Node stream (`toReadable`): a whole-object
+ * pass such as hashing then costs no Effect step per chunk, which matters on S3 where a
+ * body arrives in socket-sized pieces. Interruption destroys the stream; a read error
+ * fails with `BlobStoreError` naming `key`.
+ */
+export const readAll = (
+  opened: OpenedObject,
+  key: StorageKey,
+  onChunk: (chunk: Uint8Array) => void
+): Effect.Effect<number, BlobStoreError> =>
+  Effect.tryPromise({
+    try: async (signal) => {
+      const readable = opened.toReadable()
+      const stop = () => readable.destroy()
+      signal.addEventListener("abort", stop, { once: true })
+      let bytes = 0
+      try {
+        for await (const chunk of readable as AsyncIterable<Uint8Array>) {
+          onChunk(chunk)
+          bytes += chunk.byteLength
+        }
+      } finally {
+        signal.removeEventListener("abort", stop)
+      }
+      return bytes
+    },
+    catch: (cause) => new BlobStoreError({ operation: "open", key, cause })
+  })

@@ -35,3 +35,17 @@ const program = runCommand((config) => Layer.launch(AppLive(config)))(process.ar
 
 // No pretty logger: stdout carries only the one-time bootstrap banner; logs go to stderr (logging.ts).
 NodeRuntime.runMain(program, { disableErrorReporting: true, disablePrettyLogger: true })
+
+// runMain turns the first SIGINT/SIGTERM into a graceful shutdown and then stops listening,
+// so a second one would kill the process on the spot, before the embedded PostgreSQL
+// server it owns is stopped. Shutdown is bounded (--shutdown-timeout); let it finish and
+// say how to force it.
+let signals = 0
+const onSignal = (signal: NodeJS.Signals) => {
+  signals += 1
+  if (signals > 1) {
+    process.stderr.write(`imgsrv: ${signal} received while shutting down; finishing the shutdown (SIGKILL forces it)\n`)
+  }
+}
+process.on("SIGINT", onSignal)
+process.on("SIGTERM", onSignal)

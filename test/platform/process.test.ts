@@ -38,6 +38,23 @@ describe("the imgsrv process", () => {
     }
   })
 
+  it("finishes a graceful shutdown when a second signal arrives, stopping embedded PostgreSQL", async () => {
+    const dir = await dataDir()
+    try {
+      const port = await freePort()
+      const proc = spawnImgsrv({ env: { IMGSRV_DATA_DIR: dir, IMGSRV_LISTEN: `127.0.0.1:${port}`, IMGSRV_METRICS_LISTEN: "" } })
+      await waitForStatus(`http://127.0.0.1:${port}/readyz`, 204, 60_000)
+      proc.child.kill("SIGTERM")
+      await proc.waitFor(/stopping http server/)
+      proc.child.kill("SIGTERM")
+      expect(await proc.exited).toBe(0)
+      expect(proc.stderr()).toContain("SIGTERM received while shutting down")
+      expect(proc.stderr()).toContain("embedded PostgreSQL stopped")
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it("in ops-only mode serves health, is never ready, and exposes metrics", async () => {
     const port = await freePort()
     const metricsPort = await freePort()

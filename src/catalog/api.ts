@@ -2,7 +2,8 @@ import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/p
 import { Schema } from "effect"
 import { RequireContentWrite } from "../auth/middleware.js"
 import { UuidPathString } from "../platform/params.js"
-import { InvalidRequest, Problem } from "../platform/problem.js"
+import { NotModified } from "../platform/download.js"
+import { InvalidRequest, Problem, RangeNotSatisfiable } from "../platform/problem.js"
 import {
   AliasNotFound,
   AliasTargetNotPublished,
@@ -202,7 +203,9 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
       .setPath(ArtifactPath)
       .addSuccess(DownloadBody)
       .addSuccess(DownloadBody.annotations(HttpApiSchema.annotations({ status: 206 })))
+      .addSuccess(NotModified)
       .addError(invalid)
+      .addError(Problem(RangeNotSatisfiable))
       .addError(Problem(VersionNotFound))
       .addError(Problem(ArtifactNotFound))
       .annotate(
@@ -219,7 +222,9 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
       .setPath(AttachmentPath)
       .addSuccess(DownloadBody)
       .addSuccess(DownloadBody.annotations(HttpApiSchema.annotations({ status: 206 })))
+      .addSuccess(NotModified)
       .addError(invalid)
+      .addError(Problem(RangeNotSatisfiable))
       .addError(Problem(VersionNotFound))
       .addError(Problem(ArtifactNotFound))
       .addError(Problem(AttachmentNotFound))

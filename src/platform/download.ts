@@ -1,4 +1,4 @@
-import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpApiSchema, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Metric, MetricLabel } from "effect"
 import type { Scope } from "effect"
 import { BlobStore } from "./blob-store/blob-store.js"
@@ -129,6 +129,9 @@ const downloadBytesLabels = (route: string) => {
   }
   return labels
 }
+
+/** 304 for a conditional GET/HEAD that matched (no body), as the download endpoints declare it. */
+export const NotModified = HttpApiSchema.Empty(304).annotations({ description: "Not Modified" })
 
 /**
  * Answers a GET or HEAD for one blob with the full semantics of api.md §2.8.

@@ -88,6 +88,21 @@ export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()(
   }
 }
 
+/**
+ * 416 — the Range of a download cannot be served (api.md §2.8). Declared on the download
+ * endpoints for their OpenAPI description; `serveBlob` renders the response itself, with
+ * `Content-Range: bytes *\/<size>`.
+ */
+export class RangeNotSatisfiable extends Schema.TaggedError<RangeNotSatisfiable>()(
+  "RangeNotSatisfiable",
+  { detail: Schema.String },
+  HttpApiSchema.annotations({ status: 416 })
+) {
+  override get message() {
+    return this.detail
+  }
+}
+
 /** 503 — the capability needs a component this process was started without. */
 export class ServiceUnavailable extends Schema.TaggedError<ServiceUnavailable>()(
   "ServiceUnavailable",

@@ -2,7 +2,8 @@ import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/p
 import { Schema } from "effect"
 import { RequireContentWrite } from "../auth/middleware.js"
 import { UuidPathString } from "../platform/params.js"
-import { InvalidRequest, Problem } from "../platform/problem.js"
+import { NotModified } from "../platform/download.js"
+import { InvalidRequest, Problem, RangeNotSatisfiable } from "../platform/problem.js"
 import {
   CasBlobNotFound,
   PartBodyIncomplete,
@@ -115,8 +116,13 @@ export class BlobsGroup extends HttpApiGroup.make("blobs")
     HttpApiEndpoint.get("getBlob", "/v1/blobs/:digest")
       .setPath(Schema.Struct({ digest: Schema.String }))
       .addSuccess(HttpApiSchema.Uint8Array({ contentType: "application/octet-stream" }))
+      .addSuccess(HttpApiSchema.Uint8Array({ contentType: "application/octet-stream" }).annotations(
+        HttpApiSchema.annotations({ status: 206 })
+      ))
+      .addSuccess(NotModified)
       .addError(Problem(InvalidRequest))
       .addError(Problem(CasBlobNotFound))
+      .addError(Problem(RangeNotSatisfiable))
       .annotate(
         OpenApi.Description,
         "The bytes of any verified blob (anonymous). Strong ETag \"sha256:…\", conditional GET/HEAD " +

@@ -76,6 +76,17 @@ describe("every response", () => {
     const doc = (await spec.json()) as { openapi: string; paths: Record<string, unknown> }
     expect(doc.openapi).toMatch(/^3\./)
     expect(Object.keys(doc.paths)).toContain("/readyz")
+    // The download routes document every status they answer with, not only 200.
+    const paths = doc.paths as Record<string, { get?: { responses?: Record<string, unknown> } }>
+    for (const route of [
+      "/v1/blobs/{digest}",
+      "/v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download",
+      "/v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download"
+    ]) {
+      expect(Object.keys(paths[route]?.get?.responses ?? {}), route).toEqual(
+        expect.arrayContaining(["200", "206", "304", "404", "416"])
+      )
+    }
     const docs = await app.request("GET", "/docs")
     expect(docs.status).toBe(200)
     expect(docs.headers.get("content-type")).toContain("text/html")

@@ -10,7 +10,6 @@ import { CatalogLive } from "./catalog/service.js"
 import { BlobStore } from "./platform/blob-store/blob-store.js"
 import { makeFilesystemBlobStore } from "./platform/blob-store/filesystem.js"
 import { instrumentBlobStore } from "./platform/blob-store/instrumented.js"
-import { makeS3BlobStore } from "./platform/blob-store/s3.js"
 import { AppConfig, type AppConfigShape, describeConfig } from "./platform/config.js"
 import { DatabaseLive, migrate, PoolMetricsLive } from "./platform/database.js"
 import { startEmbeddedPostgres } from "./platform/embedded-postgres.js"
@@ -64,8 +63,9 @@ export const BlobStoreFromConfig = (config: AppConfigShape) =>
     BlobStore,
     Effect.gen(function*() {
       const storage = config.storage
+      // The S3 driver (and the AWS SDK, ~12 MiB resident) is loaded only when it is the store.
       const store = storage._tag === "s3"
-        ? yield* makeS3BlobStore({
+        ? yield* (yield* Effect.promise(() => import("./platform/blob-store/s3.js"))).makeS3BlobStore({
           endpoint: storage.s3.endpoint,
           bucket: storage.s3.bucket,
           region: storage.s3.region,

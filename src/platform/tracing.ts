@@ -1,5 +1,4 @@
 import { FetchHttpClient } from "@effect/platform"
-import { OtlpSerialization, OtlpTracer } from "@effect/opentelemetry"
 import { Effect, FiberRef, Layer, Option, Tracer } from "effect"
 
 /**
@@ -83,7 +82,8 @@ export const withLinkedSpan = (
 
 /**
  * Trace export: OTLP/HTTP (JSON) to `<endpoint>/v1/traces` when an endpoint is
- * configured; otherwise the tracer is switched off entirely, so spans cost nothing.
+ * configured; otherwise the tracer is switched off entirely, so spans cost nothing —
+ * and the exporter's modules are not even loaded (they cost memory in every process).
  */
 export const TracingLive = (
   otel: Option.Option<{ readonly endpoint: string; readonly serviceName: string }>,
@@ -92,10 +92,16 @@ export const TracingLive = (
   Option.match(otel, {
     onNone: () => Layer.setTracerEnabled(false),
     onSome: ({ endpoint, serviceName }) =>
-      OtlpTracer.layer({
-        url: `${endpoint}/v1/traces`,
-        resource: { serviceName, serviceVersion },
-        exportInterval: "2 seconds",
-        shutdownTimeout: "5 seconds"
-      }).pipe(Layer.provide(OtlpSerialization.layerJson), Layer.provide(FetchHttpClient.layer))
+      Layer.unwrapEffect(
+        Effect.promise(() =>
+          Promise.all([import("@effect/opentelemetry/OtlpTracer"), import("@effect/opentelemetry/OtlpSerialization")])
+        ).pipe(Effect.map(([OtlpTracer, OtlpSerialization]) =>
+          OtlpTracer.layer({
+            url: `${endpoint}/v1/traces`,
+            resource: { serviceName, serviceVersion },
+            exportInterval: "2 seconds",
+            shutdownTimeout: "5 seconds"
+          }).pipe(Layer.provide(OtlpSerialization.layerJson), Layer.provide(FetchHttpClient.layer))
+        ))
+      )
   })

@@ -10,7 +10,7 @@ import { seedBlob, type SeededBlob } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { startOtlpReceiver } from "../support/otlp-receiver.js"
 import { freePort } from "../support/process.js"
-import { createDraft, expectStatus, publishVersion } from "../catalog/fixtures.js"
+import { addArtifact, createDraft, expectStatus, publishVersion } from "../catalog/fixtures.js"
 
 /**
  * Immutable responses (platform/http.ts): a published manifest, once produced by the app,
@@ -236,17 +236,7 @@ describe("published manifests answered from memory", () => {
     await createDraft(app, writer, "moving", "3")
     expect((await app.request("GET", "/v1/images/moving/versions/3").then((r) => expectStatus<Manifest>(r, 200))).artifacts)
       .toHaveLength(0)
-    await app.request("POST", "/v1/images/moving/versions/3/artifacts", {
-      token: writer,
-      json: {
-        operating_system: "linux",
-        architecture: "x86_64",
-        format: "qcow2",
-        primary_blob_digest: blob.digest,
-        primary_blob_size_bytes: blob.size,
-        primary_media_type: "application/x-qemu-disk"
-      }
-    }).then((r) => expectStatus(r, 201))
+    await addArtifact(app, writer, "moving", "3", { blob })
     expect((await app.request("GET", "/v1/images/moving/versions/3").then((r) => expectStatus<Manifest>(r, 200))).artifacts)
       .toHaveLength(1)
 

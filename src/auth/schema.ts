@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { TimestampString } from "../platform/timestamp.js"
 
 /** The two actions imgsrv authorizes (spec/auth.md §2.2). */
 export const Action = Schema.Literal("content.write", "auth.manage")
@@ -113,9 +114,9 @@ export const ApiTokenView = Schema.Struct({
   id: Schema.String,
   principal_id: Schema.String,
   name: Schema.String,
-  expires_at: Schema.String,
-  last_used_at: Schema.optional(Schema.String),
-  revoked_at: Schema.optional(Schema.String)
+  expires_at: TimestampString,
+  last_used_at: Schema.optional(TimestampString),
+  revoked_at: Schema.optional(TimestampString)
 }).annotations({ identifier: "ApiToken" })
 export type ApiTokenView = typeof ApiTokenView.Type
 
@@ -124,7 +125,7 @@ export const IssuedApiToken = Schema.Struct({
   id: Schema.String,
   principal_id: Schema.String,
   name: Schema.String,
-  expires_at: Schema.String,
+  expires_at: TimestampString,
   plaintext: Schema.String
 }).annotations({ identifier: "IssuedApiToken" })
 export type IssuedApiToken = typeof IssuedApiToken.Type

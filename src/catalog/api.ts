@@ -1,7 +1,7 @@
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { RequireContentWrite } from "../auth/middleware.js"
-import { UuidPathString } from "../platform/params.js"
+import { UuidString } from "../platform/params.js"
 import { NotModified } from "../platform/download.js"
 import { InvalidRequest, Problem, RangeNotSatisfiable } from "../platform/problem.js"
 import {
@@ -43,12 +43,12 @@ import {
 
 const NamePath = Schema.Struct({ name: Schema.String })
 const VersionPath = Schema.Struct({ name: Schema.String, version: Schema.String })
-const ArtifactPath = Schema.Struct({ name: Schema.String, version: Schema.String, artifact_id: UuidPathString })
+const ArtifactPath = Schema.Struct({ name: Schema.String, version: Schema.String, artifact_id: UuidString })
 const AttachmentPath = Schema.Struct({
   name: Schema.String,
   version: Schema.String,
-  artifact_id: UuidPathString,
-  attachment_id: UuidPathString
+  artifact_id: UuidString,
+  attachment_id: UuidString
 })
 const AliasPath = Schema.Struct({ name: Schema.String, alias: Schema.String })
 const RefPath = Schema.Struct({ name: Schema.String, ref: Schema.String })

@@ -1,7 +1,7 @@
 import { Schema } from "effect"
 import { Sha256Digest } from "../platform/digest.js"
-import { UuidParam } from "../platform/params.js"
-import { formatTimestamp } from "../platform/timestamp.js"
+import { UuidParam, UuidString } from "../platform/params.js"
+import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
 
 /**
  * Wire and row shapes of the catalog: images, versions, artifacts, attachments,
@@ -101,33 +101,31 @@ export const PutAliasRequest = Schema.Struct({
 // members are omitted when unset, arrays are always present.
 // ---------------------------------------------------------------------------------
 
-const Timestamp = Schema.String.annotations({ format: "date-time", description: "RFC 3339, UTC" })
-const Uuid = Schema.String.annotations({ format: "uuid" })
 
 export const Image = Schema.Struct({
-  id: Uuid,
+  id: UuidString,
   name: Schema.String,
   display_name: Schema.optional(Schema.String),
   description: Schema.optional(Schema.String),
-  created_at: Timestamp,
-  updated_at: Timestamp
+  created_at: TimestampString,
+  updated_at: TimestampString
 }).annotations({ identifier: "Image" })
 export type Image = typeof Image.Type
 
 export const ImageVersion = Schema.Struct({
-  id: Uuid,
-  image_id: Uuid,
+  id: UuidString,
+  image_id: UuidString,
   version: Schema.String,
   state: VersionState,
-  published_at: Schema.optional(Timestamp),
-  created_at: Timestamp,
-  updated_at: Timestamp
+  published_at: Schema.optional(TimestampString),
+  created_at: TimestampString,
+  updated_at: TimestampString
 }).annotations({ identifier: "ImageVersion" })
 export type ImageVersion = typeof ImageVersion.Type
 
 export const Artifact = Schema.Struct({
-  id: Uuid,
-  version_id: Uuid,
+  id: UuidString,
+  version_id: UuidString,
   variant: Schema.String,
   operating_system: Schema.String,
   architecture: Schema.String,
@@ -135,31 +133,31 @@ export const Artifact = Schema.Struct({
   primary_blob_digest: Schema.String,
   primary_blob_size_bytes: Schema.Number,
   primary_media_type: Schema.String,
-  created_at: Timestamp,
-  updated_at: Timestamp
+  created_at: TimestampString,
+  updated_at: TimestampString
 }).annotations({ identifier: "Artifact" })
 export type Artifact = typeof Artifact.Type
 
 export const Attachment = Schema.Struct({
-  id: Uuid,
-  artifact_id: Uuid,
+  id: UuidString,
+  artifact_id: UuidString,
   name: Schema.String,
   media_type: Schema.String,
   blob_digest: Schema.String,
   blob_size_bytes: Schema.Number,
-  created_at: Timestamp,
-  updated_at: Timestamp
+  created_at: TimestampString,
+  updated_at: TimestampString
 }).annotations({ identifier: "Attachment" })
 export type Attachment = typeof Attachment.Type
 
 export const Alias = Schema.Struct({
-  id: Uuid,
-  image_id: Uuid,
+  id: UuidString,
+  image_id: UuidString,
   alias: Schema.String,
-  version_id: Uuid,
+  version_id: UuidString,
   version: Schema.String,
-  created_at: Timestamp,
-  updated_at: Timestamp
+  created_at: TimestampString,
+  updated_at: TimestampString
 }).annotations({ identifier: "Alias" })
 export type Alias = typeof Alias.Type
 
@@ -266,7 +264,6 @@ export interface DownloadTarget {
 // Encoding rows for the wire.
 // ---------------------------------------------------------------------------------
 
-export { formatTimestamp }
 
 export const imageToWire = (row: ImageRow): Image => ({
   id: row.id,

@@ -27,5 +27,8 @@ const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 export const UuidParam = (label: string) =>
   Schema.String.pipe(Schema.pattern(CANONICAL_UUID, { message: () => `${label} must be a UUID` }))
 
-/** Path parameters documented in OpenAPI as UUIDs while staying plain strings on the wire. */
-export const UuidPathString = Schema.String.annotations({ jsonSchema: { type: "string", format: "uuid" } })
+/**
+ * A UUID on the wire, documented in OpenAPI as `format: uuid` while staying a plain string
+ * (ids in responses; path parameters, which handlers then validate with `UuidParam`).
+ */
+export const UuidString = Schema.String.annotations({ jsonSchema: { type: "string", format: "uuid" } })

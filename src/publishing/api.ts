@@ -2,7 +2,7 @@ import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { RequireContentWrite } from "../auth/middleware.js"
 import { VersionNotFound } from "../catalog/errors.js"
-import { UuidPathString } from "../platform/params.js"
+import { UuidString } from "../platform/params.js"
 import { InvalidRequest, Problem } from "../platform/problem.js"
 import { PublishJobNotFound, PublishJobNotRetryable, PublishPreconditionFailed } from "./errors.js"
 import { PublishJob } from "./schema.js"
@@ -27,7 +27,7 @@ export const PublishGroup = HttpApiGroup.make("publish")
   .add(
     HttpApiEndpoint.get("getPublishJob", "/v1/publish-jobs/:job_id")
       .middleware(RequireContentWrite)
-      .setPath(Schema.Struct({ job_id: UuidPathString }))
+      .setPath(Schema.Struct({ job_id: UuidString }))
       .addSuccess(PublishJob)
       .addError(Problem(InvalidRequest))
       .addError(Problem(PublishJobNotFound))
@@ -36,7 +36,7 @@ export const PublishGroup = HttpApiGroup.make("publish")
   .add(
     HttpApiEndpoint.post("retryPublishJob", "/v1/publish-jobs/:job_id/retry")
       .middleware(RequireContentWrite)
-      .setPath(Schema.Struct({ job_id: UuidPathString }))
+      .setPath(Schema.Struct({ job_id: UuidString }))
       .addSuccess(PublishJob, { status: 202 })
       .addError(Problem(InvalidRequest))
       .addError(Problem(PublishJobNotFound))

@@ -1,6 +1,6 @@
 import { Schema } from "effect"
-import { formatTimestamp } from "../catalog/schema.js"
-import { UuidParam } from "../platform/params.js"
+import { UuidParam, UuidString } from "../platform/params.js"
+import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
 
 /**
  * Publish jobs and their steps (api.md §2.1 PublishJob/PublishJobStep, §2.9, §3.3).
@@ -26,42 +26,40 @@ export const PUBLISH_STEPS: ReadonlyArray<{ readonly name: StepName; readonly se
   { name: "finalize_publish", sequence: 30 }
 ]
 
-const Timestamp = Schema.String.annotations({ format: "date-time", description: "RFC 3339, UTC" })
-const Uuid = Schema.String.annotations({ format: "uuid" })
 
 export const PublishJobStep = Schema.Struct({
-  id: Uuid,
-  job_id: Uuid,
+  id: UuidString,
+  job_id: UuidString,
   name: StepName,
   state: StepState,
   blocking: Schema.Boolean,
   sequence: Schema.Number,
   attempt_count: Schema.Number,
-  started_at: Schema.optional(Timestamp),
-  finished_at: Schema.optional(Timestamp),
+  started_at: Schema.optional(TimestampString),
+  finished_at: Schema.optional(TimestampString),
   failure_message: Schema.optional(Schema.String),
-  created_at: Timestamp,
-  updated_at: Timestamp
+  created_at: TimestampString,
+  updated_at: TimestampString
 }).annotations({ identifier: "PublishJobStep" })
 export type PublishJobStep = typeof PublishJobStep.Type
 
 export const PublishJob = Schema.Struct({
-  id: Uuid,
+  id: UuidString,
   /** Same as `id`: the tutorial reads `.job_id`. */
-  job_id: Uuid,
-  version_id: Uuid,
+  job_id: UuidString,
+  version_id: UuidString,
   image_name: Schema.String,
   version: Schema.String,
   state: JobState,
-  started_at: Schema.optional(Timestamp),
-  finished_at: Schema.optional(Timestamp),
+  started_at: Schema.optional(TimestampString),
+  finished_at: Schema.optional(TimestampString),
   failure_message: Schema.optional(Schema.String),
   /** Name of the first failed step, when the job failed. */
   failed_step: Schema.optional(StepName),
   /** Same as `failure_message`. */
   reason: Schema.optional(Schema.String),
-  created_at: Timestamp,
-  updated_at: Timestamp,
+  created_at: TimestampString,
+  updated_at: TimestampString,
   steps: Schema.Array(PublishJobStep)
 }).annotations({ identifier: "PublishJob" })
 export type PublishJob = typeof PublishJob.Type

@@ -1,7 +1,7 @@
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { RequireContentWrite } from "../auth/middleware.js"
-import { UuidPathString } from "../platform/params.js"
+import { UuidString } from "../platform/params.js"
 import { NotModified } from "../platform/download.js"
 import { InvalidRequest, Problem, RangeNotSatisfiable } from "../platform/problem.js"
 import {
@@ -26,7 +26,7 @@ import { BeginUploadRequest, CompleteUploadRequest, UploadPartJson, UploadSessio
  * Path parameters are plain strings here and validated first thing by the handlers.
  */
 
-const UploadPath = Schema.Struct({ upload_id: UuidPathString })
+const UploadPath = Schema.Struct({ upload_id: UuidString })
 
 const ReadySession = UploadSessionJson.annotations({
   identifier: "UploadSessionReady",
@@ -63,7 +63,7 @@ export class UploadsGroup extends HttpApiGroup.make("uploads")
   )
   .add(
     HttpApiEndpoint.put("putPart", "/v1/uploads/:upload_id/parts/:part_number")
-      .setPath(Schema.Struct({ upload_id: UuidPathString, part_number: Schema.String }))
+      .setPath(Schema.Struct({ upload_id: UuidString, part_number: Schema.String }))
       .addSuccess(UploadPartJson)
       .addError(Problem(InvalidRequest))
       .addError(Problem(UploadInvalidInput))

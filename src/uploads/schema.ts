@@ -92,8 +92,6 @@ export interface CompletedPart {
 // Wire: timestamps
 // ---------------------------------------------------------------------------------
 
-export { formatTimestamp }
-
 export const Timestamp = Schema.transform(Schema.String, Schema.DateFromSelf, {
   strict: true,
   decode: (text) => new Date(text),

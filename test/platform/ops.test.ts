@@ -76,6 +76,12 @@ describe("every response", () => {
     const doc = (await spec.json()) as { openapi: string; paths: Record<string, unknown> }
     expect(doc.openapi).toMatch(/^3\./)
     expect(Object.keys(doc.paths)).toContain("/readyz")
+    // Ids and timestamps are documented with their formats, in every domain.
+    const schemas = (doc as unknown as { components: { schemas: Record<string, { properties: Record<string, unknown> }> } })
+      .components.schemas
+    expect(schemas["Image"]?.properties["id"]).toMatchObject({ type: "string", format: "uuid" })
+    expect(schemas["PublishJob"]?.properties["created_at"]).toMatchObject({ type: "string", format: "date-time" })
+    expect(schemas["ApiToken"]?.properties["expires_at"]).toMatchObject({ type: "string", format: "date-time" })
     // The download routes document every status they answer with, not only 200.
     const paths = doc.paths as Record<string, { get?: { responses?: Record<string, unknown> } }>
     for (const route of [

@@ -2,8 +2,8 @@
 import { Effect, Either, FastCheck } from "effect"
 import { describe, expect, it } from "vitest"
 import { parsePartLength, parsePartNumber } from "../../src/uploads/http.js"
+import { formatTimestamp } from "../../src/platform/timestamp.js"
 import {
-  formatTimestamp,
   MAX_PART_NUMBER,
   MAX_PART_SIZE_BYTES,
   MAX_UPLOAD_SIZE_BYTES,

@@ -8,7 +8,7 @@ import { AuthRepositoryLive } from "../../src/auth/repository.js"
 import type { Principal } from "../../src/auth/schema.js"
 import { AuthManagement, AuthManagementLive } from "../../src/auth/service.js"
 import { TestDatabaseLive } from "../support/harness.js"
-import { createTestCertificate, startTestIssuer } from "./oidc-issuer.js"
+import { createTestCertificate, startTestIssuer, type TestIssuer } from "./oidc-issuer.js"
 
 /**
  * The JWT verifier and discovery as services, against a real HTTPS issuer and real
@@ -36,6 +36,23 @@ const issuerFixture = Effect.gen(function*() {
   return { issuer, http, services }
 })
 
+/**
+ * Runs `body` against a fresh test issuer that one rule accepts unconditionally, with
+ * the test clock set to now (so token lifetimes and cache lifetimes agree).
+ */
+const withAcceptingRule = <A, E>(
+  body: (issuer: TestIssuer, verifier: OidcVerifier["Type"]) => Effect.Effect<A, E>
+) =>
+  Effect.gen(function*() {
+    const { issuer, services } = yield* issuerFixture
+    yield* TestClock.setTime(Date.now())
+    return yield* Effect.gen(function*() {
+      const management = yield* AuthManagement
+      yield* management.createRule({ display_name: "r", issuer_url: issuer.issuer, audience: "imgsrv-api", condition: "true" }, actor)
+      return yield* body(issuer, yield* OidcVerifier)
+    }).pipe(Effect.provide(services))
+  })
+
 /** Lets forked fibers reach their first real I/O before the test clock moves. */
 const settle = Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 150)))
 
@@ -43,18 +60,8 @@ const longLived = () => ({ exp: Math.floor(Date.now() / 1000) + 3600 })
 
 describe("JWKS caching", () => {
   it.scoped("keeps keys for 5 minutes, then fetches them again", () =>
-    Effect.gen(function*() {
-      const { issuer, services } = yield* issuerFixture
-      yield* TestClock.setTime(Date.now())
-      yield* Effect.gen(function*() {
-        const management = yield* AuthManagement
-        const verifier = yield* OidcVerifier
-        yield* management.createRule({
-          display_name: "r",
-          issuer_url: issuer.issuer,
-          audience: "imgsrv-api",
-          condition: "true"
-        }, actor)
+    withAcceptingRule((issuer, verifier) =>
+      Effect.gen(function*() {
         const token = yield* Effect.promise(() => issuer.sign(longLived()))
         expect(Option.isSome(yield* verifier.verify(token))).toBe(true)
         yield* verifier.verify(token)
@@ -64,17 +71,11 @@ describe("JWKS caching", () => {
         yield* TestClock.adjust("61 seconds")
         yield* verifier.verify(token)
         expect(issuer.hits.get("/jwks")).toBe(2)
-      }).pipe(Effect.provide(services))
-    }))
+      })))
 
   it.scoped("refetches for an unknown kid at most once per 30 seconds", () =>
-    Effect.gen(function*() {
-      const { issuer, services } = yield* issuerFixture
-      yield* TestClock.setTime(Date.now())
-      yield* Effect.gen(function*() {
-        const management = yield* AuthManagement
-        const verifier = yield* OidcVerifier
-        yield* management.createRule({ display_name: "r", issuer_url: issuer.issuer, audience: "imgsrv-api", condition: "true" }, actor)
+    withAcceptingRule((issuer, verifier) =>
+      Effect.gen(function*() {
         yield* verifier.verify(yield* Effect.promise(() => issuer.sign(longLived())))
         const stranger = yield* Effect.promise(() => issuer.newKey())
         const unknownKid = yield* Effect.promise(() => issuer.sign(longLived(), { key: stranger }))
@@ -89,17 +90,11 @@ describe("JWKS caching", () => {
         issuer.keys.push(stranger)
         expect(Option.isSome(yield* verifier.verify(unknownKid))).toBe(true)
         expect(issuer.hits.get("/jwks")).toBe(3)
-      }).pipe(Effect.provide(services))
-    }))
+      })))
 
   it.scoped("shares one fetch between concurrent requests, and a caller hanging up does not cancel it for the others", () =>
-    Effect.gen(function*() {
-      const { issuer, services } = yield* issuerFixture
-      yield* TestClock.setTime(Date.now())
-      yield* Effect.gen(function*() {
-        const management = yield* AuthManagement
-        const verifier = yield* OidcVerifier
-        yield* management.createRule({ display_name: "r", issuer_url: issuer.issuer, audience: "imgsrv-api", condition: "true" }, actor)
+    withAcceptingRule((issuer, verifier) =>
+      Effect.gen(function*() {
         issuer.jwksDelayMs = 300
         const token = yield* Effect.promise(() => issuer.sign(longLived()))
         const leaving = yield* Effect.fork(verifier.verify(token))
@@ -109,17 +104,11 @@ describe("JWKS caching", () => {
         const verified = yield* Fiber.join(staying)
         expect(Option.isSome(verified)).toBe(true)
         expect(issuer.hits.get("/jwks")).toBe(1)
-      }).pipe(Effect.provide(services))
-    }))
+      })))
 
   it.scoped("gives up on a hanging JWKS after 5 seconds with an operational error", () =>
-    Effect.gen(function*() {
-      const { issuer, services } = yield* issuerFixture
-      yield* TestClock.setTime(Date.now())
-      yield* Effect.gen(function*() {
-        const management = yield* AuthManagement
-        const verifier = yield* OidcVerifier
-        yield* management.createRule({ display_name: "r", issuer_url: issuer.issuer, audience: "imgsrv-api", condition: "true" }, actor)
+    withAcceptingRule((issuer, verifier) =>
+      Effect.gen(function*() {
         issuer.jwksMode = "hang"
         const fiber = yield* Effect.fork(verifier.verify(yield* Effect.promise(() => issuer.sign(longLived()))))
         yield* settle
@@ -127,8 +116,7 @@ describe("JWKS caching", () => {
         const exit = yield* Fiber.await(fiber)
         expect(Exit.isFailure(exit)).toBe(true)
         if (Exit.isFailure(exit)) expect(String(exit.cause)).toContain("IdentityProviderUnavailable")
-      }).pipe(Effect.provide(services))
-    }))
+      })))
 })
 
 describe("discovery", () => {

@@ -1,6 +1,6 @@
 import { PgClient } from "@effect/sql-pg"
 import { SqlClient, SqlError } from "@effect/sql"
-import { Context, Data, Effect, Layer, Redacted } from "effect"
+import { Context, Data, Effect, Layer, Redacted, Runtime } from "effect"
 import { registerCollector, type Sample } from "./metrics.js"
 import { readdir, readFile } from "node:fs/promises"
 import * as path from "node:path"
@@ -113,6 +113,8 @@ export const DatabaseLive = (options: DatabaseOptions): Layer.Layer<
   SqlError.SqlError
 > =>
   Layer.unwrapScoped(Effect.gen(function*() {
+    // Pool events arrive outside any fiber: log them through this layer's runtime (the app's logger).
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const pool = yield* Effect.acquireRelease(
       Effect.sync(() => {
         const created = new MeteredPool({
@@ -125,7 +127,7 @@ export const DatabaseLive = (options: DatabaseOptions): Layer.Layer<
         // An idle client losing its connection must not crash the process; the pool
         // replaces it and the next query reports any lasting problem.
         created.on("error", (error) => {
-          Effect.runFork(Effect.logWarning("postgres idle connection error", { error: error.message }))
+          runFork(Effect.logWarning("postgres idle connection error", { error: error.message }))
         })
         return created
       }),

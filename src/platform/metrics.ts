@@ -1,4 +1,4 @@
-import { Context, Effect, Layer, Metric, MetricBoundaries, MetricState, Option, Ref } from "effect"
+import { Context, Effect, Layer, Metric, MetricBoundaries, MetricState, Option, Ref, Runtime } from "effect"
 import type { MetricPair } from "effect"
 import * as http from "node:http"
 import type { ListenAddress } from "./config.js"
@@ -194,12 +194,15 @@ export const MetricsServerLive = (options: {
   readonly target?: MetricsTarget
 }) =>
   Layer.scopedDiscard(Effect.gen(function*() {
-    const runtime = yield* Effect.runtime<ScrapeCollectors>()
-    const render = Effect.provide(scrape(options.target), runtime.context)
+    // Run in this layer's runtime, so a failure is logged by the app's logger (stderr, JSON).
+    const run = Runtime.runPromise(yield* Effect.runtime<ScrapeCollectors>())
+    const render = scrape(options.target).pipe(
+      Effect.tapErrorCause((cause) => Effect.logError("metrics rendering failed", cause))
+    )
     const server = http.createServer((req, res) => {
       const url = new URL(req.url ?? "/", "http://metrics")
       if ((req.method === "GET" || req.method === "HEAD") && url.pathname === options.path) {
-        Effect.runPromise(render).then(
+        run(render).then(
           (body) => {
             res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" })
             res.end(req.method === "HEAD" ? undefined : body)

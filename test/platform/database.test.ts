@@ -1,9 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
-import { Effect, Exit, Redacted } from "effect"
+import { Effect, Exit, Logger, Redacted } from "effect"
 import { mkdtemp, readdir, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
+import pg from "pg"
 import { DatabaseLive, defaultMigrationsDir, migrate } from "../../src/platform/database.js"
 import { freshDatabaseUrl } from "../support/harness.js"
 
@@ -56,3 +57,26 @@ describe("migrations", () => {
     }))
 })
 
+
+describe("the pool", () => {
+  it.scoped("logs an idle connection's loss through the app's logger and keeps serving", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabaseUrl
+      const logged: Array<string> = []
+      // A message logged with extra arguments arrives as an array; its first element is the text.
+      const capture = Logger.make(({ message }) => void logged.push(String(Array.isArray(message) ? message[0] : message)))
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`SELECT 1` // leaves an idle connection in the pool
+        // Another session ends it, as a PostgreSQL restart or an idle timeout would.
+        const admin = new pg.Client({ connectionString: Redacted.value(url) })
+        yield* Effect.acquireRelease(Effect.promise(() => admin.connect()), () => Effect.promise(() => admin.end()))
+        yield* Effect.promise(() =>
+          admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'imgsrv'")
+        )
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 200)))
+        expect(logged).toContain("postgres idle connection error")
+        expect(yield* sql<{ one: number }>`SELECT 1 AS one`).toEqual([{ one: 1 }])
+      }).pipe(Effect.provide(onDatabase(url)), Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
+    }))
+})

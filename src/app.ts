@@ -66,14 +66,8 @@ export const BlobStoreFromConfig = (config: AppConfigShape) =>
       // The S3 driver (and the AWS SDK, ~12 MiB resident) is loaded only when it is the store.
       const store = storage._tag === "s3"
         ? yield* (yield* Effect.promise(() => import("./platform/blob-store/s3.js"))).makeS3BlobStore({
-          endpoint: storage.s3.endpoint,
-          bucket: storage.s3.bucket,
-          region: storage.s3.region,
-          accessKeyId: storage.s3.accessKeyId,
-          secretAccessKey: storage.s3.secretAccessKey,
-          sessionToken: Option.getOrUndefined(storage.s3.sessionToken),
-          useTls: storage.s3.useTls,
-          pathStyle: storage.s3.pathStyle
+          ...storage.s3,
+          sessionToken: Option.getOrUndefined(storage.s3.sessionToken)
         })
         : yield* makeFilesystemBlobStore(storage.root)
       yield* Effect.logInfo("blob store configured").pipe(

@@ -1,4 +1,4 @@
-import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
+import { Command, HelpDoc, Options } from "@effect/cli"
 import { Config, Effect, Either, Record } from "effect"
 import { buildInfo } from "./build-info.js"
 import { type AppConfigShape, type ConfigError, parseAppConfig } from "./platform/config.js"
@@ -73,5 +73,3 @@ export const runCommand = <E, R>(serve: (config: AppConfigShape) => Effect.Effec
     name: "imgsrv",
     version: `${buildInfo.version} (commit ${buildInfo.commit}, built ${buildInfo.date})`
   })
-
-export const isCliValidationError = ValidationError.isValidationError

@@ -104,7 +104,6 @@ const pgTypes: pg.CustomTypesConfig = {
 export interface DatabaseOptions {
   readonly url: Redacted.Redacted<string>
   readonly maxConnections: number
-  readonly applicationName?: string
 }
 
 /** A `SqlClient` (and `PgClient`) on a pool we own, plus the `PgPool` handle. */
@@ -120,7 +119,7 @@ export const DatabaseLive = (options: DatabaseOptions): Layer.Layer<
         const created = new MeteredPool({
           connectionString: Redacted.value(options.url),
           max: options.maxConnections,
-          application_name: options.applicationName ?? "imgsrv",
+          application_name: "imgsrv",
           connectionTimeoutMillis: 10_000,
           types: pgTypes
         })

@@ -17,5 +17,3 @@ export type Sha256Digest = typeof Sha256Digest.Type
 export const digestHex = (digest: Sha256Digest): string => digest.slice("sha256:".length)
 
 export const digestFromHex = (hex: string): Sha256Digest => Schema.decodeSync(Sha256Digest)(`sha256:${hex}`)
-
-export const isSha256Digest = Schema.is(Sha256Digest)

@@ -101,9 +101,7 @@ export const ApiServerLive = (options: {
           })
           const drained = yield* closed.pipe(Effect.interruptible, Effect.timeout(options.shutdownTimeout), Effect.option)
           if (drained._tag === "None") {
-            yield* Effect.logWarning("shutdown timeout reached; closing remaining connections").pipe(
-              Effect.annotateLogs({ open_connections: "unknown" })
-            )
+            yield* Effect.logWarning("shutdown timeout reached; closing remaining connections")
             server.closeAllConnections()
           }
         })

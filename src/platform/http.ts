@@ -56,6 +56,8 @@ export interface RouteEntry {
   readonly method: string
   /** e.g. `/v1/uploads/:upload_id/parts/:part_number` */
   readonly path: string
+  /** The path as an OpenTelemetry route template, e.g. `/v1/uploads/{upload_id}/parts/{part_number}`. */
+  readonly template: string
   /** Metric / log label, e.g. `PUT /v1/uploads/{upload_id}/parts/{part_number}`. */
   readonly label: string
   readonly group: string
@@ -89,10 +91,12 @@ export const makeRouteTable = <Id extends string, Groups extends HttpApiGroup.Ht
     onGroup: () => {},
     onEndpoint: ({ endpoint, group, middleware, payloads }) => {
       const isProtected = [...middleware].some((tag) => HttpApiMiddleware.SecurityTypeId in tag)
+      const template = endpoint.path.replace(/:(\w+)/g, "{$1}")
       routes.push({
         method: endpoint.method,
         path: endpoint.path,
-        label: `${endpoint.method} ${endpoint.path.replace(/:(\w+)/g, "{$1}")}`,
+        template,
+        label: `${endpoint.method} ${template}`,
         group: group.identifier,
         protected: isProtected,
         jsonBody: payloads.size > 0 && endpoint.method !== "GET",
@@ -103,6 +107,7 @@ export const makeRouteTable = <Id extends string, Groups extends HttpApiGroup.Ht
   for (const route of extra) {
     routes.push({
       ...route,
+      template: route.path,
       label: `${route.method} ${route.path}`,
       protected: false,
       jsonBody: false,
@@ -138,7 +143,7 @@ export const makeRouteTable = <Id extends string, Groups extends HttpApiGroup.Ht
 /** Span name of a request: `<METHOD> <route template>` (OpenTelemetry HTTP conventions). */
 export const spanNameOf = (routes: RouteTable) => (request: HttpServerRequest.HttpServerRequest): string => {
   const route = routes.match(request.method, pathnameOf(request.url))
-  return route ? `${request.method} ${route.path.replace(/:(\w+)/g, "{$1}")}` : `${request.method} unmatched`
+  return `${request.method} ${route ? route.template : "unmatched"}`
 }
 
 const pathnameOf = (url: string) => {
@@ -422,7 +427,7 @@ export const serverMiddleware = (
         // Lets a client quote the trace of its request when reporting a problem.
         nodeResponse.setHeader("x-trace-id", span.value.traceId)
         if (span.value._tag === "Span") {
-          span.value.attribute("http.route", route ? route.path.replace(/:(\w+)/g, "{$1}") : "unmatched")
+          span.value.attribute("http.route", route ? route.template : "unmatched")
           span.value.attribute("imgsrv.request_id", requestId)
         }
       }
@@ -503,7 +508,7 @@ export const makeImmutableResponses = (
       const pathname = pathnameOf(url)
       // Only an anonymous GET route's answer can be replayed to anyone asking.
       const route = routes.match("GET", pathname)
-      if (route === undefined || route.method !== "GET" || route.protected) return
+      if (route === undefined || route.protected) return
       if (body.byteLength > limits.entryBytes) return
       evict(pathname)
       entries.set(pathname, { body, contentType, route: route.label })

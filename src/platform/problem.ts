@@ -42,12 +42,8 @@ export const declaredStatus = (error: unknown): number | undefined => {
   if (!Predicate.isObject(error)) return undefined
   const ctor = (error as { constructor?: unknown }).constructor
   if (!Schema.isSchema(ctor)) return undefined
-  const status = HttpApiSchema.getStatusErrorAST(ctor.ast)
-  return status === 500 && !hasExplicitStatus(ctor) ? undefined : status
+  return HttpApiSchema.getStatusErrorAST(ctor.ast)
 }
-
-const hasExplicitStatus = (schema: Schema.Schema.All) =>
-  schema.ast.annotations[HttpApiSchema.AnnotationStatus] !== undefined
 
 /** The client-visible text of a typed error: its `message`, never a stack or cause. */
 export const detailOf = (error: unknown): string =>
@@ -103,24 +99,3 @@ export class RangeNotSatisfiable extends Schema.TaggedError<RangeNotSatisfiable>
   }
 }
 
-/** 503 — the capability needs a component this process was started without. */
-export class ServiceUnavailable extends Schema.TaggedError<ServiceUnavailable>()(
-  "ServiceUnavailable",
-  { detail: Schema.String },
-  HttpApiSchema.annotations({ status: 503 })
-) {
-  override get message() {
-    return this.detail
-  }
-}
-
-/** 500 — documented on every endpoint; the body never carries internal text. */
-export class InternalError extends Schema.TaggedError<InternalError>()(
-  "InternalError",
-  { detail: Schema.String },
-  HttpApiSchema.annotations({ status: 500 })
-) {
-  override get message() {
-    return this.detail
-  }
-}

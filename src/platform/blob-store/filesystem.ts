@@ -34,7 +34,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Readable } from "node:stream"
 import * as NodeStream from "@effect/platform-node/NodeStream"
-import { Effect, Exit, Layer, Stream } from "effect"
+import { Effect, Exit, Stream } from "effect"
 import type { Scope } from "effect"
 import {
   BlobNotFound,
@@ -673,7 +673,3 @@ export const makeFilesystemBlobStore = (
       health
     })
   })
-
-/** `BlobStore` backed by the directory `root`. */
-export const FilesystemBlobStoreLayer = (root: string): Layer.Layer<BlobStore, BlobStoreError> =>
-  Layer.scoped(BlobStore, makeFilesystemBlobStore(root))

@@ -3,7 +3,8 @@
  * the reference implementation byte for byte so dashboards and alerts keep working; labels are
  * bounded (operation, outcome, direction) — never a key, digest or upload id.
  */
-import { Cause, Clock, Context, Effect, Exit, Layer, Metric, MetricBoundaries } from "effect"
+import { Cause, Clock, Effect, Exit, Metric } from "effect"
+import { latencyBoundaries } from "../metrics.js"
 import { BlobStore, type OpenedObject } from "./blob-store.js"
 
 export type ObjectStoreOperation =
@@ -25,10 +26,9 @@ export const objectStoreOperationsTotal = Metric.counter("imgsrv_objectstore_ope
   incremental: true
 })
 
-/** 1 ms · 2^k for k = 0..16: the last finite bucket is ~65 s. */
 export const objectStoreOperationDurationSeconds = Metric.histogram(
   "imgsrv_objectstore_operation_duration_seconds",
-  MetricBoundaries.exponential({ start: 0.001, factor: 2, count: 17 }),
+  latencyBoundaries,
   "Object-store adapter call duration; for open_object only until the object is opened, not the body."
 )
 
@@ -160,7 +160,3 @@ export const instrumentBlobStore = (store: BlobStore["Type"]): BlobStore["Type"]
     health: store.health.pipe(observe(kind, "health_check", {}))
   })
 }
-
-/** Wraps whatever `BlobStore` a layer provides with `instrumentBlobStore`. */
-export const instrumentBlobStoreLayer = <E, R>(layer: Layer.Layer<BlobStore, E, R>): Layer.Layer<BlobStore, E, R> =>
-  Layer.map(layer, (context) => Context.make(BlobStore, instrumentBlobStore(Context.get(context, BlobStore))))

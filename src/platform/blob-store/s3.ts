@@ -26,7 +26,7 @@ import {
   type S3ClientConfig
 } from "@aws-sdk/client-s3"
 import * as NodeStream from "@effect/platform-node/NodeStream"
-import { Deferred, Effect, Layer, LogLevel, Option, Redacted, Runtime, Stream } from "effect"
+import { Deferred, Effect, LogLevel, Option, Redacted, Runtime, Stream } from "effect"
 import type { Scope } from "effect"
 import { Readable } from "node:stream"
 import {
@@ -131,9 +131,6 @@ const exactLength = <E>(
     )
   })
 
-/**
- * Builds the S3 driver. The SDK clients are destroyed (sockets closed) when the Scope closes.
- */
 /** The `length` bytes starting at byte `start` of a byte stream; stops pulling once they are out. */
 const sliceBytes = <E>(stream: Stream.Stream<Uint8Array, E>, start: number, length: number) => {
   const stop = start + length
@@ -170,6 +167,7 @@ const sliceReadable = (source: Readable, start: number, length: number): Readabl
   )
 }
 
+/** Builds the S3 driver. The SDK client is destroyed (sockets closed) when the Scope closes. */
 export const makeS3BlobStore = (
   options: S3Options,
   internal: S3InternalOptions = {}
@@ -641,7 +639,3 @@ export const makeS3BlobStore = (
       health
     })
   })
-
-/** `BlobStore` on an S3-compatible endpoint. */
-export const S3BlobStoreLayer = (options: S3Options, internal?: S3InternalOptions): Layer.Layer<BlobStore> =>
-  Layer.scoped(BlobStore, makeS3BlobStore(options, internal))

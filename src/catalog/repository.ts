@@ -1,6 +1,8 @@
-import { SqlClient, SqlError } from "@effect/sql"
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql"
 import type { Statement } from "@effect/sql"
-import { Context, Data, Effect, Layer, Option } from "effect"
+import { Context, Effect, Layer, Option } from "effect"
+import { classifyConstraint, type ConstraintViolation } from "../platform/sql-errors.js"
 import type { AliasRow, ArtifactFormat, ArtifactRow, AttachmentRow, ImageRow, ManifestRows, VersionRow } from "./schema.js"
 
 /**
@@ -8,47 +10,6 @@ import type { AliasRow, ArtifactFormat, ArtifactRow, AttachmentRow, ImageRow, Ma
  * service decides what a missing row or a violated constraint means for the caller.
  * Text orderings use COLLATE "C" — plain code-point order (api.md §1.8).
  */
-
-/** A statement hit a unique index (SQLSTATE 23505); `constraint` names it. */
-export class UniqueViolation extends Data.TaggedError("UniqueViolation")<{ readonly constraint: string }> {}
-/** A CHECK or guard trigger refused the statement (SQLSTATE 23514). */
-export class CheckViolation extends Data.TaggedError("CheckViolation")<{ readonly detail: string }> {}
-/** A foreign key (or the attachment guard) found no parent row (SQLSTATE 23503). */
-export class ForeignKeyViolation extends Data.TaggedError("ForeignKeyViolation")<{ readonly detail: string }> {}
-
-export type ConstraintViolation = UniqueViolation | CheckViolation | ForeignKeyViolation
-
-interface PgErrorFields {
-  readonly code?: unknown
-  readonly constraint?: unknown
-  readonly message?: unknown
-}
-
-/** The PostgreSQL error fields behind a SqlError, if the driver reported any. */
-export const pgErrorOf = (error: SqlError.SqlError): PgErrorFields =>
-  typeof error.cause === "object" && error.cause !== null ? (error.cause as PgErrorFields) : {}
-
-/**
- * Turns constraint failures into typed values and leaves every other SQL error as is.
- * Used around single statements whose constraint failures are expected outcomes.
- */
-export const classifyConstraint = <A, R>(
-  effect: Effect.Effect<A, SqlError.SqlError, R>
-): Effect.Effect<A, SqlError.SqlError | ConstraintViolation, R> =>
-  Effect.catchAll(effect, (error): Effect.Effect<never, SqlError.SqlError | ConstraintViolation> => {
-    const pg = pgErrorOf(error)
-    const text = typeof pg.message === "string" ? pg.message : error.message
-    switch (pg.code) {
-      case "23505":
-        return Effect.fail(new UniqueViolation({ constraint: typeof pg.constraint === "string" ? pg.constraint : "" }))
-      case "23514":
-        return Effect.fail(new CheckViolation({ detail: text }))
-      case "23503":
-        return Effect.fail(new ForeignKeyViolation({ detail: text }))
-      default:
-        return Effect.fail(error)
-    }
-  })
 
 const first = <A>(rows: ReadonlyArray<A>): Option.Option<A> => Option.fromNullable(rows[0])
 

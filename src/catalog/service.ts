@@ -16,7 +16,8 @@ import {
   VersionNotFound,
   VersionTaken
 } from "./errors.js"
-import { CatalogRepository, type ConstraintViolation, type ImageVersionRows } from "./repository.js"
+import type { ConstraintViolation } from "../platform/sql-errors.js"
+import { CatalogRepository, type ImageVersionRows } from "./repository.js"
 import type {
   AliasRow,
   ArtifactRow,

@@ -30,6 +30,7 @@ import {
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { latencyBoundaries } from "./metrics.js"
+import { isUnstorableText } from "./sql-errors.js"
 import { firstIssueMessage } from "./params.js"
 import { declaredStatus, detailOf, problemResponse } from "./problem.js"
 
@@ -158,6 +159,16 @@ const pathnameOf = (url: string) => {
 const plainText = (status: number, body: string, headers: Record<string, string> = {}) =>
   HttpServerResponse.text(body, { status, contentType: "text/plain; charset=utf-8", headers })
 
+/** Whether every percent-escape in `pathname` decodes (to UTF-8). */
+const isDecodablePath = (pathname: string): boolean => {
+  try {
+    decodeURIComponent(pathname)
+    return true
+  } catch {
+    return false
+  }
+}
+
 /**
  * Renders any failure of the API as the response a client must see:
  * - a typed error with a status annotation → problem+json with its message;
@@ -181,6 +192,8 @@ export const renderFailure = (
       const error = failure.value
       if (error instanceof HttpServerError.RouteNotFound) {
         const pathname = pathnameOf(request.url)
+        // The router cannot decode such a path, so it "matches" nothing: that is the client's 400.
+        if (!isDecodablePath(pathname)) return problemResponse(400, "malformed percent-encoding in the request path")
         const allowed = routes.allowed(pathname)
         return allowed.length > 0
           ? plainText(405, "Method Not Allowed\n", { allow: allowed.join(", ") })
@@ -220,6 +233,10 @@ export const renderFailure = (
       const inner = defect.value.cause
       const text = inner instanceof Error ? inner.message : "body could not be read"
       return problemResponse(400, `invalid JSON request body: ${text}`)
+    }
+    if (isUnstorableText(cause)) {
+      // Refused by PostgreSQL inside the request's transaction: nothing was written.
+      return problemResponse(400, "text must not contain NUL characters (\\u0000) or characters outside UTF-8")
     }
     yield* Effect.logError("request failed with an internal error").pipe(Effect.annotateLogs({ cause }))
     return problemResponse(500, "internal error")

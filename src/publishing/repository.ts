@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
 import { Context, Duration, Effect, Layer, Option } from "effect"
-import { classifyConstraint, type ConstraintViolation } from "../catalog/repository.js"
+import { classifyConstraint, type ConstraintViolation } from "../platform/sql-errors.js"
 import type { VersionState } from "../catalog/schema.js"
 import {
   type ClaimedStep,

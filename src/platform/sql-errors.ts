@@ -1,0 +1,60 @@
+import type { SqlError } from "@effect/sql"
+import { Cause, Data, Effect, Predicate } from "effect"
+
+/**
+ * What a PostgreSQL error means to the caller, by SQLSTATE: constraint failures the
+ * repositories expect as outcomes, and text PostgreSQL cannot store (a client's fault).
+ */
+
+/** A statement hit a unique index (SQLSTATE 23505); `constraint` names it. */
+export class UniqueViolation extends Data.TaggedError("UniqueViolation")<{ readonly constraint: string }> {}
+/** A CHECK or guard trigger refused the statement (SQLSTATE 23514). */
+export class CheckViolation extends Data.TaggedError("CheckViolation")<{ readonly detail: string }> {}
+/** A foreign key (or the attachment guard) found no parent row (SQLSTATE 23503). */
+export class ForeignKeyViolation extends Data.TaggedError("ForeignKeyViolation")<{ readonly detail: string }> {}
+
+export type ConstraintViolation = UniqueViolation | CheckViolation | ForeignKeyViolation
+
+interface PgErrorFields {
+  readonly code?: unknown
+  readonly constraint?: unknown
+  readonly message?: unknown
+}
+
+/** The PostgreSQL error fields behind a SqlError, if the driver reported any. */
+export const pgErrorOf = (error: SqlError.SqlError): PgErrorFields =>
+  typeof error.cause === "object" && error.cause !== null ? (error.cause as PgErrorFields) : {}
+
+/**
+ * Turns constraint failures into typed values and leaves every other SQL error as is.
+ * Used around single statements whose constraint failures are expected outcomes.
+ */
+export const classifyConstraint = <A, R>(
+  effect: Effect.Effect<A, SqlError.SqlError, R>
+): Effect.Effect<A, SqlError.SqlError | ConstraintViolation, R> =>
+  Effect.catchAll(effect, (error): Effect.Effect<never, SqlError.SqlError | ConstraintViolation> => {
+    const pg = pgErrorOf(error)
+    const text = typeof pg.message === "string" ? pg.message : error.message
+    switch (pg.code) {
+      case "23505":
+        return Effect.fail(new UniqueViolation({ constraint: typeof pg.constraint === "string" ? pg.constraint : "" }))
+      case "23514":
+        return Effect.fail(new CheckViolation({ detail: text }))
+      case "23503":
+        return Effect.fail(new ForeignKeyViolation({ detail: text }))
+      default:
+        return Effect.fail(error)
+    }
+  })
+
+/**
+ * Whether `cause` holds a SqlError for text PostgreSQL cannot store: a NUL character
+ * (`\u0000`, SQLSTATE 22021) or one the database encoding lacks (22P05). Any free-text
+ * field or path parameter can carry one, so the renderer answers it once, as a 400.
+ */
+export const isUnstorableText = (cause: Cause.Cause<unknown>): boolean =>
+  [...Cause.failures(cause), ...Cause.defects(cause)].some((error) => {
+    if (!Predicate.isTagged(error, "SqlError")) return false
+    const code = pgErrorOf(error as SqlError.SqlError).code
+    return code === "22021" || code === "22P05"
+  })

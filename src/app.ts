@@ -97,15 +97,13 @@ const ApiHandlersLive = Layer.mergeAll(
 const BackgroundLive = Layer.mergeAll(PublishWorkerLive, PublishMetricsLive, UploadsBackgroundLive, PoolMetricsLive)
 
 /**
- * Domain repositories and in-process signals shared by handlers and background loops (one instance each),
- * and the immutable responses the catalog fills and the listener answers from.
+ * Domain repositories and in-process signals shared by handlers and background loops (one instance each).
  */
 const SharedDomainLive = Layer.mergeAll(
   CatalogRepositoryLive,
   PublishRepositoryLive,
   PublishWakeLive,
-  PromotionWakeLive,
-  ImmutableResponsesLive(routes)
+  PromotionWakeLive
 )
 
 /** The API listener serving `api` (either flavour), with the OpenAPI document and its viewer. */
@@ -133,6 +131,8 @@ const FullServiceLive = (config: AppConfigShape) => {
   )
   return Layer.mergeAll(server, BackgroundLive).pipe(
     Layer.provide(SharedDomainLive),
+    // Also an output of the service: tests look into it (the listener answers from it).
+    Layer.provideMerge(ImmutableResponsesLive(routes)),
     Layer.provide(BlobStoreFromConfig(config)),
     Layer.provide(DatabaseFromConfig(config))
   )

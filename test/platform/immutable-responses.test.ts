@@ -240,6 +240,13 @@ describe("published manifests answered from memory", () => {
     expect((await app.request("GET", "/v1/images/moving/versions/3").then((r) => expectStatus<Manifest>(r, 200))).artifacts)
       .toHaveLength(1)
 
+    // What the listener remembered: the published version's paths, never an alias or a draft.
+    const remembered = app.immutableResponses()
+    expect(remembered.lookup("/v1/images/moving/versions/1")?.body).toEqual(encoder.encode(v1))
+    expect(remembered.lookup("/v1/images/moving/refs/1")).toBeDefined()
+    expect(remembered.lookup("/v1/images/moving/refs/stable")).toBeUndefined()
+    expect(remembered.lookup("/v1/images/moving/versions/3")).toBeUndefined()
+
     // The routing rules still apply to a remembered path.
     const slash = await app.request("GET", "/v1/images/moving/versions/1/")
     expect(slash.status).toBe(404)

@@ -14,6 +14,7 @@ import type { RoleId } from "../../src/auth/schema.js"
 import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
 import { type AppConfigShape, defaultRawSettings, parseAppConfig } from "../../src/platform/config.js"
 import { DatabaseLive, migrate } from "../../src/platform/database.js"
+import { ImmutableResponses } from "../../src/platform/http.js"
 import type { RawSettings } from "../../src/platform/settings.js"
 
 /**
@@ -111,6 +112,8 @@ export interface TestApp {
   ) => Promise<Response>
   /** A principal holding `roles`, and a plaintext API token for it. */
   readonly tokenFor: (...roles: ReadonlyArray<RoleId>) => Promise<string>
+  /** The responses the listener answers from memory (published manifests), keyed by path. */
+  readonly immutableResponses: () => ImmutableResponses["Type"]
   /** What start-up printed as the one-time bootstrap banner ("" when it did not bootstrap). */
   readonly bootstrapBanner: () => string
   /** The bootstrap token from that banner (throws when there was none). */
@@ -222,6 +225,9 @@ export const startTestApp = async (options: {
     s3,
     request,
     tokenFor,
+    immutableResponses: () =>
+      Option.getOrThrowWith(runtime.runSync(Effect.serviceOption(ImmutableResponses)), () =>
+        new Error("this app has no catalog (ops-only mode)")),
     bootstrapBanner: () => banner,
     bootstrapToken: () => {
       const match = /imgsrv_at_[A-Za-z0-9_-]+/.exec(banner)

@@ -44,6 +44,7 @@ export const OpsGroup = HttpApiGroup.make("ops", { topLevel: true })
   .add(
     HttpApiEndpoint.get("readyz", "/readyz")
       .addSuccess(HttpApiSchema.NoContent)
+      .addError(HttpApiSchema.Text().annotations(HttpApiSchema.annotations({ status: 503, description: "Not ready" })))
       .annotate(
         OpenApi.Description,
         "Readiness: 204 when PostgreSQL and the blob store answer, else 503 with a plain-text body."

@@ -1,5 +1,6 @@
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
+import { NotModified } from "../platform/download.js"
 
 /** The Incus Simple Streams documents (api.md §2.12, spec/streams.md). Anonymous. */
 
@@ -11,6 +12,7 @@ export const StreamsGroup = HttpApiGroup.make("streams")
   .add(
     HttpApiEndpoint.get("getSimpleStreamsIndex", "/streams/v1/index.json")
       .addSuccess(StreamsDocument)
+      .addSuccess(NotModified)
       .annotate(
         OpenApi.Description,
         "Simple Streams index: one `images` entry listing every product. Strong ETag; If-None-Match → 304."
@@ -19,6 +21,7 @@ export const StreamsGroup = HttpApiGroup.make("streams")
   .add(
     HttpApiEndpoint.get("getSimpleStreamsImages", "/streams/v1/images.json")
       .addSuccess(StreamsDocument)
+      .addSuccess(NotModified)
       .annotate(
         OpenApi.Description,
         "Simple Streams products: one product per published qcow2 artifact with an incus.tar.xz attachment, " +

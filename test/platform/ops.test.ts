@@ -82,8 +82,22 @@ describe("every response", () => {
     expect(schemas["Image"]?.properties["id"]).toMatchObject({ type: "string", format: "uuid" })
     expect(schemas["PublishJob"]?.properties["created_at"]).toMatchObject({ type: "string", format: "date-time" })
     expect(schemas["ApiToken"]?.properties["expires_at"]).toMatchObject({ type: "string", format: "date-time" })
-    // The download routes document every status they answer with, not only 200.
     const paths = doc.paths as Record<string, { get?: { responses?: Record<string, unknown> } }>
+    // Every documented error is problem+json, as renderFailure sends it (not the decode-error shape).
+    type Operation = { responses?: Record<string, { content?: Record<string, unknown> }> }
+    const operations: Array<Operation> = Object.values(doc.paths as Record<string, Record<string, Operation>>)
+      .flatMap((item) => Object.values(item))
+    const errorTypes = new Set(operations.flatMap((op) =>
+      Object.entries(op.responses ?? {}).filter(([status]) => Number(status) >= 400)
+        .flatMap(([status, r]) => Object.keys(r.content ?? {}).map((type) => `${status === "503" ? "503" : "4xx"} ${type}`))
+    ))
+    expect([...errorTypes].sort()).toEqual(["4xx application/problem+json", "503 application/problem+json", "503 text/plain"])
+    expect(JSON.stringify(doc)).not.toContain("#/components/schemas/HttpApiDecodeError")
+    expect(Object.keys(paths["/readyz"]?.get?.responses ?? {})).toContain("503")
+    for (const route of ["/streams/v1/index.json", "/streams/v1/images.json"]) {
+      expect(Object.keys(paths[route]?.get?.responses ?? {}), route).toContain("304")
+    }
+    // The download routes document every status they answer with, not only 200.
     for (const route of [
       "/v1/blobs/{digest}",
       "/v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download",

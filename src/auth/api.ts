@@ -1,9 +1,8 @@
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
-import { Problem } from "../platform/problem.js"
+import { InvalidRequest, Problem } from "../platform/problem.js"
 import {
   ApiTokenNotFound,
-  InvalidAuthRequest,
   IssuerDiscoveryFailed,
   LastAuthManager,
   PrincipalNotFound,
@@ -55,7 +54,7 @@ export class AuthGroup extends HttpApiGroup.make("auth")
       .middleware(RequireAuthManage)
       .setPayload(CreatePrincipalRequest)
       .addSuccess(PrincipalView, { status: 201 })
-      .addError(Problem(InvalidAuthRequest))
+      .addError(Problem(InvalidRequest))
       .annotate(OpenApi.Description, "Creates a local principal (usually kind service) without roles.")
   )
   .add(
@@ -93,7 +92,7 @@ export class AuthGroup extends HttpApiGroup.make("auth")
       .setPath(PrincipalPath)
       .setPayload(IssueApiTokenRequest)
       .addSuccess(IssuedApiToken, { status: 201 })
-      .addError(Problem(InvalidAuthRequest))
+      .addError(Problem(InvalidRequest))
       .addError(Problem(PrincipalNotFound))
       .annotate(OpenApi.Description, "Issues an API token; the response carries the plaintext, shown only this once.")
   )
@@ -123,7 +122,7 @@ export class AuthGroup extends HttpApiGroup.make("auth")
       .middleware(RequireAuthManage)
       .setPayload(SaveRuleRequest)
       .addSuccess(RuleView, { status: 201 })
-      .addError(Problem(InvalidAuthRequest))
+      .addError(Problem(InvalidRequest))
       .addError(Problem(RuleAlreadyExists))
       .addError(Problem(IssuerDiscoveryFailed))
       .annotate(
@@ -144,7 +143,7 @@ export class AuthGroup extends HttpApiGroup.make("auth")
       .setPath(RulePath)
       .setPayload(SaveRuleRequest)
       .addSuccess(RuleView)
-      .addError(Problem(InvalidAuthRequest))
+      .addError(Problem(InvalidRequest))
       .addError(Problem(RuleNotFound))
       .addError(Problem(IssuerDiscoveryFailed))
       .annotate(OpenApi.Description, "Full replacement (the path id wins; an omitted enabled means true).")
@@ -162,7 +161,7 @@ export class AuthGroup extends HttpApiGroup.make("auth")
       .middleware(RequireAuthManage)
       .setPath(RulePath)
       .addSuccess(ReconciliationView)
-      .addError(Problem(InvalidAuthRequest))
+      .addError(Problem(InvalidRequest))
       .annotate(
         OpenApi.Description,
         "Principals provisioned by this rule that still hold content-writer (works for deleted rules)."
@@ -173,7 +172,7 @@ export class AuthGroup extends HttpApiGroup.make("auth")
       .middleware(RequireAuthManage)
       .setPath(RulePath)
       .addSuccess(ReconciliationView)
-      .addError(Problem(InvalidAuthRequest))
+      .addError(Problem(InvalidRequest))
       .annotate(OpenApi.Description, "Removes content-writer from those principals; other roles are untouched.")
   )
   .annotate(OpenApi.Description, "Auth management: principals, roles, API tokens, OIDC provisioning rules")

@@ -1,7 +1,7 @@
 import { Context, DateTime, Duration, Effect, Layer, Option } from "effect"
 import { AuthRepository } from "./repository.js"
 import { BUILT_IN_ROLES } from "./schema.js"
-import { rfc3339 } from "./service.js"
+import { formatTimestamp } from "../platform/timestamp.js"
 import { mintToken, randomBase32 } from "./tokens.js"
 
 /**
@@ -44,7 +44,7 @@ export const bootstrapBanner = (result: BootstrapResult): string =>
     `imgsrv bootstrap token (one-time): ${result.plaintext}`,
     `principal_id: ${result.principalId}`,
     `token_id: ${result.tokenId}`,
-    `expires_at: ${rfc3339(result.expiresAt)}`,
+    `expires_at: ${formatTimestamp(result.expiresAt)}`,
     ""
   ].join("\n")
 
@@ -90,7 +90,7 @@ export const runBootstrap = Effect.gen(function*() {
         operation: "auth.bootstrap_admin",
         principal_id: result.principalId,
         token_id: result.tokenId,
-        expires_at: rfc3339(result.expiresAt)
+        expires_at: formatTimestamp(result.expiresAt)
       })
     )
   }

@@ -83,16 +83,6 @@ export class UnknownRole extends Schema.TaggedError<UnknownRole>()(
   }
 }
 
-/** 400: a management request that breaks a rule of the auth model (detail says which). */
-export class InvalidAuthRequest extends Schema.TaggedError<InvalidAuthRequest>()(
-  "InvalidAuthRequest",
-  { detail: Schema.String },
-  HttpApiSchema.annotations({ status: 400 })
-) {
-  override get message() {
-    return this.detail
-  }
-}
 
 /** 409: unassigning `auth-manager` from the only principal holding it would lock everyone out. */
 export class LastAuthManager extends Schema.TaggedError<LastAuthManager>()(

@@ -1,5 +1,6 @@
 import { Effect, Either } from "effect"
-import { InvalidAuthRequest, IssuerDiscoveryFailed } from "./errors.js"
+import { InvalidRequest } from "../platform/problem.js"
+import { IssuerDiscoveryFailed } from "./errors.js"
 import { OidcHttp } from "./oidc-http.js"
 
 /**
@@ -80,7 +81,7 @@ export const usableAlgorithms = (advertised: unknown): Either.Either<ReadonlyArr
 export const discoverIssuer = (issuerUrl: string) =>
   Effect.gen(function*() {
     const url = yield* Either.match(checkHttpsUrl(issuerUrl, "issuer_url"), {
-      onLeft: (detail) => Effect.fail(new InvalidAuthRequest({ detail })),
+      onLeft: (detail) => Effect.fail(new InvalidRequest({ detail })),
       onRight: Effect.succeed
     })
     const http = yield* OidcHttp
@@ -89,7 +90,7 @@ export const discoverIssuer = (issuerUrl: string) =>
       maxBytes: DISCOVERY_MAX_BYTES
     }).pipe(Effect.mapError((failure) => new IssuerDiscoveryFailed({ issuer: issuerUrl, reason: failure.reason })))
     const unusable = (why: string) =>
-      new InvalidAuthRequest({ detail: `issuer ${issuerUrl} cannot be trusted: ${why}` })
+      new InvalidRequest({ detail: `issuer ${issuerUrl} cannot be trusted: ${why}` })
     if (!isRecord(document)) return yield* unusable("its discovery document is not a JSON object")
     if (document["issuer"] !== issuerUrl) {
       return yield* unusable(

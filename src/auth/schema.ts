@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { strictBody } from "../platform/params.js"
 import { TimestampString } from "../platform/timestamp.js"
 
 /** The two actions imgsrv authorizes (spec/auth.md §2.2). */
@@ -66,7 +67,6 @@ export const GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.co
 // omitted, never null; arrays are always present.
 // ---------------------------------------------------------------------------------
 
-const strict = { parseOptions: { onExcessProperty: "error" } } as const
 
 const Attributes = Schema.Record({ key: Schema.String, value: Schema.Unknown })
 
@@ -100,14 +100,14 @@ export const CreatePrincipalRequest = Schema.Struct({
   kind: Schema.String,
   display_name: Schema.String,
   attributes: Schema.optional(Schema.NullOr(Attributes))
-}).annotations({ identifier: "CreatePrincipalRequest", ...strict })
+}).annotations({ identifier: "CreatePrincipalRequest", ...strictBody })
 export type CreatePrincipalRequest = typeof CreatePrincipalRequest.Type
 
 /** `expires_at` (RFC 3339, strictly in the future) is required; it is optional here for a clearer 400. */
 export const IssueApiTokenRequest = Schema.Struct({
   name: Schema.optional(Schema.String),
   expires_at: Schema.optional(Schema.String)
-}).annotations({ identifier: "IssueApiTokenRequest", ...strict })
+}).annotations({ identifier: "IssueApiTokenRequest", ...strictBody })
 export type IssueApiTokenRequest = typeof IssueApiTokenRequest.Type
 
 export const ApiTokenView = Schema.Struct({
@@ -142,7 +142,7 @@ export const SaveRuleRequest = Schema.Struct({
   forwarded_claims: Schema.optional(Schema.NullOr(Schema.Array(Schema.String))),
   condition: Schema.String,
   enabled: Schema.optional(Schema.Boolean)
-}).annotations({ identifier: "SaveOIDCProvisioningRuleRequest", ...strict })
+}).annotations({ identifier: "SaveOIDCProvisioningRuleRequest", ...strictBody })
 export type SaveRuleRequest = typeof SaveRuleRequest.Type
 
 export const RuleView = Schema.Struct({

@@ -4,7 +4,6 @@ import { randomUUID } from "node:crypto"
 import { checkGuardedCondition, unguardedCondition } from "./conditions.js"
 import {
   ApiTokenNotFound,
-  InvalidAuthRequest,
   type IssuerDiscoveryFailed,
   LastAuthManager,
   PrincipalNotFound,
@@ -40,6 +39,7 @@ import {
   type SaveRuleRequest
 } from "./schema.js"
 import { mintToken, randomBase32 } from "./tokens.js"
+import { InvalidRequest } from "../platform/problem.js"
 import { formatTimestamp } from "../platform/timestamp.js"
 
 /**
@@ -55,7 +55,7 @@ export class AuthManagement extends Context.Tag("imgsrv/AuthManagement")<AuthMan
   readonly createPrincipal: (
     request: CreatePrincipalRequest,
     actor: Principal
-  ) => Effect.Effect<PrincipalView, InvalidAuthRequest>
+  ) => Effect.Effect<PrincipalView, InvalidRequest>
   readonly assignRole: (
     principalId: string,
     roleId: string,
@@ -70,7 +70,7 @@ export class AuthManagement extends Context.Tag("imgsrv/AuthManagement")<AuthMan
     principalId: string,
     request: IssueApiTokenRequest,
     actor: Principal
-  ) => Effect.Effect<IssuedApiToken, InvalidAuthRequest | PrincipalNotFound>
+  ) => Effect.Effect<IssuedApiToken, InvalidRequest | PrincipalNotFound>
   readonly listTokens: (principalId: string) => Effect.Effect<ReadonlyArray<ApiTokenView>, PrincipalNotFound>
   readonly revokeToken: (tokenId: string, actor: Principal) => Effect.Effect<void, ApiTokenNotFound>
   readonly listRules: Effect.Effect<ReadonlyArray<RuleView>>
@@ -78,22 +78,19 @@ export class AuthManagement extends Context.Tag("imgsrv/AuthManagement")<AuthMan
   readonly createRule: (
     request: SaveRuleRequest,
     actor: Principal
-  ) => Effect.Effect<RuleView, InvalidAuthRequest | RuleAlreadyExists | IssuerDiscoveryFailed>
+  ) => Effect.Effect<RuleView, InvalidRequest | RuleAlreadyExists | IssuerDiscoveryFailed>
   readonly replaceRule: (
     id: string,
     request: SaveRuleRequest,
     actor: Principal
-  ) => Effect.Effect<RuleView, InvalidAuthRequest | RuleNotFound | IssuerDiscoveryFailed>
+  ) => Effect.Effect<RuleView, InvalidRequest | RuleNotFound | IssuerDiscoveryFailed>
   readonly deleteRule: (id: string, actor: Principal) => Effect.Effect<void, RuleNotFound>
   readonly reconcileRule: (
     ruleId: string,
     apply: boolean,
     actor: Principal
-  ) => Effect.Effect<ReconciliationView, InvalidAuthRequest>
+  ) => Effect.Effect<ReconciliationView, InvalidRequest>
 }>() {}
-
-/** RFC 3339 in UTC with `Z`, fractional seconds only when non-zero (api.md §1.4). */
-export const rfc3339 = formatTimestamp
 
 const RFC3339 = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$/i
 
@@ -118,9 +115,9 @@ const tokenView = (row: TokenRow): ApiTokenView => ({
   id: row.id,
   principal_id: row.principal_id,
   name: row.name,
-  expires_at: rfc3339(row.expires_at),
-  ...(row.last_used_at !== null ? { last_used_at: rfc3339(row.last_used_at) } : {}),
-  ...(row.revoked_at !== null ? { revoked_at: rfc3339(row.revoked_at) } : {})
+  expires_at: formatTimestamp(row.expires_at),
+  ...(row.last_used_at !== null ? { last_used_at: formatTimestamp(row.last_used_at) } : {}),
+  ...(row.revoked_at !== null ? { revoked_at: formatTimestamp(row.revoked_at) } : {})
 })
 
 const ruleView = (rule: RuleRow, provider: Option.Option<ProviderRow>): RuleView => {
@@ -143,7 +140,7 @@ const union = (a: ReadonlyArray<string>, b: ReadonlyArray<string>) => [...new Se
 /** Rule ids travel in URL paths: a conservative alphabet keeps every rule addressable. */
 const RULE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/
 
-const invalid = (detail: string) => new InvalidAuthRequest({ detail })
+const invalid = (detail: string) => new InvalidRequest({ detail })
 
 const fromEither = <A>(either: Either.Either<A, string>) =>
   Either.match(either, { onLeft: (detail) => Effect.fail(invalid(detail)), onRight: Effect.succeed })
@@ -275,13 +272,13 @@ export const AuthManagementLive = Layer.effect(
         yield* audit("api token issued", "auth.issue_api_token", actor, {
           token_id: row.id,
           principal_id: principalId,
-          expires_at: rfc3339(row.expires_at)
+          expires_at: formatTimestamp(row.expires_at)
         })
         return {
           id: row.id,
           principal_id: row.principal_id,
           name: row.name,
-          expires_at: rfc3339(row.expires_at),
+          expires_at: formatTimestamp(row.expires_at),
           plaintext: minted.plaintext
         }
       })

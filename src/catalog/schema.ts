@@ -1,6 +1,6 @@
 import { Schema } from "effect"
 import { Sha256Digest } from "../platform/digest.js"
-import { UuidParam, UuidString } from "../platform/params.js"
+import { nonBlank, strictBody, UuidParam, UuidString } from "../platform/params.js"
 import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
 
 /**
@@ -31,10 +31,6 @@ const tokenOf = (field: string) => patterned(field, TOKEN)
 export const ArtifactIdParam = UuidParam("artifact id")
 export const AttachmentIdParam = UuidParam("attachment id")
 
-/** Non-empty after trimming whitespace; stored as given (api.md §1.7). */
-const nonBlank = (field: string) =>
-  Schema.String.pipe(Schema.filter((s) => s.trim().length > 0, { message: () => `${field} must not be blank` }))
-
 /** int64 ≥ 0 that survives a JSON round trip exactly (imgsrv never needs more than 2^53 − 1). */
 const sizeBytes = (field: string) =>
   Schema.Number.pipe(
@@ -59,18 +55,17 @@ export const INCUS_METADATA_ATTACHMENT = "incus.tar.xz"
 // Request bodies: strict (unknown members → 400).
 // ---------------------------------------------------------------------------------
 
-const strict = { parseOptions: { onExcessProperty: "error" } } as const
 
 export const CreateImageRequest = Schema.Struct({
   name: ImageName,
   display_name: Schema.optional(nonBlank("display_name")),
   description: Schema.optional(nonBlank("description"))
-}).annotations({ ...strict, identifier: "CreateImageRequest" })
+}).annotations({ ...strictBody, identifier: "CreateImageRequest" })
 export type CreateImageRequest = typeof CreateImageRequest.Type
 
 export const CreateVersionRequest = Schema.Struct({
   version: VersionString
-}).annotations({ ...strict, identifier: "CreateVersionRequest" })
+}).annotations({ ...strictBody, identifier: "CreateVersionRequest" })
 
 export const CreateArtifactRequest = Schema.Struct({
   // Absent or "" means "default" (normalised by the service).
@@ -81,7 +76,7 @@ export const CreateArtifactRequest = Schema.Struct({
   primary_blob_digest: Sha256Digest,
   primary_blob_size_bytes: sizeBytes("primary_blob_size_bytes"),
   primary_media_type: nonBlank("primary_media_type")
-}).annotations({ ...strict, identifier: "CreateArtifactRequest" })
+}).annotations({ ...strictBody, identifier: "CreateArtifactRequest" })
 export type CreateArtifactRequest = typeof CreateArtifactRequest.Type
 
 export const CreateAttachmentRequest = Schema.Struct({
@@ -89,12 +84,12 @@ export const CreateAttachmentRequest = Schema.Struct({
   media_type: nonBlank("media_type"),
   blob_digest: Sha256Digest,
   blob_size_bytes: sizeBytes("blob_size_bytes")
-}).annotations({ ...strict, identifier: "CreateAttachmentRequest" })
+}).annotations({ ...strictBody, identifier: "CreateAttachmentRequest" })
 export type CreateAttachmentRequest = typeof CreateAttachmentRequest.Type
 
 export const PutAliasRequest = Schema.Struct({
   version: VersionString
-}).annotations({ ...strict, identifier: "PutAliasRequest" })
+}).annotations({ ...strictBody, identifier: "PutAliasRequest" })
 
 // ---------------------------------------------------------------------------------
 // Responses. Timestamps are RFC 3339 UTC strings (see `formatTimestamp`); optional

@@ -78,6 +78,18 @@ const parseHttpDate = (value: string): number | undefined => {
 }
 
 /**
+ * `If-None-Match` (RFC 9110 §13.1.2): a comma-separated list of entity tags or `*`,
+ * compared weakly (a `W/` prefix is ignored).
+ */
+export const ifNoneMatchMatches = (header: string | undefined, etag: string): boolean => {
+  if (header === undefined || header.trim() === "") return false
+  return header.split(",").some((candidate) => {
+    const tag = candidate.trim()
+    return tag === "*" || (tag.startsWith("W/") ? tag.slice(2) : tag) === etag
+  })
+}
+
+/**
  * `If-None-Match` (weak comparison, `*`, lists) decides alone when present and
  * non-blank; otherwise `If-Modified-Since` applies.
  */
@@ -87,12 +99,7 @@ export const isNotModified = (
   lastModified: Date
 ): boolean => {
   const inm = headers.ifNoneMatch?.trim()
-  if (inm !== undefined && inm !== "") {
-    return inm.split(",").some((candidate) => {
-      const tag = candidate.trim()
-      return tag === "*" || (tag.startsWith("W/") ? tag.slice(2) : tag) === etag
-    })
-  }
+  if (inm !== undefined && inm !== "") return ifNoneMatchMatches(inm, etag)
   const ims = headers.ifModifiedSince?.trim()
   if (ims === undefined || ims === "") return false
   const since = parseHttpDate(ims)

@@ -32,3 +32,10 @@ export const UuidParam = (label: string) =>
  * (ids in responses; path parameters, which handlers then validate with `UuidParam`).
  */
 export const UuidString = Schema.String.annotations({ jsonSchema: { type: "string", format: "uuid" } })
+
+/** Request body schemas refuse unknown members (api.md §1.3: strict JSON, unknown fields → 400). */
+export const strictBody = { parseOptions: { onExcessProperty: "error" } } as const
+
+/** Text that is non-empty after trimming whitespace; stored as given (api.md §1.7). */
+export const nonBlank = (field: string) =>
+  Schema.String.pipe(Schema.filter((s) => s.trim().length > 0, { message: () => `${field} must not be blank` }))

@@ -1,5 +1,6 @@
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Metric } from "effect"
+import { ifNoneMatchMatches } from "../platform/download.js"
 import { apiOf } from "../platform/http.js"
 import { StreamsGroup } from "./api.js"
 import { type RenderedDocument, SimpleStreams } from "./service.js"
@@ -8,18 +9,6 @@ const documentResponses = Metric.counter("imgsrv_streams_document_responses_tota
   description: "Simple Streams document responses, by document and status (200 rendered, 304 not modified).",
   incremental: true
 })
-
-/**
- * `If-None-Match` (RFC 9110 §13.1.2): a comma-separated list of entity tags or `*`,
- * compared weakly (a `W/` prefix is ignored).
- */
-export const ifNoneMatchMatches = (header: string | undefined, etag: string): boolean => {
-  if (header === undefined || header.trim() === "") return false
-  return header.split(",").some((candidate) => {
-    const tag = candidate.trim()
-    return tag === "*" || (tag.startsWith("W/") ? tag.slice(2) : tag) === etag
-  })
-}
 
 /** 200 with the body, or 304 when the client already holds this exact document. */
 const respond = (document: "index" | "images", render: Effect.Effect<RenderedDocument>) =>

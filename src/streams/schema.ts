@@ -8,11 +8,9 @@
 export const incusArch = (architecture: string): string =>
   architecture === "x86_64" ? "amd64" : architecture === "aarch64" ? "arm64" : architecture
 
-export const normaliseVariant = (variant: string): string => (variant === "" ? "default" : variant)
-
 /** `<image>:<version>:<incus arch>:<variant>` — the product key and index entry. */
 export const productName = (image: string, version: string, architecture: string, variant: string): string =>
-  `${image}:${version}:${incusArch(architecture)}:${normaliseVariant(variant)}`
+  `${image}:${version}:${incusArch(architecture)}:${variant}`
 
 /** Serial (product version key): `published_at` in UTC as `YYYYMMDD_HH:MM`. */
 export const serialOf = (date: Date): string => {

@@ -5,7 +5,6 @@ import { type AliasTarget, StreamsRepository, type StreamRow } from "./repositor
 import {
   incusArch,
   type IndexDocument,
-  normaliseVariant,
   productName,
   type ProductsDocument,
   serialOf,
@@ -98,7 +97,7 @@ export const buildProducts = (
         name,
         row,
         arch: incusArch(row.architecture),
-        variant: normaliseVariant(row.variant),
+        variant: row.variant,
         publishedAt: row.published_at ?? row.created_at,
         aliases: []
       })

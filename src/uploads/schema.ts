@@ -1,6 +1,7 @@
 import { Schema } from "effect"
 import type { StorageKey } from "../platform/blob-store/keys.js"
 import { Sha256Digest } from "../platform/digest.js"
+import { nonBlank, strictBody } from "../platform/params.js"
 import { formatTimestamp } from "../platform/timestamp.js"
 
 /**
@@ -102,15 +103,9 @@ export const Timestamp = Schema.transform(Schema.String, Schema.DateFromSelf, {
 // Wire: requests
 // ---------------------------------------------------------------------------------
 
-const strict = { parseOptions: { onExcessProperty: "error" } } as const
-
-const NonBlank = (field: string) =>
-  Schema.String.pipe(
-    Schema.filter((s) => s.trim().length > 0, { message: () => `${field} must not be blank` })
-  )
 
 /** `null` for an optional member means "absent", as in the reference's Go decoding. */
-const optionalNonBlank = (field: string) => Schema.optionalWith(NonBlank(field), { nullable: true })
+const optionalNonBlank = (field: string) => Schema.optionalWith(nonBlank(field), { nullable: true })
 
 export const BeginUploadRequest = Schema.Struct({
   expected_digest: Sha256Digest,
@@ -123,7 +118,7 @@ export const BeginUploadRequest = Schema.Struct({
   ),
   media_type_hint: optionalNonBlank("media_type_hint"),
   filename_hint: optionalNonBlank("filename_hint")
-}).annotations({ identifier: "BeginUploadRequest", ...strict })
+}).annotations({ identifier: "BeginUploadRequest", ...strictBody })
 export type BeginUploadRequest = typeof BeginUploadRequest.Type
 
 /**
@@ -134,13 +129,13 @@ export const CompletePartJson = Schema.Struct({
   number: Schema.Number.pipe(Schema.int({ message: () => "number must be an integer" })),
   etag: Schema.String,
   size_bytes: Schema.Number.pipe(Schema.int({ message: () => "size_bytes must be an integer" }))
-}).annotations({ identifier: "CompletePart", ...strict })
+}).annotations({ identifier: "CompletePart", ...strictBody })
 
 export const CompleteUploadRequest = Schema.Struct({
   // A missing list is the reference's zero value (empty), refused later unless the upload
   // is already completed — so a bare retry stays a 200.
   parts: Schema.optionalWith(Schema.Array(CompletePartJson), { default: () => [], nullable: true })
-}).annotations({ identifier: "CompleteUploadRequest", ...strict })
+}).annotations({ identifier: "CompleteUploadRequest", ...strictBody })
 export type CompleteUploadRequest = typeof CompleteUploadRequest.Type
 
 // ---------------------------------------------------------------------------------

@@ -69,7 +69,9 @@ export class OpsOnlyApi extends HttpApi.make(API_ID)
 {}
 
 /** Routes served outside the HttpApi groups (documentation). */
+export const OPENAPI_PATH = "/openapi.json"
+export const DOCS_PATH = "/docs"
 export const DOCS_ROUTES = [
-  { method: "GET", path: "/openapi.json", group: "docs" },
-  { method: "GET", path: "/docs", group: "docs" }
+  { method: "GET", path: OPENAPI_PATH, group: "docs" },
+  { method: "GET", path: DOCS_PATH, group: "docs" }
 ] as const

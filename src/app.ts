@@ -1,7 +1,7 @@
 import { HttpApiBuilder, HttpApiScalar } from "@effect/platform"
 import type { HttpApi } from "@effect/platform"
 import { Effect, Layer, Option, Redacted } from "effect"
-import { DOCS_ROUTES, ImgsrvApi, OpsOnlyApi } from "./api.js"
+import { DOCS_PATH, DOCS_ROUTES, ImgsrvApi, OPENAPI_PATH, OpsOnlyApi } from "./api.js"
 import { AuthHandlersLive } from "./auth/http.js"
 import { AuthLive, AuthStartupLive } from "./auth/layers.js"
 import { CatalogHandlersLive } from "./catalog/http.js"
@@ -114,8 +114,8 @@ const apiListener = <E, R>(config: AppConfigShape, api: Layer.Layer<HttpApi.Api,
     routes,
     tracing: Option.isSome(config.otel)
   }).pipe(
-    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
-    Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
+    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: OPENAPI_PATH })),
+    Layer.provide(HttpApiScalar.layer({ path: DOCS_PATH })),
     Layer.provide(api)
   )
 

@@ -73,9 +73,11 @@ export class InvalidSetting extends Data.TaggedError("InvalidSetting")<{
   readonly env: string
   readonly value: string
   readonly expected: string
+  /** The value may hold a credential (a secret, or a URL with a password): never shown. */
+  readonly secret: boolean
 }> {
   override get message() {
-    const shown = this.flag === "postgres-url" || this.flag.includes("secret") ? "<redacted>" : JSON.stringify(this.value)
+    const shown = this.secret ? "<redacted>" : JSON.stringify(this.value)
     return `invalid value ${shown} for --${this.flag} (${this.env}): expected ${this.expected}`
   }
 }
@@ -91,8 +93,11 @@ export type ConfigError = InvalidSetting | InconsistentSettings
 
 const settingOf = (flag: SettingFlag): Setting => settings.find((s) => s.flag === flag)!
 
-const invalid = (flag: SettingFlag, value: string, expected: string) =>
-  new InvalidSetting({ flag, env: settingOf(flag).env, value, expected })
+const invalid = (flag: SettingFlag, value: string, expected: string) => {
+  const setting = settingOf(flag)
+  const secret = setting.kind === "secret" || setting.kind === "postgres-url"
+  return new InvalidSetting({ flag, env: setting.env, value, expected, secret })
+}
 
 const DURATION_UNIT_MS: Record<string, number> = {
   ns: 1e-6,

@@ -200,14 +200,15 @@ export const PoolMetricsLive = Layer.effectDiscard(
 /** A migration file could not be applied; start-up stops and names the file. */
 export class MigrationFailed extends Data.TaggedError("MigrationFailed")<{
   readonly file: string
-  readonly cause: unknown
+  /** Not `cause`: the message already carries the driver's reason, which main.ts would repeat. */
+  readonly error: unknown
 }> {
   override get message() {
-    const detail = this.cause instanceof SqlError.SqlError && this.cause.cause instanceof Error
-      ? this.cause.cause.message
-      : this.cause instanceof Error
-      ? this.cause.message
-      : String(this.cause)
+    const detail = this.error instanceof SqlError.SqlError && this.error.cause instanceof Error
+      ? this.error.cause.message
+      : this.error instanceof Error
+      ? this.error.message
+      : String(this.error)
     return `migration ${this.file} failed: ${detail}`
   }
 }
@@ -244,7 +245,7 @@ export const migrate = (dir: string = defaultMigrationsDir) =>
         const text = yield* Effect.promise(() => readFile(path.join(dir, file), "utf8"))
         yield* sql.unsafe(text).pipe(
           Effect.zipRight(sql`INSERT INTO imgsrv_schema_migrations (version) VALUES (${file})`),
-          Effect.mapError((cause) => new MigrationFailed({ file, cause }))
+          Effect.mapError((cause) => new MigrationFailed({ file, error: cause }))
         )
         newlyApplied.push(file)
       }

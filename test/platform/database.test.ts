@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
-import { Effect, Exit, Logger, Redacted } from "effect"
+import { Cause, Effect, Exit, Logger, Redacted } from "effect"
 import { mkdtemp, readdir, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
@@ -48,7 +48,11 @@ describe("migrations", () => {
       yield* Effect.promise(() => writeFile(path.join(dir, "0002_broken.sql"), "CREATE TABLE broken (id nonsense_type);"))
       const exit = yield* migrate(dir).pipe(Effect.provide(onDatabase(url)), Effect.exit)
       expect(Exit.isFailure(exit)).toBe(true)
-      if (Exit.isFailure(exit)) expect(String(exit.cause)).toContain("0002_broken.sql")
+      if (Exit.isFailure(exit)) {
+        // One line with the file and the driver's reason, said once.
+        const error = Cause.squash(exit.cause)
+        expect(error instanceof Error ? error.message : String(error)).toBe('migration 0002_broken.sql failed: type "nonsense_type" does not exist')
+      }
       const tables = yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         return yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_tables WHERE tablename = 'good'`
@@ -56,7 +60,6 @@ describe("migrations", () => {
       expect(tables[0]!.n).toBe(0)
     }))
 })
-
 
 describe("the pool", () => {
   it.scoped("logs an idle connection's loss through the app's logger and keeps serving", () =>

@@ -31,7 +31,7 @@ import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { latencyBoundaries } from "./metrics.js"
 import { isUnstorableText } from "./sql-errors.js"
-import { firstIssueMessage } from "./params.js"
+import { firstIssueMessage, issueMessage } from "./params.js"
 import { declaredStatus, detailOf, problemResponse } from "./problem.js"
 
 /** The HttpApi identifier every group is registered under (see `apiOf`). */
@@ -202,10 +202,7 @@ export const renderFailure = (
       if (error instanceof HttpApiError.HttpApiDecodeError) {
         // Path parameters are validated by handlers (params.ts), so the only schema
         // decoded here is the JSON body.
-        const first = error.issues[0]
-        const where = first && first.path.length > 0 ? `${first.path.join(".")}: ` : ""
-        const detail = first ? `${where}${first.message}` : error.message
-        return problemResponse(400, `invalid JSON request body: ${detail.replace(/\s*\n\s*/g, " ")}`)
+        return problemResponse(400, `invalid JSON request body: ${issueMessage(error.issues) ?? error.message}`)
       }
       if (ParseResult.isParseError(error)) {
         return problemResponse(400, `invalid JSON request body: ${firstIssueMessage(error)}`)

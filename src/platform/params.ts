@@ -1,4 +1,5 @@
 import { Effect, ParseResult, Schema } from "effect"
+import { CANONICAL_UUID } from "./blob-store/keys.js"
 import { InvalidRequest } from "./problem.js"
 
 /**
@@ -12,16 +13,19 @@ export const decodeParam = <A, I>(schema: Schema.Schema<A, I, never>, value: I):
     Effect.mapError((error) => new InvalidRequest({ detail: firstIssueMessage(error) }))
   )
 
-/** The most specific human-readable message of a parse error, on one line. */
-export const firstIssueMessage = (error: ParseResult.ParseError): string => {
-  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+/** The first of some schema issues as one line, prefixed with where it is (`parts.0.etag: …`). */
+export const issueMessage = (
+  issues: ReadonlyArray<{ readonly path: ReadonlyArray<PropertyKey>; readonly message: string }>
+): string | undefined => {
   const first = issues[0]
-  if (!first) return "invalid value"
-  const where = first.path.length > 0 ? `${first.path.join(".")}: ` : ""
+  if (!first) return undefined
+  const where = first.path.length > 0 ? `${first.path.map(String).join(".")}: ` : ""
   return `${where}${first.message}`.replace(/\s*\n\s*/g, " ")
 }
 
-const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+/** The most specific human-readable message of a parse error, on one line. */
+export const firstIssueMessage = (error: ParseResult.ParseError): string =>
+  issueMessage(ParseResult.ArrayFormatter.formatErrorSync(error)) ?? "invalid value"
 
 /** A canonical lower-case UUID; `label` words the 400 detail, e.g. "upload id must be a UUID". */
 export const UuidParam = (label: string) =>

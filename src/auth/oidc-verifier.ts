@@ -84,7 +84,15 @@ export const usableKeys = (jwks: unknown, algorithms: ReadonlyArray<string>) =>
       if (alg === undefined || !algorithms.includes(alg) || !ASYMMETRIC_ALGORITHMS.has(alg)) continue
       const material = publicPart(jwk)
       if (material === undefined) continue
-      const imported = yield* Effect.tryPromise(() => importJWK({ ...material, ext: true }, alg)).pipe(Effect.option)
+      const imported = yield* Effect.tryPromise(() => importJWK({ ...material, ext: true }, alg)).pipe(
+        // Skipped like any unusable key, but an operator chasing "no usable signing key" can see why.
+        Effect.tapError((error) =>
+          Effect.logDebug("JWKS key skipped: import failed").pipe(
+            Effect.annotateLogs({ kid: String(jwk["kid"] ?? ""), alg, error: error.message })
+          )
+        ),
+        Effect.option
+      )
       if (Option.isNone(imported)) continue
       usable.push({ kid: typeof jwk["kid"] === "string" ? jwk["kid"] : undefined, alg, key: imported.value })
     }

@@ -40,11 +40,7 @@ const artifactPathOf = (path: { readonly name: string; readonly version: string;
 const aliasPathOf = (path: { readonly name: string; readonly alias: string }) =>
   Effect.all([decodeParam(ImageName, path.name), decodeParam(AliasName, path.alias)])
 
-/**
- * Streams a published blob with the shared download semantics (platform/download.ts).
- * The store failing to produce bytes the catalog promises (object vanished, storage
- * down) is a server fault: a 500 without internal text, logged with the cause.
- */
+/** Streams a published blob with the shared download semantics (platform/download.ts). */
 const download = (target: DownloadTarget, route: string) =>
   serveBlob({
     key: casKey(target.digest),
@@ -53,7 +49,7 @@ const download = (target: DownloadTarget, route: string) =>
     lastModified: target.updatedAt,
     contentType: target.mediaType,
     route
-  }).pipe(Effect.catchTags({ BlobNotFound: Effect.die, BlobStoreError: Effect.die }))
+  })
 
 /**
  * The JSON of a manifest. A published manifest is immutable and the service hands out

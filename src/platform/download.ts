@@ -2,7 +2,6 @@ import { HttpApiSchema, HttpServerRequest, HttpServerResponse } from "@effect/pl
 import { Effect, Metric, MetricLabel } from "effect"
 import type { Scope } from "effect"
 import { BlobStore } from "./blob-store/blob-store.js"
-import type { BlobNotFound, BlobStoreError } from "./blob-store/blob-store.js"
 import type { StorageKey } from "./blob-store/keys.js"
 import type { Sha256Digest } from "./digest.js"
 import { problemBody } from "./problem.js"
@@ -142,14 +141,15 @@ export const NotModified = HttpApiSchema.Empty(304).annotations({ description: "
 
 /**
  * Answers a GET or HEAD for one blob with the full semantics of api.md §2.8.
- * Lookups (404 for unknown or unpublished things) happen before; this only fails
- * if the store cannot open the object (→ 500 through the renderer).
+ * Lookups (404 for unknown or unpublished things) happen before: the store failing to
+ * produce bytes a row promises (object gone, storage down) is a server fault, a defect
+ * (→ 500 without internal text, the cause in the log).
  */
 export const serveBlob = (
   blob: BlobRepresentation
 ): Effect.Effect<
   HttpServerResponse.HttpServerResponse,
-  BlobNotFound | BlobStoreError,
+  never,
   BlobStore | Scope.Scope | HttpServerRequest.HttpServerRequest
 > =>
   Effect.gen(function*() {
@@ -204,7 +204,7 @@ export const serveBlob = (
     }
 
     const store = yield* BlobStore
-    const opened = yield* store.open(blob.key, partial ? { start: range.start, end: range.end } : undefined)
+    const opened = yield* store.open(blob.key, partial ? { start: range.start, end: range.end } : undefined).pipe(Effect.orDie)
     // The store's Node stream goes to the response as it is: the platform pipes it into the
     // socket (backpressure, and destroyed when the client goes away), with no Effect step
     // per chunk. The handle stays the request Scope's, released after the response either way.

@@ -1,10 +1,10 @@
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { Effect, Layer } from "effect"
+import { casKey } from "../platform/blob-store/keys.js"
 import { Sha256Digest } from "../platform/digest.js"
 import { serveBlob } from "../platform/download.js"
 import { apiOf } from "../platform/http.js"
 import { decodeParam, UuidParam } from "../platform/params.js"
-import { InvalidRequest } from "../platform/problem.js"
 import { BlobsGroup, UploadsGroup } from "./api.js"
 import { UploadInvalidInput } from "./errors.js"
 import { MAX_PART_NUMBER, MAX_PART_SIZE_BYTES, partToJson, sessionToJson, UploadSessionJson } from "./schema.js"
@@ -30,10 +30,10 @@ export const parsePartNumber = (value: string): Effect.Effect<number, UploadInva
 }
 
 /** `Content-Length` is required (a chunked body has none) and bounds the part at 5 GiB. */
-export const parsePartLength = (header: string | undefined): Effect.Effect<number, InvalidRequest | UploadInvalidInput> => {
+export const parsePartLength = (header: string | undefined): Effect.Effect<number, UploadInvalidInput> => {
   const value = header?.trim()
   if (value === undefined || !DIGITS.test(value)) {
-    return Effect.fail(new InvalidRequest({ detail: "upload invalid input: content length is required" }))
+    return Effect.fail(new UploadInvalidInput({ detail: "content length is required" }))
   }
   const length = Number(value)
   return length <= MAX_PART_SIZE_BYTES
@@ -96,15 +96,15 @@ const BlobsHandlers = HttpApiBuilder.group(apiOf(BlobsGroup), "blobs", (handlers
       Effect.gen(function*() {
         const digest = yield* decodeParam(Sha256Digest, path.digest)
         const blob = yield* uploads.trustedBlob(digest)
-        // A blob row whose object is gone is a storage failure: 500 (api.md §2.8).
+        // A blob row whose object is gone is a storage failure: 500 (api.md §2.8, serveBlob).
         return yield* serveBlob({
-          key: blob.storageKey,
+          key: casKey(blob.digest),
           sizeBytes: blob.sizeBytes,
           digest: blob.digest,
           lastModified: blob.verifiedAt,
           contentType: blob.mediaType ?? "application/octet-stream",
           route: "GET /v1/blobs/{digest}"
-        }).pipe(Effect.orDie)
+        })
       }))
   }))
 

@@ -98,7 +98,6 @@ const toPart = (row: typeof PartRow.Type): UploadPart => ({
 const toBlob = (row: typeof BlobRow.Type): CasBlob => ({
   digest: row.digest,
   sizeBytes: row.size_bytes,
-  storageKey: casKey(row.digest),
   mediaType: row.media_type,
   verifiedAt: row.verified_at
 })

@@ -77,7 +77,6 @@ export interface UploadPart {
 export interface CasBlob {
   readonly digest: Sha256Digest
   readonly sizeBytes: number
-  readonly storageKey: StorageKey
   readonly mediaType: string | null
   readonly verifiedAt: Date
 }

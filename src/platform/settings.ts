@@ -119,3 +119,20 @@ export type SettingFlag = (typeof settings)[number]["flag"]
 
 /** Raw values as they come from flags / environment / defaults, before parsing. */
 export type RawSettings = { readonly [K in SettingFlag]: string }
+
+/**
+ * The README's configuration reference, one table per section, generated from `settings`
+ * (`npx tsx scripts/config-table.ts` prints it; a test holds the README to it).
+ */
+export const configTableMarkdown = (): string => {
+  const all: ReadonlyArray<Setting> = settings
+  const sections = [...new Set(all.map((s) => s.section))]
+  return sections.map((section) => {
+    const rows = all.filter((s) => s.section === section).map((s) => {
+      const env = [s.env, ...(s.fallbackEnv ?? [])].map((e) => `\`${e}\``).join(", ")
+      const def = s.default === "" ? "(empty)" : `\`${s.default}\``
+      return `| \`--${s.flag}\` | ${env} | ${def} | ${s.description} |`
+    })
+    return [`### ${section}`, "", "| Flag | Environment | Default | Meaning |", "|---|---|---|---|", ...rows, ""].join("\n")
+  }).join("\n")
+}

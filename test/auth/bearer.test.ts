@@ -1,9 +1,9 @@
-import pg from "pg"
 import { createHash, randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { mintToken } from "../../src/auth/tokens.js"
 import { publishVersion } from "../catalog/fixtures.js"
 import { describeBlob } from "../support/blobs.js"
+import { query as queryDatabase } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { sha256Digest, uploadBlob } from "../support/uploads.js"
 import { ANONYMOUS_ROUTES, AUTH_MANAGE_ROUTES, CONTENT_WRITE_ROUTES, routeKey } from "./routes.js"
@@ -30,15 +30,9 @@ afterAll(async () => {
 type Json = Record<string, unknown>
 const json = async (response: Response) => (await response.json()) as Json
 
-const query = async <R extends pg.QueryResultRow>(text: string, values: ReadonlyArray<unknown> = []) => {
-  const client = new pg.Client({ connectionString: app.databaseUrl })
-  await client.connect()
-  try {
-    return (await client.query<R>(text, [...values])).rows
-  } finally {
-    await client.end()
-  }
-}
+/** Raw SQL against this file's app. */
+const query = <R extends Record<string, unknown>>(text: string, values: ReadonlyArray<unknown> = []) =>
+  queryDatabase<R>(app, text, values)
 
 /** A content-writer principal made through the management API, and its token. */
 const writer = async () => {

@@ -1,5 +1,5 @@
-import pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { query as queryDatabase } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import {
   createTestCertificate,
@@ -82,15 +82,9 @@ const principalOf = async (subject: string) => {
   return found[0]!
 }
 
-const query = async <R extends pg.QueryResultRow>(text: string, values: ReadonlyArray<unknown> = []) => {
-  const client = new pg.Client({ connectionString: app.databaseUrl })
-  await client.connect()
-  try {
-    return (await client.query<R>(text, [...values])).rows
-  } finally {
-    await client.end()
-  }
-}
+/** Raw SQL against this file's app. */
+const query = <R extends Record<string, unknown>>(text: string, values: ReadonlyArray<unknown> = []) =>
+  queryDatabase<R>(app, text, values)
 
 const GITHUB_CONDITION = 'identity.subject == "repo:meigma/imgsrv:ref:refs/heads/main" && ' +
   'claims.repository_id == "123456789" && ' +

@@ -1,8 +1,9 @@
-import { createHash, randomBytes } from "node:crypto"
+import { randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createBucket, createDatabase } from "../support/harness.js"
 import { freePort, spawnImgsrv } from "../support/process.js"
 import { createTestCertificate, startTestIssuer, type TestCertificate, type TestIssuer } from "./oidc-issuer.js"
+import { sha256Digest } from "../support/uploads.js"
 
 /**
  * Secrets never reach the output (spec/auth.md §4.3, §8.3; §9 items 70, 72): a real
@@ -27,7 +28,6 @@ afterAll(async () => {
 })
 
 const secretOf = (token: string) => token.slice(token.lastIndexOf("_") + 1)
-const sha256 = (bytes: Uint8Array) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`
 
 describe("secrets in logs", () => {
   it("a debug-level run with uploads, content writes, tokens, JWTs and storage keys logs none of them", async () => {
@@ -92,7 +92,7 @@ describe("secrets in logs", () => {
       // Uploads (begin, part, complete, promotion on S3) and the catalog writes of the tutorial.
       const upload = async (bytes: Uint8Array) => {
         const session = await expectStatus<{ id: string }>(
-          call("POST", "/v1/uploads", publisher, { expected_digest: sha256(bytes), expected_size_bytes: bytes.byteLength }),
+          call("POST", "/v1/uploads", publisher, { expected_digest: sha256Digest(bytes), expected_size_bytes: bytes.byteLength }),
           201
         )
         const part = await expectStatus<{ etag: string; size_bytes: number }>(
@@ -107,7 +107,7 @@ describe("secrets in logs", () => {
           expect(state).not.toBe("failed")
           await new Promise((resolve) => setTimeout(resolve, 50))
         }
-        return { digest: sha256(bytes), size: bytes.byteLength }
+        return { digest: sha256Digest(bytes), size: bytes.byteLength }
       }
       const diskBytes = randomBytes(256 * 1024)
       const disk = await upload(diskBytes)
@@ -138,7 +138,7 @@ describe("secrets in logs", () => {
       // Anonymous reads with a credential attached (ignored, and not logged either).
       const download = await call("GET", `/v1/images/secrets/versions/1.0/artifacts/${artifact.id}/download`, publisher)
       expect(download.status).toBe(200)
-      expect(sha256(new Uint8Array(await download.arrayBuffer()))).toBe(disk.digest)
+      expect(sha256Digest(new Uint8Array(await download.arrayBuffer()))).toBe(disk.digest)
       await expectStatus(call("GET", "/streams/v1/index.json", admin), 200)
 
       // Refused credentials: wrong action, revoked, tampered.

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto"
+import { sha256Hex } from "../support/blobs.js"
 import { rm } from "node:fs/promises"
 import { Schema } from "effect"
 import pg from "pg"
@@ -93,8 +93,6 @@ const sql = async <R extends pg.QueryResultRow>(text: string, values: ReadonlyAr
   }
 }
 
-const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
-
 /** Status, the headers that must agree, and the body of one GET. */
 const read = async (r: Replica, path: string) => {
   const response = await r.api.request("GET", path)
@@ -104,7 +102,7 @@ const read = async (r: Replica, path: string) => {
     etag: response.headers.get("etag"),
     contentType: response.headers.get("content-type"),
     contentLength: response.headers.get("content-length"),
-    body: sha256(body),
+    body: sha256Hex(body),
     size: body.byteLength
   }
 }
@@ -201,7 +199,7 @@ it("runs as one service across two processes: bootstrap, uploads, publishing wit
     `/v1/blobs/${digest}`
   ]
   await expectSameReads(a, b, readsOf("1", firstArtifact))
-  expect((await read(a, `/v1/images/multi/versions/1/artifacts/${firstArtifact}/download`)).body).toBe(sha256(diskBytes))
+  expect((await read(a, `/v1/images/multi/versions/1/artifacts/${firstArtifact}/download`)).body).toBe(sha256Hex(diskBytes))
 
   // --- A publish on A alone; A dies mid-step; B (restarted) finishes it. ---------------
   expect(await b.proc.stop("SIGTERM")).toBe(0)

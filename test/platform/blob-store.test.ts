@@ -4,7 +4,7 @@
  *
  * s3rver 3.7.1 is an incomplete S3. Where it lacks a feature the S3 driver relies on, the test
  * is still run but declared `fails` for s3rver, with the missing feature in its name (see
- * `S3RVER_GAPS`). Such a test turns red the day s3rver (or a replacement such as MinIO) does
+ * `S3RVER_GAPS` in test/support/s3-server.ts). Such a test turns red the day s3rver (or a replacement such as MinIO) does
  * the right thing, which is the signal to drop the gap. `NO_GAPS=1 npx vitest run <this file>`
  * runs every S3 test as a plain test, to see what the server really does.
  */
@@ -26,63 +26,16 @@ import {
 } from "../../src/platform/blob-store/instrumented.js"
 import { casKey, stagingKey, type StorageKey } from "../../src/platform/blob-store/keys.js"
 import { makeS3BlobStore, type S3InternalOptions } from "../../src/platform/blob-store/s3.js"
-import { startS3Server, type S3TestServer } from "../support/s3-server.js"
+import { type GapNote, S3RVER_GAPS, type S3rverGap, startS3Server, type S3TestServer } from "../support/s3-server.js"
 
 type Store = BlobStore["Type"]
-
-/** Features of real S3 that a test depends on and a given server may lack. */
-type Gap =
-  | "abortMultipartUpload"
-  | "noSuchUpload"
-  | "partEtagValidation"
-  | "missingPartValidation"
-  | "entityTooSmall"
-  | "abortedPartDiscarded"
-  | "ifNoneMatchOnCopy"
-  | "uploadPartCopy"
 
 interface Driver {
   readonly name: "filesystem" | "s3"
   readonly make: () => Effect.Effect<Store, BlobStoreError, Scope.Scope>
   /** Only for drivers with a multipart-copy path (S3). */
   readonly makeWithCopyThreshold?: (options: S3InternalOptions) => Effect.Effect<Store, never, Scope.Scope>
-  readonly gaps: Partial<Record<Gap, GapNote>>
-}
-
-interface GapNote {
-  /** The missing feature; it ends up in the test name. */
-  readonly reason: string
-  /** Run nothing at all: for gaps where even trying disturbs the rest of the run. */
-  readonly skip?: true
-}
-
-/**
- * What s3rver 3.7.1 does instead of S3 (read from its lib/controllers/object.js,
- * lib/stores/filesystem.js and lib/routes.js, and confirmed by these tests).
- */
-const S3RVER_GAPS: Partial<Record<Gap, GapNote>> = {
-  // routes.js only routes DELETE without a query; `DELETE ?uploadId=` answers 405 MethodNotAllowed.
-  abortMultipartUpload: { reason: "s3rver has no AbortMultipartUpload" },
-  // CompleteMultipartUpload / UploadPart on an unknown (or already completed) id: s3rver never
-  // answers NoSuchUpload; complete fails with a 500 InternalError (ENOENT), UploadPart succeeds.
-  noSuchUpload: { reason: "s3rver never answers NoSuchUpload" },
-  // putObjectMultipart() strips the quotes off the listed ETags and then ignores them.
-  partEtagValidation: { reason: "s3rver does not check part ETags on CompleteMultipartUpload" },
-  // A listed part that was never uploaded: s3rver's concatenation read stream fails with ENOENT
-  // and nobody listens, so the request never gets an answer and the error escapes as an
-  // uncaught exception in this very process (s3rver runs in-process), failing the whole run.
-  missingPartValidation: { reason: "s3rver crashes and never answers CompleteMultipartUpload with a missing part", skip: true },
-  entityTooSmall: { reason: "s3rver does not enforce the 5 MiB minimum of non-final parts" },
-  // putPart() writes straight into the final part file (no temp file); an aborted request
-  // leaves the received prefix behind as the part, truncating any previous part of that number.
-  abortedPartDiscarded: { reason: "s3rver keeps the bytes of an aborted UploadPart as the part" },
-  // putObjectCopy() ignores If-None-Match (and x-amz-copy-source-if-match; the driver's own
-  // HEAD pre-check still catches a stale source ETag).
-  ifNoneMatchOnCopy: { reason: "s3rver ignores If-None-Match on CopyObject" },
-  // `PUT ?uploadId=` with x-amz-copy-source answers 501 NotImplemented.
-  uploadPartCopy: { reason: "s3rver has no UploadPartCopy" }
-  // (s3rver also widens `bytes=0-0` to `bytes=0-`; the driver cuts the asked-for bytes out of
-  // a widened or ignored range, so that is not a gap for callers.)
+  readonly gaps: Partial<Record<S3rverGap, GapNote>>
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -144,7 +97,7 @@ const blobStoreContract = (driver: Driver) =>
      * A contract test. Where the server has a gap it is declared `fails` (or `skip`), with the
      * missing feature in its name.
      */
-    const contract = <A, E>(name: string, self: () => Effect.Effect<A, E, Scope.Scope>, gap?: Gap) => {
+    const contract = <A, E>(name: string, self: () => Effect.Effect<A, E, Scope.Scope>, gap?: S3rverGap) => {
       const note = gap === undefined ? undefined : driver.gaps[gap]
       if (note === undefined) it.scopedLive(name, self)
       else if (note.skip === true) it.scopedLive.skip(`${name} [known gap: ${note.reason}]`, self)
@@ -462,7 +415,7 @@ const blobStoreContract = (driver: Driver) =>
         })
       )
 
-      const rangeCase = (name: string, start: number, end: number, gap?: Gap) =>
+      const rangeCase = (name: string, start: number, end: number, gap?: S3rverGap) =>
         contract(
           `open of ${name} (bytes ${start}-${end}) streams exactly that range and reports the total size`,
           () =>

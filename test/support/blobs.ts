@@ -94,3 +94,10 @@ export const restoreBlobBytes = async (app: TestApp, blob: SeededBlob): Promise<
 /** Runs `f` with a pg client on the app's database (raw SQL in tests). */
 export const withDatabase = <A>(app: TestApp, f: (client: pg.Client) => Promise<A>): Promise<A> =>
   withClient(app.databaseUrl, f)
+
+/** One SQL statement against the app's database; its rows. */
+export const query = <R extends Record<string, unknown>>(
+  app: Pick<TestApp, "databaseUrl">,
+  text: string,
+  params: ReadonlyArray<unknown> = []
+): Promise<ReadonlyArray<R>> => withClient(app.databaseUrl, async (client) => (await client.query<R>(text, [...params])).rows)

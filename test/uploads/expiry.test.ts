@@ -13,7 +13,8 @@ import { UploadExpirySweeper, UploadExpirySweeperLive } from "../../src/uploads/
 import { UploadRepositoryLive } from "../../src/uploads/repository.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { beginUpload, getUpload, putPart, sha256Digest, testBytes, uploadBlob, waitForUploadState } from "../support/uploads.js"
-import { expireSession, filesystemMultipartExists, itOn, query, sleep, STORES, storeOf } from "./fixtures.js"
+import { expireSession, filesystemMultipartExists, itOn, sleep, STORES, storeOf } from "./fixtures.js"
+import { query } from "../support/blobs.js"
 
 const storageUploadIdOf = async (app: TestApp, id: string) =>
   (await query<{ storage_upload_id: string }>(app, "SELECT storage_upload_id FROM upload_sessions WHERE id = $1", [id]))[0]!

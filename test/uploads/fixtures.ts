@@ -1,12 +1,13 @@
 import { Effect, Layer, Logger, LogLevel, ManagedRuntime, Metric, MetricState } from "effect"
 import { existsSync } from "node:fs"
 import * as path from "node:path"
-import pg from "pg"
 import { it } from "vitest"
 import { BlobStoreFromConfig } from "../../src/app.js"
 import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
 import { casKey, stagingKey, type StorageKey } from "../../src/platform/blob-store/keys.js"
 import { type Sha256Digest } from "../../src/platform/digest.js"
+import { query } from "../support/blobs.js"
+import { S3RVER_GAPS, type S3rverGap } from "../support/s3-server.js"
 import type { StoreKind, TestApp } from "../support/harness.js"
 
 /** Shared helpers of the uploads tests: direct looks at the database, the store and metrics. */
@@ -19,12 +20,8 @@ export const STORES: ReadonlyArray<StoreKind> = ["filesystem", "s3"]
  * `it.fails`, with the missing feature in its name, and turns red the day the server gets
  * it right.
  */
-export const S3RVER_GAPS = {
-  abortMultipartUpload: "s3rver has no AbortMultipartUpload",
-  partEtagValidation: "s3rver does not check part ETags on CompleteMultipartUpload"
-} as const
-
-export type Gap = keyof typeof S3RVER_GAPS
+/** The s3rver gaps these upload tests meet (the full list: test/support/s3-server.ts). */
+export type Gap = Extract<S3rverGap, "abortMultipartUpload" | "partEtagValidation">
 
 /**
  * `it`, or `it.fails` naming the gap when the store is s3rver and the test needs `gap`.
@@ -33,23 +30,9 @@ export type Gap = keyof typeof S3RVER_GAPS
 export const itOn = (store: StoreKind, gap?: Gap) =>
   (name: string, fn: () => Promise<void>, timeout?: number) =>
     gap !== undefined && store === "s3" && process.env["NO_GAPS"] !== "1"
-      ? it.fails(`${name} [gap: ${S3RVER_GAPS[gap]}]`, fn, timeout)
+      ? it.fails(`${name} [gap: ${S3RVER_GAPS[gap].reason}]`, fn, timeout)
       : it(name, fn, timeout)
 
-/** One SQL statement against the app's database. */
-export const query = async <R extends Record<string, unknown>>(
-  app: TestApp,
-  text: string,
-  params: ReadonlyArray<unknown> = []
-): Promise<ReadonlyArray<R>> => {
-  const client = new pg.Client({ connectionString: app.databaseUrl })
-  await client.connect()
-  try {
-    return (await client.query<R>(text, [...params])).rows
-  } finally {
-    await client.end()
-  }
-}
 
 /** The app's own blob store (same configuration), to look at objects directly. */
 export const storeOf = (app: TestApp) => {

@@ -25,7 +25,8 @@ import {
   testBytes,
   waitForUploadState
 } from "../support/uploads.js"
-import { counterValue, query, sleep, STORES, storeOf } from "./fixtures.js"
+import { counterValue, sleep, STORES, storeOf } from "./fixtures.js"
+import { query } from "../support/blobs.js"
 
 type Store = BlobStore["Type"]
 

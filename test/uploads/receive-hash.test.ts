@@ -4,7 +4,6 @@
  * staged object changed after completion is never promoted on the strength of the early hash.
  */
 import { Effect, Stream } from "effect"
-import { createHash } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
 import { stagingKey } from "../../src/platform/blob-store/keys.js"
@@ -19,9 +18,9 @@ import {
   testBytes,
   waitForUploadState
 } from "../support/uploads.js"
-import { counterValue, query, STORES, storeOf } from "./fixtures.js"
+import { counterValue, STORES, storeOf } from "./fixtures.js"
+import { query, sha256Hex } from "../support/blobs.js"
 
-const hex = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
 
 describe("the receive-hash registry", () => {
   const part = (n: number, etag = `"e${n}"`, sizeBytes = 3) => ({ number: n, etag, sizeBytes })
@@ -37,7 +36,7 @@ describe("the receive-hash registry", () => {
     second.update(b)
     second.commit({ etag: "\"e2\"", sizeBytes: 3 })
     const both = new Uint8Array([...a, ...b])
-    expect(registry.digestFor("u", [part(1), part(2)])).toEqual({ digest: `sha256:${hex(both)}`, sizeBytes: 6 })
+    expect(registry.digestFor("u", [part(1), part(2)])).toEqual({ digest: `sha256:${sha256Hex(both)}`, sizeBytes: 6 })
     expect(registry.digestFor("u", [part(1)])).toBeUndefined()
     expect(registry.digestFor("u", [part(1), part(2, "\"other\"")])).toBeUndefined()
     expect(registry.digestFor("u", [part(1), part(2, "\"e2\"", 4)])).toBeUndefined()
@@ -52,7 +51,7 @@ describe("the receive-hash registry", () => {
     const retry = registry.beginPart("u", 1)!
     retry.update(new Uint8Array([1, 2, 3]))
     retry.commit({ etag: "\"e1\"", sizeBytes: 3 })
-    expect(registry.digestFor("u", [part(1)])?.digest).toBe(`sha256:${hex(new Uint8Array([1, 2, 3]))}`)
+    expect(registry.digestFor("u", [part(1)])?.digest).toBe(`sha256:${sha256Hex(new Uint8Array([1, 2, 3]))}`)
   })
 
   it("a gap, a re-PUT of an earlier part or two parts at once end the chain", () => {

@@ -9,7 +9,8 @@ import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
 import { stagingKey } from "../../src/platform/blob-store/keys.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { beginUpload, getUpload, putPart, sha256Digest, testBytes, type UploadPartBody } from "../support/uploads.js"
-import { expireSession, query, STORES, storeOf } from "./fixtures.js"
+import { expireSession, STORES, storeOf } from "./fixtures.js"
+import { query } from "../support/blobs.js"
 
 for (const store of STORES) {
   describe(`complete recovery (${store} store)`, () => {

@@ -42,7 +42,8 @@ import {
  */
 
 const NamePath = Schema.Struct({ name: Schema.String })
-const VersionPath = Schema.Struct({ name: Schema.String, version: Schema.String })
+/** `/v1/images/:name/versions/:version…` (also the publish route); decoded with `decodeVersionPath`. */
+export const VersionPath = Schema.Struct({ name: Schema.String, version: Schema.String })
 const ArtifactPath = Schema.Struct({ name: Schema.String, version: Schema.String, artifact_id: UuidString })
 const AttachmentPath = Schema.Struct({
   name: Schema.String,

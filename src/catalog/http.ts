@@ -13,6 +13,7 @@ import {
   artifactToWire,
   AttachmentIdParam,
   attachmentToWire,
+  decodeVersionPath,
   ImageName,
   imageToWire,
   manifestToWire,
@@ -27,8 +28,6 @@ import { Catalog } from "./service.js"
 
 const nameOf = (path: { readonly name: string }) => decodeParam(ImageName, path.name)
 
-const versionPathOf = (path: { readonly name: string; readonly version: string }) =>
-  Effect.all([decodeParam(ImageName, path.name), decodeParam(VersionString, path.version)])
 
 const artifactPathOf = (path: { readonly name: string; readonly version: string; readonly artifact_id: string }) =>
   Effect.all([
@@ -113,7 +112,7 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             Effect.map((rows) => ({ versions: rows.map(versionToWire) }))
           ))
         .handle("getManifest", ({ path, request }) =>
-          versionPathOf(path).pipe(
+          decodeVersionPath(path).pipe(
             Effect.flatMap(([name, version]) => catalog.getManifest(name, version)),
             Effect.map((rows) => manifestResponse(rows, request, true))
           ))
@@ -126,12 +125,12 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             )
           ))
         .handle("listArtifacts", ({ path }) =>
-          versionPathOf(path).pipe(
+          decodeVersionPath(path).pipe(
             Effect.flatMap(([name, version]) => catalog.listArtifacts(name, version)),
             Effect.map((rows) => ({ artifacts: rows.map(artifactToWire) }))
           ))
         .handle("addArtifact", ({ path, payload }) =>
-          versionPathOf(path).pipe(
+          decodeVersionPath(path).pipe(
             Effect.flatMap(([name, version]) => catalog.addArtifact(name, version, payload)),
             Effect.map(artifactToWire)
           ))

@@ -1,6 +1,6 @@
-import { Schema } from "effect"
+import { Effect, Schema } from "effect"
 import { Sha256Digest } from "../platform/digest.js"
-import { nonBlank, strictBody, UuidParam, UuidString } from "../platform/params.js"
+import { decodeParam, nonBlank, strictBody, UuidParam, UuidString } from "../platform/params.js"
 import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
 
 /**
@@ -322,3 +322,7 @@ export const manifestToWire = (rows: ManifestRows): Manifest => ({
     attachments: attachments.map(attachmentToWire)
   }))
 })
+
+/** The image name and version of a version path, validated (400 naming the field). */
+export const decodeVersionPath = (path: { readonly name: string; readonly version: string }) =>
+  Effect.all([decodeParam(ImageName, path.name), decodeParam(VersionString, path.version)])

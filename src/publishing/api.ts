@@ -1,6 +1,7 @@
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { RequireContentWrite } from "../auth/middleware.js"
+import { VersionPath } from "../catalog/api.js"
 import { VersionNotFound } from "../catalog/errors.js"
 import { UuidString } from "../platform/params.js"
 import { InvalidRequest, Problem } from "../platform/problem.js"
@@ -12,7 +13,7 @@ export const PublishGroup = HttpApiGroup.make("publish")
   .add(
     HttpApiEndpoint.post("publish", "/v1/images/:name/versions/:version/publish")
       .middleware(RequireContentWrite)
-      .setPath(Schema.Struct({ name: Schema.String, version: Schema.String }))
+      .setPath(VersionPath)
       .addSuccess(PublishJob, { status: 202 })
       .addError(Problem(InvalidRequest))
       .addError(Problem(VersionNotFound))

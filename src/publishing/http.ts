@@ -1,6 +1,6 @@
 import { HttpApiBuilder } from "@effect/platform"
 import { Effect } from "effect"
-import { ImageName, VersionString } from "../catalog/schema.js"
+import { decodeVersionPath } from "../catalog/schema.js"
 import { apiOf } from "../platform/http.js"
 import { decodeParam } from "../platform/params.js"
 import { PublishGroup } from "./api.js"
@@ -16,7 +16,7 @@ export const PublishHandlersLive = HttpApiBuilder.group(
       const publishing = yield* Publishing
       return handlers
         .handle("publish", ({ path }) =>
-          Effect.all([decodeParam(ImageName, path.name), decodeParam(VersionString, path.version)]).pipe(
+          decodeVersionPath(path).pipe(
             Effect.flatMap(([name, version]) => publishing.publish(name, version)),
             Effect.map(jobToWire)
           ))

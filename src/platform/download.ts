@@ -4,6 +4,7 @@ import type { Scope } from "effect"
 import { BlobStore } from "./blob-store/blob-store.js"
 import type { StorageKey } from "./blob-store/keys.js"
 import type { Sha256Digest } from "./digest.js"
+import { makeLabelCache } from "./metrics.js"
 import { problemBody } from "./problem.js"
 
 /**
@@ -122,19 +123,9 @@ const downloadBytes = Metric.counter("imgsrv_download_bytes_total", {
   description: "Bytes of blob content sent to clients, by route template.",
   incremental: true
 })
-/**
- * One stable label array per route: a counter resolves its series by the identity of the
- * label array (`Metric.tagged` would derive a new metric key on every chunk).
- */
-const downloadBytesLabelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
-const downloadBytesLabels = (route: string) => {
-  let labels = downloadBytesLabelCache.get(route)
-  if (labels === undefined) {
-    labels = [MetricLabel.make("route", route)]
-    downloadBytesLabelCache.set(route, labels)
-  }
-  return labels
-}
+/** Stable label arrays (metrics.ts `makeLabelCache`): bytes are counted once per chunk. */
+const routeLabels = makeLabelCache()
+const routeStatusLabels = makeLabelCache()
 
 /** 304 for a conditional GET/HEAD that matched (no body), as the download endpoints declare it. */
 export const NotModified = HttpApiSchema.Empty(304).annotations({ description: "Not Modified" })
@@ -163,7 +154,15 @@ export const serveBlob = (
       ...(lastModifiedSeconds > 0 ? { "last-modified": new Date(lastModifiedSeconds * 1000).toUTCString() } : {})
     }
     const count = (status: number) =>
-      Metric.increment(Metric.tagged(Metric.tagged(downloadsTotal, "route", blob.route), "status", String(status)))
+      Effect.sync(() =>
+        downloadsTotal.unsafeUpdate(
+          1,
+          routeStatusLabels(`${blob.route} ${status}`, () => [
+            MetricLabel.make("route", blob.route),
+            MetricLabel.make("status", String(status))
+          ])
+        )
+      )
 
     if (
       isNotModified(
@@ -209,7 +208,7 @@ export const serveBlob = (
     // socket (backpressure, and destroyed when the client goes away), with no Effect step
     // per chunk. The handle stays the request Scope's, released after the response either way.
     const body = opened.toReadable()
-    const labels = downloadBytesLabels(blob.route)
+    const labels = routeLabels(blob.route, () => [MetricLabel.make("route", blob.route)])
     // Counted as they leave the store. Paused first, so that listening does not start the
     // flow before the platform has piped it into the response (pipe resumes it).
     body.pause()

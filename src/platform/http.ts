@@ -29,7 +29,7 @@ import {
 } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { latencyBoundaries } from "./metrics.js"
+import { latencyBoundaries, makeLabelCache } from "./metrics.js"
 import { isUnstorableText } from "./sql-errors.js"
 import { firstIssueMessage, issueMessage } from "./params.js"
 import { declaredStatus, detailOf, problemResponse } from "./problem.js"
@@ -338,12 +338,7 @@ export interface HttpMetrics {
  * which any client can set to anything (unbounded label values); TLS is terminated in
  * front of imgsrv, so the scheme is `http`. `listener` is read at the first request, when
  * the bound port is known (port 0 picks one).
- *
- * Label sets are kept by value, one stable array each: Effect resolves a metric's registry
- * entry for an update by the identity of the label array it is given (a WeakMap), while
- * `Metric.tagged` builds a new array — hence a new metric key, a hash and a registry lookup
- * — on every update, which costs more than answering a cached request. Labels are bounded
- * (method × route template × status), and so are these caches.
+ * Label arrays come from `makeLabelCache` (bounded: method × route template × status).
  */
 export const makeHttpMetrics = (listener: () => ListenerIdentity | undefined): HttpMetrics => {
   let listenerLabels: ReadonlyArray<MetricLabel.MetricLabel> | undefined
@@ -360,34 +355,26 @@ export const makeHttpMetrics = (listener: () => ListenerIdentity | undefined): H
     if (identity !== undefined) listenerLabels = labels
     return labels
   }
-  const requestLabelCache = new Map<string, {
-    readonly reference: ReadonlyArray<MetricLabel.MetricLabel>
-    readonly ours: ReadonlyArray<MetricLabel.MetricLabel>
-  }>()
-  const activeLabelCache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+  const ours = makeLabelCache()
+  const reference = makeLabelCache()
+  const active = makeLabelCache()
+  const oursOf = (method: string, route: string, status: number) =>
+    ours(`${method} ${route} ${status}`, () => [
+      MetricLabel.make("http_request_method", method),
+      MetricLabel.make("http_route", route),
+      MetricLabel.make("http_response_status_code", String(status))
+    ])
   return {
     record: (method, route, status, seconds) => {
       const key = `${method} ${route} ${status}`
-      let labels = requestLabelCache.get(key)
-      if (labels === undefined) {
-        const ours = [
-          MetricLabel.make("http_request_method", method),
-          MetricLabel.make("http_route", route),
-          MetricLabel.make("http_response_status_code", String(status))
-        ]
-        labels = { ours, reference: [...ours, ...listenerLabelsOf()] }
-        requestLabelCache.set(key, labels)
-      }
-      requestDuration.unsafeUpdate(seconds, labels.reference)
-      requestsTotal.unsafeUpdate(1, labels.ours)
+      requestDuration.unsafeUpdate(seconds, reference(key, () => [...oursOf(method, route, status), ...listenerLabelsOf()]))
+      requestsTotal.unsafeUpdate(1, oursOf(method, route, status))
     },
     trackActive: (method, delta) => {
-      let labels = activeLabelCache.get(method)
-      if (labels === undefined) {
-        const listenerOnes = listenerLabelsOf().filter((label) => label.key !== "network_protocol_name")
-        labels = [MetricLabel.make("http_request_method", method), ...listenerOnes]
-        activeLabelCache.set(method, labels)
-      }
+      const labels = active(method, () => [
+        MetricLabel.make("http_request_method", method),
+        ...listenerLabelsOf().filter((label) => label.key !== "network_protocol_name")
+      ])
       activeRequests.unsafeModify(delta, labels)
     }
   }

@@ -1,4 +1,4 @@
-import { Context, Effect, Layer, Metric, MetricBoundaries, MetricState, Option, Ref, Runtime } from "effect"
+import { Context, Effect, Layer, Metric, MetricBoundaries, MetricLabel, MetricState, Option, Ref, Runtime } from "effect"
 import type { MetricPair } from "effect"
 import * as http from "node:http"
 import type { ListenAddress } from "./config.js"
@@ -174,6 +174,24 @@ export const targetSample = (target: MetricsTarget): Sample => ({
   labels: { service_name: target.serviceName, service_version: target.serviceVersion },
   value: 1
 })
+
+/**
+ * Metric label arrays by key, one stable array each, for labels with bounded values. Effect
+ * finds a metric's series for an update by the identity of the label array it is given (a
+ * WeakMap), while `Metric.tagged` builds a new array — a new metric key, a hash and a
+ * registry lookup — on every update, which costs more than the work being counted.
+ */
+export const makeLabelCache = () => {
+  const cache = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+  return (key: string, make: () => ReadonlyArray<MetricLabel.MetricLabel>): ReadonlyArray<MetricLabel.MetricLabel> => {
+    let labels = cache.get(key)
+    if (labels === undefined) {
+      labels = make()
+      cache.set(key, labels)
+    }
+    return labels
+  }
+}
 
 /** The complete exposition: registry + collectors + process. */
 export const scrape = (target?: MetricsTarget) =>

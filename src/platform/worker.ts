@@ -1,4 +1,4 @@
-import { Cause, Duration, Effect, Metric, Queue } from "effect"
+import { Cause, Data, Duration, Effect, Metric, Queue } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { WorkerLoopSettings } from "./config.js"
@@ -135,3 +135,30 @@ export const runWorkerLoop = <E, R>(options: {
     Effect.onInterrupt(() => Effect.logInfo("background job stopped").pipe(Effect.annotateLogs({ name: options.name })))
   )
 }
+
+/**
+ * The worker no longer holds its claim's lease (it ran out and another worker took the
+ * work over): whatever this worker computed is dropped.
+ */
+export class LeaseLost extends Data.TaggedError("LeaseLost")<{}> {}
+
+/**
+ * Keeps a claim's lease alive while its work runs (race the two): renews every third of
+ * `lease`, and fails with `LeaseLost` once `renew` answers that the lease is gone. A
+ * failed renewal (a database hiccup) is logged and does not cost the lease yet; the next
+ * beat tries again, and the lease itself bounds how long that can go on.
+ */
+export const leaseHeartbeat = <E>(
+  lease: Duration.Duration,
+  renew: Effect.Effect<boolean, E>,
+  context: { readonly job: string } & Record<string, unknown>
+): Effect.Effect<never, LeaseLost> =>
+  Effect.sleep(Duration.millis(Math.max(10, Math.floor(Duration.toMillis(lease) / 3)))).pipe(
+    Effect.zipRight(renew.pipe(
+      Effect.catchAll((error) =>
+        Effect.logWarning("lease renewal failed").pipe(Effect.annotateLogs({ ...context, error }), Effect.as(true))
+      )
+    )),
+    Effect.flatMap((held) => (held ? Effect.void : Effect.fail(new LeaseLost()))),
+    Effect.forever
+  )

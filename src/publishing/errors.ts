@@ -38,9 +38,3 @@ export class PublishJobNotRetryable extends Schema.TaggedError<PublishJobNotRetr
  * `failure_message` (visible to content writers through `GET /v1/publish-jobs/{id}`).
  */
 export class StepFailed extends Data.TaggedError("StepFailed")<{ readonly message: string }> {}
-
-/**
- * The worker no longer holds the step's lease (it expired and another worker claimed
- * the step): whatever this worker computed is dropped.
- */
-export class LeaseLost extends Data.TaggedError("LeaseLost")<{ readonly stepId: string }> {}

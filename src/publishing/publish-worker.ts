@@ -5,8 +5,8 @@ import { BlobStore } from "../platform/blob-store/blob-store.js"
 import { AppConfig } from "../platform/config.js"
 import { latencyBoundaries } from "../platform/metrics.js"
 import { withLinkedSpan } from "../platform/tracing.js"
-import { makeWorkerId, runWorkerLoop, type RunOutcome } from "../platform/worker.js"
-import { LeaseLost, StepFailed } from "./errors.js"
+import { LeaseLost, leaseHeartbeat, makeWorkerId, runWorkerLoop, type RunOutcome } from "../platform/worker.js"
+import { StepFailed } from "./errors.js"
 import { computeProjection } from "./incus-index.js"
 import { PublishRepository } from "./repository.js"
 import type { ClaimedStep } from "./schema.js"
@@ -50,13 +50,12 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
     const repo = yield* PublishRepository
     const catalog = yield* CatalogRepository
     const store = yield* BlobStore
-    const heartbeatEvery = Duration.millis(Math.max(10, Math.floor(Duration.toMillis(lease) / 3)))
 
     /** Runs `body` in a transaction that first proves we still hold the step's lease. */
     const fenced = <A, E>(step: ClaimedStep, body: Effect.Effect<A, E>) =>
       sql.withTransaction(Effect.gen(function*() {
         const held = yield* repo.holdsLease(step, workerId)
-        if (!held) return yield* new LeaseLost({ stepId: step.id })
+        if (!held) return yield* new LeaseLost()
         return yield* body
       }))
 
@@ -140,23 +139,8 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
       )
     }
 
-    /** Renews the lease until interrupted; fails with LeaseLost when the lease is gone. */
-    const heartbeat = (step: ClaimedStep): Effect.Effect<never, LeaseLost> =>
-      Effect.sleep(heartbeatEvery).pipe(
-        Effect.zipRight(
-          repo.renewLease(step, workerId, lease).pipe(
-            Effect.catchAll((error) =>
-              // A failed renewal is not a lost lease: keep working and try again.
-              Effect.logWarning("publish lease renewal failed").pipe(
-                Effect.annotateLogs({ step_id: step.id, cause: error }),
-                Effect.as(true)
-              )
-            )
-          )
-        ),
-        Effect.flatMap((held) => (held ? Effect.void : Effect.fail(new LeaseLost({ stepId: step.id })))),
-        Effect.forever
-      )
+    const heartbeat = (step: ClaimedStep) =>
+      leaseHeartbeat(lease, repo.renewLease(step, workerId, lease), { job: "publish", step_id: step.id })
 
     /** Records a failure under the lease; false when the lease was lost meanwhile. */
     const recordFailure = (step: ClaimedStep, message: string) =>

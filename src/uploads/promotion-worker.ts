@@ -6,7 +6,14 @@ import { casKey, type StorageKey } from "../platform/blob-store/keys.js"
 import { AppConfig } from "../platform/config.js"
 import { digestFromHex, type Sha256Digest } from "../platform/digest.js"
 import { withLinkedSpan } from "../platform/tracing.js"
-import { makeWakeSignal, makeWorkerId, type RunOutcome, runWorkerLoop, type WakeSignal } from "../platform/worker.js"
+import {
+  leaseHeartbeat,
+  makeWakeSignal,
+  makeWorkerId,
+  type RunOutcome,
+  runWorkerLoop,
+  type WakeSignal
+} from "../platform/worker.js"
 import {
   promotionDuration,
   promotionVerifications,
@@ -47,9 +54,6 @@ export const CAS_PROMOTION_JOB = "cas-promotion"
 export class PromotionWake extends Context.Tag("imgsrv/uploads/PromotionWake")<PromotionWake, WakeSignal>() {}
 
 export const PromotionWakeLive = Layer.effect(PromotionWake, makeWakeSignal)
-
-/** The claim was taken over by another worker (this one was too slow or paused). */
-class LeaseLost extends Data.TaggedError("LeaseLost")<{}> {}
 
 /** Promotion could not finish for a reason that may go away (the job is retried). */
 export class PromotionRetry extends Data.TaggedError("PromotionRetry")<{
@@ -244,19 +248,10 @@ export const CasPromotionLive = Layer.effect(
         return yield* recordSuccess(job, session, "moved")
       })
 
-    /** Keeps the lease alive while `promote` works; fails with LeaseLost once it is gone. */
-    const heartbeat = (job: ClaimedJob): Effect.Effect<never, LeaseLost> =>
-      Effect.gen(function*() {
-        while (true) {
-          yield* Effect.sleep(Duration.millis(Math.max(1, Math.floor(leaseMillis / 3))))
-          const held = yield* repo.heartbeat(job, leaseMillis).pipe(
-            // A database hiccup does not cost the lease yet; the next beat tries again.
-            Effect.catchAll((error) =>
-              Effect.logWarning("cas promotion heartbeat failed").pipe(Effect.annotateLogs({ error }), Effect.as(true))
-            )
-          )
-          if (!held) return yield* new LeaseLost()
-        }
+    const heartbeat = (job: ClaimedJob) =>
+      leaseHeartbeat(config.casPromotion.lease, repo.heartbeat(job, leaseMillis), {
+        job: "cas-promotion",
+        upload_id: job.uploadId
       })
 
     const runOnce = (workerId: string) =>

@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../platform/blob-store/blob-store.js"
 import type { StorageKey } from "../platform/blob-store/keys.js"
 import { Sha256Digest } from "../platform/digest.js"
 import { nonBlank, strictBody } from "../platform/params.js"
@@ -16,9 +17,9 @@ import { formatTimestamp } from "../platform/timestamp.js"
 export const MiB = 1024 * 1024
 /** Every part but the last must be at least this big (checked at complete). */
 export const MIN_PART_SIZE_BYTES = 5 * MiB
-/** No part may be bigger (checked at PUT from Content-Length, and at complete). */
-export const MAX_PART_SIZE_BYTES = 5 * 1024 * MiB
-export const MAX_PART_NUMBER = 10_000
+/** No part may be bigger (checked at PUT from Content-Length, and at complete); S3's limits. */
+export const MAX_PART_SIZE_BYTES = MAX_PART_BYTES
+export { MAX_PART_NUMBER }
 /** 10 000 parts of 5 GiB: no upload can ever complete beyond this, so begin refuses it. */
 export const MAX_UPLOAD_SIZE_BYTES = MAX_PART_NUMBER * MAX_PART_SIZE_BYTES
 /** What clients are told to use unless the object needs bigger parts to fit in 10 000. */

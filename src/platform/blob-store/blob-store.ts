@@ -1,7 +1,7 @@
 import { Context, Effect, Schema } from "effect"
 import type { Scope, Stream } from "effect"
 import type { Readable } from "node:stream"
-import type { StorageKey } from "./keys.js"
+import { isWellFormedKey, type StorageKey } from "./keys.js"
 
 /** The object (or the multipart upload) does not exist. */
 export class BlobNotFound extends Schema.TaggedError<BlobNotFound>()("BlobNotFound", {
@@ -227,3 +227,53 @@ export const readAll = (
     },
     catch: (cause) => new BlobStoreError({ operation: "open", key, cause })
   })
+
+// ---------------------------------------------------------------------------------
+// Rules every driver applies the same way (S3's limits and argument checks).
+// ---------------------------------------------------------------------------------
+
+/** S3's multipart limits: parts numbered 1..10000, each at most 5 GiB. */
+export const MAX_PART_NUMBER = 10_000
+export const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
+
+/** Preconditions of `copy` and `move`. */
+export type CopyOptions = { readonly ifMatch?: string; readonly ifDestinationAbsent?: boolean }
+
+/** ETags compare without their quotes (stores and clients differ in quoting). */
+export const stripQuotes = (etag: string): string => etag.replaceAll("\"", "")
+
+/** Last line of defence: a key that is not one of the two shapes never reaches a driver. */
+export const checkKey = (operation: string, key: StorageKey): Effect.Effect<void, BlobStoreError> =>
+  isWellFormedKey(key)
+    ? Effect.void
+    : Effect.fail(new BlobStoreError({ operation, key, cause: new Error("malformed storage key") }))
+
+/** `putPart`'s arguments: a well-formed key, a part number 1..10000, a size 0..5 GiB. */
+export const checkPutPart = (key: StorageKey, partNumber: number, contentLength: number): Effect.Effect<void, BlobStoreError> =>
+  checkKey("putPart", key).pipe(Effect.zipRight(Effect.suspend(() => {
+    if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > MAX_PART_NUMBER) {
+      return Effect.fail(new BlobStoreError({ operation: "putPart", key, cause: new Error(`invalid part number ${partNumber}`) }))
+    }
+    if (!Number.isSafeInteger(contentLength) || contentLength < 0 || contentLength > MAX_PART_BYTES) {
+      return Effect.fail(new BlobStoreError({ operation: "putPart", key, cause: new Error(`invalid part size ${contentLength}`) }))
+    }
+    return Effect.void
+  })))
+
+/** `completeMultipartUpload`'s part list: not empty, numbers 1..10000 and strictly ascending. */
+export const checkPartList = (
+  key: StorageKey,
+  parts: ReadonlyArray<{ readonly partNumber: number }>
+): Effect.Effect<void, InvalidPartList> => {
+  if (parts.length === 0) return Effect.fail(new InvalidPartList({ key, reason: "the part list is empty" }))
+  for (let i = 0; i < parts.length; i++) {
+    const number = parts[i]!.partNumber
+    if (!Number.isInteger(number) || number < 1 || number > MAX_PART_NUMBER) {
+      return Effect.fail(new InvalidPartList({ key, reason: `invalid part number ${number}` }))
+    }
+    if (i > 0 && number <= parts[i - 1]!.partNumber) {
+      return Effect.fail(new InvalidPartList({ key, reason: "part numbers must be strictly ascending" }))
+    }
+  }
+  return Effect.void
+}

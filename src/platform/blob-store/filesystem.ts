@@ -45,14 +45,17 @@ import {
   InvalidPartList,
   type ByteRange,
   type ObjectInfo,
-  type OpenedObject
+  checkKey,
+  checkPartList,
+  checkPutPart,
+  type CopyOptions,
+  type OpenedObject,
+  stripQuotes
 } from "./blob-store.js"
-import { isWellFormedKey, type StorageKey } from "./keys.js"
+import type { StorageKey } from "./keys.js"
 
 /** S3's limits, enforced here too so both drivers accept and refuse the same requests. */
 const MIN_NON_FINAL_PART_BYTES = 5 * 1024 * 1024
-const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
-const MAX_PART_NUMBER = 10_000
 const UPLOAD_ID = /^[0-9a-f]{32}$/
 const COPY_BUFFER_BYTES = 1024 * 1024
 /**
@@ -82,7 +85,6 @@ const isMissing = hasErrno("ENOENT", "ENOTDIR")
 const io = <A>(operation: string, key: string | undefined, thunk: () => Promise<A>): Effect.Effect<A, BlobStoreError> =>
   Effect.tryPromise({ try: thunk, catch: (cause) => new BlobStoreError({ operation, key, cause }) })
 
-const stripQuotes = (etag: string): string => etag.replaceAll("\"", "")
 
 const fingerprint = (st: BigIntStats): string =>
   `"${createHash("sha256").update(`${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`).digest("hex").slice(0, 32)}"`
@@ -241,12 +243,6 @@ export const makeFilesystemBlobStore = (
     const tmpPath = (): string => path.join(tmpDir, randomBytes(16).toString("hex"))
     const partPath = (uploadDir: string, partNumber: number): string => path.join(uploadDir, `part.${partNumber}`)
 
-    /** Last line of defence: a key that is not one of the two shapes never reaches `path.join`. */
-    const checkKey = (operation: string, key: StorageKey): Effect.Effect<void, BlobStoreError> =>
-      isWellFormedKey(key)
-        ? Effect.void
-        : Effect.fail(new BlobStoreError({ operation, key, cause: new Error("malformed storage key") }))
-
     const statObject = (operation: string, key: StorageKey): Effect.Effect<BigIntStats, BlobNotFound | BlobStoreError> =>
       io(operation, key, () => fs.stat(objectPath(key), { bigint: true })).pipe(
         Effect.catchIf(isMissing, () => Effect.fail(new BlobNotFound({ key, what: "object" }))),
@@ -366,13 +362,7 @@ export const makeFilesystemBlobStore = (
 
     const putPart: BlobStoreService["putPart"] = (key, uploadId, partNumber, body, contentLength) =>
       Effect.gen(function* () {
-        yield* checkKey("putPart", key)
-        if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > MAX_PART_NUMBER) {
-          return yield* new BlobStoreError({ operation: "putPart", key, cause: new Error(`invalid part number ${partNumber}`) })
-        }
-        if (!Number.isSafeInteger(contentLength) || contentLength < 0 || contentLength > MAX_PART_BYTES) {
-          return yield* new BlobStoreError({ operation: "putPart", key, cause: new Error(`invalid part size ${contentLength}`) })
-        }
+        yield* checkPutPart(key, partNumber, contentLength)
         const dir = yield* uploadDirOf("putPart", key, uploadId)
         // The temp file lives inside the upload directory so an abort removes it too, and the
         // part it may replace stays intact until the rename.
@@ -398,16 +388,7 @@ export const makeFilesystemBlobStore = (
       Effect.gen(function* () {
         yield* checkKey("completeMultipartUpload", key)
         const dir = yield* uploadDirOf("completeMultipartUpload", key, uploadId)
-        if (parts.length === 0) return yield* new InvalidPartList({ key, reason: "the part list is empty" })
-        for (let i = 0; i < parts.length; i++) {
-          const part = parts[i]!
-          if (!Number.isInteger(part.partNumber) || part.partNumber < 1 || part.partNumber > MAX_PART_NUMBER) {
-            return yield* new InvalidPartList({ key, reason: `invalid part number ${part.partNumber}` })
-          }
-          if (i > 0 && part.partNumber <= parts[i - 1]!.partNumber) {
-            return yield* new InvalidPartList({ key, reason: "part numbers must be strictly ascending" })
-          }
-        }
+        yield* checkPartList(key, parts)
 
         // Cheap checks first (existence, S3's 5 MiB minimum for non-final parts) so a bad list
         // is refused before any byte is copied.
@@ -529,7 +510,6 @@ export const makeFilesystemBlobStore = (
         return { totalSizeBytes: size, contentLength, etag: fingerprint(st), lastModified: st.mtime, stream, toReadable }
       })
 
-    type CopyOptions = { readonly ifMatch?: string; readonly ifDestinationAbsent?: boolean }
 
     /**
      * Puts the (fsynced) file `tmp` at `to`: `link` when the destination must be absent (atomic

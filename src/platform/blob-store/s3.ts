@@ -39,9 +39,16 @@ import {
   type ByteRange,
   type CompletedUpload,
   type ObjectInfo,
-  type OpenedObject
+  checkKey,
+  checkPartList,
+  checkPutPart,
+  type CopyOptions,
+  MAX_PART_BYTES,
+  MAX_PART_NUMBER,
+  type OpenedObject,
+  stripQuotes
 } from "./blob-store.js"
-import { isWellFormedKey, type StorageKey } from "./keys.js"
+import type { StorageKey } from "./keys.js"
 
 export interface S3Options {
   /** `host:port`, without scheme. */
@@ -66,13 +73,10 @@ export interface S3InternalOptions {
 }
 
 const GiB = 1024 * 1024 * 1024
-const MAX_PART_BYTES = 5 * GiB
-const MAX_PART_NUMBER = 10_000
 /** UploadPartCopy requests in flight at once during a multipart copy. */
 const COPY_PART_CONCURRENCY = 4
 
 type BlobStoreService = BlobStore["Type"]
-type CopyOptions = { readonly ifMatch?: string; readonly ifDestinationAbsent?: boolean }
 
 const codeOf = (cause: unknown): string | undefined => (cause instanceof S3ServiceException ? cause.name : undefined)
 const statusOf = (cause: unknown): number | undefined =>
@@ -92,7 +96,6 @@ const isBadPartList = s3Error(["InvalidPart", "InvalidPartOrder", "EntityTooSmal
 const isPreconditionFailed = s3Error(["PreconditionFailed"], [412])
 const isConditionalConflict = s3Error(["ConditionalRequestConflict"], [409])
 
-const stripQuotes = (etag: string): string => etag.replaceAll("\"", "")
 
 const fail = (operation: string, key: string | undefined, message: string): BlobStoreError =>
   new BlobStoreError({ operation, key, cause: new Error(message) })
@@ -216,9 +219,6 @@ export const makeS3BlobStore = (
     const send = <A>(operation: string, key: string | undefined, run: (signal: AbortSignal) => Promise<A>) =>
       Effect.tryPromise({ try: run, catch: (cause) => new BlobStoreError({ operation, key, cause }) })
 
-    const checkKey = (operation: string, key: StorageKey): Effect.Effect<void, BlobStoreError> =>
-      isWellFormedKey(key) ? Effect.void : Effect.fail(fail(operation, key, "malformed storage key"))
-
     const copySource = (key: StorageKey): string =>
       `${encodeURIComponent(bucket)}/${key.split("/").map(encodeURIComponent).join("/")}`
 
@@ -265,13 +265,7 @@ export const makeS3BlobStore = (
       contentLength: number
     ) =>
       Effect.gen(function* () {
-        yield* checkKey("putPart", key)
-        if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > MAX_PART_NUMBER) {
-          return yield* fail("putPart", key, `invalid part number ${partNumber}`)
-        }
-        if (!Number.isSafeInteger(contentLength) || contentLength < 0 || contentLength > MAX_PART_BYTES) {
-          return yield* fail("putPart", key, `invalid part size ${contentLength}`)
-        }
+        yield* checkPutPart(key, partNumber, contentLength)
         // The body's own failure (client went away, wrong length) is captured here before the
         // Readable is destroyed. The SDK pipes the Readable into the request, and a pipe does
         // not propagate source errors, so the request itself is aborted by interrupting it.
@@ -324,12 +318,7 @@ export const makeS3BlobStore = (
     const completeMultipartUpload: BlobStoreService["completeMultipartUpload"] = (key, uploadId, parts) =>
       Effect.gen(function* () {
         yield* checkKey("completeMultipartUpload", key)
-        if (parts.length === 0) return yield* new InvalidPartList({ key, reason: "the part list is empty" })
-        for (let i = 1; i < parts.length; i++) {
-          if (parts[i]!.partNumber <= parts[i - 1]!.partNumber) {
-            return yield* new InvalidPartList({ key, reason: "part numbers must be strictly ascending" })
-          }
-        }
+        yield* checkPartList(key, parts)
         const out = yield* send("completeMultipartUpload", key, (abortSignal) =>
           client.send(
             new CompleteMultipartUploadCommand({

@@ -63,6 +63,12 @@ export const sumOf = (e: Exposition, name: string, labels: Record<string, string
     .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
     .reduce((n, s) => n + s.value, 0)
 
+/** The value of one series written as in the exposition, `name{a="x",b="y"}` (undefined when absent). */
+export const seriesValue = (e: Exposition, series: string): number | undefined => {
+  const [wanted] = parseExposition(`${series} 0`).samples
+  return wanted === undefined ? undefined : valueOf(e, wanted.name, wanted.labels)
+}
+
 /** How much a counter moved between two scrapes. */
 export const deltaOf = (before: Exposition, after: Exposition, name: string, labels: Record<string, string> = {}) =>
   counterOf(after, name, labels) - counterOf(before, name, labels)

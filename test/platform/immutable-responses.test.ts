@@ -10,6 +10,7 @@ import { seedBlob, type SeededBlob } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { startOtlpReceiver } from "../support/otlp-receiver.js"
 import { freePort } from "../support/process.js"
+import { counterOf, scrapeExposition } from "../observability/exposition.js"
 import { addArtifact, createDraft, expectStatus, publishVersion } from "../catalog/fixtures.js"
 
 /**
@@ -156,14 +157,12 @@ describe("published manifests answered from memory", () => {
     return rest
   }
 
-  const requestsCounted = async (method: string) => {
-    const text = await (await fetch(metricsUrl)).text()
-    const line = text.split("\n").find((l) =>
-      l.startsWith("imgsrv_http_requests_total{") && l.includes(`http_request_method="${method}"`) &&
-      l.includes("http_route=\"GET /v1/images/{name}/versions/{version}\"") && l.includes("http_response_status_code=\"200\"")
-    )
-    return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
-  }
+  const requestsCounted = async (method: string) =>
+    counterOf(await scrapeExposition(metricsUrl), "imgsrv_http_requests_total", {
+      http_request_method: method,
+      http_route: "GET /v1/images/{name}/versions/{version}",
+      http_response_status_code: "200"
+    })
 
   it("look exactly like the app's answer: body, headers, HEAD, request id, access log and metrics", async () => {
     await publishVersion(app, writer, { name: "fixed", version: "1.0", artifacts: [{ blob }] })
@@ -207,12 +206,14 @@ describe("published manifests answered from memory", () => {
     expect(await requestsCounted("GET")).toBe(counted + 1)
     expect(await requestsCounted("HEAD")).toBe(1)
     // Every request has finished: the gauge is back to zero (it counts, it is not set).
-    const text = await (await fetch(metricsUrl)).text()
+    const scraped = await scrapeExposition(metricsUrl)
     for (const method of ["GET", "HEAD"]) {
-      const gauge = text.split("\n").find((line) =>
-        line.startsWith("http_server_active_requests{") && line.includes(`http_request_method="${method}"`)
+      const gauges = scraped.samples.filter((s) =>
+        s.name === "http_server_active_requests" && s.labels["http_request_method"] === method
       )
-      expect(gauge, method).toMatch(/ 0$/)
+      // One series per listener that ever served in this process; none has a request in flight.
+      expect(gauges.length, method).toBeGreaterThan(0)
+      expect(gauges.every((g) => g.value === 0), method).toBe(true)
     }
   })
 

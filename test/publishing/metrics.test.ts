@@ -3,6 +3,7 @@ import { removeBlobBytes, seedBlob } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { freePort } from "../support/process.js"
 import { addArtifact, createDraft, createImage, publishVersion, startPublish, waitForJob } from "../catalog/fixtures.js"
+import { scrapeExposition, seriesValue } from "../observability/exposition.js"
 
 /**
  * Publishing, download and Simple Streams metrics on the metrics listener
@@ -21,11 +22,6 @@ beforeAll(async () => {
 })
 afterAll(async () => app?.close())
 
-/** The value of one series, by its exact name and sorted label set. */
-const sample = (text: string, series: string): number | undefined => {
-  const line = text.split("\n").find((l) => l.startsWith(`${series} `))
-  return line === undefined ? undefined : Number(line.slice(series.length + 1))
-}
 
 it("exposes publish job and step gauges, step durations, downloads and streams renders", async () => {
   const token = await app.tokenFor("content-writer")
@@ -53,28 +49,28 @@ it("exposes publish job and step gauges, step durations, downloads and streams r
   await app.request("GET", "/streams/v1/images.json").then((r) => r.text())
   await app.request("GET", "/streams/v1/index.json").then((r) => r.text())
 
-  const text = await fetch(metricsUrl).then((r) => r.text())
-  expect(sample(text, "imgsrv_publish_jobs{state=\"succeeded\"}")).toBe(1)
-  expect(sample(text, "imgsrv_publish_jobs{state=\"failed\"}")).toBe(1)
-  expect(sample(text, "imgsrv_publish_jobs{state=\"queued\"}")).toBeUndefined()
-  expect(sample(text, "imgsrv_publish_steps{state=\"succeeded\",step=\"incus_index\"}")).toBe(1)
-  expect(sample(text, "imgsrv_publish_steps{state=\"failed\",step=\"incus_index\"}")).toBe(1)
-  expect(sample(text, "imgsrv_publish_steps{state=\"queued\",step=\"finalize_publish\"}")).toBe(1)
-  expect(sample(text, "imgsrv_publish_step_oldest_queued_age_seconds{step=\"finalize_publish\"}")).toBeGreaterThanOrEqual(0)
-  expect(text).not.toContain("imgsrv_publish_step_oldest_running_age_seconds{")
-  expect(sample(text, "imgsrv_publish_versions_publishing")).toBe(1)
-  expect(sample(text, "imgsrv_incus_projection_rows")).toBe(1)
-  expect(sample(text, "imgsrv_publish_step_duration_seconds_count{outcome=\"succeeded\",step=\"validate_catalog\"}"))
+  const scraped = await scrapeExposition(metricsUrl)
+  expect(seriesValue(scraped, "imgsrv_publish_jobs{state=\"succeeded\"}")).toBe(1)
+  expect(seriesValue(scraped, "imgsrv_publish_jobs{state=\"failed\"}")).toBe(1)
+  expect(seriesValue(scraped, "imgsrv_publish_jobs{state=\"queued\"}")).toBeUndefined()
+  expect(seriesValue(scraped, "imgsrv_publish_steps{state=\"succeeded\",step=\"incus_index\"}")).toBe(1)
+  expect(seriesValue(scraped, "imgsrv_publish_steps{state=\"failed\",step=\"incus_index\"}")).toBe(1)
+  expect(seriesValue(scraped, "imgsrv_publish_steps{state=\"queued\",step=\"finalize_publish\"}")).toBe(1)
+  expect(seriesValue(scraped, "imgsrv_publish_step_oldest_queued_age_seconds{step=\"finalize_publish\"}")).toBeGreaterThanOrEqual(0)
+  expect(scraped.text).not.toContain("imgsrv_publish_step_oldest_running_age_seconds{")
+  expect(seriesValue(scraped, "imgsrv_publish_versions_publishing")).toBe(1)
+  expect(seriesValue(scraped, "imgsrv_incus_projection_rows")).toBe(1)
+  expect(seriesValue(scraped, "imgsrv_publish_step_duration_seconds_count{outcome=\"succeeded\",step=\"validate_catalog\"}"))
     .toBe(2)
-  expect(sample(text, "imgsrv_publish_step_duration_seconds_count{outcome=\"failed\",step=\"incus_index\"}")).toBe(1)
-  expect(sample(text, "imgsrv_background_job_attempts_total{job=\"publish\",outcome=\"worked\"}")).toBeGreaterThanOrEqual(5)
+  expect(seriesValue(scraped, "imgsrv_publish_step_duration_seconds_count{outcome=\"failed\",step=\"incus_index\"}")).toBe(1)
+  expect(seriesValue(scraped, "imgsrv_background_job_attempts_total{job=\"publish\",outcome=\"worked\"}")).toBeGreaterThanOrEqual(5)
 
   const route = "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download"
-  expect(sample(text, `imgsrv_downloads_total{route="${route}",status="200"}`)).toBe(1)
-  expect(sample(text, `imgsrv_download_bytes_total{route="${route}"}`)).toBe(disk.size)
-  expect(sample(text, "imgsrv_streams_render_duration_seconds_count{document=\"images\"}")).toBe(1)
-  expect(sample(text, "imgsrv_streams_document_responses_total{document=\"index\",status=\"200\"}")).toBe(1)
+  expect(seriesValue(scraped, `imgsrv_downloads_total{route="${route}",status="200"}`)).toBe(1)
+  expect(seriesValue(scraped, `imgsrv_download_bytes_total{route="${route}"}`)).toBe(disk.size)
+  expect(seriesValue(scraped, "imgsrv_streams_render_duration_seconds_count{document=\"images\"}")).toBe(1)
+  expect(seriesValue(scraped, "imgsrv_streams_document_responses_total{document=\"index\",status=\"200\"}")).toBe(1)
 
   // Bounded labels: no image names, versions, ids or digests anywhere in the exposition.
-  for (const secret of ["metered", artifacts[0]!.id, disk.hex]) expect(text).not.toContain(secret)
+  for (const secret of ["metered", artifacts[0]!.id, disk.hex]) expect(scraped.text).not.toContain(secret)
 })

@@ -14,18 +14,8 @@ import {
   uploadBlob,
   waitForUploadState
 } from "../support/uploads.js"
+import { type Exposition, scrapeExposition, seriesValue } from "../observability/exposition.js"
 
-/** `name{labels} value` lines of one scrape, as a map. */
-const scrape = async (url: string): Promise<Map<string, number>> => {
-  const text = await (await fetch(url)).text()
-  const samples = new Map<string, number>()
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue
-    const at = line.lastIndexOf(" ")
-    samples.set(line.slice(0, at), Number(line.slice(at + 1)))
-  }
-  return samples
-}
 
 describe("upload metrics", () => {
   let app: TestApp
@@ -46,8 +36,8 @@ describe("upload metrics", () => {
   })
 
   it("counts uploads, parts and promotions, and reports sessions, jobs and blobs from the database", async () => {
-    const before = await scrape(metricsUrl)
-    const counter = (samples: Map<string, number>, key: string) => samples.get(key) ?? 0
+    const before = await scrapeExposition(metricsUrl)
+    const counter = (e: Exposition, series: string) => seriesValue(e, series) ?? 0
 
     const good = testBytes(3000, 401)
     const wrong = testBytes(2000, 402)
@@ -60,14 +50,14 @@ describe("upload metrics", () => {
     await completeUpload(app, token, badSession.id, [await putPart(app, token, badSession.id, 1, wrong)])
     await beginUpload(app, token, { expected_digest: sha256Digest(testBytes(10, 404)), expected_size_bytes: 10 })
 
-    const queued = await scrape(metricsUrl)
-    expect(queued.get("imgsrv_cas_ingest_jobs{state=\"queued\"}")).toBe(2)
-    expect(queued.get("imgsrv_upload_sessions{state=\"completed\"}")).toBe(2)
-    expect(queued.get("imgsrv_upload_sessions{state=\"created\"}")).toBe(1)
-    expect(queued.get("imgsrv_cas_ingest_oldest_queued_age_seconds")).toBeGreaterThanOrEqual(0)
-    expect(queued.has("imgsrv_cas_ingest_oldest_running_age_seconds")).toBe(false)
-    expect(queued.get("imgsrv_cas_blobs")).toBe(0)
-    expect(queued.get("imgsrv_cas_blob_bytes")).toBe(0)
+    const queued = await scrapeExposition(metricsUrl)
+    expect(seriesValue(queued, "imgsrv_cas_ingest_jobs{state=\"queued\"}")).toBe(2)
+    expect(seriesValue(queued, "imgsrv_upload_sessions{state=\"completed\"}")).toBe(2)
+    expect(seriesValue(queued, "imgsrv_upload_sessions{state=\"created\"}")).toBe(1)
+    expect(seriesValue(queued, "imgsrv_cas_ingest_oldest_queued_age_seconds")).toBeGreaterThanOrEqual(0)
+    expect(seriesValue(queued, "imgsrv_cas_ingest_oldest_running_age_seconds")).toBeUndefined()
+    expect(seriesValue(queued, "imgsrv_cas_blobs")).toBe(0)
+    expect(seriesValue(queued, "imgsrv_cas_blob_bytes")).toBe(0)
     expect(counter(queued, "imgsrv_uploads_begun_total{result=\"created\"}") - counter(before, "imgsrv_uploads_begun_total{result=\"created\"}"))
       .toBe(3)
     expect(counter(queued, "imgsrv_uploads_completed_total") - counter(before, "imgsrv_uploads_completed_total")).toBe(2)
@@ -88,15 +78,15 @@ describe("upload metrics", () => {
     }
     await uploadBlob(app, token, good) // short-circuit: begun as ready
 
-    const after = await scrape(metricsUrl)
-    expect(after.get("imgsrv_upload_sessions{state=\"ready\"}")).toBe(2)
-    expect(after.get("imgsrv_upload_sessions{state=\"failed\"}")).toBe(1)
-    expect(after.get("imgsrv_cas_ingest_jobs{state=\"succeeded\"}")).toBe(1)
-    expect(after.get("imgsrv_cas_ingest_jobs{state=\"failed\"}")).toBe(1)
-    expect(after.has("imgsrv_cas_ingest_jobs{state=\"queued\"}")).toBe(false)
-    expect(after.has("imgsrv_cas_ingest_oldest_queued_age_seconds")).toBe(false)
-    expect(after.get("imgsrv_cas_blobs")).toBe(1)
-    expect(after.get("imgsrv_cas_blob_bytes")).toBe(3000)
+    const after = await scrapeExposition(metricsUrl)
+    expect(seriesValue(after, "imgsrv_upload_sessions{state=\"ready\"}")).toBe(2)
+    expect(seriesValue(after, "imgsrv_upload_sessions{state=\"failed\"}")).toBe(1)
+    expect(seriesValue(after, "imgsrv_cas_ingest_jobs{state=\"succeeded\"}")).toBe(1)
+    expect(seriesValue(after, "imgsrv_cas_ingest_jobs{state=\"failed\"}")).toBe(1)
+    expect(seriesValue(after, "imgsrv_cas_ingest_jobs{state=\"queued\"}")).toBeUndefined()
+    expect(seriesValue(after, "imgsrv_cas_ingest_oldest_queued_age_seconds")).toBeUndefined()
+    expect(seriesValue(after, "imgsrv_cas_blobs")).toBe(1)
+    expect(seriesValue(after, "imgsrv_cas_blob_bytes")).toBe(3000)
     expect(counter(after, "imgsrv_uploads_begun_total{result=\"ready\"}") - counter(before, "imgsrv_uploads_begun_total{result=\"ready\"}"))
       .toBe(1)
     expect(

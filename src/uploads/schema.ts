@@ -2,8 +2,8 @@ import { Schema } from "effect"
 import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../platform/blob-store/blob-store.js"
 import type { StorageKey } from "../platform/blob-store/keys.js"
 import { Sha256Digest } from "../platform/digest.js"
-import { nonBlank, strictBody } from "../platform/params.js"
-import { formatTimestamp } from "../platform/timestamp.js"
+import { nonBlank, strictBody, UuidString } from "../platform/params.js"
+import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
 
 /**
  * Wire and domain shapes of uploads and CAS blobs (api.md §2.1, §2.3; domain.md §1.2).
@@ -90,16 +90,6 @@ export interface CompletedPart {
 }
 
 // ---------------------------------------------------------------------------------
-// Wire: timestamps
-// ---------------------------------------------------------------------------------
-
-export const Timestamp = Schema.transform(Schema.String, Schema.DateFromSelf, {
-  strict: true,
-  decode: (text) => new Date(text),
-  encode: formatTimestamp
-}).annotations({ identifier: "Timestamp", description: "RFC 3339 timestamp in UTC" })
-
-// ---------------------------------------------------------------------------------
 // Wire: requests
 // ---------------------------------------------------------------------------------
 
@@ -153,11 +143,11 @@ export const UploadPartSummaryJson = Schema.Struct({
  * `parts` (received so far) on status, and the part-size bounds on begin and status.
  */
 export const UploadSessionJson = Schema.Struct({
-  id: Schema.String,
+  id: UuidString,
   expected_digest: Sha256Digest,
   expected_size_bytes: Schema.Number,
   state: UploadState,
-  expires_at: Timestamp,
+  expires_at: TimestampString,
   media_type_hint: Schema.optional(Schema.String),
   filename_hint: Schema.optional(Schema.String),
   failure_reason: Schema.optional(FailureReason),
@@ -169,7 +159,7 @@ export const UploadSessionJson = Schema.Struct({
 export type UploadSessionJson = typeof UploadSessionJson.Type
 
 export const UploadPartJson = Schema.Struct({
-  upload_id: Schema.String,
+  upload_id: UuidString,
   part_number: Schema.Number,
   etag: Schema.String,
   size_bytes: Schema.Number
@@ -184,7 +174,7 @@ export const sessionToJson = (
   expected_digest: session.expectedDigest,
   expected_size_bytes: session.expectedSizeBytes,
   state: session.state,
-  expires_at: session.expiresAt,
+  expires_at: formatTimestamp(session.expiresAt),
   ...(session.mediaTypeHint === null ? {} : { media_type_hint: session.mediaTypeHint }),
   ...(session.filenameHint === null ? {} : { filename_hint: session.filenameHint }),
   ...(session.state === "failed" && session.failureReason !== null ? { failure_reason: session.failureReason } : {}),

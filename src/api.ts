@@ -31,7 +31,9 @@ export const problemJsonErrors = (spec: Record<string, unknown>): Record<string,
           .filter((option) => !(isObject(option) && option["$ref"] === decodeError))
         const problem = options.length === 0
           ? { $ref: "#/components/schemas/InvalidRequest" }
-          : options.length === 1 ? options[0] : { anyOf: options }
+          : options.length === 1
+          ? options[0]
+          : { anyOf: options }
         response["content"] = { "application/problem+json": { schema: problem } }
       }
     }

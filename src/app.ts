@@ -1,9 +1,11 @@
 import { HttpApiBuilder, HttpApiScalar } from "@effect/platform"
 import type { HttpApi } from "@effect/platform"
-import { Effect, Layer, Option, Redacted } from "effect"
+import type { Redacted } from "effect"
+import { Effect, Layer, Option } from "effect"
 import { DOCS_PATH, DOCS_ROUTES, ImgsrvApi, OPENAPI_PATH, OpsOnlyApi } from "./api.js"
 import { AuthHandlersLive } from "./auth/http.js"
 import { AuthLive, AuthStartupLive } from "./auth/layers.js"
+import { buildInfo } from "./build-info.js"
 import { CatalogHandlersLive } from "./catalog/http.js"
 import { CatalogRepositoryLive } from "./catalog/repository.js"
 import { CatalogLive } from "./catalog/service.js"
@@ -14,12 +16,11 @@ import { AppConfig, type AppConfigShape, describeConfig } from "./platform/confi
 import { DatabaseLive, migrate, PoolMetricsLive } from "./platform/database.js"
 import { startEmbeddedPostgres } from "./platform/embedded-postgres.js"
 import { OpsHandlersLive, ReadinessLive, ReadinessWithoutDatabase } from "./platform/health.js"
-import { apiMiddleware, ImmutableResponsesLive, makeRouteTable } from "./platform/http.js"
 import { ApiServerLive } from "./platform/http-server.js"
+import { apiMiddleware, ImmutableResponsesLive, makeRouteTable } from "./platform/http.js"
 import { LoggingLive } from "./platform/logging.js"
-import { TracingLive } from "./platform/tracing.js"
-import { buildInfo } from "./build-info.js"
 import { MetricsServerLive, ScrapeCollectorsLive } from "./platform/metrics.js"
+import { TracingLive } from "./platform/tracing.js"
 import { PublishHandlersLive } from "./publishing/http.js"
 import { PublishMetricsLive } from "./publishing/metrics.js"
 import { PublishWorkerLive } from "./publishing/publish-worker.js"
@@ -71,9 +72,11 @@ export const BlobStoreFromConfig = (config: AppConfigShape) =>
         })
         : yield* makeFilesystemBlobStore(storage.root)
       yield* Effect.logInfo("blob store configured").pipe(
-        Effect.annotateLogs(storage._tag === "s3"
-          ? { driver: "s3", endpoint: storage.s3.endpoint, bucket: storage.s3.bucket }
-          : { driver: "filesystem", root: storage.root })
+        Effect.annotateLogs(
+          storage._tag === "s3"
+            ? { driver: "s3", endpoint: storage.s3.endpoint, bucket: storage.s3.bucket }
+            : { driver: "filesystem", root: storage.root }
+        )
       )
       return instrumentBlobStore(store)
     })
@@ -88,7 +91,9 @@ const ApiHandlersLive = Layer.mergeAll(
   PublishHandlersLive,
   StreamsHandlersLive
 ).pipe(
-  Layer.provide(Layer.mergeAll(CatalogLive, PublishingLive, SimpleStreamsLive.pipe(Layer.provide(StreamsRepositoryLive)))),
+  Layer.provide(
+    Layer.mergeAll(CatalogLive, PublishingLive, SimpleStreamsLive.pipe(Layer.provide(StreamsRepositoryLive)))
+  ),
   Layer.provide(AuthLive),
   Layer.provide(ReadinessLive)
 )

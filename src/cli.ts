@@ -44,8 +44,10 @@ export const imgsrvCommand = <E, R>(
       onRight: serve
     })).pipe(
       Command.withDescription(
-        HelpDoc.p("imgsrv — a registry for disk and VM images: verified CAS uploads, durable publishing, " +
-          "aliases, downloads and Incus Simple Streams.")
+        HelpDoc.p(
+          "imgsrv — a registry for disk and VM images: verified CAS uploads, durable publishing, " +
+            "aliases, downloads and Incus Simple Streams."
+        )
       )
     )
 
@@ -63,10 +65,11 @@ export const resolveRawSettings = (args: ReadonlyArray<string>) =>
 
 /** Parses argv into an AppConfig without starting anything — for tests. */
 export const resolveConfig = (args: ReadonlyArray<string>) =>
-  Effect.flatMap(resolveRawSettings(args), (raw) => Either.match(parseAppConfig(raw), {
-    onLeft: Effect.fail,
-    onRight: Effect.succeed
-  }))
+  Effect.flatMap(resolveRawSettings(args), (raw) =>
+    Either.match(parseAppConfig(raw), {
+      onLeft: Effect.fail,
+      onRight: Effect.succeed
+    }))
 
 export const runCommand = <E, R>(serve: (config: AppConfigShape) => Effect.Effect<void, E, R>) =>
   Command.run(imgsrvCommand(serve), {

@@ -21,9 +21,9 @@
  * cannot load a fast server to its limit (see `findWrk`).
  */
 import { HttpServer } from "@effect/platform"
-import { Effect, Either, Layer, ManagedRuntime, Redacted, Scope, Exit, Stream } from "effect"
-import { createHash, randomBytes, randomUUID } from "node:crypto"
+import { Effect, Either, Exit, Layer, ManagedRuntime, Redacted, Scope, Stream } from "effect"
 import { execFile } from "node:child_process"
+import { createHash, randomBytes, randomUUID } from "node:crypto"
 import { createReadStream, existsSync } from "node:fs"
 import { chmod, mkdtemp, rm } from "node:fs/promises"
 import * as http from "node:http"
@@ -36,8 +36,8 @@ import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js
 import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
 import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
 import { makeFilesystemBlobStore } from "../../src/platform/blob-store/filesystem.js"
-import { makeS3BlobStore } from "../../src/platform/blob-store/s3.js"
 import { casKey } from "../../src/platform/blob-store/keys.js"
+import { makeS3BlobStore } from "../../src/platform/blob-store/s3.js"
 import { defaultRawSettings, parseAppConfig } from "../../src/platform/config.js"
 import { DatabaseLive } from "../../src/platform/database.js"
 import { digestFromHex } from "../../src/platform/digest.js"
@@ -166,7 +166,8 @@ const listen = (server: http.Server) =>
     server.listen(0, "127.0.0.1", () => {
       const address = server.address()
       resolve(typeof address === "object" && address !== null ? address.port : 0)
-    }))
+    })
+  )
 
 // ---------------------------------------------------------------------------------
 
@@ -177,8 +178,10 @@ const main = async () => {
   let s3: S3TestServer | undefined
   try {
     const wrk = findWrk()
-    out(`imgsrv read-path benchmark — ${STORE} store, artifact ${SIZE_MIB} MiB, load ${CONNECTIONS} connections × ${SECONDS} s ` +
-      `(req/s by ${wrk !== undefined ? `wrk -t1 (${wrk})` : "the worker-thread client: wrk not found"})`)
+    out(
+      `imgsrv read-path benchmark — ${STORE} store, artifact ${SIZE_MIB} MiB, load ${CONNECTIONS} connections × ${SECONDS} s ` +
+        `(req/s by ${wrk !== undefined ? `wrk -t1 (${wrk})` : "the worker-thread client: wrk not found"})`
+    )
     const postgres = await Effect.runPromise(
       startEmbeddedPostgres(path.join(dir, "postgres"), { database: "postgres" }).pipe(Scope.extend(pgScope))
     )
@@ -224,11 +227,17 @@ const main = async () => {
     const token = await auth.runPromise(Effect.gen(function*() {
       const repo = yield* AuthRepository
       const principal = yield* repo.insertPrincipal({
-        id: `principal_${randomBase32()}`, kind: "service", displayName: "bench", attributes: null
+        id: `principal_${randomBase32()}`,
+        kind: "service",
+        displayName: "bench",
+        attributes: null
       })
       const minted = mintToken()
       yield* repo.insertToken({
-        id: minted.id, principalId: principal.id, name: "bench", secretHash: minted.secretHash,
+        id: minted.id,
+        principalId: principal.id,
+        name: "bench",
+        secretHash: minted.secretHash,
         expiresAt: new Date(Date.now() + 3_600_000)
       })
       yield* repo.linkIdentity("api-token", minted.id, principal.id)
@@ -260,15 +269,20 @@ const main = async () => {
     const seed = async (bytes: Uint8Array) => {
       const hex = createHash("sha256").update(bytes).digest("hex")
       const digest = digestFromHex(hex)
-      await Effect.runPromise(Effect.gen(function*() {
-        const key = casKey(digest)
-        const upload = yield* store.createMultipartUpload(key)
-        const chunks = Stream.fromIterable(
-          Array.from({ length: Math.ceil(bytes.length / (8 << 20)) }, (_, i) => bytes.subarray(i * (8 << 20), (i + 1) * (8 << 20)))
-        )
-        const part = yield* store.putPart(key, upload, 1, chunks, bytes.length)
-        yield* store.completeMultipartUpload(key, upload, [{ partNumber: 1, etag: part.etag }])
-      }).pipe(Effect.provideService(BlobStore, store)))
+      await Effect.runPromise(
+        Effect.gen(function*() {
+          const key = casKey(digest)
+          const upload = yield* store.createMultipartUpload(key)
+          const chunks = Stream.fromIterable(
+            Array.from(
+              { length: Math.ceil(bytes.length / (8 << 20)) },
+              (_, i) => bytes.subarray(i * (8 << 20), (i + 1) * (8 << 20))
+            )
+          )
+          const part = yield* store.putPart(key, upload, 1, chunks, bytes.length)
+          yield* store.completeMultipartUpload(key, upload, [{ partNumber: 1, etag: part.etag }])
+        }).pipe(Effect.provideService(BlobStore, store))
+      )
       await db.query(
         "INSERT INTO cas_blobs (digest, size_bytes, storage_key) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         [digest, bytes.length, casKey(digest)]
@@ -290,13 +304,18 @@ const main = async () => {
     for (const version of versions) {
       await api("POST", "/v1/images/bench/versions", { version })
       const artifact = await api("POST", `/v1/images/bench/versions/${version}/artifacts`, {
-        operating_system: "linux", architecture: "x86_64", format: "qcow2",
-        primary_blob_digest: disk.digest, primary_blob_size_bytes: disk.size,
+        operating_system: "linux",
+        architecture: "x86_64",
+        format: "qcow2",
+        primary_blob_digest: disk.digest,
+        primary_blob_size_bytes: disk.size,
         primary_media_type: "application/x-qemu-disk"
       })
       artifactId ||= String(artifact["id"])
       await api("POST", `/v1/images/bench/versions/${version}/artifacts/${artifact["id"]}/attachments`, {
-        name: "incus.tar.xz", media_type: "application/x-incus-metadata", blob_digest: meta.digest,
+        name: "incus.tar.xz",
+        media_type: "application/x-incus-metadata",
+        blob_digest: meta.digest,
         blob_size_bytes: meta.size
       })
       const job = await api("POST", `/v1/images/bench/versions/${version}/publish`)
@@ -397,7 +416,11 @@ const main = async () => {
       const artifactId = randomUUID()
       const attachmentId = randomUUID()
       const version = `2026.${String(i).padStart(4, "0")}`
-      await db.query("INSERT INTO image_versions (id, image_id, version) VALUES ($1, $2, $3)", [versionId, imageId, version])
+      await db.query("INSERT INTO image_versions (id, image_id, version) VALUES ($1, $2, $3)", [
+        versionId,
+        imageId,
+        version
+      ])
       await db.query(
         `INSERT INTO release_artifacts (id, version_id, operating_system, architecture, format,
            primary_blob_digest, primary_blob_size_bytes, primary_media_type)
@@ -415,13 +438,27 @@ const main = async () => {
         `INSERT INTO incus_projection_items (artifact_id, version_id, metadata_attachment_id, metadata_path, disk_path,
            metadata_sha256, metadata_size_bytes, disk_sha256, disk_size_bytes, combined_disk_kvm_img_sha256)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-        [artifactId, versionId, attachmentId, `${prefix}/attachments/${attachmentId}/download`, `${prefix}/download`,
-          meta.hex, meta.size, disk.hex, disk.size, createHash("sha256").update(versionId).digest("hex")]
+        [
+          artifactId,
+          versionId,
+          attachmentId,
+          `${prefix}/attachments/${attachmentId}/download`,
+          `${prefix}/download`,
+          meta.hex,
+          meta.size,
+          disk.hex,
+          disk.size,
+          createHash("sha256").update(versionId).digest("hex")
+        ]
       )
       await db.query("UPDATE image_versions SET state = 'published', published_at = now() WHERE id = $1", [versionId])
       if (i % 10 === 0) {
-        await db.query("INSERT INTO aliases (id, image_id, alias, version_id) VALUES ($1, $2, $3, $4)",
-          [randomUUID(), imageId, `a${i}`, versionId])
+        await db.query("INSERT INTO aliases (id, image_id, alias, version_id) VALUES ($1, $2, $3, $4)", [
+          randomUUID(),
+          imageId,
+          `a${i}`,
+          versionId
+        ])
       }
     }
     await db.query("COMMIT")
@@ -450,23 +487,47 @@ const main = async () => {
     const d = dMiB / mibPerSecond(hashedBytes, fileHashMs)
     const verdict = (ok: boolean) => (ok ? "PASS" : "MISS")
     out("")
-    out(`(a) download ${SIZE_MIB} MiB artifact: imgsrv ${median(runs.imgsrv).toFixed(0)} MiB/s, ` +
-      `direct ${STORE === "s3" ? "GET from the S3 server" : "file read"} ${median(runs.direct).toFixed(0)} MiB/s → ratio ${a.toFixed(2)} (target ≥ 0.9) ${verdict(a >= 0.9)}`)
-    out(`    context: bare Node HTTP server piping the same source ${median(runs.bareHttp).toFixed(0)} MiB/s → imgsrv/bare-http ` +
-      `${(median(runs.imgsrv) / median(runs.bareHttp)).toFixed(2)}`)
-    out(`(b) GET ${manifestPath} (${manifestBody.byteLength} B): imgsrv ${rps(manifestLoad).toFixed(0)} req/s, ` +
-      `bare handler ${rps(bareLoad).toFixed(0)} req/s → ratio ${b.toFixed(2)} (target ≥ 0.5) ${verdict(b >= 0.5)}` +
-      ` [failures ${manifestLoad.failed}/${bareLoad.failed}]`)
-    out(`    context: GET /healthz through the same HTTP stack ${rps(healthzLoad).toFixed(0)} req/s → ` +
-      `ratio ${(rps(healthzLoad) / rps(bareLoad)).toFixed(2)}; manifest/healthz ${(rps(manifestLoad) / rps(healthzLoad)).toFixed(2)}`)
-    out(`(c) images.json with ${VERSIONS} published eligible versions (${products} products, ${documentBytes} B): ` +
-      `median ${c.toFixed(1)} ms over ${renders.length} GETs (target < 50 ms) ${verdict(c < 50)}`)
-    out(`(d) incus_index over ${(hashedBytes / 1024 / 1024).toFixed(1)} MiB: median ${indexMs} ms of [${indexRuns.join(", ")}] = ` +
-      `${dMiB.toFixed(0)} MiB/s; ` +
-      `sha256 of the same bytes read directly ${mibPerSecond(hashedBytes, fileHashMs).toFixed(0)} MiB/s → ratio ${d.toFixed(2)} ` +
-      `(target ≥ 0.9) ${verdict(d >= 0.9)}`)
-    out(`    context: sha256 of the same bytes in memory ${mibPerSecond(hashedBytes, memoryHashMs).toFixed(0)} MiB/s → ` +
-      `ratio ${(dMiB / mibPerSecond(hashedBytes, memoryHashMs)).toFixed(2)}`)
+    out(
+      `(a) download ${SIZE_MIB} MiB artifact: imgsrv ${median(runs.imgsrv).toFixed(0)} MiB/s, ` +
+        `direct ${STORE === "s3" ? "GET from the S3 server" : "file read"} ${
+          median(runs.direct).toFixed(0)
+        } MiB/s → ratio ${a.toFixed(2)} (target ≥ 0.9) ${verdict(a >= 0.9)}`
+    )
+    out(
+      `    context: bare Node HTTP server piping the same source ${
+        median(runs.bareHttp).toFixed(0)
+      } MiB/s → imgsrv/bare-http ` +
+        `${(median(runs.imgsrv) / median(runs.bareHttp)).toFixed(2)}`
+    )
+    out(
+      `(b) GET ${manifestPath} (${manifestBody.byteLength} B): imgsrv ${rps(manifestLoad).toFixed(0)} req/s, ` +
+        `bare handler ${rps(bareLoad).toFixed(0)} req/s → ratio ${b.toFixed(2)} (target ≥ 0.5) ${verdict(b >= 0.5)}` +
+        ` [failures ${manifestLoad.failed}/${bareLoad.failed}]`
+    )
+    out(
+      `    context: GET /healthz through the same HTTP stack ${rps(healthzLoad).toFixed(0)} req/s → ` +
+        `ratio ${(rps(healthzLoad) / rps(bareLoad)).toFixed(2)}; manifest/healthz ${
+          (rps(manifestLoad) / rps(healthzLoad)).toFixed(2)
+        }`
+    )
+    out(
+      `(c) images.json with ${VERSIONS} published eligible versions (${products} products, ${documentBytes} B): ` +
+        `median ${c.toFixed(1)} ms over ${renders.length} GETs (target < 50 ms) ${verdict(c < 50)}`
+    )
+    out(
+      `(d) incus_index over ${(hashedBytes / 1024 / 1024).toFixed(1)} MiB: median ${indexMs} ms of [${
+        indexRuns.join(", ")
+      }] = ` +
+        `${dMiB.toFixed(0)} MiB/s; ` +
+        `sha256 of the same bytes read directly ${mibPerSecond(hashedBytes, fileHashMs).toFixed(0)} MiB/s → ratio ${
+          d.toFixed(2)
+        } ` +
+        `(target ≥ 0.9) ${verdict(d >= 0.9)}`
+    )
+    out(
+      `    context: sha256 of the same bytes in memory ${mibPerSecond(hashedBytes, memoryHashMs).toFixed(0)} MiB/s → ` +
+        `ratio ${(dMiB / mibPerSecond(hashedBytes, memoryHashMs)).toFixed(2)}`
+    )
   } finally {
     await Effect.runPromise(Scope.close(pgScope, Exit.void))
     await s3?.stop()

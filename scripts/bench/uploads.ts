@@ -31,8 +31,8 @@ import { stagingKey } from "../../src/platform/blob-store/keys.js"
 import { makeS3BlobStore } from "../../src/platform/blob-store/s3.js"
 import { DatabaseLive } from "../../src/platform/database.js"
 import { startEmbeddedPostgres } from "../../src/platform/embedded-postgres.js"
-import { startS3Server, type S3TestServer } from "../../test/support/s3-server.js"
 import { freePort } from "../../test/support/process.js"
+import { type S3TestServer, startS3Server } from "../../test/support/s3-server.js"
 
 const MiB = 1024 * 1024
 const PART = 64 * MiB
@@ -48,7 +48,9 @@ const argValue = (name: string, fallback: string) => {
   return at >= 0 && args[at + 1] !== undefined ? args[at + 1]! : fallback
 }
 const storeArg = argValue("--store", "both")
-const stores = storeArg === "both" ? (["filesystem", "s3"] as const) : ([storeArg] as ReadonlyArray<"filesystem" | "s3">)
+const stores = storeArg === "both"
+  ? (["filesystem", "s3"] as const)
+  : ([storeArg] as ReadonlyArray<"filesystem" | "s3">)
 const skip10g = args.includes("--skip-10g")
 const repeat = Number(argValue("--repeat", "3"))
 /** Which figures to measure, e.g. `--only a,c` (default: all). */
@@ -225,17 +227,26 @@ const request = (
     if (options.length !== undefined) headers["content-length"] = String(options.length)
     const req = http.request(url, { method: options.method, headers, agent }, (res) => {
       let body = ""
-      res.setEncoding("utf8").on("data", (c: string) => (body += c)).on("end", () => resolve({ status: res.statusCode ?? 0, body }))
+      res.setEncoding("utf8").on("data", (c: string) => (body += c)).on("end", () =>
+        resolve({ status: res.statusCode ?? 0, body }))
     })
     req.on("error", reject)
-    if (payload) return void req.end(payload)
-    if (!options.chunks) return void req.end()
+    if (payload) {
+      return void req.end(payload)
+    }
+    if (!options.chunks) {
+      return void req.end()
+    }
     const iterator = options.chunks[Symbol.iterator]()
     const pump = () => {
       while (true) {
         const next = iterator.next()
-        if (next.done) return void req.end()
-        if (!req.write(next.value)) return void req.once("drain", pump)
+        if (next.done) {
+          return void req.end()
+        }
+        if (!req.write(next.value)) {
+          return void req.once("drain", pump)
+        }
       }
     }
     pump()
@@ -276,7 +287,10 @@ const uploadThroughImgsrv = async (server: Server, token: string, file: TestFile
     parts.push({ number: i + 1, etag: part.etag, size_bytes: PART })
   }
   parts.sort((a, b) => a.number - b.number)
-  ok(await request(`${server.baseUrl}/v1/uploads/${session.id}/complete`, { method: "POST", token, json: { parts } }), "complete")
+  ok(
+    await request(`${server.baseUrl}/v1/uploads/${session.id}/complete`, { method: "POST", token, json: { parts } }),
+    "complete"
+  )
   return session.id
 }
 
@@ -286,7 +300,10 @@ const uploadThroughImgsrv = async (server: Server, token: string, file: TestFile
  */
 const waitReady = async (server: Server, id: string) => {
   while (true) {
-    const session = ok<{ state: string }>(await request(`${server.baseUrl}/v1/uploads/${id}`, { method: "GET" }), "status")
+    const session = ok<{ state: string }>(
+      await request(`${server.baseUrl}/v1/uploads/${id}`, { method: "GET" }),
+      "status"
+    )
     if (session.state === "ready") return
     if (session.state === "failed") throw new Error(`upload ${id} failed`)
     await sleep(50)
@@ -355,13 +372,26 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
   try {
     // A content-writer token, made the way the harness does (the schema exists now).
     const auth = ManagedRuntime.make(
-      AuthRepositoryLive.pipe(Layer.provide(Layer.orDie(DatabaseLive({ url: Redacted.make(dbUrl), maxConnections: 1 }))))
+      AuthRepositoryLive.pipe(
+        Layer.provide(Layer.orDie(DatabaseLive({ url: Redacted.make(dbUrl), maxConnections: 1 })))
+      )
     )
     const token = await auth.runPromise(Effect.gen(function*() {
       const repo = yield* AuthRepository
-      const principal = yield* repo.insertPrincipal({ id: `bench_${randomBase32()}`, kind: "service", displayName: "bench", attributes: null })
+      const principal = yield* repo.insertPrincipal({
+        id: `bench_${randomBase32()}`,
+        kind: "service",
+        displayName: "bench",
+        attributes: null
+      })
       const minted = mintToken()
-      yield* repo.insertToken({ id: minted.id, principalId: principal.id, name: "bench", secretHash: minted.secretHash, expiresAt: new Date(Date.now() + 86_400_000) })
+      yield* repo.insertToken({
+        id: minted.id,
+        principalId: principal.id,
+        name: "bench",
+        secretHash: minted.secretHash,
+        expiresAt: new Date(Date.now() + 86_400_000)
+      })
       yield* repo.linkIdentity("api-token", minted.id, principal.id)
       yield* repo.assignRole(principal.id, "content-writer")
       return minted.plaintext
@@ -383,8 +413,10 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
     )
 
     if (verbose) {
-      say(`    idle server: RSS ${mib(await metric(server, "process_resident_memory_bytes"))}, ` +
-        `V8 heap used ${mib(await metric(server, "nodejs_heap_used_bytes"))}`)
+      say(
+        `    idle server: RSS ${mib(await metric(server, "process_resident_memory_bytes"))}, ` +
+          `V8 heap used ${mib(await metric(server, "nodejs_heap_used_bytes"))}`
+      )
     }
 
     // (a) and (b): 256 MiB, 4 × 64 MiB, `repeat` rounds, medians. Each round uploads the
@@ -425,16 +457,28 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
       const aSwapped = median(straight) / median(throughSwapped)
       const b = median(hashing) / median(promotedStreamed)
       const bReceived = median(hashing) / median(promotedReceived)
-      say(`(a) 256 MiB upload (4 × 64 MiB, incl. complete): imgsrv ${seconds(median(through))} (${list(through)}); ` +
-        `parts out of order (no hashing on the way in) ${seconds(median(throughSwapped))} (${list(throughSwapped)}); ` +
-        `direct ${seconds(median(straight))} (${list(straight)})`)
-      say(`    ratio direct/imgsrv = ${a.toFixed(2)}  (target ≥ 0.8) ${a >= 0.8 ? "OK" : "MISSED"}; ` +
-        `without hashing on the way in ${aSwapped.toFixed(2)}`)
-      say(`(b) promotion of 256 MiB, claim→ready in the worker: streaming pass ${seconds(median(promotedStreamed))} ` +
-        `(${list(promotedStreamed)}); hashed on the way in ${seconds(median(promotedReceived))} (${list(promotedReceived)}); ` +
-        `sha256 from disk ${seconds(median(hashing))} (${list(hashing)})`)
-      say(`    ratio sha256/promotion = ${b.toFixed(2)} streaming pass  (target ≥ 0.9) ${b >= 0.9 ? "OK" : "MISSED"}; ` +
-        `${bReceived.toFixed(1)} when hashed on the way in`)
+      say(
+        `(a) 256 MiB upload (4 × 64 MiB, incl. complete): imgsrv ${seconds(median(through))} (${list(through)}); ` +
+          `parts out of order (no hashing on the way in) ${seconds(median(throughSwapped))} (${
+            list(throughSwapped)
+          }); ` +
+          `direct ${seconds(median(straight))} (${list(straight)})`
+      )
+      say(
+        `    ratio direct/imgsrv = ${a.toFixed(2)}  (target ≥ 0.8) ${a >= 0.8 ? "OK" : "MISSED"}; ` +
+          `without hashing on the way in ${aSwapped.toFixed(2)}`
+      )
+      say(
+        `(b) promotion of 256 MiB, claim→ready in the worker: streaming pass ${seconds(median(promotedStreamed))} ` +
+          `(${list(promotedStreamed)}); hashed on the way in ${seconds(median(promotedReceived))} (${
+            list(promotedReceived)
+          }); ` +
+          `sha256 from disk ${seconds(median(hashing))} (${list(hashing)})`
+      )
+      say(
+        `    ratio sha256/promotion = ${b.toFixed(2)} streaming pass  (target ≥ 0.9) ${b >= 0.9 ? "OK" : "MISSED"}; ` +
+          `${bReceived.toFixed(1)} when hashed on the way in`
+      )
     }
 
     // (c) 8 concurrent clients × 256 MiB.
@@ -458,8 +502,12 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
       const peak = rss.stop()
       sampling = false
       await sampler
-      say(`(c) 8 × 256 MiB concurrently: uploaded in ${seconds(uploaded)}, all ready after ${seconds(performance.now() - started)}, ` +
-        `server peak RSS ${mib(peak)}  (target < 256 MiB) ${peak < 256 * MiB ? "OK" : "MISSED"}`)
+      say(
+        `(c) 8 × 256 MiB concurrently: uploaded in ${seconds(uploaded)}, all ready after ${
+          seconds(performance.now() - started)
+        }, ` +
+          `server peak RSS ${mib(peak)}  (target < 256 MiB) ${peak < 256 * MiB ? "OK" : "MISSED"}`
+      )
       if (verbose) say(`    sampled peaks: V8 heap used ${mib(memory.heap)}, external ${mib(memory.external)}`)
     }
 
@@ -496,9 +544,14 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
       const id = await uploadThroughImgsrv(server, token, gib, true)
       say(`(d) ${report("verifying 1 GiB by a streaming pass", await underWatch(() => waitReady(server, id)))}`)
       const inOrder = makeFile(`${kind}-d-in-order`, 16)
-      say(`    ${report("receiving and hashing 1 GiB sent in order", await underWatch(async () => {
-        await waitReady(server, await uploadThroughImgsrv(server, token, inOrder))
-      }))}`)
+      say(`    ${
+        report(
+          "receiving and hashing 1 GiB sent in order",
+          await underWatch(async () => {
+            await waitReady(server, await uploadThroughImgsrv(server, token, inOrder))
+          })
+        )
+      }`)
     }
 
     // (e) 10 GiB end to end, filesystem only.
@@ -511,9 +564,13 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
       const uploadedAt = performance.now()
       await waitReady(server, bigId)
       const peakBig = tracker.stop()
-      say(`(e) 10 GiB end to end: ${seconds(performance.now() - started)} ` +
-        `(parts + complete ${seconds(uploadedAt - started)}, promotion ${seconds(performance.now() - uploadedAt)}), ` +
-        `server peak RSS ${mib(peakBig)}`)
+      say(
+        `(e) 10 GiB end to end: ${seconds(performance.now() - started)} ` +
+          `(parts + complete ${seconds(uploadedAt - started)}, promotion ${
+            seconds(performance.now() - uploadedAt)
+          }), ` +
+          `server peak RSS ${mib(peakBig)}`
+      )
     }
   } finally {
     await server.stop()
@@ -527,11 +584,18 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
 
 const build = () =>
   new Promise<void>((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(root, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], {
+    const child = spawn(process.execPath, [
+      path.join(root, "node_modules/typescript/bin/tsc"),
+      "-p",
+      "tsconfig.build.json"
+    ], {
       cwd: root,
       stdio: "inherit"
     })
-    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`tsc -p tsconfig.build.json exited ${code}`))))
+    child.on(
+      "exit",
+      (code) => (code === 0 ? resolve() : reject(new Error(`tsc -p tsconfig.build.json exited ${code}`)))
+    )
   })
 
 const main = async () => {

@@ -78,7 +78,9 @@ export const AuthenticationLive = Layer.effect(
       Effect.gen(function*() {
         const credential = bearerCredential(authorization)
         if (credential === undefined || authorization === undefined) {
-          return yield* refuse(authorization === undefined ? "no Authorization header" : "malformed Authorization header")
+          return yield* refuse(
+            authorization === undefined ? "no Authorization header" : "malformed Authorization header"
+          )
         }
         const byToken = yield* viaApiToken(credential)
         if (Option.isSome(byToken)) return byToken.value

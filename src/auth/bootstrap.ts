@@ -1,7 +1,7 @@
 import { Context, DateTime, Duration, Effect, Layer, Option } from "effect"
+import { formatTimestamp } from "../platform/timestamp.js"
 import { AuthRepository } from "./repository.js"
 import { BUILT_IN_ROLES } from "./schema.js"
-import { formatTimestamp } from "../platform/timestamp.js"
 import { mintToken, randomBase32 } from "./tokens.js"
 
 /**
@@ -57,7 +57,9 @@ export const runBootstrap = Effect.gen(function*() {
     if ((yield* repo.countRoleHolders("auth-manager")) > 0) return Option.none<BootstrapResult>()
     const now = yield* DateTime.now
     // Whole seconds, so the printed expires_at is exactly the stored one.
-    const expiresAt = new Date(Math.floor(DateTime.toEpochMillis(DateTime.addDuration(now, BOOTSTRAP_TOKEN_TTL)) / 1000) * 1000)
+    const expiresAt = new Date(
+      Math.floor(DateTime.toEpochMillis(DateTime.addDuration(now, BOOTSTRAP_TOKEN_TTL)) / 1000) * 1000
+    )
     const principal = yield* repo.insertPrincipal({
       id: `principal_${randomBase32()}`,
       kind: "service",

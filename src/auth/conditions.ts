@@ -1,4 +1,4 @@
-import { Environment, type ASTNode } from "@marcbachmann/cel-js"
+import { type ASTNode, Environment } from "@marcbachmann/cel-js"
 import { Either } from "effect"
 
 /**
@@ -25,7 +25,11 @@ const MAX_AST_NODES = 1000
 const COMPREHENSIONS = new Set(["all", "exists", "exists_one", "map", "filter"])
 
 const stringsOf = (value: unknown): ReadonlyArray<string> =>
-  typeof value === "string" ? [value] : Array.isArray(value) ? value.filter((v): v is string => typeof v === "string") : []
+  typeof value === "string"
+    ? [value]
+    : Array.isArray(value)
+    ? value.filter((v): v is string => typeof v === "string")
+    : []
 
 /** True when `value` is a string in `accepted`, or a list holding at least one string in it. */
 export const hasAny = (value: unknown, accepted: unknown): boolean => {
@@ -56,8 +60,7 @@ export interface CompiledCondition {
   readonly matches: (input: ConditionInput) => boolean
 }
 
-const firstLine = (error: unknown) =>
-  (error instanceof Error ? error.message : String(error)).split("\n")[0]!.trim()
+const firstLine = (error: unknown) => (error instanceof Error ? error.message : String(error)).split("\n")[0]!.trim()
 
 const byteLength = (text: string) => Buffer.byteLength(text, "utf8")
 
@@ -105,8 +108,7 @@ export const checkCondition = (text: string): Either.Either<Parsed, string> =>
   })
 
 /** `hasAny(claims.aud, ["<audience>"]) && (<condition>)` — the audience guard every stored condition carries. */
-export const guardedCondition = (audience: string, condition: string): string =>
-  `${guardPrefix(audience)}${condition})`
+export const guardedCondition = (audience: string, condition: string): string => `${guardPrefix(audience)}${condition})`
 
 // JSON string syntax is a valid CEL string literal (same escapes), so any audience quotes safely.
 const guardPrefix = (audience: string) => `hasAny(claims.aud, [${JSON.stringify(audience)}]) && (`
@@ -142,7 +144,8 @@ export const checkGuardedCondition = (audience: string, condition: string): Eith
     return guarded
   })
 
-const INCOMPLETE = "condition is invalid: it must be one complete expression (no unbalanced parentheses, no trailing comment)"
+const INCOMPLETE =
+  "condition is invalid: it must be one complete expression (no unbalanced parentheses, no trailing comment)"
 
 const stripPositions = (node: unknown): unknown => {
   if (Array.isArray(node)) return node.map(stripPositions)

@@ -83,7 +83,6 @@ export class UnknownRole extends Schema.TaggedError<UnknownRole>()(
   }
 }
 
-
 /** 409: unassigning `auth-manager` from the only principal holding it would lock everyone out. */
 export class LastAuthManager extends Schema.TaggedError<LastAuthManager>()(
   "LastAuthManager",

@@ -23,11 +23,14 @@ export const AuthHandlersLive = HttpApiBuilder.group(
         .handle("listPrincipals", () => Effect.map(management.listPrincipals, (principals) => ({ principals })))
         .handle("createPrincipal", ({ payload }) =>
           Effect.flatMap(CurrentPrincipal, (actor) => management.createPrincipal(payload, actor)))
-        .handle("getPrincipal", ({ path }) => management.getPrincipal(path.principal_id))
+        .handle("getPrincipal", ({ path }) =>
+          management.getPrincipal(path.principal_id))
         .handle("assignRole", ({ path }) =>
-          Effect.flatMap(CurrentPrincipal, (actor) => management.assignRole(path.principal_id, path.role_id, actor)))
+          Effect.flatMap(CurrentPrincipal, (actor) =>
+            management.assignRole(path.principal_id, path.role_id, actor)))
         .handle("unassignRole", ({ path }) =>
-          Effect.flatMap(CurrentPrincipal, (actor) => management.unassignRole(path.principal_id, path.role_id, actor)))
+          Effect.flatMap(CurrentPrincipal, (actor) =>
+            management.unassignRole(path.principal_id, path.role_id, actor)))
         .handle("issueApiToken", ({ path, payload }) =>
           Effect.gen(function*() {
             const actor = yield* CurrentPrincipal
@@ -38,18 +41,26 @@ export const AuthHandlersLive = HttpApiBuilder.group(
         .handle("listApiTokens", ({ path }) =>
           Effect.map(management.listTokens(path.principal_id), (tokens) => ({ api_tokens: tokens })))
         .handle("revokeApiToken", ({ path }) =>
-          Effect.flatMap(CurrentPrincipal, (actor) => management.revokeToken(path.token_id, actor)))
-        .handle("listRules", () => Effect.map(management.listRules, (rules) => ({ rules })))
+          Effect.flatMap(CurrentPrincipal, (actor) =>
+            management.revokeToken(path.token_id, actor)))
+        .handle("listRules", () =>
+          Effect.map(management.listRules, (rules) => ({ rules })))
         .handle("createRule", ({ payload }) =>
-          Effect.flatMap(CurrentPrincipal, (actor) => management.createRule(payload, actor)))
-        .handle("getRule", ({ path }) => management.getRule(path.rule_id))
+          Effect.flatMap(CurrentPrincipal, (actor) =>
+            management.createRule(payload, actor)))
+        .handle("getRule", ({ path }) =>
+          management.getRule(path.rule_id))
         .handle("replaceRule", ({ path, payload }) =>
-          Effect.flatMap(CurrentPrincipal, (actor) => management.replaceRule(path.rule_id, payload, actor)))
+          Effect.flatMap(CurrentPrincipal, (actor) =>
+            management.replaceRule(path.rule_id, payload, actor)))
         .handle("deleteRule", ({ path }) =>
-          Effect.flatMap(CurrentPrincipal, (actor) => management.deleteRule(path.rule_id, actor)))
+          Effect.flatMap(CurrentPrincipal, (actor) =>
+            management.deleteRule(path.rule_id, actor)))
         .handle("previewReconciliation", ({ path }) =>
-          Effect.flatMap(CurrentPrincipal, (actor) => management.reconcileRule(path.rule_id, false, actor)))
+          Effect.flatMap(CurrentPrincipal, (actor) =>
+            management.reconcileRule(path.rule_id, false, actor)))
         .handle("applyReconciliation", ({ path }) =>
-          Effect.flatMap(CurrentPrincipal, (actor) => management.reconcileRule(path.rule_id, true, actor)))
+          Effect.flatMap(CurrentPrincipal, (actor) =>
+            management.reconcileRule(path.rule_id, true, actor)))
     })
 )

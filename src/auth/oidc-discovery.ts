@@ -16,7 +16,17 @@ export const DISCOVERY_MAX_BYTES = 1024 * 1024
  * are never accepted — an HS256 token "signed" with an issuer's public key must not verify.
  */
 export const ASYMMETRIC_ALGORITHMS: ReadonlySet<string> = new Set([
-  "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA",
+  "Ed25519"
 ])
 
 /** What discovery tells us about an issuer. */
@@ -89,8 +99,7 @@ export const discoverIssuer = (issuerUrl: string) =>
       timeout: DISCOVERY_TIMEOUT,
       maxBytes: DISCOVERY_MAX_BYTES
     }).pipe(Effect.mapError((failure) => new IssuerDiscoveryFailed({ issuer: issuerUrl, reason: failure.reason })))
-    const unusable = (why: string) =>
-      new InvalidRequest({ detail: `issuer ${issuerUrl} cannot be trusted: ${why}` })
+    const unusable = (why: string) => new InvalidRequest({ detail: `issuer ${issuerUrl} cannot be trusted: ${why}` })
     if (!isRecord(document)) return yield* unusable("its discovery document is not a JSON object")
     if (document["issuer"] !== issuerUrl) {
       return yield* unusable(

@@ -78,7 +78,9 @@ export const usableKeys = (jwks: unknown, algorithms: ReadonlyArray<string>) =>
     for (const jwk of keys) {
       if (!isRecord(jwk)) continue
       if (jwk["use"] !== undefined && jwk["use"] !== "sig") continue
-      if (jwk["key_ops"] !== undefined && !(Array.isArray(jwk["key_ops"]) && jwk["key_ops"].includes("verify"))) continue
+      if (jwk["key_ops"] !== undefined && !(Array.isArray(jwk["key_ops"]) && jwk["key_ops"].includes("verify"))) {
+        continue
+      }
       const declared = jwk["alg"]
       const alg = typeof declared === "string" ? declared : algorithms.length === 1 ? algorithms[0] : undefined
       if (alg === undefined || !algorithms.includes(alg) || !ASYMMETRIC_ALGORITHMS.has(alg)) continue
@@ -100,8 +102,7 @@ export const usableKeys = (jwks: unknown, algorithms: ReadonlyArray<string>) =>
     return usable as ReadonlyArray<UsableKey>
   })
 
-const cacheKey = (provider: ProviderRow) =>
-  JSON.stringify([provider.jwks_url, effectiveAlgorithms(provider)])
+const cacheKey = (provider: ProviderRow) => JSON.stringify([provider.jwks_url, effectiveAlgorithms(provider)])
 
 /** The provider's algorithms; an issuer that advertised none signs with RS256. */
 const effectiveAlgorithms = (provider: ProviderRow): ReadonlyArray<string> =>
@@ -204,7 +205,9 @@ export const OidcVerifierLive = Layer.scoped(
           const candidates = keys.filter((k) => k.alg === alg && (kid === undefined || k.kid === kid))
           if (candidates.length === 1) return candidates[0]!
           if (kid === undefined) {
-            return yield* reject(candidates.length === 0 ? "no key for the token's algorithm" : "token has no kid and several keys match")
+            return yield* reject(
+              candidates.length === 0 ? "no key for the token's algorithm" : "token has no kid and several keys match"
+            )
           }
           if (candidates.length > 1) return yield* reject("several keys share the token's kid")
           if (keys.some((k) => k.kid === kid)) return yield* reject("the token's kid names a key of another algorithm")
@@ -251,7 +254,9 @@ export const OidcVerifierLive = Layer.scoped(
         const subject = payload["sub"]
         if (typeof subject !== "string" || subject === "") return yield* reject("sub is empty")
         const iat = payload["iat"]
-        if (typeof iat === "number" && iat > now / 1000 + CLOCK_SKEW_SECONDS) return yield* reject("iat is in the future")
+        if (typeof iat === "number" && iat > now / 1000 + CLOCK_SKEW_SECONDS) {
+          return yield* reject("iat is in the future")
+        }
         const jti = payload["jti"]
         return Option.some<VerifiedIdentity>({
           provider: provider.issuer,

@@ -101,7 +101,14 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
   readonly lockIdentity: (provider: string, subject: string) => Sql<void>
   /** Makes sure both built-in roles and their actions exist (idempotent). */
   readonly ensureBuiltInRoles: (
-    roles: ReadonlyArray<{ readonly id: RoleId; readonly displayName: string; readonly description: string; readonly actions: ReadonlyArray<string> }>
+    roles: ReadonlyArray<
+      {
+        readonly id: RoleId
+        readonly displayName: string
+        readonly description: string
+        readonly actions: ReadonlyArray<string>
+      }
+    >
   ) => Sql<void>
 
   // Principals and roles

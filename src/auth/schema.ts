@@ -67,7 +67,6 @@ export const GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.co
 // omitted, never null; arrays are always present.
 // ---------------------------------------------------------------------------------
 
-
 const Attributes = Schema.Record({ key: Schema.String, value: Schema.Unknown })
 
 export const RoleView = Schema.Struct({
@@ -158,7 +157,9 @@ export const RuleView = Schema.Struct({
 }).annotations({ identifier: "OIDCProvisioningRule" })
 export type RuleView = typeof RuleView.Type
 
-export const RuleList = Schema.Struct({ rules: Schema.Array(RuleView) }).annotations({ identifier: "OIDCProvisioningRuleList" })
+export const RuleList = Schema.Struct({ rules: Schema.Array(RuleView) }).annotations({
+  identifier: "OIDCProvisioningRuleList"
+})
 
 export const ReconciliationView = Schema.Struct({
   rule_id: Schema.String,

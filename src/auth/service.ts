@@ -1,6 +1,8 @@
 import { SqlError } from "@effect/sql"
 import { Context, Effect, Either, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
+import { InvalidRequest } from "../platform/problem.js"
+import { formatTimestamp } from "../platform/timestamp.js"
 import { checkGuardedCondition, unguardedCondition } from "./conditions.js"
 import {
   ApiTokenNotFound,
@@ -25,9 +27,9 @@ import {
   type ApiTokenView,
   BUILT_IN_ROLES,
   type CreatePrincipalRequest,
-  type IssuedApiToken,
-  type IssueApiTokenRequest,
   isRoleId,
+  type IssueApiTokenRequest,
+  type IssuedApiToken,
   type Principal,
   PrincipalKind,
   type PrincipalView,
@@ -39,8 +41,6 @@ import {
   type SaveRuleRequest
 } from "./schema.js"
 import { mintToken, randomBase32 } from "./tokens.js"
-import { InvalidRequest } from "../platform/problem.js"
-import { formatTimestamp } from "../platform/timestamp.js"
 
 /**
  * The auth management rules behind `/v1/auth/*` (spec/auth.md §7): principals, role

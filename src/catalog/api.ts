@@ -1,8 +1,8 @@
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { RequireContentWrite } from "../auth/middleware.js"
-import { UuidString } from "../platform/params.js"
 import { NotModified } from "../platform/download.js"
+import { UuidString } from "../platform/params.js"
 import { InvalidRequest, Problem, RangeNotSatisfiable } from "../platform/problem.js"
 import {
   AliasNotFound,

@@ -23,7 +23,9 @@ export class VersionNotFound extends Schema.TaggedError<VersionNotFound>()(
   HttpApiSchema.annotations({ status: 404 })
 ) {
   override get message() {
-    return `catalog not found: ${this.published ? "published version" : "version"} ${this.name}/${this.version} not found`
+    return `catalog not found: ${
+      this.published ? "published version" : "version"
+    } ${this.name}/${this.version} not found`
   }
 }
 

@@ -7,8 +7,8 @@ import { apiOf, ImmutableResponses } from "../platform/http.js"
 import { decodeParam } from "../platform/params.js"
 import { CatalogGroup } from "./api.js"
 import {
-  aliasToWire,
   AliasName,
+  aliasToWire,
   ArtifactIdParam,
   artifactToWire,
   AttachmentIdParam,
@@ -27,7 +27,6 @@ import { Catalog } from "./service.js"
 /** Handlers of the catalog group: validate path parameters, call the service, encode. */
 
 const nameOf = (path: { readonly name: string }) => decodeParam(ImageName, path.name)
-
 
 const artifactPathOf = (path: { readonly name: string; readonly version: string; readonly artifact_id: string }) =>
   Effect.all([
@@ -99,8 +98,7 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
       return handlers
         .handle("createImage", ({ payload }) => catalog.createImage(payload).pipe(Effect.map(imageToWire)))
         .handle("listImages", () => catalog.listImages.pipe(Effect.map((rows) => ({ images: rows.map(imageToWire) }))))
-        .handle("getImage", ({ path }) =>
-          nameOf(path).pipe(Effect.flatMap(catalog.getImage), Effect.map(imageToWire)))
+        .handle("getImage", ({ path }) => nameOf(path).pipe(Effect.flatMap(catalog.getImage), Effect.map(imageToWire)))
         .handle("createVersion", ({ path, payload }) =>
           nameOf(path).pipe(
             Effect.flatMap((name) => catalog.createVersion(name, payload.version)),
@@ -120,7 +118,9 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
           Effect.all([decodeParam(ImageName, path.name), decodeParam(RefString, path.ref)]).pipe(
             Effect.flatMap(([name, ref]) =>
               catalog.resolveRef(name, ref).pipe(
-                Effect.map((rows) => manifestResponse(rows, request, rows.version.version === ref))
+                Effect.map((rows) =>
+                  manifestResponse(rows, request, rows.version.version === ref)
+                )
               )
             )
           ))
@@ -156,7 +156,9 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
           ))
         .handleRaw("downloadArtifact", ({ path }) =>
           artifactPathOf(path).pipe(
-            Effect.flatMap(([name, version, artifactId]) => catalog.artifactDownload(name, version, artifactId)),
+            Effect.flatMap(([name, version, artifactId]) =>
+              catalog.artifactDownload(name, version, artifactId)
+            ),
             Effect.flatMap((target) =>
               download(target, "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download")
             )
@@ -175,7 +177,9 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
           ))
         .handle("putAlias", ({ path, payload }) =>
           aliasPathOf(path).pipe(
-            Effect.flatMap(([name, alias]) => catalog.putAlias(name, alias, payload.version)),
+            Effect.flatMap(([name, alias]) =>
+              catalog.putAlias(name, alias, payload.version)
+            ),
             Effect.map(aliasToWire)
           ))
         .handle("listAliases", ({ path }) =>
@@ -185,10 +189,14 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
           ))
         .handle("getAlias", ({ path }) =>
           aliasPathOf(path).pipe(
-            Effect.flatMap(([name, alias]) => catalog.getAlias(name, alias)),
+            Effect.flatMap(([name, alias]) =>
+              catalog.getAlias(name, alias)
+            ),
             Effect.map(aliasToWire)
           ))
         .handle("deleteAlias", ({ path }) =>
-          aliasPathOf(path).pipe(Effect.flatMap(([name, alias]) => catalog.deleteAlias(name, alias))))
+          aliasPathOf(path).pipe(Effect.flatMap(([name, alias]) =>
+            catalog.deleteAlias(name, alias)
+          )))
     })
 )

@@ -3,7 +3,15 @@ import type { SqlError } from "@effect/sql"
 import type { Statement } from "@effect/sql"
 import { Context, Effect, Layer, Option } from "effect"
 import { classifyConstraint, type ConstraintViolation } from "../platform/sql-errors.js"
-import type { AliasRow, ArtifactFormat, ArtifactRow, AttachmentRow, ImageRow, ManifestRows, VersionRow } from "./schema.js"
+import type {
+  AliasRow,
+  ArtifactFormat,
+  ArtifactRow,
+  AttachmentRow,
+  ImageRow,
+  ManifestRows,
+  VersionRow
+} from "./schema.js"
 
 /**
  * SQL of the catalog (tables of migrations/0003_catalog.sql). No rules here: the
@@ -82,7 +90,10 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
   readonly loadManifest: (found: ImageVersionRows) => Effect.Effect<ManifestRows, SqlError.SqlError>
 
   readonly listArtifacts: (versionId: string) => Effect.Effect<ReadonlyArray<ArtifactRow>, SqlError.SqlError>
-  readonly findArtifact: (versionId: string, artifactId: string) => Effect.Effect<Option.Option<ArtifactRow>, SqlError.SqlError>
+  readonly findArtifact: (
+    versionId: string,
+    artifactId: string
+  ) => Effect.Effect<Option.Option<ArtifactRow>, SqlError.SqlError>
   readonly insertArtifact: (artifact: {
     readonly id: string
     readonly versionId: string
@@ -95,9 +106,15 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
     readonly primaryMediaType: string
   }) => Effect.Effect<ArtifactRow, SqlError.SqlError | ConstraintViolation>
   /** Deletes the artifact (and, by cascade, its attachments); false when no such row. */
-  readonly deleteArtifact: (versionId: string, artifactId: string) => Effect.Effect<boolean, SqlError.SqlError | ConstraintViolation>
+  readonly deleteArtifact: (
+    versionId: string,
+    artifactId: string
+  ) => Effect.Effect<boolean, SqlError.SqlError | ConstraintViolation>
 
-  readonly findAttachment: (artifactId: string, attachmentId: string) => Effect.Effect<Option.Option<AttachmentRow>, SqlError.SqlError>
+  readonly findAttachment: (
+    artifactId: string,
+    attachmentId: string
+  ) => Effect.Effect<Option.Option<AttachmentRow>, SqlError.SqlError>
   readonly insertAttachment: (attachment: {
     readonly id: string
     readonly artifactId: string
@@ -106,7 +123,10 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
     readonly blobDigest: string
     readonly blobSizeBytes: number
   }) => Effect.Effect<AttachmentRow, SqlError.SqlError | ConstraintViolation>
-  readonly deleteAttachment: (artifactId: string, attachmentId: string) => Effect.Effect<boolean, SqlError.SqlError | ConstraintViolation>
+  readonly deleteAttachment: (
+    artifactId: string,
+    attachmentId: string
+  ) => Effect.Effect<boolean, SqlError.SqlError | ConstraintViolation>
 
   /** Creates the alias or moves it to `versionId`; keeps id and created_at on a move. */
   readonly upsertAlias: (alias: {

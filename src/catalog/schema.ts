@@ -55,7 +55,6 @@ export const INCUS_METADATA_ATTACHMENT = "incus.tar.xz"
 // Request bodies: strict (unknown members → 400).
 // ---------------------------------------------------------------------------------
 
-
 export const CreateImageRequest = Schema.Struct({
   name: ImageName,
   display_name: Schema.optional(nonBlank("display_name")),
@@ -95,7 +94,6 @@ export const PutAliasRequest = Schema.Struct({
 // Responses. Timestamps are RFC 3339 UTC strings (see `formatTimestamp`); optional
 // members are omitted when unset, arrays are always present.
 // ---------------------------------------------------------------------------------
-
 
 export const Image = Schema.Struct({
   id: UuidString,
@@ -243,7 +241,9 @@ export interface AliasRow {
 export interface ManifestRows {
   readonly image: ImageRow
   readonly version: VersionRow
-  readonly artifacts: ReadonlyArray<{ readonly artifact: ArtifactRow; readonly attachments: ReadonlyArray<AttachmentRow> }>
+  readonly artifacts: ReadonlyArray<
+    { readonly artifact: ArtifactRow; readonly attachments: ReadonlyArray<AttachmentRow> }
+  >
 }
 
 /** What a download needs to know about a published artifact or attachment. */
@@ -258,7 +258,6 @@ export interface DownloadTarget {
 // ---------------------------------------------------------------------------------
 // Encoding rows for the wire.
 // ---------------------------------------------------------------------------------
-
 
 export const imageToWire = (row: ImageRow): Image => ({
   id: row.id,

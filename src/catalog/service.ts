@@ -2,6 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { Context, Effect, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import type { Sha256Digest } from "../platform/digest.js"
+import type { ConstraintViolation } from "../platform/sql-errors.js"
 import {
   AliasNotFound,
   AliasTargetNotPublished,
@@ -16,7 +17,6 @@ import {
   VersionNotFound,
   VersionTaken
 } from "./errors.js"
-import type { ConstraintViolation } from "../platform/sql-errors.js"
 import { CatalogRepository, type ImageVersionRows } from "./repository.js"
 import type {
   AliasRow,
@@ -191,7 +191,9 @@ export const CatalogLive = Layer.effect(
     /** A guard trigger refusing a manifest edit means the version left `draft` under us. */
     const guardRefusal = (found: ImageVersionRows) => (violation: ConstraintViolation) =>
       violation._tag === "CheckViolation"
-        ? Effect.fail(new VersionNotDraft({ name: found.image.name, version: found.version.version, state: "not draft" }))
+        ? Effect.fail(
+          new VersionNotDraft({ name: found.image.name, version: found.version.version, state: "not draft" })
+        )
         : Effect.die(violation)
 
     const findArtifactIn = (found: ImageVersionRows, artifactId: string) =>
@@ -207,9 +209,10 @@ export const CatalogLive = Layer.effect(
     const manifestOf = (found: ImageVersionRows) =>
       repo.loadManifest(found).pipe(Effect.orDie, Effect.map(manifests.remember))
 
-    const transaction = <A, E>(effect: Effect.Effect<A, E>) => sql.withTransaction(effect).pipe(
-      Effect.catchTag("SqlError", Effect.die)
-    )
+    const transaction = <A, E>(effect: Effect.Effect<A, E>) =>
+      sql.withTransaction(effect).pipe(
+        Effect.catchTag("SqlError", Effect.die)
+      )
 
     return Catalog.of({
       createImage: (request) =>

@@ -151,8 +151,11 @@ const parseDuration = (flag: SettingFlag, value: string): Either.Either<Duration
   })
 
 const parsePositiveDuration = (flag: SettingFlag, value: string) =>
-  Either.flatMap(parseDuration(flag, value), (d) =>
-    Duration.toMillis(d) > 0 ? Either.right(d) : Either.left(invalid(flag, value, "a duration greater than zero")))
+  Either.flatMap(
+    parseDuration(flag, value),
+    (d) =>
+      Duration.toMillis(d) > 0 ? Either.right(d) : Either.left(invalid(flag, value, "a duration greater than zero"))
+  )
 
 const parseCount = (flag: SettingFlag, value: string): Either.Either<number, InvalidSetting> => {
   const v = value.trim()
@@ -236,8 +239,14 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
 
     const useTls = yield* parseBoolean("s3-use-tls", raw["s3-use-tls"])
     const pathStyle = yield* parseBoolean("s3-path-style", raw["s3-path-style"])
-    const s3Fields = ["s3-endpoint", "s3-bucket", "s3-access-key-id", "s3-secret-access-key", "s3-session-token",
-      "s3-region"] as const
+    const s3Fields = [
+      "s3-endpoint",
+      "s3-bucket",
+      "s3-access-key-id",
+      "s3-secret-access-key",
+      "s3-session-token",
+      "s3-region"
+    ] as const
     const s3Configured = s3Fields.some((flag) => raw[flag].trim() !== "")
     let storage: StorageMode = { _tag: "filesystem", root: path.join(dataDir, "blobs") }
     if (s3Configured) {

@@ -1,11 +1,11 @@
-import { PgClient } from "@effect/sql-pg"
 import { SqlClient, SqlError } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
 import { Context, Data, Effect, Layer, Redacted, Runtime } from "effect"
-import { registerCollector, type Sample } from "./metrics.js"
 import { readdir, readFile } from "node:fs/promises"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
+import { registerCollector, type Sample } from "./metrics.js"
 
 /** Cumulative acquisition figures of a pool, as pgxpool's `Stat()` reports them. */
 export interface PoolAcquireStats {
@@ -19,7 +19,11 @@ export interface PoolAcquireStats {
   readonly acquireSeconds: number
 }
 
-type ConnectCallback = (err: Error | undefined, client: pg.PoolClient | undefined, done: (release?: unknown) => void) => void
+type ConnectCallback = (
+  err: Error | undefined,
+  client: pg.PoolClient | undefined,
+  done: (release?: unknown) => void
+) => void
 
 /**
  * A `pg.Pool` that counts its acquisitions (node-postgres keeps no such figures) and

@@ -203,7 +203,9 @@ export const serveBlob = (
     }
 
     const store = yield* BlobStore
-    const opened = yield* store.open(blob.key, partial ? { start: range.start, end: range.end } : undefined).pipe(Effect.orDie)
+    const opened = yield* store.open(blob.key, partial ? { start: range.start, end: range.end } : undefined).pipe(
+      Effect.orDie
+    )
     // The store's Node stream goes to the response as it is: the platform pipes it into the
     // socket (backpressure, and destroyed when the client goes away), with no Effect step
     // per chunk. The handle stays the request Scope's, released after the response either way.

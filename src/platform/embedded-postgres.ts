@@ -47,8 +47,7 @@ const freePort = () =>
     })
   })
 
-const exists = (file: string) =>
-  Effect.promise(() => access(file).then(() => true, () => false))
+const exists = (file: string) => Effect.promise(() => access(file).then(() => true, () => false))
 
 const isRoot = () => typeof process.getuid === "function" && process.getuid() === 0
 
@@ -188,9 +187,10 @@ export const startEmbeddedPostgres = (dataDir: string, options: { readonly datab
 
     yield* Effect.acquireRelease(
       Effect.tryPromise({
-        try: () => server.start().then(() => {
-          running = true
-        }),
+        try: () =>
+          server.start().then(() => {
+            running = true
+          }),
         catch: (cause) =>
           new EmbeddedPostgresError({
             step: "start",
@@ -198,9 +198,11 @@ export const startEmbeddedPostgres = (dataDir: string, options: { readonly datab
           })
       }),
       () =>
-        Effect.promise(() => server.stop().then(() => {
-          running = false
-        })).pipe(
+        Effect.promise(() =>
+          server.stop().then(() => {
+            running = false
+          })
+        ).pipe(
           Effect.zipRight(Effect.logInfo("embedded PostgreSQL stopped")),
           Effect.timeoutOption("15 seconds")
         )

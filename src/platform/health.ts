@@ -1,4 +1,11 @@
-import { HttpApiBuilder, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, HttpServerResponse, OpenApi } from "@effect/platform"
+import {
+  HttpApiBuilder,
+  HttpApiEndpoint,
+  HttpApiGroup,
+  HttpApiSchema,
+  HttpServerResponse,
+  OpenApi
+} from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Context, Data, Effect, Layer } from "effect"
 import { BlobStore } from "./blob-store/blob-store.js"

@@ -1,12 +1,13 @@
 import { HttpApiBuilder, HttpMiddleware, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Duration, Effect, Layer, Option } from "effect"
+import type { Duration } from "effect"
+import { Effect, Layer, Option } from "effect"
 import * as http from "node:http"
 import type { ListenAddress } from "./config.js"
 import {
   answerImmutable,
-  ImmutableResponses,
   type HttpMetrics,
+  ImmutableResponses,
   JsonBodyLimitLive,
   makeHttpMetrics,
   type RouteTable,
@@ -99,7 +100,11 @@ export const ApiServerLive = (options: {
             server.once("close", () => clearInterval(sweep))
             return Effect.sync(() => clearInterval(sweep))
           })
-          const drained = yield* closed.pipe(Effect.interruptible, Effect.timeout(options.shutdownTimeout), Effect.option)
+          const drained = yield* closed.pipe(
+            Effect.interruptible,
+            Effect.timeout(options.shutdownTimeout),
+            Effect.option
+          )
           if (drained._tag === "None") {
             yield* Effect.logWarning("shutdown timeout reached; closing remaining connections")
             server.closeAllConnections()
@@ -117,6 +122,11 @@ export const ApiServerLive = (options: {
     )
     return drain.pipe(
       Layer.provide(serve),
-      Layer.provideMerge(Layer.merge(listener(server, options.listen, { tracing: options.tracing, metrics }), NodeHttpServer.layerContext))
+      Layer.provideMerge(
+        Layer.merge(
+          listener(server, options.listen, { tracing: options.tracing, metrics }),
+          NodeHttpServer.layerContext
+        )
+      )
     )
   })

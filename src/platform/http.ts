@@ -11,11 +11,11 @@ import {
 } from "@effect/platform"
 import type { HttpApiGroup } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
+import type { Exit } from "effect"
 import {
   Cause,
   Context,
   Effect,
-  Exit,
   FiberRef,
   FiberRefs,
   Layer,
@@ -30,9 +30,9 @@ import {
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { latencyBoundaries, makeLabelCache } from "./metrics.js"
-import { isUnstorableText } from "./sql-errors.js"
 import { firstIssueMessage, issueMessage } from "./params.js"
 import { declaredStatus, detailOf, problemResponse } from "./problem.js"
+import { isUnstorableText } from "./sql-errors.js"
 
 /** The HttpApi identifier every group is registered under (see `apiOf`). */
 export const API_ID = "imgsrv"
@@ -254,8 +254,7 @@ export interface ApiMiddlewareOptions {
   readonly unavailableExcept?: ReadonlyArray<string>
 }
 
-export const apiMiddleware = (options: ApiMiddlewareOptions) =>
-(app: HttpApp.Default): HttpApp.Default =>
+export const apiMiddleware = (options: ApiMiddlewareOptions) => (app: HttpApp.Default): HttpApp.Default =>
   Effect.flatMap(HttpServerRequest.HttpServerRequest, (original) => {
     const pathname = pathnameOf(original.url)
     // Routes match exactly per segment: `/v1/images/` is not `/v1/images` (api.md §1.1).
@@ -291,7 +290,10 @@ export const apiMiddleware = (options: ApiMiddlewareOptions) =>
  * The JSON body cap for the whole listener (request bodies read as text/JSON);
  * raw part uploads stream and are not affected.
  */
-export const JsonBodyLimitLive = Layer.succeed(HttpIncomingMessage.MaxBodySize, Option.some(FileSystem.Size(JSON_BODY_LIMIT)))
+export const JsonBodyLimitLive = Layer.succeed(
+  HttpIncomingMessage.MaxBodySize,
+  Option.some(FileSystem.Size(JSON_BODY_LIMIT))
+)
 
 // ---------------------------------------------------------------------------------
 // Server-level middleware: request id, access log, HTTP metrics.
@@ -367,7 +369,10 @@ export const makeHttpMetrics = (listener: () => ListenerIdentity | undefined): H
   return {
     record: (method, route, status, seconds) => {
       const key = `${method} ${route} ${status}`
-      requestDuration.unsafeUpdate(seconds, reference(key, () => [...oursOf(method, route, status), ...listenerLabelsOf()]))
+      requestDuration.unsafeUpdate(
+        seconds,
+        reference(key, () => [...oursOf(method, route, status), ...listenerLabelsOf()])
+      )
       requestsTotal.unsafeUpdate(1, oursOf(method, route, status))
     },
     trackActive: (method, delta) => {

@@ -1,4 +1,17 @@
-import { Cause, Context, FiberRef, FiberRefs, HashMap, Inspectable, Layer, List, Logger, LogLevel, Option, Tracer } from "effect"
+import {
+  Cause,
+  Context,
+  FiberRef,
+  FiberRefs,
+  HashMap,
+  Inspectable,
+  Layer,
+  List,
+  Logger,
+  LogLevel,
+  Option,
+  Tracer
+} from "effect"
 
 /**
  * Structured logs on stderr (stdout is reserved for the one-time bootstrap banner),
@@ -7,8 +20,21 @@ import { Cause, Context, FiberRef, FiberRefs, HashMap, Inspectable, Layer, List,
  */
 
 const EXACT_SECRET_KEYS = new Set([
-  "accesskey", "accesskeyid", "apikey", "apitoken", "bearertoken", "bootstraptoken", "dsn", "plaintext",
-  "plaintexttoken", "postgresurl", "sessiontoken", "token", "tokenhash", "tokensha256", "urlpassword",
+  "accesskey",
+  "accesskeyid",
+  "apikey",
+  "apitoken",
+  "bearertoken",
+  "bootstraptoken",
+  "dsn",
+  "plaintext",
+  "plaintexttoken",
+  "postgresurl",
+  "sessiontoken",
+  "token",
+  "tokenhash",
+  "tokensha256",
+  "urlpassword",
   "secretaccesskey"
 ])
 const SECRET_KEY_PARTS = ["authorization", "bearer", "credential", "password", "privatekey", "secret"]
@@ -21,7 +47,14 @@ export const isSecretKey = (key: string): boolean => {
 const REDACTED = "[REDACTED]"
 
 const LEVEL_NAMES: Record<string, string> = {
-  All: "all", Trace: "trace", Debug: "debug", Info: "info", Warning: "warn", Error: "error", Fatal: "fatal", None: "none"
+  All: "all",
+  Trace: "trace",
+  Debug: "debug",
+  Info: "info",
+  Warning: "warn",
+  Error: "error",
+  Fatal: "fatal",
+  None: "none"
 }
 
 interface Record_ {

@@ -1,5 +1,5 @@
-import { Context, Effect, Layer, Metric, MetricBoundaries, MetricLabel, MetricState, Option, Ref, Runtime } from "effect"
-import type { MetricPair } from "effect"
+import { Context, Effect, Layer, Metric, MetricBoundaries, MetricState, Option, Ref, Runtime } from "effect"
+import type { MetricLabel, MetricPair } from "effect"
 import * as http from "node:http"
 import type { ListenAddress } from "./config.js"
 
@@ -69,7 +69,13 @@ const renderLabels = (labels: ReadonlyArray<readonly [string, string]>) =>
   labels.length === 0 ? "" : `{${labels.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",")}}`
 
 const formatNumber = (n: number) =>
-  n === Number.POSITIVE_INFINITY ? "+Inf" : n === Number.NEGATIVE_INFINITY ? "-Inf" : Number.isNaN(n) ? "NaN" : String(n)
+  n === Number.POSITIVE_INFINITY
+    ? "+Inf"
+    : n === Number.NEGATIVE_INFINITY
+    ? "-Inf"
+    : Number.isNaN(n)
+    ? "NaN"
+    : String(n)
 
 interface Family {
   type: string
@@ -150,13 +156,25 @@ export const processSamples = (): ReadonlyArray<Sample> => {
   const cpu = process.cpuUsage()
   return [
     { name: "process_resident_memory_bytes", help: "Resident set size in bytes.", type: "gauge", value: mem.rss },
-    { name: "process_cpu_seconds_total", help: "User and system CPU time in seconds.", type: "counter",
-      value: (cpu.user + cpu.system) / 1e6 },
-    { name: "process_start_time_seconds", help: "Start time of the process since the epoch, in seconds.",
-      type: "gauge", value: processStart },
+    {
+      name: "process_cpu_seconds_total",
+      help: "User and system CPU time in seconds.",
+      type: "counter",
+      value: (cpu.user + cpu.system) / 1e6
+    },
+    {
+      name: "process_start_time_seconds",
+      help: "Start time of the process since the epoch, in seconds.",
+      type: "gauge",
+      value: processStart
+    },
     { name: "nodejs_heap_used_bytes", help: "V8 heap in use, in bytes.", type: "gauge", value: mem.heapUsed },
-    { name: "nodejs_external_memory_bytes", help: "Memory of C++ objects bound to JS objects, in bytes.",
-      type: "gauge", value: mem.external }
+    {
+      name: "nodejs_external_memory_bytes",
+      help: "Memory of C++ objects bound to JS objects, in bytes.",
+      type: "gauge",
+      value: mem.external
+    }
   ]
 }
 

@@ -16,8 +16,7 @@ export type ProblemDetails = typeof ProblemDetails.Type
 
 const REASON_OVERRIDES: Record<number, string> = { 416: "Requested Range Not Satisfiable" }
 
-export const reasonPhrase = (status: number): string =>
-  REASON_OVERRIDES[status] ?? STATUS_CODES[status] ?? "Unknown"
+export const reasonPhrase = (status: number): string => REASON_OVERRIDES[status] ?? STATUS_CODES[status] ?? "Unknown"
 
 export const problemBody = (status: number, detail: string): ProblemDetails => ({
   type: "about:blank",
@@ -98,4 +97,3 @@ export class RangeNotSatisfiable extends Schema.TaggedError<RangeNotSatisfiable>
     return this.detail
   }
 }
-

@@ -33,86 +33,283 @@ export interface Setting {
 
 export const settings = [
   // Server
-  { section: "Server", flag: "listen", env: "IMGSRV_LISTEN", default: ":8080", kind: "listen",
-    description: "Public API listen address (`host:port` or `:port`)." },
-  { section: "Server", flag: "node-name", env: "IMGSRV_NODE_NAME", default: "", kind: "string",
-    description: "Prefix of background worker ids (worker id = `<node-name>/<random>`); empty uses the hostname." },
-  { section: "Server", flag: "shutdown-timeout", env: "IMGSRV_SHUTDOWN_TIMEOUT", default: "10s", kind: "duration",
-    description: "Graceful drain deadline on SIGTERM/SIGINT." },
-  { section: "Server", flag: "data-dir", env: "IMGSRV_DATA_DIR", default: "./.imgsrv", kind: "path",
-    description: "Where the embedded default keeps PostgreSQL data and filesystem blobs." },
-  { section: "Server", flag: "embedded", env: "IMGSRV_EMBEDDED", default: "true", kind: "boolean",
-    description: "With no Postgres URL: `true` starts embedded PostgreSQL; `false` runs ops-only (catalog routes answer 503)." },
+  {
+    section: "Server",
+    flag: "listen",
+    env: "IMGSRV_LISTEN",
+    default: ":8080",
+    kind: "listen",
+    description: "Public API listen address (`host:port` or `:port`)."
+  },
+  {
+    section: "Server",
+    flag: "node-name",
+    env: "IMGSRV_NODE_NAME",
+    default: "",
+    kind: "string",
+    description: "Prefix of background worker ids (worker id = `<node-name>/<random>`); empty uses the hostname."
+  },
+  {
+    section: "Server",
+    flag: "shutdown-timeout",
+    env: "IMGSRV_SHUTDOWN_TIMEOUT",
+    default: "10s",
+    kind: "duration",
+    description: "Graceful drain deadline on SIGTERM/SIGINT."
+  },
+  {
+    section: "Server",
+    flag: "data-dir",
+    env: "IMGSRV_DATA_DIR",
+    default: "./.imgsrv",
+    kind: "path",
+    description: "Where the embedded default keeps PostgreSQL data and filesystem blobs."
+  },
+  {
+    section: "Server",
+    flag: "embedded",
+    env: "IMGSRV_EMBEDDED",
+    default: "true",
+    kind: "boolean",
+    description:
+      "With no Postgres URL: `true` starts embedded PostgreSQL; `false` runs ops-only (catalog routes answer 503)."
+  },
   // Logging
-  { section: "Logging", flag: "log-format", env: "IMGSRV_LOG_FORMAT", default: "text", kind: "log-format",
-    description: "`text` or `json`." },
-  { section: "Logging", flag: "verbosity", env: "IMGSRV_VERBOSITY", default: "info", kind: "verbosity",
-    description: "`debug`, `info`, `warn` or `error`." },
+  {
+    section: "Logging",
+    flag: "log-format",
+    env: "IMGSRV_LOG_FORMAT",
+    default: "text",
+    kind: "log-format",
+    description: "`text` or `json`."
+  },
+  {
+    section: "Logging",
+    flag: "verbosity",
+    env: "IMGSRV_VERBOSITY",
+    default: "info",
+    kind: "verbosity",
+    description: "`debug`, `info`, `warn` or `error`."
+  },
   // Metrics and tracing
-  { section: "Metrics and tracing", flag: "metrics-listen", env: "IMGSRV_METRICS_LISTEN", default: "127.0.0.1:9464",
-    kind: "optional-listen", description: "Prometheus metrics listener; empty disables it." },
-  { section: "Metrics and tracing", flag: "metrics-path", env: "IMGSRV_METRICS_PATH", default: "/metrics", kind: "url-path",
-    description: "Path of the Prometheus text endpoint (must start with `/`)." },
-  { section: "Metrics and tracing", flag: "otel-endpoint", env: "IMGSRV_OTEL_ENDPOINT",
-    fallbackEnv: ["OTEL_EXPORTER_OTLP_ENDPOINT"], default: "", kind: "string",
-    description: "OTLP/HTTP collector base URL (also read from `OTEL_EXPORTER_OTLP_ENDPOINT`); empty disables trace export." },
-  { section: "Metrics and tracing", flag: "otel-service-name", env: "IMGSRV_OTEL_SERVICE_NAME",
-    fallbackEnv: ["OTEL_SERVICE_NAME"], default: "imgsrv", kind: "string",
-    description: "Service name on spans (also read from `OTEL_SERVICE_NAME`)." },
+  {
+    section: "Metrics and tracing",
+    flag: "metrics-listen",
+    env: "IMGSRV_METRICS_LISTEN",
+    default: "127.0.0.1:9464",
+    kind: "optional-listen",
+    description: "Prometheus metrics listener; empty disables it."
+  },
+  {
+    section: "Metrics and tracing",
+    flag: "metrics-path",
+    env: "IMGSRV_METRICS_PATH",
+    default: "/metrics",
+    kind: "url-path",
+    description: "Path of the Prometheus text endpoint (must start with `/`)."
+  },
+  {
+    section: "Metrics and tracing",
+    flag: "otel-endpoint",
+    env: "IMGSRV_OTEL_ENDPOINT",
+    fallbackEnv: ["OTEL_EXPORTER_OTLP_ENDPOINT"],
+    default: "",
+    kind: "string",
+    description:
+      "OTLP/HTTP collector base URL (also read from `OTEL_EXPORTER_OTLP_ENDPOINT`); empty disables trace export."
+  },
+  {
+    section: "Metrics and tracing",
+    flag: "otel-service-name",
+    env: "IMGSRV_OTEL_SERVICE_NAME",
+    fallbackEnv: ["OTEL_SERVICE_NAME"],
+    default: "imgsrv",
+    kind: "string",
+    description: "Service name on spans (also read from `OTEL_SERVICE_NAME`)."
+  },
   // PostgreSQL
-  { section: "PostgreSQL", flag: "postgres-url", env: "IMGSRV_POSTGRES_URL", default: "", kind: "postgres-url",
-    description: "Connection URL (`postgres://user:pass@host:5432/db?sslmode=require`). Empty: see `--embedded`." },
-  { section: "PostgreSQL", flag: "postgres-max-connections", env: "IMGSRV_POSTGRES_MAX_CONNECTIONS", default: "10",
-    kind: "count", description: "Connection pool size." },
+  {
+    section: "PostgreSQL",
+    flag: "postgres-url",
+    env: "IMGSRV_POSTGRES_URL",
+    default: "",
+    kind: "postgres-url",
+    description: "Connection URL (`postgres://user:pass@host:5432/db?sslmode=require`). Empty: see `--embedded`."
+  },
+  {
+    section: "PostgreSQL",
+    flag: "postgres-max-connections",
+    env: "IMGSRV_POSTGRES_MAX_CONNECTIONS",
+    default: "10",
+    kind: "count",
+    description: "Connection pool size."
+  },
   // S3
-  { section: "S3-compatible object storage", flag: "s3-endpoint", env: "IMGSRV_S3_ENDPOINT", default: "", kind: "string",
-    description: "Host and port, no scheme. Empty: filesystem store under the data dir." },
-  { section: "S3-compatible object storage", flag: "s3-bucket", env: "IMGSRV_S3_BUCKET", default: "", kind: "string",
-    description: "Bucket for staging and CAS objects (dedicated to imgsrv)." },
-  { section: "S3-compatible object storage", flag: "s3-access-key-id", env: "IMGSRV_S3_ACCESS_KEY_ID", default: "",
-    kind: "string", description: "Access key id." },
-  { section: "S3-compatible object storage", flag: "s3-secret-access-key", env: "IMGSRV_S3_SECRET_ACCESS_KEY",
-    default: "", kind: "secret", description: "Secret key (redacted everywhere)." },
-  { section: "S3-compatible object storage", flag: "s3-session-token", env: "IMGSRV_S3_SESSION_TOKEN", default: "",
-    kind: "secret", description: "Optional temporary-credential token." },
-  { section: "S3-compatible object storage", flag: "s3-region", env: "IMGSRV_S3_REGION", default: "", kind: "string",
-    description: "Region (`us-east-1` is sent when empty)." },
-  { section: "S3-compatible object storage", flag: "s3-use-tls", env: "IMGSRV_S3_USE_TLS", default: "false",
-    kind: "boolean", description: "HTTPS to the endpoint." },
-  { section: "S3-compatible object storage", flag: "s3-path-style", env: "IMGSRV_S3_PATH_STYLE", default: "false",
-    kind: "boolean", description: "Path-style addressing (Garage, MinIO); AWS/R2 leave false." },
+  {
+    section: "S3-compatible object storage",
+    flag: "s3-endpoint",
+    env: "IMGSRV_S3_ENDPOINT",
+    default: "",
+    kind: "string",
+    description: "Host and port, no scheme. Empty: filesystem store under the data dir."
+  },
+  {
+    section: "S3-compatible object storage",
+    flag: "s3-bucket",
+    env: "IMGSRV_S3_BUCKET",
+    default: "",
+    kind: "string",
+    description: "Bucket for staging and CAS objects (dedicated to imgsrv)."
+  },
+  {
+    section: "S3-compatible object storage",
+    flag: "s3-access-key-id",
+    env: "IMGSRV_S3_ACCESS_KEY_ID",
+    default: "",
+    kind: "string",
+    description: "Access key id."
+  },
+  {
+    section: "S3-compatible object storage",
+    flag: "s3-secret-access-key",
+    env: "IMGSRV_S3_SECRET_ACCESS_KEY",
+    default: "",
+    kind: "secret",
+    description: "Secret key (redacted everywhere)."
+  },
+  {
+    section: "S3-compatible object storage",
+    flag: "s3-session-token",
+    env: "IMGSRV_S3_SESSION_TOKEN",
+    default: "",
+    kind: "secret",
+    description: "Optional temporary-credential token."
+  },
+  {
+    section: "S3-compatible object storage",
+    flag: "s3-region",
+    env: "IMGSRV_S3_REGION",
+    default: "",
+    kind: "string",
+    description: "Region (`us-east-1` is sent when empty)."
+  },
+  {
+    section: "S3-compatible object storage",
+    flag: "s3-use-tls",
+    env: "IMGSRV_S3_USE_TLS",
+    default: "false",
+    kind: "boolean",
+    description: "HTTPS to the endpoint."
+  },
+  {
+    section: "S3-compatible object storage",
+    flag: "s3-path-style",
+    env: "IMGSRV_S3_PATH_STYLE",
+    default: "false",
+    kind: "boolean",
+    description: "Path-style addressing (Garage, MinIO); AWS/R2 leave false."
+  },
   // Auth
-  { section: "Auth", flag: "oidc-ca-file", env: "IMGSRV_OIDC_CA_FILE", default: "", kind: "path",
-    description: "PEM file of extra CA certificates trusted (besides the system roots) for OIDC discovery and JWKS fetches, for issuers behind a private CA. Issuers must still be `https`." },
+  {
+    section: "Auth",
+    flag: "oidc-ca-file",
+    env: "IMGSRV_OIDC_CA_FILE",
+    default: "",
+    kind: "path",
+    description:
+      "PEM file of extra CA certificates trusted (besides the system roots) for OIDC discovery and JWKS fetches, for issuers behind a private CA. Issuers must still be `https`."
+  },
   // Uploads
-  { section: "Uploads", flag: "upload-ttl", env: "IMGSRV_UPLOAD_TTL", default: "24h", kind: "duration",
-    description: "Lifetime of an upload session that is not completed." },
+  {
+    section: "Uploads",
+    flag: "upload-ttl",
+    env: "IMGSRV_UPLOAD_TTL",
+    default: "24h",
+    kind: "duration",
+    description: "Lifetime of an upload session that is not completed."
+  },
   // CAS promotion worker
-  { section: "CAS promotion worker", flag: "cas-promotion-enabled", env: "IMGSRV_CAS_PROMOTION_ENABLED", default: "true",
-    kind: "boolean", description: "Run the in-process promotion loop (multi-replica safe)." },
-  { section: "CAS promotion worker", flag: "cas-promotion-poll-interval", env: "IMGSRV_CAS_PROMOTION_POLL_INTERVAL",
-    default: "5s", kind: "duration", description: "Idle poll interval (a completed upload also wakes the loop at once)." },
-  { section: "CAS promotion worker", flag: "cas-promotion-error-backoff", env: "IMGSRV_CAS_PROMOTION_ERROR_BACKOFF",
-    default: "5s", kind: "duration", description: "First delay after a failed promotion." },
-  { section: "CAS promotion worker", flag: "cas-promotion-error-backoff-max",
-    env: "IMGSRV_CAS_PROMOTION_ERROR_BACKOFF_MAX", default: "1m", kind: "duration", description: "Backoff ceiling." },
-  { section: "CAS promotion worker", flag: "cas-promotion-circuit-breaker-failures",
-    env: "IMGSRV_CAS_PROMOTION_CIRCUIT_BREAKER_FAILURES", default: "10", kind: "count",
-    description: "Consecutive failures that open the circuit breaker." },
-  { section: "CAS promotion worker", flag: "cas-promotion-circuit-breaker-cooldown",
-    env: "IMGSRV_CAS_PROMOTION_CIRCUIT_BREAKER_COOLDOWN", default: "1m", kind: "duration",
-    description: "Pause while the breaker is open." },
-  { section: "CAS promotion worker", flag: "cas-promotion-lease", env: "IMGSRV_CAS_PROMOTION_LEASE", default: "30s",
+  {
+    section: "CAS promotion worker",
+    flag: "cas-promotion-enabled",
+    env: "IMGSRV_CAS_PROMOTION_ENABLED",
+    default: "true",
+    kind: "boolean",
+    description: "Run the in-process promotion loop (multi-replica safe)."
+  },
+  {
+    section: "CAS promotion worker",
+    flag: "cas-promotion-poll-interval",
+    env: "IMGSRV_CAS_PROMOTION_POLL_INTERVAL",
+    default: "5s",
     kind: "duration",
-    description: "How long a claimed upload stays claimed without a heartbeat (the holder heartbeats at a third of it)." },
+    description: "Idle poll interval (a completed upload also wakes the loop at once)."
+  },
+  {
+    section: "CAS promotion worker",
+    flag: "cas-promotion-error-backoff",
+    env: "IMGSRV_CAS_PROMOTION_ERROR_BACKOFF",
+    default: "5s",
+    kind: "duration",
+    description: "First delay after a failed promotion."
+  },
+  {
+    section: "CAS promotion worker",
+    flag: "cas-promotion-error-backoff-max",
+    env: "IMGSRV_CAS_PROMOTION_ERROR_BACKOFF_MAX",
+    default: "1m",
+    kind: "duration",
+    description: "Backoff ceiling."
+  },
+  {
+    section: "CAS promotion worker",
+    flag: "cas-promotion-circuit-breaker-failures",
+    env: "IMGSRV_CAS_PROMOTION_CIRCUIT_BREAKER_FAILURES",
+    default: "10",
+    kind: "count",
+    description: "Consecutive failures that open the circuit breaker."
+  },
+  {
+    section: "CAS promotion worker",
+    flag: "cas-promotion-circuit-breaker-cooldown",
+    env: "IMGSRV_CAS_PROMOTION_CIRCUIT_BREAKER_COOLDOWN",
+    default: "1m",
+    kind: "duration",
+    description: "Pause while the breaker is open."
+  },
+  {
+    section: "CAS promotion worker",
+    flag: "cas-promotion-lease",
+    env: "IMGSRV_CAS_PROMOTION_LEASE",
+    default: "30s",
+    kind: "duration",
+    description: "How long a claimed upload stays claimed without a heartbeat (the holder heartbeats at a third of it)."
+  },
   // Publish worker
-  { section: "Publish worker", flag: "publish-worker-enabled", env: "IMGSRV_PUBLISH_WORKER_ENABLED", default: "true",
-    kind: "boolean", description: "Run the in-process publish-job loop." },
-  { section: "Publish worker", flag: "publish-worker-poll-interval", env: "IMGSRV_PUBLISH_WORKER_POLL_INTERVAL",
-    default: "1s", kind: "duration", description: "Idle poll interval (an enqueued job also wakes it at once)." },
-  { section: "Publish worker", flag: "publish-job-lease", env: "IMGSRV_PUBLISH_JOB_LEASE", default: "30s",
+  {
+    section: "Publish worker",
+    flag: "publish-worker-enabled",
+    env: "IMGSRV_PUBLISH_WORKER_ENABLED",
+    default: "true",
+    kind: "boolean",
+    description: "Run the in-process publish-job loop."
+  },
+  {
+    section: "Publish worker",
+    flag: "publish-worker-poll-interval",
+    env: "IMGSRV_PUBLISH_WORKER_POLL_INTERVAL",
+    default: "1s",
     kind: "duration",
-    description: "How long a claimed step stays claimed without a heartbeat (the holder heartbeats at a third of it)." }
+    description: "Idle poll interval (an enqueued job also wakes it at once)."
+  },
+  {
+    section: "Publish worker",
+    flag: "publish-job-lease",
+    env: "IMGSRV_PUBLISH_JOB_LEASE",
+    default: "30s",
+    kind: "duration",
+    description: "How long a claimed step stays claimed without a heartbeat (the holder heartbeats at a third of it)."
+  }
 ] as const satisfies ReadonlyArray<Setting>
 
 export type SettingFlag = (typeof settings)[number]["flag"]
@@ -133,6 +330,8 @@ export const configTableMarkdown = (): string => {
       const def = s.default === "" ? "(empty)" : `\`${s.default}\``
       return `| \`--${s.flag}\` | ${env} | ${def} | ${s.description} |`
     })
-    return [`### ${section}`, "", "| Flag | Environment | Default | Meaning |", "|---|---|---|---|", ...rows, ""].join("\n")
+    return [`### ${section}`, "", "| Flag | Environment | Default | Meaning |", "|---|---|---|---|", ...rows, ""].join(
+      "\n"
+    )
   }).join("\n")
 }

@@ -74,10 +74,16 @@ export const combinedSha256 = (metadata: BlobRef, disk: BlobRef): Effect.Effect<
       Effect.zipRight(hashInto(hash, disk)),
       Effect.map(() => hash.digest("hex"))
     )
-  }).pipe(Effect.withSpan("publishing.combinedSha256", { attributes: { "imgsrv.bytes": metadata.sizeBytes + disk.sizeBytes } }))
+  }).pipe(
+    Effect.withSpan("publishing.combinedSha256", {
+      attributes: { "imgsrv.bytes": metadata.sizeBytes + disk.sizeBytes }
+    })
+  )
 
 /** The projection rows of a frozen manifest (zero rows is a valid outcome). */
-export const computeProjection = (manifest: ManifestRows): Effect.Effect<ReadonlyArray<ProjectionRow>, StepFailed, BlobStore> =>
+export const computeProjection = (
+  manifest: ManifestRows
+): Effect.Effect<ReadonlyArray<ProjectionRow>, StepFailed, BlobStore> =>
   Effect.gen(function*() {
     const image = manifest.image.name
     const version = manifest.version.version

@@ -1,11 +1,12 @@
 import { SqlClient } from "@effect/sql"
-import { Cause, Clock, Duration, Effect, Layer, Metric, Option } from "effect"
+import type { Duration } from "effect"
+import { Cause, Clock, Effect, Layer, Metric, Option } from "effect"
 import { CatalogRepository } from "../catalog/repository.js"
 import { BlobStore } from "../platform/blob-store/blob-store.js"
 import { AppConfig } from "../platform/config.js"
 import { latencyBoundaries } from "../platform/metrics.js"
 import { withLinkedSpan } from "../platform/tracing.js"
-import { LeaseLost, leaseHeartbeat, makeWorkerId, runWorkerLoop, type RunOutcome } from "../platform/worker.js"
+import { leaseHeartbeat, LeaseLost, makeWorkerId, type RunOutcome, runWorkerLoop } from "../platform/worker.js"
 import { StepFailed } from "./errors.js"
 import { computeProjection } from "./incus-index.js"
 import { PublishRepository } from "./repository.js"
@@ -66,7 +67,9 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
           const state = yield* repo.versionState(step.version_id)
           if (Option.getOrUndefined(state) !== "publishing") {
             return yield* new StepFailed({
-              message: `publish failed precondition: version is ${Option.getOrElse(state, () => "missing")}, not publishing`
+              message: `publish failed precondition: version is ${
+                Option.getOrElse(state, () => "missing")
+              }, not publishing`
             })
           }
           const problem = publishabilityProblem(step.image_name, step.version, yield* repo.blobFacts(step.version_id))
@@ -92,8 +95,10 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
             yield* repo.replaceProjection(step.version_id, rows).pipe(
               Effect.catchTags({
                 CheckViolation: (v) => new StepFailed({ message: `incus materialization: store rows: ${v.detail}` }),
-                ForeignKeyViolation: (v) => new StepFailed({ message: `incus materialization: store rows: ${v.detail}` }),
-                UniqueViolation: (v) => new StepFailed({ message: `incus materialization: store rows: ${v.constraint}` })
+                ForeignKeyViolation: (v) =>
+                  new StepFailed({ message: `incus materialization: store rows: ${v.detail}` }),
+                UniqueViolation: (v) =>
+                  new StepFailed({ message: `incus materialization: store rows: ${v.constraint}` })
               })
             )
             yield* repo.succeedStep(step.id)
@@ -107,7 +112,9 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
         Effect.gen(function*() {
           const ready = yield* repo.earlierBlockingStepsSucceeded(step.job_id, step.sequence)
           if (!ready) {
-            return yield* new StepFailed({ message: "finalize publish: previous blocking publish steps have not succeeded" })
+            return yield* new StepFailed({
+              message: "finalize publish: previous blocking publish steps have not succeeded"
+            })
           }
           const published = yield* repo.markPublished(step.version_id).pipe(
             Effect.catchTags({

@@ -1,14 +1,14 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
 import { Context, Duration, Effect, Layer, Option } from "effect"
-import { classifyConstraint, type ConstraintViolation } from "../platform/sql-errors.js"
 import type { VersionState } from "../catalog/schema.js"
+import { classifyConstraint, type ConstraintViolation } from "../platform/sql-errors.js"
 import {
   type ClaimedStep,
   type JobRow,
   type JobWithSteps,
-  PUBLISH_STEPS,
   type ProjectionRow,
+  PUBLISH_STEPS,
   type StepRow
 } from "./schema.js"
 
@@ -86,7 +86,11 @@ export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<P
     lease: Duration.Duration
   ) => Effect.Effect<Option.Option<ClaimedStep>, SqlError.SqlError>
   /** Pushes the lease forward; false when the lease is no longer ours. */
-  readonly renewLease: (step: ClaimedStep, workerId: string, lease: Duration.Duration) => Effect.Effect<boolean, SqlError.SqlError>
+  readonly renewLease: (
+    step: ClaimedStep,
+    workerId: string,
+    lease: Duration.Duration
+  ) => Effect.Effect<boolean, SqlError.SqlError>
   /** Locks the step row if (and only if) we still hold its lease. */
   readonly holdsLease: (step: ClaimedStep, workerId: string) => Effect.Effect<boolean, SqlError.SqlError>
   readonly succeedStep: (stepId: string) => Effect.Effect<void, SqlError.SqlError>
@@ -338,7 +342,9 @@ export const PublishRepositoryLive = Layer.effect(
                EXTRACT(EPOCH FROM now() - min(locked_at))::float8 AS value
         FROM publish_job_steps WHERE state = 'running' GROUP BY name`,
 
-      versionsPublishing: count(sql<{ n: number }>`SELECT count(*) AS n FROM image_versions WHERE state = 'publishing'`),
+      versionsPublishing: count(
+        sql<{ n: number }>`SELECT count(*) AS n FROM image_versions WHERE state = 'publishing'`
+      ),
 
       projectionRows: count(sql<{ n: number }>`SELECT count(*) AS n FROM incus_projection_items`)
     })

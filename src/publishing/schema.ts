@@ -26,7 +26,6 @@ export const PUBLISH_STEPS: ReadonlyArray<{ readonly name: StepName; readonly se
   { name: "finalize_publish", sequence: 30 }
 ]
 
-
 export const PublishJobStep = Schema.Struct({
   id: UuidString,
   job_id: UuidString,

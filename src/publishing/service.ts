@@ -38,7 +38,10 @@ const describeArtifact = (a: ArtifactBlobFact) => `${a.operating_system}/${a.arc
 export const publishabilityProblem = (
   image: string,
   version: string,
-  facts: { readonly artifacts: ReadonlyArray<ArtifactBlobFact>; readonly attachments: ReadonlyArray<AttachmentBlobFact> }
+  facts: {
+    readonly artifacts: ReadonlyArray<ArtifactBlobFact>
+    readonly attachments: ReadonlyArray<AttachmentBlobFact>
+  }
 ): Option.Option<string> => {
   if (facts.artifacts.length === 0) return Option.some("version has no artifacts")
   for (const a of facts.artifacts) {
@@ -87,7 +90,10 @@ export const publishabilityProblem = (
 
 export class Publishing extends Context.Tag("imgsrv/Publishing")<Publishing, {
   /** Freezes a publishable draft (→ publishing) and queues its publish job, in one transaction. */
-  readonly publish: (name: string, version: string) => Effect.Effect<JobWithSteps, VersionNotFound | PublishPreconditionFailed>
+  readonly publish: (
+    name: string,
+    version: string
+  ) => Effect.Effect<JobWithSteps, VersionNotFound | PublishPreconditionFailed>
   readonly getJob: (jobId: string) => Effect.Effect<JobWithSteps, PublishJobNotFound>
   /** Re-queues a failed job from its first failed step; earlier succeeded steps are not re-run. */
   readonly retry: (jobId: string) => Effect.Effect<JobWithSteps, PublishJobNotFound | PublishJobNotRetryable>

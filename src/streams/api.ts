@@ -28,4 +28,7 @@ export const StreamsGroup = HttpApiGroup.make("streams")
           "aliases resolved live. Strong ETag; If-None-Match → 304."
       )
   )
-  .annotate(OpenApi.Description, "Incus Simple Streams (`incus remote add <name> https://<host> --protocol simplestreams`)")
+  .annotate(
+    OpenApi.Description,
+    "Incus Simple Streams (`incus remote add <name> https://<host> --protocol simplestreams`)"
+  )

@@ -1,7 +1,7 @@
 import { Context, Duration, Effect, Layer, Metric } from "effect"
 import { createHash } from "node:crypto"
 import { latencyBoundaries } from "../platform/metrics.js"
-import { type AliasTarget, StreamsRepository, type StreamRow } from "./repository.js"
+import { type AliasTarget, type StreamRow, StreamsRepository } from "./repository.js"
 import {
   incusArch,
   type IndexDocument,
@@ -63,8 +63,10 @@ interface Candidate {
 const codePointCompare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0)
 
 /** Sorted, de-duplicated, keeping `first` in front. */
-const aliasList = (first: string, rest: Iterable<string>): Array<string> =>
-  [first, ...[...new Set(rest)].filter((a) => a !== first).sort(codePointCompare)]
+const aliasList = (
+  first: string,
+  rest: Iterable<string>
+): Array<string> => [first, ...[...new Set(rest)].filter((a) => a !== first).sort(codePointCompare)]
 
 /**
  * The products of the feed, keyed by product name, from the projection rows (already in

@@ -1,8 +1,8 @@
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { RequireContentWrite } from "../auth/middleware.js"
-import { UuidString } from "../platform/params.js"
 import { NotModified } from "../platform/download.js"
+import { UuidString } from "../platform/params.js"
 import { InvalidRequest, Problem, RangeNotSatisfiable } from "../platform/problem.js"
 import {
   CasBlobNotFound,
@@ -116,9 +116,11 @@ export class BlobsGroup extends HttpApiGroup.make("blobs")
     HttpApiEndpoint.get("getBlob", "/v1/blobs/:digest")
       .setPath(Schema.Struct({ digest: Schema.String }))
       .addSuccess(HttpApiSchema.Uint8Array({ contentType: "application/octet-stream" }))
-      .addSuccess(HttpApiSchema.Uint8Array({ contentType: "application/octet-stream" }).annotations(
-        HttpApiSchema.annotations({ status: 206 })
-      ))
+      .addSuccess(
+        HttpApiSchema.Uint8Array({ contentType: "application/octet-stream" }).annotations(
+          HttpApiSchema.annotations({ status: 206 })
+        )
+      )
       .addSuccess(NotModified)
       .addError(Problem(InvalidRequest))
       .addError(Problem(CasBlobNotFound))

@@ -1,5 +1,5 @@
-import { Clock, Context, Duration, Effect, Layer, Metric, Option } from "effect"
 import type { SqlError } from "@effect/sql"
+import { Clock, Context, Duration, Effect, Layer, Metric, Option } from "effect"
 import { BlobStore, type BlobStoreError } from "../platform/blob-store/blob-store.js"
 import { AppConfig } from "../platform/config.js"
 import { withLinkedSpan } from "../platform/tracing.js"
@@ -55,7 +55,11 @@ export const UploadExpirySweeperLive = Layer.effect(
         yield* repo.markAborted(session.id)
         yield* Metric.increment(Metric.tagged(uploadsAborted, "trigger", "expired"))
         yield* Effect.logInfo("expired upload session aborted").pipe(
-          Effect.annotateLogs({ upload_id: session.id, state: session.state, expires_at: session.expiresAt.toISOString() })
+          Effect.annotateLogs({
+            upload_id: session.id,
+            state: session.state,
+            expires_at: session.expiresAt.toISOString()
+          })
         )
         return { _tag: "Swept" } as const
       }).pipe(withLinkedSpan("uploads.expire", null, { "imgsrv.upload.id": session.id }))

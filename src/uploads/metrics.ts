@@ -85,12 +85,18 @@ export const UploadMetricsLive = Layer.effectDiscard(Effect.gen(function*() {
         ...sessions.map((s) =>
           gauge("imgsrv_upload_sessions", "Upload sessions by state.", s.value, { state: s.label })
         ),
-        ...jobs.map((s) => gauge("imgsrv_cas_ingest_jobs", "CAS ingest (promotion) jobs by state.", s.value, { state: s.label })),
+        ...jobs.map((s) =>
+          gauge("imgsrv_cas_ingest_jobs", "CAS ingest (promotion) jobs by state.", s.value, { state: s.label })
+        ),
         ...Option.toArray(ages.queued).map((age) =>
           gauge("imgsrv_cas_ingest_oldest_queued_age_seconds", "Age of the oldest due queued promotion job.", age)
         ),
         ...Option.toArray(ages.running).map((age) =>
-          gauge("imgsrv_cas_ingest_oldest_running_age_seconds", "Time since the oldest running promotion job was claimed.", age)
+          gauge(
+            "imgsrv_cas_ingest_oldest_running_age_seconds",
+            "Time since the oldest running promotion job was claimed.",
+            age
+          )
         ),
         gauge("imgsrv_cas_blobs", "Verified CAS blobs.", blobs.count),
         gauge("imgsrv_cas_blob_bytes", "Total size of verified CAS blobs, in bytes.", blobs.bytes)

@@ -186,7 +186,10 @@ export const CasPromotionLive = Layer.effect(
         return yield* hashObject(session.stagingKey)
       })
 
-    const promote = (job: ClaimedJob, session: UploadSession): Effect.Effect<Outcome, PromotionRetry | BlobStoreError | SqlError.SqlError> =>
+    const promote = (
+      job: ClaimedJob,
+      session: UploadSession
+    ): Effect.Effect<Outcome, PromotionRetry | BlobStoreError | SqlError.SqlError> =>
       Effect.gen(function*() {
         const target = casKey(session.expectedDigest)
         const verified = yield* verifyStaged(job, session)

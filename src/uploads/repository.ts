@@ -3,13 +3,7 @@ import type { SqlError } from "@effect/sql"
 import { Context, Data, Effect, Layer, Option, Schema } from "effect"
 import { casKey, stagingKey } from "../platform/blob-store/keys.js"
 import { Sha256Digest } from "../platform/digest.js"
-import {
-  type CasBlob,
-  FailureReason,
-  type UploadPart,
-  type UploadSession,
-  UploadState
-} from "./schema.js"
+import { type CasBlob, FailureReason, type UploadPart, type UploadSession, UploadState } from "./schema.js"
 
 /**
  * SQL of uploads, CAS blobs and the promotion queue (domain.md §1.2). No rules here:
@@ -164,7 +158,11 @@ export class UploadRepository extends Context.Tag("imgsrv/UploadRepository")<Upl
    */
   readonly markCompleted: (
     id: string,
-    job: { readonly id: string; readonly traceParent: string | undefined; readonly received: ReceivedObject | undefined }
+    job: {
+      readonly id: string
+      readonly traceParent: string | undefined
+      readonly received: ReceivedObject | undefined
+    }
   ) => Sql<Option.Option<UploadSession>>
   /** `created|uploading → aborted`. None when the session had already left those states. */
   readonly markAborted: (id: string) => Sql<Option.Option<UploadSession>>
@@ -185,10 +183,12 @@ export class UploadRepository extends Context.Tag("imgsrv/UploadRepository")<Upl
    * `FOR UPDATE SKIP LOCKED`, takes a lease of `leaseMillis` and moves its session
    * `completed → ingesting`, in one transaction.
    */
-  readonly claimJob: (workerId: string, leaseMillis: number) => Sql<Option.Option<{
-    readonly job: ClaimedJob
-    readonly session: Option.Option<UploadSession>
-  }>>
+  readonly claimJob: (workerId: string, leaseMillis: number) => Sql<
+    Option.Option<{
+      readonly job: ClaimedJob
+      readonly session: Option.Option<UploadSession>
+    }>
+  >
   /** Pushes the lease forward; false when the job is no longer held by this claim. */
   readonly heartbeat: (job: ClaimedJob, leaseMillis: number) => Sql<boolean>
   /**

@@ -39,7 +39,15 @@ export const recommendedPartSize = (size: number): number => {
 // Domain
 // ---------------------------------------------------------------------------------
 
-export const UploadState = Schema.Literal("created", "uploading", "completed", "ingesting", "ready", "failed", "aborted")
+export const UploadState = Schema.Literal(
+  "created",
+  "uploading",
+  "completed",
+  "ingesting",
+  "ready",
+  "failed",
+  "aborted"
+)
 export type UploadState = typeof UploadState.Type
 
 /**
@@ -92,7 +100,6 @@ export interface CompletedPart {
 // ---------------------------------------------------------------------------------
 // Wire: requests
 // ---------------------------------------------------------------------------------
-
 
 /** `null` for an optional member means "absent", as in the reference's Go decoding. */
 const optionalNonBlank = (field: string) => Schema.optionalWith(nonBlank(field), { nullable: true })

@@ -19,7 +19,7 @@ import {
   UploadSizeMismatch,
   UploadStorageGone
 } from "./errors.js"
-import { uploadsAborted, uploadsBegun, uploadsCompleted, partBytesReceived, partsReceived } from "./metrics.js"
+import { partBytesReceived, partsReceived, uploadsAborted, uploadsBegun, uploadsCompleted } from "./metrics.js"
 import { PromotionWake } from "./promotion-worker.js"
 import { type PartHasher, ReceivedHashes } from "./receive-hash.js"
 import { type ReceivedObject, UploadRepository } from "./repository.js"
@@ -201,7 +201,9 @@ export const UploadsLive = Layer.effect(
         }))
         yield* Metric.increment(Metric.tagged(uploadsBegun, "result", "created"))
         return { session, created: true }
-      }).pipe(Effect.withSpan("uploads.begin", { attributes: { "imgsrv.upload.size_bytes": request.expectedSizeBytes } }))
+      }).pipe(
+        Effect.withSpan("uploads.begin", { attributes: { "imgsrv.upload.size_bytes": request.expectedSizeBytes } })
+      )
 
     const status: UploadsShape["status"] = (id) =>
       Effect.gen(function*() {
@@ -247,12 +249,19 @@ export const UploadsLive = Layer.effect(
             return chunk
           })
         )
-        const stored = yield* store.putPart(session.stagingKey, session.storageUploadId, partNumber, counted, contentLength)
+        const stored = yield* store.putPart(
+          session.stagingKey,
+          session.storageUploadId,
+          partNumber,
+          counted,
+          contentLength
+        )
           .pipe(
             Effect.ensuring(Effect.suspend(() => Metric.incrementBy(partBytesReceived, received))),
             Effect.catchTags({
               BodyFailed: () => Effect.fail(new PartBodyIncomplete({ expected: contentLength, received })),
-              BodyLengthMismatch: (e) => Effect.fail(new PartBodyIncomplete({ expected: contentLength, received: e.received })),
+              BodyLengthMismatch: (e) =>
+                Effect.fail(new PartBodyIncomplete({ expected: contentLength, received: e.received })),
               // The multipart upload vanished under the part: the session was aborted,
               // swept or completed meanwhile.
               BlobNotFound: () =>
@@ -309,7 +318,9 @@ export const UploadsLive = Layer.effect(
         }
 
         /** A completion that reached storage but not the database left the assembled object. */
-        const recover = <E>(otherwise: Effect.Effect<never, E>): Effect.Effect<UploadSession, E | UploadStorageGone | UploadNotFound | UploadNotCompletable> =>
+        const recover = <E>(
+          otherwise: Effect.Effect<never, E>
+        ): Effect.Effect<UploadSession, E | UploadStorageGone | UploadNotFound | UploadNotCompletable> =>
           Effect.gen(function*() {
             const size = yield* stagedSize(session)
             if (Option.isNone(size)) return yield* otherwise

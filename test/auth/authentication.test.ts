@@ -1,5 +1,5 @@
-import { expect, layer } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
+import { expect, layer } from "@effect/vitest"
 import { Effect, Exit, Layer, TestClock } from "effect"
 import { Authentication, AuthenticationLive, NoExtraAuthenticators } from "../../src/auth/authentication.js"
 import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
@@ -29,7 +29,13 @@ const seed = (roles: ReadonlyArray<RoleId>, expiresAt: Date, options: { readonly
       attributes: null
     })
     const token = mintToken()
-    yield* repo.insertToken({ id: token.id, principalId: principal.id, name: "t", secretHash: token.secretHash, expiresAt })
+    yield* repo.insertToken({
+      id: token.id,
+      principalId: principal.id,
+      name: "t",
+      secretHash: token.secretHash,
+      expiresAt
+    })
     if (options.link ?? true) yield* repo.linkIdentity("api-token", token.id, principal.id)
     for (const role of roles) yield* repo.assignRole(principal.id, role)
     return { principalId: principal.id, token }

@@ -36,11 +36,15 @@ const query = <R extends Record<string, unknown>>(text: string, values: Readonly
 
 /** A content-writer principal made through the management API, and its token. */
 const writer = async () => {
-  const principal = await json(await app.request("POST", "/v1/auth/principals", {
-    token: admin,
-    json: { kind: "service", display_name: "publisher" }
-  }))
-  expect((await app.request("PUT", `/v1/auth/principals/${principal["id"]}/roles/content-writer`, { token: admin })).status)
+  const principal = await json(
+    await app.request("POST", "/v1/auth/principals", {
+      token: admin,
+      json: { kind: "service", display_name: "publisher" }
+    })
+  )
+  expect(
+    (await app.request("PUT", `/v1/auth/principals/${principal["id"]}/roles/content-writer`, { token: admin })).status
+  )
     .toBe(204)
   const issued = await app.request("POST", `/v1/auth/principals/${principal["id"]}/api-tokens`, {
     token: admin,
@@ -48,7 +52,11 @@ const writer = async () => {
   })
   expect(issued.status).toBe(201)
   const body = await json(issued)
-  return { principalId: principal["id"] as string, tokenId: body["id"] as string, plaintext: body["plaintext"] as string }
+  return {
+    principalId: principal["id"] as string,
+    tokenId: body["id"] as string,
+    plaintext: body["plaintext"] as string
+  }
 }
 
 /** A begin-upload body for bytes nobody uploaded yet (so a permitted call is always a 201). */
@@ -170,7 +178,9 @@ describe("POST /v1/uploads and POST /v1/images", () => {
         expect(response.status, `${route} with ${scheme}`).toBe(201)
       }
     }
-    const tokens = await json(await app.request("GET", `/v1/auth/principals/${principalId}/api-tokens`, { token: admin }))
+    const tokens = await json(
+      await app.request("GET", `/v1/auth/principals/${principalId}/api-tokens`, { token: admin })
+    )
     const lastUsed = Date.parse((tokens["api_tokens"] as Array<Json>)[0]!["last_used_at"] as string)
     expect(lastUsed).toBeGreaterThanOrEqual(before - 1000)
     expect(lastUsed).toBeLessThanOrEqual(Date.now() + 1000)
@@ -194,8 +204,8 @@ describe("POST /v1/uploads and POST /v1/images", () => {
   it("check credentials before the body: 401, then 403, then 400", async () => {
     const { plaintext } = await writer()
     const badBodies = {
-      "POST /v1/uploads": '{"expected_digest": "md5:nope", "extra": true',
-      "POST /v1/images": '{"name": "Not Lowercase"}'
+      "POST /v1/uploads": "{\"expected_digest\": \"md5:nope\", \"extra\": true",
+      "POST /v1/images": "{\"name\": \"Not Lowercase\"}"
     } as const
     for (const [route, body] of Object.entries(badBodies)) {
       const write = WRITES[route as keyof typeof WRITES]
@@ -285,10 +295,12 @@ describe("anonymous routes", () => {
         attachments: [{ name: "incus.tar.xz", blob: describeBlob(meta) }]
       }]
     })
-    expect((await app.request("PUT", "/v1/images/anonymous-reads/aliases/latest", {
-      token: publisher.plaintext,
-      json: { version: "1.0" }
-    })).status).toBe(200)
+    expect(
+      (await app.request("PUT", "/v1/images/anonymous-reads/aliases/latest", {
+        token: publisher.plaintext,
+        json: { version: "1.0" }
+      })).status
+    ).toBe(200)
     const artifact = artifacts[0]!
     const version = "/v1/images/anonymous-reads/versions/1.0"
     const concrete: Record<string, string> = {
@@ -305,7 +317,8 @@ describe("anonymous routes", () => {
       "GET /v1/images/{name}/refs/{ref}": "/v1/images/anonymous-reads/refs/latest",
       "GET /v1/images/{name}/versions/{version}/artifacts": `${version}/artifacts`,
       "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}": `${version}/artifacts/${artifact.id}`,
-      "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download": `${version}/artifacts/${artifact.id}/download`,
+      "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download":
+        `${version}/artifacts/${artifact.id}/download`,
       "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download":
         `${version}/artifacts/${artifact.id}/attachments/${artifact.attachments[0]}/download`,
       "GET /v1/images/{name}/aliases": "/v1/images/anonymous-reads/aliases",
@@ -332,7 +345,10 @@ describe("anonymous routes", () => {
       expect(expected.status, route).toBeLessThan(300)
       for (const authorization of headers) {
         const response = await app.request("GET", path, { headers: { authorization } })
-        expect({ status: response.status, body: digestOf(await response.arrayBuffer()) }, `${route} with ${authorization}`)
+        expect(
+          { status: response.status, body: digestOf(await response.arrayBuffer()) },
+          `${route} with ${authorization}`
+        )
           .toEqual(expected)
         expect(response.headers.get("www-authenticate")).toBeNull()
       }
@@ -346,10 +362,12 @@ describe("anonymous routes", () => {
 
 describe("issued tokens", () => {
   it("are imgsrv_at_<id>_<secret> with the returned id, shown once with Cache-Control: no-store", async () => {
-    const principal = await json(await app.request("POST", "/v1/auth/principals", {
-      token: admin,
-      json: { kind: "user", display_name: "someone" }
-    }))
+    const principal = await json(
+      await app.request("POST", "/v1/auth/principals", {
+        token: admin,
+        json: { kind: "user", display_name: "someone" }
+      })
+    )
     const response = await app.request("POST", `/v1/auth/principals/${principal["id"]}/api-tokens`, {
       token: admin,
       json: { name: "  laptop  ", expires_at: "2099-01-01T00:00:00Z" }
@@ -367,9 +385,16 @@ describe("issued tokens", () => {
     expect(parts[0]).toBe(body["id"])
     expect(parts[1]).not.toBe("")
 
-    const listed = await json(await app.request("GET", `/v1/auth/principals/${principal["id"]}/api-tokens`, { token: admin }))
+    const listed = await json(
+      await app.request("GET", `/v1/auth/principals/${principal["id"]}/api-tokens`, { token: admin })
+    )
     expect(listed).toEqual({
-      api_tokens: [{ id: body["id"], principal_id: principal["id"], name: "laptop", expires_at: "2099-01-01T00:00:00Z" }]
+      api_tokens: [{
+        id: body["id"],
+        principal_id: principal["id"],
+        name: "laptop",
+        expires_at: "2099-01-01T00:00:00Z"
+      }]
     })
   })
 
@@ -384,7 +409,7 @@ describe("issued tokens", () => {
       "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
     )
     for (const { table_name } of tables) {
-      const dump = await query<{ row: string }>(`SELECT t::text AS row FROM "${table_name.replace(/"/g, '""')}" t`)
+      const dump = await query<{ row: string }>(`SELECT t::text AS row FROM "${table_name.replace(/"/g, "\"\"")}" t`)
       for (const { row } of dump) {
         expect(row, table_name).not.toContain(secret)
         expect(row, table_name).not.toContain(plaintext)
@@ -394,9 +419,15 @@ describe("issued tokens", () => {
 
   it("need an RFC 3339 expires_at strictly in the future, and an existing principal", async () => {
     const { principalId } = await writer()
-    for (const body of [{}, { expires_at: "" }, { expires_at: "2000-01-01T00:00:00Z" }, { expires_at: "tomorrow" },
-      { expires_at: new Date(Date.now() - 1000).toISOString() }, { expires_at: "0001-01-01T00:00:00Z" }]) {
-      const response = await app.request("POST", `/v1/auth/principals/${principalId}/api-tokens`, { token: admin, json: body })
+    for (
+      const body of [{}, { expires_at: "" }, { expires_at: "2000-01-01T00:00:00Z" }, { expires_at: "tomorrow" }, {
+        expires_at: new Date(Date.now() - 1000).toISOString()
+      }, { expires_at: "0001-01-01T00:00:00Z" }]
+    ) {
+      const response = await app.request("POST", `/v1/auth/principals/${principalId}/api-tokens`, {
+        token: admin,
+        json: body
+      })
       expect(response.status, JSON.stringify(body)).toBe(400)
       expect(((await response.json()) as { detail: string }).detail).toMatch(/expires_at/)
     }
@@ -416,14 +447,18 @@ describe("issued tokens", () => {
     const { principalId, tokenId, plaintext } = await writer()
     expect((await WRITES["POST /v1/uploads"](`Bearer ${plaintext}`)).status).toBe(201)
     expect((await app.request("DELETE", `/v1/auth/api-tokens/${tokenId}`, { token: admin })).status).toBe(204)
-    const first = await json(await app.request("GET", `/v1/auth/principals/${principalId}/api-tokens`, { token: admin }))
+    const first = await json(
+      await app.request("GET", `/v1/auth/principals/${principalId}/api-tokens`, { token: admin })
+    )
     const token = (first["api_tokens"] as Array<Json>)[0]!
     expect(token["revoked_at"]).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/)
     expect(token["last_used_at"]).toMatch(/Z$/)
     expect(token).not.toHaveProperty("plaintext")
     await new Promise((resolve) => setTimeout(resolve, 20))
     expect((await app.request("DELETE", `/v1/auth/api-tokens/${tokenId}`, { token: admin })).status).toBe(204)
-    const second = await json(await app.request("GET", `/v1/auth/principals/${principalId}/api-tokens`, { token: admin }))
+    const second = await json(
+      await app.request("GET", `/v1/auth/principals/${principalId}/api-tokens`, { token: admin })
+    )
     expect((second["api_tokens"] as Array<Json>)[0]!["revoked_at"]).toBe(token["revoked_at"])
     expect((await app.request("DELETE", "/v1/auth/api-tokens/NOSUCHTOKEN", { token: admin })).status).toBe(404)
   })

@@ -1,8 +1,8 @@
 import { Effect, Layer, Redacted } from "effect"
-import pg from "pg"
 import { chmod, mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
+import pg from "pg"
 import { describe, expect, it } from "vitest"
 import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
 import { DatabaseLive, migrate } from "../../src/platform/database.js"
@@ -60,7 +60,9 @@ describe("bootstrap across replicas", () => {
 
       // The token works against either replica.
       for (const port of ports) {
-        const response = await fetch(`http://127.0.0.1:${port}/v1/auth/roles`, { headers: { authorization: `Bearer ${tokens[0]}` } })
+        const response = await fetch(`http://127.0.0.1:${port}/v1/auth/roles`, {
+          headers: { authorization: `Bearer ${tokens[0]}` }
+        })
         expect(response.status).toBe(200)
       }
       await Promise.all(procs.splice(0).map((p) => p.stop()))
@@ -82,14 +84,23 @@ describe("bootstrap in one process", () => {
   it("prints nothing when an auth-manager already exists, and again after the role is lost (recovery)", async () => {
     const db = await createDatabase()
     try {
-      await Effect.runPromise(Effect.gen(function*() {
-        yield* migrate()
-        const repo = yield* AuthRepository
-        yield* repo.insertPrincipal({ id: "principal_SEEDED", kind: "user", displayName: "seeded admin", attributes: null })
-        yield* repo.assignRole("principal_SEEDED", "auth-manager")
-      }).pipe(
-        Effect.provide(AuthRepositoryLive.pipe(Layer.provideMerge(DatabaseLive({ url: Redacted.make(db.url), maxConnections: 2 }))))
-      ))
+      await Effect.runPromise(
+        Effect.gen(function*() {
+          yield* migrate()
+          const repo = yield* AuthRepository
+          yield* repo.insertPrincipal({
+            id: "principal_SEEDED",
+            kind: "user",
+            displayName: "seeded admin",
+            attributes: null
+          })
+          yield* repo.assignRole("principal_SEEDED", "auth-manager")
+        }).pipe(
+          Effect.provide(
+            AuthRepositoryLive.pipe(Layer.provideMerge(DatabaseLive({ url: Redacted.make(db.url), maxConnections: 2 })))
+          )
+        )
+      )
       const seeded = await startTestApp({ databaseUrl: db.url })
       expect(seeded.bootstrapBanner()).toBe("")
       await seeded.close()
@@ -128,9 +139,10 @@ describe("bootstrap in one process", () => {
         attributes: { bootstrap: true },
         role_ids: ["auth-manager"]
       })
-      const tokens = await (await app.request("GET", `/v1/auth/principals/${principalId}/api-tokens`, { token })).json() as {
-        api_tokens: Array<Record<string, unknown>>
-      }
+      const tokens = await (await app.request("GET", `/v1/auth/principals/${principalId}/api-tokens`, { token }))
+        .json() as {
+          api_tokens: Array<Record<string, unknown>>
+        }
       expect(tokens.api_tokens).toHaveLength(1)
       expect(tokens.api_tokens[0]).toMatchObject({ name: "bootstrap", expires_at: expiresAt })
     } finally {
@@ -145,7 +157,12 @@ describe("the embedded default", () => {
     await chmod(dir, 0o755) // as root, embedded PostgreSQL runs as "postgres"
     const port = await freePort()
     const proc = spawnImgsrv({
-      env: { IMGSRV_DATA_DIR: dir, IMGSRV_LISTEN: `127.0.0.1:${port}`, IMGSRV_METRICS_LISTEN: "", IMGSRV_LOG_FORMAT: "json" }
+      env: {
+        IMGSRV_DATA_DIR: dir,
+        IMGSRV_LISTEN: `127.0.0.1:${port}`,
+        IMGSRV_METRICS_LISTEN: "",
+        IMGSRV_LOG_FORMAT: "json"
+      }
     })
     try {
       await started(proc, port)
@@ -173,10 +190,17 @@ describe("the embedded default", () => {
 describe("without a database (ops-only mode)", () => {
   it("every /v1/auth route is 503 auth service is not configured, and nothing is printed", async () => {
     const port = await freePort()
-    const proc = spawnImgsrv({ env: { IMGSRV_EMBEDDED: "false", IMGSRV_LISTEN: `127.0.0.1:${port}`, IMGSRV_METRICS_LISTEN: "" } })
+    const proc = spawnImgsrv({
+      env: { IMGSRV_EMBEDDED: "false", IMGSRV_LISTEN: `127.0.0.1:${port}`, IMGSRV_METRICS_LISTEN: "" }
+    })
     try {
       await waitForStatus(`http://127.0.0.1:${port}/healthz`, 204)
-      for (const [method, route] of [["GET", "/v1/auth/roles"], ["POST", "/v1/auth/principals"], ["DELETE", "/v1/auth/api-tokens/x"]]) {
+      for (
+        const [method, route] of [["GET", "/v1/auth/roles"], ["POST", "/v1/auth/principals"], [
+          "DELETE",
+          "/v1/auth/api-tokens/x"
+        ]]
+      ) {
         const response = await fetch(`http://127.0.0.1:${port}${route}`, {
           method,
           headers: { authorization: "Bearer imgsrv_at_whatever" }

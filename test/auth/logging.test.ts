@@ -19,8 +19,21 @@ const render = (annotations: Record<string, unknown>) => {
 
 describe("log redaction", () => {
   it("masks every secret-looking key and keeps ids visible", () => {
-    const secretKeys = ["authorization", "Authorization", "bearer_token", "api_token", "bootstrap-token", "password",
-      "postgres_url", "secret_access_key", "session_token", "private_key", "access_key_id", "plaintext", "token"]
+    const secretKeys = [
+      "authorization",
+      "Authorization",
+      "bearer_token",
+      "api_token",
+      "bootstrap-token",
+      "password",
+      "postgres_url",
+      "secret_access_key",
+      "session_token",
+      "private_key",
+      "access_key_id",
+      "plaintext",
+      "token"
+    ]
     const record = render({
       ...Object.fromEntries(secretKeys.map((k) => [k, "secret-token"])),
       token_id: "ABC",
@@ -36,7 +49,9 @@ describe("log redaction", () => {
   })
 
   it("never lets an api_token value through, whatever its shape", () => {
-    const line = JSON.stringify(render({ api_token: "secret-token", apiToken: "secret-token", "API-Token": "secret-token" }))
+    const line = JSON.stringify(
+      render({ api_token: "secret-token", apiToken: "secret-token", "API-Token": "secret-token" })
+    )
     expect(line).not.toContain("secret-token")
   })
 })

@@ -43,7 +43,9 @@ const writeStatuses = async (token: string) => {
 
 describe("the tutorial's auth steps", () => {
   it("bootstrap token → service principal → content-writer by name → token → a write succeeds", async () => {
-    expect(app.bootstrapBanner().split("\n")[0]).toMatch(/^imgsrv bootstrap token \(one-time\): imgsrv_at_[A-Za-z0-9_-]+$/)
+    expect(app.bootstrapBanner().split("\n")[0]).toMatch(
+      /^imgsrv bootstrap token \(one-time\): imgsrv_at_[A-Za-z0-9_-]+$/
+    )
     const principal = await createPrincipal({ kind: "service", display_name: "publisher" })
     expect(principal["id"]).toEqual(expect.any(String))
 
@@ -51,7 +53,9 @@ describe("the tutorial's auth steps", () => {
     const role = (roles["roles"] as Array<Json>).find((r) => r["name"] === "content-writer")!
     expect(role["id"]).toBe("content-writer")
 
-    const assigned = await app.request("PUT", `/v1/auth/principals/${principal["id"]}/roles/${role["id"]}`, { token: admin })
+    const assigned = await app.request("PUT", `/v1/auth/principals/${principal["id"]}/roles/${role["id"]}`, {
+      token: admin
+    })
     expect(assigned.status).toBe(204)
     expect(await assigned.text()).toBe("")
 
@@ -104,7 +108,11 @@ describe("principals", () => {
   })
 
   it("are created with kind, trimmed display name, attributes and no roles", async () => {
-    const created = await createPrincipal({ kind: "service", display_name: "  publisher ", attributes: { source: "test" } })
+    const created = await createPrincipal({
+      kind: "service",
+      display_name: "  publisher ",
+      attributes: { source: "test" }
+    })
     expect(created).toEqual({
       id: expect.stringMatching(/^principal_[A-Z2-7]{26}$/),
       kind: "service",
@@ -114,7 +122,9 @@ describe("principals", () => {
     })
     const user = await createPrincipal({ kind: "user", display_name: "alice", attributes: {} })
     expect(user).not.toHaveProperty("attributes")
-    expect(await json(await app.request("GET", `/v1/auth/principals/${created["id"]}`, { token: admin }))).toEqual(created)
+    expect(await json(await app.request("GET", `/v1/auth/principals/${created["id"]}`, { token: admin }))).toEqual(
+      created
+    )
   })
 
   it("refuse an unknown kind, a blank name, reserved attributes and unknown members with 400", async () => {
@@ -135,12 +145,14 @@ describe("principals", () => {
   })
 
   it("answer 404 for an unknown principal on get, token list, assign and unassign", async () => {
-    for (const [method, path] of [
-      ["GET", "/v1/auth/principals/principal_UNKNOWN"],
-      ["GET", "/v1/auth/principals/principal_UNKNOWN/api-tokens"],
-      ["PUT", "/v1/auth/principals/principal_UNKNOWN/roles/content-writer"],
-      ["DELETE", "/v1/auth/principals/principal_UNKNOWN/roles/content-writer"]
-    ] as const) {
+    for (
+      const [method, path] of [
+        ["GET", "/v1/auth/principals/principal_UNKNOWN"],
+        ["GET", "/v1/auth/principals/principal_UNKNOWN/api-tokens"],
+        ["PUT", "/v1/auth/principals/principal_UNKNOWN/roles/content-writer"],
+        ["DELETE", "/v1/auth/principals/principal_UNKNOWN/roles/content-writer"]
+      ] as const
+    ) {
       const response = await app.request(method, path, { token: admin })
       expect(response.status, `${method} ${path}`).toBe(404)
       expect(response.headers.get("content-type")).toContain("application/problem+json")
@@ -154,16 +166,21 @@ describe("role assignments", () => {
     const path = `/v1/auth/principals/${principal["id"]}/roles/content-writer`
     expect((await app.request("PUT", path, { token: admin })).status).toBe(204)
     expect((await app.request("PUT", path, { token: admin })).status).toBe(204)
-    expect((await json(await app.request("GET", `/v1/auth/principals/${principal["id"]}`, { token: admin })))["role_ids"])
+    expect(
+      (await json(await app.request("GET", `/v1/auth/principals/${principal["id"]}`, { token: admin })))["role_ids"]
+    )
       .toEqual(["content-writer"])
     await app.request("PUT", `/v1/auth/principals/${principal["id"]}/roles/auth-manager`, { token: admin })
-    const listed = (await json(await app.request("GET", "/v1/auth/principals", { token: admin })))["principals"] as Array<Json>
+    const listed =
+      (await json(await app.request("GET", "/v1/auth/principals", { token: admin })))["principals"] as Array<Json>
     expect(listed.find((p) => p["id"] === principal["id"])!["role_ids"]).toEqual(["auth-manager", "content-writer"])
 
     expect((await app.request("DELETE", path, { token: admin })).status).toBe(204)
     expect((await app.request("DELETE", path, { token: admin })).status).toBe(204)
     await app.request("DELETE", `/v1/auth/principals/${principal["id"]}/roles/auth-manager`, { token: admin })
-    expect((await json(await app.request("GET", `/v1/auth/principals/${principal["id"]}`, { token: admin })))["role_ids"])
+    expect(
+      (await json(await app.request("GET", `/v1/auth/principals/${principal["id"]}`, { token: admin })))["role_ids"]
+    )
       .toEqual([])
   })
 
@@ -173,17 +190,19 @@ describe("role assignments", () => {
       for (const id of [principal["id"], "principal_UNKNOWN"]) {
         const response = await app.request(method, `/v1/auth/principals/${id}/roles/superuser`, { token: admin })
         expect(response.status).toBe(400)
-        expect(((await response.json()) as { detail: string }).detail).toBe('unknown built-in role "superuser"')
+        expect(((await response.json()) as { detail: string }).detail).toBe("unknown built-in role \"superuser\"")
       }
     }
   })
 
   it("take effect on the next request", async () => {
     const principal = await createPrincipal()
-    const issued = await json(await app.request("POST", `/v1/auth/principals/${principal["id"]}/api-tokens`, {
-      token: admin,
-      json: { expires_at: "2099-01-01T00:00:00Z" }
-    }))
+    const issued = await json(
+      await app.request("POST", `/v1/auth/principals/${principal["id"]}/api-tokens`, {
+        token: admin,
+        json: { expires_at: "2099-01-01T00:00:00Z" }
+      })
+    )
     const token = issued["plaintext"] as string
     expect(await writeStatuses(token)).toEqual([403, 403])
     await app.request("PUT", `/v1/auth/principals/${principal["id"]}/roles/content-writer`, { token: admin })
@@ -198,20 +217,25 @@ describe("the last auth-manager", () => {
     const fresh = await startTestApp()
     try {
       const token = fresh.bootstrapToken()
-      const principals = await (await fresh.request("GET", "/v1/auth/principals", { token })).json() as { principals: Array<Json> }
+      const principals = await (await fresh.request("GET", "/v1/auth/principals", { token })).json() as {
+        principals: Array<Json>
+      }
       const bootstrapId = principals.principals[0]!["id"] as string
       const own = await fresh.request("DELETE", `/v1/auth/principals/${bootstrapId}/roles/auth-manager`, { token })
       expect(own.status).toBe(409)
       expect(((await own.json()) as { detail: string }).detail).toMatch(/last auth-manager/)
       // Unassigning a role the principal does not hold is still a 204.
-      expect((await fresh.request("DELETE", `/v1/auth/principals/${bootstrapId}/roles/content-writer`, { token })).status)
+      expect(
+        (await fresh.request("DELETE", `/v1/auth/principals/${bootstrapId}/roles/content-writer`, { token })).status
+      )
         .toBe(204)
 
       const second = await (await fresh.request("POST", "/v1/auth/principals", {
         token,
         json: { kind: "user", display_name: "second admin" }
       })).json() as Json
-      expect((await fresh.request("PUT", `/v1/auth/principals/${second["id"]}/roles/auth-manager`, { token })).status).toBe(204)
+      expect((await fresh.request("PUT", `/v1/auth/principals/${second["id"]}/roles/auth-manager`, { token })).status)
+        .toBe(204)
       const secondToken = (await (await fresh.request("POST", `/v1/auth/principals/${second["id"]}/api-tokens`, {
         token,
         json: { expires_at: "2099-01-01T00:00:00Z" }
@@ -240,7 +264,9 @@ describe("authorization of /v1/auth/*", () => {
     const contentWriter = await app.tokenFor("content-writer")
     const forbidden = await app.request("GET", "/v1/auth/principals", { token: contentWriter })
     expect(forbidden.status).toBe(403)
-    expect(((await forbidden.json()) as { detail: string }).detail).toBe("principal is not authorized for action auth.manage")
+    expect(((await forbidden.json()) as { detail: string }).detail).toBe(
+      "principal is not authorized for action auth.manage"
+    )
     expect(await writeStatuses(contentWriter)).toEqual([201, 201])
 
     await createPrincipal()

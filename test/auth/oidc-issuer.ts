@@ -1,11 +1,12 @@
+import { type CryptoKey, exportJWK, generateKeyPair, type JWK, type JWTPayload, SignJWT } from "jose"
 import { execFile } from "node:child_process"
 import { createHmac } from "node:crypto"
 import { mkdtemp, readFile, rm } from "node:fs/promises"
+import type { ServerResponse } from "node:http"
 import * as https from "node:https"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { promisify } from "node:util"
-import { type CryptoKey, exportJWK, generateKeyPair, type JWK, type JWTPayload, SignJWT } from "jose"
 
 /**
  * A real OIDC issuer for tests, on 127.0.0.1 over HTTPS with a self-signed
@@ -87,9 +88,23 @@ export const createTestCertificate = async (): Promise<TestCertificate> => {
   const keyFile = path.join(dir, "key.pem")
   const caFile = path.join(dir, "cert.pem")
   await run("openssl", [
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-    "-keyout", keyFile, "-out", caFile, "-days", "1", "-subj", "/CN=imgsrv test issuer",
-    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    keyFile,
+    "-out",
+    caFile,
+    "-days",
+    "1",
+    "-subj",
+    "/CN=imgsrv test issuer",
+    "-addext",
+    "subjectAltName=IP:127.0.0.1,DNS:localhost"
   ])
   return {
     caFile,
@@ -104,7 +119,7 @@ export const startTestIssuer = async (certificate?: TestCertificate): Promise<Te
   const tls = certificate ?? await createTestCertificate()
   const caFile = tls.caFile
   const caPem = tls.certPem
-  const hanging = new Set<import("node:http").ServerResponse>()
+  const hanging = new Set<ServerResponse>()
 
   const state: Pick<TestIssuer, "discoveryOverrides" | "discoveryMode" | "jwksMode" | "jwksDelayMs" | "extraJwks"> = {
     discoveryOverrides: {},

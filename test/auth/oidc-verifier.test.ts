@@ -16,7 +16,13 @@ import { createTestCertificate, startTestIssuer, type TestIssuer } from "./oidc-
  * (spec/auth.md §5.3, §5.5; §9 items 44, 45, 66–68).
  */
 
-const actor: Principal = { id: "principal_TEST", kind: "service", displayName: "test", credential: "api-token", transient: false }
+const actor: Principal = {
+  id: "principal_TEST",
+  kind: "service",
+  displayName: "test",
+  credential: "api-token",
+  transient: false
+}
 
 const issuerFixture = Effect.gen(function*() {
   const certificate = yield* Effect.acquireRelease(
@@ -48,7 +54,12 @@ const withAcceptingRule = <A, E>(
     yield* TestClock.setTime(Date.now())
     return yield* Effect.gen(function*() {
       const management = yield* AuthManagement
-      yield* management.createRule({ display_name: "r", issuer_url: issuer.issuer, audience: "imgsrv-api", condition: "true" }, actor)
+      yield* management.createRule({
+        display_name: "r",
+        issuer_url: issuer.issuer,
+        audience: "imgsrv-api",
+        condition: "true"
+      }, actor)
       return yield* body(issuer, yield* OidcVerifier)
     }).pipe(Effect.provide(services))
   })
@@ -71,7 +82,8 @@ describe("JWKS caching", () => {
         yield* TestClock.adjust("61 seconds")
         yield* verifier.verify(token)
         expect(issuer.hits.get("/jwks")).toBe(2)
-      })))
+      })
+    ))
 
   it.scoped("refetches for an unknown kid at most once per 30 seconds", () =>
     withAcceptingRule((issuer, verifier) =>
@@ -90,7 +102,8 @@ describe("JWKS caching", () => {
         issuer.keys.push(stranger)
         expect(Option.isSome(yield* verifier.verify(unknownKid))).toBe(true)
         expect(issuer.hits.get("/jwks")).toBe(3)
-      })))
+      })
+    ))
 
   it.scoped("shares one fetch between concurrent requests, and a caller hanging up does not cancel it for the others", () =>
     withAcceptingRule((issuer, verifier) =>
@@ -104,7 +117,8 @@ describe("JWKS caching", () => {
         const verified = yield* Fiber.join(staying)
         expect(Option.isSome(verified)).toBe(true)
         expect(issuer.hits.get("/jwks")).toBe(1)
-      })))
+      })
+    ))
 
   it.scoped("gives up on a hanging JWKS after 5 seconds with an operational error", () =>
     withAcceptingRule((issuer, verifier) =>
@@ -116,7 +130,8 @@ describe("JWKS caching", () => {
         const exit = yield* Fiber.await(fiber)
         expect(Exit.isFailure(exit)).toBe(true)
         if (Exit.isFailure(exit)) expect(String(exit.cause)).toContain("IdentityProviderUnavailable")
-      })))
+      })
+    ))
 })
 
 describe("discovery", () => {
@@ -138,18 +153,34 @@ describe("discovery", () => {
       const { issuer, http } = yield* issuerFixture
       issuer.discoveryOverrides = { id_token_signing_alg_values_supported: ["HS256", "RS256", "ES256", "none"] }
       const discovered = yield* discoverIssuer(issuer.issuer).pipe(Effect.provide(http))
-      expect(discovered).toEqual({ issuer: issuer.issuer, jwksUrl: `${issuer.issuer}/jwks`, algorithms: ["RS256", "ES256"] })
+      expect(discovered).toEqual({
+        issuer: issuer.issuer,
+        jwksUrl: `${issuer.issuer}/jwks`,
+        algorithms: ["RS256", "ES256"]
+      })
     }))
 
   it("builds the discovery URL from the issuer without trailing slash, query or fragment", () => {
-    expect(discoveryUrl(new URL("https://issuer.example"))).toBe("https://issuer.example/.well-known/openid-configuration")
+    expect(discoveryUrl(new URL("https://issuer.example"))).toBe(
+      "https://issuer.example/.well-known/openid-configuration"
+    )
     expect(discoveryUrl(new URL("https://issuer.example/realms/x/?a=1#f")))
       .toBe("https://issuer.example/realms/x/.well-known/openid-configuration")
   })
 
   it("accepts only absolute https URLs without credentials or surrounding whitespace", () => {
     expect(Either.isRight(checkHttpsUrl("https://token.actions.githubusercontent.com", "issuer_url"))).toBe(true)
-    for (const bad of ["", "http://issuer.example", "issuer.example", "/path", " https://issuer.example", "https://u:p@x.example", "ftp://x"]) {
+    for (
+      const bad of [
+        "",
+        "http://issuer.example",
+        "issuer.example",
+        "/path",
+        " https://issuer.example",
+        "https://u:p@x.example",
+        "ftp://x"
+      ]
+    ) {
       expect(Either.isLeft(checkHttpsUrl(bad, "issuer_url")), bad).toBe(true)
     }
   })
@@ -193,7 +224,9 @@ describe("usable keys", () => {
       }
       const both = yield* usableKeys(jwks, ["RS256", "ES256"])
       expect(both.map((k) => k.kid)).toEqual(["sig", "ops-ok", "leaked-private", "es"])
-      expect(yield* Effect.flip(usableKeys({ keys: [{ ...oct, alg: "HS256" }] }, ["RS256"]))).toMatch(/no usable signing key/)
+      expect(yield* Effect.flip(usableKeys({ keys: [{ ...oct, alg: "HS256" }] }, ["RS256"]))).toMatch(
+        /no usable signing key/
+      )
       expect(yield* Effect.flip(usableKeys({ nope: [] }, ["RS256"]))).toMatch(/keys list/)
     }))
 })

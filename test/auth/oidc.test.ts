@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { query as queryDatabase } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
+import { sha256Digest } from "../support/uploads.js"
 import {
   createTestCertificate,
   hs256WithPublicKey,
@@ -9,7 +10,6 @@ import {
   type TestIssuer,
   unsignedToken
 } from "./oidc-issuer.js"
-import { sha256Digest } from "../support/uploads.js"
 
 /**
  * OIDC publishers end to end: a real HTTPS issuer on 127.0.0.1 (discovery + JWKS,
@@ -46,7 +46,7 @@ const ruleBody = (overrides: Json = {}): Json => ({
   issuer_url: issuer.issuer,
   audience: "imgsrv-api",
   forwarded_claims: ["scope"],
-  condition: 'hasToken(claims.scope, "imgsrv.write")',
+  condition: "hasToken(claims.scope, \"imgsrv.write\")",
   ...overrides
 })
 
@@ -86,9 +86,9 @@ const principalOf = async (subject: string) => {
 const query = <R extends Record<string, unknown>>(text: string, values: ReadonlyArray<unknown> = []) =>
   queryDatabase<R>(app, text, values)
 
-const GITHUB_CONDITION = 'identity.subject == "repo:meigma/imgsrv:ref:refs/heads/main" && ' +
-  'claims.repository_id == "123456789" && ' +
-  'claims.workflow_ref == "meigma/imgsrv/.github/workflows/publish.yml@refs/heads/main"'
+const GITHUB_CONDITION = "identity.subject == \"repo:meigma/imgsrv:ref:refs/heads/main\" && " +
+  "claims.repository_id == \"123456789\" && " +
+  "claims.workflow_ref == \"meigma/imgsrv/.github/workflows/publish.yml@refs/heads/main\""
 
 const githubClaims = {
   sub: "repo:meigma/imgsrv:ref:refs/heads/main",
@@ -106,12 +106,16 @@ describe("provisioning rules", () => {
       issuer_url: issuer.issuer,
       audience: "imgsrv-api",
       forwarded_claims: ["scope", "aud"],
-      condition: 'hasToken(claims.scope, "imgsrv.write")',
+      condition: "hasToken(claims.scope, \"imgsrv.write\")",
       assign_role_ids: ["content-writer"],
       enabled: true
     })
-    const stored = await query<{ condition: string }>("SELECT condition FROM auth_provisioning_rules WHERE id = 'rule-1'")
-    expect(stored[0]!.condition).toBe('hasAny(claims.aud, ["imgsrv-api"]) && (hasToken(claims.scope, "imgsrv.write"))')
+    const stored = await query<{ condition: string }>(
+      "SELECT condition FROM auth_provisioning_rules WHERE id = 'rule-1'"
+    )
+    expect(stored[0]!.condition).toBe(
+      "hasAny(claims.aud, [\"imgsrv-api\"]) && (hasToken(claims.scope, \"imgsrv.write\"))"
+    )
 
     expect((await json(await app.request("GET", RULES, { token: admin })))["rules"]).toEqual([created])
     expect(await json(await app.request("GET", `${RULES}/rule-1`, { token: admin }))).toEqual(created)
@@ -131,7 +135,9 @@ describe("provisioning rules", () => {
     expect((await app.request("GET", `${RULES}/rule-1`, { token: admin })).status).toBe(404)
     expect((await app.request("DELETE", `${RULES}/rule-1`, { token: admin })).status).toBe(404)
     // Existence is checked before anything else, even an invalid body.
-    expect((await app.request("PUT", `${RULES}/rule-1`, { token: admin, json: ruleBody({ issuer_url: "http://x" }) })).status)
+    expect(
+      (await app.request("PUT", `${RULES}/rule-1`, { token: admin, json: ruleBody({ issuer_url: "http://x" }) })).status
+    )
       .toBe(404)
   })
 
@@ -219,9 +225,12 @@ describe("OIDC bearer tokens", () => {
       attributes: { provider: issuer.issuer, subject: "subject-1", provisioning_rule_id: "scoped" },
       role_ids: ["content-writer"]
     })
-    const links = await query<{ subject: string }>("SELECT subject FROM auth_external_identities WHERE principal_id = $1", [
-      principal_id
-    ])
+    const links = await query<{ subject: string }>(
+      "SELECT subject FROM auth_external_identities WHERE principal_id = $1",
+      [
+        principal_id
+      ]
+    )
     expect(links).toHaveLength(1)
     expect(links[0]!.subject).toMatch(/^subject-1#claims:[0-9a-f]{64}$/)
     // The same identity again resolves through the link to the same principal, on any write.
@@ -285,7 +294,9 @@ describe("OIDC bearer tokens", () => {
     for (const omit of ["sub", "exp", "aud"]) {
       expect((await write(await issuer.sign({}, { omit: [omit] }))).status, omit).toBe(401)
     }
-    for (const garbage of ["a.b.c", "not-a-jwt", "eyJhbGciOiJSUzI1NiJ9..", `${(await issuer.sign()).slice(0, -4)}AAAA`]) {
+    for (
+      const garbage of ["a.b.c", "not-a-jwt", "eyJhbGciOiJSUzI1NiJ9..", `${(await issuer.sign()).slice(0, -4)}AAAA`]
+    ) {
       expect((await write(garbage)).status, garbage).toBe(401)
     }
     // The OIDC authenticator wants exactly "Bearer <jwt>".
@@ -324,16 +335,24 @@ describe("OIDC bearer tokens", () => {
 
     const refused: ReadonlyArray<Json> = [
       { aud: ["imgsrv-api"], sub: "repo:meigma/imgsrv:ref:refs/heads/other-aud" },
-      { sub: "repo:meigma/imgsrv:ref:refs/heads/dev", workflow_ref: "meigma/imgsrv/.github/workflows/dev.yml@refs/heads/dev" },
+      {
+        sub: "repo:meigma/imgsrv:ref:refs/heads/dev",
+        workflow_ref: "meigma/imgsrv/.github/workflows/dev.yml@refs/heads/dev"
+      },
       { sub: "repo:meigma/imgsrv:pull_request" },
-      { workflow_ref: "meigma/imgsrv/.github/workflows/evil.yml@refs/heads/main", sub: "repo:meigma/imgsrv:ref:refs/heads/x" }
+      {
+        workflow_ref: "meigma/imgsrv/.github/workflows/evil.yml@refs/heads/main",
+        sub: "repo:meigma/imgsrv:ref:refs/heads/x"
+      }
     ]
     for (const claims of refused) {
       const response = await write(await issuer.sign({ ...githubClaims, ...claims }, { omit }))
       expect(response.status, JSON.stringify(claims)).toBe(403)
     }
     const subjects = (await principals()).map((p) => String(p["display_name"]))
-    expect(subjects.filter((s) => s.includes("repo:meigma/imgsrv"))).toEqual(["oidc:repo:meigma/imgsrv:ref:refs/heads/main"])
+    expect(subjects.filter((s) => s.includes("repo:meigma/imgsrv"))).toEqual([
+      "oidc:repo:meigma/imgsrv:ref:refs/heads/main"
+    ])
   })
 
   it("a disabled or deleted rule stops new identities; linked ones keep working until their role goes", async () => {
@@ -342,15 +361,19 @@ describe("OIDC bearer tokens", () => {
       display_name: "publishers group",
       audience: "imgsrv-groups",
       forwarded_claims: ["scope", "groups"],
-      condition: 'hasToken(claims.scope, "imgsrv.write") && hasAny(claims.groups, ["publishers"])'
+      condition: "hasToken(claims.scope, \"imgsrv.write\") && hasAny(claims.groups, [\"publishers\"])"
     }
     await createRule(group)
     const member = (sub: string) => issuer.sign({ sub, aud: ["imgsrv-groups"], groups: ["publishers"] })
     expect((await write(await member("member-1"))).status).toBe(201)
     const principal_id = (await principalOf("member-1"))["id"] as string
-    expect((await write(await issuer.sign({ sub: "outsider", aud: ["imgsrv-groups"], groups: ["others"] }))).status).toBe(403)
+    expect((await write(await issuer.sign({ sub: "outsider", aud: ["imgsrv-groups"], groups: ["others"] }))).status)
+      .toBe(403)
 
-    expect((await app.request("PUT", `${RULES}/groups`, { token: admin, json: ruleBody({ ...group, enabled: false }) })).status)
+    expect(
+      (await app.request("PUT", `${RULES}/groups`, { token: admin, json: ruleBody({ ...group, enabled: false }) }))
+        .status
+    )
       .toBe(200)
     expect((await write(await member("member-2"))).status).toBe(403)
     expect((await write(await member("member-1"))).status).toBe(201)
@@ -360,7 +383,9 @@ describe("OIDC bearer tokens", () => {
     expect((await write(await member("member-3"))).status).toBe(403)
     expect((await write(await member("member-1"))).status).toBe(201)
 
-    expect((await app.request("DELETE", `/v1/auth/principals/${principal_id}/roles/content-writer`, { token: admin })).status)
+    expect(
+      (await app.request("DELETE", `/v1/auth/principals/${principal_id}/roles/content-writer`, { token: admin })).status
+    )
       .toBe(204)
     expect((await write(await member("member-1"))).status).toBe(403)
   })
@@ -391,7 +416,6 @@ describe("signing keys", () => {
       const stranger = await rotating.newKey()
       expect((await write(await rotating.sign({ sub: "rotation-1" }, { key: stranger }))).status).toBe(401)
       expect(rotating.hits.get("/jwks")).toBe(2)
-
     } finally {
       await rotating.close()
     }
@@ -404,7 +428,14 @@ describe("signing keys", () => {
       const noVerify = await mixed.newKey()
       mixed.extraJwks = [
         { ...enc.publicJwk, use: "enc" },
-        { kty: noVerify.publicJwk.kty, n: noVerify.publicJwk.n, e: noVerify.publicJwk.e, alg: "RS256", kid: noVerify.kid, key_ops: ["encrypt"] }
+        {
+          kty: noVerify.publicJwk.kty,
+          n: noVerify.publicJwk.n,
+          e: noVerify.publicJwk.e,
+          alg: "RS256",
+          kid: noVerify.kid,
+          key_ops: ["encrypt"]
+        }
       ]
       await createRule({ id: "mixed-keys", issuer_url: mixed.issuer })
       expect((await write(await mixed.sign({ sub: "mixed-1" }))).status).toBe(201)
@@ -472,10 +503,12 @@ describe("reconciliation", () => {
 
     // Designed for after a rule is gone: deleting it first changes nothing.
     expect((await app.request("DELETE", `${RULES}/recon-a`, { token: admin })).status).toBe(204)
-    const applied = await json(await app.request("POST", `${RULES}/recon-a/reconciliation`, {
-      token: admin,
-      body: "ignored body"
-    }))
+    const applied = await json(
+      await app.request("POST", `${RULES}/recon-a/reconciliation`, {
+        token: admin,
+        body: "ignored body"
+      })
+    )
     expect(applied["applied"]).toBe(true)
     const after = Object.fromEntries((applied["principals"] as Array<Json>).map((p) => [p["id"], p["role_ids"]]))
     expect(after).toEqual({ [a1]: ["auth-manager"], [a2]: [] })

@@ -13,11 +13,16 @@ export interface ProtectedRoute {
   readonly invalidBody?: string
 }
 
-const BAD_JSON = '{"name": '
+const BAD_JSON = "{\"name\": "
 
 /** `content.write` routes (spec/auth.md §2.3). */
 export const CONTENT_WRITE_ROUTES: ReadonlyArray<ProtectedRoute> = [
-  { method: "POST", template: "/v1/uploads", invalidPath: "/v1/uploads", invalidBody: '{"expected_digest":"md5:x"}' },
+  {
+    method: "POST",
+    template: "/v1/uploads",
+    invalidPath: "/v1/uploads",
+    invalidBody: "{\"expected_digest\":\"md5:x\"}"
+  },
   {
     method: "PUT",
     template: "/v1/uploads/{upload_id}/parts/{part_number}",
@@ -28,7 +33,7 @@ export const CONTENT_WRITE_ROUTES: ReadonlyArray<ProtectedRoute> = [
     method: "POST",
     template: "/v1/uploads/{upload_id}/complete",
     invalidPath: "/v1/uploads/not-a-uuid/complete",
-    invalidBody: '{"parts":[]}'
+    invalidBody: "{\"parts\":[]}"
   },
   { method: "POST", template: "/v1/uploads/{upload_id}/abort", invalidPath: "/v1/uploads/not-a-uuid/abort" },
   { method: "POST", template: "/v1/images", invalidPath: "/v1/images", invalidBody: BAD_JSON },
@@ -36,7 +41,7 @@ export const CONTENT_WRITE_ROUTES: ReadonlyArray<ProtectedRoute> = [
     method: "POST",
     template: "/v1/images/{name}/versions",
     invalidPath: "/v1/images/Not_Lowercase/versions",
-    invalidBody: '{"version":"1.0"}'
+    invalidBody: "{\"version\":\"1.0\"}"
   },
   {
     method: "POST",
@@ -71,7 +76,7 @@ export const CONTENT_WRITE_ROUTES: ReadonlyArray<ProtectedRoute> = [
     method: "PUT",
     template: "/v1/images/{name}/aliases/{alias}",
     invalidPath: "/v1/images/Not_Lowercase/aliases/latest",
-    invalidBody: '{"version":"1.0"}'
+    invalidBody: "{\"version\":\"1.0\"}"
   },
   {
     method: "DELETE",
@@ -84,7 +89,12 @@ export const CONTENT_WRITE_ROUTES: ReadonlyArray<ProtectedRoute> = [
 export const AUTH_MANAGE_ROUTES: ReadonlyArray<ProtectedRoute> = [
   { method: "GET", template: "/v1/auth/roles", invalidPath: "/v1/auth/roles" },
   { method: "GET", template: "/v1/auth/principals", invalidPath: "/v1/auth/principals" },
-  { method: "POST", template: "/v1/auth/principals", invalidPath: "/v1/auth/principals", invalidBody: '{"kind":"robot"}' },
+  {
+    method: "POST",
+    template: "/v1/auth/principals",
+    invalidPath: "/v1/auth/principals",
+    invalidBody: "{\"kind\":\"robot\"}"
+  },
   { method: "GET", template: "/v1/auth/principals/{principal_id}", invalidPath: "/v1/auth/principals/%20" },
   {
     method: "PUT",
@@ -100,16 +110,20 @@ export const AUTH_MANAGE_ROUTES: ReadonlyArray<ProtectedRoute> = [
     method: "POST",
     template: "/v1/auth/principals/{principal_id}/api-tokens",
     invalidPath: "/v1/auth/principals/p/api-tokens",
-    invalidBody: '{"expires_at":"yesterday"}'
+    invalidBody: "{\"expires_at\":\"yesterday\"}"
   },
-  { method: "GET", template: "/v1/auth/principals/{principal_id}/api-tokens", invalidPath: "/v1/auth/principals/%20/api-tokens" },
+  {
+    method: "GET",
+    template: "/v1/auth/principals/{principal_id}/api-tokens",
+    invalidPath: "/v1/auth/principals/%20/api-tokens"
+  },
   { method: "DELETE", template: "/v1/auth/api-tokens/{token_id}", invalidPath: "/v1/auth/api-tokens/%20" },
   { method: "GET", template: "/v1/auth/oidc-provisioning-rules", invalidPath: "/v1/auth/oidc-provisioning-rules" },
   {
     method: "POST",
     template: "/v1/auth/oidc-provisioning-rules",
     invalidPath: "/v1/auth/oidc-provisioning-rules",
-    invalidBody: '{"display_name":"x"}'
+    invalidBody: "{\"display_name\":\"x\"}"
   },
   {
     method: "GET",

@@ -2,8 +2,8 @@ import { randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createBucket, createDatabase } from "../support/harness.js"
 import { freePort, spawnImgsrv } from "../support/process.js"
-import { createTestCertificate, startTestIssuer, type TestCertificate, type TestIssuer } from "./oidc-issuer.js"
 import { sha256Digest } from "../support/uploads.js"
+import { createTestCertificate, startTestIssuer, type TestCertificate, type TestIssuer } from "./oidc-issuer.js"
 
 /**
  * Secrets never reach the output (spec/auth.md §4.3, §8.3; §9 items 70, 72): a real
@@ -80,7 +80,10 @@ describe("secrets in logs", () => {
       await expectStatus(call("PUT", `/v1/auth/principals/${principal.id}/roles/content-writer`, admin), 204)
       const issue = async () => {
         const issued = await expectStatus<{ plaintext: string; id: string }>(
-          call("POST", `/v1/auth/principals/${principal.id}/api-tokens`, admin, { name: "ci", expires_at: "2099-01-01T00:00:00Z" }),
+          call("POST", `/v1/auth/principals/${principal.id}/api-tokens`, admin, {
+            name: "ci",
+            expires_at: "2099-01-01T00:00:00Z"
+          }),
           201
         )
         secrets.push(issued.plaintext, secretOf(issued.plaintext))
@@ -92,16 +95,22 @@ describe("secrets in logs", () => {
       // Uploads (begin, part, complete, promotion on S3) and the catalog writes of the tutorial.
       const upload = async (bytes: Uint8Array) => {
         const session = await expectStatus<{ id: string }>(
-          call("POST", "/v1/uploads", publisher, { expected_digest: sha256Digest(bytes), expected_size_bytes: bytes.byteLength }),
+          call("POST", "/v1/uploads", publisher, {
+            expected_digest: sha256Digest(bytes),
+            expected_size_bytes: bytes.byteLength
+          }),
           201
         )
         const part = await expectStatus<{ etag: string; size_bytes: number }>(
           call("PUT", `/v1/uploads/${session.id}/parts/1`, publisher, bytes),
           200
         )
-        await expectStatus(call("POST", `/v1/uploads/${session.id}/complete`, publisher, {
-          parts: [{ number: 1, etag: part.etag, size_bytes: part.size_bytes }]
-        }), 200)
+        await expectStatus(
+          call("POST", `/v1/uploads/${session.id}/complete`, publisher, {
+            parts: [{ number: 1, etag: part.etag, size_bytes: part.size_bytes }]
+          }),
+          200
+        )
         for (let state = ""; state !== "ready";) {
           state = (await expectStatus<{ state: string }>(call("GET", `/v1/uploads/${session.id}`, "bogus"), 200)).state
           expect(state).not.toBe("failed")
@@ -114,23 +123,33 @@ describe("secrets in logs", () => {
       const meta = await upload(randomBytes(1024))
       await expectStatus(call("POST", "/v1/images", publisher, { name: "secrets" }), 201)
       await expectStatus(call("POST", "/v1/images/secrets/versions", publisher, { version: "1.0" }), 201)
-      const artifact = await expectStatus<{ id: string }>(call("POST", "/v1/images/secrets/versions/1.0/artifacts", publisher, {
-        operating_system: "linux",
-        architecture: "amd64",
-        format: "qcow2",
-        primary_blob_digest: disk.digest,
-        primary_blob_size_bytes: disk.size,
-        primary_media_type: "application/x-qemu-disk"
-      }), 201)
-      await expectStatus(call("POST", `/v1/images/secrets/versions/1.0/artifacts/${artifact.id}/attachments`, publisher, {
-        name: "incus.tar.xz",
-        media_type: "application/x-incus-metadata",
-        blob_digest: meta.digest,
-        blob_size_bytes: meta.size
-      }), 201)
-      const job = await expectStatus<{ job_id: string }>(call("POST", "/v1/images/secrets/versions/1.0/publish", publisher), 202)
+      const artifact = await expectStatus<{ id: string }>(
+        call("POST", "/v1/images/secrets/versions/1.0/artifacts", publisher, {
+          operating_system: "linux",
+          architecture: "amd64",
+          format: "qcow2",
+          primary_blob_digest: disk.digest,
+          primary_blob_size_bytes: disk.size,
+          primary_media_type: "application/x-qemu-disk"
+        }),
+        201
+      )
+      await expectStatus(
+        call("POST", `/v1/images/secrets/versions/1.0/artifacts/${artifact.id}/attachments`, publisher, {
+          name: "incus.tar.xz",
+          media_type: "application/x-incus-metadata",
+          blob_digest: meta.digest,
+          blob_size_bytes: meta.size
+        }),
+        201
+      )
+      const job = await expectStatus<{ job_id: string }>(
+        call("POST", "/v1/images/secrets/versions/1.0/publish", publisher),
+        202
+      )
       for (let state = ""; state !== "succeeded";) {
-        state = (await expectStatus<{ state: string }>(call("GET", `/v1/publish-jobs/${job.job_id}`, publisher), 200)).state
+        state =
+          (await expectStatus<{ state: string }>(call("GET", `/v1/publish-jobs/${job.job_id}`, publisher), 200)).state
         expect(state).not.toBe("failed")
         await new Promise((resolve) => setTimeout(resolve, 50))
       }
@@ -151,12 +170,15 @@ describe("secrets in logs", () => {
       await expectStatus(call("GET", "/v1/auth/roles", tampered), 401)
 
       // OIDC: a provisioned publisher writes; the same JWT cannot manage auth.
-      await expectStatus(call("POST", "/v1/auth/oidc-provisioning-rules", admin, {
-        display_name: "ci",
-        issuer_url: issuer.issuer,
-        audience: "imgsrv-api",
-        condition: "true"
-      }), 201)
+      await expectStatus(
+        call("POST", "/v1/auth/oidc-provisioning-rules", admin, {
+          display_name: "ci",
+          issuer_url: issuer.issuer,
+          audience: "imgsrv-api",
+          condition: "true"
+        }),
+        201
+      )
       const jwt = await issuer.sign({ sub: "repo:secret-org/secret-repo:ref:refs/heads/main" })
       secrets.push(jwt, jwt.split(".")[2]!, "secret-org/secret-repo")
       await expectStatus(call("POST", "/v1/images", jwt, { name: "oidc-written" }), 201)
@@ -169,7 +191,7 @@ describe("secrets in logs", () => {
 
     const logs = proc.stderr()
     // Debug logging really was on across the flow.
-    expect(logs).toContain('level=debug msg="authentication failed"')
+    expect(logs).toContain("level=debug msg=\"authentication failed\"")
     expect(logs).toContain("subject_hash=")
     expect(logs).toMatch(/level=debug msg="authorization allowed"[^\n]*action=content\.write/)
     expect(logs).toMatch(/msg="http request"[^\n]*route="PUT \/v1\/uploads\/\{upload_id\}\/parts\/\{part_number\}"/)

@@ -3,7 +3,14 @@ import { createHash } from "node:crypto"
 import { describe, expect, it } from "vitest"
 import { bootstrapBanner } from "../../src/auth/bootstrap.js"
 import { parseRfc3339 } from "../../src/auth/service.js"
-import { bearerCredential, hashSecret, mintToken, parseToken, secretMatches, TOKEN_PREFIX } from "../../src/auth/tokens.js"
+import {
+  bearerCredential,
+  hashSecret,
+  mintToken,
+  parseToken,
+  secretMatches,
+  TOKEN_PREFIX
+} from "../../src/auth/tokens.js"
 
 /** API token format, parsing and header rules (spec/auth.md §3, §9 items 2–4, 9, 11, 12). */
 
@@ -35,12 +42,15 @@ describe("minted API tokens", () => {
   })
 
   it("round-trip through parseToken and match only their own secret", () => {
-    fc.assert(fc.property(fc.constant(null), () => {
-      const token = mintToken()
-      expect(parseToken(token.plaintext)).toEqual({ id: token.id, secret: token.secret })
-      expect(secretMatches(token.secret, token.secretHash)).toBe(true)
-      expect(secretMatches(mintToken().secret, token.secretHash)).toBe(false)
-    }), { numRuns: 50 })
+    fc.assert(
+      fc.property(fc.constant(null), () => {
+        const token = mintToken()
+        expect(parseToken(token.plaintext)).toEqual({ id: token.id, secret: token.secret })
+        expect(secretMatches(token.secret, token.secretHash)).toBe(true)
+        expect(secretMatches(mintToken().secret, token.secretHash)).toBe(false)
+      }),
+      { numRuns: 50 }
+    )
   })
 
   it("a secret differing in one character does not match", () => {

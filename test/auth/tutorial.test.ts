@@ -25,7 +25,10 @@ const TOKEN_PATTERN = /imgsrv_at_[A-Za-z0-9_-]+/g
  * `-d` makes it a POST with `Content-Type: application/x-www-form-urlencoded` (the tutorial
  * never sets a JSON content type), and curl's own User-Agent and Accept headers.
  */
-const curl = (url: string, options: { readonly method?: string; readonly token?: string; readonly data?: string | Uint8Array } = {}) =>
+const curl = (
+  url: string,
+  options: { readonly method?: string; readonly token?: string; readonly data?: string | Uint8Array } = {}
+) =>
   fetch(url, {
     method: options.method ?? (options.data === undefined ? "GET" : "POST"),
     headers: {
@@ -89,11 +92,13 @@ describe("the tutorial's auth steps with curl", () => {
 
     const principal = await curlJson<{ id: string }>(`${base}/v1/auth/principals`, {
       token,
-      data: '{"kind":"service","display_name":"tutorial publisher"}'
+      data: "{\"kind\":\"service\",\"display_name\":\"tutorial publisher\"}"
     }, 201)
     expect(principal.id).toMatch(/^principal_[A-Z2-7]{26}$/)
 
-    const roles = await curlJson<{ roles: ReadonlyArray<{ id: string; name: string }> }>(`${base}/v1/auth/roles`, { token }, 200)
+    const roles = await curlJson<{ roles: ReadonlyArray<{ id: string; name: string }> }>(`${base}/v1/auth/roles`, {
+      token
+    }, 200)
     // jq -r '.roles[] | select(.name == "content-writer") | .id'
     const role = roles.roles.filter((r) => r.name === "content-writer").map((r) => r.id)
     expect(role).toEqual(["content-writer"])
@@ -102,10 +107,14 @@ describe("the tutorial's auth steps with curl", () => {
     expect(assigned.status).toBe(204)
     expect(await assigned.text()).toBe("")
 
-    const issued = await curlJson<{ plaintext: string; id: string }>(`${base}/v1/auth/principals/${principal.id}/api-tokens`, {
-      token,
-      data: '{"name":"ci","expires_at":"2099-01-01T00:00:00Z"}'
-    }, 201)
+    const issued = await curlJson<{ plaintext: string; id: string }>(
+      `${base}/v1/auth/principals/${principal.id}/api-tokens`,
+      {
+        token,
+        data: "{\"name\":\"ci\",\"expires_at\":\"2099-01-01T00:00:00Z\"}"
+      },
+      201
+    )
     const publisher = issued.plaintext
     expect(publisher).toMatch(/^imgsrv_at_[A-Z2-7]{26}_[A-Z2-7]{26}$/)
     expect(publisher.startsWith(`imgsrv_at_${issued.id}_`)).toBe(true)
@@ -135,11 +144,14 @@ describe("the tutorial's auth steps with curl", () => {
     expect(state).toBe("ready")
 
     // … and creates an image.
-    const image = await curlJson<{ name: string }>(`${base}/v1/images`, { token: publisher, data: '{"name":"tutorial"}' }, 201)
+    const image = await curlJson<{ name: string }>(`${base}/v1/images`, {
+      token: publisher,
+      data: "{\"name\":\"tutorial\"}"
+    }, 201)
     expect(image.name).toBe("tutorial")
 
     // The bootstrap token manages auth but cannot write content.
-    for (const [path, data] of [["/v1/uploads", begin], ["/v1/images", '{"name":"bootstrap-image"}']] as const) {
+    for (const [path, data] of [["/v1/uploads", begin], ["/v1/images", "{\"name\":\"bootstrap-image\"}"]] as const) {
       const refused = await curl(`${base}${path}`, { token, data })
       expect(refused.status, path).toBe(403)
       expect(((await refused.json()) as { detail: string }).detail).toBe(
@@ -149,7 +161,7 @@ describe("the tutorial's auth steps with curl", () => {
 
     // The management handlers saw the resolved bootstrap principal (the audit trail names it),
     // and neither token reached the log.
-    const audit = proc.stderr().split("\n").filter((line) => line.includes('msg="principal created"'))
+    const audit = proc.stderr().split("\n").filter((line) => line.includes("msg=\"principal created\""))
     expect(audit).toHaveLength(1)
     expect(audit[0]).toContain(`actor_principal_id=${bootstrapPrincipal}`)
     expect(proc.stderr()).not.toContain(token)

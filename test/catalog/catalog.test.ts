@@ -53,22 +53,30 @@ describe("images", () => {
   })
 
   it("refuse invalid names, blank texts, unknown members and duplicates", async () => {
-    for (const body of [
-      { name: "Upper" },
-      { name: "-dash" },
-      { name: "a".repeat(129) },
-      { name: "ok", display_name: "  " },
-      { name: "ok", description: "" },
-      { name: "ok", extra: true },
-      { name: 5 },
-      {}
-    ]) {
+    for (
+      const body of [
+        { name: "Upper" },
+        { name: "-dash" },
+        { name: "a".repeat(129) },
+        { name: "ok", display_name: "  " },
+        { name: "ok", description: "" },
+        { name: "ok", extra: true },
+        { name: 5 },
+        {}
+      ]
+    ) {
       const problem = await expectProblem(await app.request("POST", "/v1/images", { token: writer, json: body }), 400)
       expect(problem.detail, JSON.stringify(body)).toMatch(/^invalid JSON request body: /)
     }
-    await expectProblem(await app.request("POST", "/v1/images", { token: writer, body: "{\"name\":\"x\"} trailing" }), 400)
+    await expectProblem(
+      await app.request("POST", "/v1/images", { token: writer, body: "{\"name\":\"x\"} trailing" }),
+      400
+    )
     await createImage(app, writer, "dup")
-    const conflict = await expectProblem(await app.request("POST", "/v1/images", { token: writer, json: { name: "dup" } }), 409)
+    const conflict = await expectProblem(
+      await app.request("POST", "/v1/images", { token: writer, json: { name: "dup" } }),
+      409
+    )
     expect(conflict.title).toBe("Conflict")
   })
 
@@ -91,7 +99,11 @@ describe("versions and manifests", () => {
     expect(draft).toMatchObject({ version: "12.5+b1:2", state: "draft" })
     expect(draft).not.toHaveProperty("published_at")
     const manifest = await get<Manifest>("/v1/images/debian/versions/12.5+b1:2")
-    expect(manifest).toMatchObject({ image: { name: "debian" }, version: { id: draft.id, state: "draft" }, artifacts: [] })
+    expect(manifest).toMatchObject({
+      image: { name: "debian" },
+      version: { id: draft.id, state: "draft" },
+      artifacts: []
+    })
     // Percent-encoded forms are decoded, and `+` is never a space.
     expect((await get<Manifest>("/v1/images/debian/versions/12.5%2Bb1%3A2")).version.id).toBe(draft.id)
     await expectProblem(await app.request("GET", "/v1/images/debian/versions/12.5%20b1:2"), 400)
@@ -100,8 +112,14 @@ describe("versions and manifests", () => {
       await app.request("POST", "/v1/images/debian/versions", { token: writer, json: { version: "12.5+b1:2" } }),
       409
     )
-    await expectProblem(await app.request("POST", "/v1/images/ghost/versions", { token: writer, json: { version: "1" } }), 404)
-    await expectProblem(await app.request("POST", "/v1/images/debian/versions", { token: writer, json: { version: "/x" } }), 400)
+    await expectProblem(
+      await app.request("POST", "/v1/images/ghost/versions", { token: writer, json: { version: "1" } }),
+      404
+    )
+    await expectProblem(
+      await app.request("POST", "/v1/images/debian/versions", { token: writer, json: { version: "/x" } }),
+      400
+    )
     await expectProblem(await app.request("GET", "/v1/images/debian/versions/nope"), 404)
     await expectProblem(await app.request("GET", "/v1/images/debian/versions/-bad"), 400)
   })
@@ -140,7 +158,12 @@ describe("artifacts and attachments", () => {
     await createDraft(app, writer, "arts", "1")
     const secure = await addArtifact(app, writer, "arts", "1", { blob, variant: "secureboot" })
     const plain = await addArtifact(app, writer, "arts", "1", { blob })
-    const empty = await addArtifact(app, writer, "arts", "1", { blob, variant: "", format: "raw.gz", architecture: "aarch64" })
+    const empty = await addArtifact(app, writer, "arts", "1", {
+      blob,
+      variant: "",
+      format: "raw.gz",
+      architecture: "aarch64"
+    })
     expect([secure.variant, plain.variant, empty.variant]).toEqual(["secureboot", "default", "default"])
     expect(plain).toMatchObject({
       operating_system: "linux",
@@ -151,7 +174,10 @@ describe("artifacts and attachments", () => {
       primary_media_type: "application/x-qemu-disk"
     })
     await expectProblem(
-      await app.request("POST", "/v1/images/arts/versions/1/artifacts", { token: writer, json: artifactBody({ blob }) }),
+      await app.request("POST", "/v1/images/arts/versions/1/artifacts", {
+        token: writer,
+        json: artifactBody({ blob })
+      }),
       409
     )
     await expectProblem(
@@ -189,12 +215,21 @@ describe("artifacts and attachments", () => {
     ]
     for (const patch of bad) {
       const json = { ...artifactBody({ blob, architecture: "riscv64" }), ...patch }
-      await expectProblem(await app.request("POST", "/v1/images/valid/versions/1/artifacts", { token: writer, json }), 400)
+      await expectProblem(
+        await app.request("POST", "/v1/images/valid/versions/1/artifacts", { token: writer, json }),
+        400
+      )
     }
     const { operating_system: _, ...missing } = artifactBody({ blob })
-    await expectProblem(await app.request("POST", "/v1/images/valid/versions/1/artifacts", { token: writer, json: missing }), 400)
     await expectProblem(
-      await app.request("POST", "/v1/images/valid/versions/2/artifacts", { token: writer, json: artifactBody({ blob }) }),
+      await app.request("POST", "/v1/images/valid/versions/1/artifacts", { token: writer, json: missing }),
+      400
+    )
+    await expectProblem(
+      await app.request("POST", "/v1/images/valid/versions/2/artifacts", {
+        token: writer,
+        json: artifactBody({ blob })
+      }),
       404
     )
   })
@@ -205,8 +240,17 @@ describe("artifacts and attachments", () => {
     await createDraft(app, writer, "att", "2")
     const artifact = await addArtifact(app, writer, "att", "1", { blob })
     const other = await addArtifact(app, writer, "att", "2", { blob })
-    const sum = await addAttachment(app, writer, "att", "1", artifact.id, { name: "rootfs.sha256", blob, media_type: "text/plain" })
-    expect(sum).toMatchObject({ artifact_id: artifact.id, name: "rootfs.sha256", media_type: "text/plain", blob_digest: blob.digest })
+    const sum = await addAttachment(app, writer, "att", "1", artifact.id, {
+      name: "rootfs.sha256",
+      blob,
+      media_type: "text/plain"
+    })
+    expect(sum).toMatchObject({
+      artifact_id: artifact.id,
+      name: "rootfs.sha256",
+      media_type: "text/plain",
+      blob_digest: blob.digest
+    })
     await addAttachment(app, writer, "att", "1", artifact.id, { name: "incus.tar.xz", blob })
     const attach = (version: string, artifactId: string, name: string) =>
       app.request("POST", `/v1/images/att/versions/${version}/artifacts/${artifactId}/attachments`, {
@@ -243,7 +287,10 @@ describe("artifacts and attachments", () => {
     })
     const [artifact] = artifacts
     const base = "/v1/images/frozen/versions/1/artifacts"
-    await expectProblem(await app.request("POST", base, { token: writer, json: artifactBody({ blob, variant: "new" }) }), 412)
+    await expectProblem(
+      await app.request("POST", base, { token: writer, json: artifactBody({ blob, variant: "new" }) }),
+      412
+    )
     await expectProblem(
       await app.request("POST", `${base}/${artifact!.id}/attachments`, {
         token: writer,
@@ -285,7 +332,10 @@ describe("aliases and refs", () => {
 
     await expectProblem(await put("next", "v2-draft"), 412)
     await expectProblem(await put("next", "v9"), 404)
-    await expectProblem(await app.request("PUT", "/v1/images/ghost/aliases/x", { token: writer, json: { version: "1" } }), 404)
+    await expectProblem(
+      await app.request("PUT", "/v1/images/ghost/aliases/x", { token: writer, json: { version: "1" } }),
+      404
+    )
     await expectProblem(await put("bad+alias", "v1.0.0"), 400)
     await expectProblem(await put("ok", "bad version"), 400)
     await expectProblem(await app.request("PUT", "/v1/images/rel/aliases/x", { json: { version: "v1.0.0" } }), 401)

@@ -1,7 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { readdirSync, readlinkSync } from "node:fs"
 import { randomBytes } from "node:crypto"
+import { readdirSync, readlinkSync } from "node:fs"
 import * as http from "node:http"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { casKey } from "../../src/platform/blob-store/keys.js"
 import { describeBlob, seedBlob, type SeededBlob, sha256Hex } from "../support/blobs.js"
 import { startTestApp, type StoreKind, type TestApp } from "../support/harness.js"
@@ -58,7 +58,9 @@ for (const store of ["filesystem", "s3"] as const satisfies ReadonlyArray<StoreK
       expect(res.headers.get("etag")).toBe(`"${disk.digest}"`)
       expect(res.headers.get("accept-ranges")).toBe("bytes")
       expect(res.headers.get("cache-control")).toBe("public, max-age=31536000, immutable")
-      expect(res.headers.get("last-modified")).toMatch(/^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/)
+      expect(res.headers.get("last-modified")).toMatch(
+        /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/
+      )
       expect(sha256Hex(new Uint8Array(await res.arrayBuffer()))).toBe(disk.hex)
 
       const attachment = await get(attachmentPath)
@@ -91,7 +93,9 @@ for (const store of ["filesystem", "s3"] as const satisfies ReadonlyArray<StoreK
       expect([clamped.status, clamped.headers.get("content-range"), await clamped.text()])
         .toEqual([206, "bytes 8-9/10", "89"])
       const middle = await get(artifactPath, { range: "bytes=1048576-2097151" })
-      expect(sha256Hex(new Uint8Array(await middle.arrayBuffer()))).toBe(sha256Hex(disk.bytes.subarray(1048576, 2097152)))
+      expect(sha256Hex(new Uint8Array(await middle.arrayBuffer()))).toBe(
+        sha256Hex(disk.bytes.subarray(1048576, 2097152))
+      )
       for (const range of ["bytes=10-", "bytes=0-1,4-5", "bytes=5-4", "bytes=-0", "items=0-1"]) {
         const res = await get(attachmentPath, { range })
         expect(res.headers.get("content-range"), range).toBe("bytes */10")
@@ -101,7 +105,11 @@ for (const store of ["filesystem", "s3"] as const satisfies ReadonlyArray<StoreK
       expect([emptyRange.status, emptyRange.headers.get("content-range")]).toEqual([416, "bytes */0"])
       await emptyRange.arrayBuffer()
       const emptyFull = await get(emptyPath)
-      expect([emptyFull.status, emptyFull.headers.get("content-length"), await emptyFull.text()]).toEqual([200, "0", ""])
+      expect([emptyFull.status, emptyFull.headers.get("content-length"), await emptyFull.text()]).toEqual([
+        200,
+        "0",
+        ""
+      ])
     })
 
     it("answers conditional requests: If-None-Match and If-Modified-Since give 304, If-Range gates the range", async () => {
@@ -143,13 +151,22 @@ for (const store of ["filesystem", "s3"] as const satisfies ReadonlyArray<StoreK
       // An artifact id under another image or version is not found.
       await expectProblem(await get(`/v1/images/dl-draft/versions/1/artifacts/${artifactId}/download`), 404)
       await expectProblem(await get(artifactPath.replace(artifactId!, "6f1c5a6e-0000-4000-8000-000000000000")), 404)
-      const unknownAttachment = attachmentPath.replace(/attachments\/[^/]+/, "attachments/6f1c5a6e-0000-4000-8000-000000000000")
+      const unknownAttachment = attachmentPath.replace(
+        /attachments\/[^/]+/,
+        "attachments/6f1c5a6e-0000-4000-8000-000000000000"
+      )
       await expectProblem(await get(unknownAttachment), 404)
       const badId = await expectProblem(await get(artifactPath.replace(artifactId!, "nope")), 400)
       expect(badId.detail).toBe("artifact id must be a UUID")
-      const badAttachment = await expectProblem(await get(attachmentPath.replace(/attachments\/[^/]+/, "attachments/x")), 400)
+      const badAttachment = await expectProblem(
+        await get(attachmentPath.replace(/attachments\/[^/]+/, "attachments/x")),
+        400
+      )
       expect(badAttachment.detail).toBe("attachment id must be a UUID")
-      await expectProblem(await get("/v1/images/DL/versions/1.0/artifacts/6f1c5a6e-0000-4000-8000-000000000000/download"), 400)
+      await expectProblem(
+        await get("/v1/images/DL/versions/1.0/artifacts/6f1c5a6e-0000-4000-8000-000000000000/download"),
+        400
+      )
       // Percent-encoded `+` and `:` resolve like the literal characters (and `+` is not a space).
       const encoded = await get(artifactPath.replace("1.0+build:7", "1.0%2Bbuild%3A7"), {}, "HEAD")
       expect(encoded.status).toBe(200)

@@ -2,8 +2,8 @@ import { expect } from "vitest"
 import type { Artifact, Attachment, Image, ImageVersion } from "../../src/catalog/schema.js"
 import type { ProblemDetails } from "../../src/platform/problem.js"
 import type { PublishJob } from "../../src/publishing/schema.js"
-import type { ApiClient } from "../support/harness.js"
 import type { SeededBlob } from "../support/blobs.js"
+import type { ApiClient } from "../support/harness.js"
 
 /** Catalog calls through the real HTTP API, shared by the catalog, publishing and streams tests. */
 
@@ -62,7 +62,11 @@ export const addAttachment = (
   name: string,
   version: string,
   artifactId: string,
-  attachment: { readonly name: string; readonly blob: Pick<SeededBlob, "digest" | "size">; readonly media_type?: string }
+  attachment: {
+    readonly name: string
+    readonly blob: Pick<SeededBlob, "digest" | "size">
+    readonly media_type?: string
+  }
 ) =>
   app.request("POST", `/v1/images/${name}/versions/${version}/artifacts/${artifactId}/attachments`, {
     token,
@@ -101,9 +105,13 @@ export const waitForJob = async (
 export interface VersionSpec {
   readonly name: string
   readonly version: string
-  readonly artifacts: ReadonlyArray<ArtifactSpec & {
-    readonly attachments?: ReadonlyArray<{ readonly name: string; readonly blob: Pick<SeededBlob, "digest" | "size"> }>
-  }>
+  readonly artifacts: ReadonlyArray<
+    ArtifactSpec & {
+      readonly attachments?: ReadonlyArray<
+        { readonly name: string; readonly blob: Pick<SeededBlob, "digest" | "size"> }
+      >
+    }
+  >
   readonly image?: Json
 }
 

@@ -1,6 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type pg from "pg"
 import { randomUUID } from "node:crypto"
+import type pg from "pg"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { describeBlob, seedBlob, type SeededBlob, withDatabase } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { addArtifact, createDraft, createImage, expectProblem, publishVersion } from "./fixtures.js"
@@ -37,7 +37,7 @@ afterAll(async () => app?.close())
 const refusal = async (statement: string, params: ReadonlyArray<unknown> = []) => {
   // TRUNCATE ... CASCADE takes exclusive locks on many tables while the app's background
   // workers poll them; a deadlock (40P01) is lock scheduling, not the guard: try again.
-  for (let attempt = 0; ; attempt++) {
+  for (let attempt = 0;; attempt++) {
     const error = await withDatabase(app, async (client) => {
       try {
         await client.query(statement, [...params])
@@ -52,13 +52,15 @@ const refusal = async (statement: string, params: ReadonlyArray<unknown> = []) =
 
 describe("a published manifest in the database", () => {
   it("refuses updates and deletes of its artifacts and attachments", async () => {
-    for (const [statement, params] of [
-      ["UPDATE release_artifacts SET primary_blob_size_bytes = 1 WHERE id = $1", [artifactId]],
-      ["UPDATE release_artifacts SET updated_at = now() WHERE id = $1", [artifactId]],
-      ["DELETE FROM release_artifacts WHERE id = $1", [artifactId]],
-      ["UPDATE artifact_attachments SET media_type = 'x' WHERE id = $1", [attachmentId]],
-      ["DELETE FROM artifact_attachments WHERE id = $1", [attachmentId]]
-    ] as const) {
+    for (
+      const [statement, params] of [
+        ["UPDATE release_artifacts SET primary_blob_size_bytes = 1 WHERE id = $1", [artifactId]],
+        ["UPDATE release_artifacts SET updated_at = now() WHERE id = $1", [artifactId]],
+        ["DELETE FROM release_artifacts WHERE id = $1", [artifactId]],
+        ["UPDATE artifact_attachments SET media_type = 'x' WHERE id = $1", [attachmentId]],
+        ["DELETE FROM artifact_attachments WHERE id = $1", [attachmentId]]
+      ] as const
+    ) {
       const error = await refusal(statement, params)
       expect(error.code, statement).toBe("23514")
       expect(error.message).toBe("version manifest can only change while draft")
@@ -87,14 +89,16 @@ describe("a published manifest in the database", () => {
   })
 
   it("refuses any change to the version row, its deletion and its projection rows", async () => {
-    for (const statement of [
-      "UPDATE image_versions SET updated_at = now() WHERE id = $1",
-      "UPDATE image_versions SET state = 'draft', published_at = NULL WHERE id = $1",
-      "UPDATE image_versions SET published_at = now() WHERE id = $1",
-      "DELETE FROM image_versions WHERE id = $1",
-      "UPDATE incus_projection_items SET disk_size_bytes = 1 WHERE version_id = $1",
-      "DELETE FROM incus_projection_items WHERE version_id = $1"
-    ]) {
+    for (
+      const statement of [
+        "UPDATE image_versions SET updated_at = now() WHERE id = $1",
+        "UPDATE image_versions SET state = 'draft', published_at = NULL WHERE id = $1",
+        "UPDATE image_versions SET published_at = now() WHERE id = $1",
+        "DELETE FROM image_versions WHERE id = $1",
+        "UPDATE incus_projection_items SET disk_size_bytes = 1 WHERE version_id = $1",
+        "DELETE FROM incus_projection_items WHERE version_id = $1"
+      ]
+    ) {
       const error = await refusal(statement, [versionId])
       expect(error.code, statement).toBe("23514")
     }
@@ -117,7 +121,10 @@ describe("a published manifest in the database", () => {
     )
     expect(published).toMatchObject({ code: "23514", message: "image_versions must be inserted as drafts" })
     const draft = await createDraft(app, token, "locked", "2.0")
-    expect((await refusal("UPDATE image_versions SET state = 'published', published_at = now() WHERE id = $1", [draft.id])).message)
+    expect(
+      (await refusal("UPDATE image_versions SET state = 'published', published_at = now() WHERE id = $1", [draft.id]))
+        .message
+    )
       .toBe("invalid image_versions state transition")
     expect((await refusal("UPDATE image_versions SET state = 'publishing' WHERE id = $1", [draft.id])).message)
       .toBe("published image_versions require at least one release_artifact")
@@ -128,7 +135,10 @@ describe("a published manifest in the database", () => {
       "INSERT INTO aliases (id, image_id, alias, version_id) VALUES ($1, $2, 'next', $3)",
       [randomUUID(), imageId, draft.id]
     )
-    expect(alias).toMatchObject({ code: "23514", message: "aliases must target a published version for the same image" })
+    expect(alias).toMatchObject({
+      code: "23514",
+      message: "aliases must target a published version for the same image"
+    })
   })
 })
 
@@ -159,8 +169,10 @@ describe("a manifest edit racing a publish", () => {
     await createDraft(app, token, "race", "1")
     await addArtifact(app, token, "race", "1", { blob })
     const unverified = describeBlob(new TextEncoder().encode("racing, never uploaded"))
-    const versionRow = await withDatabase(app, (c) =>
-      c.query("SELECT v.id FROM image_versions v JOIN images i ON i.id = v.image_id WHERE i.name = 'race'"))
+    const versionRow = await withDatabase(
+      app,
+      (c) => c.query("SELECT v.id FROM image_versions v JOIN images i ON i.id = v.image_id WHERE i.name = 'race'")
+    )
     const raceVersion = versionRow.rows[0].id as string
     await withDatabase(app, async (client: pg.Client) => {
       await client.query("BEGIN")

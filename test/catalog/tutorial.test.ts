@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { randomBytes } from "node:crypto"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { Alias } from "../../src/catalog/schema.js"
 import type { PublishJob } from "../../src/publishing/schema.js"
 import { sha256Hex } from "../support/blobs.js"
@@ -42,7 +42,9 @@ for (const store of ["filesystem", "s3"] as const satisfies ReadonlyArray<StoreK
       expect((await app.request("GET", "/healthz")).status).toBe(204)
       const admin = app.bootstrapToken()
       const call = <T>(method: string, path: string, token: string, json: unknown, status: number) =>
-        app.request(method, path, { token, ...(json === undefined ? {} : { json }) }).then((r) => expectStatus<T>(r, status))
+        app.request(method, path, { token, ...(json === undefined ? {} : { json }) }).then((r) =>
+          expectStatus<T>(r, status)
+        )
 
       // A publisher principal with content-writer and its API token.
       const principal = await call<{ id: string }>("POST", "/v1/auth/principals", admin, {
@@ -50,16 +52,28 @@ for (const store of ["filesystem", "s3"] as const satisfies ReadonlyArray<StoreK
         display_name: "tutorial publisher"
       }, 201)
       const roles = await call<{ roles: ReadonlyArray<{ id: string; name: string }> }>(
-        "GET", "/v1/auth/roles", admin, undefined, 200
+        "GET",
+        "/v1/auth/roles",
+        admin,
+        undefined,
+        200
       )
       const writerRole = roles.roles.find((r) => r.name === "content-writer")
       expect(writerRole?.id).toBe("content-writer")
-      expect((await app.request("PUT", `/v1/auth/principals/${principal.id}/roles/${writerRole!.id}`, { token: admin }))
-        .status).toBe(204)
-      const issued = await call<{ plaintext: string }>("POST", `/v1/auth/principals/${principal.id}/api-tokens`, admin, {
-        name: "tutorial",
-        expires_at: new Date(Date.now() + 3_600_000).toISOString()
-      }, 201)
+      expect(
+        (await app.request("PUT", `/v1/auth/principals/${principal.id}/roles/${writerRole!.id}`, { token: admin }))
+          .status
+      ).toBe(204)
+      const issued = await call<{ plaintext: string }>(
+        "POST",
+        `/v1/auth/principals/${principal.id}/api-tokens`,
+        admin,
+        {
+          name: "tutorial",
+          expires_at: new Date(Date.now() + 3_600_000).toISOString()
+        },
+        201
+      )
       const token = issued.plaintext
 
       const diskBytes = randomBytes(10 * 1024 * 1024)
@@ -83,12 +97,20 @@ for (const store of ["filesystem", "s3"] as const satisfies ReadonlyArray<StoreK
         blob_digest: meta.digest,
         blob_size_bytes: meta.size
       }, 201)
-      const published = await call<PublishJob>("POST", "/v1/images/tutorial/versions/0.1.0/publish", token, undefined, 202)
+      const published = await call<PublishJob>(
+        "POST",
+        "/v1/images/tutorial/versions/0.1.0/publish",
+        token,
+        undefined,
+        202
+      )
       expect(published.job_id).toBe(published.id)
       expect((await waitForJob(app, token, published.job_id)).state).toBe("succeeded")
 
       await call<Alias>("PUT", "/v1/images/tutorial/aliases/latest", token, { version: "0.1.0" }, 200)
-      const alias = await app.request("GET", "/v1/images/tutorial/aliases/latest").then((r) => expectStatus<Alias>(r, 200))
+      const alias = await app.request("GET", "/v1/images/tutorial/aliases/latest").then((r) =>
+        expectStatus<Alias>(r, 200)
+      )
       expect(alias).toMatchObject({ alias: "latest", version: "0.1.0" })
 
       const download = await app.request("GET", `/v1/images/tutorial/versions/0.1.0/artifacts/${artifact.id}/download`)

@@ -88,7 +88,7 @@ export const seriesPerFamily = (e: Exposition): Map<string, number> => {
     const family = familyOf(e, s.name)
     const key = JSON.stringify(Object.entries(labels).sort(([a], [b]) => a.localeCompare(b)))
     let set = sets.get(family)
-    if (!set) sets.set(family, (set = new Set()))
+    if (!set) sets.set(family, set = new Set())
     set.add(key)
   }
   return new Map([...sets].map(([family, set]) => [family, set.size]))

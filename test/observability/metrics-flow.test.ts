@@ -86,7 +86,8 @@ describe("the metrics listener after a tutorial flow", () => {
     }
     expect(expected.size).toBeGreaterThan(10)
     // The listener's labels (address, port, …) are the same on every series: match on the rest.
-    const delta = (name: string, labels: Record<string, string>) => sumOf(after, name, labels) - sumOf(before, name, labels)
+    const delta = (name: string, labels: Record<string, string>) =>
+      sumOf(after, name, labels) - sumOf(before, name, labels)
     for (const { labels, count } of expected.values()) {
       expect(delta("imgsrv_http_requests_total", labels), JSON.stringify(labels)).toBe(count)
       expect(delta("http_server_request_duration_seconds_count", labels), JSON.stringify(labels)).toBe(count)
@@ -111,7 +112,8 @@ describe("the metrics listener after a tutorial flow", () => {
     expect(delta("imgsrv_cas_promotion_duration_seconds_count", { outcome: "ready" })).toBe(2)
     expect(delta("imgsrv_cas_promotion_duration_seconds_count", { outcome: "failed" })).toBe(1)
 
-    const op = (operation: string, outcome = "success") => delta("imgsrv_objectstore_operations_total", { operation, outcome })
+    const op = (operation: string, outcome = "success") =>
+      delta("imgsrv_objectstore_operations_total", { operation, outcome })
     expect(op("create_multipart_upload")).toBe(4)
     expect(op("put_part")).toBe(4)
     expect(op("complete_multipart_upload")).toBe(3)
@@ -178,7 +180,11 @@ describe("the metrics listener after a tutorial flow", () => {
   it("exposes the reference's series and ours under the same names, types and label names", () => {
     const expected: Record<string, readonly [string, ReadonlyArray<string>]> = {
       // The reference catalogue (domain.md §7.2) …
-      http_server_request_duration_seconds: ["histogram", ["http_request_method", "http_response_status_code", "http_route"]],
+      http_server_request_duration_seconds: ["histogram", [
+        "http_request_method",
+        "http_response_status_code",
+        "http_route"
+      ]],
       http_server_active_requests: ["gauge", ["http_request_method"]],
       imgsrv_objectstore_operations_total: ["counter", ["operation", "outcome"]],
       imgsrv_objectstore_operation_duration_seconds: ["histogram", ["operation", "outcome"]],
@@ -233,7 +239,9 @@ describe("the metrics listener after a tutorial flow", () => {
   // port: the bound socket (the harness listens on 127.0.0.1 and an ephemeral port).
   it("labels the HTTP series with the reference's listener attributes", () => {
     for (const family of ["http_server_request_duration_seconds", "http_server_active_requests"]) {
-      expect(labelNamesOf(after, family)).toEqual(expect.arrayContaining(["server_address", "server_port", "url_scheme"]))
+      expect(labelNamesOf(after, family)).toEqual(
+        expect.arrayContaining(["server_address", "server_port", "url_scheme"])
+      )
     }
     expect(labelNamesOf(after, "http_server_request_duration_seconds")).toContain("network_protocol_name")
     const samples = after.samples.filter((s) => s.name.startsWith("http_server_request_duration_seconds"))

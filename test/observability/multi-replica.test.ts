@@ -1,11 +1,19 @@
-import { sha256Hex } from "../support/blobs.js"
-import { rm } from "node:fs/promises"
 import { Schema } from "effect"
+import { rm } from "node:fs/promises"
 import pg from "pg"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import { Sha256Digest } from "../../src/platform/digest.js"
 import type { PublishJob } from "../../src/publishing/schema.js"
-import { addArtifact, addAttachment, createDraft, createImage, expectStatus, startPublish, waitForJob } from "../catalog/fixtures.js"
+import {
+  addArtifact,
+  addAttachment,
+  createDraft,
+  createImage,
+  expectStatus,
+  startPublish,
+  waitForJob
+} from "../catalog/fixtures.js"
+import { sha256Hex } from "../support/blobs.js"
 import { type ApiClient, apiClient, createBucket, createDatabase, tempDir, type TestS3 } from "../support/harness.js"
 import { freePort, type ImgsrvProcess, spawnImgsrv, waitForStatus } from "../support/process.js"
 import {
@@ -126,7 +134,10 @@ const draftVersion = async (
   meta: { digest: string; size: number }
 ) => {
   await createDraft(b.api, token, "multi", version)
-  const blob = (x: { digest: string; size: number }) => ({ digest: Schema.decodeSync(Sha256Digest)(x.digest), size: x.size })
+  const blob = (x: { digest: string; size: number }) => ({
+    digest: Schema.decodeSync(Sha256Digest)(x.digest),
+    size: x.size
+  })
   const artifact = await addArtifact(a.api, token, "multi", version, { blob: blob(disk) })
   await addAttachment(b.api, token, "multi", version, artifact.id, { name: "incus.tar.xz", blob: blob(meta) })
   return artifact.id
@@ -147,7 +158,9 @@ it("runs as one service across two processes: bootstrap, uploads, publishing wit
     token: admin,
     json: { kind: "service", display_name: "multi-replica publisher" }
   }).then((r) => expectStatus<{ id: string }>(r, 201))
-  expect((await b.api.request("PUT", `/v1/auth/principals/${principal.id}/roles/content-writer`, { token: admin })).status)
+  expect(
+    (await b.api.request("PUT", `/v1/auth/principals/${principal.id}/roles/content-writer`, { token: admin })).status
+  )
     .toBe(204)
   const token = (await a.api.request("POST", `/v1/auth/principals/${principal.id}/api-tokens`, {
     token: admin,
@@ -177,9 +190,11 @@ it("runs as one service across two processes: bootstrap, uploads, publishing wit
   )
   expect(job).toMatchObject({ state: "succeeded", attempt_count: 1 })
   // No replica saw every part, so whichever worker promoted it read the object back once.
-  const streamed = await Promise.all([a, b].map(async (r) =>
-    counterOf(await scrapeExposition(r.metricsUrl), "imgsrv_cas_promotion_verifications_total", { mode: "streamed" })
-  ))
+  const streamed = await Promise.all(
+    [a, b].map(async (r) =>
+      counterOf(await scrapeExposition(r.metricsUrl), "imgsrv_cas_promotion_verifications_total", { mode: "streamed" })
+    )
+  )
   expect(streamed.reduce((x, y) => x + y, 0)).toBe(1)
   const metaBytes = testBytes(3000, 82)
   const meta = await uploadBlob(b.api, token, metaBytes)
@@ -199,7 +214,9 @@ it("runs as one service across two processes: bootstrap, uploads, publishing wit
     `/v1/blobs/${digest}`
   ]
   await expectSameReads(a, b, readsOf("1", firstArtifact))
-  expect((await read(a, `/v1/images/multi/versions/1/artifacts/${firstArtifact}/download`)).body).toBe(sha256Hex(diskBytes))
+  expect((await read(a, `/v1/images/multi/versions/1/artifacts/${firstArtifact}/download`)).body).toBe(
+    sha256Hex(diskBytes)
+  )
 
   // --- A publish on A alone; A dies mid-step; B (restarted) finishes it. ---------------
   expect(await b.proc.stop("SIGTERM")).toBe(0)
@@ -246,7 +263,9 @@ it("runs as one service across two processes: bootstrap, uploads, publishing wit
   expect(step.attempt_count).toBeGreaterThanOrEqual(2)
   expect(step.state).toBe("succeeded")
   const finished = await scrapeExposition(b.metricsUrl)
-  expect(counterOf(finished, "imgsrv_publish_step_duration_seconds_count", { step: killed!.name, outcome: "succeeded" }))
+  expect(
+    counterOf(finished, "imgsrv_publish_step_duration_seconds_count", { step: killed!.name, outcome: "succeeded" })
+  )
     .toBe(1)
 
   // --- A comes back: both answer alike for the version published through the failover. ---

@@ -91,7 +91,8 @@ describe("traces of the tutorial flow", () => {
   it("carry SQL statements and object-store calls as child spans of the request", () => {
     const sqlOf = (call: RecordedCall) =>
       inTrace(call.traceId!).filter((s) => s.name === "sql.execute" && s.attributes["db.system.name"] === "postgresql")
-    const objectStoreOf = (call: RecordedCall) => inTrace(call.traceId!).filter((s) => s.name.startsWith("objectstore."))
+    const objectStoreOf = (call: RecordedCall) =>
+      inTrace(call.traceId!).filter((s) => s.name.startsWith("objectstore."))
 
     const [begin] = callsTo("POST", /^\/v1\/uploads$/)
     expect(sqlOf(begin!).length).toBeGreaterThan(0)
@@ -142,7 +143,8 @@ describe("traces of the tutorial flow", () => {
 
   it("leave idle worker polls untraced: every root span is a request, a unit of work or start-up", () => {
     const roots = spans.filter((s) => s.parentSpanId === "").map((s) => s.name)
-    const expected = /^(GET|PUT|POST|DELETE|HEAD) |^cas\.promote$|^publish\.|^uploads\.expire$|^auth\.bootstrap$|^database\.migrate$/
+    const expected =
+      /^(GET|PUT|POST|DELETE|HEAD) |^cas\.promote$|^publish\.|^uploads\.expire$|^auth\.bootstrap$|^database\.migrate$/
     expect(roots.filter((name) => !expected.test(name))).toEqual([])
   })
 })

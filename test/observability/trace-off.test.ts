@@ -84,7 +84,10 @@ it("exports nothing without an endpoint, while the same process with one exports
   const on = await start({ OTEL_SERVICE_NAME: "imgsrv-on", OTEL_EXPORTER_OTLP_ENDPOINT: receivers[0]!.endpoint })
   processes.push(on.proc)
   try {
-    await Promise.all([waitForStatus(`${off.baseUrl}/readyz`, 204, 60_000), waitForStatus(`${on.baseUrl}/readyz`, 204, 60_000)])
+    await Promise.all([
+      waitForStatus(`${off.baseUrl}/readyz`, 204, 60_000),
+      waitForStatus(`${on.baseUrl}/readyz`, 204, 60_000)
+    ])
 
     expect(await exercise(off.baseUrl)).toEqual([null, null, null])
     expect(await exercise(on.baseUrl)).toEqual([incomingTrace, incomingTrace, incomingTrace])

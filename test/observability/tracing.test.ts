@@ -5,11 +5,15 @@ import { startOtlpReceiver } from "../support/otlp-receiver.js"
 describe("tracing", () => {
   it("exports a span per request named by route, with SQL and object-store children, honouring traceparent", async () => {
     const receiver = await startOtlpReceiver()
-    const app = await startTestApp({ settings: { "otel-endpoint": receiver.endpoint, "otel-service-name": "imgsrv-test" } })
+    const app = await startTestApp({
+      settings: { "otel-endpoint": receiver.endpoint, "otel-service-name": "imgsrv-test" }
+    })
     const incomingTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
     let traceHeader: string | null = null
     try {
-      const ready = await app.request("GET", "/readyz", { headers: { traceparent: `00-${incomingTrace}-00f067aa0ba902b7-01` } })
+      const ready = await app.request("GET", "/readyz", {
+        headers: { traceparent: `00-${incomingTrace}-00f067aa0ba902b7-01` }
+      })
       expect(ready.status).toBe(204)
       traceHeader = ready.headers.get("x-trace-id")
       expect((await app.request("GET", "/healthz")).headers.get("x-trace-id")).toMatch(/^[0-9a-f]{32}$/)

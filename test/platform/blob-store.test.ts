@@ -16,8 +16,8 @@ import { existsSync, readdirSync } from "node:fs"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
-import { digestFromHex } from "../../src/platform/digest.js"
-import { BlobStore, type BlobStoreError } from "../../src/platform/blob-store/blob-store.js"
+import type { BlobStore } from "../../src/platform/blob-store/blob-store.js"
+import { type BlobStoreError } from "../../src/platform/blob-store/blob-store.js"
 import { makeFilesystemBlobStore } from "../../src/platform/blob-store/filesystem.js"
 import {
   instrumentBlobStore,
@@ -26,7 +26,8 @@ import {
 } from "../../src/platform/blob-store/instrumented.js"
 import { casKey, stagingKey, type StorageKey } from "../../src/platform/blob-store/keys.js"
 import { makeS3BlobStore, type S3InternalOptions } from "../../src/platform/blob-store/s3.js"
-import { type GapNote, S3RVER_GAPS, type S3rverGap, startS3Server, type S3TestServer } from "../support/s3-server.js"
+import { digestFromHex } from "../../src/platform/digest.js"
+import { type GapNote, S3RVER_GAPS, type S3rverGap, type S3TestServer, startS3Server } from "../support/s3-server.js"
 
 type Store = BlobStore["Type"]
 
@@ -46,8 +47,7 @@ const MiB = 1024 * 1024
 const streamOf = (data: Uint8Array, chunkSize = 64 * 1024): Stream.Stream<Uint8Array> =>
   Stream.fromIterable(
     Array.from({ length: Math.ceil(data.byteLength / chunkSize) }, (_, i) =>
-      data.subarray(i * chunkSize, Math.min((i + 1) * chunkSize, data.byteLength))
-    )
+      data.subarray(i * chunkSize, Math.min((i + 1) * chunkSize, data.byteLength)))
   )
 
 /** Test-only: small objects are gathered to compare them byte for byte. */
@@ -62,10 +62,11 @@ const newCasKey = (): StorageKey => casKey(digestFromHex(randomBytes(32).toStrin
 
 /** Uploads `parts` as one multipart upload and returns the completed object's key and result. */
 const putObject = (store: Store, parts: ReadonlyArray<Uint8Array>, key: StorageKey = newStagingKey()) =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const uploadId = yield* store.createMultipartUpload(key)
-    const listed = yield* Effect.forEach(parts, (data, i) =>
-      store.putPart(key, uploadId, i + 1, streamOf(data), data.byteLength)
+    const listed = yield* Effect.forEach(
+      parts,
+      (data, i) => store.putPart(key, uploadId, i + 1, streamOf(data), data.byteLength)
     )
     const completed = yield* store.completeMultipartUpload(key, uploadId, listed)
     return { key, completed }
@@ -82,7 +83,9 @@ const readReadable = (readable: NodeJS.ReadableStream): Effect.Effect<Buffer> =>
 const readObject = (store: Store, key: StorageKey) =>
   Effect.scoped(Effect.flatMap(store.open(key), (opened) => readAll(opened.stream)))
 
-const openFdCount = (): number | undefined => (existsSync("/proc/self/fd") ? readdirSync("/proc/self/fd").length : undefined)
+const openFdCount = ():
+  | number
+  | undefined => (existsSync("/proc/self/fd") ? readdirSync("/proc/self/fd").length : undefined)
 
 class BodyBroke extends Error {
   readonly _tag = "BodyBroke"
@@ -105,14 +108,13 @@ const blobStoreContract = (driver: Driver) =>
     }
 
     it.scopedLive("reports its kind", () =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         expect((yield* driver.make()).kind).toBe(driver.name)
-      })
-    )
+      }))
 
     describe("multipart upload", () => {
       contract("assembles a 5 MiB part and a tail part into one byte-identical object", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const first = randomBytes(5 * MiB)
           const tail = randomBytes(123_457)
@@ -135,11 +137,10 @@ const blobStoreContract = (driver: Driver) =>
           const bytes = yield* readObject(store, key)
           expect(bytes.byteLength).toBe(completed.sizeBytes)
           expect(sha256(bytes)).toBe(sha256(Buffer.concat([first, tail])))
-        })
-      )
+        }))
 
       contract("re-putting a part number replaces that part", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const key = newStagingKey()
           const uploadId = yield* store.createMultipartUpload(key)
@@ -148,13 +149,12 @@ const blobStoreContract = (driver: Driver) =>
           const part = yield* store.putPart(key, uploadId, 1, streamOf(replacement), replacement.byteLength)
           yield* store.completeMultipartUpload(key, uploadId, [part])
           expect(yield* readObject(store, key)).toEqual(replacement)
-        })
-      )
+        }))
 
       contract(
         "refuses the ETag of a part that has since been replaced",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const key = newStagingKey()
             const uploadId = yield* store.createMultipartUpload(key)
@@ -169,7 +169,7 @@ const blobStoreContract = (driver: Driver) =>
       contract(
         "refuses a part list with a wrong ETag",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const key = newStagingKey()
             const uploadId = yield* store.createMultipartUpload(key)
@@ -185,7 +185,7 @@ const blobStoreContract = (driver: Driver) =>
       contract(
         "refuses a part list naming a part that was never uploaded",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const first = randomBytes(5 * MiB)
             const key = newStagingKey()
@@ -202,7 +202,7 @@ const blobStoreContract = (driver: Driver) =>
       contract(
         "refuses a non-final part smaller than 5 MiB",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const key = newStagingKey()
             const uploadId = yield* store.createMultipartUpload(key)
@@ -216,7 +216,7 @@ const blobStoreContract = (driver: Driver) =>
       )
 
       contract("refuses an empty or non-ascending part list", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const key = newStagingKey()
           const uploadId = yield* store.createMultipartUpload(key)
@@ -229,16 +229,18 @@ const blobStoreContract = (driver: Driver) =>
             ])
           )
           expect(unordered._tag).toBe("InvalidPartList")
-        })
-      )
+        }))
 
       contract(
         "completing an unknown upload id fails with BlobNotFound(multipart-upload)",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const error = yield* Effect.flip(
-              store.completeMultipartUpload(newStagingKey(), randomBytes(16).toString("hex"), [{ partNumber: 1, etag: "\"x\"" }])
+              store.completeMultipartUpload(newStagingKey(), randomBytes(16).toString("hex"), [{
+                partNumber: 1,
+                etag: "\"x\""
+              }])
             )
             expect(error).toMatchObject({ _tag: "BlobNotFound", what: "multipart-upload" })
           }),
@@ -248,7 +250,7 @@ const blobStoreContract = (driver: Driver) =>
       contract(
         "completing an upload a second time fails with BlobNotFound(multipart-upload)",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const key = newStagingKey()
             const uploadId = yield* store.createMultipartUpload(key)
@@ -263,7 +265,7 @@ const blobStoreContract = (driver: Driver) =>
       contract(
         "putting a part into an unknown upload id fails with BlobNotFound(multipart-upload)",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const error = yield* Effect.flip(
               store.putPart(newStagingKey(), randomBytes(16).toString("hex"), 1, streamOf(Buffer.from("data")), 4)
@@ -276,9 +278,11 @@ const blobStoreContract = (driver: Driver) =>
       contract(
         "aborting an unknown upload id fails with BlobNotFound(multipart-upload)",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
-            const error = yield* Effect.flip(store.abortMultipartUpload(newStagingKey(), randomBytes(16).toString("hex")))
+            const error = yield* Effect.flip(
+              store.abortMultipartUpload(newStagingKey(), randomBytes(16).toString("hex"))
+            )
             expect(error).toMatchObject({ _tag: "BlobNotFound", what: "multipart-upload" })
           }),
         "abortMultipartUpload"
@@ -287,7 +291,7 @@ const blobStoreContract = (driver: Driver) =>
       contract(
         "an aborted upload can no longer be completed",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const key = newStagingKey()
             const uploadId = yield* store.createMultipartUpload(key)
@@ -303,20 +307,23 @@ const blobStoreContract = (driver: Driver) =>
 
     describe("part bodies", () => {
       contract("a body shorter than contentLength fails with BodyLengthMismatch", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const key = newStagingKey()
           const uploadId = yield* store.createMultipartUpload(key)
           const data = randomBytes(300_000)
           const error = yield* Effect.flip(store.putPart(key, uploadId, 1, streamOf(data), data.byteLength + 1000))
-          expect(error).toMatchObject({ _tag: "BodyLengthMismatch", expected: data.byteLength + 1000, received: data.byteLength })
-        })
-      )
+          expect(error).toMatchObject({
+            _tag: "BodyLengthMismatch",
+            expected: data.byteLength + 1000,
+            received: data.byteLength
+          })
+        }))
 
       contract(
         "a truncated part is not recorded",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const key = newStagingKey()
             const uploadId = yield* store.createMultipartUpload(key)
@@ -334,7 +341,7 @@ const blobStoreContract = (driver: Driver) =>
       contract(
         "a truncated re-put leaves the previously stored part intact",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const key = newStagingKey()
             const uploadId = yield* store.createMultipartUpload(key)
@@ -350,20 +357,19 @@ const blobStoreContract = (driver: Driver) =>
       )
 
       contract("a body longer than contentLength fails with BodyLengthMismatch", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const key = newStagingKey()
           const uploadId = yield* store.createMultipartUpload(key)
           const data = randomBytes(300_000)
           const error = yield* Effect.flip(store.putPart(key, uploadId, 1, streamOf(data), data.byteLength - 1))
           expect(error).toMatchObject({ _tag: "BodyLengthMismatch", expected: data.byteLength - 1 })
-        })
-      )
+        }))
 
       contract(
         "an over-long part is not recorded",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const key = newStagingKey()
             const uploadId = yield* store.createMultipartUpload(key)
@@ -371,7 +377,10 @@ const blobStoreContract = (driver: Driver) =>
             yield* Effect.flip(store.putPart(key, uploadId, 1, streamOf(data), data.byteLength - 1))
             // The declared prefix must not have been accepted as part 1 either.
             const error = yield* Effect.flip(
-              store.completeMultipartUpload(key, uploadId, [{ partNumber: 1, etag: md5Etag(data.subarray(0, data.byteLength - 1)) }])
+              store.completeMultipartUpload(key, uploadId, [{
+                partNumber: 1,
+                etag: md5Etag(data.subarray(0, data.byteLength - 1))
+              }])
             ).pipe(Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("no answer within 5 s") }))
             expect(error._tag).toBe("InvalidPartList")
           }),
@@ -379,32 +388,30 @@ const blobStoreContract = (driver: Driver) =>
       )
 
       contract("a failing body fails putPart with the body's own error", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const key = newStagingKey()
           const uploadId = yield* store.createMultipartUpload(key)
           const body = Stream.concat(streamOf(randomBytes(100_000)), Stream.fail(new BodyBroke("client went away")))
           const error = yield* Effect.flip(store.putPart(key, uploadId, 1, body, 200_000))
           expect(error).toBeInstanceOf(BodyBroke)
-        })
-      )
+        }))
     })
 
     describe("reads", () => {
       const size = 10_000
 
       contract("stat reports the size, ETag and modification time of the object", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const { key, completed } = yield* putObject(store, [randomBytes(size)])
           const info = yield* store.stat(key)
           expect(info).toMatchObject({ key, sizeBytes: size, etag: completed.etag })
           expect(Math.abs(info.lastModified.getTime() - Date.now())).toBeLessThan(5 * 60_000)
-        })
-      )
+        }))
 
       contract("open without a range streams the whole object", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const data = randomBytes(size)
           const { key, completed } = yield* putObject(store, [data])
@@ -412,14 +419,13 @@ const blobStoreContract = (driver: Driver) =>
           expect(opened).toMatchObject({ totalSizeBytes: size, contentLength: size, etag: completed.etag })
           expect(yield* readAll(opened.stream)).toEqual(data)
           expect(yield* readReadable((yield* store.open(key)).toReadable())).toEqual(data)
-        })
-      )
+        }))
 
       const rangeCase = (name: string, start: number, end: number, gap?: S3rverGap) =>
         contract(
           `open of ${name} (bytes ${start}-${end}) streams exactly that range and reports the total size`,
           () =>
-            Effect.gen(function* () {
+            Effect.gen(function*() {
               const store = yield* driver.make()
               const data = randomBytes(size)
               const { key } = yield* putObject(store, [data])
@@ -440,24 +446,22 @@ const blobStoreContract = (driver: Driver) =>
       rangeCase("a range running past the end (clamped)", size - 10, size + 100)
 
       contract("stat of a missing object fails with BlobNotFound(object)", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const key = newCasKey()
           expect(yield* Effect.flip(store.stat(key))).toMatchObject({ _tag: "BlobNotFound", what: "object", key })
-        })
-      )
+        }))
 
       contract("open of a missing object fails with BlobNotFound(object)", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const key = newCasKey()
           expect(yield* Effect.flip(store.open(key))).toMatchObject({ _tag: "BlobNotFound", what: "object", key })
           expect(yield* Effect.flip(store.open(key, { start: 0, end: 9 }))).toMatchObject({ _tag: "BlobNotFound" })
-        })
-      )
+        }))
 
       contract("abandoned or half-read streams are released when their scope closes", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const data = randomBytes(MiB)
           const { key } = yield* putObject(store, [data])
@@ -503,16 +507,22 @@ const blobStoreContract = (driver: Driver) =>
             }
             // The filesystem driver must be exact; an HTTP pool may legitimately hold a few
             // more keep-alive sockets than before, but not one per abandoned response.
-            if (driver.name === "filesystem") expect(after).toBe(before)
-            else expect(after).toBeLessThanOrEqual(before + 5)
+            if (driver.name === "filesystem") {
+              expect(after).toBe(before)
+            } else expect(after).toBeLessThanOrEqual(before + 5)
           }
-        }).pipe(Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error("leaked resources: store hung") }))
-      )
+        }).pipe(
+          Effect.timeoutFail({
+            duration: "30 seconds",
+            onTimeout: () =>
+              new Error("leaked resources: store hung")
+          })
+        ))
     })
 
     describe("copy and move", () => {
       contract("copy duplicates the object and keeps the source", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const data = randomBytes(50_000)
           const { key: from } = yield* putObject(store, [data])
@@ -523,11 +533,10 @@ const blobStoreContract = (driver: Driver) =>
           expect(yield* readObject(store, to)).toEqual(data)
           expect((yield* store.stat(from)).sizeBytes).toBe(data.byteLength)
           expect((yield* store.stat(to)).etag).toBe(info.etag)
-        })
-      )
+        }))
 
       contract("copy pinned to the source ETag into an absent destination succeeds (promotion)", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const data = randomBytes(50_000)
           const { key: from } = yield* putObject(store, [data])
@@ -536,26 +545,24 @@ const blobStoreContract = (driver: Driver) =>
           const info = yield* store.copy(from, to, { ifMatch: pinned.etag, ifDestinationAbsent: true })
           expect(info.sizeBytes).toBe(data.byteLength)
           expect(yield* readObject(store, to)).toEqual(data)
-        })
-      )
+        }))
 
       // s3rver ignores x-amz-copy-source-if-match; this passes there thanks to the driver's own
       // HEAD pre-check, not the server-side condition.
       contract("copy with a stale ifMatch fails with BlobPreconditionFailed and writes nothing", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const { key: from } = yield* putObject(store, [randomBytes(1000)])
           const to = newCasKey()
           const error = yield* Effect.flip(store.copy(from, to, { ifMatch: md5Etag(Buffer.from("stale")) }))
           expect(error).toMatchObject({ _tag: "BlobPreconditionFailed", reason: "source-changed" })
           expect((yield* Effect.flip(store.stat(to)))._tag).toBe("BlobNotFound")
-        })
-      )
+        }))
 
       contract(
         "copy with ifDestinationAbsent onto an existing object fails and leaves it alone",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const { key: from } = yield* putObject(store, [randomBytes(1000)])
             const existing = randomBytes(2000)
@@ -568,20 +575,19 @@ const blobStoreContract = (driver: Driver) =>
       )
 
       contract("copy of a missing source fails with BlobNotFound", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const from = newStagingKey()
           const error = yield* Effect.flip(store.copy(from, newCasKey()))
           expect(error).toMatchObject({ _tag: "BlobNotFound", what: "object", key: from })
-        })
-      )
+        }))
 
       if (driver.makeWithCopyThreshold !== undefined) {
         const makeSmallThreshold = driver.makeWithCopyThreshold
         contract(
           "copy above the multipart-copy threshold goes through UploadPartCopy",
           () =>
-            Effect.gen(function* () {
+            Effect.gen(function*() {
               // 1 MiB threshold, 5 MiB ranges: a 6 MiB object is copied as 5 MiB + 1 MiB.
               const store = yield* makeSmallThreshold({ multipartCopyThresholdBytes: MiB, copyPartSizeBytes: 5 * MiB })
               const data = randomBytes(6 * MiB)
@@ -597,7 +603,7 @@ const blobStoreContract = (driver: Driver) =>
       }
 
       contract("move relocates the object and removes the source", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const data = randomBytes(30_000)
           const { key: from } = yield* putObject(store, [data])
@@ -607,11 +613,10 @@ const blobStoreContract = (driver: Driver) =>
           expect(info).toMatchObject({ key: to, sizeBytes: data.byteLength })
           expect(yield* readObject(store, to)).toEqual(data)
           expect(yield* Effect.flip(store.stat(from))).toMatchObject({ _tag: "BlobNotFound" })
-        })
-      )
+        }))
 
       contract("move with a stale ifMatch fails and leaves the source in place", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const data = randomBytes(30_000)
           const { key: from } = yield* putObject(store, [data])
@@ -620,13 +625,12 @@ const blobStoreContract = (driver: Driver) =>
           expect(error).toMatchObject({ _tag: "BlobPreconditionFailed", reason: "source-changed" })
           expect(yield* readObject(store, from)).toEqual(data)
           expect((yield* Effect.flip(store.stat(to)))._tag).toBe("BlobNotFound")
-        })
-      )
+        }))
 
       contract(
         "move with ifDestinationAbsent onto an existing object fails and leaves both in place",
         () =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const store = yield* driver.make()
             const data = randomBytes(30_000)
             const { key: from } = yield* putObject(store, [data])
@@ -641,61 +645,64 @@ const blobStoreContract = (driver: Driver) =>
       )
 
       contract("move of a missing source fails with BlobNotFound", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const error = yield* Effect.flip(store.move(newStagingKey(), newCasKey()))
           expect(error).toMatchObject({ _tag: "BlobNotFound", what: "object" })
-        })
-      )
+        }))
     })
 
     describe("delete, health and keys", () => {
       contract("delete removes the object", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const { key } = yield* putObject(store, [randomBytes(100)])
           yield* store.delete(key)
           expect(yield* Effect.flip(store.stat(key))).toMatchObject({ _tag: "BlobNotFound" })
-        })
-      )
+        }))
 
       contract("delete of a missing object succeeds", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           yield* store.delete(newStagingKey())
-        })
-      )
+        }))
 
       contract("health succeeds on a usable store", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           yield* store.health
-        })
-      )
+        }))
 
       contract("a malformed key is refused before it reaches the store", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = yield* driver.make()
           const bad = "staging/uploads/../../etc/passwd" as StorageKey
           expect(yield* Effect.flip(store.stat(bad))).toMatchObject({ _tag: "BlobStoreError" })
           expect(yield* Effect.flip(store.createMultipartUpload(bad))).toMatchObject({ _tag: "BlobStoreError" })
           expect(yield* Effect.flip(store.delete(bad))).toMatchObject({ _tag: "BlobStoreError" })
-        })
-      )
+        }))
     })
 
     describe("instrumentation", () => {
       const operations = (operation: string, outcome: string) =>
-        Metric.value(Metric.tagged(Metric.tagged(objectStoreOperationsTotal, "operation", operation), "outcome", outcome)).pipe(
-          Effect.map((state) => state.count)
+        Metric.value(
+          Metric.tagged(Metric.tagged(objectStoreOperationsTotal, "operation", operation), "outcome", outcome)
+        ).pipe(
+          Effect.map((state) =>
+            state.count
+          )
         )
       const bytes = (operation: string, direction: string) =>
-        Metric.value(Metric.tagged(Metric.tagged(objectStoreBytesTotal, "operation", operation), "direction", direction)).pipe(
-          Effect.map((state) => state.count)
+        Metric.value(
+          Metric.tagged(Metric.tagged(objectStoreBytesTotal, "operation", operation), "direction", direction)
+        ).pipe(
+          Effect.map((state) =>
+            state.count
+          )
         )
 
       contract("counts every call by operation and outcome, and the bytes written and read", () =>
-        Effect.gen(function* () {
+        Effect.gen(function*() {
           const store = instrumentBlobStore(yield* driver.make())
           expect(store.kind).toBe(driver.name)
           const before = {
@@ -724,8 +731,7 @@ const blobStoreContract = (driver: Driver) =>
           expect((yield* bytes("put_part", "write")) - before.written).toBe(data.byteLength)
           // Counted at open time, as the requested length, even though nothing was streamed.
           expect((yield* bytes("open_object", "read")) - before.read).toBe(100)
-        })
-      )
+        }))
     })
   })
 

@@ -1,5 +1,5 @@
-import { describe, expect, it } from "@effect/vitest"
 import { NodeContext } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import { readFileSync } from "node:fs"
 import { resolveConfig } from "../../src/cli.js"

@@ -1,5 +1,5 @@
-import { describe, expect, it } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Logger, Redacted } from "effect"
 import { mkdtemp, readdir, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
@@ -14,7 +14,8 @@ describe("migrations", () => {
   it.scoped("are applied once, in order, and recorded", () =>
     Effect.gen(function*() {
       const url = yield* freshDatabaseUrl
-      const files = (yield* Effect.promise(() => readdir(defaultMigrationsDir))).filter((f) => f.endsWith(".sql")).sort()
+      const files = (yield* Effect.promise(() => readdir(defaultMigrationsDir))).filter((f) => f.endsWith(".sql"))
+        .sort()
       const first = yield* migrate().pipe(Effect.provide(onDatabase(url)))
       expect(first).toEqual(files)
       const second = yield* migrate().pipe(Effect.provide(onDatabase(url)))
@@ -45,13 +46,17 @@ describe("migrations", () => {
       const url = yield* freshDatabaseUrl
       const dir = yield* Effect.promise(() => mkdtemp(path.join(tmpdir(), "imgsrv-migrations-")))
       yield* Effect.promise(() => writeFile(path.join(dir, "0001_good.sql"), "CREATE TABLE good (id int);"))
-      yield* Effect.promise(() => writeFile(path.join(dir, "0002_broken.sql"), "CREATE TABLE broken (id nonsense_type);"))
+      yield* Effect.promise(() =>
+        writeFile(path.join(dir, "0002_broken.sql"), "CREATE TABLE broken (id nonsense_type);")
+      )
       const exit = yield* migrate(dir).pipe(Effect.provide(onDatabase(url)), Effect.exit)
       expect(Exit.isFailure(exit)).toBe(true)
       if (Exit.isFailure(exit)) {
         // One line with the file and the driver's reason, said once.
         const error = Cause.squash(exit.cause)
-        expect(error instanceof Error ? error.message : String(error)).toBe('migration 0002_broken.sql failed: type "nonsense_type" does not exist')
+        expect(error instanceof Error ? error.message : String(error)).toBe(
+          "migration 0002_broken.sql failed: type \"nonsense_type\" does not exist"
+        )
       }
       const tables = yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
@@ -67,7 +72,9 @@ describe("the pool", () => {
       const url = yield* freshDatabaseUrl
       const logged: Array<string> = []
       // A message logged with extra arguments arrives as an array; its first element is the text.
-      const capture = Logger.make(({ message }) => void logged.push(String(Array.isArray(message) ? message[0] : message)))
+      const capture = Logger.make(({ message }) =>
+        void logged.push(String(Array.isArray(message) ? message[0] : message))
+      )
       yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         yield* sql`SELECT 1` // leaves an idle connection in the pool

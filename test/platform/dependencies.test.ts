@@ -1,5 +1,5 @@
-import { describe, expect, it } from "vitest"
 import { readFileSync } from "node:fs"
+import { describe, expect, it } from "vitest"
 
 /**
  * Unpinned `@effect/*` installs now pull the incompatible effect 4.x line. The

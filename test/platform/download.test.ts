@@ -10,7 +10,7 @@ import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
 import { makeFilesystemBlobStore } from "../../src/platform/blob-store/filesystem.js"
 import { casKey, stagingKey } from "../../src/platform/blob-store/keys.js"
 import { makeS3BlobStore } from "../../src/platform/blob-store/s3.js"
-import { type Sha256Digest, digestFromHex } from "../../src/platform/digest.js"
+import { digestFromHex, type Sha256Digest } from "../../src/platform/digest.js"
 import { ifRangeMatches, isNotModified, parseRange, serveBlob } from "../../src/platform/download.js"
 import { apiMiddleware, apiOf, makeHttpMetrics, makeRouteTable, serverMiddleware } from "../../src/platform/http.js"
 import { createBucket, tempDir } from "../support/harness.js"
@@ -28,9 +28,22 @@ describe("parseRange", () => {
   })
 
   it("answers 416 (never 400) for every other form", () => {
-    for (const header of ["items=0-1", "bytes=", "bytes=0-1,3-4", "bytes=a-b", "bytes=10-", "bytes=10-12", "bytes=5-4",
-      "bytes=-0", "bytes=--1", "bytes=1", "bytes=0x1-2", "bytes=1.5-2"])
-    {
+    for (
+      const header of [
+        "items=0-1",
+        "bytes=",
+        "bytes=0-1,3-4",
+        "bytes=a-b",
+        "bytes=10-",
+        "bytes=10-12",
+        "bytes=5-4",
+        "bytes=-0",
+        "bytes=--1",
+        "bytes=1",
+        "bytes=0x1-2",
+        "bytes=1.5-2"
+      ]
+    ) {
       expect(parseRange(header, 10), header).toEqual({ _tag: "Unsatisfiable" })
     }
     expect(parseRange("bytes=0-0", 0)).toEqual({ _tag: "Unsatisfiable" })
@@ -106,26 +119,34 @@ interface Served {
 }
 
 const serve = (blobs: Map<string, Served>) =>
-  HttpApiBuilder.group(apiOf(BlobGroup), "blobtest", (handlers) =>
-    handlers.handleRaw("get", ({ path }) =>
-      Effect.gen(function*() {
-        const blob = blobs.get(path.name)!
-        return yield* serveBlob({
-          key: casKey(blob.digest),
-          sizeBytes: blob.bytes.length,
-          digest: blob.digest,
-          lastModified: new Date("2026-05-14T09:12:03.481Z"),
-          contentType: "application/x-qemu-disk",
-          route: "GET /t/{name}"
-        })
-      }).pipe(Effect.orDie)))
+  HttpApiBuilder.group(
+    apiOf(BlobGroup),
+    "blobtest",
+    (handlers) =>
+      handlers.handleRaw("get", ({ path }) =>
+        Effect.gen(function*() {
+          const blob = blobs.get(path.name)!
+          return yield* serveBlob({
+            key: casKey(blob.digest),
+            sizeBytes: blob.bytes.length,
+            digest: blob.digest,
+            lastModified: new Date("2026-05-14T09:12:03.481Z"),
+            contentType: "application/x-qemu-disk",
+            route: "GET /t/{name}"
+          })
+        }).pipe(Effect.orDie))
+  )
 
 const startServer = (store: Layer.Layer<BlobStore>, blobs: Map<string, Served>) => {
-  const layer = HttpApiBuilder.serve(serverMiddleware(routes, { tracing: false, metrics: makeHttpMetrics(() => ({ address: "127.0.0.1", port: 0 })) })).pipe(
-    Layer.provide(HttpApiBuilder.api(TestApi).pipe(
-      Layer.provide(serve(blobs)),
-      Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))
-    )),
+  const layer = HttpApiBuilder.serve(
+    serverMiddleware(routes, { tracing: false, metrics: makeHttpMetrics(() => ({ address: "127.0.0.1", port: 0 })) })
+  ).pipe(
+    Layer.provide(
+      HttpApiBuilder.api(TestApi).pipe(
+        Layer.provide(serve(blobs)),
+        Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))
+      )
+    ),
     Layer.provideMerge(store),
     Layer.provideMerge(NodeHttpServer.layer(() => http.createServer(), { port: 0, host: "127.0.0.1" }))
   )
@@ -236,7 +257,11 @@ for (const kind of ["filesystem", "s3"] as const) {
       const emptyRange = await get("empty", { range: "bytes=0-" })
       expect([emptyRange.status, emptyRange.headers.get("content-range")]).toEqual([416, "bytes */0"])
       const emptyFull = await get("empty")
-      expect([emptyFull.status, emptyFull.headers.get("content-length"), await emptyFull.text()]).toEqual([200, "0", ""])
+      expect([emptyFull.status, emptyFull.headers.get("content-length"), await emptyFull.text()]).toEqual([
+        200,
+        "0",
+        ""
+      ])
     })
 
     it("answers 304 without body, length or type, and honours If-Range", async () => {
@@ -247,8 +272,10 @@ for (const kind of ["filesystem", "s3"] as const) {
       expect(notModified.headers.get("content-type")).toBeNull()
       expect(notModified.headers.get("content-length")).toBeNull()
       expect((await get("small", { "if-modified-since": "Thu, 14 May 2026 09:12:03 GMT" })).status).toBe(304)
-      expect((await get("small", { "if-none-match": "\"x\"", "if-modified-since": "Thu, 14 May 2026 09:12:03 GMT" }))
-        .status).toBe(200)
+      expect(
+        (await get("small", { "if-none-match": "\"x\"", "if-modified-since": "Thu, 14 May 2026 09:12:03 GMT" }))
+          .status
+      ).toBe(200)
       const rangeKept = await get("small", { range: "bytes=0-1", "if-range": etag })
       expect(rangeKept.status).toBe(206)
       const rangeIgnored = await get("small", { range: "bytes=0-1", "if-range": `W/${etag}` })

@@ -1,5 +1,5 @@
-import { describe, expect, it } from "vitest"
 import pg from "pg"
+import { describe, expect, it } from "vitest"
 import { createDatabase } from "../support/harness.js"
 import { freePort, spawnImgsrv, waitForStatus } from "../support/process.js"
 

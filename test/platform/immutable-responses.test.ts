@@ -5,13 +5,19 @@ import type { AddressInfo } from "node:net"
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest"
 import { RequireContentWrite } from "../../src/auth/middleware.js"
 import type { Manifest } from "../../src/catalog/schema.js"
-import { answerImmutable, API_ID, makeHttpMetrics, makeImmutableResponses, makeRouteTable } from "../../src/platform/http.js"
+import {
+  answerImmutable,
+  API_ID,
+  makeHttpMetrics,
+  makeImmutableResponses,
+  makeRouteTable
+} from "../../src/platform/http.js"
+import { addArtifact, createDraft, expectStatus, publishVersion } from "../catalog/fixtures.js"
+import { counterOf, scrapeExposition } from "../observability/exposition.js"
 import { seedBlob, type SeededBlob } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { startOtlpReceiver } from "../support/otlp-receiver.js"
 import { freePort } from "../support/process.js"
-import { counterOf, scrapeExposition } from "../observability/exposition.js"
-import { addArtifact, createDraft, expectStatus, publishVersion } from "../catalog/fixtures.js"
 
 /**
  * Immutable responses (platform/http.ts): a published manifest, once produced by the app,
@@ -110,12 +116,14 @@ describe("the listener's early answer", () => {
       expect(await head.text()).toBe("")
       expect(s.reachedApp()).toBe(0)
 
-      for (const [method, path, body] of [
-        ["GET", "/v1/things/b", undefined],
-        ["GET", "/v1/things/a/", undefined],
-        ["POST", "/v1/things/a", undefined],
-        ["GET", "/v1/things/a", "a body"]
-      ] as const) {
+      for (
+        const [method, path, body] of [
+          ["GET", "/v1/things/b", undefined],
+          ["GET", "/v1/things/a/", undefined],
+          ["POST", "/v1/things/a", undefined],
+          ["GET", "/v1/things/a", "a body"]
+        ] as const
+      ) {
         expect(await send(method, `${s.base}${path}`, body), `${method} ${path}`).toBe("app")
       }
       expect(s.reachedApp()).toBe(4)
@@ -139,10 +147,12 @@ describe("published manifests answered from memory", () => {
     writer = await app.tokenFor("content-writer")
     blob = await seedBlob(app, encoder.encode("remembered disk"))
     const write = process.stderr.write
-    vi.spyOn(process.stderr, "write").mockImplementation(((chunk: unknown, ...rest: Array<unknown>) => {
-      if (typeof chunk === "string" && chunk.includes("\"msg\":\"http request\"")) logLines.push(chunk)
-      return Reflect.apply(write, process.stderr, [chunk, ...rest]) as boolean
-    }) as typeof process.stderr.write)
+    vi.spyOn(process.stderr, "write").mockImplementation(
+      ((chunk: unknown, ...rest: Array<unknown>) => {
+        if (typeof chunk === "string" && chunk.includes("\"msg\":\"http request\"")) logLines.push(chunk)
+        return Reflect.apply(write, process.stderr, [chunk, ...rest]) as boolean
+      }) as typeof process.stderr.write
+    )
   })
   afterAll(async () => {
     vi.restoreAllMocks()
@@ -176,7 +186,10 @@ describe("published manifests answered from memory", () => {
         body: await res.text()
       })
     }
-    expect(answers[1]).toEqual({ ...answers[0], headers: answers[0]!.headers.map(([n, v]) => [n, n === "x-request-id" ? "second" : v]) })
+    expect(answers[1]).toEqual({
+      ...answers[0],
+      headers: answers[0]!.headers.map(([n, v]) => [n, n === "x-request-id" ? "second" : v])
+    })
     expect(answers[2]!.body).toBe(answers[0]!.body)
     expect((JSON.parse(answers[0]!.body) as Manifest).version.state).toBe("published")
 
@@ -227,18 +240,28 @@ describe("published manifests answered from memory", () => {
 
     await app.request("PUT", "/v1/images/moving/aliases/stable", { token: writer, json: { version: "1" } })
       .then((r) => expectStatus(r, 200))
-    expect((await app.request("GET", "/v1/images/moving/refs/stable").then((r) => expectStatus<Manifest>(r, 200))).version.version)
+    expect(
+      (await app.request("GET", "/v1/images/moving/refs/stable").then((r) => expectStatus<Manifest>(r, 200))).version
+        .version
+    )
       .toBe("1")
     await app.request("PUT", "/v1/images/moving/aliases/stable", { token: writer, json: { version: "2" } })
       .then((r) => expectStatus(r, 200))
-    expect((await app.request("GET", "/v1/images/moving/refs/stable").then((r) => expectStatus<Manifest>(r, 200))).version.version)
+    expect(
+      (await app.request("GET", "/v1/images/moving/refs/stable").then((r) => expectStatus<Manifest>(r, 200))).version
+        .version
+    )
       .toBe("2")
 
     await createDraft(app, writer, "moving", "3")
-    expect((await app.request("GET", "/v1/images/moving/versions/3").then((r) => expectStatus<Manifest>(r, 200))).artifacts)
+    expect(
+      (await app.request("GET", "/v1/images/moving/versions/3").then((r) => expectStatus<Manifest>(r, 200))).artifacts
+    )
       .toHaveLength(0)
     await addArtifact(app, writer, "moving", "3", { blob })
-    expect((await app.request("GET", "/v1/images/moving/versions/3").then((r) => expectStatus<Manifest>(r, 200))).artifacts)
+    expect(
+      (await app.request("GET", "/v1/images/moving/versions/3").then((r) => expectStatus<Manifest>(r, 200))).artifacts
+    )
       .toHaveLength(1)
 
     // What the listener remembered: the published version's paths, never an alias or a draft.
@@ -262,7 +285,9 @@ describe("published manifests answered from memory", () => {
 describe("with tracing on", () => {
   it("every request runs in the app, so each gets its span and X-Trace-ID", async () => {
     const receiver = await startOtlpReceiver()
-    const app = await startTestApp({ settings: { "otel-endpoint": receiver.endpoint, "otel-service-name": "imgsrv-test" } })
+    const app = await startTestApp({
+      settings: { "otel-endpoint": receiver.endpoint, "otel-service-name": "imgsrv-test" }
+    })
     try {
       const writer = await app.tokenFor("content-writer")
       const blob = await seedBlob(app, encoder.encode("traced disk"))

@@ -1,5 +1,6 @@
-import { describe, expect, it } from "vitest"
 import { Readable } from "node:stream"
+import type { ReadableStream as WebReadableStream } from "node:stream/web"
+import { describe, expect, it } from "vitest"
 import { createDatabase } from "../support/harness.js"
 import { freePort, spawnImgsrv, waitForStatus } from "../support/process.js"
 import { sha256Digest, testBytes } from "../support/uploads.js"
@@ -40,27 +41,39 @@ const started = async (shutdownTimeout: string) => {
       headers: { authorization: `Bearer ${token}` },
       ...(body === undefined ? {} : { body: JSON.stringify(body) })
     })
-  const principal = await json(await call("POST", "/v1/auth/principals", admin, { kind: "service", display_name: "w" }), 201)
+  const principal = await json(
+    await call("POST", "/v1/auth/principals", admin, { kind: "service", display_name: "w" }),
+    201
+  )
   expect((await call("PUT", `/v1/auth/principals/${principal["id"]}/roles/content-writer`, admin)).status).toBe(204)
-  const issued = await json(await call("POST", `/v1/auth/principals/${principal["id"]}/api-tokens`, admin, {
-    expires_at: new Date(Date.now() + 3_600_000).toISOString()
-  }), 201)
+  const issued = await json(
+    await call("POST", `/v1/auth/principals/${principal["id"]}/api-tokens`, admin, {
+      expires_at: new Date(Date.now() + 3_600_000).toISOString()
+    }),
+    201
+  )
   const writer = String(issued["plaintext"])
   const bytes = testBytes(16 * 1024 * 1024, 7)
   const digest = sha256Digest(bytes)
-  const session = await json(await call("POST", "/v1/uploads", writer, {
-    expected_digest: digest,
-    expected_size_bytes: bytes.length
-  }), 201)
+  const session = await json(
+    await call("POST", "/v1/uploads", writer, {
+      expected_digest: digest,
+      expected_size_bytes: bytes.length
+    }),
+    201
+  )
   const part = await fetch(`${base}/v1/uploads/${session["id"]}/parts/1`, {
     method: "PUT",
     headers: { authorization: `Bearer ${writer}` },
     body: bytes
   })
   const partBody = await json(part, 200)
-  await json(await call("POST", `/v1/uploads/${session["id"]}/complete`, writer, {
-    parts: [{ number: 1, etag: partBody["etag"], size_bytes: bytes.length }]
-  }), 200)
+  await json(
+    await call("POST", `/v1/uploads/${session["id"]}/complete`, writer, {
+      parts: [{ number: 1, etag: partBody["etag"], size_bytes: bytes.length }]
+    }),
+    200
+  )
   for (let i = 0; i < 200; i++) {
     const state = (await json(await fetch(`${base}/v1/uploads/${session["id"]}`), 200))["state"]
     if (state === "ready") break
@@ -73,7 +86,7 @@ const started = async (shutdownTimeout: string) => {
 const openSlowly = async (url: string) => {
   const res = await fetch(url)
   expect(res.status).toBe(200)
-  const body = Readable.fromWeb(res.body! as import("node:stream/web").ReadableStream<Uint8Array>)
+  const body = Readable.fromWeb(res.body! as WebReadableStream<Uint8Array>)
   body.pause()
   return body
 }

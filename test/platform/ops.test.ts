@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { startS3Server, type S3TestServer } from "../support/s3-server.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
+import { type S3TestServer, startS3Server } from "../support/s3-server.js"
 
 /** Operational surface of a running app: readiness, request ids, router errors. */
 
@@ -77,8 +77,9 @@ describe("every response", () => {
     expect(doc.openapi).toMatch(/^3\./)
     expect(Object.keys(doc.paths)).toContain("/readyz")
     // Ids and timestamps are documented with their formats, in every domain.
-    const schemas = (doc as unknown as { components: { schemas: Record<string, { properties: Record<string, unknown> }> } })
-      .components.schemas
+    const schemas =
+      (doc as unknown as { components: { schemas: Record<string, { properties: Record<string, unknown> }> } })
+        .components.schemas
     expect(schemas["Image"]?.properties["id"]).toMatchObject({ type: "string", format: "uuid" })
     expect(schemas["PublishJob"]?.properties["created_at"]).toMatchObject({ type: "string", format: "date-time" })
     expect(schemas["ApiToken"]?.properties["expires_at"]).toMatchObject({ type: "string", format: "date-time" })
@@ -87,22 +88,32 @@ describe("every response", () => {
     type Operation = { responses?: Record<string, { content?: Record<string, unknown> }> }
     const operations: Array<Operation> = Object.values(doc.paths as Record<string, Record<string, Operation>>)
       .flatMap((item) => Object.values(item))
-    const errorTypes = new Set(operations.flatMap((op) =>
-      Object.entries(op.responses ?? {}).filter(([status]) => Number(status) >= 400)
-        .flatMap(([status, r]) => Object.keys(r.content ?? {}).map((type) => `${status === "503" ? "503" : "4xx"} ${type}`))
-    ))
-    expect([...errorTypes].sort()).toEqual(["4xx application/problem+json", "503 application/problem+json", "503 text/plain"])
+    const errorTypes = new Set(
+      operations.flatMap((op) =>
+        Object.entries(op.responses ?? {}).filter(([status]) => Number(status) >= 400)
+          .flatMap(([status, r]) =>
+            Object.keys(r.content ?? {}).map((type) => `${status === "503" ? "503" : "4xx"} ${type}`)
+          )
+      )
+    )
+    expect([...errorTypes].sort()).toEqual([
+      "4xx application/problem+json",
+      "503 application/problem+json",
+      "503 text/plain"
+    ])
     expect(JSON.stringify(doc)).not.toContain("#/components/schemas/HttpApiDecodeError")
     expect(Object.keys(paths["/readyz"]?.get?.responses ?? {})).toContain("503")
     for (const route of ["/streams/v1/index.json", "/streams/v1/images.json"]) {
       expect(Object.keys(paths[route]?.get?.responses ?? {}), route).toContain("304")
     }
     // The download routes document every status they answer with, not only 200.
-    for (const route of [
-      "/v1/blobs/{digest}",
-      "/v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download",
-      "/v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download"
-    ]) {
+    for (
+      const route of [
+        "/v1/blobs/{digest}",
+        "/v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download",
+        "/v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download"
+      ]
+    ) {
       expect(Object.keys(paths[route]?.get?.responses ?? {}), route).toEqual(
         expect.arrayContaining(["200", "206", "304", "404", "416"])
       )

@@ -1,7 +1,7 @@
-import { describe, expect, it } from "vitest"
 import { chmod, mkdtemp, rm, stat } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
+import { describe, expect, it } from "vitest"
 import { freePort, spawnImgsrv, waitForStatus } from "../support/process.js"
 
 /** The real `imgsrv` process: start-up, embedded mode, ops-only mode, bad config, signals. */
@@ -42,7 +42,9 @@ describe("the imgsrv process", () => {
     const dir = await dataDir()
     try {
       const port = await freePort()
-      const proc = spawnImgsrv({ env: { IMGSRV_DATA_DIR: dir, IMGSRV_LISTEN: `127.0.0.1:${port}`, IMGSRV_METRICS_LISTEN: "" } })
+      const proc = spawnImgsrv({
+        env: { IMGSRV_DATA_DIR: dir, IMGSRV_LISTEN: `127.0.0.1:${port}`, IMGSRV_METRICS_LISTEN: "" }
+      })
       await waitForStatus(`http://127.0.0.1:${port}/readyz`, 204, 60_000)
       proc.child.kill("SIGTERM")
       await proc.waitFor(/stopping http server/)
@@ -59,7 +61,11 @@ describe("the imgsrv process", () => {
     const port = await freePort()
     const metricsPort = await freePort()
     const proc = spawnImgsrv({
-      env: { IMGSRV_EMBEDDED: "false", IMGSRV_LISTEN: `127.0.0.1:${port}`, IMGSRV_METRICS_LISTEN: `127.0.0.1:${metricsPort}` }
+      env: {
+        IMGSRV_EMBEDDED: "false",
+        IMGSRV_LISTEN: `127.0.0.1:${port}`,
+        IMGSRV_METRICS_LISTEN: `127.0.0.1:${metricsPort}`
+      }
     })
     try {
       await waitForStatus(`http://127.0.0.1:${port}/healthz`, 204)
@@ -131,7 +137,9 @@ describe("the imgsrv process", () => {
   it("lists every setting in --help", async () => {
     const proc = spawnImgsrv({ args: ["--help"] })
     await proc.exited
-    for (const flag of ["--listen", "--postgres-url", "--s3-secret-access-key", "--publish-job-lease", "--otel-endpoint"]) {
+    for (
+      const flag of ["--listen", "--postgres-url", "--s3-secret-access-key", "--publish-job-lease", "--otel-endpoint"]
+    ) {
       expect(proc.stdout()).toContain(flag)
     }
   })

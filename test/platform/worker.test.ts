@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Metric, MetricState, Ref, TestClock } from "effect"
 import type { WorkerLoopSettings } from "../../src/platform/config.js"
-import { makeWakeSignal, runWorkerLoop, type RunOutcome } from "../../src/platform/worker.js"
+import { makeWakeSignal, type RunOutcome, runWorkerLoop } from "../../src/platform/worker.js"
 
 const settings: WorkerLoopSettings = {
   enabled: true,
@@ -20,7 +20,7 @@ const scripted = (name: string, script: (attempt: number) => Effect.Effect<RunOu
     const wake = yield* makeWakeSignal
     const runOnce = Effect.gen(function*() {
       const now = yield* TestClock.currentTimeMillis
-      const attempt = (yield* Ref.modify(times, (t) => [t.length, [...t, now]]))
+      const attempt = yield* Ref.modify(times, (t) => [t.length, [...t, now]])
       return yield* script(attempt)
     })
     const fiber = yield* Effect.fork(runWorkerLoop({ name, workerId: "test/worker", settings, runOnce, wake }))
@@ -65,7 +65,10 @@ describe("runWorkerLoop", () => {
 
   it.effect("survives a defect in a unit of work: it is logged, counted as an error and the loop goes on", () =>
     Effect.gen(function*() {
-      const { times, fiber } = yield* scripted("t3", (n) => n === 0 ? Effect.die(new Error("bug")) : Effect.succeed("idle"))
+      const { times, fiber } = yield* scripted(
+        "t3",
+        (n) => n === 0 ? Effect.die(new Error("bug")) : Effect.succeed("idle")
+      )
       yield* step(0)
       yield* step(1)
       expect(yield* Ref.get(times)).toEqual([0, 1000])

@@ -1,5 +1,5 @@
-import { describe, expect, it, layer } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
+import { describe, expect, it, layer } from "@effect/vitest"
 import { Duration, Effect, Layer, Option } from "effect"
 import { execFileSync } from "node:child_process"
 import { randomUUID } from "node:crypto"
@@ -10,10 +10,10 @@ import { CatalogRepositoryLive } from "../../src/catalog/repository.js"
 import { casKey } from "../../src/platform/blob-store/keys.js"
 import { PublishRepository, PublishRepositoryLive } from "../../src/publishing/repository.js"
 import type { ClaimedStep, PublishJob } from "../../src/publishing/schema.js"
-import { restoreBlobBytes, seedBlob, type SeededBlob, withDatabase } from "../support/blobs.js"
-import { createDatabase, startTestApp, tempDir, TestDatabaseLive, type TestApp } from "../support/harness.js"
-import { freePort, spawnImgsrv } from "../support/process.js"
 import { addArtifact, addAttachment, createDraft, createImage, startPublish, waitForJob } from "../catalog/fixtures.js"
+import { restoreBlobBytes, seedBlob, type SeededBlob, withDatabase } from "../support/blobs.js"
+import { createDatabase, startTestApp, tempDir, type TestApp, TestDatabaseLive } from "../support/harness.js"
+import { freePort, spawnImgsrv } from "../support/process.js"
 
 /**
  * Step leases (api.md §2.9 "Worker semantics", our improvement over the reference's
@@ -48,7 +48,14 @@ const queuedJob = Effect.gen(function*() {
                primary_blob_digest, primary_blob_size_bytes, primary_media_type)
              VALUES (${randomUUID()}, ${versionId}, 'linux', 'x86_64', 'raw', ${digest}, 1, 'x')`
   yield* Effect.orDie(repo.markPublishing(versionId))
-  yield* Effect.orDie(repo.insertJob({ id: jobId, versionId, stepIds: [randomUUID(), randomUUID(), randomUUID()], traceParent: undefined }))
+  yield* Effect.orDie(
+    repo.insertJob({
+      id: jobId,
+      versionId,
+      stepIds: [randomUUID(), randomUUID(), randomUUID()],
+      traceParent: undefined
+    })
+  )
   return jobId
 })
 
@@ -146,7 +153,13 @@ const stepRow = (app: TestApp, jobId: string, name: string) =>
       [jobId, name]
     )).then((r) => r.rows[0] as { state: string; attempt_count: number; locked_by: string | null; leased: boolean })
 
-const waitForStep = async (app: TestApp, jobId: string, name: string, predicate: (row: Awaited<ReturnType<typeof stepRow>>) => boolean, timeoutMs = 30_000) => {
+const waitForStep = async (
+  app: TestApp,
+  jobId: string,
+  name: string,
+  predicate: (row: Awaited<ReturnType<typeof stepRow>>) => boolean,
+  timeoutMs = 30_000
+) => {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     const row = await stepRow(app, jobId, name)
@@ -182,7 +195,11 @@ describe("the publish worker's lease", () => {
       await waitForStep(first, job.id, "incus_index", (r) => r.state === "running")
       // Three leases long: without renewals the other app's worker would have re-claimed it.
       await new Promise((resolve) => setTimeout(resolve, 3000))
-      expect(await stepRow(first, job.id, "incus_index")).toMatchObject({ state: "running", attempt_count: 1, leased: true })
+      expect(await stepRow(first, job.id, "incus_index")).toMatchObject({
+        state: "running",
+        attempt_count: 1,
+        leased: true
+      })
 
       releaseBlob(first, meta)
       const failed = await waitForJob(first, token, job.id)
@@ -239,8 +256,10 @@ describe("the publish worker's lease", () => {
       const done = await waitForJob(survivor, token, job.id)
       expect(done.state).toBe("succeeded")
       expect(attempts(done)).toEqual([1, 2, 1])
-      const rows = await withDatabase(setup, (c) =>
-        c.query("SELECT count(*)::int AS n FROM incus_projection_items WHERE version_id = $1", [done.version_id]))
+      const rows = await withDatabase(
+        setup,
+        (c) => c.query("SELECT count(*)::int AS n FROM incus_projection_items WHERE version_id = $1", [done.version_id])
+      )
       expect(rows.rows[0].n).toBe(1)
     } finally {
       await survivor?.close()

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, expect, it } from "vitest"
+import { addArtifact, createDraft, createImage, publishVersion, startPublish, waitForJob } from "../catalog/fixtures.js"
+import { scrapeExposition, seriesValue } from "../observability/exposition.js"
 import { removeBlobBytes, seedBlob } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { freePort } from "../support/process.js"
-import { addArtifact, createDraft, createImage, publishVersion, startPublish, waitForJob } from "../catalog/fixtures.js"
-import { scrapeExposition, seriesValue } from "../observability/exposition.js"
 
 /**
  * Publishing, download and Simple Streams metrics on the metrics listener
@@ -21,7 +21,6 @@ beforeAll(async () => {
   metricsUrl = `http://127.0.0.1:${port}/metrics`
 })
 afterAll(async () => app?.close())
-
 
 it("exposes publish job and step gauges, step durations, downloads and streams renders", async () => {
   const token = await app.tokenFor("content-writer")
@@ -56,14 +55,19 @@ it("exposes publish job and step gauges, step durations, downloads and streams r
   expect(seriesValue(scraped, "imgsrv_publish_steps{state=\"succeeded\",step=\"incus_index\"}")).toBe(1)
   expect(seriesValue(scraped, "imgsrv_publish_steps{state=\"failed\",step=\"incus_index\"}")).toBe(1)
   expect(seriesValue(scraped, "imgsrv_publish_steps{state=\"queued\",step=\"finalize_publish\"}")).toBe(1)
-  expect(seriesValue(scraped, "imgsrv_publish_step_oldest_queued_age_seconds{step=\"finalize_publish\"}")).toBeGreaterThanOrEqual(0)
+  expect(seriesValue(scraped, "imgsrv_publish_step_oldest_queued_age_seconds{step=\"finalize_publish\"}"))
+    .toBeGreaterThanOrEqual(0)
   expect(scraped.text).not.toContain("imgsrv_publish_step_oldest_running_age_seconds{")
   expect(seriesValue(scraped, "imgsrv_publish_versions_publishing")).toBe(1)
   expect(seriesValue(scraped, "imgsrv_incus_projection_rows")).toBe(1)
-  expect(seriesValue(scraped, "imgsrv_publish_step_duration_seconds_count{outcome=\"succeeded\",step=\"validate_catalog\"}"))
+  expect(
+    seriesValue(scraped, "imgsrv_publish_step_duration_seconds_count{outcome=\"succeeded\",step=\"validate_catalog\"}")
+  )
     .toBe(2)
-  expect(seriesValue(scraped, "imgsrv_publish_step_duration_seconds_count{outcome=\"failed\",step=\"incus_index\"}")).toBe(1)
-  expect(seriesValue(scraped, "imgsrv_background_job_attempts_total{job=\"publish\",outcome=\"worked\"}")).toBeGreaterThanOrEqual(5)
+  expect(seriesValue(scraped, "imgsrv_publish_step_duration_seconds_count{outcome=\"failed\",step=\"incus_index\"}"))
+    .toBe(1)
+  expect(seriesValue(scraped, "imgsrv_background_job_attempts_total{job=\"publish\",outcome=\"worked\"}"))
+    .toBeGreaterThanOrEqual(5)
 
   const route = "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download"
   expect(seriesValue(scraped, `imgsrv_downloads_total{route="${route}",status="200"}`)).toBe(1)

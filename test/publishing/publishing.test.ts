@@ -1,9 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { Manifest } from "../../src/catalog/schema.js"
 import type { PublishJob } from "../../src/publishing/schema.js"
-import { describeBlob, removeBlobBytes, restoreBlobBytes, seedBlob, type SeededBlob, withDatabase } from "../support/blobs.js"
-import { startTestApp, type StoreKind, type TestApp } from "../support/harness.js"
-import { startOtlpReceiver } from "../support/otlp-receiver.js"
 import {
   addArtifact,
   addAttachment,
@@ -14,6 +11,16 @@ import {
   startPublish,
   waitForJob
 } from "../catalog/fixtures.js"
+import {
+  describeBlob,
+  removeBlobBytes,
+  restoreBlobBytes,
+  seedBlob,
+  type SeededBlob,
+  withDatabase
+} from "../support/blobs.js"
+import { startTestApp, type StoreKind, type TestApp } from "../support/harness.js"
+import { startOtlpReceiver } from "../support/otlp-receiver.js"
 
 /**
  * Publishing through HTTP (api.md §2.9, §3.2–3.3): the synchronous publish and its
@@ -169,7 +176,10 @@ for (const store of ["filesystem", "s3"] as const satisfies ReadonlyArray<StoreK
       const manifest = await expectStatus<Manifest>(await app.request("GET", "/v1/images/flaky/versions/1"), 200)
       expect(manifest.version.state).toBe("publishing")
       await expectProblem(await app.request("POST", "/v1/images/flaky/versions/1/publish", { token }), 412)
-      await expectProblem(await app.request("PUT", "/v1/images/flaky/aliases/latest", { token, json: { version: "1" } }), 412)
+      await expectProblem(
+        await app.request("PUT", "/v1/images/flaky/aliases/latest", { token, json: { version: "1" } }),
+        412
+      )
       await expectProblem(await app.request("GET", "/v1/images/flaky/versions/1/artifacts"), 404)
 
       await restoreBlobBytes(app, meta)
@@ -177,7 +187,12 @@ for (const store of ["filesystem", "s3"] as const satisfies ReadonlyArray<StoreK
         await app.request("POST", `/v1/publish-jobs/${queued.id}/retry`, { token }),
         202
       )
-      expect(requeued).toMatchObject({ id: queued.id, job_id: queued.id, state: "queued", started_at: failed.started_at })
+      expect(requeued).toMatchObject({
+        id: queued.id,
+        job_id: queued.id,
+        state: "queued",
+        started_at: failed.started_at
+      })
       expect(requeued).not.toHaveProperty("finished_at")
       expect(requeued).not.toHaveProperty("failure_message")
       expect(requeued).not.toHaveProperty("failed_step")
@@ -200,8 +215,11 @@ for (const store of ["filesystem", "s3"] as const satisfies ReadonlyArray<StoreK
       expect(done.steps[0]!.finished_at).toBe(failed.steps[0]!.finished_at)
       const published = await expectStatus<Manifest>(await app.request("GET", "/v1/images/flaky/versions/1"), 200)
       expect(published.version.state).toBe("published")
-      const rows = await withDatabase(app, (c) =>
-        c.query("SELECT count(*)::int AS n FROM incus_projection_items WHERE version_id = $1", [published.version.id]))
+      const rows = await withDatabase(
+        app,
+        (c) =>
+          c.query("SELECT count(*)::int AS n FROM incus_projection_items WHERE version_id = $1", [published.version.id])
+      )
       expect(rows.rows[0].n).toBe(1)
     })
   })
@@ -256,7 +274,9 @@ describe("the worker loop", () => {
       await addArtifact(app, token, "idle", "1", { blob: disk })
       const job = await startPublish(app, token, "idle", "1")
       await new Promise((resolve) => setTimeout(resolve, 500))
-      const still = await app.request("GET", `/v1/publish-jobs/${job.id}`, { token }).then((r) => expectStatus<PublishJob>(r, 200))
+      const still = await app.request("GET", `/v1/publish-jobs/${job.id}`, { token }).then((r) =>
+        expectStatus<PublishJob>(r, 200)
+      )
       expect(still.state).toBe("queued")
       expect(stepsOf(still).every(([, state]) => state === "queued")).toBe(true)
     } finally {

@@ -1,9 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createHash, randomBytes } from "node:crypto"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { Manifest } from "../../src/catalog/schema.js"
 import type { IndexDocument, ProductsDocument, StreamProduct } from "../../src/streams/schema.js"
-import { removeBlobBytes, seedBlob, type SeededBlob, sha256Hex, withDatabase } from "../support/blobs.js"
-import { startTestApp, type StoreKind, type TestApp } from "../support/harness.js"
 import {
   addArtifact,
   addAttachment,
@@ -14,6 +12,8 @@ import {
   startPublish,
   waitForJob
 } from "../catalog/fixtures.js"
+import { removeBlobBytes, seedBlob, type SeededBlob, sha256Hex, withDatabase } from "../support/blobs.js"
+import { startTestApp, type StoreKind, type TestApp } from "../support/harness.js"
 
 /**
  * The Incus Simple Streams documents (spec/streams.md): byte-level shape, eligibility,
@@ -35,7 +35,10 @@ const pair = async (app: TestApp, label: string) => ({
   disk: await seedBlob(app, encoder.encode(`${label} disk ${randomBytes(4).toString("hex")}`))
 })
 
-const eligible = (blobs: { meta: SeededBlob; disk: SeededBlob }, extra: { architecture?: string; variant?: string } = {}) => ({
+const eligible = (
+  blobs: { meta: SeededBlob; disk: SeededBlob },
+  extra: { architecture?: string; variant?: string } = {}
+) => ({
   blob: blobs.disk,
   ...extra,
   attachments: [{ name: "incus.tar.xz", blob: blobs.meta }]
@@ -45,7 +48,9 @@ const eligible = (blobs: { meta: SeededBlob; disk: SeededBlob }, extra: { archit
 const serialOf = (publishedAt: string) => {
   const d = new Date(publishedAt)
   const pad = (n: number) => String(n).padStart(2, "0")
-  return `${d.getUTCFullYear()}${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}_${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`
+  return `${d.getUTCFullYear()}${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}_${pad(d.getUTCHours())}:${
+    pad(d.getUTCMinutes())
+  }`
 }
 
 describe("Simple Streams documents", () => {
@@ -63,7 +68,9 @@ describe("Simple Streams documents", () => {
   const manifest = (name: string, version: string) =>
     app.request("GET", `/v1/images/${name}/versions/${version}`).then((r) => expectStatus<Manifest>(r, 200))
   const putAlias = (name: string, alias: string, version: string) =>
-    app.request("PUT", `/v1/images/${name}/aliases/${alias}`, { token, json: { version } }).then((r) => expectStatus(r, 200))
+    app.request("PUT", `/v1/images/${name}/aliases/${alias}`, { token, json: { version } }).then((r) =>
+      expectStatus(r, 200)
+    )
 
   it("render an empty catalog exactly like the reference, anonymously", async () => {
     const index = await app.request("GET", "/streams/v1/index.json", { headers: { authorization: "Bearer junk" } })
@@ -80,7 +87,10 @@ describe("Simple Streams documents", () => {
   })
 
   it("render the tutorial image byte for byte as spec/streams.md §3 shows it", async () => {
-    const blobs = { meta: await seedBlob(app, encoder.encode("incus metadata bytes")), disk: await seedBlob(app, encoder.encode("qcow2 disk bytes")) }
+    const blobs = {
+      meta: await seedBlob(app, encoder.encode("incus metadata bytes")),
+      disk: await seedBlob(app, encoder.encode("qcow2 disk bytes"))
+    }
     const { artifacts } = await publishVersion(app, token, {
       name: "tutorial",
       version: "0.1.0",
@@ -150,7 +160,10 @@ describe("Simple Streams documents", () => {
     const stuck = await pair(app, "stuck")
     await createDraft(app, token, "elig", "3-stuck")
     const stuckArtifact = await addArtifact(app, token, "elig", "3-stuck", { blob: stuck.disk })
-    const stuckMeta = await addAttachment(app, token, "elig", "3-stuck", stuckArtifact.id, { name: "incus.tar.xz", blob: stuck.meta })
+    const stuckMeta = await addAttachment(app, token, "elig", "3-stuck", stuckArtifact.id, {
+      name: "incus.tar.xz",
+      blob: stuck.meta
+    })
     await removeBlobBytes(app, stuck.disk)
     const job = await startPublish(app, token, "elig", "3-stuck")
     expect((await waitForJob(app, token, job.id)).state).toBe("failed")
@@ -219,7 +232,9 @@ describe("Simple Streams documents", () => {
     expect(before["live:v1:amd64:default"]!.aliases).toBe("live/v1,live/latest,live/stable")
     expect(before["live:v2:amd64:default"]!.aliases).toBe("live/v2")
 
-    expect((await app.request("GET", "/streams/v1/images.json", { headers: { "if-none-match": etag } })).status).toBe(304)
+    expect((await app.request("GET", "/streams/v1/images.json", { headers: { "if-none-match": etag } })).status).toBe(
+      304
+    )
 
     await putAlias("live", "latest", "v2")
     const moved = await app.request("GET", "/streams/v1/images.json", { headers: { "if-none-match": etag } })
@@ -318,7 +333,9 @@ describe("Simple Streams documents", () => {
         expect(item.ftype).toBe(key)
         expect(Number.isSafeInteger(item.size)).toBe(true)
         expect(item.sha256).toMatch(/^[0-9a-f]{64}$/)
-        expect(item.path).toMatch(/^v1\/images\/[^/]+\/versions\/[^/]+\/artifacts\/[0-9a-f-]{36}\/(attachments\/[0-9a-f-]{36}\/)?download$/)
+        expect(item.path).toMatch(
+          /^v1\/images\/[^/]+\/versions\/[^/]+\/artifacts\/[0-9a-f-]{36}\/(attachments\/[0-9a-f-]{36}\/)?download$/
+        )
       }
       const fingerprint = items["incus.tar.xz"]!["combined_disk-kvm-img_sha256"]!
       expect(fingerprint).toMatch(/^[0-9a-f]{64}$/)
@@ -352,8 +369,14 @@ for (const store of ["filesystem", "s3"] as const satisfies ReadonlyArray<StoreK
       }
       const metaBytes = await fetchItem(items["incus.tar.xz"]!.path)
       const diskBytes = await fetchItem(items["disk-kvm.img"]!.path)
-      expect([items["incus.tar.xz"]!.size, items["incus.tar.xz"]!.sha256]).toEqual([metaBytes.length, sha256Hex(metaBytes)])
-      expect([items["disk-kvm.img"]!.size, items["disk-kvm.img"]!.sha256]).toEqual([diskBytes.length, sha256Hex(diskBytes)])
+      expect([items["incus.tar.xz"]!.size, items["incus.tar.xz"]!.sha256]).toEqual([
+        metaBytes.length,
+        sha256Hex(metaBytes)
+      ])
+      expect([items["disk-kvm.img"]!.size, items["disk-kvm.img"]!.sha256]).toEqual([
+        diskBytes.length,
+        sha256Hex(diskBytes)
+      ])
       const combined = createHash("sha256").update(metaBytes).update(diskBytes).digest("hex")
       expect(items["incus.tar.xz"]!["combined_disk-kvm-img_sha256"]).toBe(combined)
     })

@@ -100,4 +100,5 @@ export const query = <R extends Record<string, unknown>>(
   app: Pick<TestApp, "databaseUrl">,
   text: string,
   params: ReadonlyArray<unknown> = []
-): Promise<ReadonlyArray<R>> => withClient(app.databaseUrl, async (client) => (await client.query<R>(text, [...params])).rows)
+): Promise<ReadonlyArray<R>> =>
+  withClient(app.databaseUrl, async (client) => (await client.query<R>(text, [...params])).rows)

@@ -1,6 +1,7 @@
+import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3"
 import { HttpServer } from "@effect/platform"
-import { Effect, Either, Layer, ManagedRuntime, Option, Redacted, Scope } from "effect"
-import { S3Client, CreateBucketCommand } from "@aws-sdk/client-s3"
+import type { Scope } from "effect"
+import { Effect, Either, Layer, ManagedRuntime, Option, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
@@ -45,7 +46,8 @@ export const createDatabase = async (): Promise<{ url: string; drop: () => Promi
   url.pathname = `/${name}`
   return {
     url: url.toString(),
-    drop: () => withAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${c.escapeIdentifier(name)} WITH (FORCE)`)).then(() => {})
+    drop: () =>
+      withAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${c.escapeIdentifier(name)} WITH (FORCE)`)).then(() => {})
   }
 }
 
@@ -226,8 +228,10 @@ export const startTestApp = async (options: {
     request,
     tokenFor,
     immutableResponses: () =>
-      Option.getOrThrowWith(runtime.runSync(Effect.serviceOption(ImmutableResponses)), () =>
-        new Error("this app has no catalog (ops-only mode)")),
+      Option.getOrThrowWith(
+        runtime.runSync(Effect.serviceOption(ImmutableResponses)),
+        () => new Error("this app has no catalog (ops-only mode)")
+      ),
     bootstrapBanner: () => banner,
     bootstrapToken: () => {
       const match = /imgsrv_at_[A-Za-z0-9_-]+/.exec(banner)

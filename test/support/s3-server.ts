@@ -6,8 +6,8 @@
 import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3"
 import { mkdtemp, rm } from "node:fs/promises"
 import type { Server } from "node:http"
-import type { AddressInfo } from "node:net"
 import { createRequire } from "node:module"
+import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 
@@ -17,7 +17,7 @@ interface S3rverInstance {
   close(): Promise<void>
   readonly httpServer?: Server
 }
-type S3rverConstructor = new (options: {
+type S3rverConstructor = new(options: {
   readonly address: string
   readonly port: number
   readonly silent: boolean
@@ -128,7 +128,10 @@ export const S3RVER_GAPS: Record<S3rverGap, GapNote> = {
   // A listed part that was never uploaded: s3rver's concatenation read stream fails with ENOENT
   // and nobody listens, so the request never gets an answer and the error escapes as an
   // uncaught exception in this very process (s3rver runs in-process), failing the whole run.
-  missingPartValidation: { reason: "s3rver crashes and never answers CompleteMultipartUpload with a missing part", skip: true },
+  missingPartValidation: {
+    reason: "s3rver crashes and never answers CompleteMultipartUpload with a missing part",
+    skip: true
+  },
   entityTooSmall: { reason: "s3rver does not enforce the 5 MiB minimum of non-final parts" },
   // putPart() writes straight into the final part file (no temp file); an aborted request
   // usually leaves the received prefix behind as the part, truncating any previous part of

@@ -139,7 +139,9 @@ export const uploadBlob = async (
   const partSize = Math.max(1, options.partSize ?? bytes.byteLength)
   const parts: Array<UploadPartBody> = []
   for (let offset = 0, n = 1; offset < bytes.byteLength || n === 1; offset += partSize, n++) {
-    parts.push(await putPart(app, token, uploadId, n, bytes.subarray(offset, Math.min(offset + partSize, bytes.byteLength))))
+    parts.push(
+      await putPart(app, token, uploadId, n, bytes.subarray(offset, Math.min(offset + partSize, bytes.byteLength)))
+    )
   }
   await completeUpload(app, token, uploadId, parts)
   const session = await waitForUploadState(app, uploadId, ["ready", "failed"])

@@ -11,13 +11,23 @@ import { AppConfig } from "../../src/platform/config.js"
 import { DatabaseLive } from "../../src/platform/database.js"
 import { UploadExpirySweeper, UploadExpirySweeperLive } from "../../src/uploads/expiry-sweeper.js"
 import { UploadRepositoryLive } from "../../src/uploads/repository.js"
-import { startTestApp, type TestApp } from "../support/harness.js"
-import { beginUpload, getUpload, putPart, sha256Digest, testBytes, uploadBlob, waitForUploadState } from "../support/uploads.js"
-import { expireSession, filesystemMultipartExists, itOn, sleep, STORES, storeOf } from "./fixtures.js"
 import { query } from "../support/blobs.js"
+import { startTestApp, type TestApp } from "../support/harness.js"
+import {
+  beginUpload,
+  getUpload,
+  putPart,
+  sha256Digest,
+  testBytes,
+  uploadBlob,
+  waitForUploadState
+} from "../support/uploads.js"
+import { expireSession, filesystemMultipartExists, itOn, sleep, storeOf, STORES } from "./fixtures.js"
 
 const storageUploadIdOf = async (app: TestApp, id: string) =>
-  (await query<{ storage_upload_id: string }>(app, "SELECT storage_upload_id FROM upload_sessions WHERE id = $1", [id]))[0]!
+  (await query<{ storage_upload_id: string }>(app, "SELECT storage_upload_id FROM upload_sessions WHERE id = $1", [
+    id
+  ]))[0]!
     .storage_upload_id
 
 for (const store of STORES) {
@@ -38,7 +48,10 @@ for (const store of STORES) {
 
     const started = async (seed: number) => {
       const bytes = testBytes(1000, seed)
-      const { session } = await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: 1000 })
+      const { session } = await beginUpload(app, token, {
+        expected_digest: sha256Digest(bytes),
+        expected_size_bytes: 1000
+      })
       const part = await putPart(app, token, session.id, 1, bytes)
       return { id: session.id, part }
     }
@@ -53,17 +66,24 @@ for (const store of STORES) {
       expect((await app.request("PUT", `/v1/uploads/${upload.id}/parts/2`, { token, body: "x" })).status).toBe(412)
     })
 
-    itOn(store, "abortMultipartUpload")("deletes an assembled staging object left by a completion that never reached the database", async () => {
-      const upload = await started(302)
-      const storageUploadId = await storageUploadIdOf(app, upload.id)
-      await objects.run(Effect.flatMap(BlobStore, (s) =>
-        s.completeMultipartUpload(stagingKey(upload.id), storageUploadId, [{ partNumber: 1, etag: upload.part.etag }])
-      ))
-      expect(await objects.stagingSize(upload.id)).toBe(1000)
-      await expireSession(app, upload.id)
-      expect((await waitForUploadState(app, upload.id, ["aborted"], 2_000)).state).toBe("aborted")
-      expect(await objects.stagingSize(upload.id)).toBeUndefined()
-    })
+    itOn(store, "abortMultipartUpload")(
+      "deletes an assembled staging object left by a completion that never reached the database",
+      async () => {
+        const upload = await started(302)
+        const storageUploadId = await storageUploadIdOf(app, upload.id)
+        await objects.run(
+          Effect.flatMap(BlobStore, (s) =>
+            s.completeMultipartUpload(stagingKey(upload.id), storageUploadId, [{
+              partNumber: 1,
+              etag: upload.part.etag
+            }]))
+        )
+        expect(await objects.stagingSize(upload.id)).toBe(1000)
+        await expireSession(app, upload.id)
+        expect((await waitForUploadState(app, upload.id, ["aborted"], 2_000)).state).toBe("aborted")
+        expect(await objects.stagingSize(upload.id)).toBeUndefined()
+      }
+    )
 
     it("leaves unexpired sessions and sessions past uploading alone", async () => {
       const fresh = await started(303)
@@ -90,13 +110,16 @@ describe("expiry sweeper when storage refuses", () => {
     const token = await app.tokenFor("content-writer")
     const begin = async (seed: number) => {
       const bytes = testBytes(10, seed)
-      return (await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: 10 })).session.id
+      return (await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: 10 })).session
+        .id
     }
     const stubborn = await begin(311)
     const other = await begin(312)
     await expireSession(app, stubborn)
     await expireSession(app, other)
-    await query(app, "UPDATE upload_sessions SET expires_at = expires_at - interval '1 minute' WHERE id = $1", [stubborn])
+    await query(app, "UPDATE upload_sessions SET expires_at = expires_at - interval '1 minute' WHERE id = $1", [
+      stubborn
+    ])
 
     const config = { ...app.config, casPromotion: { ...app.config.casPromotion, errorBackoffMax: Duration.minutes(5) } }
     const store = Layer.effect(
@@ -105,7 +128,9 @@ describe("expiry sweeper when storage refuses", () => {
         ...s,
         abortMultipartUpload: (key: ReturnType<typeof stagingKey>, uploadId: string) =>
           key === stagingKey(stubborn)
-            ? Effect.fail(new BlobStoreError({ operation: "abortMultipartUpload", key, cause: new Error("access denied") }))
+            ? Effect.fail(
+              new BlobStoreError({ operation: "abortMultipartUpload", key, cause: new Error("access denied") })
+            )
             : s.abortMultipartUpload(key, uploadId)
       }))
     ).pipe(Layer.provide(Layer.orDie(BlobStoreFromConfig(config))))

@@ -7,8 +7,8 @@ import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
 import { casKey, stagingKey, type StorageKey } from "../../src/platform/blob-store/keys.js"
 import { type Sha256Digest } from "../../src/platform/digest.js"
 import { query } from "../support/blobs.js"
-import { S3RVER_GAPS, type S3rverGap } from "../support/s3-server.js"
 import type { StoreKind, TestApp } from "../support/harness.js"
+import { S3RVER_GAPS, type S3rverGap } from "../support/s3-server.js"
 
 /** Shared helpers of the uploads tests: direct looks at the database, the store and metrics. */
 
@@ -27,12 +27,10 @@ export type Gap = Extract<S3rverGap, "abortMultipartUpload" | "partEtagValidatio
  * `it`, or `it.fails` naming the gap when the store is s3rver and the test needs `gap`.
  * `NO_GAPS=1` runs every test as a plain test, to see what the server really does.
  */
-export const itOn = (store: StoreKind, gap?: Gap) =>
-  (name: string, fn: () => Promise<void>, timeout?: number) =>
-    gap !== undefined && store === "s3" && process.env["NO_GAPS"] !== "1"
-      ? it.fails(`${name} [gap: ${S3RVER_GAPS[gap].reason}]`, fn, timeout)
-      : it(name, fn, timeout)
-
+export const itOn = (store: StoreKind, gap?: Gap) => (name: string, fn: () => Promise<void>, timeout?: number) =>
+  gap !== undefined && store === "s3" && process.env["NO_GAPS"] !== "1"
+    ? it.fails(`${name} [gap: ${S3RVER_GAPS[gap].reason}]`, fn, timeout)
+    : it(name, fn, timeout)
 
 /** The app's own blob store (same configuration), to look at objects directly. */
 export const storeOf = (app: TestApp) => {

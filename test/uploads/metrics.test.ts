@@ -3,6 +3,7 @@
  * and the reference's durable-state gauges computed from PostgreSQL at scrape time.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { type Exposition, scrapeExposition, seriesValue } from "../observability/exposition.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { freePort } from "../support/process.js"
 import {
@@ -14,8 +15,6 @@ import {
   uploadBlob,
   waitForUploadState
 } from "../support/uploads.js"
-import { type Exposition, scrapeExposition, seriesValue } from "../observability/exposition.js"
-
 
 describe("upload metrics", () => {
   let app: TestApp
@@ -41,7 +40,8 @@ describe("upload metrics", () => {
 
     const good = testBytes(3000, 401)
     const wrong = testBytes(2000, 402)
-    const okSession = (await beginUpload(app, token, { expected_digest: sha256Digest(good), expected_size_bytes: 3000 })).session
+    const okSession =
+      (await beginUpload(app, token, { expected_digest: sha256Digest(good), expected_size_bytes: 3000 })).session
     const badSession = (await beginUpload(app, token, {
       expected_digest: sha256Digest(testBytes(2000, 403)),
       expected_size_bytes: 2000
@@ -58,18 +58,29 @@ describe("upload metrics", () => {
     expect(seriesValue(queued, "imgsrv_cas_ingest_oldest_running_age_seconds")).toBeUndefined()
     expect(seriesValue(queued, "imgsrv_cas_blobs")).toBe(0)
     expect(seriesValue(queued, "imgsrv_cas_blob_bytes")).toBe(0)
-    expect(counter(queued, "imgsrv_uploads_begun_total{result=\"created\"}") - counter(before, "imgsrv_uploads_begun_total{result=\"created\"}"))
-      .toBe(3)
-    expect(counter(queued, "imgsrv_uploads_completed_total") - counter(before, "imgsrv_uploads_completed_total")).toBe(2)
     expect(
-      counter(queued, "imgsrv_upload_part_bytes_received_total") - counter(before, "imgsrv_upload_part_bytes_received_total")
+      counter(queued, "imgsrv_uploads_begun_total{result=\"created\"}") -
+        counter(before, "imgsrv_uploads_begun_total{result=\"created\"}")
+    )
+      .toBe(3)
+    expect(counter(queued, "imgsrv_uploads_completed_total") - counter(before, "imgsrv_uploads_completed_total")).toBe(
+      2
+    )
+    expect(
+      counter(queued, "imgsrv_upload_part_bytes_received_total") -
+        counter(before, "imgsrv_upload_part_bytes_received_total")
     ).toBe(5000)
     expect(
-      counter(queued, "imgsrv_upload_parts_total{outcome=\"accepted\"}") - counter(before, "imgsrv_upload_parts_total{outcome=\"accepted\"}")
+      counter(queued, "imgsrv_upload_parts_total{outcome=\"accepted\"}") -
+        counter(before, "imgsrv_upload_parts_total{outcome=\"accepted\"}")
     ).toBe(2)
 
     // A second instance on the same database and store does the promoting.
-    const worker = await startTestApp({ databaseUrl: app.databaseUrl, dataDir: app.dataDir, settings: { "node-name": "w" } })
+    const worker = await startTestApp({
+      databaseUrl: app.databaseUrl,
+      dataDir: app.dataDir,
+      settings: { "node-name": "w" }
+    })
     try {
       expect((await waitForUploadState(app, okSession.id, ["ready", "failed"])).state).toBe("ready")
       expect((await waitForUploadState(app, badSession.id, ["ready", "failed"])).state).toBe("failed")
@@ -87,13 +98,19 @@ describe("upload metrics", () => {
     expect(seriesValue(after, "imgsrv_cas_ingest_oldest_queued_age_seconds")).toBeUndefined()
     expect(seriesValue(after, "imgsrv_cas_blobs")).toBe(1)
     expect(seriesValue(after, "imgsrv_cas_blob_bytes")).toBe(3000)
-    expect(counter(after, "imgsrv_uploads_begun_total{result=\"ready\"}") - counter(before, "imgsrv_uploads_begun_total{result=\"ready\"}"))
+    expect(
+      counter(after, "imgsrv_uploads_begun_total{result=\"ready\"}") -
+        counter(before, "imgsrv_uploads_begun_total{result=\"ready\"}")
+    )
       .toBe(1)
     expect(
       counter(after, "imgsrv_uploads_failed_total{reason=\"digest_mismatch\"}") -
         counter(before, "imgsrv_uploads_failed_total{reason=\"digest_mismatch\"}")
     ).toBe(1)
-    expect(counter(after, "imgsrv_uploads_promoted_total{via=\"moved\"}") - counter(before, "imgsrv_uploads_promoted_total{via=\"moved\"}"))
+    expect(
+      counter(after, "imgsrv_uploads_promoted_total{via=\"moved\"}") -
+        counter(before, "imgsrv_uploads_promoted_total{via=\"moved\"}")
+    )
       .toBe(1)
     // Both uploads arrived in order on one process: hashed on the way in, not read back.
     expect(
@@ -101,7 +118,8 @@ describe("upload metrics", () => {
         counter(before, "imgsrv_cas_promotion_verifications_total{mode=\"received\"}")
     ).toBe(2)
     expect(
-      counter(after, "imgsrv_cas_promotion_verified_bytes_total") - counter(before, "imgsrv_cas_promotion_verified_bytes_total")
+      counter(after, "imgsrv_cas_promotion_verified_bytes_total") -
+        counter(before, "imgsrv_cas_promotion_verified_bytes_total")
     ).toBe(0)
     expect(
       counter(after, "imgsrv_cas_promotion_duration_seconds_count{outcome=\"ready\"}") -

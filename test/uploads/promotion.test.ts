@@ -14,6 +14,7 @@ import { DatabaseLive } from "../../src/platform/database.js"
 import type { Sha256Digest } from "../../src/platform/digest.js"
 import { CasPromotion, CasPromotionLive } from "../../src/uploads/promotion-worker.js"
 import { UploadRepository, UploadRepositoryLive } from "../../src/uploads/repository.js"
+import { query } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import {
   beginUpload,
@@ -25,8 +26,7 @@ import {
   testBytes,
   waitForUploadState
 } from "../support/uploads.js"
-import { counterValue, sleep, STORES, storeOf } from "./fixtures.js"
-import { query } from "../support/blobs.js"
+import { counterValue, sleep, storeOf, STORES } from "./fixtures.js"
 
 type Store = BlobStore["Type"]
 
@@ -47,7 +47,9 @@ const workerOn = (
       errorBackoff: Duration.seconds(5)
     }
   }
-  const store = Layer.effect(BlobStore, Effect.map(BlobStore, wrap)).pipe(Layer.provide(Layer.orDie(BlobStoreFromConfig(config))))
+  const store = Layer.effect(BlobStore, Effect.map(BlobStore, wrap)).pipe(
+    Layer.provide(Layer.orDie(BlobStoreFromConfig(config)))
+  )
   const layer = CasPromotionLive.pipe(
     Layer.provideMerge(UploadRepositoryLive),
     Layer.provide(store),
@@ -70,7 +72,9 @@ type JobRow = {
 }
 
 const jobOf = async (app: TestApp, uploadId: string) =>
-  (await query<JobRow>(app, "SELECT state, attempt_count, locked_by FROM cas_ingest_jobs WHERE upload_id = $1", [uploadId]))[0]
+  (await query<JobRow>(app, "SELECT state, attempt_count, locked_by FROM cas_ingest_jobs WHERE upload_id = $1", [
+    uploadId
+  ]))[0]
 
 const blobRows = async (app: TestApp, digest: string) =>
   (await query<{ n: number }>(app, "SELECT count(*)::int AS n FROM cas_blobs WHERE digest = $1", [digest]))[0]!.n
@@ -93,7 +97,10 @@ for (const store of STORES) {
 
     /** Begin, PUT one part, complete: a session waiting for promotion. */
     const completed = async (bytes: Uint8Array, claimedDigest = sha256Digest(bytes)) => {
-      const { session } = await beginUpload(app, token, { expected_digest: claimedDigest, expected_size_bytes: bytes.length })
+      const { session } = await beginUpload(app, token, {
+        expected_digest: claimedDigest,
+        expected_size_bytes: bytes.length
+      })
       const part = await putPart(app, token, session.id, 1, bytes)
       await completeUpload(app, token, session.id, [part])
       expect((await getUpload(app, session.id)).state).toBe("completed")
@@ -115,9 +122,15 @@ for (const store of STORES) {
       })
       const rescuer = workerOn(app)
       try {
-        const fiber = crashing.runtime.runFork(Effect.flatMap(CasPromotion, (p) => p.runOnce("node-a/crashed/cas-promotion")))
+        const fiber = crashing.runtime.runFork(
+          Effect.flatMap(CasPromotion, (p) => p.runOnce("node-a/crashed/cas-promotion"))
+        )
         await Effect.runPromise(Deferred.await(reached))
-        expect(await jobOf(app, upload.id)).toEqual({ state: "running", attempt_count: 1, locked_by: "node-a/crashed/cas-promotion" })
+        expect(await jobOf(app, upload.id)).toEqual({
+          state: "running",
+          attempt_count: 1,
+          locked_by: "node-a/crashed/cas-promotion"
+        })
         expect((await getUpload(app, upload.id)).state).toBe("ingesting")
         // The worker dies mid-verification: no outcome is recorded, the lease stays behind.
         await crashing.runtime.runPromise(Fiber.interrupt(fiber))
@@ -127,11 +140,13 @@ for (const store of STORES) {
         expect(await rescuer.runOnce("node-b/rescuer/cas-promotion")).toBe("idle")
         expect((await jobOf(app, upload.id))?.locked_by).toBe("node-a/crashed/cas-promotion")
         // ...and once it has run out, the upload is taken over and promoted.
-        while ((await query<{ live: boolean }>(
-          app,
-          "SELECT lease_expires_at > now() AS live FROM cas_ingest_jobs WHERE upload_id = $1",
-          [upload.id]
-        ))[0]?.live) await sleep(50)
+        while (
+          (await query<{ live: boolean }>(
+            app,
+            "SELECT lease_expires_at > now() AS live FROM cas_ingest_jobs WHERE upload_id = $1",
+            [upload.id]
+          ))[0]?.live
+        ) await sleep(50)
         expect(await rescuer.runOnce("node-b/rescuer/cas-promotion")).toBe("worked")
         expect(await rescuer.runOnce("node-b/rescuer/cas-promotion")).toBe("idle")
 
@@ -175,7 +190,9 @@ for (const store of STORES) {
     })
 
     it("two workers and 20 completed uploads: each ready once, 20 blob rows, no errors", async () => {
-      const uploads = await Promise.all(Array.from({ length: 20 }, (_, i) => completed(testBytes(64 * 1024 + i, 200 + i))))
+      const uploads = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => completed(testBytes(64 * 1024 + i, 200 + i)))
+      )
       const errorsBefore = await counterValue("imgsrv_background_job_errors_total", { job: "cas-promotion" })
       const conflictsBefore = await counterValue("imgsrv_objectstore_operations_total", { outcome: "already_exists" }) +
         await counterValue("imgsrv_objectstore_operations_total", { outcome: "conflict" })
@@ -185,7 +202,9 @@ for (const store of STORES) {
         startTestApp({ store, ...shared, settings: { "node-name": "node-c" } })
       ])
       try {
-        for (const upload of uploads) expect((await waitForUploadState(app, upload.id, ["ready", "failed"])).state).toBe("ready")
+        for (const upload of uploads) {
+          expect((await waitForUploadState(app, upload.id, ["ready", "failed"])).state).toBe("ready")
+        }
         const jobs = await query<{ state: string; attempt_count: number; n: number }>(
           app,
           `SELECT state, attempt_count, count(*)::int AS n FROM cas_ingest_jobs WHERE upload_id = ANY($1::uuid[])
@@ -227,7 +246,9 @@ for (const store of STORES) {
       const bytes = testBytes(100 * 1024, 104)
       const upload = await completed(bytes)
       // What a worker leaves behind if it dies between the move and the database commit.
-      await objects.run(Effect.flatMap(BlobStore, (s) => s.move(stagingKey(upload.id), casKey(upload.digest as Sha256Digest))))
+      await objects.run(
+        Effect.flatMap(BlobStore, (s) => s.move(stagingKey(upload.id), casKey(upload.digest as Sha256Digest)))
+      )
       const worker = workerOn(app)
       try {
         expect(await worker.runOnce("w/cas-promotion")).toBe("worked")
@@ -244,7 +265,10 @@ for (const store of STORES) {
       const worker = workerOn(app)
       try {
         expect(await worker.runOnce("w/cas-promotion")).toBe("worked")
-        expect(await getUpload(app, upload.id)).toMatchObject({ state: "failed", failure_reason: "staged_object_missing" })
+        expect(await getUpload(app, upload.id)).toMatchObject({
+          state: "failed",
+          failure_reason: "staged_object_missing"
+        })
         expect((await jobOf(app, upload.id))?.state).toBe("failed")
       } finally {
         await worker.dispose()
@@ -303,7 +327,10 @@ describe("promotion is woken in-process", () => {
     // Let the loop reach its first idle sleep.
     await sleep(200)
     const bytes = testBytes(1000, 107)
-    const { session } = await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: 1000 })
+    const { session } = await beginUpload(app, token, {
+      expected_digest: sha256Digest(bytes),
+      expected_size_bytes: 1000
+    })
     const part = await putPart(app, token, session.id, 1, bytes)
     await completeUpload(app, token, session.id, [part])
     expect((await waitForUploadState(app, session.id, ["ready", "failed"], 5_000)).state).toBe("ready")
@@ -312,9 +339,14 @@ describe("promotion is woken in-process", () => {
   it("is not itself a failure source: the loop keeps running after a wrong digest", async () => {
     const token = await app.tokenFor("content-writer")
     const bytes = testBytes(1000, 108)
-    const wrong = await beginUpload(app, token, { expected_digest: sha256Digest(testBytes(1000, 109)), expected_size_bytes: 1000 })
+    const wrong = await beginUpload(app, token, {
+      expected_digest: sha256Digest(testBytes(1000, 109)),
+      expected_size_bytes: 1000
+    })
     await completeUpload(app, token, wrong.session.id, [await putPart(app, token, wrong.session.id, 1, bytes)])
-    expect((await waitForUploadState(app, wrong.session.id, ["ready", "failed"], 5_000)).failure_reason).toBe("digest_mismatch")
+    expect((await waitForUploadState(app, wrong.session.id, ["ready", "failed"], 5_000)).failure_reason).toBe(
+      "digest_mismatch"
+    )
     const right = await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: 1000 })
     await completeUpload(app, token, right.session.id, [await putPart(app, token, right.session.id, 1, bytes)])
     expect((await waitForUploadState(app, right.session.id, ["ready", "failed"], 5_000)).state).toBe("ready")

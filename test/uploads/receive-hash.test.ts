@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
 import { stagingKey } from "../../src/platform/blob-store/keys.js"
 import { makeReceivedHashes } from "../../src/uploads/receive-hash.js"
+import { query, sha256Hex } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import {
   beginUpload,
@@ -18,9 +19,7 @@ import {
   testBytes,
   waitForUploadState
 } from "../support/uploads.js"
-import { counterValue, STORES, storeOf } from "./fixtures.js"
-import { query, sha256Hex } from "../support/blobs.js"
-
+import { counterValue, storeOf, STORES } from "./fixtures.js"
 
 describe("the receive-hash registry", () => {
   const part = (n: number, etag = `"e${n}"`, sizeBytes = 3) => ({ number: n, etag, sizeBytes })
@@ -93,10 +92,15 @@ for (const store of STORES) {
     })
     const delta = async (before: Awaited<ReturnType<typeof modes>>) => {
       const after = await modes()
-      return { received: after.received - before.received, streamed: after.streamed - before.streamed, bytes: after.bytes - before.bytes }
+      return {
+        received: after.received - before.received,
+        streamed: after.streamed - before.streamed,
+        bytes: after.bytes - before.bytes
+      }
     }
     const begin = async (bytes: Uint8Array) =>
-      (await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: bytes.length })).session.id
+      (await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: bytes.length }))
+        .session.id
 
     it("parts received in order are hashed on the way in: promotion reads nothing back", async () => {
       const bytes = testBytes(5 * MiB + 777, 601)
@@ -120,10 +124,15 @@ for (const store of STORES) {
     it("a wrong digest is caught from the hash taken on the way in", async () => {
       const bytes = testBytes(1000, 602)
       const before = await modes()
-      const id = (await beginUpload(app, token, { expected_digest: sha256Digest(testBytes(1000, 603)), expected_size_bytes: 1000 }))
+      const id = (await beginUpload(app, token, {
+        expected_digest: sha256Digest(testBytes(1000, 603)),
+        expected_size_bytes: 1000
+      }))
         .session.id
       await completeUpload(app, token, id, [await putPart(app, token, id, 1, bytes)])
-      expect(await waitForUploadState(app, id, ["ready", "failed"])).toMatchObject({ failure_reason: "digest_mismatch" })
+      expect(await waitForUploadState(app, id, ["ready", "failed"])).toMatchObject({
+        failure_reason: "digest_mismatch"
+      })
       expect(await delta(before)).toEqual({ received: 1, streamed: 0, bytes: 0 })
     })
 
@@ -187,8 +196,9 @@ for (const store of STORES) {
       try {
         const bytes = testBytes(4000, 608)
         const swapped = testBytes(4000, 609)
-        const id = (await beginUpload(front, frontToken, { expected_digest: sha256Digest(bytes), expected_size_bytes: 4000 }))
-          .session.id
+        const id =
+          (await beginUpload(front, frontToken, { expected_digest: sha256Digest(bytes), expected_size_bytes: 4000 }))
+            .session.id
         await completeUpload(front, frontToken, id, [await putPart(front, frontToken, id, 1, bytes)])
         const [job] = await query<{ received_digest: string | null }>(
           front,

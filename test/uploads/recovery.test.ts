@@ -7,10 +7,10 @@ import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
 import { stagingKey } from "../../src/platform/blob-store/keys.js"
+import { query } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { beginUpload, getUpload, putPart, sha256Digest, testBytes, type UploadPartBody } from "../support/uploads.js"
-import { expireSession, STORES, storeOf } from "./fixtures.js"
-import { query } from "../support/blobs.js"
+import { expireSession, storeOf, STORES } from "./fixtures.js"
 
 for (const store of STORES) {
   describe(`complete recovery (${store} store)`, () => {
@@ -35,16 +35,23 @@ for (const store of STORES) {
     /** An upload whose multipart completion reached storage, but not the database. */
     const assembledBehindTheDatabasesBack = async (seed: number, size = 1000) => {
       const bytes = testBytes(size, seed)
-      const { session } = await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: size })
+      const { session } = await beginUpload(app, token, {
+        expected_digest: sha256Digest(bytes),
+        expected_size_bytes: size
+      })
       const part = await putPart(app, token, session.id, 1, bytes)
       const [row] = await query<{ storage_upload_id: string }>(
         app,
         "SELECT storage_upload_id FROM upload_sessions WHERE id = $1",
         [session.id]
       )
-      await objects.run(Effect.flatMap(BlobStore, (s) =>
-        s.completeMultipartUpload(stagingKey(session.id), row!.storage_upload_id, [{ partNumber: 1, etag: part.etag }])
-      ))
+      await objects.run(
+        Effect.flatMap(BlobStore, (s) =>
+          s.completeMultipartUpload(stagingKey(session.id), row!.storage_upload_id, [{
+            partNumber: 1,
+            etag: part.etag
+          }]))
+      )
       return { id: session.id, part }
     }
 
@@ -55,7 +62,8 @@ for (const store of STORES) {
       })
 
     const jobCount = async (id: string) =>
-      (await query<{ n: number }>(app, "SELECT count(*)::int AS n FROM cas_ingest_jobs WHERE upload_id = $1", [id]))[0]!.n
+      (await query<{ n: number }>(app, "SELECT count(*)::int AS n FROM cas_ingest_jobs WHERE upload_id = $1", [id]))[0]!
+        .n
 
     it("the multipart upload is gone but the assembled object has the right size → 200 completed, one job", async () => {
       const upload = await assembledBehindTheDatabasesBack(501)
@@ -74,7 +82,10 @@ for (const store of STORES) {
       expect((await getUpload(app, upload.id)).state).toBe("completed")
 
       const bytes = testBytes(1000, 503)
-      const { session } = await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: 1000 })
+      const { session } = await beginUpload(app, token, {
+        expected_digest: sha256Digest(bytes),
+        expected_size_bytes: 1000
+      })
       const part = await putPart(app, token, session.id, 1, bytes)
       await expireSession(app, session.id)
       const expired = await complete(session.id, part)
@@ -86,16 +97,23 @@ for (const store of STORES) {
     it("an assembled object of another size is 412, not a completion", async () => {
       // The client declared 1000 bytes but storage assembled 1200.
       const bytes = testBytes(1200, 504)
-      const { session } = await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: 1000 })
+      const { session } = await beginUpload(app, token, {
+        expected_digest: sha256Digest(bytes),
+        expected_size_bytes: 1000
+      })
       const part = await putPart(app, token, session.id, 1, bytes)
       const [row] = await query<{ storage_upload_id: string }>(
         app,
         "SELECT storage_upload_id FROM upload_sessions WHERE id = $1",
         [session.id]
       )
-      await objects.run(Effect.flatMap(BlobStore, (s) =>
-        s.completeMultipartUpload(stagingKey(session.id), row!.storage_upload_id, [{ partNumber: 1, etag: part.etag }])
-      ))
+      await objects.run(
+        Effect.flatMap(BlobStore, (s) =>
+          s.completeMultipartUpload(stagingKey(session.id), row!.storage_upload_id, [{
+            partNumber: 1,
+            etag: part.etag
+          }]))
+      )
       const response = await complete(session.id, part, 1000)
       expect(response.status).toBe(412)
       expect(((await response.json()) as { detail: string }).detail).toMatch(/assembled object is 1200 bytes/)

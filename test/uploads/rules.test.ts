@@ -1,8 +1,8 @@
 /** Pure rules of uploads: part-list normalisation, part-number parsing, part-size advice, timestamps. */
 import { Effect, Either, FastCheck } from "effect"
 import { describe, expect, it } from "vitest"
-import { parsePartLength, parsePartNumber } from "../../src/uploads/http.js"
 import { formatTimestamp } from "../../src/platform/timestamp.js"
+import { parsePartLength, parsePartNumber } from "../../src/uploads/http.js"
 import {
   MAX_PART_NUMBER,
   MAX_PART_SIZE_BYTES,
@@ -32,7 +32,14 @@ describe("normalizeParts", () => {
             number: FastCheck.integer({ min: -2, max: MAX_PART_NUMBER + 2 }),
             etag: FastCheck.constantFrom("\"e\"", " ", ""),
             sizeBytes: FastCheck.oneof(
-              FastCheck.constantFrom(-1, 0, MIN_PART_SIZE_BYTES - 1, MIN_PART_SIZE_BYTES, MAX_PART_SIZE_BYTES, MAX_PART_SIZE_BYTES + 1),
+              FastCheck.constantFrom(
+                -1,
+                0,
+                MIN_PART_SIZE_BYTES - 1,
+                MIN_PART_SIZE_BYTES,
+                MAX_PART_SIZE_BYTES,
+                MAX_PART_SIZE_BYTES + 1
+              ),
               FastCheck.integer({ min: 0, max: 10 * MIN_PART_SIZE_BYTES })
             )
           }),
@@ -100,10 +107,13 @@ describe("formatTimestamp", () => {
     expect(formatTimestamp(new Date("2026-05-14T09:12:03.480Z"))).toBe("2026-05-14T09:12:03.48Z")
     expect(formatTimestamp(new Date("2026-05-14T09:12:03.000Z"))).toBe("2026-05-14T09:12:03Z")
     FastCheck.assert(
-      FastCheck.property(FastCheck.date({ min: new Date(0), max: new Date("2999-12-31T00:00:00Z"), noInvalidDate: true }), (d) => {
-        const text = formatTimestamp(d)
-        return /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d*[1-9])?Z$/.test(text) && new Date(text).getTime() === d.getTime()
-      })
+      FastCheck.property(
+        FastCheck.date({ min: new Date(0), max: new Date("2999-12-31T00:00:00Z"), noInvalidDate: true }),
+        (d) => {
+          const text = formatTimestamp(d)
+          return /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d*[1-9])?Z$/.test(text) && new Date(text).getTime() === d.getTime()
+        }
+      )
     )
   })
 })

@@ -5,6 +5,7 @@
  */
 import * as http from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { query } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import {
   beginUpload,
@@ -14,12 +15,11 @@ import {
   putPart,
   sha256Digest,
   testBytes,
-  type UploadSessionBody,
   uploadBlob,
+  type UploadSessionBody,
   waitForUploadState
 } from "../support/uploads.js"
-import { expireSession, filesystemMultipartExists, itOn, sleep, STORES, storeOf } from "./fixtures.js"
-import { query } from "../support/blobs.js"
+import { expireSession, filesystemMultipartExists, itOn, sleep, storeOf, STORES } from "./fixtures.js"
 
 const json = async <T>(response: Response): Promise<T> => (await response.json()) as T
 const problem = (response: Response) => json<{ status: number; title: string; detail: string; type: string }>(response)
@@ -42,11 +42,16 @@ for (const store of STORES) {
 
     const begin = (body: unknown, auth: string | null = token) =>
       app.request("POST", "/v1/uploads", { ...(auth === null ? {} : { token: auth }), json: body })
-    const complete = (id: string, body: unknown) => app.request("POST", `/v1/uploads/${id}/complete`, { token, json: body })
+    const complete = (id: string, body: unknown) =>
+      app.request("POST", `/v1/uploads/${id}/complete`, { token, json: body })
     const put = (id: string, n: number | string, bytes: Uint8Array) =>
       app.request("PUT", `/v1/uploads/${id}/parts/${n}`, { token, body: bytes })
     const newUpload = async (bytes: Uint8Array, extra: Record<string, unknown> = {}) =>
-      (await beginUpload(app, token, { expected_digest: sha256Digest(bytes), expected_size_bytes: bytes.length, ...extra }))
+      (await beginUpload(app, token, {
+        expected_digest: sha256Digest(bytes),
+        expected_size_bytes: bytes.length,
+        ...extra
+      }))
         .session
 
     describe("happy path", () => {
@@ -119,7 +124,11 @@ for (const store of STORES) {
         const session = await newUpload(bytes)
         await putPart(app, token, session.id, 1, testBytes(1000, 99))
         const replacement = await putPart(app, token, session.id, 1, bytes)
-        expect((await getUpload(app, session.id)).parts).toEqual([{ number: 1, etag: replacement.etag, size_bytes: 1000 }])
+        expect((await getUpload(app, session.id)).parts).toEqual([{
+          number: 1,
+          etag: replacement.etag,
+          size_bytes: 1000
+        }])
         await completeUpload(app, token, session.id, [replacement])
         expect((await waitForUploadState(app, session.id, ["ready", "failed"])).state).toBe("ready")
       })
@@ -129,13 +138,19 @@ for (const store of STORES) {
       it("an already trusted digest answers 200 with a new session that is ready; a size mismatch is 412", async () => {
         const bytes = testBytes(2000, 21)
         const first = await uploadBlob(app, token, bytes)
-        const again = await begin({ expected_digest: first.digest, expected_size_bytes: bytes.length, filename_hint: "x" })
+        const again = await begin({
+          expected_digest: first.digest,
+          expected_size_bytes: bytes.length,
+          filename_hint: "x"
+        })
         expect(again.status).toBe(200)
         const session = await json<UploadSessionBody>(again)
         expect(session).toMatchObject({ state: "ready", expected_digest: first.digest, filename_hint: "x" })
         expect(session.id).not.toBe(first.uploadId)
         expect(await objects.stagingSize(session.id)).toBeUndefined()
-        expect((await query(app, "SELECT count(*)::int AS n FROM cas_ingest_jobs WHERE upload_id = $1", [session.id]))[0])
+        expect(
+          (await query(app, "SELECT count(*)::int AS n FROM cas_ingest_jobs WHERE upload_id = $1", [session.id]))[0]
+        )
           .toEqual({ n: 0 })
         // Complete of a ready session is a harmless 200.
         expect((await complete(session.id, { parts: [] })).status).toBe(200)
@@ -143,7 +158,11 @@ for (const store of STORES) {
         const mismatch = await begin({ expected_digest: first.digest, expected_size_bytes: bytes.length + 1 })
         expect(mismatch.status).toBe(412)
         expect(mismatch.headers.get("content-type")).toBe("application/problem+json")
-        expect(await problem(mismatch)).toMatchObject({ type: "about:blank", title: "Precondition Failed", status: 412 })
+        expect(await problem(mismatch)).toMatchObject({
+          type: "about:blank",
+          title: "Precondition Failed",
+          status: 412
+        })
       })
 
       it("rejects malformed digests, sizes, hints and unknown members with 400", async () => {
@@ -166,7 +185,9 @@ for (const store of STORES) {
           expect((await problem(response)).detail).toMatch(/^invalid JSON request body: /)
         }
         // null optional members mean "absent"
-        expect((await begin({ expected_digest: digest, expected_size_bytes: 10, media_type_hint: null })).status).toBe(201)
+        expect((await begin({ expected_digest: digest, expected_size_bytes: 10, media_type_hint: null })).status).toBe(
+          201
+        )
       })
 
       it("is protected: 401 without a credential (even with a bad body), 403 without content.write", async () => {
@@ -174,10 +195,15 @@ for (const store of STORES) {
         expect(unauthenticated.status).toBe(401)
         expect(unauthenticated.headers.get("www-authenticate")).toBe("Bearer")
         const manager = await app.tokenFor("auth-manager")
-        const forbidden = await begin({ expected_digest: sha256Digest(new Uint8Array(1)), expected_size_bytes: 1 }, manager)
+        const forbidden = await begin(
+          { expected_digest: sha256Digest(new Uint8Array(1)), expected_size_bytes: 1 },
+          manager
+        )
         expect(forbidden.status).toBe(403)
         expect((await app.request("PUT", `/v1/uploads/${crypto.randomUUID()}/parts/1`, { body: "x" })).status).toBe(401)
-        expect((await app.request("POST", `/v1/uploads/${crypto.randomUUID()}/complete`, { json: {} })).status).toBe(401)
+        expect((await app.request("POST", `/v1/uploads/${crypto.randomUUID()}/complete`, { json: {} })).status).toBe(
+          401
+        )
         expect((await app.request("POST", `/v1/uploads/${crypto.randomUUID()}/abort`)).status).toBe(401)
       })
     })
@@ -195,7 +221,10 @@ for (const store of STORES) {
         await expect400(await put(session.id, 0, tiny), /between 1 and 10000/)
         await expect400(await put(session.id, 10001, tiny), /between 1 and 10000/)
         // A chunked body has no Content-Length.
-        await expect400(await rawPut(app, token, session.id, 1, { "transfer-encoding": "chunked" }, tiny), /content length is required/)
+        await expect400(
+          await rawPut(app, token, session.id, 1, { "transfer-encoding": "chunked" }, tiny),
+          /content length is required/
+        )
         await expect400(
           await rawPut(app, token, session.id, 1, { "content-length": String(5 * 1024 * MiB + 1) }),
           /at most 5368709120/
@@ -293,7 +322,11 @@ for (const store of STORES) {
         const session = await newUpload(bytes)
         const part = await putPart(app, token, session.id, 1, bytes)
         const body = { parts: [{ number: 1, etag: part.etag, size_bytes: part.size_bytes }] }
-        const responses = await Promise.all([complete(session.id, body), complete(session.id, body), complete(session.id, body)])
+        const responses = await Promise.all([
+          complete(session.id, body),
+          complete(session.id, body),
+          complete(session.id, body)
+        ])
         expect(responses.map((r) => r.status)).toEqual([200, 200, 200])
         // A later retry with a sloppy body is still a 200: the state is checked first.
         expect((await complete(session.id, { parts: [] })).status).toBe(200)
@@ -324,7 +357,10 @@ for (const store of STORES) {
 
       it("a part larger than declared at complete fails promotion with size_mismatch", async () => {
         const bytes = testBytes(120, 47)
-        const session = (await beginUpload(app, token, { expected_digest: sha256Digest(bytes.subarray(0, 100)), expected_size_bytes: 100 }))
+        const session = (await beginUpload(app, token, {
+          expected_digest: sha256Digest(bytes.subarray(0, 100)),
+          expected_size_bytes: 100
+        }))
           .session
         const part = await putPart(app, token, session.id, 1, bytes)
         await completeUpload(app, token, session.id, [{ ...part, size_bytes: 100 }])
@@ -353,7 +389,9 @@ for (const store of STORES) {
         )
         if (store === "filesystem") expect(filesystemMultipartExists(app, row!.storage_upload_id)).toBe(false)
         expect((await put(session.id, 2, bytes)).status).toBe(412)
-        expect((await complete(session.id, { parts: [{ number: 1, etag: "\"x\"", size_bytes: 100 }] })).status).toBe(412)
+        expect((await complete(session.id, { parts: [{ number: 1, etag: "\"x\"", size_bytes: 100 }] })).status).toBe(
+          412
+        )
       })
 
       it("abort answers 400 for a bad id, 404 for an unknown one, 412 once completed", async () => {
@@ -386,7 +424,9 @@ for (const store of STORES) {
 
       beforeAll(async () => {
         digest = (await uploadBlob(app, token, bytes)).digest
-        const [row] = await query<{ verified_at: Date }>(app, "SELECT verified_at FROM cas_blobs WHERE digest = $1", [digest])
+        const [row] = await query<{ verified_at: Date }>(app, "SELECT verified_at FROM cas_blobs WHERE digest = $1", [
+          digest
+        ])
         verifiedAt = row!.verified_at
       })
 

@@ -157,7 +157,10 @@ export class BlobStore extends Context.Tag("imgsrv/BlobStore")<
     ) => Effect.Effect<CompletedUpload, BlobNotFound | InvalidPartList | BlobStoreError>
 
     /** Discards a multipart upload and its parts. Unknown id → `BlobNotFound(multipart-upload)`. */
-    readonly abortMultipartUpload: (key: StorageKey, uploadId: string) => Effect.Effect<void, BlobNotFound | BlobStoreError>
+    readonly abortMultipartUpload: (
+      key: StorageKey,
+      uploadId: string
+    ) => Effect.Effect<void, BlobNotFound | BlobStoreError>
 
     /** HEAD. */
     readonly stat: (key: StorageKey) => Effect.Effect<ObjectInfo, BlobNotFound | BlobStoreError>
@@ -249,13 +252,21 @@ export const checkKey = (operation: string, key: StorageKey): Effect.Effect<void
     : Effect.fail(new BlobStoreError({ operation, key, cause: new Error("malformed storage key") }))
 
 /** `putPart`'s arguments: a well-formed key, a part number 1..10000, a size 0..5 GiB. */
-export const checkPutPart = (key: StorageKey, partNumber: number, contentLength: number): Effect.Effect<void, BlobStoreError> =>
+export const checkPutPart = (
+  key: StorageKey,
+  partNumber: number,
+  contentLength: number
+): Effect.Effect<void, BlobStoreError> =>
   checkKey("putPart", key).pipe(Effect.zipRight(Effect.suspend(() => {
     if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > MAX_PART_NUMBER) {
-      return Effect.fail(new BlobStoreError({ operation: "putPart", key, cause: new Error(`invalid part number ${partNumber}`) }))
+      return Effect.fail(
+        new BlobStoreError({ operation: "putPart", key, cause: new Error(`invalid part number ${partNumber}`) })
+      )
     }
     if (!Number.isSafeInteger(contentLength) || contentLength < 0 || contentLength > MAX_PART_BYTES) {
-      return Effect.fail(new BlobStoreError({ operation: "putPart", key, cause: new Error(`invalid part size ${contentLength}`) }))
+      return Effect.fail(
+        new BlobStoreError({ operation: "putPart", key, cause: new Error(`invalid part size ${contentLength}`) })
+      )
     }
     return Effect.void
   })))

@@ -28,27 +28,27 @@
  *   renamed over the old one), so the fingerprint changes whenever the bytes can, survives a
  *   `move` (rename keeps the inode) and costs a `stat`, not a read of the whole object.
  */
-import { createHash, randomBytes } from "node:crypto"
-import { constants as fsConstants, type BigIntStats } from "node:fs"
-import * as fs from "node:fs/promises"
-import * as path from "node:path"
-import { Readable } from "node:stream"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Effect, Exit, Stream } from "effect"
 import type { Scope } from "effect"
+import { createHash, randomBytes } from "node:crypto"
+import { type BigIntStats, constants as fsConstants } from "node:fs"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { Readable } from "node:stream"
 import {
   BlobNotFound,
   BlobPreconditionFailed,
   BlobStore,
   BlobStoreError,
   BodyLengthMismatch,
-  InvalidPartList,
   type ByteRange,
-  type ObjectInfo,
   checkKey,
   checkPartList,
   checkPutPart,
   type CopyOptions,
+  InvalidPartList,
+  type ObjectInfo,
   type OpenedObject,
   stripQuotes
 } from "./blob-store.js"
@@ -75,16 +75,13 @@ const errnoOf = (cause: unknown): string | undefined =>
     : undefined
 
 /** True for a `BlobStoreError` whose underlying errno is one of `codes`. */
-const hasErrno =
-  (...codes: ReadonlyArray<string>) =>
-  (error: unknown): error is BlobStoreError =>
-    error instanceof BlobStoreError && codes.includes(errnoOf(error.cause) ?? "")
+const hasErrno = (...codes: ReadonlyArray<string>) => (error: unknown): error is BlobStoreError =>
+  error instanceof BlobStoreError && codes.includes(errnoOf(error.cause) ?? "")
 
 const isMissing = hasErrno("ENOENT", "ENOTDIR")
 
 const io = <A>(operation: string, key: string | undefined, thunk: () => Promise<A>): Effect.Effect<A, BlobStoreError> =>
   Effect.tryPromise({ try: thunk, catch: (cause) => new BlobStoreError({ operation, key, cause }) })
-
 
 const fingerprint = (st: BigIntStats): string =>
   `"${createHash("sha256").update(`${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`).digest("hex").slice(0, 32)}"`
@@ -131,7 +128,7 @@ const writeAll = async (handle: fs.FileHandle, data: Uint8Array): Promise<void> 
 
 /** `writeAll` for several buffers at once: one `writev` for all of them (and more if it falls short). */
 const writevAll = async (handle: fs.FileHandle, buffers: ReadonlyArray<Uint8Array>): Promise<void> => {
-  let pending = [...buffers]
+  const pending = [...buffers]
   while (pending.length > 0) {
     const { bytesWritten } = await handle.writev(pending)
     let skip = bytesWritten
@@ -228,7 +225,7 @@ const removeQuietly = (operation: string, key: string | undefined, file: string)
 export const makeFilesystemBlobStore = (
   root: string
 ): Effect.Effect<BlobStoreService, BlobStoreError, Scope.Scope> =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const base = path.resolve(root)
     const internalDir = path.join(base, ".imgsrv")
     const tmpDir = path.join(internalDir, "tmp")
@@ -243,7 +240,10 @@ export const makeFilesystemBlobStore = (
     const tmpPath = (): string => path.join(tmpDir, randomBytes(16).toString("hex"))
     const partPath = (uploadDir: string, partNumber: number): string => path.join(uploadDir, `part.${partNumber}`)
 
-    const statObject = (operation: string, key: StorageKey): Effect.Effect<BigIntStats, BlobNotFound | BlobStoreError> =>
+    const statObject = (
+      operation: string,
+      key: StorageKey
+    ): Effect.Effect<BigIntStats, BlobNotFound | BlobStoreError> =>
       io(operation, key, () => fs.stat(objectPath(key), { bigint: true })).pipe(
         Effect.catchIf(isMissing, () => Effect.fail(new BlobNotFound({ key, what: "object" }))),
         Effect.filterOrFail(
@@ -258,7 +258,7 @@ export const makeFilesystemBlobStore = (
       key: StorageKey,
       uploadId: string
     ): Effect.Effect<string, BlobNotFound | BlobStoreError> =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         const notFound = new BlobNotFound({ key, what: "multipart-upload" })
         // The id is caller-supplied: only the shape we mint may be joined into a path.
         if (!UPLOAD_ID.test(uploadId)) return yield* notFound
@@ -348,7 +348,7 @@ export const makeFilesystemBlobStore = (
       )
 
     const createMultipartUpload: BlobStoreService["createMultipartUpload"] = (key) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         yield* checkKey("createMultipartUpload", key)
         const uploadId = randomBytes(16).toString("hex")
         const dir = path.join(multipartDir, uploadId)
@@ -361,14 +361,14 @@ export const makeFilesystemBlobStore = (
       })
 
     const putPart: BlobStoreService["putPart"] = (key, uploadId, partNumber, body, contentLength) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         yield* checkPutPart(key, partNumber, contentLength)
         const dir = yield* uploadDirOf("putPart", key, uploadId)
         // The temp file lives inside the upload directory so an abort removes it too, and the
         // part it may replace stays intact until the rename.
         const tmp = path.join(dir, `.part.${partNumber}.${randomBytes(8).toString("hex")}.tmp`)
         const etag = yield* withTempFile("putPart", key, tmp, (handle) =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             const etag = yield* writeBody(key, handle, body, contentLength)
             yield* io("putPart", key, async () => {
               await handle.sync()
@@ -376,16 +376,15 @@ export const makeFilesystemBlobStore = (
               await fsyncDir(dir)
             })
             return etag
-          })
-        ).pipe(
-          // The directory vanished under us: the upload was aborted or completed meanwhile.
-          Effect.catchIf(isMissing, () => Effect.fail(new BlobNotFound({ key, what: "multipart-upload" })))
-        )
+          })).pipe(
+            // The directory vanished under us: the upload was aborted or completed meanwhile.
+            Effect.catchIf(isMissing, () => Effect.fail(new BlobNotFound({ key, what: "multipart-upload" })))
+          )
         return { partNumber, etag, sizeBytes: contentLength }
       })
 
     const completeMultipartUpload: BlobStoreService["completeMultipartUpload"] = (key, uploadId, parts) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         yield* checkKey("completeMultipartUpload", key)
         const dir = yield* uploadDirOf("completeMultipartUpload", key, uploadId)
         yield* checkPartList(key, parts)
@@ -393,42 +392,50 @@ export const makeFilesystemBlobStore = (
         // Cheap checks first (existence, S3's 5 MiB minimum for non-final parts) so a bad list
         // is refused before any byte is copied.
         yield* Effect.forEach(parts, (part, index) =>
-          io("completeMultipartUpload", key, () => fs.stat(partPath(dir, part.partNumber))).pipe(
-            Effect.catchIf(isMissing, () =>
-              Effect.fail(new InvalidPartList({ key, reason: `part ${part.partNumber} was never uploaded` }))
-            ),
-            Effect.flatMap((st) =>
-              index < parts.length - 1 && st.size < MIN_NON_FINAL_PART_BYTES
-                ? Effect.fail(
+          io("completeMultipartUpload", key, () =>
+            fs.stat(partPath(dir, part.partNumber))).pipe(
+              Effect.catchIf(
+                isMissing,
+                () => Effect.fail(new InvalidPartList({ key, reason: `part ${part.partNumber} was never uploaded` }))
+              ),
+              Effect.flatMap((st) =>
+                index < parts.length - 1 && st.size < MIN_NON_FINAL_PART_BYTES
+                  ? Effect.fail(
                     new InvalidPartList({
                       key,
-                      reason: `part ${part.partNumber} is ${st.size} bytes; every part but the last needs at least ${MIN_NON_FINAL_PART_BYTES}`
+                      reason:
+                        `part ${part.partNumber} is ${st.size} bytes; every part but the last needs at least ${MIN_NON_FINAL_PART_BYTES}`
                     })
                   )
-                : Effect.void
-            )
-          )
-        )
+                  : Effect.void
+              )
+            ))
 
         const target = objectPath(key)
         const tmp = tmpPath()
         const st = yield* withTempFile("completeMultipartUpload", key, tmp, (out) =>
-          Effect.gen(function* () {
+          Effect.gen(function*() {
             for (const part of parts) {
               const md5 = createHash("md5")
               yield* Effect.acquireUseRelease(
-                io("completeMultipartUpload", key, () => fs.open(partPath(dir, part.partNumber), "r")).pipe(
-                  Effect.catchIf(isMissing, () =>
-                    Effect.fail(new InvalidPartList({ key, reason: `part ${part.partNumber} was never uploaded` }))
-                  )
-                ),
+                io("completeMultipartUpload", key, () =>
+                  fs.open(partPath(dir, part.partNumber), "r")).pipe(
+                    Effect.catchIf(
+                      isMissing,
+                      () =>
+                        Effect.fail(new InvalidPartList({ key, reason: `part ${part.partNumber} was never uploaded` }))
+                    )
+                  ),
                 (src) => copyContents("completeMultipartUpload", key, src, out, (slice) => md5.update(slice)),
                 (src) => closeQuietly("completeMultipartUpload", key, src)
               )
               // The ETag is checked against the bytes actually concatenated, so a part re-put
               // after the client saw its ETag is caught here, like S3's InvalidPart.
               if (md5.digest("hex") !== stripQuotes(part.etag)) {
-                return yield* new InvalidPartList({ key, reason: `part ${part.partNumber} does not match ETag ${part.etag}` })
+                return yield* new InvalidPartList({
+                  key,
+                  reason: `part ${part.partNumber} does not match ETag ${part.etag}`
+                })
               }
             }
             return yield* io("completeMultipartUpload", key, async () => {
@@ -439,8 +446,7 @@ export const makeFilesystemBlobStore = (
               await fsyncDir(path.dirname(target))
               return st
             })
-          })
-        )
+          }))
 
         // The object is in place; a leftover upload directory only wastes space (and keeps the
         // id completable a second time), so failing to remove it is logged, not returned.
@@ -453,7 +459,7 @@ export const makeFilesystemBlobStore = (
       })
 
     const abortMultipartUpload: BlobStoreService["abortMultipartUpload"] = (key, uploadId) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         yield* checkKey("abortMultipartUpload", key)
         const dir = yield* uploadDirOf("abortMultipartUpload", key, uploadId)
         yield* io("abortMultipartUpload", key, async () => {
@@ -463,13 +469,16 @@ export const makeFilesystemBlobStore = (
       })
 
     const stat: BlobStoreService["stat"] = (key) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         yield* checkKey("stat", key)
         return toInfo(key, yield* statObject("stat", key))
       })
 
-    const open = (key: StorageKey, range?: ByteRange): Effect.Effect<OpenedObject, BlobNotFound | BlobStoreError, Scope.Scope> =>
-      Effect.gen(function* () {
+    const open = (
+      key: StorageKey,
+      range?: ByteRange
+    ): Effect.Effect<OpenedObject, BlobNotFound | BlobStoreError, Scope.Scope> =>
+      Effect.gen(function*() {
         yield* checkKey("open", key)
         // The descriptor belongs to the caller's Scope: it is closed when that scope closes,
         // whether the stream was drained, abandoned or never pulled.
@@ -485,7 +494,10 @@ export const makeFilesystemBlobStore = (
         let start = 0
         let end = size - 1
         if (range !== undefined) {
-          if (!Number.isSafeInteger(range.start) || !Number.isSafeInteger(range.end) || range.start < 0 || range.end < range.start || range.start >= size) {
+          if (
+            !Number.isSafeInteger(range.start) || !Number.isSafeInteger(range.end) || range.start < 0 ||
+            range.end < range.start || range.start >= size
+          ) {
             return yield* new BlobStoreError({
               operation: "open",
               key,
@@ -503,13 +515,18 @@ export const makeFilesystemBlobStore = (
           contentLength === 0
             ? Readable.from([])
             : handle.createReadStream({ start, end, autoClose: false, highWaterMark: READ_CHUNK_BYTES })
-        const stream: Stream.Stream<Uint8Array, BlobStoreError> =
-          contentLength === 0
-            ? Stream.empty
-            : NodeStream.fromReadable(toReadable, (cause) => new BlobStoreError({ operation: "open", key, cause }))
-        return { totalSizeBytes: size, contentLength, etag: fingerprint(st), lastModified: st.mtime, stream, toReadable }
+        const stream: Stream.Stream<Uint8Array, BlobStoreError> = contentLength === 0
+          ? Stream.empty
+          : NodeStream.fromReadable(toReadable, (cause) => new BlobStoreError({ operation: "open", key, cause }))
+        return {
+          totalSizeBytes: size,
+          contentLength,
+          etag: fingerprint(st),
+          lastModified: st.mtime,
+          stream,
+          toReadable
+        }
       })
-
 
     /**
      * Puts the (fsynced) file `tmp` at `to`: `link` when the destination must be absent (atomic
@@ -521,13 +538,14 @@ export const makeFilesystemBlobStore = (
       to: StorageKey,
       ifDestinationAbsent: boolean
     ): Effect.Effect<void, BlobPreconditionFailed | BlobStoreError> =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         const target = objectPath(to)
         yield* io(operation, to, () => ensureDir(path.dirname(target)))
         if (ifDestinationAbsent) {
           yield* io(operation, to, () => fs.link(tmp, target)).pipe(
-            Effect.catchIf(hasErrno("EEXIST"), () =>
-              Effect.fail(new BlobPreconditionFailed({ key: to, reason: "destination-exists" }))
+            Effect.catchIf(
+              hasErrno("EEXIST"),
+              () => Effect.fail(new BlobPreconditionFailed({ key: to, reason: "destination-exists" }))
             )
           )
           yield* io(operation, to, () => fs.unlink(tmp))
@@ -537,8 +555,12 @@ export const makeFilesystemBlobStore = (
         yield* io(operation, to, () => fsyncDir(path.dirname(target)))
       })
 
-    const copy = (from: StorageKey, to: StorageKey, options?: CopyOptions): Effect.Effect<ObjectInfo, BlobNotFound | BlobPreconditionFailed | BlobStoreError> =>
-      Effect.gen(function* () {
+    const copy = (
+      from: StorageKey,
+      to: StorageKey,
+      options?: CopyOptions
+    ): Effect.Effect<ObjectInfo, BlobNotFound | BlobPreconditionFailed | BlobStoreError> =>
+      Effect.gen(function*() {
         yield* checkKey("copy", from)
         yield* checkKey("copy", to)
         const before = yield* statObject("copy", from)
@@ -554,10 +576,14 @@ export const makeFilesystemBlobStore = (
           if (exists) return yield* new BlobPreconditionFailed({ key: to, reason: "destination-exists" })
         }
         const tmp = tmpPath()
-        return yield* Effect.gen(function* () {
+        return yield* Effect.gen(function*() {
           // copyFile uses copy_file_range / reflinks where the filesystem can, instead of
           // pumping the bytes through JS.
-          yield* io("copy", from, () => fs.copyFile(objectPath(from), tmp, fsConstants.COPYFILE_EXCL | fsConstants.COPYFILE_FICLONE)).pipe(
+          yield* io(
+            "copy",
+            from,
+            () => fs.copyFile(objectPath(from), tmp, fsConstants.COPYFILE_EXCL | fsConstants.COPYFILE_FICLONE)
+          ).pipe(
             Effect.catchIf(isMissing, () => Effect.fail(new BlobNotFound({ key: from, what: "object" })))
           )
           const copied = yield* io("copy", to, async () => {
@@ -582,8 +608,12 @@ export const makeFilesystemBlobStore = (
         }).pipe(Effect.onError(() => removeQuietly("copy", to, tmp)))
       })
 
-    const move = (from: StorageKey, to: StorageKey, options?: CopyOptions): Effect.Effect<ObjectInfo, BlobNotFound | BlobPreconditionFailed | BlobStoreError> =>
-      Effect.gen(function* () {
+    const move = (
+      from: StorageKey,
+      to: StorageKey,
+      options?: CopyOptions
+    ): Effect.Effect<ObjectInfo, BlobNotFound | BlobPreconditionFailed | BlobStoreError> =>
+      Effect.gen(function*() {
         yield* checkKey("move", from)
         yield* checkKey("move", to)
         // Claim the source by renaming it to a private temp name: from then on nobody can
@@ -604,7 +634,7 @@ export const makeFilesystemBlobStore = (
           await fs.rm(tmp, { force: true })
         }).pipe(Effect.catchAll((error) => Effect.logError("restoring the source of a failed move failed", error)))
 
-        return yield* Effect.gen(function* () {
+        return yield* Effect.gen(function*() {
           const st = yield* io("move", from, () => fs.stat(tmp, { bigint: true }))
           if (options?.ifMatch !== undefined && stripQuotes(options.ifMatch) !== stripQuotes(fingerprint(st))) {
             return yield* new BlobPreconditionFailed({ key: from, reason: "source-changed" })
@@ -620,7 +650,7 @@ export const makeFilesystemBlobStore = (
       }).pipe(Effect.uninterruptible)
 
     const del: BlobStoreService["delete"] = (key) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         yield* checkKey("delete", key)
         // No directory fsync: a delete undone by a crash only resurrects a staging object that
         // the caller deletes again; it never exposes partial bytes.

@@ -19,7 +19,14 @@ export type ObjectStoreOperation =
   | "delete_object"
   | "health_check"
 
-export type ObjectStoreOutcome = "success" | "not_found" | "conflict" | "already_exists" | "invalid" | "canceled" | "error"
+export type ObjectStoreOutcome =
+  | "success"
+  | "not_found"
+  | "conflict"
+  | "already_exists"
+  | "invalid"
+  | "canceled"
+  | "error"
 
 export const objectStoreOperationsTotal = Metric.counter("imgsrv_objectstore_operations_total", {
   description: "Object-store adapter calls by operation and outcome.",
@@ -66,47 +73,50 @@ type Direction = "read" | "write"
  * Wraps one call: a span `objectstore.<operation>`, one count, one duration sample, and the
  * bytes `bytesOf` derives from a successful result.
  */
-const observe =
-  <A>(
-    kind: string,
-    operation: ObjectStoreOperation,
-    attributes: Record<string, string | number>,
-    bytesOf: (value: A) => ReadonlyArray<readonly [Direction, number]> = () => []
-  ) =>
-  <E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Clock.currentTimeNanos.pipe(
-      Effect.flatMap((startedAt) =>
-        effect.pipe(
-          Effect.onExit((exit) =>
-            Effect.gen(function* () {
-              const seconds = Number((yield* Clock.currentTimeNanos) - startedAt) / 1e9
-              const outcome = outcomeOf(exit)
-              yield* Metric.increment(
-                Metric.tagged(Metric.tagged(objectStoreOperationsTotal, "operation", operation), "outcome", outcome)
-              )
-              yield* Metric.update(
-                Metric.tagged(Metric.tagged(objectStoreOperationDurationSeconds, "operation", operation), "outcome", outcome),
-                seconds
-              )
-              if (Exit.isSuccess(exit)) {
-                for (const [direction, bytes] of bytesOf(exit.value)) {
-                  if (bytes > 0) {
-                    yield* Metric.incrementBy(
-                      Metric.tagged(Metric.tagged(objectStoreBytesTotal, "operation", operation), "direction", direction),
-                      bytes
-                    )
-                  }
+const observe = <A>(
+  kind: string,
+  operation: ObjectStoreOperation,
+  attributes: Record<string, string | number>,
+  bytesOf: (value: A) => ReadonlyArray<readonly [Direction, number]> = () => []
+) =>
+<E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Clock.currentTimeNanos.pipe(
+    Effect.flatMap((startedAt) =>
+      effect.pipe(
+        Effect.onExit((exit) =>
+          Effect.gen(function*() {
+            const seconds = Number((yield* Clock.currentTimeNanos) - startedAt) / 1e9
+            const outcome = outcomeOf(exit)
+            yield* Metric.increment(
+              Metric.tagged(Metric.tagged(objectStoreOperationsTotal, "operation", operation), "outcome", outcome)
+            )
+            yield* Metric.update(
+              Metric.tagged(
+                Metric.tagged(objectStoreOperationDurationSeconds, "operation", operation),
+                "outcome",
+                outcome
+              ),
+              seconds
+            )
+            if (Exit.isSuccess(exit)) {
+              for (const [direction, bytes] of bytesOf(exit.value)) {
+                if (bytes > 0) {
+                  yield* Metric.incrementBy(
+                    Metric.tagged(Metric.tagged(objectStoreBytesTotal, "operation", operation), "direction", direction),
+                    bytes
+                  )
                 }
               }
-            })
-          )
+            }
+          })
         )
-      ),
-      Effect.withSpan(`objectstore.${operation}`, {
-        kind: "client",
-        attributes: { "objectstore.driver": kind, "objectstore.operation": operation, ...attributes }
-      })
-    )
+      )
+    ),
+    Effect.withSpan(`objectstore.${operation}`, {
+      kind: "client",
+      attributes: { "objectstore.driver": kind, "objectstore.operation": operation, ...attributes }
+    })
+  )
 
 /** The same store, with every operation measured and traced. */
 export const instrumentBlobStore = (store: BlobStore["Type"]): BlobStore["Type"] => {
@@ -122,16 +132,24 @@ export const instrumentBlobStore = (store: BlobStore["Type"]): BlobStore["Type"]
           observe(
             kind,
             "put_part",
-            { "objectstore.key": key, "objectstore.part_number": partNumber, "objectstore.content_length": contentLength },
+            {
+              "objectstore.key": key,
+              "objectstore.part_number": partNumber,
+              "objectstore.content_length": contentLength
+            },
             (part) => [["write", part.sizeBytes]]
           )
         ),
     completeMultipartUpload: (key, uploadId, parts) =>
       store
         .completeMultipartUpload(key, uploadId, parts)
-        .pipe(observe(kind, "complete_multipart_upload", { "objectstore.key": key, "objectstore.parts": parts.length })),
+        .pipe(
+          observe(kind, "complete_multipart_upload", { "objectstore.key": key, "objectstore.parts": parts.length })
+        ),
     abortMultipartUpload: (key, uploadId) =>
-      store.abortMultipartUpload(key, uploadId).pipe(observe(kind, "abort_multipart_upload", { "objectstore.key": key })),
+      store.abortMultipartUpload(key, uploadId).pipe(
+        observe(kind, "abort_multipart_upload", { "objectstore.key": key })
+      ),
     stat: (key) => store.stat(key).pipe(observe(kind, "stat_object", { "objectstore.key": key })),
     // Measured until the object is opened; the body streams later, outside this span.
     open: (key, range) =>
@@ -141,7 +159,9 @@ export const instrumentBlobStore = (store: BlobStore["Type"]): BlobStore["Type"]
           observe<OpenedObject>(
             kind,
             "open_object",
-            range === undefined ? { "objectstore.key": key } : { "objectstore.key": key, "objectstore.range": `${range.start}-${range.end}` },
+            range === undefined
+              ? { "objectstore.key": key }
+              : { "objectstore.key": key, "objectstore.range": `${range.start}-${range.end}` },
             (opened) => [["read", opened.contentLength]]
           )
         ),
@@ -155,7 +175,9 @@ export const instrumentBlobStore = (store: BlobStore["Type"]): BlobStore["Type"]
     // A move is a rename on the filesystem and a server-side copy on S3; its bytes are not
     // counted, matching the reference (which only knows copy_object bytes).
     move: (from, to, options) =>
-      store.move(from, to, options).pipe(observe(kind, "move_object", { "objectstore.key": to, "objectstore.source_key": from })),
+      store.move(from, to, options).pipe(
+        observe(kind, "move_object", { "objectstore.key": to, "objectstore.source_key": from })
+      ),
     delete: (key) => store.delete(key).pipe(observe(kind, "delete_object", { "objectstore.key": key })),
     health: store.health.pipe(observe(kind, "health_check", {}))
   })

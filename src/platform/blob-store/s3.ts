@@ -20,10 +20,10 @@ import {
   HeadBucketCommand,
   HeadObjectCommand,
   S3Client,
+  type S3ClientConfig,
   S3ServiceException,
   UploadPartCommand,
-  UploadPartCopyCommand,
-  type S3ClientConfig
+  UploadPartCopyCommand
 } from "@aws-sdk/client-s3"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import { Deferred, Effect, LogLevel, Option, Redacted, Runtime, Stream } from "effect"
@@ -35,16 +35,16 @@ import {
   BlobStore,
   BlobStoreError,
   BodyLengthMismatch,
-  InvalidPartList,
   type ByteRange,
-  type CompletedUpload,
-  type ObjectInfo,
   checkKey,
   checkPartList,
   checkPutPart,
+  type CompletedUpload,
   type CopyOptions,
+  InvalidPartList,
   MAX_PART_BYTES,
   MAX_PART_NUMBER,
+  type ObjectInfo,
   type OpenedObject,
   stripQuotes
 } from "./blob-store.js"
@@ -84,8 +84,7 @@ const statusOf = (cause: unknown): number | undefined =>
 
 /** A `BlobStoreError` whose SDK cause carries one of these S3 error codes (or HTTP statuses). */
 const s3Error =
-  (codes: ReadonlyArray<string>, statuses: ReadonlyArray<number> = []) =>
-  (error: unknown): error is BlobStoreError =>
+  (codes: ReadonlyArray<string>, statuses: ReadonlyArray<number> = []) => (error: unknown): error is BlobStoreError =>
     error instanceof BlobStoreError &&
     (codes.includes(codeOf(error.cause) ?? "") || statuses.includes(statusOf(error.cause) ?? 0))
 
@@ -96,12 +95,13 @@ const isBadPartList = s3Error(["InvalidPart", "InvalidPartOrder", "EntityTooSmal
 const isPreconditionFailed = s3Error(["PreconditionFailed"], [412])
 const isConditionalConflict = s3Error(["ConditionalRequestConflict"], [409])
 
-
 const fail = (operation: string, key: string | undefined, message: string): BlobStoreError =>
   new BlobStoreError({ operation, key, cause: new Error(message) })
 
 /** `bytes <start>-<end>/<total>`; a `*` total is refused (the caller needs the object size). */
-const parseContentRange = (header: string | undefined): Option.Option<{ start: number; end: number; total: number }> => {
+const parseContentRange = (
+  header: string | undefined
+): Option.Option<{ start: number; end: number; total: number }> => {
   const match = header === undefined ? null : /^bytes (\d+)-(\d+)\/(\d+)$/.exec(header.trim())
   if (match === null) return Option.none()
   return Option.some({ start: Number(match[1]), end: Number(match[2]), total: Number(match[3]) })
@@ -175,7 +175,7 @@ export const makeS3BlobStore = (
   options: S3Options,
   internal: S3InternalOptions = {}
 ): Effect.Effect<BlobStoreService, never, Scope.Scope> =>
-  Effect.gen(function* () {
+  Effect.gen(function*() {
     const bucket = options.bucket
     const multipartCopyThreshold = internal.multipartCopyThresholdBytes ?? 5 * GiB
     const copyPartSize = internal.copyPartSizeBytes ?? MAX_PART_BYTES
@@ -193,7 +193,11 @@ export const makeS3BlobStore = (
         // The SDK never retries a streamed UploadPart and says so; the failure itself reaches
         // putPart's caller, so this line is only worth a debug record.
         const level = String(content[0]).includes("non-retryable streaming request") ? LogLevel.Debug : LogLevel.Warning
-        runFork(Effect.logWithLevel(level, "s3 sdk warning", ...content).pipe(Effect.annotateLogs("component", "objectstore-s3")))
+        runFork(
+          Effect.logWithLevel(level, "s3 sdk warning", ...content).pipe(
+            Effect.annotateLogs("component", "objectstore-s3")
+          )
+        )
       },
       error: () => undefined
     }
@@ -223,34 +227,36 @@ export const makeS3BlobStore = (
       `${encodeURIComponent(bucket)}/${key.split("/").map(encodeURIComponent).join("/")}`
 
     const head = (operation: string, key: StorageKey): Effect.Effect<ObjectInfo, BlobNotFound | BlobStoreError> =>
-      send(operation, key, (abortSignal) => client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal })).pipe(
-        Effect.catchIf(isObjectMissing, () => Effect.fail(new BlobNotFound({ key, what: "object" }))),
-        Effect.flatMap((out) =>
-          out.ContentLength === undefined
-            ? Effect.fail(fail(operation, key, "HeadObject answered without Content-Length"))
-            : Effect.succeed<ObjectInfo>({
+      send(operation, key, (abortSignal) =>
+        client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal })).pipe(
+          Effect.catchIf(isObjectMissing, () =>
+            Effect.fail(new BlobNotFound({ key, what: "object" }))),
+          Effect.flatMap((out) =>
+            out.ContentLength === undefined
+              ? Effect.fail(fail(operation, key, "HeadObject answered without Content-Length"))
+              : Effect.succeed<ObjectInfo>({
                 key,
                 sizeBytes: out.ContentLength,
                 etag: out.ETag ?? "",
                 lastModified: out.LastModified ?? new Date(0)
               })
+          )
         )
-      )
 
     const abortUpload = (operation: string, key: StorageKey, uploadId: string) =>
       send(operation, key, (abortSignal) =>
-        client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }), { abortSignal })
-      ).pipe(
-        Effect.catchIf(isUploadMissing, () => Effect.fail(new BlobNotFound({ key, what: "multipart-upload" }))),
-        Effect.asVoid
-      )
+        client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }), { abortSignal }))
+        .pipe(
+          Effect.catchIf(isUploadMissing, () =>
+            Effect.fail(new BlobNotFound({ key, what: "multipart-upload" }))),
+          Effect.asVoid
+        )
 
     const createMultipartUpload: BlobStoreService["createMultipartUpload"] = (key) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         yield* checkKey("createMultipartUpload", key)
         const out = yield* send("createMultipartUpload", key, (abortSignal) =>
-          client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }), { abortSignal })
-        )
+          client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }), { abortSignal }))
         if (out.UploadId === undefined || out.UploadId === "") {
           return yield* fail("createMultipartUpload", key, "CreateMultipartUpload answered without an UploadId")
         }
@@ -264,21 +270,27 @@ export const makeS3BlobStore = (
       body: Stream.Stream<Uint8Array, E>,
       contentLength: number
     ) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         yield* checkPutPart(key, partNumber, contentLength)
         // The body's own failure (client went away, wrong length) is captured here before the
         // Readable is destroyed. The SDK pipes the Readable into the request, and a pipe does
         // not propagate source errors, so the request itself is aborted by interrupting it.
         const bodyFailure = yield* Deferred.make<never, E | BodyLengthMismatch>()
         const guarded = exactLength(body, contentLength).pipe(
-          Stream.tapError((error) => Deferred.fail(bodyFailure, error))
+          Stream.tapError((error) =>
+            Deferred.fail(bodyFailure, error)
+          )
         )
         const readable = yield* Effect.acquireRelease(
           NodeStream.toReadable(guarded).pipe(
             // The adapter destroys the Readable with the body's error. `pipe` never listens
             // for source errors, so without this listener Node would raise it as an uncaught
             // exception; the error itself is reported through `bodyFailure`.
-            Effect.tap((readable) => Effect.sync(() => readable.on("error", () => undefined)))
+            Effect.tap((readable) =>
+              Effect.sync(() =>
+                readable.on("error", () => undefined)
+              )
+            )
           ),
           (readable) => Effect.sync(() => readable.destroy())
         )
@@ -293,19 +305,18 @@ export const makeS3BlobStore = (
               Body: readable
             }),
             { abortSignal }
-          )
-        ).pipe(
-          Effect.catchIf(isUploadMissing, () => Effect.fail(new BlobNotFound({ key, what: "multipart-upload" }))),
-          // If the request died because the body did, report the body's error, not the socket's.
-          Effect.catchAll((error) =>
-            Deferred.poll(bodyFailure).pipe(
-              Effect.flatMap(
-                (bodyError): Effect.Effect<never, BlobNotFound | BlobStoreError | E | BodyLengthMismatch> =>
-                  Option.isSome(bodyError) ? bodyError.value : Effect.fail(error)
+          )).pipe(
+            Effect.catchIf(isUploadMissing, () => Effect.fail(new BlobNotFound({ key, what: "multipart-upload" }))),
+            // If the request died because the body did, report the body's error, not the socket's.
+            Effect.catchAll((error) =>
+              Deferred.poll(bodyFailure).pipe(
+                Effect.flatMap(
+                  (bodyError): Effect.Effect<never, BlobNotFound | BlobStoreError | E | BodyLengthMismatch> =>
+                    Option.isSome(bodyError) ? bodyError.value : Effect.fail(error)
+                )
               )
             )
           )
-        )
         // Whichever settles first wins; a body failure interrupts the upload, which aborts the
         // HTTP request before S3 saw Content-Length bytes, so no truncated part is recorded.
         const out = yield* Effect.raceFirst(upload, Deferred.await(bodyFailure))
@@ -316,7 +327,7 @@ export const makeS3BlobStore = (
       }).pipe(Effect.scoped)
 
     const completeMultipartUpload: BlobStoreService["completeMultipartUpload"] = (key, uploadId, parts) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         yield* checkKey("completeMultipartUpload", key)
         yield* checkPartList(key, parts)
         const out = yield* send("completeMultipartUpload", key, (abortSignal) =>
@@ -328,17 +339,21 @@ export const makeS3BlobStore = (
               MultipartUpload: { Parts: parts.map((part) => ({ PartNumber: part.partNumber, ETag: part.etag })) }
             }),
             { abortSignal }
+          )).pipe(
+            Effect.catchIf(isUploadMissing, () => Effect.fail(new BlobNotFound({ key, what: "multipart-upload" }))),
+            Effect.catchIf(isBadPartList, (error) =>
+              Effect.fail(
+                new InvalidPartList({
+                  key,
+                  reason: error.cause instanceof Error ? error.cause.message : String(error.cause)
+                })
+              ))
           )
-        ).pipe(
-          Effect.catchIf(isUploadMissing, () => Effect.fail(new BlobNotFound({ key, what: "multipart-upload" }))),
-          Effect.catchIf(isBadPartList, (error) =>
-            Effect.fail(new InvalidPartList({ key, reason: error.cause instanceof Error ? error.cause.message : String(error.cause) }))
-          )
-        )
         // CompleteMultipartUpload does not report the size; HEAD the new object for it.
         const info = yield* head("completeMultipartUpload", key).pipe(
-          Effect.catchTag("BlobNotFound", () =>
-            Effect.fail(fail("completeMultipartUpload", key, "the completed object is not visible"))
+          Effect.catchTag(
+            "BlobNotFound",
+            () => Effect.fail(fail("completeMultipartUpload", key, "the completed object is not visible"))
           )
         )
         const completed: CompletedUpload = { sizeBytes: info.sizeBytes, etag: out.ETag ?? info.etag }
@@ -350,8 +365,11 @@ export const makeS3BlobStore = (
 
     const stat: BlobStoreService["stat"] = (key) => checkKey("stat", key).pipe(Effect.zipRight(head("stat", key)))
 
-    const open = (key: StorageKey, range?: ByteRange): Effect.Effect<OpenedObject, BlobNotFound | BlobStoreError, Scope.Scope> =>
-      Effect.gen(function* () {
+    const open = (
+      key: StorageKey,
+      range?: ByteRange
+    ): Effect.Effect<OpenedObject, BlobNotFound | BlobStoreError, Scope.Scope> =>
+      Effect.gen(function*() {
         yield* checkKey("open", key)
         const request = new GetObjectCommand({
           Bucket: bucket,
@@ -366,7 +384,9 @@ export const makeS3BlobStore = (
             Effect.tap((out) =>
               Effect.addFinalizer(() =>
                 Effect.sync(() => {
-                  if (out.Body instanceof Readable) out.Body.destroy()
+                  if (out.Body instanceof Readable) {
+                    out.Body.destroy()
+                  }
                 })
               )
             )
@@ -374,8 +394,12 @@ export const makeS3BlobStore = (
         ).pipe(Effect.catchIf(isObjectMissing, () => Effect.fail(new BlobNotFound({ key, what: "object" }))))
 
         const body = response.Body
-        if (!(body instanceof Readable)) return yield* fail("open", key, "GetObject answered without a Node stream body")
-        if (response.ContentLength === undefined) return yield* fail("open", key, "GetObject answered without Content-Length")
+        if (!(body instanceof Readable)) {
+          return yield* fail("open", key, "GetObject answered without a Node stream body")
+        }
+        if (response.ContentLength === undefined) {
+          return yield* fail("open", key, "GetObject answered without Content-Length")
+        }
 
         let totalSizeBytes = response.ContentLength
         const bodyStream = NodeStream.fromReadable(
@@ -401,7 +425,11 @@ export const makeS3BlobStore = (
         if (range !== undefined) {
           const contentRange = parseContentRange(response.ContentRange)
           if (Option.isNone(contentRange)) {
-            return yield* fail("open", key, `ranged GetObject answered with Content-Range ${JSON.stringify(response.ContentRange)}`)
+            return yield* fail(
+              "open",
+              key,
+              `ranged GetObject answered with Content-Range ${JSON.stringify(response.ContentRange)}`
+            )
           }
           const { start, end, total } = contentRange.value
           const wantedEnd = Math.min(range.end, total - 1)
@@ -451,28 +479,27 @@ export const makeS3BlobStore = (
             ...(ifDestinationAbsent ? { IfNoneMatch: "*" } : {})
           }),
           { abortSignal }
-        )
-      ).pipe(
-        Effect.catchIf(isObjectMissing, () => Effect.fail(new BlobNotFound({ key: from, what: "object" }))),
-        Effect.catchIf(
-          (error) => isPreconditionFailed(error) || isConditionalConflict(error),
-          () =>
-            Effect.fail(
-              new BlobPreconditionFailed({ key: to, reason: ifDestinationAbsent ? "unknown" : "source-changed" })
-            )
-        ),
-        Effect.flatMap((out) => {
-          const etag = out.CopyObjectResult?.ETag
-          return etag === undefined || etag === ""
-            ? Effect.fail(fail("copy", to, "CopyObject answered without an ETag"))
-            : Effect.succeed<ObjectInfo>({
+        )).pipe(
+          Effect.catchIf(isObjectMissing, () => Effect.fail(new BlobNotFound({ key: from, what: "object" }))),
+          Effect.catchIf(
+            (error) => isPreconditionFailed(error) || isConditionalConflict(error),
+            () =>
+              Effect.fail(
+                new BlobPreconditionFailed({ key: to, reason: ifDestinationAbsent ? "unknown" : "source-changed" })
+              )
+          ),
+          Effect.flatMap((out) => {
+            const etag = out.CopyObjectResult?.ETag
+            return etag === undefined || etag === ""
+              ? Effect.fail(fail("copy", to, "CopyObject answered without an ETag"))
+              : Effect.succeed<ObjectInfo>({
                 key: to,
                 sizeBytes: size,
                 etag,
                 lastModified: out.CopyObjectResult?.LastModified ?? new Date(0)
               })
-        })
-      )
+          })
+        )
 
     /**
      * CreateMultipartUpload + UploadPartCopy (every range pinned to the same source ETag) +
@@ -480,14 +507,22 @@ export const makeS3BlobStore = (
      * aborts the multipart upload so no orphan parts are billed.
      */
     const multipartCopy = (from: StorageKey, to: StorageKey, pin: string, ifDestinationAbsent: boolean, size: number) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         const partCount = Math.ceil(size / copyPartSize)
         if (partCount > MAX_PART_NUMBER) {
-          return yield* fail("copy", to, `object of ${size} bytes needs ${partCount} copy parts (max ${MAX_PART_NUMBER})`)
+          return yield* fail(
+            "copy",
+            to,
+            `object of ${size} bytes needs ${partCount} copy parts (max ${MAX_PART_NUMBER})`
+          )
         }
-        yield* Effect.logDebug("s3 multipart copy selected").pipe(Effect.annotateLogs({ size_bytes: size, parts: partCount }))
-        const uploadId = yield* send("copy", to, (abortSignal) =>
-          client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: to }), { abortSignal })
+        yield* Effect.logDebug("s3 multipart copy selected").pipe(
+          Effect.annotateLogs({ size_bytes: size, parts: partCount })
+        )
+        const uploadId = yield* send(
+          "copy",
+          to,
+          (abortSignal) => client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: to }), { abortSignal })
         ).pipe(
           Effect.flatMap((out) =>
             out.UploadId === undefined || out.UploadId === ""
@@ -501,7 +536,7 @@ export const makeS3BlobStore = (
           start: index * copyPartSize,
           end: Math.min((index + 1) * copyPartSize, size) - 1
         }))
-        const copyAndComplete = Effect.gen(function* () {
+        const copyAndComplete = Effect.gen(function*() {
           const parts = yield* Effect.forEach(
             ranges,
             (range) =>
@@ -517,20 +552,19 @@ export const makeS3BlobStore = (
                     CopySourceRange: `bytes=${range.start}-${range.end}`
                   }),
                   { abortSignal }
-                )
-              ).pipe(
-                Effect.catchIf(isObjectMissing, () => Effect.fail(new BlobNotFound({ key: from, what: "object" }))),
-                Effect.catchIf(
-                  (error) => isPreconditionFailed(error) || isConditionalConflict(error),
-                  () => Effect.fail(new BlobPreconditionFailed({ key: from, reason: "source-changed" }))
+                )).pipe(
+                  Effect.catchIf(isObjectMissing, () => Effect.fail(new BlobNotFound({ key: from, what: "object" }))),
+                  Effect.catchIf(
+                    (error) => isPreconditionFailed(error) || isConditionalConflict(error),
+                    () => Effect.fail(new BlobPreconditionFailed({ key: from, reason: "source-changed" }))
+                  ),
+                  Effect.flatMap((out) => {
+                    const etag = out.CopyPartResult?.ETag
+                    return etag === undefined || etag === ""
+                      ? Effect.fail(fail("copy", to, `UploadPartCopy ${range.partNumber} answered without an ETag`))
+                      : Effect.succeed({ PartNumber: range.partNumber, ETag: etag })
+                  })
                 ),
-                Effect.flatMap((out) => {
-                  const etag = out.CopyPartResult?.ETag
-                  return etag === undefined || etag === ""
-                    ? Effect.fail(fail("copy", to, `UploadPartCopy ${range.partNumber} answered without an ETag`))
-                    : Effect.succeed({ PartNumber: range.partNumber, ETag: etag })
-                })
-              ),
             { concurrency: COPY_PART_CONCURRENCY }
           )
           return yield* send("copy", to, (abortSignal) =>
@@ -543,16 +577,17 @@ export const makeS3BlobStore = (
                 ...(ifDestinationAbsent ? { IfNoneMatch: "*" } : {})
               }),
               { abortSignal }
+            )).pipe(
+              // Only the destination condition is evaluated at completion.
+              Effect.catchIf(
+                isPreconditionFailed,
+                () => Effect.fail(new BlobPreconditionFailed({ key: to, reason: "destination-exists" }))
+              ),
+              Effect.catchIf(
+                isConditionalConflict,
+                () => Effect.fail(new BlobPreconditionFailed({ key: to, reason: "unknown" }))
+              )
             )
-          ).pipe(
-            // Only the destination condition is evaluated at completion.
-            Effect.catchIf(isPreconditionFailed, () =>
-              Effect.fail(new BlobPreconditionFailed({ key: to, reason: "destination-exists" }))
-            ),
-            Effect.catchIf(isConditionalConflict, () =>
-              Effect.fail(new BlobPreconditionFailed({ key: to, reason: "unknown" }))
-            )
-          )
         })
         const completed = yield* copyAndComplete.pipe(
           Effect.onError(() =>
@@ -572,8 +607,12 @@ export const makeS3BlobStore = (
         return { key: to, sizeBytes: size, etag: completed.ETag, lastModified: info.lastModified } satisfies ObjectInfo
       })
 
-    const copy = (from: StorageKey, to: StorageKey, options?: CopyOptions): Effect.Effect<ObjectInfo, BlobNotFound | BlobPreconditionFailed | BlobStoreError> =>
-      Effect.gen(function* () {
+    const copy = (
+      from: StorageKey,
+      to: StorageKey,
+      options?: CopyOptions
+    ): Effect.Effect<ObjectInfo, BlobNotFound | BlobPreconditionFailed | BlobStoreError> =>
+      Effect.gen(function*() {
         yield* checkKey("copy", from)
         yield* checkKey("copy", to)
         // The size decides single vs multipart copy. The HEAD also lets a stale ifMatch fail
@@ -596,7 +635,11 @@ export const makeS3BlobStore = (
     const del: BlobStoreService["delete"] = (key) =>
       checkKey("delete", key).pipe(
         Effect.zipRight(
-          send("delete", key, (abortSignal) => client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }), { abortSignal }))
+          send(
+            "delete",
+            key,
+            (abortSignal) => client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }), { abortSignal })
+          )
         ),
         // S3 answers 204 for a missing key; some compatible servers answer NoSuchKey.
         Effect.catchIf(isObjectMissing, () => Effect.void),
@@ -604,15 +647,14 @@ export const makeS3BlobStore = (
       )
 
     const move = (from: StorageKey, to: StorageKey, options?: CopyOptions) =>
-      Effect.gen(function* () {
+      Effect.gen(function*() {
         const info = yield* copy(from, to, options)
         yield* del(from)
         return info
       })
 
     const health: BlobStoreService["health"] = send("health", undefined, (abortSignal) =>
-      client.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal })
-    ).pipe(Effect.asVoid)
+      client.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal })).pipe(Effect.asVoid)
 
     return BlobStore.of({
       kind: "s3",

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # Build stage: install with the lockfile, compile TypeScript, stamp build metadata,
-# then drop dev dependencies.
+# then drop dev and optional dependencies.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -10,7 +10,11 @@ COPY src ./src
 RUN npm run build
 ARG IMGSRV_COMMIT=unknown
 RUN node -e 'require("fs").writeFileSync("build-info.json", JSON.stringify({commit: process.env.IMGSRV_COMMIT || "unknown", date: new Date().toISOString()}))'
-RUN npm prune --omit=dev
+# Optional dependencies are platform binaries the container never runs: embedded
+# PostgreSQL (~60 MB; containers use an external database, IMGSRV_EMBEDDED=false, and
+# enabling it here fails start-up with one line saying so), esbuild (tsx; the image runs
+# the compiled dist/), and native accelerators/watchers with pure-JS fallbacks.
+RUN npm prune --omit=dev --omit=optional
 
 # Runtime stage: just Node, the compiled code, production dependencies and migrations.
 FROM node:20-bookworm-slim

@@ -15,7 +15,14 @@ import { instrumentBlobStore } from "./platform/blob-store/instrumented.js"
 import { AppConfig, type AppConfigShape, describeConfig } from "./platform/config.js"
 import { DatabaseLive, migrate, PoolMetricsLive } from "./platform/database.js"
 import { startEmbeddedPostgres } from "./platform/embedded-postgres.js"
-import { OpsHandlersLive, ReadinessLive, ReadinessWithoutDatabase } from "./platform/health.js"
+import {
+  AlwaysLive,
+  Liveness,
+  NotLive,
+  OpsHandlersLive,
+  ReadinessLive,
+  ReadinessWithoutDatabase
+} from "./platform/health.js"
 import { ApiServerLive } from "./platform/http-server.js"
 import { apiMiddleware, ImmutableResponsesLive, makeRouteTable } from "./platform/http.js"
 import { LoggingLive } from "./platform/logging.js"
@@ -38,14 +45,21 @@ import { PromotionWakeLive, UploadsApiLive, UploadsBackgroundLive } from "./uplo
 
 const routes = makeRouteTable(ImgsrvApi, DOCS_ROUTES)
 
-/** PostgreSQL: the operator's URL, or an embedded server under the data dir. Migrated before anything uses it. */
+/**
+ * PostgreSQL: the operator's URL, or an embedded server under the data dir (supervised: its
+ * failure for good is what `/healthz` reports). Migrated before anything uses it.
+ */
 const DatabaseFromConfig = (config: AppConfigShape) =>
   Layer.unwrapScoped(Effect.gen(function*() {
     const db = config.database
     let url: Redacted.Redacted<string>
+    let liveness = AlwaysLive
     if (db._tag === "embedded") {
-      const embedded = yield* startEmbeddedPostgres(db.dataDir)
+      const embedded = yield* startEmbeddedPostgres(db.dataDir, { restart: db.restart })
       url = embedded.url
+      liveness = Layer.succeed(Liveness, {
+        check: Effect.mapError(embedded.liveness, (down) => new NotLive({ reason: down.message }))
+      })
       yield* Effect.logInfo("embedded mode: PostgreSQL and blobs live in the data directory").pipe(
         Effect.annotateLogs({ data_dir: config.dataDir })
       )
@@ -54,8 +68,18 @@ const DatabaseFromConfig = (config: AppConfigShape) =>
     } else {
       return yield* Effect.dieMessage("DatabaseFromConfig used in ops-only mode")
     }
-    const database = DatabaseLive({ url, maxConnections: config.postgresMaxConnections })
-    return Layer.effectDiscard(migrate()).pipe(Layer.provideMerge(database))
+    const { connect, statement } = config.postgresTimeouts
+    // On a connection of their own, without the statement timeout: a migration may run for
+    // minutes, and replicas starting together wait for it on the advisory lock.
+    yield* migrate().pipe(
+      Effect.provide(DatabaseLive({ url, maxConnections: 1, timeouts: { connect, statement: Option.none() } }))
+    )
+    const database = DatabaseLive({
+      url,
+      maxConnections: config.postgresMaxConnections,
+      timeouts: { connect, statement: Option.some(statement) }
+    })
+    return Layer.merge(database, liveness)
   }))
 
 /** The blob store the configuration names, wrapped with metrics and spans. */
@@ -147,7 +171,7 @@ const FullServiceLive = (config: AppConfigShape) => {
 const OpsOnlyServiceLive = (config: AppConfigShape) => {
   const api = HttpApiBuilder.api(OpsOnlyApi).pipe(
     Layer.provide(OpsHandlersLive),
-    Layer.provide(ReadinessWithoutDatabase),
+    Layer.provide(Layer.merge(ReadinessWithoutDatabase, AlwaysLive)),
     Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes, unavailableExcept: ["ops", "docs"] })))
   )
   return apiListener(config, api)

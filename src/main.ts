@@ -1,6 +1,6 @@
 import { HelpDoc, ValidationError } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { Cause, Duration, Effect, Layer } from "effect"
 import { AppLive } from "./app.js"
 import { runCommand } from "./cli.js"
 
@@ -10,7 +10,7 @@ import { runCommand } from "./cli.js"
  */
 const describe = (error: unknown): string => {
   if (ValidationError.isValidationError(error)) {
-    return HelpDoc.toAnsiText(error.error).trim().replace(/\s*\n\s*/g, " ")
+    return HelpDoc.toAnsiText(error.error).trim()
   }
   if (error instanceof Error) {
     // SqlError and friends keep the driver's reason in `cause` (never credentials).
@@ -22,12 +22,30 @@ const describe = (error: unknown): string => {
   return String(error)
 }
 
-const program = runCommand((config) => Layer.launch(AppLive(config)))(process.argv).pipe(
-  Effect.tapError((error) =>
+/** One line, whatever the cause carries (PostgreSQL's log lines, a multi-line help doc). */
+const oneLine = (text: string) => text.trim().replace(/\s*\n\s*/g, " ")
+
+/**
+ * After the drain (`--shutdown-timeout`), the rest of the shutdown — background loops, the
+ * pool, the embedded PostgreSQL server — is bounded step by step; this is the backstop if
+ * anything still holds the process.
+ */
+const CLEANUP_ALLOWANCE = Duration.seconds(10)
+let shutdownDeadline: Duration.Duration | undefined
+
+const program = runCommand((config) =>
+  Effect.sync(() => {
+    shutdownDeadline = Duration.sum(config.shutdownTimeout, CLEANUP_ALLOWANCE)
+  }).pipe(Effect.zipRight(Layer.launch(AppLive(config))))
+)(process.argv).pipe(
+  // Failures and defects alike (a listener that cannot bind, a driver throwing at start-up).
+  Effect.tapErrorCause((cause) =>
     Effect.sync(() => {
+      if (Cause.isInterruptedOnly(cause)) return
+      const error = Cause.squash(cause)
       // Help and --version are not failures of ours; @effect/cli already printed them.
       if (ValidationError.isValidationError(error) && ValidationError.isHelpRequested(error)) return
-      process.stderr.write(`imgsrv: ${describe(error)}\n`)
+      process.stderr.write(`imgsrv: ${oneLine(describe(error))}\n`)
     })
   ),
   Effect.provide(NodeContext.layer)
@@ -45,7 +63,17 @@ const onSignal = (signal: NodeJS.Signals) => {
   signals += 1
   if (signals > 1) {
     process.stderr.write(`imgsrv: ${signal} received while shutting down; finishing the shutdown (SIGKILL forces it)\n`)
+    return
   }
+  if (shutdownDeadline === undefined) return
+  const deadline = shutdownDeadline
+  setTimeout(() => {
+    process.stderr.write(
+      `imgsrv: shutdown still running ${Duration.format(deadline)} after ${signal}; exiting (status 1)\n`
+    )
+    // The `exit` hooks still run: the embedded PostgreSQL server gets its stop signal.
+    process.exit(1)
+  }, Duration.toMillis(deadline)).unref()
 }
 process.on("SIGINT", onSignal)
 process.on("SIGTERM", onSignal)

@@ -17,6 +17,9 @@ export interface S3Settings {
   readonly sessionToken: Option.Option<Redacted.Redacted<string>>
   readonly useTls: boolean
   readonly pathStyle: boolean
+  readonly connectTimeout: Duration.Duration
+  /** A request that moves no bytes for this long is abandoned (not a limit on its total time). */
+  readonly idleTimeout: Duration.Duration
 }
 
 /**
@@ -28,8 +31,24 @@ export interface S3Settings {
  */
 export type DatabaseMode =
   | { readonly _tag: "external"; readonly url: Redacted.Redacted<string> }
-  | { readonly _tag: "embedded"; readonly dataDir: string }
+  | { readonly _tag: "embedded"; readonly dataDir: string; readonly restart: RestartPolicy }
   | { readonly _tag: "none" }
+
+/** How the embedded PostgreSQL server is brought back after it exits. */
+export interface RestartPolicy {
+  /** Restarts tried before giving up (counted since the server last stayed up for a minute). */
+  readonly attempts: number
+  /** Delay before the first attempt; doubles per attempt. */
+  readonly backoff: Duration.Duration
+}
+
+/** Bounds on every PostgreSQL round trip, so an unreachable or frozen server fails requests instead of hanging them. */
+export interface PostgresTimeouts {
+  /** Opening a connection, or waiting for a free one in the pool. */
+  readonly connect: Duration.Duration
+  /** A statement's run time (server side), and with a grace period the client's wait for an answer. */
+  readonly statement: Duration.Duration
+}
 
 export type StorageMode =
   | { readonly _tag: "s3"; readonly s3: S3Settings }
@@ -52,6 +71,7 @@ export interface AppConfigShape {
   readonly dataDir: string
   readonly database: DatabaseMode
   readonly postgresMaxConnections: number
+  readonly postgresTimeouts: PostgresTimeouts
   readonly storage: StorageMode
   readonly logFormat: "text" | "json"
   readonly verbosity: "debug" | "info" | "warn" | "error"
@@ -231,14 +251,24 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       : Option.some({ endpoint: otelEndpoint.replace(/\/+$/, ""), serviceName: otelServiceName })
 
     const postgresMaxConnections = yield* parseCount("postgres-max-connections", raw["postgres-max-connections"])
+    const postgresTimeouts: PostgresTimeouts = {
+      connect: yield* parsePositiveDuration("postgres-connect-timeout", raw["postgres-connect-timeout"]),
+      statement: yield* parsePositiveDuration("postgres-statement-timeout", raw["postgres-statement-timeout"])
+    }
+    const restart: RestartPolicy = {
+      attempts: yield* parseCount("embedded-restart-attempts", raw["embedded-restart-attempts"]),
+      backoff: yield* parsePositiveDuration("embedded-restart-backoff", raw["embedded-restart-backoff"])
+    }
     const database: DatabaseMode = raw["postgres-url"].trim() !== ""
       ? { _tag: "external", url: yield* parsePostgresUrl(raw["postgres-url"]) }
       : embedded
-      ? { _tag: "embedded", dataDir: path.join(dataDir, "postgres") }
+      ? { _tag: "embedded", dataDir: path.join(dataDir, "postgres"), restart }
       : { _tag: "none" }
 
     const useTls = yield* parseBoolean("s3-use-tls", raw["s3-use-tls"])
     const pathStyle = yield* parseBoolean("s3-path-style", raw["s3-path-style"])
+    const s3ConnectTimeout = yield* parsePositiveDuration("s3-connect-timeout", raw["s3-connect-timeout"])
+    const s3IdleTimeout = yield* parsePositiveDuration("s3-idle-timeout", raw["s3-idle-timeout"])
     const s3Fields = [
       "s3-endpoint",
       "s3-bucket",
@@ -277,7 +307,9 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
             ? Option.none()
             : Option.some(Redacted.make(raw["s3-session-token"])),
           useTls,
-          pathStyle
+          pathStyle,
+          connectTimeout: s3ConnectTimeout,
+          idleTimeout: s3IdleTimeout
         }
       }
     }
@@ -323,6 +355,7 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       dataDir,
       database,
       postgresMaxConnections,
+      postgresTimeouts,
       storage,
       logFormat,
       verbosity,
@@ -356,7 +389,19 @@ export const describeConfig = (config: AppConfigShape): Record<string, unknown> 
       postgres = { mode: "external" }
     }
   } else if (db._tag === "embedded") {
-    postgres = { mode: "embedded", data_dir: db.dataDir }
+    postgres = {
+      mode: "embedded",
+      data_dir: db.dataDir,
+      restart_attempts: db.restart.attempts,
+      restart_backoff: formatGoDuration(db.restart.backoff)
+    }
+  }
+  if (db._tag !== "none") {
+    postgres = {
+      ...postgres,
+      connect_timeout: formatGoDuration(config.postgresTimeouts.connect),
+      statement_timeout: formatGoDuration(config.postgresTimeouts.statement)
+    }
   }
   const storage = config.storage._tag === "s3"
     ? {
@@ -365,7 +410,9 @@ export const describeConfig = (config: AppConfigShape): Record<string, unknown> 
       bucket: config.storage.s3.bucket,
       region: config.storage.s3.region,
       use_tls: config.storage.s3.useTls,
-      path_style: config.storage.s3.pathStyle
+      path_style: config.storage.s3.pathStyle,
+      connect_timeout: formatGoDuration(config.storage.s3.connectTimeout),
+      idle_timeout: formatGoDuration(config.storage.s3.idleTimeout)
     }
     : { driver: "filesystem", root: config.storage.root }
   return {

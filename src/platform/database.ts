@@ -1,6 +1,6 @@
 import { SqlClient, SqlError } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Data, Effect, Layer, Redacted, Runtime } from "effect"
+import { Context, Data, Duration, Effect, Layer, Option, Redacted, Runtime } from "effect"
 import { readdir, readFile } from "node:fs/promises"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -105,9 +105,63 @@ const pgTypes: pg.CustomTypesConfig = {
       : pg.types.getTypeParser(oid, format as "text")) as pg.CustomTypesConfig["getTypeParser"]
 }
 
+/** How much longer than `statement_timeout` the client waits for an answer before it drops the connection. */
+const ANSWER_GRACE_MILLIS = 2_000
+
+/** PostgreSQL did not answer a statement in time; the connection it was sent on is closed. */
+export class StatementUnanswered extends Error {
+  // A timeout, so `isConnectionFailure` (and through it the 503 renderer) knows it.
+  override readonly name = "TimeoutError"
+  constructor(readonly deadlineMillis: number) {
+    super(`PostgreSQL did not answer within ${deadlineMillis} ms`)
+  }
+}
+
+/**
+ * A node-postgres client that gives up on a statement left unanswered for `deadlineMillis`
+ * and closes its connection. `statement_timeout` bounds a running statement on a live
+ * server; this covers a server that answers nothing at all (frozen, partitioned away).
+ * node-postgres' own `query_timeout` answers the caller but keeps the connection, with the
+ * statement (maybe a transaction) still open on it, for the next user of the pool; a closed
+ * connection cannot be reused: the pool drops it.
+ */
+const clientWithDeadline = (deadlineMillis: number) =>
+  class DeadlineClient extends pg.Client {
+    constructor(config?: string | pg.ClientConfig) {
+      super(config)
+      const query = this.query.bind(this) as (...args: Array<unknown>) => unknown
+      const guarded = (...args: Array<unknown>): unknown => {
+        // @effect/sql-pg and the pool pass a callback as the last argument; other forms
+        // (promises, cursors) are not used here and keep node-postgres' behaviour.
+        const last = args.length - 1
+        const callback = args[last]
+        if (typeof callback !== "function") return query(...args)
+        const timer = setTimeout(
+          () => this.connection.stream.destroy(new StatementUnanswered(deadlineMillis)),
+          deadlineMillis
+        )
+        args[last] = (...result: Array<unknown>) => {
+          clearTimeout(timer)
+          return (callback as (...result: Array<unknown>) => unknown)(...result)
+        }
+        return query(...args)
+      }
+      this.query = guarded as pg.Client["query"]
+    }
+  }
+
+/** Bounds on every round trip to PostgreSQL; see `PostgresTimeouts` in config.ts. */
+export interface DatabaseTimeouts {
+  readonly connect: Duration.Duration
+  /** None: statements run unbounded (migrations may take as long as they need). */
+  readonly statement: Option.Option<Duration.Duration>
+}
+
 export interface DatabaseOptions {
   readonly url: Redacted.Redacted<string>
   readonly maxConnections: number
+  /** Default: 10 s to connect, statements unbounded. */
+  readonly timeouts?: DatabaseTimeouts
 }
 
 /** A `SqlClient` (and `PgClient`) on a pool we own, plus the `PgPool` handle. */
@@ -120,12 +174,20 @@ export const DatabaseLive = (options: DatabaseOptions): Layer.Layer<
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const pool = yield* Effect.acquireRelease(
       Effect.sync(() => {
+        const statementMillis = Option.map(options.timeouts?.statement ?? Option.none(), Duration.toMillis)
         const created = new MeteredPool({
           connectionString: Redacted.value(options.url),
           max: options.maxConnections,
           application_name: "imgsrv",
-          connectionTimeoutMillis: 10_000,
-          types: pgTypes
+          connectionTimeoutMillis: Duration.toMillis(options.timeouts?.connect ?? Duration.seconds(10)),
+          types: pgTypes,
+          ...Option.match(statementMillis, {
+            onNone: () => ({}),
+            onSome: (millis) => ({
+              statement_timeout: millis,
+              Client: clientWithDeadline(millis + ANSWER_GRACE_MILLIS)
+            })
+          })
         })
         // An idle client losing its connection must not crash the process; the pool
         // replaces it and the next query reports any lasting problem.
@@ -134,7 +196,8 @@ export const DatabaseLive = (options: DatabaseOptions): Layer.Layer<
         })
         return created
       }),
-      (created) => Effect.promise(() => created.end()).pipe(Effect.timeoutOption("5 seconds"))
+      // Finalizers are uninterruptible: without `interruptible` the timeout could not cut a hung end().
+      (created) => Effect.promise(() => created.end()).pipe(Effect.interruptible, Effect.timeoutOption("2 seconds"))
     )
     yield* Effect.tryPromise({
       try: () => pool.query("SELECT 1"),

@@ -14,6 +14,21 @@ import { apiOf } from "./http.js"
 /** Why the process is not ready to take traffic (logged, never sent to clients). */
 export class NotReady extends Data.TaggedError("NotReady")<{ readonly reason: string }> {}
 
+/** Why the process must be restarted (logged where it is decided, never sent to clients). */
+export class NotLive extends Data.TaggedError("NotLive")<{ readonly reason: string }> {}
+
+/**
+ * What `/healthz` asks: whether this process can still serve once its dependencies are
+ * back. It fails only for what a restart of the process fixes — the embedded PostgreSQL
+ * server it owns could not be brought back — never for a dependency that is merely away.
+ */
+export class Liveness extends Context.Tag("imgsrv/Liveness")<Liveness, {
+  readonly check: Effect.Effect<void, NotLive>
+}>() {}
+
+/** Nothing this process owns can fail for good (external PostgreSQL, ops-only mode). */
+export const AlwaysLive = Layer.succeed(Liveness, { check: Effect.void })
+
 /** What `/readyz` asks. */
 export class Readiness extends Context.Tag("imgsrv/Readiness")<Readiness, {
   readonly check: Effect.Effect<void, NotReady>
@@ -46,7 +61,11 @@ export const OpsGroup = HttpApiGroup.make("ops", { topLevel: true })
   .add(
     HttpApiEndpoint.get("healthz", "/healthz")
       .addSuccess(HttpApiSchema.NoContent)
-      .annotate(OpenApi.Description, "Liveness: 204 whenever the process serves HTTP.")
+      .addError(HttpApiSchema.Text().annotations(HttpApiSchema.annotations({ status: 503, description: "Not live" })))
+      .annotate(
+        OpenApi.Description,
+        "Liveness: 204 while the process serves HTTP, 503 (plain text) once the embedded PostgreSQL server cannot be brought back: restart the process."
+      )
   )
   .add(
     HttpApiEndpoint.get("readyz", "/readyz")
@@ -64,7 +83,13 @@ export const OpsHandlersLive = HttpApiBuilder.group(
   "ops",
   (handlers) =>
     handlers
-      .handle("healthz", () => Effect.void)
+      .handleRaw("healthz", () =>
+        Effect.flatMap(Liveness, (liveness) =>
+          liveness.check.pipe(
+            Effect.as(HttpServerResponse.empty({ status: 204 })),
+            // The reason was logged when it happened; a probe every few seconds need not repeat it.
+            Effect.catchAll(() => Effect.succeed(HttpServerResponse.text("Service Unavailable\n", { status: 503 })))
+          )))
       .handleRaw("readyz", () =>
         Effect.flatMap(Readiness, (readiness) =>
           readiness.check.pipe(

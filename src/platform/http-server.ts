@@ -14,6 +14,7 @@ import {
   serverMiddleware,
   spanNameOf
 } from "./http.js"
+import { ListenFailed } from "./listen.js"
 
 /**
  * The `HttpServer` of the API: @effect/platform-node's listener (listen, address,
@@ -27,14 +28,14 @@ const listener = (
   server: http.Server,
   listen: ListenAddress,
   options: { readonly tracing: boolean; readonly metrics: HttpMetrics }
-): Layer.Layer<HttpServer.HttpServer> =>
+): Layer.Layer<HttpServer.HttpServer, ListenFailed> =>
   Layer.scoped(
     HttpServer.HttpServer,
     Effect.gen(function*() {
       const node = yield* NodeHttpServer.make(() => server, {
         port: listen.port,
         ...(listen.host ? { host: listen.host } : {})
-      }).pipe(Effect.orDie)
+      }).pipe(Effect.mapError((error) => new ListenFailed({ address: listen, error: error.cause })))
       const responses = yield* Effect.serviceOption(ImmutableResponses)
       return HttpServer.make({
         address: node.address,

@@ -11,6 +11,7 @@ import {
 } from "@effect/platform"
 import type { HttpApiGroup } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
+import { SqlError } from "@effect/sql"
 import type { Exit } from "effect"
 import {
   Cause,
@@ -29,10 +30,11 @@ import {
 } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
+import { BlobStoreError, isStoreUnavailable } from "./blob-store/blob-store.js"
 import { latencyBoundaries, makeLabelCache } from "./metrics.js"
 import { firstIssueMessage, issueMessage } from "./params.js"
 import { declaredStatus, detailOf, problemResponse } from "./problem.js"
-import { isUnstorableText } from "./sql-errors.js"
+import { isDatabaseUnavailable, isUnstorableText } from "./sql-errors.js"
 
 /** The HttpApi identifier every group is registered under (see `apiOf`). */
 export const API_ID = "imgsrv"
@@ -169,11 +171,34 @@ const isDecodablePath = (pathname: string): boolean => {
   }
 }
 
+/** What a client is told to wait before retrying a request that met an unavailable dependency. */
+export const RETRY_AFTER_SECONDS = 5
+
+/**
+ * The dependency a failure says is unreachable, frozen or overloaded — from a SqlError or
+ * BlobStoreError anywhere in it, failed or died (services `orDie` them) — with the reason.
+ */
+const unavailableDependency = (
+  cause: Cause.Cause<unknown>
+): { readonly dependency: string; readonly reason: string } | undefined => {
+  for (const error of [...Cause.failures(cause), ...Cause.defects(cause)]) {
+    if (error instanceof SqlError.SqlError && isDatabaseUnavailable(error)) {
+      const inner = error.cause instanceof Error ? `: ${error.cause.message}` : ""
+      return { dependency: "PostgreSQL", reason: `${error.message}${inner}` }
+    }
+    if (error instanceof BlobStoreError && isStoreUnavailable(error)) {
+      return { dependency: "the object store", reason: error.message }
+    }
+  }
+  return undefined
+}
+
 /**
  * Renders any failure of the API as the response a client must see:
  * - a typed error with a status annotation → problem+json with its message;
  * - a malformed JSON body or schema mismatch → 400 "invalid JSON request body: …";
  * - an unknown path → plain-text 404, a known path with another method → 405 + Allow;
+ * - PostgreSQL or the object store unreachable, frozen or overloaded → 503 + Retry-After;
  * - anything else (a defect, an undeclared error) → 500 whose body says nothing
  *   internal, while the log gets the cause and the request id.
  */
@@ -234,6 +259,15 @@ export const renderFailure = (
     if (isUnstorableText(cause)) {
       // Refused by PostgreSQL inside the request's transaction: nothing was written.
       return problemResponse(400, "text must not contain NUL characters (\\u0000) or characters outside UTF-8")
+    }
+    const unavailable = unavailableDependency(cause)
+    if (unavailable !== undefined) {
+      yield* Effect.logWarning("dependency unavailable").pipe(
+        Effect.annotateLogs({ dependency: unavailable.dependency, error: unavailable.reason })
+      )
+      return problemResponse(503, `${unavailable.dependency} is unavailable; retry later`, {
+        headers: { "retry-after": String(RETRY_AFTER_SECONDS) }
+      })
     }
     yield* Effect.logError("request failed with an internal error").pipe(Effect.annotateLogs({ cause }))
     return problemResponse(500, "internal error")

@@ -1,6 +1,7 @@
 import {
   Cause,
   Context,
+  Effect,
   FiberRef,
   FiberRefs,
   HashMap,
@@ -10,6 +11,7 @@ import {
   Logger,
   LogLevel,
   Option,
+  Runtime,
   Tracer
 } from "effect"
 
@@ -129,9 +131,42 @@ export const logLevelOf = (verbosity: "debug" | "info" | "warn" | "error"): LogL
     ? LogLevel.Warning
     : LogLevel.Error
 
-/** Replaces Effect's default logger with ours, at the configured level. */
-export const LoggingLive = (format: "text" | "json", verbosity: "debug" | "info" | "warn" | "error") =>
-  Layer.merge(
+/**
+ * Node's process warnings (`process.emitWarning`: a deprecation, the AWS SDK's notice about
+ * the Node version) become log records instead of Node's own plain-text lines, so every
+ * line on stderr has the configured format. Node's printer is put back when the scope closes.
+ */
+const ProcessWarningsLive = Layer.scopedDiscard(Effect.gen(function*() {
+  const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+  const onWarning = (warning: Error & { readonly code?: unknown }) => {
+    runFork(
+      Effect.logWarning("node warning").pipe(Effect.annotateLogs({
+        warning: warning.name,
+        detail: warning.message,
+        ...(typeof warning.code === "string" ? { code: warning.code } : {})
+      }))
+    )
+  }
+  yield* Effect.acquireRelease(
+    Effect.sync(() => {
+      const printers = process.listeners("warning")
+      process.removeAllListeners("warning")
+      process.on("warning", onWarning)
+      return printers
+    }),
+    (printers) =>
+      Effect.sync(() => {
+        process.off("warning", onWarning)
+        for (const printer of printers) process.on("warning", printer)
+      })
+  )
+}))
+
+/** Replaces Effect's default logger with ours, at the configured level; Node's warnings go through it. */
+export const LoggingLive = (format: "text" | "json", verbosity: "debug" | "info" | "warn" | "error") => {
+  const logger = Layer.merge(
     Logger.replace(Logger.defaultLogger, toStderr(format === "json" ? jsonLogger : textLogger)),
     Logger.minimumLogLevel(logLevelOf(verbosity))
   )
+  return Layer.merge(logger, ProcessWarningsLive.pipe(Layer.provide(logger)))
+}

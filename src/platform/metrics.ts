@@ -2,6 +2,7 @@ import { Context, Effect, Layer, Metric, MetricBoundaries, MetricState, Option, 
 import type { MetricLabel, MetricPair } from "effect"
 import * as http from "node:http"
 import type { ListenAddress } from "./config.js"
+import { ListenFailed } from "./listen.js"
 
 /**
  * Prometheus exposition of Effect's metric registry plus samples computed at
@@ -254,8 +255,8 @@ export const MetricsServerLive = (options: {
       res.end("404 page not found\n")
     })
     yield* Effect.acquireRelease(
-      Effect.async<void, Error>((resume) => {
-        server.once("error", (error) => resume(Effect.fail(error)))
+      Effect.async<void, ListenFailed>((resume) => {
+        server.once("error", (error) => resume(Effect.fail(new ListenFailed({ address: options.listen, error }))))
         server.listen(options.listen.port, options.listen.host, () => resume(Effect.void))
       }),
       () =>

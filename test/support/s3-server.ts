@@ -4,10 +4,11 @@
  * can run from vitest's globalSetup as well as from a test file's `beforeAll`.
  */
 import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3"
+import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtemp, rm } from "node:fs/promises"
 import type { Server } from "node:http"
 import { createRequire } from "node:module"
-import type { AddressInfo } from "node:net"
+import { type AddressInfo, connect } from "node:net"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 
@@ -148,4 +149,77 @@ export const S3RVER_GAPS: Record<S3rverGap, GapNote> = {
   uploadPartCopy: { reason: "s3rver has no UploadPartCopy" }
   // (s3rver also widens `bytes=0-0` to `bytes=0-`; the driver cuts the asked-for bytes out of
   // a widened or ignored range, so that is not a gap for callers.)
+}
+
+/** s3rver in a process of its own, which a test can kill, stop (SIGSTOP) and start again. */
+export interface S3ServerProcess {
+  readonly endpoint: string
+  readonly accessKeyId: string
+  readonly secretAccessKey: string
+  readonly bucket: string
+  /** Sends `signal` to the server process. */
+  readonly signal: (signal: NodeJS.Signals) => void
+  /** Kills it (SIGKILL) and waits for the exit: the endpoint refuses connections, the data stays. */
+  readonly kill: () => Promise<void>
+  /** Starts it again on the same port with the same data. */
+  readonly restart: () => Promise<void>
+  readonly stop: () => Promise<void>
+}
+
+const s3rverBin = createRequire(import.meta.url).resolve("s3rver/bin/s3rver.js")
+
+const acceptsConnections = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port }, () => {
+      socket.destroy()
+      resolve(true)
+    })
+    socket.on("error", () => resolve(false))
+  })
+
+/** Starts s3rver as a child process on `port` with one bucket. */
+export async function startS3ServerProcess(port: number, bucket = "outage"): Promise<S3ServerProcess> {
+  const directory = await mkdtemp(path.join(tmpdir(), "imgsrv-s3rver-proc-"))
+  let child: ChildProcess | undefined
+  const start = async () => {
+    const started = spawn(process.execPath, [
+      s3rverBin,
+      "--directory",
+      directory,
+      "--address",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--silent",
+      "--configure-bucket",
+      bucket
+    ], { stdio: "ignore" })
+    child = started
+    for (let i = 0; i < 300 && started.exitCode === null; i++) {
+      if (await acceptsConnections(port)) return
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    throw new Error(`s3rver did not start on port ${port}`)
+  }
+  const kill = async () => {
+    const running = child
+    if (running === undefined || running.exitCode !== null || running.signalCode !== null) return
+    const exited = new Promise((resolve) => running.once("exit", resolve))
+    running.kill("SIGKILL")
+    await exited
+  }
+  await start()
+  return {
+    endpoint: `127.0.0.1:${port}`,
+    accessKeyId: "S3RVER",
+    secretAccessKey: "S3RVER",
+    bucket,
+    signal: (signal) => child?.kill(signal),
+    kill,
+    restart: start,
+    stop: async () => {
+      await kill()
+      await rm(directory, { recursive: true, force: true })
+    }
+  }
 }

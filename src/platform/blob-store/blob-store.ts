@@ -1,6 +1,7 @@
-import { Context, Effect, Schema } from "effect"
+import { Context, Effect, Predicate, Schema } from "effect"
 import type { Scope, Stream } from "effect"
 import type { Readable } from "node:stream"
+import { isConnectionFailure } from "../connection-errors.js"
 import { isWellFormedKey, type StorageKey } from "./keys.js"
 
 /** The object (or the multipart upload) does not exist. */
@@ -64,6 +65,21 @@ export class BlobStoreError extends Schema.TaggedError<BlobStoreError>()("BlobSt
     const cause = this.cause instanceof Error ? this.cause.message : String(this.cause)
     return `${this.operation}${this.key ? ` ${this.key}` : ""} failed: ${cause}`
   }
+}
+
+/** Statuses of an HTTP object store that is overloaded or has no backend (S3 `SlowDown`, `ServiceUnavailable`). */
+const UNAVAILABLE_STATUSES = new Set([502, 503, 504])
+
+/**
+ * Whether a storage failure says the store is unreachable, frozen or overloaded (the
+ * request may succeed later) rather than that it refused the operation. The S3 SDK
+ * records the HTTP status of an answer in `$metadata`.
+ */
+export const isStoreUnavailable = (error: BlobStoreError): boolean => {
+  if (isConnectionFailure(error.cause)) return true
+  const metadata = Predicate.isObject(error.cause) ? (error.cause as { $metadata?: unknown }).$metadata : undefined
+  const status = Predicate.isObject(metadata) ? (metadata as { httpStatusCode?: unknown }).httpStatusCode : undefined
+  return typeof status === "number" && UNAVAILABLE_STATUSES.has(status)
 }
 
 export interface ObjectInfo {

@@ -26,7 +26,7 @@ import {
   UploadPartCopyCommand
 } from "@aws-sdk/client-s3"
 import * as NodeStream from "@effect/platform-node/NodeStream"
-import { Deferred, Effect, LogLevel, Option, Redacted, Runtime, Stream } from "effect"
+import { Deferred, Duration, Effect, LogLevel, Option, Redacted, Runtime, Stream } from "effect"
 import type { Scope } from "effect"
 import { Readable } from "node:stream"
 import {
@@ -62,6 +62,14 @@ export interface S3Options {
   readonly useTls: boolean
   /** Path-style addressing (`endpoint/bucket/key`) instead of virtual-host style. */
   readonly pathStyle: boolean
+  /** Longest wait to open a connection; unbounded when absent. */
+  readonly connectTimeout?: Duration.Duration | undefined
+  /**
+   * A request whose socket moves no bytes for this long is abandoned (a frozen store, or a
+   * reader that stopped pulling); unbounded when absent. Not a limit on a request's total
+   * time: a 5 GiB part or a long download runs as long as bytes flow.
+   */
+  readonly idleTimeout?: Duration.Duration | undefined
 }
 
 /** Knobs that exist for tests; production uses the defaults. */
@@ -170,6 +178,17 @@ const sliceReadable = (source: Readable, start: number, length: number): Readabl
   )
 }
 
+/**
+ * The HTTP handler's bounds: `socketTimeout` is its inactivity timeout; its `requestTimeout`
+ * would bound a whole request, cutting long transfers, and stays off.
+ */
+const timeouts = (options: S3Options) => {
+  const bounds: { connectionTimeout?: number; socketTimeout?: number } = {}
+  if (options.connectTimeout !== undefined) bounds.connectionTimeout = Duration.toMillis(options.connectTimeout)
+  if (options.idleTimeout !== undefined) bounds.socketTimeout = Duration.toMillis(options.idleTimeout)
+  return bounds
+}
+
 /** Builds the S3 driver. The SDK client is destroyed (sockets closed) when the Scope closes. */
 export const makeS3BlobStore = (
   options: S3Options,
@@ -212,7 +231,8 @@ export const makeS3BlobStore = (
         ...(options.sessionToken === undefined ? {} : { sessionToken: Redacted.value(options.sessionToken) })
       },
       requestChecksumCalculation: "WHEN_REQUIRED",
-      responseChecksumValidation: "WHEN_REQUIRED"
+      responseChecksumValidation: "WHEN_REQUIRED",
+      requestHandler: timeouts(options)
     }
     const client = yield* Effect.acquireRelease(
       Effect.sync(() => new S3Client({ ...config, logger: sdkLogger })),

@@ -2,6 +2,7 @@ import { Schema } from "effect"
 import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../platform/blob-store/blob-store.js"
 import type { StorageKey } from "../platform/blob-store/keys.js"
 import { Sha256Digest } from "../platform/digest.js"
+import { MediaType } from "../platform/media-type.js"
 import { nonBlank, strictBody, UuidString } from "../platform/params.js"
 import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
 
@@ -113,7 +114,7 @@ export const BeginUploadRequest = Schema.Struct({
       message: () => `expected_size_bytes must be at most ${MAX_UPLOAD_SIZE_BYTES} (10000 parts of 5 GiB)`
     })
   ),
-  media_type_hint: optionalNonBlank("media_type_hint"),
+  media_type_hint: Schema.optionalWith(MediaType("media_type_hint"), { nullable: true }),
   filename_hint: optionalNonBlank("filename_hint")
 }).annotations({ identifier: "BeginUploadRequest", ...strictBody })
 export type BeginUploadRequest = typeof BeginUploadRequest.Type

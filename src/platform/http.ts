@@ -46,6 +46,15 @@ export const API_ID = "imgsrv"
  */
 export const apiOf = <G extends HttpApiGroup.HttpApiGroup.Any>(group: G) => HttpApi.make(API_ID).add(group)
 
+/**
+ * The router's settings. find-my-way refuses to match a path parameter longer than
+ * `maxParamLength` (100 by default), which made names and versions of 101–128 characters
+ * creatable but unreachable (405). Every handler validates its own parameters and answers
+ * a 400 naming the field (params.ts), and Node's header size limit already bounds the
+ * request line, so the router does not limit them.
+ */
+export const ROUTER_CONFIG = { maxParamLength: Number.POSITIVE_INFINITY } as const
+
 /** JSON control bodies are capped at 1 MiB; a larger body is a 400, not a 413 (api.md §1.2). */
 export const JSON_BODY_LIMIT = 1024 * 1024
 

@@ -29,6 +29,7 @@ import {
 } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
+import { decodeJsonBody, readBody, withBodyText } from "./json-body.js"
 import { latencyBoundaries, makeLabelCache } from "./metrics.js"
 import { firstIssueMessage, issueMessage } from "./params.js"
 import { declaredStatus, detailOf, problemResponse } from "./problem.js"
@@ -55,7 +56,7 @@ export const apiOf = <G extends HttpApiGroup.HttpApiGroup.Any>(group: G) => Http
  */
 export const ROUTER_CONFIG = { maxParamLength: Number.POSITIVE_INFINITY } as const
 
-/** JSON control bodies are capped at 1 MiB; a larger body is a 400, not a 413 (api.md §1.2). */
+/** JSON control bodies are capped at 1 MiB; a larger body is a 413 (json-body.ts). */
 export const JSON_BODY_LIMIT = 1024 * 1024
 
 // ---------------------------------------------------------------------------------
@@ -278,22 +279,37 @@ export const apiMiddleware = (options: ApiMiddlewareOptions) => (app: HttpApp.De
     if (!BODY_METHODS.has(original.method)) {
       return Effect.catchAllCause(app, (cause) => renderFailure(cause, original, options.routes))
     }
-    // An oversized control body is refused before it is read: reading it only to
-    // reject it would cost memory, and cutting the stream mid-way resets the client.
-    const declaredLength = Number(original.headers["content-length"] ?? "0")
-    if (route?.jsonBody && declaredLength > JSON_BODY_LIMIT) {
-      return Effect.succeed(
-        problemResponse(400, `invalid JSON request body: body exceeds ${JSON_BODY_LIMIT} bytes`)
-      )
-    }
     // Clients (curl -d, scripts) send JSON with any Content-Type or none; the server
     // never checks it (api.md §1.2). Raw part uploads read the stream and ignore it.
     const request = original.modify({ headers: { ...original.headers, "content-type": "application/json" } })
-    return app.pipe(
-      Effect.provideService(HttpServerRequest.HttpServerRequest, request),
+    const run = (served: HttpServerRequest.HttpServerRequest) =>
+      app.pipe(
+        Effect.provideService(HttpServerRequest.HttpServerRequest, served),
+        Effect.catchAllCause((cause) => renderFailure(cause, served, options.routes))
+      )
+    if (!route?.jsonBody) return run(request)
+    // An oversized control body is refused before it is read (reading it only to reject
+    // it would cost memory); one without a Content-Length is refused at the first byte
+    // beyond the limit (json-body.ts).
+    const declaredLength = Number(original.headers["content-length"] ?? "0")
+    if (declaredLength > JSON_BODY_LIMIT) return Effect.succeed(bodyTooLarge)
+    return readBody(NodeHttpServerRequest.toIncomingMessage(original), JSON_BODY_LIMIT).pipe(
+      Effect.flatMap((body) =>
+        body._tag === "TooLarge"
+          ? Effect.succeed(bodyTooLarge)
+          : Effect.flatMap(decodeJsonBody(body.bytes), (text) => run(withBodyText(request, text)))
+      ),
       Effect.catchAllCause((cause) => renderFailure(cause, request, options.routes))
     )
   })
+
+/**
+ * 413 for a JSON body over the limit. The client may still be sending it: the connection
+ * is closed after the answer instead of reading the rest to reuse it.
+ */
+const bodyTooLarge = problemResponse(413, `invalid JSON request body: body exceeds ${JSON_BODY_LIMIT} bytes`, {
+  headers: { connection: "close" }
+})
 
 /**
  * The JSON body cap for the whole listener (request bodies read as text/JSON);

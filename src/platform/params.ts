@@ -13,6 +13,9 @@ export const decodeParam = <A, I>(schema: Schema.Schema<A, I, never>, value: I):
     Effect.mapError((error) => new InvalidRequest({ detail: firstIssueMessage(error) }))
   )
 
+/** Longest issue message in a 400 detail: schema messages quote the value they refused, whatever its size. */
+export const MAX_ISSUE_MESSAGE_LENGTH = 300
+
 /** The first of some schema issues as one line, prefixed with where it is (`parts.0.etag: …`). */
 export const issueMessage = (
   issues: ReadonlyArray<{ readonly path: ReadonlyArray<PropertyKey>; readonly message: string }>
@@ -20,7 +23,8 @@ export const issueMessage = (
   const first = issues[0]
   if (!first) return undefined
   const where = first.path.length > 0 ? `${first.path.map(String).join(".")}: ` : ""
-  return `${where}${first.message}`.replace(/\s*\n\s*/g, " ")
+  const message = `${where}${first.message}`.replace(/\s*\n\s*/g, " ")
+  return message.length > MAX_ISSUE_MESSAGE_LENGTH ? `${message.slice(0, MAX_ISSUE_MESSAGE_LENGTH - 1)}…` : message
 }
 
 /** The most specific human-readable message of a parse error, on one line. */

@@ -136,6 +136,17 @@ describe("deeply nested JSON", () => {
     await expectProblem(deep, 400)
   })
 
+  it("in a field of another type gets a short detail, not the value quoted back whole", async () => {
+    const wide = JSON.stringify({ x: Array.from({ length: 100_000 }, () => 0) })
+    const response = await app.request("POST", "/v1/images", {
+      token: writer,
+      body: `{"name":"w","description":${wide}}`
+    })
+    const detail = (await expectProblem(response, 400)).detail!
+    expect(detail).toMatch(/^invalid JSON request body: description: Expected string, actual \{"x":\[0,0,/)
+    expect(detail.length).toBeLessThan(400)
+  })
+
   it("inside strings does not count", async () => {
     const response = await app.request("POST", "/v1/auth/principals", {
       token: manager,

@@ -1,7 +1,7 @@
 import { Effect, Schema } from "effect"
 import { Sha256Digest } from "../platform/digest.js"
 import { MediaType } from "../platform/media-type.js"
-import { decodeParam, nonBlank, strictBody, UuidParam, UuidString } from "../platform/params.js"
+import { decodeParam, nonBlank, strictBody, TEXT_LIMITS, UuidParam, UuidString } from "../platform/params.js"
 import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
 
 /**
@@ -58,8 +58,8 @@ export const INCUS_METADATA_ATTACHMENT = "incus.tar.xz"
 
 export const CreateImageRequest = Schema.Struct({
   name: ImageName,
-  display_name: Schema.optional(nonBlank("display_name")),
-  description: Schema.optional(nonBlank("description"))
+  display_name: Schema.optional(nonBlank("display_name", TEXT_LIMITS.short)),
+  description: Schema.optional(nonBlank("description", TEXT_LIMITS.long))
 }).annotations({ ...strictBody, identifier: "CreateImageRequest" })
 export type CreateImageRequest = typeof CreateImageRequest.Type
 

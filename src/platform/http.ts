@@ -29,7 +29,7 @@ import {
 } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { decodeJsonBody, readBody, withBodyText } from "./json-body.js"
+import { readBody, withBody } from "./json-body.js"
 import { latencyBoundaries, makeLabelCache } from "./metrics.js"
 import { firstIssueMessage, issueMessage } from "./params.js"
 import { declaredStatus, detailOf, problemResponse } from "./problem.js"
@@ -297,7 +297,7 @@ export const apiMiddleware = (options: ApiMiddlewareOptions) => (app: HttpApp.De
       Effect.flatMap((body) =>
         body._tag === "TooLarge"
           ? Effect.succeed(bodyTooLarge)
-          : Effect.flatMap(decodeJsonBody(body.bytes), (text) => run(withBodyText(request, text)))
+          : run(withBody(request, body.bytes))
       ),
       Effect.catchAllCause((cause) => renderFailure(cause, request, options.routes))
     )

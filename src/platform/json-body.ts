@@ -1,5 +1,5 @@
-import type { HttpServerRequest } from "@effect/platform"
-import { Effect, Option } from "effect"
+import { HttpServerError, type HttpServerRequest } from "@effect/platform"
+import { Effect, Either } from "effect"
 import type { IncomingMessage } from "node:http"
 import { InvalidRequest } from "./problem.js"
 
@@ -124,30 +124,35 @@ export const readBody = (message: IncomingMessage, limit: number): Effect.Effect
     return Effect.sync(detach)
   })
 
-/**
- * The text of a JSON body, or the 400 detail for one that is not UTF-8 or that
- * `jsonTextProblem` refuses.
- */
-export const decodeJsonBody = (bytes: Uint8Array): Effect.Effect<string, InvalidRequest> =>
-  Effect.suspend(() => {
-    let text: string
-    try {
-      text = utf8.decode(bytes)
-    } catch {
-      return Effect.fail(new InvalidRequest({ detail: "invalid JSON request body: not valid UTF-8" }))
-    }
-    return Option.match(Option.fromNullable(jsonTextProblem(text)), {
-      onNone: () => Effect.succeed(text),
-      onSome: (problem) => Effect.fail(new InvalidRequest({ detail: `invalid JSON request body: ${problem}` }))
-    })
-  })
+/** The text of a JSON body, or why it is not acceptable JSON text (the end of a 400 detail). */
+export const jsonBodyText = (bytes: Uint8Array): Either.Either<string, string> => {
+  let text: string
+  try {
+    text = utf8.decode(bytes)
+  } catch {
+    return Either.left("not valid UTF-8")
+  }
+  const problem = jsonTextProblem(text)
+  return problem === undefined ? Either.right(text) : Either.left(problem)
+}
 
 /**
- * `request` with its body already read: the platform's body readers (`text`, and `json`,
- * which reads `text`) answer from `text` instead of reading the socket again.
+ * `request` with its body already read as `bytes`: the platform's body readers (`text`,
+ * and `json`, which reads `text`) answer from them instead of reading the socket again.
+ * The text is checked only when the endpoint decodes its payload — after authentication,
+ * so that an anonymous client still gets its 401 first — and a refusal is the same
+ * decode failure a malformed body is (400 `invalid JSON request body: …`).
  */
-export const withBodyText = (
+export const withBody = (
   request: HttpServerRequest.HttpServerRequest,
-  text: string
-): HttpServerRequest.HttpServerRequest =>
-  Object.create(request, { text: { value: Effect.succeed(text) } }) as HttpServerRequest.HttpServerRequest
+  bytes: Uint8Array
+): HttpServerRequest.HttpServerRequest => {
+  const text = Effect.suspend(() =>
+    Either.match(jsonBodyText(bytes), {
+      onLeft: (problem) =>
+        Effect.fail(new HttpServerError.RequestError({ request, reason: "Decode", cause: new Error(problem) })),
+      onRight: Effect.succeed
+    })
+  )
+  return Object.create(request, { text: { value: text } }) as HttpServerRequest.HttpServerRequest
+}

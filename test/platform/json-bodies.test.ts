@@ -122,6 +122,14 @@ describe("deeply nested JSON", () => {
     expect((await app.request("GET", "/healthz")).status).toBe(204)
   })
 
+  it("comes after authentication: without a token it is a 401, as any body is", async () => {
+    for (const body of [`{"name":${nested(3000)}}`, "{\"name\":\"\\ud800\"}"]) {
+      const response = await app.request("POST", "/v1/images", { body })
+      expect(response.status).toBe(401)
+      await response.arrayBuffer()
+    }
+  })
+
   it("of 32 levels is accepted; 33 is refused", async () => {
     // The body object is one level, `attributes` a second.
     const ok = await app.request("POST", "/v1/auth/principals", {

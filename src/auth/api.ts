@@ -162,9 +162,10 @@ export class AuthGroup extends HttpApiGroup.make("auth")
       .setPath(RulePath)
       .addSuccess(ReconciliationView)
       .addError(Problem(InvalidRequest))
+      .addError(Problem(RuleNotFound))
       .annotate(
         OpenApi.Description,
-        "Principals provisioned by this rule that still hold content-writer (works for deleted rules)."
+        "Principals provisioned by this rule that still hold content-writer (works for deleted rules; 404 for an id no rule or principal ever carried)."
       )
   )
   .add(
@@ -173,6 +174,7 @@ export class AuthGroup extends HttpApiGroup.make("auth")
       .setPath(RulePath)
       .addSuccess(ReconciliationView)
       .addError(Problem(InvalidRequest))
+      .addError(Problem(RuleNotFound))
       .annotate(OpenApi.Description, "Removes content-writer from those principals; other roles are untouched.")
   )
   .annotate(OpenApi.Description, "Auth management: principals, roles, API tokens, OIDC provisioning rules")

@@ -152,6 +152,8 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
     subject: string,
     ruleIds: ReadonlyArray<string>
   ) => Sql<Option.Option<PrincipalRow>>
+  /** Whether `ruleId` names a rule, or a deleted one that provisioned principals (reconciliation's subjects). */
+  readonly ruleIdKnown: (ruleId: string) => Sql<boolean>
   /** Principals whose `provisioning_rule_id` is `ruleId` and who hold `roleId`, locked when `forUpdate`. */
   readonly principalsProvisionedBy: (
     ruleId: string,
@@ -335,6 +337,11 @@ export const AuthRepositoryLive = Layer.effect(
             AND attributes->>'provisioning_rule_id' = ANY(${ruleIds}::text[])
           ORDER BY created_at, id
           LIMIT 1`.pipe(Effect.map(firstOption)),
+      ruleIdKnown: (ruleId) =>
+        sql<{ known: boolean }>`
+          SELECT EXISTS (SELECT 1 FROM auth_provisioning_rules WHERE id = ${ruleId})
+              OR EXISTS (SELECT 1 FROM auth_principals WHERE attributes->>'provisioning_rule_id' = ${ruleId}) AS known`
+          .pipe(Effect.map((rows) => rows[0]?.known === true)),
       principalsProvisionedBy: (ruleId, roleId, forUpdate) =>
         Effect.gen(function*() {
           if (forUpdate) {

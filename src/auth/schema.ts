@@ -1,5 +1,5 @@
 import { Schema } from "effect"
-import { strictBody } from "../platform/params.js"
+import { boundedText, strictBody, TEXT_LIMITS } from "../platform/params.js"
 import { TimestampString } from "../platform/timestamp.js"
 
 /** The two actions imgsrv authorizes (spec/auth.md §2.2). */
@@ -94,17 +94,26 @@ export const PrincipalList = Schema.Struct({ principals: Schema.Array(PrincipalV
   identifier: "PrincipalList"
 })
 
+/** Largest `attributes` of a principal, as JSON text: they are stored and listed with it. */
+export const MAX_ATTRIBUTES_BYTES = 16 * 1024
+
+const BoundedAttributes = Attributes.pipe(
+  Schema.filter((attributes) => Buffer.byteLength(JSON.stringify(attributes), "utf8") <= MAX_ATTRIBUTES_BYTES, {
+    message: () => `attributes must be at most ${MAX_ATTRIBUTES_BYTES} bytes of JSON`
+  })
+)
+
 /** `kind` is a plain string here so an unknown kind gets its own 400 detail. */
 export const CreatePrincipalRequest = Schema.Struct({
-  kind: Schema.String,
-  display_name: Schema.String,
-  attributes: Schema.optional(Schema.NullOr(Attributes))
+  kind: boundedText("kind", TEXT_LIMITS.short),
+  display_name: boundedText("display_name", TEXT_LIMITS.short),
+  attributes: Schema.optional(Schema.NullOr(BoundedAttributes))
 }).annotations({ identifier: "CreatePrincipalRequest", ...strictBody })
 export type CreatePrincipalRequest = typeof CreatePrincipalRequest.Type
 
 /** `expires_at` (RFC 3339, strictly in the future) is required; it is optional here for a clearer 400. */
 export const IssueApiTokenRequest = Schema.Struct({
-  name: Schema.optional(Schema.String),
+  name: Schema.optional(boundedText("name", TEXT_LIMITS.short)),
   expires_at: Schema.optional(Schema.String)
 }).annotations({ identifier: "IssueApiTokenRequest", ...strictBody })
 export type IssueApiTokenRequest = typeof IssueApiTokenRequest.Type
@@ -133,12 +142,21 @@ export const ApiTokenList = Schema.Struct({ api_tokens: Schema.Array(ApiTokenVie
   identifier: "ApiTokenList"
 })
 
+/** Most claims one rule may forward to its condition. */
+export const MAX_FORWARDED_CLAIMS = 64
+
 export const SaveRuleRequest = Schema.Struct({
   id: Schema.optional(Schema.String),
-  display_name: Schema.String,
-  issuer_url: Schema.String,
-  audience: Schema.String,
-  forwarded_claims: Schema.optional(Schema.NullOr(Schema.Array(Schema.String))),
+  display_name: boundedText("display_name", TEXT_LIMITS.short),
+  issuer_url: boundedText("issuer_url", TEXT_LIMITS.url),
+  audience: boundedText("audience", TEXT_LIMITS.short),
+  forwarded_claims: Schema.optional(Schema.NullOr(
+    Schema.Array(boundedText("forwarded claim name", TEXT_LIMITS.short)).pipe(
+      Schema.maxItems(MAX_FORWARDED_CLAIMS, {
+        message: () => `forwarded_claims must list at most ${MAX_FORWARDED_CLAIMS} claims`
+      })
+    )
+  )),
   condition: Schema.String,
   enabled: Schema.optional(Schema.Boolean)
 }).annotations({ identifier: "SaveOIDCProvisioningRuleRequest", ...strictBody })

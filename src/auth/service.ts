@@ -89,7 +89,7 @@ export class AuthManagement extends Context.Tag("imgsrv/AuthManagement")<AuthMan
     ruleId: string,
     apply: boolean,
     actor: Principal
-  ) => Effect.Effect<ReconciliationView, InvalidRequest>
+  ) => Effect.Effect<ReconciliationView, InvalidRequest | RuleNotFound>
 }>() {}
 
 const RFC3339 = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$/i
@@ -139,6 +139,7 @@ const union = (a: ReadonlyArray<string>, b: ReadonlyArray<string>) => [...new Se
 
 /** Rule ids travel in URL paths: a conservative alphabet keeps every rule addressable. */
 const RULE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/
+const RULE_ID_RULE = "1–128 characters of letters, digits, '.', '_', ':' or '-'"
 
 const invalid = (detail: string) => new InvalidRequest({ detail })
 
@@ -365,7 +366,7 @@ export const AuthManagementLive = Layer.effect(
       Effect.gen(function*() {
         const id = (request.id ?? "").trim() || randomUUID()
         if (!RULE_ID.test(id)) {
-          return yield* invalid("id must be 1–128 characters of letters, digits, '.', '_', ':' or '-'")
+          return yield* invalid(`id must be ${RULE_ID_RULE}`)
         }
         if (Option.isSome(yield* repo.findRule(id))) return yield* new RuleAlreadyExists({ ruleId: id })
         const view = yield* saveRule(id, request, (rule) =>
@@ -405,6 +406,10 @@ export const AuthManagementLive = Layer.effect(
       Effect.gen(function*() {
         const ruleId = rawRuleId.trim()
         if (ruleId === "") return yield* invalid("rule id is required")
+        if (!RULE_ID.test(ruleId)) return yield* invalid(`rule id must be ${RULE_ID_RULE}`)
+        // Meant for after a rule is disabled or deleted: a deleted rule is still known by the
+        // principals it provisioned. An id nothing ever carried is a typo, not an empty result.
+        if (!(yield* repo.ruleIdKnown(ruleId))) return yield* new RuleNotFound({ ruleId })
         const principals = yield* (apply
           ? repo.transaction(Effect.gen(function*() {
             const affected = yield* repo.principalsProvisionedBy(ruleId, "content-writer", true)

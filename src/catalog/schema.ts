@@ -1,6 +1,7 @@
 import { Effect, Schema } from "effect"
 import { Sha256Digest } from "../platform/digest.js"
-import { decodeParam, nonBlank, strictBody, UuidParam, UuidString } from "../platform/params.js"
+import { MediaType } from "../platform/media-type.js"
+import { decodeParam, nonBlank, strictBody, TEXT_LIMITS, UuidParam, UuidString } from "../platform/params.js"
 import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
 
 /**
@@ -57,8 +58,8 @@ export const INCUS_METADATA_ATTACHMENT = "incus.tar.xz"
 
 export const CreateImageRequest = Schema.Struct({
   name: ImageName,
-  display_name: Schema.optional(nonBlank("display_name")),
-  description: Schema.optional(nonBlank("description"))
+  display_name: Schema.optional(nonBlank("display_name", TEXT_LIMITS.short)),
+  description: Schema.optional(nonBlank("description", TEXT_LIMITS.long))
 }).annotations({ ...strictBody, identifier: "CreateImageRequest" })
 export type CreateImageRequest = typeof CreateImageRequest.Type
 
@@ -74,13 +75,13 @@ export const CreateArtifactRequest = Schema.Struct({
   format: ArtifactFormat,
   primary_blob_digest: Sha256Digest,
   primary_blob_size_bytes: sizeBytes("primary_blob_size_bytes"),
-  primary_media_type: nonBlank("primary_media_type")
+  primary_media_type: MediaType("primary_media_type")
 }).annotations({ ...strictBody, identifier: "CreateArtifactRequest" })
 export type CreateArtifactRequest = typeof CreateArtifactRequest.Type
 
 export const CreateAttachmentRequest = Schema.Struct({
   name: tokenOf("name"),
-  media_type: nonBlank("media_type"),
+  media_type: MediaType("media_type"),
   blob_digest: Sha256Digest,
   blob_size_bytes: sizeBytes("blob_size_bytes")
 }).annotations({ ...strictBody, identifier: "CreateAttachmentRequest" })

@@ -4,6 +4,7 @@ import type { Scope } from "effect"
 import { BlobStore } from "./blob-store/blob-store.js"
 import type { StorageKey } from "./blob-store/keys.js"
 import type { Sha256Digest } from "./digest.js"
+import { contentTypeOf } from "./media-type.js"
 import { makeLabelCache } from "./metrics.js"
 import { problemBody } from "./problem.js"
 
@@ -191,9 +192,10 @@ export const serveBlob = (
     const partial = range._tag === "Partial"
     const status = partial ? 206 : 200
     const length = partial ? range.end - range.start + 1 : blob.sizeBytes
+    const contentType = yield* contentTypeOf(blob.contentType, blob.route)
     const headers: Record<string, string> = {
       ...common,
-      "content-type": blob.contentType,
+      "content-type": contentType,
       "content-length": String(length),
       ...(partial ? { "content-range": `bytes ${range.start}-${range.end}/${blob.sizeBytes}` } : {})
     }
@@ -215,5 +217,5 @@ export const serveBlob = (
     // flow before the platform has piped it into the response (pipe resumes it).
     body.pause()
     body.on("data", (chunk: Uint8Array) => downloadBytes.unsafeUpdate(chunk.byteLength, labels))
-    return HttpServerResponse.raw(body, { status, headers, contentType: blob.contentType })
+    return HttpServerResponse.raw(body, { status, headers, contentType })
   })

@@ -1,4 +1,4 @@
-import { HttpApiBuilder, HttpMiddleware, HttpServer } from "@effect/platform"
+import { HttpApiBuilder, HttpMiddleware, HttpRouter, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { Duration } from "effect"
 import { Effect, Layer, Option } from "effect"
@@ -10,6 +10,7 @@ import {
   ImmutableResponses,
   JsonBodyLimitLive,
   makeHttpMetrics,
+  ROUTER_CONFIG,
   type RouteTable,
   serverMiddleware,
   spanNameOf
@@ -119,7 +120,8 @@ export const ApiServerLive = (options: {
       // Without an exporter a request span is a no-op that still costs URL parsing and
       // header redaction on every request: skip it altogether.
       (layer) => options.tracing ? layer : HttpMiddleware.withTracerDisabledWhen(layer, () => true),
-      Layer.provide(JsonBodyLimitLive)
+      Layer.provide(JsonBodyLimitLive),
+      Layer.locally(HttpRouter.currentRouterConfig, ROUTER_CONFIG)
     )
     return drain.pipe(
       Layer.provide(serve),

@@ -31,6 +31,7 @@ import {
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { BlobStoreError, isStoreUnavailable } from "./blob-store/blob-store.js"
+import { readBody, withBody } from "./json-body.js"
 import { latencyBoundaries, makeLabelCache } from "./metrics.js"
 import { firstIssueMessage, issueMessage } from "./params.js"
 import { declaredStatus, detailOf, problemResponse } from "./problem.js"
@@ -48,7 +49,16 @@ export const API_ID = "imgsrv"
  */
 export const apiOf = <G extends HttpApiGroup.HttpApiGroup.Any>(group: G) => HttpApi.make(API_ID).add(group)
 
-/** JSON control bodies are capped at 1 MiB; a larger body is a 400, not a 413 (api.md §1.2). */
+/**
+ * The router's settings. find-my-way refuses to match a path parameter longer than
+ * `maxParamLength` (100 by default), which made names and versions of 101–128 characters
+ * creatable but unreachable (405). Every handler validates its own parameters and answers
+ * a 400 naming the field (params.ts), and Node's header size limit already bounds the
+ * request line, so the router does not limit them.
+ */
+export const ROUTER_CONFIG = { maxParamLength: Number.POSITIVE_INFINITY } as const
+
+/** JSON control bodies are capped at 1 MiB; a larger body is a 413 (json-body.ts). */
 export const JSON_BODY_LIMIT = 1024 * 1024
 
 // ---------------------------------------------------------------------------------
@@ -303,22 +313,37 @@ export const apiMiddleware = (options: ApiMiddlewareOptions) => (app: HttpApp.De
     if (!BODY_METHODS.has(original.method)) {
       return Effect.catchAllCause(app, (cause) => renderFailure(cause, original, options.routes))
     }
-    // An oversized control body is refused before it is read: reading it only to
-    // reject it would cost memory, and cutting the stream mid-way resets the client.
-    const declaredLength = Number(original.headers["content-length"] ?? "0")
-    if (route?.jsonBody && declaredLength > JSON_BODY_LIMIT) {
-      return Effect.succeed(
-        problemResponse(400, `invalid JSON request body: body exceeds ${JSON_BODY_LIMIT} bytes`)
-      )
-    }
     // Clients (curl -d, scripts) send JSON with any Content-Type or none; the server
     // never checks it (api.md §1.2). Raw part uploads read the stream and ignore it.
     const request = original.modify({ headers: { ...original.headers, "content-type": "application/json" } })
-    return app.pipe(
-      Effect.provideService(HttpServerRequest.HttpServerRequest, request),
+    const run = (served: HttpServerRequest.HttpServerRequest) =>
+      app.pipe(
+        Effect.provideService(HttpServerRequest.HttpServerRequest, served),
+        Effect.catchAllCause((cause) => renderFailure(cause, served, options.routes))
+      )
+    if (!route?.jsonBody) return run(request)
+    // An oversized control body is refused before it is read (reading it only to reject
+    // it would cost memory); one without a Content-Length is refused at the first byte
+    // beyond the limit (json-body.ts).
+    const declaredLength = Number(original.headers["content-length"] ?? "0")
+    if (declaredLength > JSON_BODY_LIMIT) return Effect.succeed(bodyTooLarge)
+    return readBody(NodeHttpServerRequest.toIncomingMessage(original), JSON_BODY_LIMIT).pipe(
+      Effect.flatMap((body) =>
+        body._tag === "TooLarge"
+          ? Effect.succeed(bodyTooLarge)
+          : run(withBody(request, body.bytes))
+      ),
       Effect.catchAllCause((cause) => renderFailure(cause, request, options.routes))
     )
   })
+
+/**
+ * 413 for a JSON body over the limit. The client may still be sending it: the connection
+ * is closed after the answer instead of reading the rest to reuse it.
+ */
+const bodyTooLarge = problemResponse(413, `invalid JSON request body: body exceeds ${JSON_BODY_LIMIT} bytes`, {
+  headers: { connection: "close" }
+})
 
 /**
  * The JSON body cap for the whole listener (request bodies read as text/JSON);

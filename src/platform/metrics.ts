@@ -1,4 +1,15 @@
-import { Context, Effect, Layer, Metric, MetricBoundaries, MetricState, Option, Ref, Runtime } from "effect"
+import {
+  Context,
+  Effect,
+  Layer,
+  Metric,
+  MetricBoundaries,
+  MetricKeyType,
+  MetricState,
+  Option,
+  Ref,
+  Runtime
+} from "effect"
 import type { MetricLabel, MetricPair } from "effect"
 import * as http from "node:http"
 import type { ListenAddress } from "./config.js"
@@ -13,11 +24,11 @@ import { ListenFailed } from "./listen.js"
  * never ids, digests, names or raw paths.
  */
 
-/** One sample produced at scrape time. */
+/** One sample produced at scrape time (`info`: always 1, its labels are the data; a gauge in Prometheus text). */
 export interface Sample {
   readonly name: string
   readonly help: string
-  readonly type: "gauge" | "counter"
+  readonly type: "gauge" | "counter" | "info"
   readonly labels?: Readonly<Record<string, string>>
   readonly value: number
 }
@@ -78,17 +89,54 @@ const formatNumber = (n: number) =>
     ? "NaN"
     : String(n)
 
+/**
+ * The two exposition formats served: Prometheus text 0.0.4, and OpenMetrics 1.0.0 for a
+ * scraper that asks for it (`Accept: application/openmetrics-text`), as the reference's
+ * Go exporter does.
+ */
+export type ExpositionFormat = "prometheus" | "openmetrics"
+
+export const EXPOSITION_CONTENT_TYPES: Record<ExpositionFormat, string> = {
+  prometheus: "text/plain; version=0.0.4; charset=utf-8",
+  openmetrics: "application/openmetrics-text; version=1.0.0; charset=utf-8"
+}
+
+/** OpenMetrics when the `Accept` header lists it with a non-zero quality, else Prometheus text. */
+export const negotiateExposition = (accept: string | undefined): ExpositionFormat =>
+  (accept ?? "").split(",").some((range) => {
+      const [type, ...parameters] = range.split(";").map((part) => part.trim().toLowerCase())
+      const q = parameters.find((p) => p.startsWith("q="))
+      return type === "application/openmetrics-text" && (q === undefined || Number(q.slice(2)) > 0)
+    })
+    ? "openmetrics"
+    : "prometheus"
+
 interface Family {
   type: string
   help: string
   lines: Array<string>
 }
 
-/** Renders registry metrics and scrape-time samples as Prometheus text format 0.0.4. */
-export const renderPrometheus = (
+/**
+ * An Effect counter not declared `incremental` may go down (`effect_fiber_active` counts
+ * fibers alive): it is exported as the gauge it is, since Prometheus reads every decrease
+ * of a counter as a reset.
+ */
+const counterType = (pair: MetricPair.MetricPair.Untyped): "counter" | "gauge" =>
+  MetricKeyType.isCounterKey(pair.metricKey.keyType) && pair.metricKey.keyType.incremental ? "counter" : "gauge"
+
+/**
+ * Renders registry metrics and scrape-time samples in `format`. In OpenMetrics a counter
+ * family is named without `_total` and its samples with it (`effect_fiber_started` becomes
+ * family `effect_fiber_started`, sample `effect_fiber_started_total`), an info family
+ * (`target_info`) is typed `info`, and the text ends with `# EOF`.
+ */
+export const renderExposition = (
   pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>,
-  samples: ReadonlyArray<Sample>
+  samples: ReadonlyArray<Sample>,
+  format: ExpositionFormat = "prometheus"
 ): string => {
+  const open = format === "openmetrics"
   const families = new Map<string, Family>()
   const family = (name: string, type: string, help: string) => {
     let f = families.get(name)
@@ -98,6 +146,28 @@ export const renderPrometheus = (
     }
     return f
   }
+  /** The family a sample of `name` belongs to, and the name of that sample, for a counter or info series. */
+  const named = (name: string, type: string): { readonly family: string; readonly sample: string } => {
+    if (!open) return { family: name, sample: name }
+    if (type === "counter") {
+      const base = name.endsWith("_total") ? name.slice(0, -"_total".length) : name
+      return { family: base, sample: `${base}_total` }
+    }
+    if (type === "info") return { family: name.replace(/_info$/, ""), sample: name }
+    return { family: name, sample: name }
+  }
+  const add = (
+    name: string,
+    type: string,
+    help: string,
+    labels: ReadonlyArray<readonly [string, string]>,
+    v: number
+  ) => {
+    const { family: f, sample } = named(name, type)
+    family(f, open || type !== "info" ? type : "gauge", help).lines.push(
+      `${sample}${renderLabels(labels)} ${formatNumber(v)}`
+    )
+  }
   for (const pair of pairs) {
     const key = pair.metricKey
     const name = key.name
@@ -105,9 +175,9 @@ export const renderPrometheus = (
     const help = Option.getOrElse(key.description, () => name)
     const state = pair.metricState
     if (MetricState.isCounterState(state)) {
-      family(name, "counter", help).lines.push(`${name}${renderLabels(labels)} ${formatNumber(Number(state.count))}`)
+      add(name, counterType(pair), help, labels, Number(state.count))
     } else if (MetricState.isGaugeState(state)) {
-      family(name, "gauge", help).lines.push(`${name}${renderLabels(labels)} ${formatNumber(Number(state.value))}`)
+      add(name, "gauge", help, labels, Number(state.value))
     } else if (MetricState.isHistogramState(state)) {
       const f = family(name, "histogram", help)
       let sawInf = false
@@ -119,10 +189,7 @@ export const renderPrometheus = (
       f.lines.push(`${name}_sum${renderLabels(labels)} ${formatNumber(state.sum)}`)
       f.lines.push(`${name}_count${renderLabels(labels)} ${state.count}`)
     } else if (MetricState.isFrequencyState(state)) {
-      const f = family(name, "counter", help)
-      for (const [value, count] of state.occurrences) {
-        f.lines.push(`${name}${renderLabels([...labels, ["value", value]])} ${count}`)
-      }
+      for (const [value, count] of state.occurrences) add(name, "counter", help, [...labels, ["value", value]], count)
     } else if (MetricState.isSummaryState(state)) {
       const f = family(name, "summary", help)
       for (const [q, v] of state.quantiles) {
@@ -136,16 +203,16 @@ export const renderPrometheus = (
   }
   for (const sample of samples) {
     const labels = Object.entries(sample.labels ?? {}).sort(([a], [b]) => a.localeCompare(b))
-    family(sample.name, sample.type, sample.help).lines.push(
-      `${sample.name}${renderLabels(labels)} ${formatNumber(sample.value)}`
-    )
+    add(sample.name, sample.type, sample.help, labels, sample.value)
   }
   const out: Array<string> = []
   for (const [name, f] of [...families.entries()].sort(([a], [b]) => a.localeCompare(b))) {
-    out.push(`# HELP ${name} ${f.help.replace(/\n/g, " ")}`)
+    const help = f.help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
+    out.push(`# HELP ${name} ${open ? help.replace(/"/g, "\\\"") : help}`)
     out.push(`# TYPE ${name} ${f.type}`)
     out.push(...f.lines)
   }
+  if (open) out.push("# EOF")
   return `${out.join("\n")}\n`
 }
 
@@ -189,7 +256,7 @@ export interface MetricsTarget {
 export const targetSample = (target: MetricsTarget): Sample => ({
   name: "target_info",
   help: "Target metadata.",
-  type: "gauge",
+  type: "info",
   labels: { service_name: target.serviceName, service_version: target.serviceVersion },
   value: 1
 })
@@ -213,17 +280,22 @@ export const makeLabelCache = () => {
 }
 
 /** The complete exposition: registry + collectors + process. */
-export const scrape = (target?: MetricsTarget) =>
+export const scrape = (target?: MetricsTarget, format: ExpositionFormat = "prometheus") =>
   Effect.gen(function*() {
     const collectors = yield* ScrapeCollectors
     const samples = yield* collectors.collect
     const pairs = yield* Metric.snapshot
-    return renderPrometheus(pairs, [...samples, ...processSamples(), ...(target ? [targetSample(target)] : [])])
+    return renderExposition(
+      pairs,
+      [...samples, ...processSamples(), ...(target ? [targetSample(target)] : [])],
+      format
+    )
   })
 
 /**
  * The metrics listener: a plain node:http server answering `GET|HEAD <path>` with
- * the exposition and 404 for anything else. Closed with its Scope.
+ * the exposition (Prometheus text, or OpenMetrics when asked for) and 404 for anything
+ * else. Closed with its Scope.
  */
 export const MetricsServerLive = (options: {
   readonly listen: ListenAddress
@@ -233,15 +305,17 @@ export const MetricsServerLive = (options: {
   Layer.scopedDiscard(Effect.gen(function*() {
     // Run in this layer's runtime, so a failure is logged by the app's logger (stderr, JSON).
     const run = Runtime.runPromise(yield* Effect.runtime<ScrapeCollectors>())
-    const render = scrape(options.target).pipe(
-      Effect.tapErrorCause((cause) => Effect.logError("metrics rendering failed", cause))
-    )
+    const render = (format: ExpositionFormat) =>
+      scrape(options.target, format).pipe(
+        Effect.tapErrorCause((cause) => Effect.logError("metrics rendering failed", cause))
+      )
     const server = http.createServer((req, res) => {
       const url = new URL(req.url ?? "/", "http://metrics")
       if ((req.method === "GET" || req.method === "HEAD") && url.pathname === options.path) {
-        run(render).then(
+        const format = negotiateExposition(req.headers.accept)
+        run(render(format)).then(
           (body) => {
-            res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" })
+            res.writeHead(200, { "content-type": EXPOSITION_CONTENT_TYPES[format] })
             res.end(req.method === "HEAD" ? undefined : body)
           },
           () => {

@@ -1,5 +1,5 @@
 import type { SqlError } from "@effect/sql"
-import { Clock, Context, Duration, Effect, Layer, Metric, Option } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Metric, Option, Ref } from "effect"
 import { BlobStore, type BlobStoreError } from "../platform/blob-store/blob-store.js"
 import { AppConfig } from "../platform/config.js"
 import { withLinkedSpan } from "../platform/tracing.js"
@@ -20,9 +20,18 @@ import type { UploadSession } from "./schema.js"
  * cleaned before the state changes, so a store outage leaves the session to a later
  * sweep (after `--cas-promotion-error-backoff-max`) instead of an `aborted` row whose
  * parts nobody will ever delete.
+ *
+ * It also owns what a crash leaves in the store: every `TEMPORARY_SWEEP_INTERVAL` it has the
+ * store remove its temporary files untouched for `STALE_TEMPORARY_AGE` (a completion killed
+ * half-way leaves one as big as the upload).
  */
 
 export const UPLOAD_EXPIRY_JOB = "upload-expiry"
+
+/** A store temporary untouched this long belongs to no live write (they touch it continually). */
+export const STALE_TEMPORARY_AGE = Duration.hours(1)
+/** How often the sweeper looks for stale temporaries. */
+export const TEMPORARY_SWEEP_INTERVAL = Duration.minutes(10)
 
 export class UploadExpirySweeper extends Context.Tag("imgsrv/uploads/UploadExpirySweeper")<UploadExpirySweeper, {
   /** Sweeps at most one expired session: `worked` when it aborted one, `idle` when none is due. */
@@ -64,7 +73,25 @@ export const UploadExpirySweeperLive = Layer.effect(
         return { _tag: "Swept" } as const
       }).pipe(withLinkedSpan("uploads.expire", null, { "imgsrv.upload.id": session.id }))
 
+    const nextTemporarySweep = yield* Ref.make(0)
+    /** Never fails the session sweep: a store that cannot list its temporaries only logs. */
+    const sweepTemporaries = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      if (now < (yield* Ref.get(nextTemporarySweep))) return
+      yield* Ref.set(nextTemporarySweep, now + Duration.toMillis(TEMPORARY_SWEEP_INTERVAL))
+      const cutoff = new Date(now - Duration.toMillis(STALE_TEMPORARY_AGE))
+      const removed = yield* store.removeStaleTemporaries(cutoff).pipe(
+        Effect.catchAll((error) => Effect.as(Effect.logWarning("removing stale temporary files failed", error), 0))
+      )
+      if (removed > 0) {
+        yield* Effect.logInfo("stale temporary files removed").pipe(
+          Effect.annotateLogs({ count: removed, untouched_since: cutoff.toISOString() })
+        )
+      }
+    })
+
     const runOnce = Effect.gen(function*() {
+      yield* sweepTemporaries
       const outcome = yield* repo.transaction(Effect.gen(function*() {
         const now = new Date(yield* Clock.currentTimeMillis)
         const expired = yield* repo.lockNextExpired(now)

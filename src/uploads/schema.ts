@@ -2,7 +2,8 @@ import { Schema } from "effect"
 import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../platform/blob-store/blob-store.js"
 import type { StorageKey } from "../platform/blob-store/keys.js"
 import { Sha256Digest } from "../platform/digest.js"
-import { nonBlank, strictBody, UuidString } from "../platform/params.js"
+import { MediaType } from "../platform/media-type.js"
+import { boundedText, nonBlank, strictBody, TEXT_LIMITS, UuidString } from "../platform/params.js"
 import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
 
 /**
@@ -101,9 +102,6 @@ export interface CompletedPart {
 // Wire: requests
 // ---------------------------------------------------------------------------------
 
-/** `null` for an optional member means "absent", as in the reference's Go decoding. */
-const optionalNonBlank = (field: string) => Schema.optionalWith(nonBlank(field), { nullable: true })
-
 export const BeginUploadRequest = Schema.Struct({
   expected_digest: Sha256Digest,
   expected_size_bytes: Schema.Number.pipe(
@@ -113,8 +111,9 @@ export const BeginUploadRequest = Schema.Struct({
       message: () => `expected_size_bytes must be at most ${MAX_UPLOAD_SIZE_BYTES} (10000 parts of 5 GiB)`
     })
   ),
-  media_type_hint: optionalNonBlank("media_type_hint"),
-  filename_hint: optionalNonBlank("filename_hint")
+  // `null` for an optional member means "absent", as in the reference's Go decoding.
+  media_type_hint: Schema.optionalWith(MediaType("media_type_hint"), { nullable: true }),
+  filename_hint: Schema.optionalWith(nonBlank("filename_hint", TEXT_LIMITS.short), { nullable: true })
 }).annotations({ identifier: "BeginUploadRequest", ...strictBody })
 export type BeginUploadRequest = typeof BeginUploadRequest.Type
 
@@ -124,7 +123,7 @@ export type BeginUploadRequest = typeof BeginUploadRequest.Type
  */
 export const CompletePartJson = Schema.Struct({
   number: Schema.Number.pipe(Schema.int({ message: () => "number must be an integer" })),
-  etag: Schema.String,
+  etag: boundedText("etag", TEXT_LIMITS.short),
   size_bytes: Schema.Number.pipe(Schema.int({ message: () => "size_bytes must be an integer" }))
 }).annotations({ identifier: "CompletePart", ...strictBody })
 

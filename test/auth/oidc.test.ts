@@ -1,3 +1,5 @@
+import { execFile } from "node:child_process"
+import { promisify } from "node:util"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { query as queryDatabase } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
@@ -519,12 +521,42 @@ describe("reconciliation", () => {
 
     const again = await json(await app.request("POST", `${RULES}/recon-a/reconciliation`, { token: admin }))
     expect(again["principals"]).toEqual([])
-    expect(await json(await app.request("GET", `${RULES}/no-such-rule/reconciliation`, { token: admin }))).toEqual({
-      rule_id: "no-such-rule",
+  })
+
+  it("is 404 for a rule id no rule or principal ever carried, and 400 for a malformed one", async () => {
+    // A rule that exists but provisioned nobody yet: an empty result, not a 404.
+    await createRule({ id: "recon-empty", audience: "recon-empty", condition: "true" })
+    expect(await json(await app.request("GET", `${RULES}/recon-empty/reconciliation`, { token: admin }))).toEqual({
+      rule_id: "recon-empty",
       unassign_role_ids: ["content-writer"],
       principals: [],
       applied: false
     })
-    expect((await app.request("GET", `${RULES}/%20/reconciliation`, { token: admin })).status).toBe(400)
+    for (const method of ["GET", "POST"]) {
+      const unknown = await app.request(method, `${RULES}/no-such-rule/reconciliation`, { token: admin })
+      expect(unknown.status, method).toBe(404)
+      expect(await detail(unknown)).toBe("OIDC provisioning rule \"no-such-rule\" not found")
+      for (const malformed of ["%20", "..%2F..", "a%20b", `r${"x".repeat(128)}`]) {
+        const response = await app.request(method, `${RULES}/${malformed}/reconciliation`, { token: admin })
+        expect(response.status, `${method} ${malformed}`).toBe(400)
+        expect(response.headers.get("content-type")).toBe("application/problem+json")
+        await response.arrayBuffer()
+      }
+      // `..` as the probe sent it: curl keeps the dot segment in the path (fetch would remove it).
+      const { stdout } = await promisify(execFile)("curl", [
+        "-sS",
+        "--path-as-is",
+        "-X",
+        method,
+        "-H",
+        `Authorization: Bearer ${admin}`,
+        "-w",
+        "\n%{http_code}",
+        `${app.baseUrl}${RULES}/../reconciliation`
+      ])
+      const [body, status] = stdout.split("\n")
+      expect(status, `${method} ..`).toBe("400")
+      expect((JSON.parse(body!) as { detail: string }).detail).toMatch(/^rule id must be 1–128 characters/)
+    }
   })
 })

@@ -190,7 +190,7 @@ describe("the imgsrv process", () => {
   it("prints version, commit and build date for --version", async () => {
     const proc = spawnImgsrv({ args: ["--version"] })
     expect(await proc.exited).toBe(0)
-    expect(proc.stdout()).toMatch(/^\d+\.\d+\.\d+ \(commit \S+, built .+\)/)
+    expect(proc.stdout()).toMatch(/^imgsrv \d+\.\d+\.\d+ \(commit \S+, built .+\)\n$/)
   })
 
   it("lists every setting in --help", async () => {

@@ -38,7 +38,12 @@ it("exposes publish job and step gauges, step durations, downloads and streams r
   const artifact = await addArtifact(app, token, "metered", "2", { blob: gone })
   await app.request("POST", `/v1/images/metered/versions/2/artifacts/${artifact.id}/attachments`, {
     token,
-    json: { name: "incus.tar.xz", media_type: "x", blob_digest: meta.digest, blob_size_bytes: meta.size }
+    json: {
+      name: "incus.tar.xz",
+      media_type: "application/x-incus-metadata",
+      blob_digest: meta.digest,
+      blob_size_bytes: meta.size
+    }
   })
   expect((await waitForJob(app, token, (await startPublish(app, token, "metered", "2")).id)).state).toBe("failed")
   await createImage(app, token, "unrelated")

@@ -2,7 +2,10 @@
  * The expiry sweeper: sessions past `expires_at` that still accept parts become `aborted`,
  * their storage multipart upload is aborted and any staging object deleted.
  */
-import { Duration, Effect, Layer, Logger, LogLevel, ManagedRuntime, Redacted } from "effect"
+import { Clock, Duration, Effect, Layer, Logger, LogLevel, ManagedRuntime, Redacted } from "effect"
+import { randomBytes } from "node:crypto"
+import { mkdir, readdir, stat, writeFile } from "node:fs/promises"
+import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { BlobStoreFromConfig } from "../../src/app.js"
 import { BlobStore, BlobStoreError } from "../../src/platform/blob-store/blob-store.js"
@@ -158,6 +161,74 @@ describe("expiry sweeper when storage refuses", () => {
         [stubborn]
       )
       expect(row).toEqual({ deferred: true })
+    } finally {
+      await runtime.dispose()
+    }
+  })
+})
+
+describe("expiry sweeper and the filesystem store's temporary files", () => {
+  let app: TestApp
+  beforeAll(async () => {
+    // The app's own sweeper is kept asleep (1 h poll) so this test drives the sweeps.
+    app = await startTestApp({ settings: { "cas-promotion-poll-interval": "1h" } })
+  })
+  afterAll(async () => {
+    await app?.close()
+  })
+
+  /** The real clock moved `millis` ahead: files written now look that old to the sweeper. */
+  const clockAhead = (millis: number): Clock.Clock => {
+    const real = Clock.make()
+    return {
+      [Clock.ClockTypeId]: Clock.ClockTypeId,
+      unsafeCurrentTimeMillis: () => real.unsafeCurrentTimeMillis() + millis,
+      currentTimeMillis: Effect.sync(() => real.unsafeCurrentTimeMillis() + millis),
+      unsafeCurrentTimeNanos: () => real.unsafeCurrentTimeNanos() + BigInt(millis) * 1_000_000n,
+      currentTimeNanos: Effect.sync(() => real.unsafeCurrentTimeNanos() + BigInt(millis) * 1_000_000n),
+      sleep: (duration) => real.sleep(duration)
+    }
+  }
+
+  it("removes what a crash during completion leaves in .imgsrv/tmp once it is an hour old, and nothing else", async () => {
+    const token = await app.tokenFor("content-writer")
+    const root = app.config.storage._tag === "filesystem" ? app.config.storage.root : ""
+    const tmp = path.join(root, ".imgsrv", "tmp")
+    // An upload in progress: its parts live in the store and must survive the sweep.
+    const bytes = testBytes(3 * 1024 * 1024, 321)
+    const { session } = await beginUpload(app, token, {
+      expected_digest: sha256Digest(bytes),
+      expected_size_bytes: bytes.byteLength
+    })
+    await putPart(app, token, session.id, 1, bytes)
+    // What `kill -9` during complete leaves: the half-assembled object under a random temp name.
+    const leftover = path.join(tmp, randomBytes(16).toString("hex"))
+    await writeFile(leftover, bytes)
+    await mkdir(path.join(tmp, "a-directory"))
+
+    const runtime = ManagedRuntime.make(
+      UploadExpirySweeperLive.pipe(
+        Layer.provide(UploadRepositoryLive),
+        Layer.provide(Layer.orDie(BlobStoreFromConfig(app.config))),
+        Layer.provide(Layer.orDie(DatabaseLive({ url: Redacted.make(app.databaseUrl), maxConnections: 2 }))),
+        Layer.provide(Layer.succeed(AppConfig, app.config)),
+        Layer.provide(Logger.minimumLogLevel(LogLevel.Error))
+      )
+    )
+    try {
+      const sweepAt = (clock: Clock.Clock) =>
+        runtime.runPromise(Effect.withClock(Effect.flatMap(UploadExpirySweeper, (s) => s.runOnce), clock))
+      // Young, it may be a live write (another replica's): kept.
+      expect(await sweepAt(clockAhead(0))).toBe("idle")
+      expect((await stat(leftover)).size).toBe(bytes.byteLength)
+
+      // An hour later (and past the sweeper's 10-minute spacing of these sweeps): removed.
+      expect(await sweepAt(clockAhead(61 * 60_000))).toBe("idle")
+      await expect(stat(leftover)).rejects.toThrow(/ENOENT/)
+      expect((await stat(path.join(tmp, "a-directory"))).isDirectory()).toBe(true)
+      expect(await readdir(tmp)).toEqual(["a-directory"])
+      // The upload in progress is untouched and completes.
+      expect((await getUpload(app, session.id)).state).toBe("uploading")
     } finally {
       await runtime.dispose()
     }

@@ -213,6 +213,14 @@ export class BlobStore extends Context.Tag("imgsrv/BlobStore")<
 
     /** Cheap round trip proving the store is reachable and usable (for `/readyz`). */
     readonly health: Effect.Effect<void, BlobStoreError>
+
+    /**
+     * Removes the driver's own temporary files last touched before `cutoff` — what a crash in
+     * the middle of a write leaves behind (a completion's temp file is as big as the upload).
+     * Returns how many were removed. The upload expiry sweeper calls it; S3 keeps no
+     * temporaries (an unfinished multipart upload is aborted with its session).
+     */
+    readonly removeStaleTemporaries: (cutoff: Date) => Effect.Effect<number, BlobStoreError>
   }
 >() {}
 

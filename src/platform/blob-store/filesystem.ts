@@ -15,8 +15,10 @@
  * Crash safety: every file that becomes visible under its final name was written to a temp
  * file in the same filesystem, fsynced, renamed into place, and its directory fsynced. A crash
  * therefore leaves either the old version or the new one, plus at worst a stray temp file in
- * `.imgsrv/tmp` (or a `.part.*.tmp` inside an upload directory). Stray temp files are not swept
- * automatically: another process may share the root and still be writing them.
+ * `.imgsrv/tmp` (or a `.part.*.tmp` inside an upload directory, removed with the upload when it
+ * completes, is aborted or expires). `removeStaleTemporaries` removes the stray ones in
+ * `.imgsrv/tmp` once they are old: another process may share the root and be writing its own,
+ * but a live write keeps its file's ctime fresh (every write, rename and link updates it).
  * The whole root must be a single filesystem (rename and link do not cross mounts).
  *
  * ETags:
@@ -669,6 +671,25 @@ export const makeFilesystemBlobStore = (
       }
     })
 
+    const removeStaleTemporaries: BlobStoreService["removeStaleTemporaries"] = (cutoff) =>
+      io("removeStaleTemporaries", undefined, async () => {
+        let removed = 0
+        for (const name of await fs.readdir(tmpDir)) {
+          const file = path.join(tmpDir, name)
+          try {
+            const st = await fs.lstat(file)
+            // ctime moves with every write, rename and link: a file in use is never this old.
+            if (!st.isFile() || Math.max(st.mtimeMs, st.ctimeMs) >= cutoff.getTime()) continue
+            await fs.unlink(file)
+            removed += 1
+          } catch (error) {
+            // Gone meanwhile (its write finished, or another replica removed it).
+            if (errnoOf(error) !== "ENOENT") throw error
+          }
+        }
+        return removed
+      })
+
     return BlobStore.of({
       kind: "filesystem",
       createMultipartUpload,
@@ -680,6 +701,7 @@ export const makeFilesystemBlobStore = (
       copy,
       move,
       delete: del,
-      health
+      health,
+      removeStaleTemporaries
     })
   })

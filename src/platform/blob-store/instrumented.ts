@@ -179,6 +179,8 @@ export const instrumentBlobStore = (store: BlobStore["Type"]): BlobStore["Type"]
         observe(kind, "move_object", { "objectstore.key": to, "objectstore.source_key": from })
       ),
     delete: (key) => store.delete(key).pipe(observe(kind, "delete_object", { "objectstore.key": key })),
-    health: store.health.pipe(observe(kind, "health_check", {}))
+    health: store.health.pipe(observe(kind, "health_check", {})),
+    // Housekeeping of the driver's own files, not an object-store call: not counted.
+    removeStaleTemporaries: (cutoff) => store.removeStaleTemporaries(cutoff)
   })
 }

@@ -687,6 +687,8 @@ export const makeS3BlobStore = (
       copy,
       move,
       delete: del,
-      health
+      health,
+      removeStaleTemporaries: () =>
+        Effect.succeed(0)
     })
   })

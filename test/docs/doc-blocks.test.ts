@@ -15,6 +15,7 @@ describe("shellBlocksOf", () => {
       "p.md",
       page(
         "# title",
+        "Prose may show the marker, `<!-- doc-test skip: reason -->`, without being one.",
         "```sh",
         "A=1",
         "```",
@@ -35,9 +36,9 @@ describe("shellBlocksOf", () => {
     )
     expect(problems).toEqual([])
     expect(blocks).toEqual([
-      { location: "p.md:2", code: "A=1", skip: undefined },
-      { location: "p.md:8", code: "docker run x", skip: "needs docker" },
-      { location: "p.md:15", code: "echo $A", skip: undefined }
+      { location: "p.md:3", code: "A=1", skip: undefined },
+      { location: "p.md:9", code: "docker run x", skip: "needs docker" },
+      { location: "p.md:16", code: "echo $A", skip: undefined }
     ])
   })
 

@@ -31,7 +31,7 @@ export interface PageBlocks {
 
 const FENCE = /^(\s*)(`{3,}|~{3,})\s*([^\s`]*)/
 const MARKER = /^\s*<!--\s*doc-test\s+skip:(.*?)-->\s*$/
-const MARKER_LIKE = /<!--\s*doc-test/
+const MARKER_LIKE = /^\s*<!--\s*doc-test/
 
 /** The shell blocks of one markdown page named `file` (used in locations only). */
 export const shellBlocksOf = (file: string, markdown: string): PageBlocks => {

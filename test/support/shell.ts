@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process"
 import { rm, writeFile } from "node:fs/promises"
 import * as path from "node:path"
-import { createBucket, createDatabase, type StoreKind, tempDir } from "./harness.js"
+import { type ApiClient, apiClient, createBucket, createDatabase, type StoreKind, tempDir } from "./harness.js"
 import { freePort, type ImgsrvProcess, spawnImgsrv, waitForStatus } from "./process.js"
 
 /**
@@ -25,6 +25,10 @@ export interface ServedImgsrv {
    */
   readonly workDir: string
   readonly proc: ImgsrvProcess
+  /** Requests to the server, for tests that drive it from TypeScript too. */
+  readonly client: ApiClient
+  /** A new principal holding content-writer, made with the bootstrap token, and its API token. */
+  readonly writerToken: () => Promise<string>
   /** SIGTERM, then the database and the directories are removed; returns the exit code. */
   readonly stop: () => Promise<number | string>
 }
@@ -69,11 +73,14 @@ export const startServedImgsrv = async (
     await waitForStatus(`${baseUrl}/healthz`, 204, 60_000)
     const adminToken = (await proc.waitFor(BOOTSTRAP_TOKEN))[0]
     await writeFile(path.join(workDir, "imgsrv.out"), proc.stdout())
+    const client = apiClient(baseUrl)
     return {
       baseUrl,
       adminToken,
       workDir,
       proc,
+      client,
+      writerToken: () => writerToken(client, adminToken),
       stop: async () => {
         const exit = await proc.stop()
         await cleanUp()
@@ -85,6 +92,38 @@ export const startServedImgsrv = async (
     await cleanUp()
     throw error
   }
+}
+
+const expectJson = async <T>(response: Response, status: number, what: string): Promise<T> => {
+  const text = await response.text()
+  if (response.status !== status) throw new Error(`${what}: ${response.status} ${text}`)
+  return (text === "" ? undefined : JSON.parse(text)) as T
+}
+
+/** The auth steps of the tutorial, from TypeScript: principal, content-writer, API token. */
+const writerToken = async (client: ApiClient, adminToken: string): Promise<string> => {
+  const principal = await expectJson<{ id: string }>(
+    await client.request("POST", "/v1/auth/principals", {
+      token: adminToken,
+      json: { kind: "service", display_name: "test writer" }
+    }),
+    201,
+    "create principal"
+  )
+  await expectJson(
+    await client.request("PUT", `/v1/auth/principals/${principal.id}/roles/content-writer`, { token: adminToken }),
+    204,
+    "assign content-writer"
+  )
+  const issued = await expectJson<{ plaintext: string }>(
+    await client.request("POST", `/v1/auth/principals/${principal.id}/api-tokens`, {
+      token: adminToken,
+      json: { name: "test", expires_at: "2099-01-01T00:00:00Z" }
+    }),
+    201,
+    "issue token"
+  )
+  return issued.plaintext
 }
 
 export interface BashResult {

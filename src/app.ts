@@ -141,7 +141,9 @@ const apiListener = <E, R>(config: AppConfigShape, api: Layer.Layer<HttpApi.Api,
     listen: config.listen,
     shutdownTimeout: config.shutdownTimeout,
     routes,
-    tracing: Option.isSome(config.otel)
+    tracing: Option.isSome(config.otel),
+    trustedProxies: config.trustedProxies,
+    rateLimits: config.rateLimits
   }).pipe(
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: OPENAPI_PATH })),
     Layer.provide(HttpApiScalar.layer({ path: DOCS_PATH })),

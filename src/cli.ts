@@ -64,7 +64,9 @@ const PLACEHOLDERS: Record<SettingKind, string> = {
   "url-path": "<path>",
   "postgres-url": "<url>",
   "log-format": "text|json",
-  "verbosity": "<level>"
+  "verbosity": "<level>",
+  "address-list": "<ip|cidr,...>",
+  "rate": "<n/duration|off>"
 }
 
 /**

@@ -1,5 +1,7 @@
 import { Context, Data, Duration, Either, Option, Redacted } from "effect"
 import * as path from "node:path"
+import { parseTrustedProxies, type TrustedProxies } from "./client-address.js"
+import type { Rate, RateLimitSettings } from "./rate-limit.js"
 import { type RawSettings, type Setting, type SettingFlag, settings } from "./settings.js"
 
 export interface ListenAddress {
@@ -82,6 +84,9 @@ export interface AppConfigShape {
   readonly oidcCaFile: Option.Option<string>
   readonly casPromotion: WorkerLoopSettings
   readonly publishWorker: WorkerLoopSettings
+  /** Proxies whose `X-Forwarded-For` names the client address. */
+  readonly trustedProxies: TrustedProxies
+  readonly rateLimits: RateLimitSettings
 }
 
 /** The parsed, validated configuration; built once at start-up. */
@@ -184,6 +189,25 @@ const parseCount = (flag: SettingFlag, value: string): Either.Either<number, Inv
   }
   return Either.right(Number(v))
 }
+
+/** `burst/period` (`10/1m`); empty, `0` or `off` is no limit. */
+const parseRate = (flag: SettingFlag, value: string): Either.Either<Option.Option<Rate>, InvalidSetting> => {
+  const v = value.trim()
+  if (v === "" || v === "0" || v === "off") return Either.right(Option.none())
+  const bad = invalid(flag, value, "burst/period like 10/1m (a whole number and a duration), or 0 to disable")
+  const match = /^(\d+)\/(.+)$/.exec(v)
+  if (!match) return Either.left(bad)
+  const burst = Number(match[1])
+  const period = parseGoDuration(match[2]!)
+  if (burst < 1 || !Number.isSafeInteger(burst) || Option.isNone(period) || Duration.toMillis(period.value) <= 0) {
+    return Either.left(bad)
+  }
+  return Either.right(Option.some({ burst, period: period.value }))
+}
+
+/** Renders a rate back as `burst/period` (for the start-up log). */
+const formatRate = (rate: Option.Option<Rate>) =>
+  Option.match(rate, { onNone: () => "off", onSome: (r) => `${r.burst}/${formatGoDuration(r.period)}` })
 
 export const parseListenAddress = (text: string): Option.Option<ListenAddress> => {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s\[\]]*)):(\d{1,5})$/.exec(text.trim())
@@ -348,6 +372,20 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       lease: yield* parsePositiveDuration("publish-job-lease", raw["publish-job-lease"])
     }
 
+    const trustedProxies = yield* Either.mapLeft(
+      parseTrustedProxies(raw["trusted-proxies"]),
+      () =>
+        invalid(
+          "trusted-proxies",
+          raw["trusted-proxies"],
+          "comma-separated IP addresses and CIDR ranges like 10.0.0.0/8"
+        )
+    )
+    const rateLimits: RateLimitSettings = {
+      authFailures: yield* parseRate("rate-limit-auth-failures", raw["rate-limit-auth-failures"]),
+      requests: yield* parseRate("rate-limit-requests", raw["rate-limit-requests"])
+    }
+
     return {
       listen,
       nodeName: raw["node-name"].trim(),
@@ -364,7 +402,9 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       uploadTtl,
       oidcCaFile,
       casPromotion,
-      publishWorker
+      publishWorker,
+      trustedProxies,
+      rateLimits
     }
   })
 
@@ -435,6 +475,9 @@ export const describeConfig = (config: AppConfigShape): Record<string, unknown> 
     publish_worker_enabled: config.publishWorker.enabled,
     publish_worker_poll_interval: formatGoDuration(config.publishWorker.pollInterval),
     publish_job_lease: formatGoDuration(config.publishWorker.lease),
+    trusted_proxies: config.trustedProxies.entries.join(","),
+    rate_limit_auth_failures: formatRate(config.rateLimits.authFailures),
+    rate_limit_requests: formatRate(config.rateLimits.requests),
     postgres,
     storage
   }

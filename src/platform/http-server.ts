@@ -3,9 +3,11 @@ import { NodeHttpServer } from "@effect/platform-node"
 import type { Duration } from "effect"
 import { Effect, Layer, Option } from "effect"
 import * as http from "node:http"
+import type { TrustedProxies } from "./client-address.js"
 import type { ListenAddress } from "./config.js"
 import {
   answerImmutable,
+  type ClientPolicy,
   type HttpMetrics,
   ImmutableResponses,
   JsonBodyLimitLive,
@@ -16,6 +18,7 @@ import {
   spanNameOf
 } from "./http.js"
 import { ListenFailed } from "./listen.js"
+import { makeRateLimiter, type RateLimitSettings } from "./rate-limit.js"
 
 /**
  * The `HttpServer` of the API: @effect/platform-node's listener (listen, address,
@@ -28,7 +31,7 @@ import { ListenFailed } from "./listen.js"
 const listener = (
   server: http.Server,
   listen: ListenAddress,
-  options: { readonly tracing: boolean; readonly metrics: HttpMetrics }
+  options: { readonly tracing: boolean; readonly metrics: HttpMetrics; readonly clients: ClientPolicy }
 ): Layer.Layer<HttpServer.HttpServer, ListenFailed> =>
   Layer.scoped(
     HttpServer.HttpServer,
@@ -47,7 +50,7 @@ const listener = (
               : yield* NodeHttpServer.makeHandler(app, middleware)
             // With tracing on, every request must run in the app to get its span.
             const early = Option.isSome(responses) && !options.tracing
-              ? answerImmutable(responses.value, yield* Effect.runtime<never>(), options.metrics)
+              ? answerImmutable(responses.value, yield* Effect.runtime<never>(), options.metrics, options.clients)
               : undefined
             const onRequest = early === undefined
               ? handle
@@ -71,6 +74,8 @@ export const ApiServerLive = (options: {
   readonly shutdownTimeout: Duration.Duration
   readonly routes: RouteTable
   readonly tracing: boolean
+  readonly trustedProxies: TrustedProxies
+  readonly rateLimits: RateLimitSettings
 }) =>
   Layer.suspend(() => {
     const server = http.createServer({
@@ -79,6 +84,11 @@ export const ApiServerLive = (options: {
       headersTimeout: 30_000
     })
     server.keepAliveTimeout = 65_000
+    // Limits count per listener, in this process's memory (rate-limit.ts); wall-clock time.
+    const clients: ClientPolicy = {
+      trustedProxies: options.trustedProxies,
+      rateLimiter: makeRateLimiter(options.rateLimits, () => Date.now())
+    }
     const metrics = makeHttpMetrics(() => {
       const bound = server.address()
       return bound === null || typeof bound === "string" ? undefined : { address: bound.address, port: bound.port }
@@ -115,19 +125,20 @@ export const ApiServerLive = (options: {
       )
     }))
 
-    const serve = HttpApiBuilder.serve(serverMiddleware(options.routes, { tracing: options.tracing, metrics })).pipe(
-      HttpMiddleware.withSpanNameGenerator(spanNameOf(options.routes)),
-      // Without an exporter a request span is a no-op that still costs URL parsing and
-      // header redaction on every request: skip it altogether.
-      (layer) => options.tracing ? layer : HttpMiddleware.withTracerDisabledWhen(layer, () => true),
-      Layer.provide(JsonBodyLimitLive),
-      Layer.locally(HttpRouter.currentRouterConfig, ROUTER_CONFIG)
-    )
+    const serve = HttpApiBuilder.serve(serverMiddleware(options.routes, { tracing: options.tracing, metrics, clients }))
+      .pipe(
+        HttpMiddleware.withSpanNameGenerator(spanNameOf(options.routes)),
+        // Without an exporter a request span is a no-op that still costs URL parsing and
+        // header redaction on every request: skip it altogether.
+        (layer) => options.tracing ? layer : HttpMiddleware.withTracerDisabledWhen(layer, () => true),
+        Layer.provide(JsonBodyLimitLive),
+        Layer.locally(HttpRouter.currentRouterConfig, ROUTER_CONFIG)
+      )
     return drain.pipe(
       Layer.provide(serve),
       Layer.provideMerge(
         Layer.merge(
-          listener(server, options.listen, { tracing: options.tracing, metrics }),
+          listener(server, options.listen, { tracing: options.tracing, metrics, clients }),
           NodeHttpServer.layerContext
         )
       )

@@ -31,10 +31,12 @@ import {
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { BlobStoreError, isStoreUnavailable } from "./blob-store/blob-store.js"
+import { clientAddressOf, NO_TRUSTED_PROXIES, type TrustedProxies } from "./client-address.js"
 import { readBody, withBody } from "./json-body.js"
 import { latencyBoundaries, makeLabelCache } from "./metrics.js"
 import { firstIssueMessage, issueMessage } from "./params.js"
 import { declaredStatus, detailOf, problemResponse } from "./problem.js"
+import type { RateLimiter } from "./rate-limit.js"
 import { isDatabaseUnavailable, isUnstorableText } from "./sql-errors.js"
 
 /** The HttpApi identifier every group is registered under (see `apiOf`). */
@@ -448,24 +450,118 @@ export const makeHttpMetrics = (listener: () => ListenerIdentity | undefined): H
 const accessLogLevel = (status: number) =>
   status >= 500 ? LogLevel.Error : status >= 400 ? LogLevel.Warning : LogLevel.Info
 
+/**
+ * Query parameters whose values never reach the log: credentials, signatures, OAuth
+ * codes and the like, matched on the (decoded) parameter name.
+ */
+const SECRET_PARAMETER =
+  /token|secret|signature|passw|credential|auth|session|api[-_]?key|access[-_]?key|private[-_]?key|(^|[-_.])(code|sig|key|pwd)$/i
+
+/** Longest path (with query) and user agent an access-log line carries. */
+const PATH_LOG_LIMIT = 2048
+const USER_AGENT_LOG_LIMIT = 512
+
+const clip = (text: string, limit: number) => text.length > limit ? `${text.slice(0, limit)}…` : text
+
+const decodedName = (name: string) => {
+  try {
+    return decodeURIComponent(name.replace(/\+/g, " "))
+  } catch {
+    return name
+  }
+}
+
+/**
+ * The request path as the access log shows it: as the client sent it, with the values of
+ * secret-looking query parameters replaced by `REDACTED`, and clipped.
+ */
+export const loggedPath = (url: string): string => {
+  const q = url.indexOf("?")
+  if (q === -1) return clip(url, PATH_LOG_LIMIT)
+  const query = url.slice(q + 1).split("&").map((pair) => {
+    const eq = pair.indexOf("=")
+    return eq !== -1 && SECRET_PARAMETER.test(decodedName(pair.slice(0, eq))) ? `${pair.slice(0, eq)}=REDACTED` : pair
+  })
+  return clip(`${url.slice(0, q)}?${query.join("&")}`, PATH_LOG_LIMIT)
+}
+
+/** What the access-log line of one request says (both request paths fill it in). */
+interface AccessLogFields {
+  readonly method: string
+  /** Route label (`GET /v1/images/{name}`), `unmatched` for unknown paths. */
+  readonly route: string
+  /** The raw request URL (path and query). */
+  readonly url: string
+  readonly status: number
+  readonly seconds: number
+  /** Response body bytes handed to the socket. */
+  readonly bytes: number
+  /** The client: the TCP peer, or whom a trusted proxy forwarded for (client-address.ts). */
+  readonly clientAddr: string
+  /** The TCP peer. */
+  readonly remoteAddr: string
+  readonly userAgent: string | undefined
+}
+
 /** The access-log line of one request (shared by both request paths). */
-const accessLog = (
-  level: LogLevel.LogLevel,
-  fields: { method: string; route: string; status: number; seconds: number; remoteAddr: string }
-) =>
+const accessLog = (level: LogLevel.LogLevel, fields: AccessLogFields) =>
   Effect.logWithLevel(level, "http request").pipe(Effect.annotateLogs({
     method: fields.method,
     route: fields.route,
+    path: loggedPath(fields.url),
     status: fields.status,
     duration_ms: Math.round(fields.seconds * 1000 * 10) / 10,
-    remote_addr: fields.remoteAddr
+    response_bytes: fields.bytes,
+    client_addr: fields.clientAddr,
+    remote_addr: fields.remoteAddr,
+    user_agent: clip(fields.userAgent ?? "", USER_AGENT_LOG_LIMIT)
   }))
 
 /**
+ * Counts the body bytes written to `response` from now on (HEAD and empty bodies: 0). Both
+ * ways a body leaves are wrapped: `write` (streams piped into the response) and `end`.
+ */
+const countBodyBytes = (response: ServerResponse): () => number => {
+  let bytes = 0
+  const count = (chunk: unknown, encoding: unknown) => {
+    if (typeof chunk === "string") {
+      bytes += Buffer.byteLength(chunk, typeof encoding === "string" ? encoding as BufferEncoding : "utf8")
+    } else if (chunk instanceof Uint8Array) bytes += chunk.byteLength
+  }
+  const write = response.write
+  const end = response.end
+  response.write = function(this: ServerResponse, chunk: unknown, ...rest: Array<unknown>) {
+    count(chunk, rest[0])
+    return Reflect.apply(write, this, [chunk, ...rest]) as boolean
+  } as ServerResponse["write"]
+  response.end = function(this: ServerResponse, chunk?: unknown, ...rest: Array<unknown>) {
+    if (typeof chunk !== "function") count(chunk, rest[0])
+    return Reflect.apply(end, this, [chunk, ...rest]) as ServerResponse
+  } as ServerResponse["end"]
+  return () => bytes
+}
+
+/** Whether a request announces a body (which a refusal before the app leaves unread). */
+const announcesBody = (headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>) =>
+  headers["transfer-encoding"] !== undefined ||
+  (headers["content-length"] !== undefined && headers["content-length"] !== "0")
+
+/** Who the clients are and how much they may ask: client-address.ts and rate-limit.ts. */
+export interface ClientPolicy {
+  readonly trustedProxies: TrustedProxies
+  readonly rateLimiter: RateLimiter | undefined
+}
+
+const NO_CLIENT_POLICY: ClientPolicy = { trustedProxies: NO_TRUSTED_PROXIES, rateLimiter: undefined }
+
+const headerValue = (value: string | ReadonlyArray<string> | undefined) => typeof value === "string" ? value : undefined
+
+/**
  * Wraps request handling: assigns the request id (header on every response,
- * annotation on every log line of the request), writes one access-log line and
- * records the HTTP metrics with the route template. (`WWW-Authenticate` on 401s is
- * added by the renderer, where every 401 is made.)
+ * annotation on every log line of the request), refuses what the rate limits refuse
+ * (before anything reads the request), writes one access-log line and records the HTTP
+ * metrics with the route template. (`WWW-Authenticate` on 401s is added by the renderer,
+ * where every 401 is made.)
  *
  * Runs on every request, so it is written for speed: no per-request metric tagging,
  * no log record built below the log level, and the response headers it adds are set
@@ -475,16 +571,18 @@ const accessLog = (
  */
 export const serverMiddleware = (
   routes: RouteTable,
-  options: { readonly tracing: boolean; readonly metrics: HttpMetrics }
+  options: { readonly tracing: boolean; readonly metrics: HttpMetrics; readonly clients?: ClientPolicy }
 ) =>
-<E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R | HttpServerRequest.HttpServerRequest> =>
-  Effect.withFiberRuntime((fiber) => {
+<E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R | HttpServerRequest.HttpServerRequest> => {
+  const clients = options.clients ?? NO_CLIENT_POLICY
+  return Effect.withFiberRuntime((fiber) => {
     const request = Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest)
     const requestId = requestIdFrom(request.headers["x-request-id"])
     const route = routes.match(request.method, pathnameOf(request.url))
     const routeLabel = route ? route.label : "unmatched"
     const started = performance.now()
     const nodeResponse = NodeHttpServerRequest.toServerResponse(request)
+    const bytesSent = countBodyBytes(nodeResponse)
     nodeResponse.setHeader("x-request-id", requestId)
     if (options.tracing) {
       const span = Context.getOption(fiber.currentContext, Tracer.ParentSpan)
@@ -497,29 +595,60 @@ export const serverMiddleware = (
         }
       }
     }
+    const remoteAddr = Option.getOrElse(request.remoteAddress, () => "")
+    const clientAddr = clientAddressOf(remoteAddr, request.headers["x-forwarded-for"], clients.trustedProxies)
+    const refusal = clients.rateLimiter?.admit({
+      clientAddress: clientAddr,
+      authorization: request.headers["authorization"],
+      protected: route?.protected ?? false,
+      exempt: route?.group === "ops",
+      hasBody: announcesBody(request.headers)
+    })
     const minimumLevel = fiber.getFiberRef(FiberRef.currentMinimumLogLevel)
     const finish = (exit: Exit.Exit<HttpServerResponse.HttpServerResponse, E>) => {
-      const status = exit._tag === "Success" ? exit.value.status : 500
+      // What the client got: the response, or, when writing it failed half-way (the client
+      // went away), the status already sent; 499 when nothing was.
+      const status = exit._tag === "Success"
+        ? exit.value.status
+        : nodeResponse.headersSent
+        ? nodeResponse.statusCode
+        : Cause.isInterruptedOnly(exit.cause)
+        ? 499
+        : 500
       const seconds = (performance.now() - started) / 1000
       options.metrics.record(request.method, routeLabel, status, seconds)
       options.metrics.trackActive(request.method, -1)
+      clients.rateLimiter?.settle(clientAddr, status)
       const level = accessLogLevel(status)
-      // 499: the client went away before the response; nobody to account for.
-      if (status === 499 || LogLevel.lessThan(level, minimumLevel)) return Effect.void
+      if (LogLevel.lessThan(level, minimumLevel)) return Effect.void
       return accessLog(level, {
         method: request.method,
         route: routeLabel,
+        url: request.url,
         status,
         seconds,
-        remoteAddr: Option.getOrElse(request.remoteAddress, () => "")
+        bytes: bytesSent(),
+        clientAddr,
+        remoteAddr,
+        userAgent: request.headers["user-agent"]
       })
     }
     options.metrics.trackActive(request.method, 1)
-    return app.pipe(
+    // A refusal is written here and now, so the line above counts its bytes; the platform
+    // then finds the response ended and leaves it alone.
+    const handled = refusal === undefined ? app : Effect.sync(() => {
+      nodeResponse.writeHead(refusal.status, refusal.headers)
+      nodeResponse.end(
+        request.method !== "HEAD" && refusal.body._tag === "Uint8Array" ? refusal.body.body : undefined
+      )
+      return refusal
+    })
+    return handled.pipe(
       Effect.onExit(finish),
       Effect.annotateLogs("request_id", requestId)
     )
   })
+}
 
 // ---------------------------------------------------------------------------------
 // Immutable responses: answered by the listener before the Effect app runs.
@@ -606,13 +735,15 @@ export const ImmutableResponsesLive = (routes: RouteTable) =>
  * What a client and an operator observe is what the app would produce for it: the same
  * status, body and headers (`content-type`, `content-length`, `X-Request-ID` echoed or
  * generated; HEAD without the body), the same HTTP metrics with the route template, and
- * the same access-log line at the same level through the same logger. Not used while
- * tracing is on, where every request must produce its span.
+ * the same access-log line at the same level through the same logger, and the same
+ * general rate limit (a request it refuses is left to the app, which answers the 429).
+ * Not used while tracing is on, where every request must produce its span.
  */
 export const answerImmutable = (
   responses: ImmutableResponses["Type"],
   runtime: Runtime.Runtime<never>,
-  metrics: HttpMetrics
+  metrics: HttpMetrics,
+  clients: ClientPolicy = NO_CLIENT_POLICY
 ) => {
   const minimumLevel = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
   const logs = !LogLevel.lessThan(LogLevel.Info, minimumLevel)
@@ -620,16 +751,29 @@ export const answerImmutable = (
   return (request: IncomingMessage, response: ServerResponse): boolean => {
     const method = request.method
     if (method !== "GET" && method !== "HEAD") return false
-    const hit = responses.lookup(pathnameOf(request.url ?? ""))
+    const url = request.url ?? ""
+    const hit = responses.lookup(pathnameOf(url))
     if (hit === undefined) return false
     // A request carrying a body is left to the app, which knows what to do with it.
-    const length = request.headers["content-length"]
-    if ((length !== undefined && length !== "0") || request.headers["transfer-encoding"] !== undefined) return false
+    if (announcesBody(request.headers)) return false
+    const remoteAddr = request.socket.remoteAddress ?? ""
+    // Node joins repeated unknown headers into one string, as the app sees them.
+    const clientAddr = clientAddressOf(
+      remoteAddr,
+      headerValue(request.headers["x-forwarded-for"]),
+      clients.trustedProxies
+    )
+    const refusal = clients.rateLimiter?.admit({
+      clientAddress: clientAddr,
+      authorization: request.headers.authorization,
+      protected: false,
+      exempt: false,
+      hasBody: false
+    })
+    if (refusal !== undefined) return false
     const started = performance.now()
     metrics.trackActive(method, 1)
-    // Node joins repeated unknown headers into one string, as the app sees them.
-    const requestIdHeader = request.headers["x-request-id"]
-    const requestId = requestIdFrom(typeof requestIdHeader === "string" ? requestIdHeader : undefined)
+    const requestId = requestIdFrom(headerValue(request.headers["x-request-id"]))
     // The header order the app's responses have (its own header is set first, see serverMiddleware).
     response.writeHead(200, {
       "x-request-id": requestId,
@@ -646,9 +790,13 @@ export const answerImmutable = (
         accessLog(LogLevel.Info, {
           method,
           route: hit.route,
+          url,
           status: 200,
           seconds,
-          remoteAddr: request.socket.remoteAddress ?? ""
+          bytes: method === "HEAD" ? 0 : hit.body.byteLength,
+          clientAddr,
+          remoteAddr,
+          userAgent: request.headers["user-agent"]
         }).pipe(Effect.annotateLogs("request_id", requestId))
       )
     }

@@ -18,6 +18,8 @@ export type SettingKind =
   | "postgres-url"
   | "log-format"
   | "verbosity"
+  | "address-list"
+  | "rate"
 
 export interface Setting {
   /** Flag name without the leading `--`. */
@@ -90,6 +92,34 @@ export const settings = [
     default: "info",
     kind: "verbosity",
     description: "`debug`, `info`, `warn` or `error`."
+  },
+  // Clients and rate limits
+  {
+    section: "Clients and rate limits",
+    flag: "trusted-proxies",
+    env: "IMGSRV_TRUSTED_PROXIES",
+    default: "",
+    kind: "address-list",
+    description:
+      "Reverse proxies (comma-separated IP addresses and CIDR ranges) whose `X-Forwarded-For` names the client address, for the access log and the rate limits; empty trusts none."
+  },
+  {
+    section: "Clients and rate limits",
+    flag: "rate-limit-auth-failures",
+    env: "IMGSRV_RATE_LIMIT_AUTH_FAILURES",
+    default: "10/1m",
+    kind: "rate",
+    description:
+      "Failed authentications per client address, as `burst/period` (refilled at that rate); once spent, that address gets `429` on every route that needs a token. `0` disables. Per replica."
+  },
+  {
+    section: "Clients and rate limits",
+    flag: "rate-limit-requests",
+    env: "IMGSRV_RATE_LIMIT_REQUESTS",
+    default: "",
+    kind: "rate",
+    description:
+      "Requests per credential (per client address without one), as `burst/period`, e.g. `600/1m`; beyond it `429`. Empty or `0` disables. Per replica."
   },
   // Metrics and tracing
   {

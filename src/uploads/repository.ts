@@ -1,6 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
 import { Context, Data, Effect, Layer, Option, Schema } from "effect"
+import { stripQuotes } from "../platform/blob-store/blob-store.js"
 import { casKey, stagingKey } from "../platform/blob-store/keys.js"
 import { Sha256Digest } from "../platform/digest.js"
 import { type CasBlob, FailureReason, type UploadPart, type UploadSession, UploadState } from "./schema.js"
@@ -85,7 +86,8 @@ const toSession = (row: typeof SessionRow.Type): UploadSession => ({
 const toPart = (row: typeof PartRow.Type): UploadPart => ({
   uploadId: row.upload_id,
   partNumber: row.part_number,
-  etag: row.etag,
+  // Parts recorded before part ETags went bare were stored quoted.
+  etag: stripQuotes(row.etag),
   sizeBytes: row.size_bytes
 })
 

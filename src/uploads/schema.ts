@@ -123,7 +123,9 @@ export type BeginUploadRequest = typeof BeginUploadRequest.Type
  */
 export const CompletePartJson = Schema.Struct({
   number: Schema.Number.pipe(Schema.int({ message: () => "number must be an integer" })),
-  etag: boundedText("etag", TEXT_LIMITS.short),
+  etag: boundedText("etag", TEXT_LIMITS.short).annotations({
+    description: "The ETag the part's PUT returned; S3's quoted form (`\"847c…\"`) is accepted too."
+  }),
   size_bytes: Schema.Number.pipe(Schema.int({ message: () => "size_bytes must be an integer" }))
 }).annotations({ identifier: "CompletePart", ...strictBody })
 
@@ -138,9 +140,14 @@ export type CompleteUploadRequest = typeof CompleteUploadRequest.Type
 // Wire: responses
 // ---------------------------------------------------------------------------------
 
+/** A part's ETag on the wire: the bare hex value, never quoted, so scripts can splice it into JSON. */
+const PartEtag = Schema.String.annotations({
+  description: "The part's ETag, bare (no surrounding double quotes), e.g. `847c…`."
+})
+
 export const UploadPartSummaryJson = Schema.Struct({
   number: Schema.Number,
-  etag: Schema.String,
+  etag: PartEtag,
   size_bytes: Schema.Number
 }).annotations({ identifier: "UploadPartSummary" })
 
@@ -167,7 +174,7 @@ export type UploadSessionJson = typeof UploadSessionJson.Type
 export const UploadPartJson = Schema.Struct({
   upload_id: UuidString,
   part_number: Schema.Number,
-  etag: Schema.String,
+  etag: PartEtag,
   size_bytes: Schema.Number
 }).annotations({ identifier: "UploadPart" })
 export type UploadPartJson = typeof UploadPartJson.Type

@@ -1,6 +1,6 @@
 import { Clock, Context, Data, Duration, Effect, Layer, Metric, Option, Stream } from "effect"
 import { randomUUID } from "node:crypto"
-import { BlobStore } from "../platform/blob-store/blob-store.js"
+import { BlobStore, stripQuotes } from "../platform/blob-store/blob-store.js"
 import { stagingKey } from "../platform/blob-store/keys.js"
 import { AppConfig } from "../platform/config.js"
 import type { Sha256Digest } from "../platform/digest.js"
@@ -96,7 +96,8 @@ class BodyFailed extends Data.TaggedError("BodyFailed")<{ readonly cause: unknow
 
 /**
  * Complete's part-list rules, in the order api.md §2.3 lists them. Returns the parts
- * sorted by number (clients may list them in any order).
+ * sorted by number (clients may list them in any order), each ETag bare: a client may
+ * send the form part PUTs return (`847c…`) or S3's quoted one (`"847c…"`).
  */
 export const normalizeParts = (
   parts: ReadonlyArray<CompletedPart>
@@ -104,7 +105,7 @@ export const normalizeParts = (
   Effect.gen(function*() {
     const invalid = (detail: string) => new UploadInvalidInput({ detail })
     if (parts.length === 0) return yield* invalid("parts must not be empty")
-    const sorted = [...parts].sort((a, b) => a.number - b.number)
+    const sorted = parts.map((part) => ({ ...part, etag: stripQuotes(part.etag) })).sort((a, b) => a.number - b.number)
     for (const [index, part] of sorted.entries()) {
       if (!Number.isInteger(part.number) || part.number < 1 || part.number > MAX_PART_NUMBER) {
         return yield* invalid(`part number must be between 1 and ${MAX_PART_NUMBER}, got ${part.number}`)

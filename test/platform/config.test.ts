@@ -92,6 +92,29 @@ describe("configuration", () => {
       }
     }))
 
+  it.effect("reads trusted proxies and rate limits: failed-auth limit on, general limit off by default", () =>
+    Effect.gen(function*() {
+      const defaults = yield* configOf([])
+      expect(defaults.trustedProxies.entries).toEqual([])
+      expect(Option.getOrThrow(defaults.rateLimits.authFailures)).toEqual({ burst: 10, period: Duration.minutes(1) })
+      expect(Option.isNone(defaults.rateLimits.requests)).toBe(true)
+      const set = yield* configOf(["--rate-limit-requests", "600/1m", "--rate-limit-auth-failures=0"], {
+        IMGSRV_TRUSTED_PROXIES: "10.0.0.0/8, 192.168.0.1"
+      })
+      expect(set.trustedProxies.entries).toEqual(["10.0.0.0/8", "192.168.0.1"])
+      expect(set.trustedProxies.contains("10.20.30.40")).toBe(true)
+      expect(Option.getOrThrow(set.rateLimits.requests)).toEqual({ burst: 600, period: Duration.minutes(1) })
+      expect(Option.isNone(set.rateLimits.authFailures)).toBe(true)
+      for (const bad of ["10", "10/", "/1m", "0/1m", "10/0s", "ten/1m", "10/1parsec"]) {
+        expect(yield* errorOf(["--rate-limit-requests", bad]), bad).toContain(
+          "--rate-limit-requests (IMGSRV_RATE_LIMIT_REQUESTS): expected burst/period like 10/1m"
+        )
+      }
+      expect(yield* errorOf([], { IMGSRV_TRUSTED_PROXIES: "10.0.0.0/8, proxy.internal" })).toContain(
+        "--trusted-proxies (IMGSRV_TRUSTED_PROXIES)"
+      )
+    }))
+
   it.effect("rejects each bad value with one line naming the flag and the variable", () =>
     Effect.gen(function*() {
       expect(yield* errorOf([], { IMGSRV_S3_USE_TLS: "maybe" })).toBe(

@@ -179,7 +179,9 @@ describe("published manifests answered from memory", () => {
     const path = "/v1/images/fixed/versions/1.0"
     const answers = []
     for (const id of ["first", "second", "third"]) {
-      const res = await app.request("GET", path, { headers: { "x-request-id": id } })
+      const res = await app.request("GET", `${path}?token=secret-value`, {
+        headers: { "x-request-id": id, "user-agent": "manifest-reader/1.0" }
+      })
       answers.push({
         status: res.status,
         headers: [...res.headers.entries()].filter(([name]) => name !== "date"),
@@ -193,7 +195,9 @@ describe("published manifests answered from memory", () => {
     expect(answers[2]!.body).toBe(answers[0]!.body)
     expect((JSON.parse(answers[0]!.body) as Manifest).version.state).toBe("published")
 
-    const head = await app.request("HEAD", path, { headers: { "x-request-id": "head" } })
+    const head = await app.request("HEAD", path, {
+      headers: { "x-request-id": "head", "user-agent": "manifest-reader/1.0" }
+    })
     expect(head.status).toBe(200)
     expect(head.headers.get("content-length")).toBe(String(encoder.encode(answers[0]!.body).byteLength))
     expect(await head.text()).toBe("")
@@ -208,11 +212,21 @@ describe("published manifests answered from memory", () => {
       request_id: "first",
       method: "GET",
       route: "GET /v1/images/{name}/versions/{version}",
+      path: "/v1/images/fixed/versions/1.0?token=REDACTED",
       status: 200,
-      remote_addr: "127.0.0.1"
+      response_bytes: encoder.encode(answers[0]!.body).byteLength,
+      client_addr: "127.0.0.1",
+      remote_addr: "127.0.0.1",
+      user_agent: "manifest-reader/1.0"
     })
     expect(accessLogOf("second")).toEqual({ ...logged, request_id: "second" })
-    expect(accessLogOf("head")).toEqual({ ...logged, request_id: "head", method: "HEAD" })
+    expect(accessLogOf("head")).toEqual({
+      ...logged,
+      request_id: "head",
+      method: "HEAD",
+      path: "/v1/images/fixed/versions/1.0",
+      response_bytes: 0
+    })
 
     const counted = await requestsCounted("GET")
     await (await app.request("GET", path)).arrayBuffer()

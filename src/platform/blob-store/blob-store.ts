@@ -92,6 +92,11 @@ export interface ObjectInfo {
 
 export interface PartInfo {
   readonly partNumber: number
+  /**
+   * The part's ETag as a bare value (S3's hex MD5 without its double quotes), on every
+   * driver: clients splice it into a JSON string (`"etag": "'"$ETAG"'"`), where quotes
+   * would break the document. `completeMultipartUpload` takes it quoted or bare.
+   */
   readonly etag: string
   readonly sizeBytes: number
 }
@@ -163,8 +168,8 @@ export class BlobStore extends Context.Tag("imgsrv/BlobStore")<
 
     /**
      * Assembles the listed parts (ascending part numbers) into `key`.
-     * Unknown upload id → `BlobNotFound(multipart-upload)`; a part missing or with a
-     * different ETag → `InvalidPartList`.
+     * Part ETags may be bare or quoted. Unknown upload id → `BlobNotFound(multipart-upload)`;
+     * a part missing or with a different ETag → `InvalidPartList`.
      */
     readonly completeMultipartUpload: (
       key: StorageKey,

@@ -22,9 +22,9 @@
  * The whole root must be a single filesystem (rename and link do not cross mounts).
  *
  * ETags:
- * - a part's ETag is the quoted hex MD5 of its bytes, like S3; it is not stored anywhere but
- *   recomputed while the parts are concatenated at completion, so the bytes on disk are the
- *   only source of truth (a re-put part silently invalidates the old ETag, as on S3);
+ * - a part's ETag is the hex MD5 of its bytes, like S3's without the quotes; it is not stored
+ *   anywhere but recomputed while the parts are concatenated at completion, so the bytes on
+ *   disk are the only source of truth (a re-put part silently invalidates the old ETag, as on S3);
  * - an object's ETag is a fingerprint of the file version: the quoted, truncated SHA-256 of
  *   `dev:ino:size:mtimeNs`. Objects are never modified in place (every write is a new inode
  *   renamed over the old one), so the fingerprint changes whenever the bytes can, survives a
@@ -299,7 +299,7 @@ export const makeFilesystemBlobStore = (
           }),
           Effect.flatMap((): Effect.Effect<string, BodyLengthMismatch | BlobStoreError> =>
             received === contentLength
-              ? io("putPart", key, behind.flush).pipe(Effect.as(`"${md5.digest("hex")}"`))
+              ? io("putPart", key, behind.flush).pipe(Effect.as(md5.digest("hex")))
               : Effect.fail(new BodyLengthMismatch({ expected: contentLength, received }))
           ),
           // Stopped early (failure, interruption): let the write under way finish before the

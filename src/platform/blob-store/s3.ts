@@ -8,7 +8,8 @@
  * `aws-chunked` encoding with a trailing checksum, which S3-compatible servers (s3rver, older
  * MinIO, Ceph) do not all understand.
  *
- * ETags are passed through exactly as S3 returns them (quoted).
+ * Object ETags are passed through exactly as S3 returns them (quoted); part ETags are handed
+ * out bare (the `PartInfo` contract) and quoted again for CompleteMultipartUpload.
  */
 import {
   AbortMultipartUploadCommand,
@@ -343,7 +344,7 @@ export const makeS3BlobStore = (
         if (out.ETag === undefined || out.ETag === "") {
           return yield* fail("putPart", key, "UploadPart answered without an ETag")
         }
-        return { partNumber, etag: out.ETag, sizeBytes: contentLength }
+        return { partNumber, etag: stripQuotes(out.ETag), sizeBytes: contentLength }
       }).pipe(Effect.scoped)
 
     const completeMultipartUpload: BlobStoreService["completeMultipartUpload"] = (key, uploadId, parts) =>
@@ -356,7 +357,9 @@ export const makeS3BlobStore = (
               Bucket: bucket,
               Key: key,
               UploadId: uploadId,
-              MultipartUpload: { Parts: parts.map((part) => ({ PartNumber: part.partNumber, ETag: part.etag })) }
+              MultipartUpload: {
+                Parts: parts.map((part) => ({ PartNumber: part.partNumber, ETag: `"${stripQuotes(part.etag)}"` }))
+              }
             }),
             { abortSignal }
           )).pipe(

@@ -66,7 +66,7 @@ const PLACEHOLDERS: Record<SettingKind, string> = {
   "log-format": "text|json",
   "verbosity": "<level>",
   "address-list": "<ip|cidr,...>",
-  "rate": "<n/duration|off>"
+  "rate": "<burst/period>"
 }
 
 /**

@@ -2,8 +2,8 @@ import { HttpApiBuilder, HttpMiddleware, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { Duration } from "effect"
 import { Effect, Layer, Option } from "effect"
-import * as http from "node:http"
-import type { ListenAddress } from "./config.js"
+import type * as http from "node:http"
+import type { ListenAddress, TlsFiles } from "./config.js"
 import {
   answerImmutable,
   type HttpMetrics,
@@ -14,6 +14,7 @@ import {
   serverMiddleware,
   spanNameOf
 } from "./http.js"
+import { makeApiNodeServer } from "./tls.js"
 
 /**
  * The `HttpServer` of the API: @effect/platform-node's listener (listen, address,
@@ -66,12 +67,14 @@ const listener = (
  */
 export const ApiServerLive = (options: {
   readonly listen: ListenAddress
+  readonly tls: Option.Option<TlsFiles>
   readonly shutdownTimeout: Duration.Duration
   readonly routes: RouteTable
   readonly tracing: boolean
 }) =>
-  Layer.suspend(() => {
-    const server = http.createServer({
+  Layer.unwrapScoped(Effect.gen(function*() {
+    // HTTPS when TLS files are configured (tls.ts); otherwise plain HTTP.
+    const server = yield* makeApiNodeServer(options.tls, {
       // Large parts stream for minutes; only the header phase gets a deadline.
       requestTimeout: 0,
       headersTimeout: 30_000
@@ -129,4 +132,4 @@ export const ApiServerLive = (options: {
         )
       )
     )
-  })
+  }))

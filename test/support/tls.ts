@@ -1,8 +1,10 @@
 import { execFile } from "node:child_process"
 import { X509Certificate } from "node:crypto"
 import { readFile, writeFile } from "node:fs/promises"
+import * as https from "node:https"
 import * as path from "node:path"
 import { promisify } from "node:util"
+import type { ApiClient } from "./harness.js"
 
 /**
  * Throwaway certificates for TLS tests, made with the `openssl` binary: a CA, and
@@ -91,4 +93,48 @@ export const issueServerCert = async (ca: Pem, dir: string, name: string): Promi
     certFile
   ])
   return { certFile, keyFile, fingerprint256: await fingerprintOf(certFile) }
+}
+
+/**
+ * An `ApiClient` for an imgsrv (or a proxy) serving HTTPS with a certificate from `ca`:
+ * `fetch` cannot be given a CA, so this speaks through `node:https` and hands back a
+ * `Response` like the other clients do.
+ */
+export const httpsApiClient = (baseUrl: string, ca: Buffer): ApiClient => {
+  const agent = new https.Agent({ ca, keepAlive: true })
+  return {
+    request: (method, pathAndQuery, init = {}) =>
+      new Promise((resolve, reject) => {
+        const headers: Record<string, string> = { ...init.headers }
+        if (init.token !== undefined) headers["authorization"] = `Bearer ${init.token}`
+        let body: Uint8Array | undefined
+        if (init.json !== undefined) {
+          body = new TextEncoder().encode(JSON.stringify(init.json))
+          headers["content-type"] ??= "application/json"
+        } else if (init.body instanceof Uint8Array) {
+          body = init.body
+        } else if (init.body !== undefined && init.body !== null) {
+          return reject(new Error("httpsApiClient sends JSON or bytes only"))
+        }
+        if (body !== undefined) headers["content-length"] = String(body.byteLength)
+        const request = https.request(new URL(pathAndQuery, baseUrl), { method, headers, agent }, (response) => {
+          const chunks: Array<Buffer> = []
+          response.on("data", (chunk: Buffer) => chunks.push(chunk))
+          response.on("error", reject)
+          response.on("end", () => {
+            const status = response.statusCode ?? 0
+            const responseHeaders = new Headers()
+            for (const [name, value] of Object.entries(response.headers)) {
+              for (const v of Array.isArray(value) ? value : value === undefined ? [] : [value]) {
+                responseHeaders.append(name, v)
+              }
+            }
+            const noBody = status === 204 || status === 304 || method === "HEAD"
+            resolve(new Response(noBody ? null : Buffer.concat(chunks), { status, headers: responseHeaders }))
+          })
+        })
+        request.on("error", reject)
+        request.end(body)
+      })
+  }
 }

@@ -76,7 +76,10 @@ export interface StreamItem {
   readonly "combined_disk-kvm-img_sha256"?: string
   /** On a metadata item: the fingerprint of the image it makes with a `squashfs` item. */
   readonly combined_squashfs_sha256?: string
-  /** The legacy name of the container fingerprint (LXD before squashfs had its own field). */
+  /**
+   * Legacy combined hash, set to the container fingerprint: LXD 2.x took it as the
+   * fingerprint of any root; Incus and LXD 5 read it only for a `root.tar.xz` root.
+   */
   readonly combined_sha256?: string
 }
 

@@ -139,6 +139,7 @@ const SharedDomainLive = Layer.mergeAll(
 const apiListener = <E, R>(config: AppConfigShape, api: Layer.Layer<HttpApi.Api, E, R>) =>
   ApiServerLive({
     listen: config.listen,
+    tls: config.tls,
     shutdownTimeout: config.shutdownTimeout,
     routes,
     tracing: Option.isSome(config.otel),

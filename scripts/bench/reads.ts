@@ -435,15 +435,15 @@ const main = async () => {
       await db.query("UPDATE image_versions SET state = 'publishing' WHERE id = $1", [versionId])
       const prefix = `v1/images/fleet/versions/${version}/artifacts/${artifactId}`
       await db.query(
-        `INSERT INTO incus_projection_items (artifact_id, version_id, metadata_attachment_id, metadata_path, disk_path,
-           metadata_sha256, metadata_size_bytes, disk_sha256, disk_size_bytes, combined_disk_kvm_img_sha256)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+        `INSERT INTO incus_projection_items (artifact_id, version_id, metadata_attachment_id, metadata_path, root_path,
+           metadata_sha256, metadata_size_bytes, root_sha256, root_size_bytes, combined_sha256, root_ftype)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'disk-kvm.img')`,
         [
           artifactId,
           versionId,
           attachmentId,
-          `${prefix}/attachments/${attachmentId}/download`,
-          `${prefix}/download`,
+          `${prefix}/attachments/${attachmentId}/download/incus.tar.xz`,
+          `${prefix}/download/disk.qcow2`,
           meta.hex,
           meta.size,
           disk.hex,

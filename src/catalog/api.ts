@@ -11,6 +11,7 @@ import {
   ArtifactNotFound,
   AttachmentNameTaken,
   AttachmentNotFound,
+  DownloadFileNotFound,
   ImageNameTaken,
   ImageNotFound,
   RefNotFound,
@@ -51,6 +52,8 @@ const AttachmentPath = Schema.Struct({
   artifact_id: UuidString,
   attachment_id: UuidString
 })
+const ArtifactFilePath = Schema.Struct({ ...ArtifactPath.fields, file_name: Schema.String })
+const AttachmentFilePath = Schema.Struct({ ...AttachmentPath.fields, file_name: Schema.String })
 const AliasPath = Schema.Struct({ name: Schema.String, alias: Schema.String })
 const RefPath = Schema.Struct({ name: Schema.String, ref: Schema.String })
 
@@ -181,7 +184,8 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
       .addError(Problem(VersionNotDraft))
       .annotate(
         OpenApi.Description,
-        "Hangs a secondary blob off a draft's artifact (`incus.tar.xz` makes a qcow2 artifact an Incus image)."
+        "Hangs a secondary blob off a draft's artifact (`incus.tar.xz` makes a qcow2 artifact an Incus VM image, " +
+          "a squashfs artifact an Incus container image)."
       )
   )
   .add(
@@ -199,6 +203,10 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
       .addError(Problem(VersionNotDraft))
   )
   // Downloads (anonymous; bytes streamed from the blob store) ----------------------
+  // Each download has two routes with one implementation: `…/download` and
+  // `…/download/<file name>` (`disk.qcow2`, `rootfs.squashfs`, `incus.tar.xz`, …). Simple
+  // Streams items use the second, because `lxc image export` names each file after the
+  // last segment of its item path.
   .add(
     HttpApiEndpoint.get("downloadArtifact", "/v1/images/:name/versions/:version/artifacts/:artifact_id/download")
       .setPath(ArtifactPath)
@@ -217,6 +225,26 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
   )
   .add(
     HttpApiEndpoint.get(
+      "downloadArtifactFile",
+      "/v1/images/:name/versions/:version/artifacts/:artifact_id/download/:file_name"
+    )
+      .setPath(ArtifactFilePath)
+      .addSuccess(DownloadBody)
+      .addSuccess(DownloadBody.annotations(HttpApiSchema.annotations({ status: 206 })))
+      .addSuccess(NotModified)
+      .addError(invalid)
+      .addError(Problem(RangeNotSatisfiable))
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(ArtifactNotFound))
+      .addError(Problem(DownloadFileNotFound))
+      .annotate(
+        OpenApi.Description,
+        "The artifact's bytes under its file name (`disk.qcow2`, `disk.raw`, `disk.raw.gz`, `rootfs.squashfs` " +
+          "by format; any other name is 404), exactly as `…/download`. Simple Streams items point here."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get(
       "downloadAttachment",
       "/v1/images/:name/versions/:version/artifacts/:artifact_id/attachments/:attachment_id/download"
     )
@@ -230,6 +258,27 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
       .addError(Problem(ArtifactNotFound))
       .addError(Problem(AttachmentNotFound))
       .annotate(OpenApi.Description, "An attachment's bytes (published versions only), with the same semantics.")
+  )
+  .add(
+    HttpApiEndpoint.get(
+      "downloadAttachmentFile",
+      "/v1/images/:name/versions/:version/artifacts/:artifact_id/attachments/:attachment_id/download/:file_name"
+    )
+      .setPath(AttachmentFilePath)
+      .addSuccess(DownloadBody)
+      .addSuccess(DownloadBody.annotations(HttpApiSchema.annotations({ status: 206 })))
+      .addSuccess(NotModified)
+      .addError(invalid)
+      .addError(Problem(RangeNotSatisfiable))
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(ArtifactNotFound))
+      .addError(Problem(AttachmentNotFound))
+      .addError(Problem(DownloadFileNotFound))
+      .annotate(
+        OpenApi.Description,
+        "An attachment's bytes under its own name (e.g. `incus.tar.xz`; any other name is 404), exactly as " +
+          "`…/download`. Simple Streams metadata items point here."
+      )
   )
   // Aliases -----------------------------------------------------------------------
   .add(

@@ -59,6 +59,17 @@ export class AttachmentNotFound extends Schema.TaggedError<AttachmentNotFound>()
   }
 }
 
+/** A download route's file name that is not the name this artifact or attachment is served as. */
+export class DownloadFileNotFound extends Schema.TaggedError<DownloadFileNotFound>()(
+  "DownloadFileNotFound",
+  { fileName: Schema.String, servedAs: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {
+  override get message() {
+    return `catalog not found: no file ${this.fileName} here (this download is ${this.servedAs})`
+  }
+}
+
 export class AliasNotFound extends Schema.TaggedError<AliasNotFound>()(
   "AliasNotFound",
   { name: Schema.String, alias: Schema.String },

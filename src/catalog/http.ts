@@ -6,6 +6,7 @@ import { serveBlob } from "../platform/download.js"
 import { apiOf, ImmutableResponses } from "../platform/http.js"
 import { decodeParam } from "../platform/params.js"
 import { CatalogGroup } from "./api.js"
+import { DownloadFileNotFound } from "./errors.js"
 import {
   AliasName,
   aliasToWire,
@@ -39,15 +40,31 @@ const aliasPathOf = (path: { readonly name: string; readonly alias: string }) =>
   Effect.all([decodeParam(ImageName, path.name), decodeParam(AliasName, path.alias)])
 
 /** Streams a published blob with the shared download semantics (platform/download.ts). */
-const download = (target: DownloadTarget, route: string) =>
-  serveBlob({
-    key: casKey(target.digest),
-    sizeBytes: target.sizeBytes,
-    digest: target.digest,
-    lastModified: target.updatedAt,
-    contentType: target.mediaType,
-    route
-  })
+const download = <E, R>(lookup: Effect.Effect<DownloadTarget, E, R>, route: string) =>
+  Effect.flatMap(lookup, (target) =>
+    serveBlob({
+      key: casKey(target.digest),
+      sizeBytes: target.sizeBytes,
+      digest: target.digest,
+      lastModified: target.updatedAt,
+      contentType: target.mediaType,
+      route
+    }))
+
+/** The `…/download/{file_name}` routes: the name must be the one the blob is served as. */
+const servedAs = (fileName: string) => <E, R>(lookup: Effect.Effect<DownloadTarget, E, R>) =>
+  Effect.filterOrFail(
+    lookup,
+    (target) => target.fileName === fileName,
+    (target) => new DownloadFileNotFound({ fileName, servedAs: target.fileName })
+  )
+
+type ArtifactPathParams = Parameters<typeof artifactPathOf>[0]
+type AttachmentPathParams = ArtifactPathParams & { readonly attachment_id: string }
+
+/** Route templates (metric labels), without the `/download…` tail. */
+const ARTIFACT_ROUTE = "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}"
+const ATTACHMENT_ROUTE = `${ARTIFACT_ROUTE}/attachments/{attachment_id}`
 
 /**
  * The JSON of a manifest. A published manifest is immutable and the service hands out
@@ -74,6 +91,18 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
     Effect.gen(function*() {
       const catalog = yield* Catalog
       const immutable = yield* ImmutableResponses
+
+      // `…/download` and `…/download/{file_name}` serve through one implementation.
+      const artifactTarget = (path: ArtifactPathParams) =>
+        artifactPathOf(path).pipe(
+          Effect.flatMap(([name, version, artifactId]) => catalog.artifactDownload(name, version, artifactId))
+        )
+      const attachmentTarget = (path: AttachmentPathParams) =>
+        Effect.all([artifactPathOf(path), decodeParam(AttachmentIdParam, path.attachment_id)]).pipe(
+          Effect.flatMap(([[name, version, artifactId], attachmentId]) =>
+            catalog.attachmentDownload(name, version, artifactId, attachmentId)
+          )
+        )
 
       /**
        * The manifest response. When the request path can only ever mean this published
@@ -155,25 +184,15 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             )
           ))
         .handleRaw("downloadArtifact", ({ path }) =>
-          artifactPathOf(path).pipe(
-            Effect.flatMap(([name, version, artifactId]) =>
-              catalog.artifactDownload(name, version, artifactId)
-            ),
-            Effect.flatMap((target) =>
-              download(target, "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download")
-            )
-          ))
+          download(artifactTarget(path), `${ARTIFACT_ROUTE}/download`))
+        .handleRaw("downloadArtifactFile", ({ path }) =>
+          download(artifactTarget(path).pipe(servedAs(path.file_name)), `${ARTIFACT_ROUTE}/download/{file_name}`))
         .handleRaw("downloadAttachment", ({ path }) =>
-          Effect.all([artifactPathOf(path), decodeParam(AttachmentIdParam, path.attachment_id)]).pipe(
-            Effect.flatMap(([[name, version, artifactId], attachmentId]) =>
-              catalog.attachmentDownload(name, version, artifactId, attachmentId)
-            ),
-            Effect.flatMap((target) =>
-              download(
-                target,
-                "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download"
-              )
-            )
+          download(attachmentTarget(path), `${ATTACHMENT_ROUTE}/download`))
+        .handleRaw("downloadAttachmentFile", ({ path }) =>
+          download(
+            attachmentTarget(path).pipe(servedAs(path.file_name)),
+            `${ATTACHMENT_ROUTE}/download/{file_name}`
           ))
         .handle("putAlias", ({ path, payload }) =>
           aliasPathOf(path).pipe(

@@ -40,16 +40,31 @@ const sizeBytes = (field: string) =>
     })
   )
 
-export const ArtifactFormat = Schema.Literal("raw", "raw.gz", "qcow2").annotations({
+export const ARTIFACT_FORMATS = ["raw", "raw.gz", "qcow2", "squashfs"] as const
+
+export const ArtifactFormat = Schema.Literal(...ARTIFACT_FORMATS).annotations({
   identifier: "ArtifactFormat",
-  message: () => "format must be one of raw, raw.gz, qcow2"
+  // `override`: otherwise each member reports its own "Expected …", and the 400 shows only the first.
+  message: () => ({ message: `format must be one of ${ARTIFACT_FORMATS.join(", ")}`, override: true })
 })
 export type ArtifactFormat = typeof ArtifactFormat.Type
+
+/**
+ * The file name an artifact's bytes are downloaded as (the last segment of its Simple
+ * Streams item path, which `lxc image export` names the file after). An attachment's is
+ * its own name.
+ */
+export const ARTIFACT_FILE_NAMES: Readonly<Record<ArtifactFormat, string>> = {
+  "raw": "disk.raw",
+  "raw.gz": "disk.raw.gz",
+  "qcow2": "disk.qcow2",
+  "squashfs": "rootfs.squashfs"
+}
 
 export const VersionState = Schema.Literal("draft", "publishing", "published")
 export type VersionState = typeof VersionState.Type
 
-/** The attachment name that makes a qcow2 artifact eligible for Simple Streams. */
+/** The attachment name that makes a qcow2 or squashfs artifact an Incus image (its metadata tarball). */
 export const INCUS_METADATA_ATTACHMENT = "incus.tar.xz"
 
 // ---------------------------------------------------------------------------------
@@ -254,6 +269,8 @@ export interface DownloadTarget {
   readonly mediaType: string
   /** The declaration's `updated_at` (Last-Modified, truncated to seconds by the server). */
   readonly updatedAt: Date
+  /** The file name it is served under (`…/download/<fileName>`). */
+  readonly fileName: string
 }
 
 // ---------------------------------------------------------------------------------

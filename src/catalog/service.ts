@@ -30,6 +30,7 @@ import type {
   ManifestRows,
   VersionRow
 } from "./schema.js"
+import { ARTIFACT_FILE_NAMES } from "./schema.js"
 
 /**
  * The catalog's rules (api.md §2.5–2.8, §2.10): what is visible to whom, what can be
@@ -435,7 +436,8 @@ export const CatalogLive = Layer.effect(
             digest: artifact.primary_blob_digest as Sha256Digest,
             sizeBytes: artifact.primary_blob_size_bytes,
             mediaType: artifact.primary_media_type,
-            updatedAt: artifact.updated_at
+            updatedAt: artifact.updated_at,
+            fileName: ARTIFACT_FILE_NAMES[artifact.format]
           }
         }).pipe(Effect.withSpan("catalog.artifactDownload")),
 
@@ -449,7 +451,8 @@ export const CatalogLive = Layer.effect(
             digest: attachment.value.blob_digest as Sha256Digest,
             sizeBytes: attachment.value.blob_size_bytes,
             mediaType: attachment.value.media_type,
-            updatedAt: attachment.value.updated_at
+            updatedAt: attachment.value.updated_at,
+            fileName: attachment.value.name
           }
         }).pipe(Effect.withSpan("catalog.attachmentDownload"))
     })

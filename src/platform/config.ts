@@ -66,8 +66,15 @@ export interface WorkerLoopSettings {
   readonly lease: Duration.Duration
 }
 
+/** PEM files of the API listener's certificate and key: HTTPS when set (platform/tls.ts). */
+export interface TlsFiles {
+  readonly certFile: string
+  readonly keyFile: string
+}
+
 export interface AppConfigShape {
   readonly listen: ListenAddress
+  readonly tls: Option.Option<TlsFiles>
   readonly nodeName: string
   readonly shutdownTimeout: Duration.Duration
   readonly dataDir: string
@@ -245,6 +252,18 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
   Either.gen(function*() {
     const listen = yield* parseListen("listen", raw["listen"])
     const shutdownTimeout = yield* parseDuration("shutdown-timeout", raw["shutdown-timeout"])
+    const certFile = raw["tls-cert-file"].trim()
+    const keyFile = raw["tls-key-file"].trim()
+    if ((certFile === "") !== (keyFile === "")) {
+      return yield* Either.left(
+        new InconsistentSettings({
+          reason: "--tls-cert-file (IMGSRV_TLS_CERT_FILE) and --tls-key-file (IMGSRV_TLS_KEY_FILE) go together"
+        })
+      )
+    }
+    const tls = certFile === ""
+      ? Option.none()
+      : Option.some({ certFile: path.resolve(certFile), keyFile: path.resolve(keyFile) })
     const dataDir = path.resolve(raw["data-dir"].trim() === "" ? "./.imgsrv" : raw["data-dir"].trim())
     const embedded = yield* parseBoolean("embedded", raw["embedded"])
 
@@ -388,6 +407,7 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
 
     return {
       listen,
+      tls,
       nodeName: raw["node-name"].trim(),
       shutdownTimeout,
       dataDir,
@@ -457,6 +477,11 @@ export const describeConfig = (config: AppConfigShape): Record<string, unknown> 
     : { driver: "filesystem", root: config.storage.root }
   return {
     listen: `${config.listen.host ?? ""}:${config.listen.port}`,
+    tls_enabled: Option.isSome(config.tls),
+    ...Option.match(config.tls, {
+      onNone: () => ({}),
+      onSome: (t) => ({ tls_cert_file: t.certFile, tls_key_file: t.keyFile })
+    }),
     node_name: config.nodeName,
     log_format: config.logFormat,
     verbosity: config.verbosity,

@@ -2,9 +2,9 @@ import { HttpApiBuilder, HttpMiddleware, HttpRouter, HttpServer } from "@effect/
 import { NodeHttpServer } from "@effect/platform-node"
 import type { Duration } from "effect"
 import { Effect, Layer, Option } from "effect"
-import * as http from "node:http"
+import type * as http from "node:http"
 import type { TrustedProxies } from "./client-address.js"
-import type { ListenAddress } from "./config.js"
+import type { ListenAddress, TlsFiles } from "./config.js"
 import {
   answerImmutable,
   type ClientPolicy,
@@ -19,6 +19,7 @@ import {
 } from "./http.js"
 import { ListenFailed } from "./listen.js"
 import { makeRateLimiter, type RateLimitSettings } from "./rate-limit.js"
+import { makeApiNodeServer } from "./tls.js"
 
 /**
  * The `HttpServer` of the API: @effect/platform-node's listener (listen, address,
@@ -71,14 +72,16 @@ const listener = (
  */
 export const ApiServerLive = (options: {
   readonly listen: ListenAddress
+  readonly tls: Option.Option<TlsFiles>
   readonly shutdownTimeout: Duration.Duration
   readonly routes: RouteTable
   readonly tracing: boolean
   readonly trustedProxies: TrustedProxies
   readonly rateLimits: RateLimitSettings
 }) =>
-  Layer.suspend(() => {
-    const server = http.createServer({
+  Layer.unwrapScoped(Effect.gen(function*() {
+    // HTTPS when TLS files are configured (tls.ts); otherwise plain HTTP.
+    const server = yield* makeApiNodeServer(options.tls, {
       // Large parts stream for minutes; only the header phase gets a deadline.
       requestTimeout: 0,
       headersTimeout: 30_000
@@ -143,4 +146,4 @@ export const ApiServerLive = (options: {
         )
       )
     )
-  })
+  }))

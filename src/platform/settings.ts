@@ -45,6 +45,23 @@ export const settings = [
   },
   {
     section: "Server",
+    flag: "tls-cert-file",
+    env: "IMGSRV_TLS_CERT_FILE",
+    default: "",
+    kind: "path",
+    description:
+      "PEM certificate (chain) for `--listen`: with `--tls-key-file`, imgsrv serves HTTPS itself (TLS 1.2 and 1.3) and re-reads both files on SIGHUP. Empty: plain HTTP (terminate TLS in a proxy)."
+  },
+  {
+    section: "Server",
+    flag: "tls-key-file",
+    env: "IMGSRV_TLS_KEY_FILE",
+    default: "",
+    kind: "path",
+    description: "PEM private key of `--tls-cert-file` (set both or neither)."
+  },
+  {
+    section: "Server",
     flag: "node-name",
     env: "IMGSRV_NODE_NAME",
     default: "",

@@ -1,19 +1,20 @@
 import { Effect } from "effect"
 import { createHash, type Hash } from "node:crypto"
-import { INCUS_METADATA_ATTACHMENT, type ManifestRows } from "../catalog/schema.js"
+import { ARTIFACT_FILE_NAMES, INCUS_METADATA_ATTACHMENT, type ManifestRows } from "../catalog/schema.js"
 import { BlobStore, readAll } from "../platform/blob-store/blob-store.js"
 import { casKey } from "../platform/blob-store/keys.js"
 import { digestHex, type Sha256Digest } from "../platform/digest.js"
-import { diskPath, metadataPath } from "../streams/schema.js"
+import { metadataPath, rootFtypeOf, rootPath } from "../streams/schema.js"
 import { StepFailed } from "./errors.js"
 import type { ProjectionRow } from "./schema.js"
 
 /**
  * The `incus_index` step's work (domain.md §5.1): for every eligible artifact of the
- * frozen manifest — format `qcow2` with an attachment named exactly `incus.tar.xz` —
- * one Simple Streams row whose combined hash is SHA-256 over the metadata bytes
- * immediately followed by the disk bytes, read from the blob store in one streaming
- * pass through a single hasher (constant memory, whatever the image size).
+ * frozen manifest — format `qcow2` (a VM disk) or `squashfs` (a container rootfs) with an
+ * attachment named exactly `incus.tar.xz` (the metadata tarball) — one Simple Streams row
+ * whose combined hash, the image fingerprint, is SHA-256 over the metadata bytes
+ * immediately followed by the root file's bytes, read from the blob store in one
+ * streaming pass through a single hasher (constant memory, whatever the image size).
  */
 
 interface BlobRef {
@@ -24,9 +25,10 @@ interface BlobRef {
 /** Eligible artifacts with their metadata attachment, in manifest order. */
 export const eligibleArtifacts = (manifest: ManifestRows) =>
   manifest.artifacts.flatMap(({ artifact, attachments }) => {
-    if (artifact.format !== "qcow2") return []
+    const rootFtype = rootFtypeOf(artifact.format)
+    if (rootFtype === undefined) return []
     const metadata = attachments.find((t) => t.name === INCUS_METADATA_ATTACHMENT)
-    return metadata === undefined ? [] : [{ artifact, metadata }]
+    return metadata === undefined ? [] : [{ artifact, metadata, rootFtype }]
   })
 
 /**
@@ -66,17 +68,17 @@ const hashInto = (hash: Hash, blob: BlobRef) =>
     })
   )
 
-/** SHA-256 over `metadata ‖ disk`, as bare lower-case hex. */
-export const combinedSha256 = (metadata: BlobRef, disk: BlobRef): Effect.Effect<string, StepFailed, BlobStore> =>
+/** SHA-256 over `metadata ‖ root`, as bare lower-case hex. */
+export const combinedSha256 = (metadata: BlobRef, root: BlobRef): Effect.Effect<string, StepFailed, BlobStore> =>
   Effect.suspend(() => {
     const hash = createHash("sha256")
     return hashInto(hash, metadata).pipe(
-      Effect.zipRight(hashInto(hash, disk)),
+      Effect.zipRight(hashInto(hash, root)),
       Effect.map(() => hash.digest("hex"))
     )
   }).pipe(
     Effect.withSpan("publishing.combinedSha256", {
-      attributes: { "imgsrv.bytes": metadata.sizeBytes + disk.sizeBytes }
+      attributes: { "imgsrv.bytes": metadata.sizeBytes + root.sizeBytes }
     })
   )
 
@@ -87,31 +89,32 @@ export const computeProjection = (
   Effect.gen(function*() {
     const image = manifest.image.name
     const version = manifest.version.version
-    // The same (metadata, disk) pair is hashed once per run.
+    // The same (metadata, root) pair is hashed once per run.
     const memo = new Map<string, string>()
     const rows: Array<ProjectionRow> = []
-    for (const { artifact, metadata } of eligibleArtifacts(manifest)) {
+    for (const { artifact, metadata, rootFtype } of eligibleArtifacts(manifest)) {
       const meta: BlobRef = { digest: metadata.blob_digest as Sha256Digest, sizeBytes: metadata.blob_size_bytes }
-      const disk: BlobRef = {
+      const root: BlobRef = {
         digest: artifact.primary_blob_digest as Sha256Digest,
         sizeBytes: artifact.primary_blob_size_bytes
       }
-      const key = `${meta.digest}|${disk.digest}`
+      const key = `${meta.digest}|${root.digest}`
       let combined = memo.get(key)
       if (combined === undefined) {
-        combined = yield* combinedSha256(meta, disk)
+        combined = yield* combinedSha256(meta, root)
         memo.set(key, combined)
       }
       rows.push({
         artifactId: artifact.id,
         versionId: manifest.version.id,
         metadataAttachmentId: metadata.id,
-        metadataPath: metadataPath(image, version, artifact.id, metadata.id),
-        diskPath: diskPath(image, version, artifact.id),
+        metadataPath: metadataPath(image, version, artifact.id, metadata.id, metadata.name),
+        rootFtype,
+        rootPath: rootPath(image, version, artifact.id, ARTIFACT_FILE_NAMES[artifact.format]),
         metadataSha256: digestHex(meta.digest),
         metadataSizeBytes: meta.sizeBytes,
-        diskSha256: digestHex(disk.digest),
-        diskSizeBytes: disk.sizeBytes,
+        rootSha256: digestHex(root.digest),
+        rootSizeBytes: root.sizeBytes,
         combinedSha256: combined
       })
     }

@@ -317,12 +317,13 @@ export const PublishRepositoryLive = Layer.effect(
               version_id: r.versionId,
               metadata_attachment_id: r.metadataAttachmentId,
               metadata_path: r.metadataPath,
-              disk_path: r.diskPath,
+              root_ftype: r.rootFtype,
+              root_path: r.rootPath,
               metadata_sha256: r.metadataSha256,
               metadata_size_bytes: r.metadataSizeBytes,
-              disk_sha256: r.diskSha256,
-              disk_size_bytes: r.diskSizeBytes,
-              combined_disk_kvm_img_sha256: r.combinedSha256
+              root_sha256: r.rootSha256,
+              root_size_bytes: r.rootSizeBytes,
+              combined_sha256: r.combinedSha256
             })))
           }`
         })),

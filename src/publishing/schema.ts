@@ -1,6 +1,7 @@
 import { Schema } from "effect"
 import { UuidParam, UuidString } from "../platform/params.js"
 import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
+import type { RootFtype } from "../streams/schema.js"
 
 /**
  * Publish jobs and their steps (api.md §2.1 PublishJob/PublishJobStep, §2.9, §3.3).
@@ -115,17 +116,22 @@ export interface ClaimedStep {
   readonly version: string
 }
 
-/** One Simple Streams row computed by `incus_index` (incus_projection_items). */
+/**
+ * One Simple Streams row computed by `incus_index` (incus_projection_items): an Incus
+ * image, i.e. a metadata tarball and a root file (VM disk or container rootfs).
+ */
 export interface ProjectionRow {
   readonly artifactId: string
   readonly versionId: string
   readonly metadataAttachmentId: string
   readonly metadataPath: string
-  readonly diskPath: string
+  readonly rootFtype: RootFtype
+  readonly rootPath: string
   readonly metadataSha256: string
   readonly metadataSizeBytes: number
-  readonly diskSha256: string
-  readonly diskSizeBytes: number
+  readonly rootSha256: string
+  readonly rootSizeBytes: number
+  /** sha256(metadata ‖ root): the image's fingerprint. */
   readonly combinedSha256: string
 }
 

@@ -6,7 +6,7 @@ import { CatalogRepository } from "../catalog/repository.js"
 import { INCUS_METADATA_ATTACHMENT } from "../catalog/schema.js"
 import { currentTraceParent } from "../platform/tracing.js"
 import { makeWakeSignal, type WakeSignal } from "../platform/worker.js"
-import { productName } from "../streams/schema.js"
+import { productName, type RootFtype, rootFtypeOf } from "../streams/schema.js"
 import { PublishJobNotFound, PublishJobNotRetryable, PublishPreconditionFailed } from "./errors.js"
 import { type ArtifactBlobFact, type AttachmentBlobFact, PublishRepository } from "./repository.js"
 import type { JobWithSteps } from "./schema.js"
@@ -29,11 +29,13 @@ const describeArtifact = (a: ArtifactBlobFact) => `${a.operating_system}/${a.arc
  * - it has no artifact;
  * - an artifact or attachment cites a blob that is not a verified CAS blob of exactly
  *   the declared size (domain.md §2.3);
- * - two Incus images (qcow2 artifacts with an `incus.tar.xz` attachment) would get the
- *   same Simple Streams product name — e.g. `x86_64` and `amd64` twice, or two operating
- *   systems under one architecture and variant. The reference published such versions
- *   and then failed every Simple Streams request with a 500; refusing here, while the
- *   version can still be fixed, keeps the feed working.
+ * - two Incus images (qcow2 or squashfs artifacts with an `incus.tar.xz` attachment) of
+ *   the same type would land in the same Simple Streams product — e.g. `x86_64` and
+ *   `amd64` twice, or two operating systems under one architecture and variant — or a
+ *   container and a VM sharing a product disagree on the operating system (a product has
+ *   one). The reference published such versions and then failed every Simple Streams
+ *   request with a 500; refusing here, while the version can still be fixed, keeps the
+ *   feed working. A container and a VM of the same OS share a product, as intended.
  */
 export const publishabilityProblem = (
   image: string,
@@ -72,18 +74,27 @@ export const publishabilityProblem = (
   const withMetadata = new Set(
     facts.attachments.filter((t) => t.name === INCUS_METADATA_ATTACHMENT).map((t) => t.artifact_id)
   )
-  const products = new Map<string, ArtifactBlobFact>()
+  const products = new Map<string, Map<RootFtype, ArtifactBlobFact>>()
   for (const a of facts.artifacts) {
-    if (a.format !== "qcow2" || !withMetadata.has(a.id)) continue
+    const root = rootFtypeOf(a.format)
+    if (root === undefined || !withMetadata.has(a.id)) continue
     const product = productName(image, version, a.architecture, a.variant)
-    const other = products.get(product)
-    if (other !== undefined) {
+    const builds = products.get(product) ?? new Map<RootFtype, ArtifactBlobFact>()
+    const same = builds.get(root)
+    if (same !== undefined) {
       return Option.some(
-        `artifacts ${describeArtifact(other)} and ${describeArtifact(a)} would both be the Simple Streams ` +
-          `product ${product}; give them different variants`
+        `artifacts ${describeArtifact(same)} and ${describeArtifact(a)} would both be the ${root} image of the ` +
+          `Simple Streams product ${product}; give them different variants`
       )
     }
-    products.set(product, a)
+    const other = [...builds.values()].find((b) => b.operating_system !== a.operating_system)
+    if (other !== undefined) {
+      return Option.some(
+        `artifacts ${describeArtifact(other)} and ${describeArtifact(a)} would share the Simple Streams ` +
+          `product ${product} with different operating systems; give them the same one or different variants`
+      )
+    }
+    products.set(product, builds.set(root, a))
   }
   return Option.none()
 }

@@ -24,8 +24,10 @@ export const StreamsGroup = HttpApiGroup.make("streams")
       .addSuccess(NotModified)
       .annotate(
         OpenApi.Description,
-        "Simple Streams products: one product per published qcow2 artifact with an incus.tar.xz attachment, " +
-          "aliases resolved live. Strong ETag; If-None-Match → 304."
+        "Simple Streams products: one product per published image version, architecture and variant, offering " +
+          "a VM (qcow2 artifact → disk-kvm.img item) and/or a container (squashfs artifact → squashfs item), each " +
+          "with its incus.tar.xz attachment as incus.tar.xz and lxd.tar.xz items; aliases resolved live. " +
+          "Strong ETag; If-None-Match → 304."
       )
   )
   .annotate(

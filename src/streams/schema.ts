@@ -30,25 +30,57 @@ export const pathEscape = (segment: string): string =>
     return /^[A-Za-z0-9\-._~$&+:=@]$/.test(c) ? c : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`
   }).join("")
 
-/** Relative download path of an artifact (the `disk-kvm.img` item). */
-export const diskPath = (image: string, version: string, artifactId: string): string =>
-  `v1/images/${pathEscape(image)}/versions/${pathEscape(version)}/artifacts/${pathEscape(artifactId)}/download`
+const artifactBase = (image: string, version: string, artifactId: string) =>
+  `v1/images/${pathEscape(image)}/versions/${pathEscape(version)}/artifacts/${pathEscape(artifactId)}`
 
-/** Relative download path of an attachment (the `incus.tar.xz` item). */
-export const metadataPath = (image: string, version: string, artifactId: string, attachmentId: string): string =>
-  `v1/images/${pathEscape(image)}/versions/${pathEscape(version)}/artifacts/${pathEscape(artifactId)}` +
-  `/attachments/${pathEscape(attachmentId)}/download`
+/**
+ * Relative path of an artifact's bytes (the `disk-kvm.img` or `squashfs` item). It ends in
+ * the file name: `lxc image export REMOTE:x DIR/` names each file after its last segment.
+ */
+export const rootPath = (image: string, version: string, artifactId: string, fileName: string): string =>
+  `${artifactBase(image, version, artifactId)}/download/${pathEscape(fileName)}`
+
+/** Relative path of an attachment's bytes (the metadata items), ending in its file name. */
+export const metadataPath = (
+  image: string,
+  version: string,
+  artifactId: string,
+  attachmentId: string,
+  fileName: string
+): string =>
+  `${artifactBase(image, version, artifactId)}/attachments/${pathEscape(attachmentId)}/download/${pathEscape(fileName)}`
+
+/**
+ * The Incus root file of an image: a VM disk (`disk-kvm.img`, Incus image type
+ * `virtual-machine`) or a container's root filesystem (`squashfs`, type `container`).
+ */
+export type RootFtype = "disk-kvm.img" | "squashfs"
+
+/** The artifact formats that are Incus root files (with an `incus.tar.xz` attachment); others are not. */
+export const rootFtypeOf = (format: string): RootFtype | undefined =>
+  format === "qcow2" ? "disk-kvm.img" : format === "squashfs" ? "squashfs" : undefined
 
 // ---------------------------------------------------------------------------------
 // Documents (types only: they are rendered with sorted keys, see service.ts).
 // ---------------------------------------------------------------------------------
 
+/** The metadata tarball: Incus reads `incus.tar.xz`, LXD only `lxd.tar.xz` (same file, served as both). */
+export type MetadataFtype = "incus.tar.xz" | "lxd.tar.xz"
+
 export interface StreamItem {
-  readonly ftype: "incus.tar.xz" | "disk-kvm.img"
+  readonly ftype: MetadataFtype | RootFtype
   readonly path: string
   readonly size: number
   readonly sha256: string
+  /** On a metadata item: the fingerprint of the image it makes with a `disk-kvm.img` item. */
   readonly "combined_disk-kvm-img_sha256"?: string
+  /** On a metadata item: the fingerprint of the image it makes with a `squashfs` item. */
+  readonly combined_squashfs_sha256?: string
+  /**
+   * Legacy combined hash, set to the container fingerprint: LXD 2.x took it as the
+   * fingerprint of any root; Incus and LXD 5 read it only for a `root.tar.xz` root.
+   */
+  readonly combined_sha256?: string
 }
 
 export interface StreamProduct {

@@ -5,9 +5,12 @@ import { type AliasTarget, type StreamRow, StreamsRepository } from "./repositor
 import {
   incusArch,
   type IndexDocument,
+  type MetadataFtype,
   productName,
   type ProductsDocument,
+  type RootFtype,
   serialOf,
+  type StreamItem,
   type StreamProduct
 } from "./schema.js"
 
@@ -16,18 +19,26 @@ import {
  * the projection rows of published versions plus the live aliases, serialised like the
  * reference (sorted keys, two-space indent, trailing newline) and given a strong ETag.
  *
+ * A product is an image version for one architecture and variant; it offers up to two
+ * Incus images (builds), a container (`squashfs` root) and a VM (`disk-kvm.img` root),
+ * under the same aliases — as images.linuxcontainers.org does. Each build's metadata is
+ * served twice, as `incus.tar.xz` for Incus and as an identical `lxd.tar.xz` twin for LXD
+ * (which ignores `incus.tar.xz`; Incus ignores `lxd.tar.xz`), carrying the build's
+ * fingerprint in the combined-hash field its root type is read from.
+ *
  * Beyond the reference, three rules keep the feed usable by a real Incus client:
  * - Variants are honoured: the variant is part of the product name, so two artifacts
  *   that differ only by variant are two products (never a collision or a 500).
  * - Bare aliases (`<image>/<version>`, `<image>/<alias>`) go to one product per image
  *   version and architecture — the `default` variant, or else the first variant in
  *   code-point order; the other variants get `<image>/<version>/<variant>` and
- *   `<image>/<alias>/<variant>`. Incus registers each alias once per architecture, so
- *   this makes every alias resolve to a well-defined image.
+ *   `<image>/<alias>/<variant>`. Incus registers each alias once per type and
+ *   architecture, so this makes every alias resolve to a well-defined image.
  * - Fingerprints are unique: Incus identifies an image by the combined hash and refuses
- *   a fingerprint that two images share (streams.md §2.8 trap 9). Products with the
- *   same combined hash (the same metadata and disk published twice) are merged into
- *   the earliest-published one, which carries all of their aliases.
+ *   a fingerprint that two images share (streams.md §2.8 trap 9). Of the builds with the
+ *   same combined hash (the same metadata and root file published twice), the
+ *   earliest-published one stays; a product left with no build disappears and its
+ *   aliases go to the product of the build that stayed.
  */
 
 export interface RenderedDocument {
@@ -51,12 +62,15 @@ export const streamsRenderDuration = Metric.histogram(
 // Building products.
 // ---------------------------------------------------------------------------------
 
+/** A product being built: its builds (one Incus image each, at most one per root ftype). */
 interface Candidate {
   readonly name: string
+  /** The first build's row: image, version, OS and dates are the same for every build. */
   readonly row: StreamRow
   readonly arch: string
   readonly variant: string
   readonly publishedAt: Date
+  readonly builds: Map<RootFtype, StreamRow>
   aliases: Array<string>
 }
 
@@ -68,31 +82,46 @@ const aliasList = (
   rest: Iterable<string>
 ): Array<string> => [first, ...[...new Set(rest)].filter((a) => a !== first).sort(codePointCompare)]
 
+const groupBy = <A>(items: Iterable<A>, key: (a: A) => string): Map<string, Array<A>> => {
+  const groups = new Map<string, Array<A>>()
+  for (const item of items) {
+    const k = key(item)
+    const group = groups.get(k)
+    if (group === undefined) groups.set(k, [item])
+    else group.push(item)
+  }
+  return groups
+}
+
 /**
  * The products of the feed, keyed by product name, from the projection rows (already in
- * image, version, variant, architecture order) and the live aliases.
+ * image, version, variant, architecture, root ftype order) and the live aliases.
  */
 export const buildProducts = (
   rows: ReadonlyArray<StreamRow>,
   aliases: ReadonlyArray<AliasTarget>
 ): Effect.Effect<Map<string, Candidate>> =>
   Effect.gen(function*() {
-    const aliasesByVersion = new Map<string, Array<string>>()
-    for (const a of aliases) {
-      const list = aliasesByVersion.get(a.version_id) ?? []
-      list.push(a.alias)
-      aliasesByVersion.set(a.version_id, list)
-    }
-
     const candidates = new Map<string, Candidate>()
     for (const row of rows) {
       const name = productName(row.image_name, row.version, row.architecture, row.variant)
-      if (candidates.has(name)) {
-        // Publishing refuses versions whose Incus images collide; should one exist anyway,
-        // one product is dropped rather than failing the whole feed for every client.
-        yield* Effect.logError("simple streams: duplicate product name; keeping the first").pipe(
-          Effect.annotateLogs({ product: name, artifact_id: row.artifact_id })
-        )
+      const existing = candidates.get(name)
+      // Publishing refuses versions whose Incus images collide (two builds of one type, or
+      // a container and a VM that disagree on the OS); should one exist anyway, one build
+      // is dropped rather than failing the whole feed for every client.
+      if (existing !== undefined) {
+        const conflict = existing.builds.has(row.root_ftype)
+          ? `a second ${row.root_ftype} build`
+          : existing.row.operating_system !== row.operating_system
+          ? `operating system ${row.operating_system}, not ${existing.row.operating_system}`
+          : undefined
+        if (conflict !== undefined) {
+          yield* Effect.logError("simple streams: conflicting build in a product; keeping the first").pipe(
+            Effect.annotateLogs({ product: name, artifact_id: row.artifact_id, conflict })
+          )
+          continue
+        }
+        existing.builds.set(row.root_ftype, row)
         continue
       }
       candidates.set(name, {
@@ -101,53 +130,84 @@ export const buildProducts = (
         arch: incusArch(row.architecture),
         variant: row.variant,
         publishedAt: row.published_at ?? row.created_at,
+        builds: new Map([[row.root_ftype, row]]),
         aliases: []
       })
     }
 
     // Bare aliases: one product per (version, architecture).
-    const byVersionArch = new Map<string, Array<Candidate>>()
-    for (const c of candidates.values()) {
-      const key = `${c.row.version_id}|${c.arch}`
-      const group = byVersionArch.get(key) ?? []
-      group.push(c)
-      byVersionArch.set(key, group)
-    }
-    for (const group of byVersionArch.values()) {
+    const aliasesByVersion = groupBy(aliases, (a) => a.version_id)
+    for (const group of groupBy(candidates.values(), (c) => `${c.row.version_id}|${c.arch}`).values()) {
       const primary = group.find((c) => c.variant === "default") ??
         [...group].sort((a, b) => codePointCompare(a.variant, b.variant))[0]!
       for (const c of group) {
         const image = c.row.image_name
         const suffix = c === primary ? "" : `/${c.variant}`
         const live = aliasesByVersion.get(c.row.version_id) ?? []
-        c.aliases = aliasList(`${image}/${c.row.version}${suffix}`, live.map((alias) => `${image}/${alias}${suffix}`))
+        c.aliases = aliasList(
+          `${image}/${c.row.version}${suffix}`,
+          live.map(({ alias }) => `${image}/${alias}${suffix}`)
+        )
       }
     }
 
-    // One product per fingerprint: the earliest published keeps it and gathers the aliases.
-    const byFingerprint = new Map<string, Array<Candidate>>()
-    for (const c of candidates.values()) {
-      const group = byFingerprint.get(c.row.combined_disk_kvm_img_sha256) ?? []
-      group.push(c)
-      byFingerprint.set(c.row.combined_disk_kvm_img_sha256, group)
-    }
-    for (const group of byFingerprint.values()) {
+    // One build per fingerprint: the earliest published keeps it.
+    const builds = [...candidates.values()].flatMap((c) => [...c.builds.values()].map((row) => ({ c, row })))
+    for (const group of groupBy(builds, (b) => b.row.combined_sha256).values()) {
       if (group.length < 2) continue
-      group.sort((a, b) => a.publishedAt.getTime() - b.publishedAt.getTime() || codePointCompare(a.name, b.name))
-      const [survivor, ...merged] = group as [Candidate, ...Array<Candidate>]
-      survivor.aliases = aliasList(survivor.aliases[0]!, [
-        ...survivor.aliases.slice(1),
-        ...merged.flatMap((m) => m.aliases)
-      ])
-      for (const m of merged) candidates.delete(m.name)
+      group.sort((a, b) =>
+        a.c.publishedAt.getTime() - b.c.publishedAt.getTime() || codePointCompare(a.c.name, b.c.name) ||
+        codePointCompare(a.row.root_ftype, b.row.root_ftype)
+      )
+      const [survivor, ...merged] = group as [(typeof group)[number], ...typeof group]
+      for (const m of merged) {
+        m.c.builds.delete(m.row.root_ftype)
+        // A product left without builds lends its aliases to the survivor's. One that
+        // keeps another build keeps them: moving them would also point that build's
+        // type at the survivor's product.
+        if (m.c.builds.size > 0 || m.c === survivor.c) continue
+        survivor.c.aliases = aliasList(survivor.c.aliases[0]!, [
+          ...survivor.c.aliases.slice(1),
+          ...m.c.aliases
+        ])
+        candidates.delete(m.c.name)
+      }
     }
     return candidates
   })
+
+/** The combined-hash fields a metadata item carries for its root ftype (what Incus and LXD read). */
+const fingerprintFields = (row: StreamRow): Partial<StreamItem> =>
+  row.root_ftype === "disk-kvm.img"
+    ? { "combined_disk-kvm-img_sha256": row.combined_sha256 }
+    : { combined_squashfs_sha256: row.combined_sha256, combined_sha256: row.combined_sha256 }
+
+/**
+ * The items of one build: the metadata (as `incus.tar.xz` and `lxd.tar.xz`) and the root.
+ * Item keys are the ftypes; in a product with two builds the metadata keys also name the
+ * root they belong to (`incus.tar.xz@squashfs`), since both builds have metadata.
+ */
+const buildItems = (row: StreamRow, shared: boolean): Record<string, StreamItem> => {
+  const metadata = (ftype: MetadataFtype): StreamItem => ({
+    ftype,
+    path: row.metadata_path,
+    size: row.metadata_size_bytes,
+    sha256: row.metadata_sha256,
+    ...fingerprintFields(row)
+  })
+  const key = (ftype: MetadataFtype) => shared ? `${ftype}@${row.root_ftype}` : ftype
+  return {
+    [key("incus.tar.xz")]: metadata("incus.tar.xz"),
+    [key("lxd.tar.xz")]: metadata("lxd.tar.xz"),
+    [row.root_ftype]: { ftype: row.root_ftype, path: row.root_path, size: row.root_size_bytes, sha256: row.root_sha256 }
+  }
+}
 
 const toProduct = (c: Candidate): StreamProduct => {
   const title = c.row.display_name !== null && c.row.display_name.trim() !== ""
     ? c.row.display_name
     : `${c.row.image_name} ${c.row.version}`
+  const builds = [...c.builds.values()]
   return {
     aliases: c.aliases.join(","),
     arch: c.arch,
@@ -158,21 +218,7 @@ const toProduct = (c: Candidate): StreamProduct => {
     requirements: {},
     versions: {
       [serialOf(c.publishedAt)]: {
-        items: {
-          "incus.tar.xz": {
-            ftype: "incus.tar.xz",
-            path: c.row.metadata_path,
-            size: c.row.metadata_size_bytes,
-            sha256: c.row.metadata_sha256,
-            "combined_disk-kvm-img_sha256": c.row.combined_disk_kvm_img_sha256
-          },
-          "disk-kvm.img": {
-            ftype: "disk-kvm.img",
-            path: c.row.disk_path,
-            size: c.row.disk_size_bytes,
-            sha256: c.row.disk_sha256
-          }
-        }
+        items: Object.assign({}, ...builds.map((row) => buildItems(row, builds.length > 1)))
       }
     }
   }
@@ -189,19 +235,33 @@ const isSafeRelativePath = (path: string) =>
   path !== "" && !path.startsWith("/") && !path.includes("://") &&
   !path.split("/").some((segment) => segment === "" || segment === "." || segment === "..")
 
+const METADATA_FTYPES: ReadonlyArray<string> = ["incus.tar.xz", "lxd.tar.xz"] satisfies Array<MetadataFtype>
+const ROOT_FTYPES: ReadonlyArray<string> = ["disk-kvm.img", "squashfs"] satisfies Array<RootFtype>
+
 export const productProblems = (product: StreamProduct): ReadonlyArray<string> => {
   const problems: Array<string> = []
   const versionKeys = Object.keys(product.versions)
   if (versionKeys.length !== 1 || !/^\d{8}/.test(versionKeys[0]!)) problems.push("version key is not YYYYMMDD...")
   for (const version of Object.values(product.versions)) {
-    for (const [key, item] of Object.entries(version.items)) {
-      if (item.ftype !== key) problems.push(`item ${key} has ftype ${item.ftype}`)
+    const items = Object.entries(version.items)
+    for (const [key, item] of items) {
+      if (!METADATA_FTYPES.includes(item.ftype) && !ROOT_FTYPES.includes(item.ftype)) {
+        problems.push(`item ${key} has ftype ${item.ftype}`)
+      }
       if (!isSafeRelativePath(item.path)) problems.push(`item ${key} path is not a safe relative path`)
       if (!Number.isSafeInteger(item.size) || item.size < 0) problems.push(`item ${key} size is not an integer`)
       if (!HEX64.test(item.sha256)) problems.push(`item ${key} sha256 is not 64 hex characters`)
     }
-    const combined = version.items["incus.tar.xz"]?.["combined_disk-kvm-img_sha256"]
-    if (combined === undefined || !HEX64.test(combined)) problems.push("missing combined_disk-kvm-img_sha256")
+    // Each root needs metadata of both ftypes carrying its fingerprint, or that client skips the image.
+    for (const [, root] of items.filter(([, item]) => ROOT_FTYPES.includes(item.ftype))) {
+      const field = root.ftype === "disk-kvm.img" ? "combined_disk-kvm-img_sha256" : "combined_squashfs_sha256"
+      for (const ftype of METADATA_FTYPES) {
+        if (!items.some(([, item]) => item.ftype === ftype && HEX64.test(item[field] ?? ""))) {
+          problems.push(`no ${ftype} item with ${field} for the ${root.ftype} item`)
+        }
+      }
+    }
+    if (!items.some(([, item]) => ROOT_FTYPES.includes(item.ftype))) problems.push("no disk-kvm.img or squashfs item")
   }
   if (product.aliases.includes(" ")) problems.push("aliases contain spaces")
   return problems

@@ -321,6 +321,10 @@ describe("anonymous routes", () => {
         `${version}/artifacts/${artifact.id}/download`,
       "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download":
         `${version}/artifacts/${artifact.id}/attachments/${artifact.attachments[0]}/download`,
+      "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download/{file_name}":
+        `${version}/artifacts/${artifact.id}/download/disk.qcow2`,
+      "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download/{file_name}":
+        `${version}/artifacts/${artifact.id}/attachments/${artifact.attachments[0]}/download/incus.tar.xz`,
       "GET /v1/images/{name}/aliases": "/v1/images/anonymous-reads/aliases",
       "GET /v1/images/{name}/aliases/{alias}": "/v1/images/anonymous-reads/aliases/latest"
     }

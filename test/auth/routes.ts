@@ -170,6 +170,8 @@ export const ANONYMOUS_ROUTES: ReadonlyArray<string> = [
   "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}",
   "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download",
   "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download",
+  "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download/{file_name}",
+  "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download/{file_name}",
   "GET /v1/images/{name}/aliases",
   "GET /v1/images/{name}/aliases/{alias}"
 ]

@@ -234,6 +234,22 @@ describe("artifacts and attachments", () => {
     )
   })
 
+  it("accept every format, squashfs (container roots) included, and name them all when refusing one", async () => {
+    await createImage(app, writer, "formats")
+    await createDraft(app, writer, "formats", "1")
+    for (const format of ["raw", "raw.gz", "qcow2", "squashfs"]) {
+      expect((await addArtifact(app, writer, "formats", "1", { blob, format })).format).toBe(format)
+    }
+    const refused = await expectProblem(
+      await app.request("POST", "/v1/images/formats/versions/1/artifacts", {
+        token: writer,
+        json: { ...artifactBody({ blob }), format: "vmdk" }
+      }),
+      400
+    )
+    expect(refused.detail).toBe("invalid JSON request body: format: format must be one of raw, raw.gz, qcow2, squashfs")
+  })
+
   it("attach blobs by name, refuse duplicates and foreign artifacts, and delete in cascade", async () => {
     await createImage(app, writer, "att")
     await createDraft(app, writer, "att", "1")

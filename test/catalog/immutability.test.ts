@@ -95,7 +95,7 @@ describe("a published manifest in the database", () => {
         "UPDATE image_versions SET state = 'draft', published_at = NULL WHERE id = $1",
         "UPDATE image_versions SET published_at = now() WHERE id = $1",
         "DELETE FROM image_versions WHERE id = $1",
-        "UPDATE incus_projection_items SET disk_size_bytes = 1 WHERE version_id = $1",
+        "UPDATE incus_projection_items SET root_size_bytes = 1 WHERE version_id = $1",
         "DELETE FROM incus_projection_items WHERE version_id = $1"
       ]
     ) {
@@ -151,9 +151,9 @@ describe("projection rows", () => {
     await withDatabase(app, (c) => c.query("UPDATE image_versions SET state = 'publishing' WHERE id = $1", [draft.id]))
     const insert = (artifact: string, attachment: string) =>
       refusal(
-        `INSERT INTO incus_projection_items (artifact_id, version_id, metadata_attachment_id, metadata_path, disk_path,
-           metadata_sha256, metadata_size_bytes, disk_sha256, disk_size_bytes, combined_disk_kvm_img_sha256)
-         VALUES ($1, $2, $3, 'm', 'd', $4, 1, $4, 1, $4)`,
+        `INSERT INTO incus_projection_items (artifact_id, version_id, metadata_attachment_id, metadata_path, root_path,
+           metadata_sha256, metadata_size_bytes, root_sha256, root_size_bytes, combined_sha256, root_ftype)
+         VALUES ($1, $2, $3, 'm', 'd', $4, 1, $4, 1, $4, 'disk-kvm.img')`,
         [artifact, draft.id, attachment, blob.hex]
       )
     // Another version's artifact, under this version.

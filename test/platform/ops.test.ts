@@ -111,7 +111,10 @@ describe("every response", () => {
       const route of [
         "/v1/blobs/{digest}",
         "/v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download",
-        "/v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download"
+        "/v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download",
+        // The same downloads under their file names (Simple Streams item paths).
+        "/v1/images/{name}/versions/{version}/artifacts/{artifact_id}/download/{file_name}",
+        "/v1/images/{name}/versions/{version}/artifacts/{artifact_id}/attachments/{attachment_id}/download/{file_name}"
       ]
     ) {
       expect(Object.keys(paths[route]?.get?.responses ?? {}), route).toEqual(

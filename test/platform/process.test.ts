@@ -197,7 +197,15 @@ describe("the imgsrv process", () => {
     const proc = spawnImgsrv({ args: ["--help"] })
     await proc.exited
     for (
-      const flag of ["--listen", "--postgres-url", "--s3-secret-access-key", "--publish-job-lease", "--otel-endpoint"]
+      const flag of [
+        "--listen",
+        "--tls-cert-file",
+        "--tls-key-file",
+        "--postgres-url",
+        "--s3-secret-access-key",
+        "--publish-job-lease",
+        "--otel-endpoint"
+      ]
     ) {
       expect(proc.stdout()).toContain(flag)
     }

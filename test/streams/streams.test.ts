@@ -86,7 +86,7 @@ describe("Simple Streams documents", () => {
     )
   })
 
-  it("render the tutorial image byte for byte as spec/streams.md §3 shows it", async () => {
+  it("render the tutorial image byte for byte as spec/streams.md §3 shows it, with the lxd.tar.xz twin", async () => {
     const blobs = {
       meta: await seedBlob(app, encoder.encode("incus metadata bytes")),
       disk: await seedBlob(app, encoder.encode("qcow2 disk bytes"))
@@ -118,14 +118,21 @@ describe("Simple Streams documents", () => {
           "items": {
             "disk-kvm.img": {
               "ftype": "disk-kvm.img",
-              "path": "v1/images/tutorial/versions/0.1.0/artifacts/${art}/download",
+              "path": "v1/images/tutorial/versions/0.1.0/artifacts/${art}/download/disk.qcow2",
               "sha256": "9a29574a88979879188427349329f1159792e16bac20847247e5d901829408a5",
               "size": 16
             },
             "incus.tar.xz": {
               "combined_disk-kvm-img_sha256": "221253ccd912c915a99c12034293225a76620367dbf2e0a3e5e89e8cb41843d8",
               "ftype": "incus.tar.xz",
-              "path": "v1/images/tutorial/versions/0.1.0/artifacts/${art}/attachments/${att}/download",
+              "path": "v1/images/tutorial/versions/0.1.0/artifacts/${art}/attachments/${att}/download/incus.tar.xz",
+              "sha256": "270c79454350fb789bed59327984dc2b5d98eeaf100c202e21e1dfa7726e5845",
+              "size": 20
+            },
+            "lxd.tar.xz": {
+              "combined_disk-kvm-img_sha256": "221253ccd912c915a99c12034293225a76620367dbf2e0a3e5e89e8cb41843d8",
+              "ftype": "lxd.tar.xz",
+              "path": "v1/images/tutorial/versions/0.1.0/artifacts/${art}/attachments/${att}/download/incus.tar.xz",
               "sha256": "270c79454350fb789bed59327984dc2b5d98eeaf100c202e21e1dfa7726e5845",
               "size": 20
             }
@@ -140,7 +147,7 @@ describe("Simple Streams documents", () => {
     expect((await docs.index()).index.images.products).toEqual(["tutorial:0.1.0:amd64:default"])
   })
 
-  it("list only published qcow2 artifacts with an incus.tar.xz attachment", async () => {
+  it("list only published qcow2 or squashfs artifacts with an incus.tar.xz attachment", async () => {
     const raw = await pair(app, "raw")
     const bare = await pair(app, "bare")
     await publishVersion(app, token, {
@@ -169,15 +176,15 @@ describe("Simple Streams documents", () => {
     expect((await waitForJob(app, token, job.id)).state).toBe("failed")
     await withDatabase(app, (c) =>
       c.query(
-        `INSERT INTO incus_projection_items (artifact_id, version_id, metadata_attachment_id, metadata_path, disk_path,
-           metadata_sha256, metadata_size_bytes, disk_sha256, disk_size_bytes, combined_disk_kvm_img_sha256)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $6)`,
+        `INSERT INTO incus_projection_items (artifact_id, version_id, metadata_attachment_id, metadata_path, root_path,
+           metadata_sha256, metadata_size_bytes, root_sha256, root_size_bytes, combined_sha256, root_ftype)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $6, 'disk-kvm.img')`,
         [
           stuckArtifact.id,
           job.version_id,
           stuckMeta.id,
-          `v1/images/elig/versions/3-stuck/artifacts/${stuckArtifact.id}/attachments/${stuckMeta.id}/download`,
-          `v1/images/elig/versions/3-stuck/artifacts/${stuckArtifact.id}/download`,
+          `v1/images/elig/versions/3-stuck/artifacts/${stuckArtifact.id}/attachments/${stuckMeta.id}/download/incus.tar.xz`,
+          `v1/images/elig/versions/3-stuck/artifacts/${stuckArtifact.id}/download/disk.qcow2`,
           stuck.meta.hex,
           stuck.meta.size,
           stuck.disk.hex,
@@ -293,7 +300,7 @@ describe("Simple Streams documents", () => {
     expect(flow).toMatchObject({ arch: "amd64", os: "linux", release: "20260511_0524", variant: "secureboot" })
     expect(flow.aliases).toBe("incus-flow/20260511_0524,incus-flow/latest")
     const [version] = Object.values(flow.versions)
-    expect(Object.keys(version!.items).sort()).toEqual(["disk-kvm.img", "incus.tar.xz"])
+    expect(Object.keys(version!.items).sort()).toEqual(["disk-kvm.img", "incus.tar.xz", "lxd.tar.xz"])
   })
 
   it("keep fingerprints unique: the same metadata and disk published twice is one product with both aliases", async () => {
@@ -328,15 +335,21 @@ describe("Simple Streams documents", () => {
       expect(keys).toHaveLength(1)
       expect(keys[0]).toMatch(/^\d{8}_\d{2}:\d{2}$/)
       const items = product.versions[keys[0]!]!.items
-      expect(Object.keys(items).sort()).toEqual(["disk-kvm.img", "incus.tar.xz"])
+      expect(Object.keys(items).sort()).toEqual(["disk-kvm.img", "incus.tar.xz", "lxd.tar.xz"])
       for (const [key, item] of Object.entries(items)) {
         expect(item.ftype).toBe(key)
         expect(Number.isSafeInteger(item.size)).toBe(true)
         expect(item.sha256).toMatch(/^[0-9a-f]{64}$/)
         expect(item.path).toMatch(
-          /^v1\/images\/[^/]+\/versions\/[^/]+\/artifacts\/[0-9a-f-]{36}\/(attachments\/[0-9a-f-]{36}\/)?download$/
+          /^v1\/images\/[^/]+\/versions\/[^/]+\/artifacts\/[0-9a-f-]{36}\/(attachments\/[0-9a-f-]{36}\/)?download\/[^/]+$/
         )
       }
+      // Distinct last segments: `lxc image export REMOTE:x DIR/` names the files after them.
+      expect(items["incus.tar.xz"]!.path.split("/").pop()).toBe("incus.tar.xz")
+      expect(items["disk-kvm.img"]!.path.split("/").pop()).toBe("disk.qcow2")
+      const { ftype: _incus, ...incus } = items["incus.tar.xz"]!
+      const { ftype: _lxd, ...lxd } = items["lxd.tar.xz"]!
+      expect(lxd).toEqual(incus)
       const fingerprint = items["incus.tar.xz"]!["combined_disk-kvm-img_sha256"]!
       expect(fingerprint).toMatch(/^[0-9a-f]{64}$/)
       expect(fingerprints.has(fingerprint), `duplicate fingerprint in ${name}`).toBe(false)

@@ -176,18 +176,20 @@ const problemOf = (citation: Citation): string | undefined => {
 }
 
 describe("docs/reference citations", () => {
-  const citations = ["src", "test", "migrations", "scripts"].flatMap((dir) =>
-    sourceFiles(path.join(root, dir)).flatMap((file) =>
-      citationsIn(path.relative(root, file), readFileSync(file, "utf8"))
-    )
-  )
+  // The two maps of the code cite the contract too; a newcomer follows those citations first.
+  const maps = ["ARCHITECTURE.md", "CONTRIBUTING.md"].map((file) => path.join(root, file))
+  const citations = [
+    ...["src", "test", "migrations", "scripts"].flatMap((dir) => sourceFiles(path.join(root, dir))),
+    ...maps
+  ]
+    .flatMap((file) => citationsIn(path.relative(root, file), readFileSync(file, "utf8")))
 
   it("are found in the code (the scan itself works)", () => {
     expect(citations.length).toBeGreaterThan(60)
     expect(citations.some((c) => c.page === "auth" && c.items.length > 0)).toBe(true)
   })
 
-  it("every `<page>.md §N` in src/, test/, migrations/ and scripts/ names a heading of docs/reference/<page>.md", () => {
+  it("every `<page>.md §N` in src/, test/, migrations/, scripts/, ARCHITECTURE.md and CONTRIBUTING.md names a heading of docs/reference/<page>.md", () => {
     const broken = citations.flatMap((citation) => {
       const problem = problemOf(citation)
       return problem === undefined ? [] : [`${citation.file}:${citation.line} ${citation.text}: ${problem}`]

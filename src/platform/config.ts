@@ -379,7 +379,7 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       ),
       lease: yield* parsePositiveDuration("cas-promotion-lease", raw["cas-promotion-lease"])
     }
-    // The publish worker has no backoff flags (spec/config.md); it shares the
+    // The publish worker has no backoff flags (domain.md §6.2, §6.3); it shares the
     // promotion worker's error handling constants, which are the reference's defaults.
     const publishWorker: WorkerLoopSettings = {
       enabled: yield* parseBoolean("publish-worker-enabled", raw["publish-worker-enabled"]),

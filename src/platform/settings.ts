@@ -2,7 +2,7 @@
  * Every runtime setting of imgsrv, as data: flag, environment variable, default and
  * meaning. `cli.ts` builds the command line from this table, `config.ts` parses the
  * values, and the README's configuration table is checked against it by a test, so
- * the three cannot drift apart. Authoritative source: `spec/config.md`.
+ * the three cannot drift apart. The contract (domain.md §6.2) defers to this table.
  */
 
 export type SettingKind =

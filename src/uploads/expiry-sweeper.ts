@@ -9,7 +9,7 @@ import { UploadRepository } from "./repository.js"
 import type { UploadSession } from "./schema.js"
 
 /**
- * The expiry sweeper (beyond the reference, spec README "deliberate improvements"): a
+ * The expiry sweeper (an imgsrv decision beyond the reference, domain.md §3.6): a
  * session past `expires_at` that still accepts parts (`created`/`uploading`) becomes
  * `aborted`, its storage multipart upload is aborted and any staging object deleted, so
  * abandoned uploads leak neither parts nor rows.

@@ -9,6 +9,11 @@ import { describe, expect, it } from "vitest"
  * `streams.md §2.8 trap 9`. Every cited number must be a heading number of that page, and
  * every cited list item a numbered item of that section, so that a reader who follows a
  * citation finds what it names.
+ *
+ * The looser forms older comments use are held to the same rule rather than ignored: any
+ * page name (`lifecycle.md §2` must name an existing page), `<page> spec §7.2`, a bare page
+ * (`spec/config.md`, `docs/reference/auth.md`) and a section named by its title
+ * (`spec README "deliberate improvements"`).
  */
 
 const root = fileURLToPath(new URL("../../", import.meta.url))
@@ -50,7 +55,10 @@ interface Citation {
   readonly file: string
   readonly line: number
   readonly page: string
-  readonly section: string
+  /** The cited heading number; undefined when the whole page (or a titled heading) is cited. */
+  readonly section: string | undefined
+  /** A heading cited by its title instead of its number. */
+  readonly title?: string | undefined
   /** Numbered list items cited in the section (`items 1–7, 9` → 1, 7, 9). */
   readonly items: ReadonlyArray<number>
   readonly text: string
@@ -59,10 +67,15 @@ interface Citation {
 const NUMBER = String.raw`\d+(?:\.\d+)*`
 const ITEMS = String.raw`\s+(?:items?|steps?|traps?)\s+\d+(?:[–-]\d+)?(?:,\s*\d+(?:[–-]\d+)?)*`
 const REFERENCE = String.raw`§${NUMBER}(?:[–-]${NUMBER})?(?:${ITEMS})?`
-const CITATION = new RegExp(
-  String.raw`\b(api|auth|config|domain|streams)\.md((?:[\s,;]*${REFERENCE})+)`,
-  "g"
-)
+const REFERENCES = String.raw`((?:[\s,;]*${REFERENCE})+)`
+/** `api.md §2.3`, `spec/lifecycle.md §1`: any page name, so a citation of a missing page is caught. */
+const CITATION = new RegExp(String.raw`(?<![\w-])([A-Za-z][\w-]*)\.md${REFERENCES}`, "g")
+/** `domain spec §7.2`: the page named before the word "spec". */
+const SPEC_CITATION = new RegExp(String.raw`\b([a-z]+) spec${REFERENCES}`, "g")
+/** `spec/config.md`, `docs/reference/auth.md` with no `§`: the page itself must exist. */
+const PAGE_CITATION = /\b(?:spec|docs\/reference)\/([\w-]+)\.md\b(?![\s,;]*§)/g
+/** `spec README "deliberate improvements"`: a heading named by its title. */
+const TITLE_CITATION = /\bspec(?:\/| )(README|[\w-]+\.md)(?:\s+"([^"]+)")?/g
 
 /** `2.5` to `8` in `§2.5–8` means 2.8: the end replaces the start's last components. */
 const rangeEnd = (start: string, end: string): string => {
@@ -74,8 +87,26 @@ const rangeEnd = (start: string, end: string): string => {
 /** Every citation in `text`, one per cited section (both ends of a range). */
 const citationsIn = (file: string, text: string): ReadonlyArray<Citation> => {
   const found: Array<Citation> = []
-  for (const match of text.matchAll(CITATION)) {
-    const line = text.slice(0, match.index).split("\n").length
+  const lineOf = (index: number | undefined) => text.slice(0, index).split("\n").length
+  for (const match of text.matchAll(PAGE_CITATION)) {
+    found.push({ file, line: lineOf(match.index), page: match[1]!, section: undefined, items: [], text: match[0] })
+  }
+  for (const match of text.matchAll(TITLE_CITATION)) {
+    const page = match[1]!.replace(/\.md$/, "")
+    // `spec/auth.md §3` is a numbered citation, read below; only the README and titles are new here.
+    if (page !== "README" && match[2] === undefined) continue
+    found.push({
+      file,
+      line: lineOf(match.index),
+      page,
+      section: undefined,
+      title: match[2],
+      items: [],
+      text: match[0]
+    })
+  }
+  for (const match of [...text.matchAll(CITATION), ...text.matchAll(SPEC_CITATION)]) {
+    const line = lineOf(match.index)
     const page = match[1]!
     for (const reference of match[2]!.matchAll(new RegExp(REFERENCE, "g"))) {
       const parts = new RegExp(String.raw`^§(${NUMBER})(?:[–-](${NUMBER}))?(?:\s+\w+\s+(.*))?$`).exec(
@@ -103,6 +134,7 @@ const sourceFiles = (dir: string): ReadonlyArray<string> =>
   })
 
 const pages = new Map<string, ReadonlyMap<string, Section> | undefined>()
+const headingTitles = new Map<string, ReadonlyArray<string>>()
 const pageSections = (page: string) => {
   if (!pages.has(page)) {
     let text: string | undefined
@@ -112,6 +144,7 @@ const pageSections = (page: string) => {
       text = undefined
     }
     pages.set(page, text === undefined ? undefined : sectionsOf(text))
+    headingTitles.set(page, text === undefined ? [] : [...text.matchAll(/^#{1,6}\s+(.*)$/gm)].map((m) => m[1]!))
   }
   return pages.get(page)
 }
@@ -120,6 +153,14 @@ const pageSections = (page: string) => {
 const problemOf = (citation: Citation): string | undefined => {
   const sections = pageSections(citation.page)
   if (sections === undefined) return `docs/reference/${citation.page}.md does not exist`
+  if (citation.title !== undefined) {
+    const wanted = citation.title.toLowerCase()
+    const headings = headingTitles.get(citation.page) ?? []
+    return headings.some((heading) => heading.toLowerCase().includes(wanted))
+      ? undefined
+      : `${citation.page}.md has no heading titled "${citation.title}"`
+  }
+  if (citation.section === undefined) return undefined
   const section = sections.get(citation.section)
   if (section === undefined) return `${citation.page}.md has no heading numbered ${citation.section}`
   const listed = new Set(
@@ -135,18 +176,20 @@ const problemOf = (citation: Citation): string | undefined => {
 }
 
 describe("docs/reference citations", () => {
-  const citations = ["src", "test", "migrations"].flatMap((dir) =>
-    sourceFiles(path.join(root, dir)).flatMap((file) =>
-      citationsIn(path.relative(root, file), readFileSync(file, "utf8"))
-    )
-  )
+  // The two maps of the code cite the contract too; a newcomer follows those citations first.
+  const maps = ["ARCHITECTURE.md", "CONTRIBUTING.md"].map((file) => path.join(root, file))
+  const citations = [
+    ...["src", "test", "migrations", "scripts"].flatMap((dir) => sourceFiles(path.join(root, dir))),
+    ...maps
+  ]
+    .flatMap((file) => citationsIn(path.relative(root, file), readFileSync(file, "utf8")))
 
   it("are found in the code (the scan itself works)", () => {
     expect(citations.length).toBeGreaterThan(60)
     expect(citations.some((c) => c.page === "auth" && c.items.length > 0)).toBe(true)
   })
 
-  it("every `<page>.md §N` in src/, test/ and migrations/ names a heading of docs/reference/<page>.md", () => {
+  it("every `<page>.md §N` in src/, test/, migrations/, scripts/, ARCHITECTURE.md and CONTRIBUTING.md names a heading of docs/reference/<page>.md", () => {
     const broken = citations.flatMap((citation) => {
       const problem = problemOf(citation)
       return problem === undefined ? [] : [`${citation.file}:${citation.line} ${citation.text}: ${problem}`]
@@ -167,6 +210,30 @@ describe("the citation parser", () => {
       "domain 8.21 []",
       "api 2.3 []"
     ])
+  })
+
+  it("reads the looser forms: any page, `<page> spec §N`, bare pages and titled headings", () => {
+    const text = [
+      "(domain spec §7.2)",
+      "spec/lifecycle.md §1.2",
+      "Authoritative source: `spec/config.md`.",
+      "docs/reference/auth.md, and",
+      "(beyond the reference, spec README \"deliberate improvements\")",
+      "RFC 9110 §11.6.1 and README.md are not citations"
+    ].join("\n")
+    expect(
+      citationsIn("f", text).map((c) => `${c.line} ${c.page} ${c.section ?? "-"} ${c.title ?? "-"}`).sort()
+    ).toEqual([
+      "1 domain 7.2 -",
+      "2 lifecycle 1.2 -",
+      "3 config - -",
+      "4 auth - -",
+      "5 README - deliberate improvements"
+    ])
+    const problems = citationsIn("f", text).map(problemOf)
+    expect(problems).toContain("docs/reference/lifecycle.md does not exist")
+    expect(problems).toContain("docs/reference/config.md does not exist")
+    expect(problems).toContain("README.md has no heading titled \"deliberate improvements\"")
   })
 
   it("finds numbered headings outside code fences only", () => {

@@ -1,5 +1,5 @@
 /**
- * Metrics and spans around every `BlobStore` call (domain spec §7.2). The metric names match
+ * Metrics and spans around every `BlobStore` call (domain.md §7.2). The metric names match
  * the reference implementation byte for byte so dashboards and alerts keep working; labels are
  * bounded (operation, outcome, direction) — never a key, digest or upload id.
  */

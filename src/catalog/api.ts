@@ -13,8 +13,10 @@ import {
   AttachmentNotFound,
   DownloadFileNotFound,
   ImageNameTaken,
+  ImageNotDeletable,
   ImageNotFound,
   RefNotFound,
+  VersionNotDeletable,
   VersionNotDraft,
   VersionNotFound,
   VersionTaken
@@ -88,6 +90,19 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
       .addError(Problem(ImageNotFound))
       .annotate(OpenApi.Description, "An image that has at least one published version.")
   )
+  .add(
+    HttpApiEndpoint.del("deleteImage", "/v1/images/:name")
+      .middleware(RequireContentWrite)
+      .setPath(NamePath)
+      .addSuccess(HttpApiSchema.NoContent)
+      .addError(invalid)
+      .addError(Problem(ImageNotFound))
+      .addError(Problem(ImageNotDeletable))
+      .annotate(
+        OpenApi.Description,
+        "Deletes an image with its draft versions and aliases. 409 when a version is published or publishing."
+      )
+  )
   // Versions, manifests, refs -----------------------------------------------------
   .add(
     HttpApiEndpoint.post("createVersion", "/v1/images/:name/versions")
@@ -115,6 +130,19 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
       .addError(invalid)
       .addError(Problem(VersionNotFound))
       .annotate(OpenApi.Description, "The manifest of the exact version, in any state (drafts included).")
+  )
+  .add(
+    HttpApiEndpoint.del("deleteVersion", "/v1/images/:name/versions/:version")
+      .middleware(RequireContentWrite)
+      .setPath(VersionPath)
+      .addSuccess(HttpApiSchema.NoContent)
+      .addError(invalid)
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(VersionNotDeletable))
+      .annotate(
+        OpenApi.Description,
+        "Deletes a draft version with its artifacts and attachments. 409 when it is published or publishing."
+      )
   )
   .add(
     HttpApiEndpoint.get("resolveRef", "/v1/images/:name/refs/:ref")

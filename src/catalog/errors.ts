@@ -149,3 +149,25 @@ export class AliasTargetNotPublished extends Schema.TaggedError<AliasTargetNotPu
       `(${this.name}/${this.version} is ${this.state})`
   }
 }
+
+/** Only drafts can be deleted; the reason names the version's state (409). */
+export class VersionNotDeletable extends Schema.TaggedError<VersionNotDeletable>()(
+  "VersionNotDeletable",
+  { name: Schema.String, version: Schema.String, reason: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
+) {
+  override get message() {
+    return `catalog conflict: version ${this.name}/${this.version} cannot be deleted: ${this.reason}`
+  }
+}
+
+/** An image can only be deleted while none of its versions is published or publishing (409). */
+export class ImageNotDeletable extends Schema.TaggedError<ImageNotDeletable>()(
+  "ImageNotDeletable",
+  { name: Schema.String, reason: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
+) {
+  override get message() {
+    return `catalog conflict: image ${this.name} cannot be deleted: ${this.reason}`
+  }
+}

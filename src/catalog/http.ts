@@ -128,6 +128,11 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
         .handle("createImage", ({ payload }) => catalog.createImage(payload).pipe(Effect.map(imageToWire)))
         .handle("listImages", () => catalog.listImages.pipe(Effect.map((rows) => ({ images: rows.map(imageToWire) }))))
         .handle("getImage", ({ path }) => nameOf(path).pipe(Effect.flatMap(catalog.getImage), Effect.map(imageToWire)))
+        .handle("deleteImage", ({ path }) => nameOf(path).pipe(Effect.flatMap(catalog.deleteImage)))
+        .handle("deleteVersion", ({ path }) =>
+          decodeVersionPath(path).pipe(Effect.flatMap(([name, version]) =>
+            catalog.deleteVersion(name, version)
+          )))
         .handle("createVersion", ({ path, payload }) =>
           nameOf(path).pipe(
             Effect.flatMap((name) => catalog.createVersion(name, payload.version)),
@@ -155,7 +160,9 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
           ))
         .handle("listArtifacts", ({ path }) =>
           decodeVersionPath(path).pipe(
-            Effect.flatMap(([name, version]) => catalog.listArtifacts(name, version)),
+            Effect.flatMap(([name, version]) =>
+              catalog.listArtifacts(name, version)
+            ),
             Effect.map((rows) => ({ artifacts: rows.map(artifactToWire) }))
           ))
         .handle("addArtifact", ({ path, payload }) =>
@@ -214,8 +221,6 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             Effect.map(aliasToWire)
           ))
         .handle("deleteAlias", ({ path }) =>
-          aliasPathOf(path).pipe(Effect.flatMap(([name, alias]) =>
-            catalog.deleteAlias(name, alias)
-          )))
+          aliasPathOf(path).pipe(Effect.flatMap(([name, alias]) => catalog.deleteAlias(name, alias))))
     })
 )

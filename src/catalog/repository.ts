@@ -128,6 +128,18 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
     attachmentId: string
   ) => Effect.Effect<boolean, SqlError.SqlError | ConstraintViolation>
 
+  /** The image row locked FOR UPDATE (image delete): no version or alias can be added under it meanwhile. */
+  readonly lockImage: (name: string) => Effect.Effect<Option.Option<ImageRow>, SqlError.SqlError>
+  /** Every version of an image, locked FOR UPDATE (image delete), by version. */
+  readonly lockVersionsOf: (imageId: string) => Effect.Effect<ReadonlyArray<VersionRow>, SqlError.SqlError>
+  /**
+   * Deletes a version (which must be a draft) with its artifacts, attachments (cascade)
+   * and abandoned publish jobs. The caller holds the version row lock.
+   */
+  readonly deleteVersion: (versionId: string) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
+  /** Deletes an image, its aliases and its versions (which must all be drafts), as `deleteVersion` does. */
+  readonly deleteImage: (imageId: string) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
+
   /** Creates the alias or moves it to `versionId`; keeps id and created_at on a move. */
   readonly upsertAlias: (alias: {
     readonly id: string
@@ -262,6 +274,34 @@ export const CatalogRepositoryLive = Layer.effect(
         classifyConstraint(sql<{ id: string }>`
           DELETE FROM artifact_attachments WHERE id = ${attachmentId} AND artifact_id = ${artifactId}
           RETURNING id`).pipe(Effect.map((rows) => rows.length > 0)),
+
+      lockImage: (name) => sql<ImageRow>`SELECT * FROM images WHERE name = ${name} FOR UPDATE`.pipe(Effect.map(first)),
+
+      lockVersionsOf: (imageId) =>
+        sql<VersionRow>`
+          SELECT * FROM image_versions WHERE image_id = ${imageId}
+          ORDER BY version COLLATE "C", id FOR UPDATE`,
+
+      deleteVersion: (versionId) =>
+        classifyConstraint(Effect.gen(function*() {
+          // Attachments go with their artifacts (ON DELETE CASCADE), steps with their jobs.
+          yield* sql`DELETE FROM release_artifacts WHERE version_id = ${versionId}`
+          yield* sql`DELETE FROM publish_jobs WHERE version_id = ${versionId}`
+          yield* sql`DELETE FROM image_versions WHERE id = ${versionId}`
+        })),
+
+      deleteImage: (imageId) =>
+        classifyConstraint(Effect.gen(function*() {
+          yield* sql`DELETE FROM aliases WHERE image_id = ${imageId}`
+          yield* sql`
+            DELETE FROM release_artifacts
+            WHERE version_id IN (SELECT id FROM image_versions WHERE image_id = ${imageId})`
+          yield* sql`
+            DELETE FROM publish_jobs
+            WHERE version_id IN (SELECT id FROM image_versions WHERE image_id = ${imageId})`
+          yield* sql`DELETE FROM image_versions WHERE image_id = ${imageId}`
+          yield* sql`DELETE FROM images WHERE id = ${imageId}`
+        })),
 
       upsertAlias: (alias) =>
         classifyConstraint(sql<AliasRow>`

@@ -11,8 +11,10 @@ import {
   AttachmentNameTaken,
   AttachmentNotFound,
   ImageNameTaken,
+  ImageNotDeletable,
   ImageNotFound,
   RefNotFound,
+  VersionNotDeletable,
   VersionNotDraft,
   VersionNotFound,
   VersionTaken
@@ -47,6 +49,10 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   readonly getImage: (name: string) => Effect.Effect<ImageRow, ImageNotFound>
 
   readonly createVersion: (name: string, version: string) => Effect.Effect<VersionRow, ImageNotFound | VersionTaken>
+  /** Deletes a draft with its artifacts and attachments; published or publishing versions are refused. */
+  readonly deleteVersion: (name: string, version: string) => Effect.Effect<void, VersionNotFound | VersionNotDeletable>
+  /** Deletes an image with its drafts and aliases, unless a version is published or publishing. */
+  readonly deleteImage: (name: string) => Effect.Effect<void, ImageNotFound | ImageNotDeletable>
   /** Published versions, newest first; an image without any is "not found". */
   readonly listVersions: (name: string) => Effect.Effect<ReadonlyArray<VersionRow>, ImageNotFound>
   /** The manifest of the exact version, in any state (drafts are readable by name). */
@@ -248,13 +254,56 @@ export const CatalogLive = Layer.effect(
           return yield* repo.insertVersion({ id: randomUUID(), imageId: image.id, version }).pipe(
             Effect.catchTags({
               UniqueViolation: () => Effect.fail(new VersionTaken({ name, version })),
-              // The image cannot disappear (no image deletes), so other violations are bugs.
               CheckViolation: Effect.die,
-              ForeignKeyViolation: Effect.die,
+              // The image was deleted between the lookup and the insert.
+              ForeignKeyViolation: () => Effect.fail(new ImageNotFound({ name })),
               SqlError: Effect.die
             })
           )
         }).pipe(Effect.withSpan("catalog.createVersion")),
+
+      // Both deletes lock FOR UPDATE the version rows they check, as publish does: a
+      // concurrent publish either commits first (and the delete then sees `publishing` and
+      // refuses) or waits for the delete and then finds no version. The image delete also
+      // locks the image row first, which the foreign keys of a concurrent version or alias
+      // insert conflict with, so no new row can appear under an image being deleted.
+      deleteVersion: (name, version) =>
+        transaction(Effect.gen(function*() {
+          const found = yield* repo.findVersion(name, version, "update").pipe(Effect.orDie)
+          if (Option.isNone(found)) return yield* versionNotFound(name, version, false)
+          const state = found.value.version.state
+          if (state !== "draft") {
+            return yield* new VersionNotDeletable({
+              name,
+              version,
+              reason: state === "published"
+                ? "published versions cannot be deleted"
+                : "the version is being published (abandon its failed publish job first)"
+            })
+          }
+          // A guard refusing here would mean the locked draft changed state: a bug.
+          yield* repo.deleteVersion(found.value.version.id).pipe(Effect.orDie)
+          yield* Effect.logInfo("draft version deleted").pipe(Effect.annotateLogs({ image: name, version }))
+        })).pipe(Effect.withSpan("catalog.deleteVersion")),
+
+      deleteImage: (name) =>
+        transaction(Effect.gen(function*() {
+          const image = yield* repo.lockImage(name).pipe(Effect.orDie)
+          if (Option.isNone(image)) return yield* new ImageNotFound({ name })
+          const versions = yield* repo.lockVersionsOf(image.value.id).pipe(Effect.orDie)
+          const kept = versions.filter((v) => v.state !== "draft")
+          if (kept.length > 0) {
+            return yield* new ImageNotDeletable({
+              name,
+              reason: `it has ${kept.map((v) => `${v.state} version ${v.version}`).join(", ")}; ` +
+                "only images whose versions are all drafts can be deleted"
+            })
+          }
+          yield* repo.deleteImage(image.value.id).pipe(Effect.orDie)
+          yield* Effect.logInfo("image deleted").pipe(
+            Effect.annotateLogs({ image: name, drafts: versions.length })
+          )
+        })).pipe(Effect.withSpan("catalog.deleteImage")),
 
       listVersions: (name) =>
         Effect.gen(function*() {

@@ -5,7 +5,12 @@ import { VersionPath } from "../catalog/api.js"
 import { VersionNotFound } from "../catalog/errors.js"
 import { UuidString } from "../platform/params.js"
 import { InvalidRequest, Problem } from "../platform/problem.js"
-import { PublishJobNotFound, PublishJobNotRetryable, PublishPreconditionFailed } from "./errors.js"
+import {
+  PublishJobNotAbandonable,
+  PublishJobNotFound,
+  PublishJobNotRetryable,
+  PublishPreconditionFailed
+} from "./errors.js"
 import { PublishJob } from "./schema.js"
 
 /** Publish and publish jobs (api.md §2.9). Every route needs `content.write`. */
@@ -45,6 +50,20 @@ export const PublishGroup = HttpApiGroup.make("publish")
       .annotate(
         OpenApi.Description,
         "Re-queues a failed job from its first failed step; steps that succeeded are not re-run. No body."
+      )
+  )
+  .add(
+    HttpApiEndpoint.post("abandonPublishJob", "/v1/publish-jobs/:job_id/abandon")
+      .middleware(RequireContentWrite)
+      .setPath(Schema.Struct({ job_id: UuidString }))
+      .addSuccess(PublishJob)
+      .addError(Problem(InvalidRequest))
+      .addError(Problem(PublishJobNotFound))
+      .addError(Problem(PublishJobNotAbandonable))
+      .annotate(
+        OpenApi.Description,
+        "Gives up on a failed job: the job becomes abandoned and its version a draft again, editable and " +
+          "publishable anew. 409 unless the job failed. No body."
       )
   )
   .annotate(OpenApi.Description, "Durable publishing")

@@ -38,3 +38,14 @@ export class PublishJobNotRetryable extends Schema.TaggedError<PublishJobNotRetr
  * `failure_message` (visible to content writers through `GET /v1/publish-jobs/{id}`).
  */
 export class StepFailed extends Data.TaggedError("StepFailed")<{ readonly message: string }> {}
+
+/** Only a failed job can be abandoned (409). */
+export class PublishJobNotAbandonable extends Schema.TaggedError<PublishJobNotAbandonable>()(
+  "PublishJobNotAbandonable",
+  { jobId: Schema.String, reason: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
+) {
+  override get message() {
+    return `publish conflict: job ${this.jobId} cannot be abandoned: ${this.reason}`
+  }
+}

@@ -30,5 +30,10 @@ export const PublishHandlersLive = HttpApiBuilder.group(
             Effect.flatMap(publishing.retry),
             Effect.map(jobToWire)
           ))
+        .handle("abandonPublishJob", ({ path }) =>
+          decodeParam(PublishJobIdParam, path.job_id).pipe(
+            Effect.flatMap(publishing.abandon),
+            Effect.map(jobToWire)
+          ))
     })
 )

@@ -75,6 +75,12 @@ export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<P
     fromSequence: number,
     traceParent: string | undefined
   ) => Effect.Effect<void, SqlError.SqlError>
+  /**
+   * Job → abandoned, the version's Simple Streams rows deleted (while it is still
+   * publishing, the only state their guard lets them change in) and the version → draft.
+   * The caller holds the job and version row locks (`lockJob`).
+   */
+  readonly abandon: (jobId: string, versionId: string) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
 
   /**
    * Claims the next runnable step (queued and due, or running with an expired lease,
@@ -217,6 +223,13 @@ export const PublishRepositoryLive = Layer.effect(
                 finished_at = NULL, failure_message = NULL, trace_parent = ${traceParent ?? null}, updated_at = now()
             WHERE job_id = ${jobId} AND sequence >= ${fromSequence} AND state <> 'succeeded'`
         }),
+
+      abandon: (jobId, versionId) =>
+        classifyConstraint(Effect.gen(function*() {
+          yield* sql`DELETE FROM incus_projection_items WHERE version_id = ${versionId}`
+          yield* sql`UPDATE publish_jobs SET state = 'abandoned', updated_at = now() WHERE id = ${jobId}`
+          yield* sql`UPDATE image_versions SET state = 'draft', updated_at = now() WHERE id = ${versionId}`
+        })),
 
       claimNextStep: (workerId, lease) =>
         Effect.gen(function*() {

@@ -11,7 +11,8 @@ import type { RootFtype } from "../streams/schema.js"
 
 export const PublishJobIdParam = UuidParam("publish job id")
 
-export const JobState = Schema.Literal("queued", "running", "succeeded", "failed")
+/** `abandoned`: a failed job given up on (its version went back to draft); it never changes again. */
+export const JobState = Schema.Literal("queued", "running", "succeeded", "failed", "abandoned")
 export type JobState = typeof JobState.Type
 
 export const StepState = Schema.Literal("queued", "running", "succeeded", "failed", "skipped")

@@ -7,7 +7,12 @@ import { INCUS_METADATA_ATTACHMENT } from "../catalog/schema.js"
 import { currentTraceParent } from "../platform/tracing.js"
 import { makeWakeSignal, type WakeSignal } from "../platform/worker.js"
 import { productName, type RootFtype, rootFtypeOf } from "../streams/schema.js"
-import { PublishJobNotFound, PublishJobNotRetryable, PublishPreconditionFailed } from "./errors.js"
+import {
+  PublishJobNotAbandonable,
+  PublishJobNotFound,
+  PublishJobNotRetryable,
+  PublishPreconditionFailed
+} from "./errors.js"
 import { type ArtifactBlobFact, type AttachmentBlobFact, PublishRepository } from "./repository.js"
 import type { JobWithSteps } from "./schema.js"
 
@@ -108,6 +113,8 @@ export class Publishing extends Context.Tag("imgsrv/Publishing")<Publishing, {
   readonly getJob: (jobId: string) => Effect.Effect<JobWithSteps, PublishJobNotFound>
   /** Re-queues a failed job from its first failed step; earlier succeeded steps are not re-run. */
   readonly retry: (jobId: string) => Effect.Effect<JobWithSteps, PublishJobNotFound | PublishJobNotRetryable>
+  /** Gives up on a failed job: the job becomes `abandoned` and its version a draft again (editable). */
+  readonly abandon: (jobId: string) => Effect.Effect<JobWithSteps, PublishJobNotFound | PublishJobNotAbandonable>
 }>() {}
 
 export const PublishingLive = Layer.effect(
@@ -202,7 +209,31 @@ export const PublishingLive = Layer.effect(
           yield* wake.wake
           yield* Effect.logInfo("publish job re-queued").pipe(Effect.annotateLogs({ job_id: jobId }))
           return job
-        }).pipe(Effect.withSpan("publishing.retry"))
+        }).pipe(Effect.withSpan("publishing.retry")),
+
+      abandon: (jobId) =>
+        Effect.gen(function*() {
+          // The job and version rows are locked as retry locks them, so an abandon and a
+          // retry of the same job serialise; a failed job is never claimed by the worker.
+          const job = yield* sql.withTransaction(Effect.gen(function*() {
+            const locked = yield* repo.lockJob(jobId)
+            if (Option.isNone(locked)) return yield* new PublishJobNotFound({ jobId })
+            const { job, versionState } = locked.value
+            if (job.state !== "failed") {
+              return yield* new PublishJobNotAbandonable({ jobId, reason: `job is ${job.state}, not failed` })
+            }
+            // A failed job's version is publishing: nothing else moves it while the job is failed.
+            if (versionState !== "publishing") {
+              return yield* Effect.dieMessage(`failed job ${jobId} has a ${versionState} version`)
+            }
+            yield* repo.abandon(jobId, job.version_id).pipe(Effect.orDie)
+            return yield* loadJob(jobId)
+          })).pipe(Effect.catchTag("SqlError", Effect.die))
+          yield* Effect.logInfo("publish job abandoned").pipe(
+            Effect.annotateLogs({ job_id: jobId, image: job.job.image_name, version: job.job.version })
+          )
+          return job
+        }).pipe(Effect.withSpan("publishing.abandon"))
     })
   })
 )

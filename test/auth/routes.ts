@@ -73,6 +73,17 @@ export const CONTENT_WRITE_ROUTES: ReadonlyArray<ProtectedRoute> = [
   { method: "GET", template: "/v1/publish-jobs/{job_id}", invalidPath: "/v1/publish-jobs/not-a-uuid" },
   { method: "POST", template: "/v1/publish-jobs/{job_id}/retry", invalidPath: "/v1/publish-jobs/not-a-uuid/retry" },
   {
+    method: "POST",
+    template: "/v1/publish-jobs/{job_id}/abandon",
+    invalidPath: "/v1/publish-jobs/not-a-uuid/abandon"
+  },
+  { method: "DELETE", template: "/v1/images/{name}", invalidPath: "/v1/images/Not_Lowercase" },
+  {
+    method: "DELETE",
+    template: "/v1/images/{name}/versions/{version}",
+    invalidPath: "/v1/images/Not_Lowercase/versions/1.0"
+  },
+  {
     method: "PUT",
     template: "/v1/images/{name}/aliases/{alias}",
     invalidPath: "/v1/images/Not_Lowercase/aliases/latest",

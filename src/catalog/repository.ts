@@ -133,11 +133,13 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
   /** Every version of an image, locked FOR UPDATE (image delete), by version. */
   readonly lockVersionsOf: (imageId: string) => Effect.Effect<ReadonlyArray<VersionRow>, SqlError.SqlError>
   /**
-   * Deletes a version (which must be a draft) with its artifacts, attachments (cascade)
-   * and abandoned publish jobs. The caller holds the version row lock.
+   * Deletes versions (which must be drafts) with their artifacts, attachments (cascade)
+   * and abandoned publish jobs. The caller holds the version row locks.
    */
-  readonly deleteVersion: (versionId: string) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
-  /** Deletes an image, its aliases and its versions (which must all be drafts), as `deleteVersion` does. */
+  readonly deleteVersions: (
+    versionIds: ReadonlyArray<string>
+  ) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
+  /** Deletes an image and its aliases; its versions must already be gone (`deleteVersions`). */
   readonly deleteImage: (imageId: string) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
 
   /** Creates the alias or moves it to `versionId`; keeps id and created_at on a move. */
@@ -282,24 +284,17 @@ export const CatalogRepositoryLive = Layer.effect(
           SELECT * FROM image_versions WHERE image_id = ${imageId}
           ORDER BY version COLLATE "C", id FOR UPDATE`,
 
-      deleteVersion: (versionId) =>
+      deleteVersions: (versionIds) =>
         classifyConstraint(Effect.gen(function*() {
           // Attachments go with their artifacts (ON DELETE CASCADE), steps with their jobs.
-          yield* sql`DELETE FROM release_artifacts WHERE version_id = ${versionId}`
-          yield* sql`DELETE FROM publish_jobs WHERE version_id = ${versionId}`
-          yield* sql`DELETE FROM image_versions WHERE id = ${versionId}`
+          yield* sql`DELETE FROM release_artifacts WHERE version_id = ANY(${versionIds}::uuid[])`
+          yield* sql`DELETE FROM publish_jobs WHERE version_id = ANY(${versionIds}::uuid[])`
+          yield* sql`DELETE FROM image_versions WHERE id = ANY(${versionIds}::uuid[])`
         })),
 
       deleteImage: (imageId) =>
         classifyConstraint(Effect.gen(function*() {
           yield* sql`DELETE FROM aliases WHERE image_id = ${imageId}`
-          yield* sql`
-            DELETE FROM release_artifacts
-            WHERE version_id IN (SELECT id FROM image_versions WHERE image_id = ${imageId})`
-          yield* sql`
-            DELETE FROM publish_jobs
-            WHERE version_id IN (SELECT id FROM image_versions WHERE image_id = ${imageId})`
-          yield* sql`DELETE FROM image_versions WHERE image_id = ${imageId}`
           yield* sql`DELETE FROM images WHERE id = ${imageId}`
         })),
 

@@ -282,7 +282,7 @@ export const CatalogLive = Layer.effect(
             })
           }
           // A guard refusing here would mean the locked draft changed state: a bug.
-          yield* repo.deleteVersion(found.value.version.id).pipe(Effect.orDie)
+          yield* repo.deleteVersions([found.value.version.id]).pipe(Effect.orDie)
           yield* Effect.logInfo("draft version deleted").pipe(Effect.annotateLogs({ image: name, version }))
         })).pipe(Effect.withSpan("catalog.deleteVersion")),
 
@@ -299,6 +299,7 @@ export const CatalogLive = Layer.effect(
                 "only images whose versions are all drafts can be deleted"
             })
           }
+          yield* repo.deleteVersions(versions.map((v) => v.id)).pipe(Effect.orDie)
           yield* repo.deleteImage(image.value.id).pipe(Effect.orDie)
           yield* Effect.logInfo("image deleted").pipe(
             Effect.annotateLogs({ image: name, drafts: versions.length })

@@ -90,6 +90,14 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
   readonly loadManifest: (found: ImageVersionRows) => Effect.Effect<ManifestRows, SqlError.SqlError>
 
   readonly listArtifacts: (versionId: string) => Effect.Effect<ReadonlyArray<ArtifactRow>, SqlError.SqlError>
+  /**
+   * The artifacts of `name`/`version` in manifest order, when that version is published
+   * (None otherwise), in one round trip: the hot read of the API (issue 15).
+   */
+  readonly listPublishedArtifacts: (
+    name: string,
+    version: string
+  ) => Effect.Effect<Option.Option<ReadonlyArray<ArtifactRow>>, SqlError.SqlError>
   readonly findArtifact: (
     versionId: string,
     artifactId: string
@@ -223,6 +231,27 @@ export const CatalogRepositoryLive = Layer.effect(
           SELECT * FROM release_artifacts WHERE version_id = ${versionId}
           ORDER BY variant COLLATE "C", operating_system COLLATE "C", architecture COLLATE "C",
                    format COLLATE "C", id`,
+
+      listPublishedArtifacts: (name, version) =>
+        // One row per artifact, or one row of NULLs for a published version without any
+        // (a published version always has one; the LEFT JOIN keeps the answer exact anyway).
+        sql<{ readonly found_state: string } & { readonly [K in keyof ArtifactRow]: ArtifactRow[K] | null }>`
+          SELECT v.state AS found_state, a.*
+          FROM image_versions v
+          JOIN images i ON i.id = v.image_id
+          LEFT JOIN release_artifacts a ON a.version_id = v.id
+          WHERE i.name = ${name} AND v.version = ${version}
+          ORDER BY a.variant COLLATE "C", a.operating_system COLLATE "C", a.architecture COLLATE "C",
+                   a.format COLLATE "C", a.id`.pipe(
+          Effect.map((rows) => {
+            if (rows.length === 0 || rows[0]!.found_state !== "published") return Option.none()
+            const artifacts: Array<ArtifactRow> = []
+            for (const { found_state: _, ...row } of rows) {
+              if (row.id !== null) artifacts.push(row as ArtifactRow)
+            }
+            return Option.some(artifacts)
+          })
+        ),
 
       findArtifact: (versionId, artifactId) =>
         sql<ArtifactRow>`SELECT * FROM release_artifacts WHERE id = ${artifactId} AND version_id = ${versionId}`.pipe(

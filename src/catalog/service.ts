@@ -292,8 +292,12 @@ export const CatalogLive = Layer.effect(
         }).pipe(Effect.withSpan("catalog.resolveRef")),
 
       listArtifacts: (name, version) =>
-        findPublishedVersion(name, version).pipe(
-          Effect.flatMap((found) => repo.listArtifacts(found.version.id).pipe(Effect.orDie)),
+        repo.listPublishedArtifacts(name, version).pipe(
+          Effect.orDie,
+          Effect.flatMap(Option.match({
+            onNone: () => Effect.fail(versionNotFound(name, version, true)),
+            onSome: Effect.succeed
+          })),
           Effect.withSpan("catalog.listArtifacts")
         ),
 

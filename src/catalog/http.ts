@@ -4,6 +4,7 @@ import { Effect } from "effect"
 import { casKey } from "../platform/blob-store/keys.js"
 import { serveBlob } from "../platform/download.js"
 import { apiOf, ImmutableResponses } from "../platform/http.js"
+import { pageOf, pageRequest } from "../platform/pagination.js"
 import { decodeParam } from "../platform/params.js"
 import { CatalogGroup } from "./api.js"
 import { DownloadFileNotFound } from "./errors.js"
@@ -15,6 +16,7 @@ import {
   AttachmentIdParam,
   attachmentToWire,
   decodeVersionPath,
+  ImageListKey,
   ImageName,
   imageToWire,
   manifestToWire,
@@ -126,7 +128,16 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
 
       return handlers
         .handle("createImage", ({ payload }) => catalog.createImage(payload).pipe(Effect.map(imageToWire)))
-        .handle("listImages", () => catalog.listImages.pipe(Effect.map((rows) => ({ images: rows.map(imageToWire) }))))
+        .handle("listImages", () =>
+          Effect.gen(function*() {
+            const page = yield* pageRequest(ImageListKey)
+            const rows = yield* catalog.listImagesPage(page.after, page.limit + 1)
+            const { items, next_cursor } = yield* pageOf(rows, page, ImageListKey, (row) => ({
+              name: row.name,
+              id: row.id
+            }))
+            return { images: items.map(imageToWire), ...(next_cursor === undefined ? {} : { next_cursor }) }
+          }))
         .handle("getImage", ({ path }) => nameOf(path).pipe(Effect.flatMap(catalog.getImage), Effect.map(imageToWire)))
         .handle("createVersion", ({ path, payload }) =>
           nameOf(path).pipe(

@@ -68,6 +68,11 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
   readonly findImage: (name: string) => Effect.Effect<Option.Option<ImageRow>, SqlError.SqlError>
   /** Images with at least one published version, by name then id. */
   readonly listPublishedImages: Effect.Effect<ReadonlyArray<ImageRow>, SqlError.SqlError>
+  /** One page of them: at most `limit` images after (`name`, `id`) in that order (keyset). */
+  readonly listPublishedImagesPage: (
+    after: Option.Option<{ readonly name: string; readonly id: string }>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<ImageRow>, SqlError.SqlError>
   readonly hasPublishedVersion: (imageId: string) => Effect.Effect<boolean, SqlError.SqlError>
 
   readonly insertVersion: (version: {
@@ -183,6 +188,19 @@ export const CatalogRepositoryLive = Layer.effect(
         SELECT i.* FROM images i
         WHERE EXISTS (SELECT 1 FROM image_versions v WHERE v.image_id = i.id AND v.state = 'published')
         ORDER BY i.name COLLATE "C", i.id`,
+
+      listPublishedImagesPage: (after, limit) => {
+        const from = Option.match(after, {
+          onNone: () => sql.literal("TRUE"),
+          onSome: (key) => sql`(i.name COLLATE "C", i.id) > (${key.name} COLLATE "C", ${key.id}::uuid)`
+        })
+        return sql<ImageRow>`
+          SELECT i.* FROM images i
+          WHERE EXISTS (SELECT 1 FROM image_versions v WHERE v.image_id = i.id AND v.state = 'published')
+            AND ${from}
+          ORDER BY i.name COLLATE "C", i.id
+          LIMIT ${limit}`
+      },
 
       hasPublishedVersion: (imageId) =>
         sql<{ found: boolean }>`

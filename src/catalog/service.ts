@@ -43,6 +43,11 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   readonly createImage: (request: CreateImageRequest) => Effect.Effect<ImageRow, ImageNameTaken>
   /** Images with at least one published version. */
   readonly listImages: Effect.Effect<ReadonlyArray<ImageRow>>
+  /** At most `limit` listed images after the (`name`, `id`) key, in listing order. */
+  readonly listImagesPage: (
+    after: Option.Option<{ readonly name: string; readonly id: string }>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<ImageRow>>
   /** An image, visible only once it has a published version. */
   readonly getImage: (name: string) => Effect.Effect<ImageRow, ImageNotFound>
 
@@ -233,6 +238,8 @@ export const CatalogLive = Layer.effect(
         ),
 
       listImages: repo.listPublishedImages.pipe(Effect.orDie, Effect.withSpan("catalog.listImages")),
+      listImagesPage: (after, limit) =>
+        repo.listPublishedImagesPage(after, limit).pipe(Effect.orDie, Effect.withSpan("catalog.listImages")),
 
       getImage: (name) =>
         Effect.gen(function*() {

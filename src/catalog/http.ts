@@ -9,6 +9,7 @@ import { decodeParam } from "../platform/params.js"
 import { CatalogGroup } from "./api.js"
 import { DownloadFileNotFound } from "./errors.js"
 import {
+  AliasListKey,
   AliasName,
   aliasToWire,
   ArtifactIdParam,
@@ -213,10 +214,16 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             Effect.map(aliasToWire)
           ))
         .handle("listAliases", ({ path }) =>
-          nameOf(path).pipe(
-            Effect.flatMap(catalog.listAliases),
-            Effect.map((rows) => ({ aliases: rows.map(aliasToWire) }))
-          ))
+          Effect.gen(function*() {
+            const name = yield* nameOf(path)
+            const page = yield* pageRequest(AliasListKey)
+            const rows = yield* catalog.listAliasesPage(name, page.after, page.limit + 1)
+            const { items, next_cursor } = yield* pageOf(rows, page, AliasListKey, (row) => ({
+              alias: row.alias,
+              id: row.id
+            }))
+            return { aliases: items.map(aliasToWire), ...(next_cursor === undefined ? {} : { next_cursor }) }
+          }))
         .handle("getAlias", ({ path }) =>
           aliasPathOf(path).pipe(
             Effect.flatMap(([name, alias]) =>

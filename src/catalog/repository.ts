@@ -149,6 +149,12 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
     readonly versionId: string
   }) => Effect.Effect<AliasRow, SqlError.SqlError | ConstraintViolation>
   readonly listAliases: (imageId: string) => Effect.Effect<ReadonlyArray<AliasRow>, SqlError.SqlError>
+  /** At most `limit` aliases of the image after (`alias`, `id`) in that order (keyset). */
+  readonly listAliasesPage: (
+    imageId: string,
+    after: Option.Option<{ readonly alias: string; readonly id: string }>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<AliasRow>, SqlError.SqlError>
   readonly findAlias: (imageId: string, alias: string) => Effect.Effect<Option.Option<AliasRow>, SqlError.SqlError>
   readonly deleteAlias: (imageId: string, alias: string) => Effect.Effect<boolean, SqlError.SqlError>
 }>() {}
@@ -326,6 +332,19 @@ export const CatalogRepositoryLive = Layer.effect(
           FROM upserted u JOIN image_versions v ON v.id = u.version_id`).pipe(Effect.map((rows) => rows[0]!)),
 
       listAliases: (imageId) => aliasSelect(sql`a.image_id = ${imageId}`),
+
+      listAliasesPage: (imageId, after, limit) =>
+        sql<AliasRow>`
+          SELECT a.id, a.image_id, a.alias, a.version_id, v.version, a.created_at, a.updated_at
+          FROM aliases a JOIN image_versions v ON v.id = a.version_id
+          WHERE a.image_id = ${imageId} AND ${
+          Option.match(after, {
+            onNone: () => sql.literal("TRUE"),
+            onSome: (key) => sql`(a.alias COLLATE "C", a.id) > (${key.alias} COLLATE "C", ${key.id}::uuid)`
+          })
+        }
+          ORDER BY a.alias COLLATE "C", a.id
+          LIMIT ${limit}`,
 
       findAlias: (imageId, alias) =>
         aliasSelect(sql`a.image_id = ${imageId} AND a.alias = ${alias}`).pipe(Effect.map(first)),

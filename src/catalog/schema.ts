@@ -195,7 +195,12 @@ export const VersionList = Schema.Struct({ versions: Schema.Array(ImageVersion) 
 export const ArtifactList = Schema.Struct({ artifacts: Schema.Array(Artifact) }).annotations({
   identifier: "ArtifactList"
 })
-export const AliasList = Schema.Struct({ aliases: Schema.Array(Alias) }).annotations({ identifier: "AliasList" })
+export const AliasList = Schema.Struct({ aliases: Schema.Array(Alias), next_cursor: nextCursorField }).annotations({
+  identifier: "AliasList"
+})
+
+/** Where a page of an alias list ends (platform/pagination.ts). */
+export const AliasListKey = Schema.Struct({ alias: Schema.String, id: Schema.UUID })
 export type ImageList = typeof ImageList.Type
 export type VersionList = typeof VersionList.Type
 export type ArtifactList = typeof ArtifactList.Type

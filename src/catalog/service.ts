@@ -95,6 +95,12 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   ) => Effect.Effect<AliasRow, ImageNotFound | VersionNotFound | AliasTargetNotPublished>
   /** All aliases of an existing image (possibly none, even without published versions). */
   readonly listAliases: (name: string) => Effect.Effect<ReadonlyArray<AliasRow>, ImageNotFound>
+  /** At most `limit` aliases of the image after the (`alias`, `id`) key, in listing order. */
+  readonly listAliasesPage: (
+    name: string,
+    after: Option.Option<{ readonly alias: string; readonly id: string }>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<AliasRow>, ImageNotFound>
   readonly getAlias: (name: string, alias: string) => Effect.Effect<AliasRow, ImageNotFound | AliasNotFound>
   readonly deleteAlias: (name: string, alias: string) => Effect.Effect<void, ImageNotFound | AliasNotFound>
 
@@ -421,6 +427,12 @@ export const CatalogLive = Layer.effect(
       listAliases: (name) =>
         findImage(name).pipe(
           Effect.flatMap((image) => repo.listAliases(image.id).pipe(Effect.orDie)),
+          Effect.withSpan("catalog.listAliases")
+        ),
+
+      listAliasesPage: (name, after, limit) =>
+        findImage(name).pipe(
+          Effect.flatMap((image) => repo.listAliasesPage(image.id, after, limit).pipe(Effect.orDie)),
           Effect.withSpan("catalog.listAliases")
         ),
 

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto"
 import type pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { ImageList } from "../../src/catalog/schema.js"
+import type { AliasList, ImageList } from "../../src/catalog/schema.js"
 import { expectProblem, expectStatus } from "../catalog/fixtures.js"
 import { withDatabase } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
@@ -110,5 +110,35 @@ describe("paginated image list", () => {
       const problem = await expectProblem(await app.request("GET", `/v1/images?cursor=${bad}`), 400)
       expect(problem.detail).toContain("cursor")
     }
+  })
+
+  it("page an image's aliases the same way, with the Link header naming the alias route", async () => {
+    await withDatabase(app, (client) => publishedImages(client, ["aliased"]))
+    const addAliases = (names: ReadonlyArray<string>) =>
+      withDatabase(app, (client) =>
+        client.query(
+          `INSERT INTO aliases (id, image_id, alias, version_id)
+           SELECT gen_random_uuid(), i.id, n, v.id
+           FROM images i JOIN image_versions v ON v.image_id = i.id, unnest($1::text[]) AS n
+           WHERE i.name = 'aliased'`,
+          [names]
+        ))
+    const initial = Array.from({ length: 25 }, (_, i) => `al-${String(i).padStart(2, "0")}`)
+    await addAliases(initial)
+    const seen: Array<string> = []
+    let query = "?limit=10"
+    for (let page = 1;; page++) {
+      const response = await app.request("GET", `/v1/images/aliased/aliases${query}`)
+      const body = await expectStatus<AliasList>(response, 200)
+      seen.push(...body.aliases.map((a) => a.alias))
+      await addAliases([`a${page}`, `al-${String(page * 9).padStart(2, "0")}b`])
+      if (body.next_cursor === undefined) break
+      expect(response.headers.get("link")).toBe(
+        `</v1/images/aliased/aliases?limit=10&cursor=${body.next_cursor}>; rel="next"`
+      )
+      query = `?limit=10&cursor=${body.next_cursor}`
+    }
+    expect(new Set(seen).size).toBe(seen.length)
+    for (const alias of initial) expect(seen).toContain(alias)
   })
 })

@@ -2,6 +2,7 @@ import { Context, Duration, Effect, Fiber, Layer, Metric, MetricLabel, Runtime, 
 import pg from "pg"
 import { CachedDocuments } from "../platform/cached-documents.js"
 import { PgPool } from "../platform/database.js"
+import { untracedPoll } from "../platform/tracing.js"
 import { StreamsRepository } from "./repository.js"
 import { renderDocuments, type RenderedDocument, type RenderedDocuments } from "./service.js"
 
@@ -105,7 +106,10 @@ export const StreamsCacheLive = Layer.scoped(
         if (snapshot === undefined || next.generation >= snapshot.generation) snapshot = next
         if (next.generation > latest) latest = next.generation
         return next
-      }),
+      }).pipe(
+        // A unit of work of its own (renders run in the background, shared by requests).
+        Effect.withSpan("streams.refresh", { root: true })
+      ),
       runtime
     )
 
@@ -128,12 +132,13 @@ export const StreamsCacheLive = Layer.scoped(
       renderInBackground()
     }
 
+    // Reads of the generation row are polls: untraced, or they would bury the traces that matter.
     const check = singleFlight(
-      Effect.gen(function*() {
+      untracedPoll(Effect.gen(function*() {
         const covered = writes
         observe(yield* repo.generation)
         if (covered > checkedWrites) checkedWrites = covered
-      }),
+      })),
       runtime
     )
 
@@ -194,7 +199,7 @@ export const StreamsCacheLive = Layer.scoped(
 
     // The safety net: read the row every POLL_INTERVAL; report an outage once, not per poll.
     let pollFailing = false
-    yield* repo.generation.pipe(
+    yield* untracedPoll(repo.generation).pipe(
       Effect.tap((generation) =>
         Effect.sync(() => {
           pollFailing = false

@@ -12,6 +12,7 @@ import { CatalogLive } from "./catalog/service.js"
 import { BlobStore } from "./platform/blob-store/blob-store.js"
 import { makeFilesystemBlobStore } from "./platform/blob-store/filesystem.js"
 import { instrumentBlobStore } from "./platform/blob-store/instrumented.js"
+import { CachedDocumentsLive } from "./platform/cached-documents.js"
 import { AppConfig, type AppConfigShape, describeConfig } from "./platform/config.js"
 import { DatabaseLive, migrate, PoolMetricsLive } from "./platform/database.js"
 import { startEmbeddedPostgres } from "./platform/embedded-postgres.js"
@@ -33,9 +34,9 @@ import { PublishMetricsLive } from "./publishing/metrics.js"
 import { PublishWorkerLive } from "./publishing/publish-worker.js"
 import { PublishRepositoryLive } from "./publishing/repository.js"
 import { PublishingLive, PublishWakeLive } from "./publishing/service.js"
+import { StreamsCacheLive } from "./streams/cache.js"
 import { StreamsHandlersLive } from "./streams/http.js"
 import { StreamsRepositoryLive } from "./streams/repository.js"
-import { SimpleStreamsLive } from "./streams/service.js"
 import { PromotionWakeLive, UploadsApiLive, UploadsBackgroundLive } from "./uploads/layers.js"
 
 /**
@@ -116,7 +117,7 @@ const ApiHandlersLive = Layer.mergeAll(
   StreamsHandlersLive
 ).pipe(
   Layer.provide(
-    Layer.mergeAll(CatalogLive, PublishingLive, SimpleStreamsLive.pipe(Layer.provide(StreamsRepositoryLive)))
+    Layer.mergeAll(CatalogLive, PublishingLive, StreamsCacheLive.pipe(Layer.provide(StreamsRepositoryLive)))
   ),
   Layer.provide(AuthLive),
   Layer.provide(ReadinessLive)
@@ -165,6 +166,8 @@ const FullServiceLive = (config: AppConfigShape) => {
     Layer.provide(SharedDomainLive),
     // Also an output of the service: tests look into it (the listener answers from it).
     Layer.provideMerge(ImmutableResponsesLive(routes)),
+    // The Simple Streams documents, kept rendered and served by the listener (streams/cache.ts).
+    Layer.provideMerge(CachedDocumentsLive(routes)),
     Layer.provide(BlobStoreFromConfig(config)),
     Layer.provide(DatabaseFromConfig(config))
   )

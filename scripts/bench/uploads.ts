@@ -6,7 +6,7 @@
  *       vs a direct multipart upload of the same bytes to the same object store     target ≥ 0.8
  *   (b) sha256 of the same bytes from local disk vs promotion time of that upload    target ≥ 0.9
  *       (the streaming verification pass; also shown: promotion when hashed on the way in)
- *   (c) peak RSS of the server while 8 clients upload 256 MiB each concurrently      target < 256 MiB
+ *   (c) peak RSS of the server while 8 clients upload 256 MiB each concurrently      target < 200 MiB
  *   (d) event-loop lag p99 of the server while it verifies a 1 GiB upload            target < 50 ms
  *   (e) one 10 GiB upload end to end (filesystem store only): time and peak RSS
  *
@@ -118,7 +118,8 @@ const startServer = async (env: Record<string, string>, dataDir: string): Promis
   const lagFile = path.join(dataDir, "lag.json")
   const child = spawn(
     process.execPath,
-    [...serverFlags, "--import", "./scripts/bench/lag-probe.mjs", "dist/main.js"],
+    // As the container and `npm start` run it (Dockerfile, package.json).
+    ["--optimize-for-size", ...serverFlags, "--import", "./scripts/bench/lag-probe.mjs", "dist/main.js"],
     {
       cwd: root,
       stdio: ["ignore", verbose ? "inherit" : "ignore", "pipe"],
@@ -506,7 +507,7 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
         `(c) 8 × 256 MiB concurrently: uploaded in ${seconds(uploaded)}, all ready after ${
           seconds(performance.now() - started)
         }, ` +
-          `server peak RSS ${mib(peak)}  (target < 256 MiB) ${peak < 256 * MiB ? "OK" : "MISSED"}`
+          `server peak RSS ${mib(peak)}  (target < 200 MiB) ${peak < 200 * MiB ? "OK" : "MISSED"}`
       )
       if (verbose) say(`    sampled peaks: V8 heap used ${mib(memory.heap)}, external ${mib(memory.external)}`)
     }

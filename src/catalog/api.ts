@@ -2,6 +2,7 @@ import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/p
 import { Schema } from "effect"
 import { RequireContentWrite } from "../auth/middleware.js"
 import { NotModified } from "../platform/download.js"
+import { InvalidPageRequest } from "../platform/pagination.js"
 import { UuidString } from "../platform/params.js"
 import { InvalidRequest, Problem, RangeNotSatisfiable } from "../platform/problem.js"
 import {
@@ -80,7 +81,12 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
   .add(
     HttpApiEndpoint.get("listImages", "/v1/images")
       .addSuccess(ImageList)
-      .annotate(OpenApi.Description, "Images with at least one published version, by name.")
+      .addError(Problem(InvalidPageRequest))
+      .annotate(
+        OpenApi.Description,
+        "Images with at least one published version, by name. Paginated: `?limit=` (default 100, at most " +
+          "1000) and `?cursor=` from the previous page's `next_cursor` (also its `Link: rel=\"next\"` header)."
+      )
   )
   .add(
     HttpApiEndpoint.get("getImage", "/v1/images/:name")
@@ -326,7 +332,9 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
       .setPath(NamePath)
       .addSuccess(AliasList)
       .addError(invalid)
+      .addError(Problem(InvalidPageRequest))
       .addError(Problem(ImageNotFound))
+      .annotate(OpenApi.Description, "The image's aliases, by alias. Paginated like `GET /v1/images`.")
   )
   .add(
     HttpApiEndpoint.get("getAlias", "/v1/images/:name/aliases/:alias")

@@ -4,10 +4,12 @@ import { Effect } from "effect"
 import { casKey } from "../platform/blob-store/keys.js"
 import { serveBlob } from "../platform/download.js"
 import { apiOf, ImmutableResponses } from "../platform/http.js"
+import { pageOf, pageRequest } from "../platform/pagination.js"
 import { decodeParam } from "../platform/params.js"
 import { CatalogGroup } from "./api.js"
 import { DownloadFileNotFound } from "./errors.js"
 import {
+  AliasListKey,
   AliasName,
   aliasToWire,
   ArtifactIdParam,
@@ -15,6 +17,7 @@ import {
   AttachmentIdParam,
   attachmentToWire,
   decodeVersionPath,
+  ImageListKey,
   ImageName,
   imageToWire,
   manifestToWire,
@@ -126,7 +129,16 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
 
       return handlers
         .handle("createImage", ({ payload }) => catalog.createImage(payload).pipe(Effect.map(imageToWire)))
-        .handle("listImages", () => catalog.listImages.pipe(Effect.map((rows) => ({ images: rows.map(imageToWire) }))))
+        .handle("listImages", () =>
+          Effect.gen(function*() {
+            const page = yield* pageRequest(ImageListKey)
+            const rows = yield* catalog.listImagesPage(page.after, page.limit + 1)
+            const { items, next_cursor } = yield* pageOf(rows, page, ImageListKey, (row) => ({
+              name: row.name,
+              id: row.id
+            }))
+            return { images: items.map(imageToWire), ...(next_cursor === undefined ? {} : { next_cursor }) }
+          }))
         .handle("getImage", ({ path }) => nameOf(path).pipe(Effect.flatMap(catalog.getImage), Effect.map(imageToWire)))
         .handle("deleteImage", ({ path }) => nameOf(path).pipe(Effect.flatMap(catalog.deleteImage)))
         .handle("deleteVersion", ({ path }) =>
@@ -209,10 +221,16 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             Effect.map(aliasToWire)
           ))
         .handle("listAliases", ({ path }) =>
-          nameOf(path).pipe(
-            Effect.flatMap(catalog.listAliases),
-            Effect.map((rows) => ({ aliases: rows.map(aliasToWire) }))
-          ))
+          Effect.gen(function*() {
+            const name = yield* nameOf(path)
+            const page = yield* pageRequest(AliasListKey)
+            const rows = yield* catalog.listAliasesPage(name, page.after, page.limit + 1)
+            const { items, next_cursor } = yield* pageOf(rows, page, AliasListKey, (row) => ({
+              alias: row.alias,
+              id: row.id
+            }))
+            return { aliases: items.map(aliasToWire), ...(next_cursor === undefined ? {} : { next_cursor }) }
+          }))
         .handle("getAlias", ({ path }) =>
           aliasPathOf(path).pipe(
             Effect.flatMap(([name, alias]) =>

@@ -68,6 +68,11 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
   readonly findImage: (name: string) => Effect.Effect<Option.Option<ImageRow>, SqlError.SqlError>
   /** Images with at least one published version, by name then id. */
   readonly listPublishedImages: Effect.Effect<ReadonlyArray<ImageRow>, SqlError.SqlError>
+  /** One page of them: at most `limit` images after (`name`, `id`) in that order (keyset). */
+  readonly listPublishedImagesPage: (
+    after: Option.Option<{ readonly name: string; readonly id: string }>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<ImageRow>, SqlError.SqlError>
   readonly hasPublishedVersion: (imageId: string) => Effect.Effect<boolean, SqlError.SqlError>
 
   readonly insertVersion: (version: {
@@ -90,6 +95,14 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
   readonly loadManifest: (found: ImageVersionRows) => Effect.Effect<ManifestRows, SqlError.SqlError>
 
   readonly listArtifacts: (versionId: string) => Effect.Effect<ReadonlyArray<ArtifactRow>, SqlError.SqlError>
+  /**
+   * The artifacts of `name`/`version` in manifest order, when that version is published
+   * (None otherwise), in one round trip: the hot read of the API (issue 15).
+   */
+  readonly listPublishedArtifacts: (
+    name: string,
+    version: string
+  ) => Effect.Effect<Option.Option<ReadonlyArray<ArtifactRow>>, SqlError.SqlError>
   readonly findArtifact: (
     versionId: string,
     artifactId: string
@@ -150,6 +163,12 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
     readonly versionId: string
   }) => Effect.Effect<AliasRow, SqlError.SqlError | ConstraintViolation>
   readonly listAliases: (imageId: string) => Effect.Effect<ReadonlyArray<AliasRow>, SqlError.SqlError>
+  /** At most `limit` aliases of the image after (`alias`, `id`) in that order (keyset). */
+  readonly listAliasesPage: (
+    imageId: string,
+    after: Option.Option<{ readonly alias: string; readonly id: string }>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<AliasRow>, SqlError.SqlError>
   readonly findAlias: (imageId: string, alias: string) => Effect.Effect<Option.Option<AliasRow>, SqlError.SqlError>
   readonly deleteAlias: (imageId: string, alias: string) => Effect.Effect<boolean, SqlError.SqlError>
 }>() {}
@@ -189,6 +208,19 @@ export const CatalogRepositoryLive = Layer.effect(
         SELECT i.* FROM images i
         WHERE EXISTS (SELECT 1 FROM image_versions v WHERE v.image_id = i.id AND v.state = 'published')
         ORDER BY i.name COLLATE "C", i.id`,
+
+      listPublishedImagesPage: (after, limit) => {
+        const from = Option.match(after, {
+          onNone: () => sql.literal("TRUE"),
+          onSome: (key) => sql`(i.name COLLATE "C", i.id) > (${key.name} COLLATE "C", ${key.id}::uuid)`
+        })
+        return sql<ImageRow>`
+          SELECT i.* FROM images i
+          WHERE EXISTS (SELECT 1 FROM image_versions v WHERE v.image_id = i.id AND v.state = 'published')
+            AND ${from}
+          ORDER BY i.name COLLATE "C", i.id
+          LIMIT ${limit}`
+      },
 
       hasPublishedVersion: (imageId) =>
         sql<{ found: boolean }>`
@@ -237,6 +269,27 @@ export const CatalogRepositoryLive = Layer.effect(
           SELECT * FROM release_artifacts WHERE version_id = ${versionId}
           ORDER BY variant COLLATE "C", operating_system COLLATE "C", architecture COLLATE "C",
                    format COLLATE "C", id`,
+
+      listPublishedArtifacts: (name, version) =>
+        // One row per artifact, or one row of NULLs for a published version without any
+        // (a published version always has one; the LEFT JOIN keeps the answer exact anyway).
+        sql<{ readonly found_state: string } & { readonly [K in keyof ArtifactRow]: ArtifactRow[K] | null }>`
+          SELECT v.state AS found_state, a.*
+          FROM image_versions v
+          JOIN images i ON i.id = v.image_id
+          LEFT JOIN release_artifacts a ON a.version_id = v.id
+          WHERE i.name = ${name} AND v.version = ${version}
+          ORDER BY a.variant COLLATE "C", a.operating_system COLLATE "C", a.architecture COLLATE "C",
+                   a.format COLLATE "C", a.id`.pipe(
+          Effect.map((rows) => {
+            if (rows.length === 0 || rows[0]!.found_state !== "published") return Option.none()
+            const artifacts: Array<ArtifactRow> = []
+            for (const { found_state: _, ...row } of rows) {
+              if (row.id !== null) artifacts.push(row as ArtifactRow)
+            }
+            return Option.some(artifacts)
+          })
+        ),
 
       findArtifact: (versionId, artifactId) =>
         sql<ArtifactRow>`SELECT * FROM release_artifacts WHERE id = ${artifactId} AND version_id = ${versionId}`.pipe(
@@ -314,6 +367,19 @@ export const CatalogRepositoryLive = Layer.effect(
           FROM upserted u JOIN image_versions v ON v.id = u.version_id`).pipe(Effect.map((rows) => rows[0]!)),
 
       listAliases: (imageId) => aliasSelect(sql`a.image_id = ${imageId}`),
+
+      listAliasesPage: (imageId, after, limit) =>
+        sql<AliasRow>`
+          SELECT a.id, a.image_id, a.alias, a.version_id, v.version, a.created_at, a.updated_at
+          FROM aliases a JOIN image_versions v ON v.id = a.version_id
+          WHERE a.image_id = ${imageId} AND ${
+          Option.match(after, {
+            onNone: () => sql.literal("TRUE"),
+            onSome: (key) => sql`(a.alias COLLATE "C", a.id) > (${key.alias} COLLATE "C", ${key.id}::uuid)`
+          })
+        }
+          ORDER BY a.alias COLLATE "C", a.id
+          LIMIT ${limit}`,
 
       findAlias: (imageId, alias) =>
         aliasSelect(sql`a.image_id = ${imageId} AND a.alias = ${alias}`).pipe(Effect.map(first)),

@@ -1,6 +1,7 @@
 import { Effect, Schema } from "effect"
 import { Sha256Digest } from "../platform/digest.js"
 import { MediaType } from "../platform/media-type.js"
+import { nextCursorField } from "../platform/pagination.js"
 import { decodeParam, nonBlank, strictBody, TEXT_LIMITS, UuidParam, UuidString } from "../platform/params.js"
 import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
 
@@ -182,14 +183,24 @@ export const Manifest = Schema.Struct({
 }).annotations({ identifier: "Manifest" })
 export type Manifest = typeof Manifest.Type
 
-export const ImageList = Schema.Struct({ images: Schema.Array(Image) }).annotations({ identifier: "ImageList" })
+export const ImageList = Schema.Struct({ images: Schema.Array(Image), next_cursor: nextCursorField }).annotations({
+  identifier: "ImageList"
+})
+
+/** Where a page of the image list ends (platform/pagination.ts). */
+export const ImageListKey = Schema.Struct({ name: Schema.String, id: Schema.UUID })
 export const VersionList = Schema.Struct({ versions: Schema.Array(ImageVersion) }).annotations({
   identifier: "VersionList"
 })
 export const ArtifactList = Schema.Struct({ artifacts: Schema.Array(Artifact) }).annotations({
   identifier: "ArtifactList"
 })
-export const AliasList = Schema.Struct({ aliases: Schema.Array(Alias) }).annotations({ identifier: "AliasList" })
+export const AliasList = Schema.Struct({ aliases: Schema.Array(Alias), next_cursor: nextCursorField }).annotations({
+  identifier: "AliasList"
+})
+
+/** Where a page of an alias list ends (platform/pagination.ts). */
+export const AliasListKey = Schema.Struct({ alias: Schema.String, id: Schema.UUID })
 export type ImageList = typeof ImageList.Type
 export type VersionList = typeof VersionList.Type
 export type ArtifactList = typeof ArtifactList.Type

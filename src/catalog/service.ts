@@ -45,6 +45,11 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   readonly createImage: (request: CreateImageRequest) => Effect.Effect<ImageRow, ImageNameTaken>
   /** Images with at least one published version. */
   readonly listImages: Effect.Effect<ReadonlyArray<ImageRow>>
+  /** At most `limit` listed images after the (`name`, `id`) key, in listing order. */
+  readonly listImagesPage: (
+    after: Option.Option<{ readonly name: string; readonly id: string }>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<ImageRow>>
   /** An image, visible only once it has a published version. */
   readonly getImage: (name: string) => Effect.Effect<ImageRow, ImageNotFound>
 
@@ -96,6 +101,12 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   ) => Effect.Effect<AliasRow, ImageNotFound | VersionNotFound | AliasTargetNotPublished>
   /** All aliases of an existing image (possibly none, even without published versions). */
   readonly listAliases: (name: string) => Effect.Effect<ReadonlyArray<AliasRow>, ImageNotFound>
+  /** At most `limit` aliases of the image after the (`alias`, `id`) key, in listing order. */
+  readonly listAliasesPage: (
+    name: string,
+    after: Option.Option<{ readonly alias: string; readonly id: string }>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<AliasRow>, ImageNotFound>
   readonly getAlias: (name: string, alias: string) => Effect.Effect<AliasRow, ImageNotFound | AliasNotFound>
   readonly deleteAlias: (name: string, alias: string) => Effect.Effect<void, ImageNotFound | AliasNotFound>
 
@@ -239,6 +250,8 @@ export const CatalogLive = Layer.effect(
         ),
 
       listImages: repo.listPublishedImages.pipe(Effect.orDie, Effect.withSpan("catalog.listImages")),
+      listImagesPage: (after, limit) =>
+        repo.listPublishedImagesPage(after, limit).pipe(Effect.orDie, Effect.withSpan("catalog.listImages")),
 
       getImage: (name) =>
         Effect.gen(function*() {
@@ -342,8 +355,12 @@ export const CatalogLive = Layer.effect(
         }).pipe(Effect.withSpan("catalog.resolveRef")),
 
       listArtifacts: (name, version) =>
-        findPublishedVersion(name, version).pipe(
-          Effect.flatMap((found) => repo.listArtifacts(found.version.id).pipe(Effect.orDie)),
+        repo.listPublishedArtifacts(name, version).pipe(
+          Effect.orDie,
+          Effect.flatMap(Option.match({
+            onNone: () => Effect.fail(versionNotFound(name, version, true)),
+            onSome: Effect.succeed
+          })),
           Effect.withSpan("catalog.listArtifacts")
         ),
 
@@ -460,6 +477,12 @@ export const CatalogLive = Layer.effect(
       listAliases: (name) =>
         findImage(name).pipe(
           Effect.flatMap((image) => repo.listAliases(image.id).pipe(Effect.orDie)),
+          Effect.withSpan("catalog.listAliases")
+        ),
+
+      listAliasesPage: (name, after, limit) =>
+        findImage(name).pipe(
+          Effect.flatMap((image) => repo.listAliasesPage(image.id, after, limit).pipe(Effect.orDie)),
           Effect.withSpan("catalog.listAliases")
         ),
 

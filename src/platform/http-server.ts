@@ -3,6 +3,7 @@ import { NodeHttpServer } from "@effect/platform-node"
 import type { Duration } from "effect"
 import { Effect, Layer, Option } from "effect"
 import type * as http from "node:http"
+import { answerCached, CachedDocuments } from "./cached-documents.js"
 import type { TrustedProxies } from "./client-address.js"
 import type { ListenAddress, TlsFiles } from "./config.js"
 import {
@@ -24,8 +25,9 @@ import { makeApiNodeServer } from "./tls.js"
 /**
  * The `HttpServer` of the API: @effect/platform-node's listener (listen, address,
  * close), with request dispatch of our own. Each request is first offered to the
- * immutable responses (http.ts `answerImmutable`) — a published manifest is answered
- * from memory without the cost of running the Effect app — and otherwise handed to the
+ * cached documents (cached-documents.ts — the Simple Streams documents) and the
+ * immutable responses (http.ts `answerImmutable` — a published manifest), answered
+ * from memory without the cost of running the Effect app, and otherwise handed to the
  * app exactly as `NodeHttpServer.layer` would. WebSocket upgrades are not offered
  * (the API has none): an `Upgrade` request is an ordinary request.
  */
@@ -42,6 +44,7 @@ const listener = (
         ...(listen.host ? { host: listen.host } : {})
       }).pipe(Effect.mapError((error) => new ListenFailed({ address: listen, error: error.cause })))
       const responses = yield* Effect.serviceOption(ImmutableResponses)
+      const documents = yield* Effect.serviceOption(CachedDocuments)
       return HttpServer.make({
         address: node.address,
         serve: (app, middleware) =>
@@ -49,14 +52,19 @@ const listener = (
             const handle = middleware === undefined
               ? yield* NodeHttpServer.makeHandler(app)
               : yield* NodeHttpServer.makeHandler(app, middleware)
+            const runtime = yield* Effect.runtime<never>()
             // With tracing on, every request must run in the app to get its span.
-            const early = Option.isSome(responses) && !options.tracing
-              ? answerImmutable(responses.value, yield* Effect.runtime<never>(), options.metrics, options.clients)
+            const immutable = Option.isSome(responses) && !options.tracing
+              ? answerImmutable(responses.value, runtime, options.metrics, options.clients)
               : undefined
-            const onRequest = early === undefined
+            const cached = Option.isSome(documents) && !options.tracing
+              ? answerCached(documents.value, runtime, options.metrics, options.clients)
+              : undefined
+            const onRequest = immutable === undefined && cached === undefined
               ? handle
               : (request: http.IncomingMessage, response: http.ServerResponse) => {
-                if (!early(request, response)) handle(request, response)
+                if (cached?.(request, response) === true || immutable?.(request, response) === true) return
+                handle(request, response)
               }
             yield* Effect.addFinalizer(() => Effect.sync(() => server.off("request", onRequest)))
             server.on("request", onRequest)
@@ -128,7 +136,16 @@ export const ApiServerLive = (options: {
       )
     }))
 
-    const serve = HttpApiBuilder.serve(serverMiddleware(options.routes, { tracing: options.tracing, metrics, clients }))
+    const documents = yield* Effect.serviceOption(CachedDocuments)
+    const localWrite = Option.map(documents, (d) => d.localWrite)
+    const serve = HttpApiBuilder.serve(
+      serverMiddleware(options.routes, {
+        tracing: options.tracing,
+        metrics,
+        clients,
+        ...(Option.isSome(localWrite) ? { localWrite: localWrite.value } : {})
+      })
+    )
       .pipe(
         HttpMiddleware.withSpanNameGenerator(spanNameOf(options.routes)),
         // Without an exporter a request span is a no-op that still costs URL parsing and

@@ -161,7 +161,7 @@ export const spanNameOf = (routes: RouteTable) => (request: HttpServerRequest.Ht
   return `${request.method} ${route ? route.template : "unmatched"}`
 }
 
-const pathnameOf = (url: string) => {
+export const pathnameOf = (url: string) => {
   const q = url.indexOf("?")
   return q === -1 ? url : url.slice(0, q)
 }
@@ -486,7 +486,7 @@ export const loggedPath = (url: string): string => {
 }
 
 /** What the access-log line of one request says (both request paths fill it in). */
-interface AccessLogFields {
+export interface AccessLogFields {
   readonly method: string
   /** Route label (`GET /v1/images/{name}`), `unmatched` for unknown paths. */
   readonly route: string
@@ -503,8 +503,8 @@ interface AccessLogFields {
   readonly userAgent: string | undefined
 }
 
-/** The access-log line of one request (shared by both request paths). */
-const accessLog = (level: LogLevel.LogLevel, fields: AccessLogFields) =>
+/** The access-log line of one request (shared by every request path). */
+export const accessLog = (level: LogLevel.LogLevel, fields: AccessLogFields) =>
   Effect.logWithLevel(level, "http request").pipe(Effect.annotateLogs({
     method: fields.method,
     route: fields.route,
@@ -542,7 +542,7 @@ const countBodyBytes = (response: ServerResponse): () => number => {
 }
 
 /** Whether a request announces a body (which a refusal before the app leaves unread). */
-const announcesBody = (headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>) =>
+export const announcesBody = (headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>) =>
   headers["transfer-encoding"] !== undefined ||
   (headers["content-length"] !== undefined && headers["content-length"] !== "0")
 
@@ -552,9 +552,10 @@ export interface ClientPolicy {
   readonly rateLimiter: RateLimiter | undefined
 }
 
-const NO_CLIENT_POLICY: ClientPolicy = { trustedProxies: NO_TRUSTED_PROXIES, rateLimiter: undefined }
+export const NO_CLIENT_POLICY: ClientPolicy = { trustedProxies: NO_TRUSTED_PROXIES, rateLimiter: undefined }
 
-const headerValue = (value: string | ReadonlyArray<string> | undefined) => typeof value === "string" ? value : undefined
+export const headerValue = (value: string | ReadonlyArray<string> | undefined) =>
+  typeof value === "string" ? value : undefined
 
 /**
  * Wraps request handling: assigns the request id (header on every response,
@@ -571,7 +572,13 @@ const headerValue = (value: string | ReadonlyArray<string> | undefined) => typeo
  */
 export const serverMiddleware = (
   routes: RouteTable,
-  options: { readonly tracing: boolean; readonly metrics: HttpMetrics; readonly clients?: ClientPolicy }
+  options: {
+    readonly tracing: boolean
+    readonly metrics: HttpMetrics
+    readonly clients?: ClientPolicy
+    /** Told when a request that may have written has been handled, before its response is sent. */
+    readonly localWrite?: () => void
+  }
 ) =>
 <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R | HttpServerRequest.HttpServerRequest> => {
   const clients = options.clients ?? NO_CLIENT_POLICY
@@ -619,6 +626,7 @@ export const serverMiddleware = (
       options.metrics.record(request.method, routeLabel, status, seconds)
       options.metrics.trackActive(request.method, -1)
       clients.rateLimiter?.settle(clientAddr, status)
+      if (options.localWrite !== undefined && BODY_METHODS.has(request.method)) options.localWrite()
       const level = accessLogLevel(status)
       if (LogLevel.lessThan(level, minimumLevel)) return Effect.void
       return accessLog(level, {

@@ -3,6 +3,7 @@ import type { Duration } from "effect"
 import { Cause, Clock, Effect, Layer, Metric, Option } from "effect"
 import { CatalogRepository } from "../catalog/repository.js"
 import { BlobStore } from "../platform/blob-store/blob-store.js"
+import { CachedDocuments } from "../platform/cached-documents.js"
 import { AppConfig } from "../platform/config.js"
 import { latencyBoundaries } from "../platform/metrics.js"
 import { withLinkedSpan } from "../platform/tracing.js"
@@ -51,6 +52,8 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
     const repo = yield* PublishRepository
     const catalog = yield* CatalogRepository
     const store = yield* BlobStore
+    // A finished step may have published: cached documents of this process check before serving.
+    const documents = yield* Effect.serviceOption(CachedDocuments)
 
     /** Runs `body` in a transaction that first proves we still hold the step's lease. */
     const fenced = <A, E>(step: ClaimedStep, body: Effect.Effect<A, E>) =>
@@ -183,6 +186,7 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
               )
           )
         )
+        if (Option.isSome(documents)) documents.value.localWrite()
         const seconds = ((yield* Clock.currentTimeMillis) - started) / 1000
         yield* Metric.update(
           publishStepDuration.pipe(Metric.tagged("step", step.name), Metric.tagged("outcome", outcome)),

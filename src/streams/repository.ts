@@ -34,19 +34,30 @@ export interface AliasTarget {
   readonly alias: string
 }
 
+/** Everything the documents are rendered from, read in one snapshot, and the catalog generation it shows. */
+export interface StreamsSnapshotRows {
+  readonly generation: number
+  readonly rows: ReadonlyArray<StreamRow>
+  readonly aliases: ReadonlyArray<AliasTarget>
+}
+
 export class StreamsRepository extends Context.Tag("imgsrv/StreamsRepository")<StreamsRepository, {
-  /** Projection rows of published versions only: rows of a version still publishing stay invisible. */
-  readonly publishedRows: Effect.Effect<ReadonlyArray<StreamRow>, SqlError.SqlError>
-  /** Every alias and the version it currently targets (read live, per request). */
-  readonly aliases: Effect.Effect<ReadonlyArray<AliasTarget>, SqlError.SqlError>
+  /**
+   * Projection rows of published versions (rows of a version still publishing stay
+   * invisible) and every alias with the version it targets, with the catalog generation,
+   * all from one REPEATABLE READ snapshot: the rendering of these rows is exactly the
+   * documents of that generation (migrations/0006_catalog_generation.sql).
+   */
+  readonly snapshot: Effect.Effect<StreamsSnapshotRows, SqlError.SqlError>
+  /** The catalog generation committed now (one small row). */
+  readonly generation: Effect.Effect<number, SqlError.SqlError>
 }>() {}
 
 export const StreamsRepositoryLive = Layer.effect(
   StreamsRepository,
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    return StreamsRepository.of({
-      publishedRows: sql<StreamRow>`
+    const publishedRows = sql<StreamRow>`
         SELECT p.artifact_id, p.version_id, i.id AS image_id, i.name AS image_name, i.display_name,
                v.version, v.published_at, v.created_at,
                a.operating_system, a.architecture, a.variant,
@@ -57,8 +68,18 @@ export const StreamsRepositoryLive = Layer.effect(
         JOIN images i ON i.id = v.image_id
         JOIN release_artifacts a ON a.id = p.artifact_id
         ORDER BY i.name COLLATE "C", v.version COLLATE "C", a.variant COLLATE "C",
-                 a.architecture COLLATE "C", p.root_ftype COLLATE "C", p.artifact_id`,
-      aliases: sql<AliasTarget>`SELECT version_id, alias FROM aliases ORDER BY alias COLLATE "C", id`
+                 a.architecture COLLATE "C", p.root_ftype COLLATE "C", p.artifact_id`
+    const aliases = sql<AliasTarget>`SELECT version_id, alias FROM aliases ORDER BY alias COLLATE "C", id`
+    const generation = sql<{ generation: number }>`SELECT generation FROM catalog_generation`.pipe(
+      Effect.map((found) => found[0]?.generation ?? 0)
+    )
+    return StreamsRepository.of({
+      snapshot: sql.withTransaction(Effect.gen(function*() {
+        // Must be the transaction's first statement: it fixes the snapshot every read below shares.
+        yield* sql`SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`
+        return { generation: yield* generation, rows: yield* publishedRows, aliases: yield* aliases }
+      })),
+      generation
     })
   })
 )

@@ -1,7 +1,7 @@
-import { Context, Duration, Effect, Layer, Metric } from "effect"
+import { Duration, Effect, Metric } from "effect"
 import { createHash } from "node:crypto"
 import { latencyBoundaries } from "../platform/metrics.js"
-import { type AliasTarget, type StreamRow, StreamsRepository } from "./repository.js"
+import type { AliasTarget, StreamRow } from "./repository.js"
 import {
   incusArch,
   type IndexDocument,
@@ -15,7 +15,7 @@ import {
 } from "./schema.js"
 
 /**
- * The Incus Simple Streams documents (spec/streams.md): rendered on every request from
+ * The Incus Simple Streams documents (spec/streams.md): rendered (cache.ts keeps them) from
  * the projection rows of published versions plus the live aliases, serialised like the
  * reference (sorted keys, two-space indent, trailing newline) and given a strong ETag.
  *
@@ -42,20 +42,15 @@ import {
  */
 
 export interface RenderedDocument {
-  readonly body: string
-  /** Strong validator of `body`. */
+  readonly body: Uint8Array
+  /** Strong validator of `body`: its SHA-256, quoted. */
   readonly etag: string
 }
-
-export class SimpleStreams extends Context.Tag("imgsrv/SimpleStreams")<SimpleStreams, {
-  readonly index: Effect.Effect<RenderedDocument>
-  readonly images: Effect.Effect<RenderedDocument>
-}>() {}
 
 export const streamsRenderDuration = Metric.histogram(
   "imgsrv_streams_render_duration_seconds",
   latencyBoundaries,
-  "Time to render a Simple Streams document, by document."
+  "Time to render the Simple Streams documents (both, from one snapshot of the catalog)."
 )
 
 // ---------------------------------------------------------------------------------
@@ -287,73 +282,62 @@ export const marshalDocument = (document: unknown): string =>
     .replace(/\u2028/g, "\\u2028")
     .replace(/\u2029/g, "\\u2029")
 
-const rendered = (body: string): RenderedDocument => ({
-  body,
-  etag: `"${createHash("sha256").update(body).digest("hex")}"`
-})
+/** A document as it is served: its bytes and their strong validator. */
+export const rendered = (text: string): RenderedDocument => {
+  const body = Buffer.from(text, "utf8")
+  return { body, etag: `"${createHash("sha256").update(body).digest("hex")}"` }
+}
 
-export const SimpleStreamsLive = Layer.effect(
-  SimpleStreams,
+/** Both documents, rendered from one snapshot of the rows. */
+export interface RenderedDocuments {
+  readonly index: RenderedDocument
+  readonly images: RenderedDocument
+}
+
+/**
+ * Renders both documents from the projection rows and aliases of one snapshot: the
+ * products that pass the client-compatibility checks, their names for the index.
+ */
+export const renderDocuments = (
+  rows: ReadonlyArray<StreamRow>,
+  aliases: ReadonlyArray<AliasTarget>
+): Effect.Effect<RenderedDocuments> =>
   Effect.gen(function*() {
-    const repo = yield* StreamsRepository
-
-    /** Products that pass the client-compatibility checks, by name. */
-    const products = (withAliases: boolean) =>
-      Effect.gen(function*() {
-        const [rows, aliases] = yield* Effect.all(
-          [repo.publishedRows, withAliases ? repo.aliases : Effect.succeed([])],
-          { concurrency: 2 }
+    const built = yield* buildProducts(rows, aliases)
+    const products = new Map<string, StreamProduct>()
+    for (const candidate of built.values()) {
+      const product = toProduct(candidate)
+      const problems = productProblems(product)
+      if (problems.length > 0) {
+        yield* Effect.logError("simple streams: product dropped, an Incus client could not use it").pipe(
+          Effect.annotateLogs({ product: candidate.name, problems: problems.join("; ") })
         )
-        const built = yield* buildProducts(rows, aliases)
-        const out = new Map<string, StreamProduct>()
-        for (const candidate of built.values()) {
-          const product = toProduct(candidate)
-          const problems = productProblems(product)
-          if (problems.length > 0) {
-            yield* Effect.logError("simple streams: product dropped, an Incus client could not use it").pipe(
-              Effect.annotateLogs({ product: candidate.name, problems: problems.join("; ") })
-            )
-            continue
-          }
-          out.set(candidate.name, product)
-        }
-        return out
-      }).pipe(Effect.orDie)
-
-    const timed = (document: "index" | "images") => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-      effect.pipe(
-        Metric.trackDurationWith(Metric.tagged(streamsRenderDuration, "document", document), Duration.toSeconds),
-        Effect.withSpan(`streams.render.${document}`)
-      )
-
-    return SimpleStreams.of({
-      index: Effect.gen(function*() {
-        // The index needs names only; aliases do not change product names.
-        const names = [...(yield* products(false)).keys()].sort(codePointCompare)
-        const document: IndexDocument = {
-          format: "index:1.0",
-          index: {
-            images: {
-              datatype: "image-downloads",
-              format: "products:1.0",
-              path: "streams/v1/images.json",
-              // Omitted when empty (Go omitempty); Incus then never fetches images.json.
-              ...(names.length > 0 ? { products: names } : {})
-            }
-          }
-        }
-        return rendered(marshalDocument(document))
-      }).pipe(timed("index")),
-
-      images: Effect.gen(function*() {
-        const document: ProductsDocument = {
-          content_id: "images",
+        continue
+      }
+      products.set(candidate.name, product)
+    }
+    // Aliases never change product names, so the index lists the same products.
+    const names = [...products.keys()].sort(codePointCompare)
+    const index: IndexDocument = {
+      format: "index:1.0",
+      index: {
+        images: {
           datatype: "image-downloads",
           format: "products:1.0",
-          products: Object.fromEntries(yield* products(true))
+          path: "streams/v1/images.json",
+          // Omitted when empty (Go omitempty); Incus then never fetches images.json.
+          ...(names.length > 0 ? { products: names } : {})
         }
-        return rendered(marshalDocument(document))
-      }).pipe(timed("images"))
-    })
-  })
-)
+      }
+    }
+    const images: ProductsDocument = {
+      content_id: "images",
+      datatype: "image-downloads",
+      format: "products:1.0",
+      products: Object.fromEntries(products)
+    }
+    return { index: rendered(marshalDocument(index)), images: rendered(marshalDocument(images)) }
+  }).pipe(
+    Metric.trackDurationWith(streamsRenderDuration, Duration.toSeconds),
+    Effect.withSpan("streams.render")
+  )

@@ -144,7 +144,7 @@ describe("traces of the tutorial flow", () => {
   it("leave idle worker polls untraced: every root span is a request, a unit of work or start-up", () => {
     const roots = spans.filter((s) => s.parentSpanId === "").map((s) => s.name)
     const expected =
-      /^(GET|PUT|POST|DELETE|HEAD) |^cas\.promote$|^publish\.|^uploads\.expire$|^auth\.bootstrap$|^database\.migrate$/
+      /^(GET|PUT|POST|DELETE|HEAD) |^cas\.promote$|^publish\.|^uploads\.expire$|^auth\.bootstrap$|^database\.migrate$|^streams\.refresh$/
     expect(roots.filter((name) => !expected.test(name))).toEqual([])
   })
 })

@@ -93,8 +93,8 @@ export interface ObjectInfo {
 export interface PartInfo {
   readonly partNumber: number
   /**
-   * The part's ETag as a bare value (S3's hex MD5 without its double quotes), on every
-   * driver: clients splice it into a JSON string (`"etag": "'"$ETAG"'"`), where quotes
+   * The part's ETag as a bare, opaque value (S3's hex MD5 without its double quotes; the
+   * filesystem store's 32-hex fingerprint of the part file), on every driver: clients splice it into a JSON string (`"etag": "'"$ETAG"'"`), where quotes
    * would break the document. `completeMultipartUpload` takes it quoted or bare.
    */
   readonly etag: string

@@ -22,9 +22,11 @@
  * The whole root must be a single filesystem (rename and link do not cross mounts).
  *
  * ETags:
- * - a part's ETag is the hex MD5 of its bytes, like S3's without the quotes; it is not stored
- *   anywhere but recomputed while the parts are concatenated at completion, so the bytes on
- *   disk are the only source of truth (a re-put part silently invalidates the old ETag, as on S3);
+ * - a part's ETag is opaque (S3 only promises that, api.md §2.5): the fingerprint of the part
+ *   file, 32 bare hex characters like an MD5 without quotes (scripts splice it into JSON). It
+ *   costs a `stat`, not a pass over the bytes — the uploads layer already hashes every byte once
+ *   with SHA-256 — and completion compares it with the part file's fingerprint then, so a part
+ *   re-put after the client saw its ETag (a new file: new inode) is refused like S3's InvalidPart;
  * - an object's ETag is a fingerprint of the file version: the quoted, truncated SHA-256 of
  *   `dev:ino:size:mtimeNs`. Objects are never modified in place (every write is a new inode
  *   renamed over the old one), so the fingerprint changes whenever the bytes can, survives a
@@ -85,8 +87,11 @@ const isMissing = hasErrno("ENOENT", "ENOTDIR")
 const io = <A>(operation: string, key: string | undefined, thunk: () => Promise<A>): Effect.Effect<A, BlobStoreError> =>
   Effect.tryPromise({ try: thunk, catch: (cause) => new BlobStoreError({ operation, key, cause }) })
 
-const fingerprint = (st: BigIntStats): string =>
-  `"${createHash("sha256").update(`${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`).digest("hex").slice(0, 32)}"`
+/** 32 hex characters naming one version of a file (`dev:ino:size:mtimeNs`); no byte is read. */
+const fileVersion = (st: BigIntStats): string =>
+  createHash("sha256").update(`${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`).digest("hex").slice(0, 32)
+
+const fingerprint = (st: BigIntStats): string => `"${fileVersion(st)}"`
 
 const toInfo = (key: StorageKey, st: BigIntStats): ObjectInfo => ({
   key,
@@ -273,8 +278,7 @@ export const makeFilesystemBlobStore = (
       })
 
     /**
-     * Streams `body` into `handle`, hashing it, failing as soon as it runs long or if it ends
-     * short. Writes happen behind the body (`writeBehind`): the body keeps being read while
+     * Streams `body` into `handle`, failing as soon as it runs long or if it ends short. Writes happen behind the body (`writeBehind`): the body keeps being read while
      * the disk writes, in few large writes.
      */
     const writeBody = <E>(
@@ -282,9 +286,8 @@ export const makeFilesystemBlobStore = (
       handle: fs.FileHandle,
       body: Stream.Stream<Uint8Array, E>,
       contentLength: number
-    ): Effect.Effect<string, E | BodyLengthMismatch | BlobStoreError> =>
+    ): Effect.Effect<void, E | BodyLengthMismatch | BlobStoreError> =>
       Effect.suspend(() => {
-        const md5 = createHash("md5")
         const behind = writeBehind(handle, WRITE_BEHIND_BYTES)
         let received = 0
         return body.pipe(
@@ -293,13 +296,12 @@ export const makeFilesystemBlobStore = (
             if (received > contentLength) {
               return Effect.fail(new BodyLengthMismatch({ expected: contentLength, received }))
             }
-            md5.update(chunk)
             const full = behind.push(chunk)
             return full === undefined ? Effect.void : io("putPart", key, () => full)
           }),
-          Effect.flatMap((): Effect.Effect<string, BodyLengthMismatch | BlobStoreError> =>
+          Effect.flatMap((): Effect.Effect<void, BodyLengthMismatch | BlobStoreError> =>
             received === contentLength
-              ? io("putPart", key, behind.flush).pipe(Effect.as(md5.digest("hex")))
+              ? io("putPart", key, behind.flush)
               : Effect.fail(new BodyLengthMismatch({ expected: contentLength, received }))
           ),
           // Stopped early (failure, interruption): let the write under way finish before the
@@ -308,13 +310,12 @@ export const makeFilesystemBlobStore = (
         )
       })
 
-    /** Copies the rest of `src` into `dst` through one reusable buffer, reporting each slice. */
+    /** Copies the rest of `src` into `dst` through one reusable buffer. */
     const copyContents = (
       operation: string,
       key: StorageKey,
       src: fs.FileHandle,
-      dst: fs.FileHandle,
-      onSlice: (slice: Uint8Array) => void
+      dst: fs.FileHandle
     ): Effect.Effect<void, BlobStoreError> =>
       Effect.suspend(() => {
         const buffer = Buffer.allocUnsafe(COPY_BUFFER_BYTES)
@@ -323,7 +324,6 @@ export const makeFilesystemBlobStore = (
             Effect.flatMap(({ bytesRead }) => {
               if (bytesRead === 0) return Effect.void
               const slice = buffer.subarray(0, bytesRead)
-              onSlice(slice)
               return io(operation, key, () => writeAll(dst, slice)).pipe(Effect.zipRight(Effect.suspend(step)))
             })
           )
@@ -371,13 +371,16 @@ export const makeFilesystemBlobStore = (
         const tmp = path.join(dir, `.part.${partNumber}.${randomBytes(8).toString("hex")}.tmp`)
         const etag = yield* withTempFile("putPart", key, tmp, (handle) =>
           Effect.gen(function*() {
-            const etag = yield* writeBody(key, handle, body, contentLength)
-            yield* io("putPart", key, async () => {
+            yield* writeBody(key, handle, body, contentLength)
+            return yield* io("putPart", key, async () => {
               await handle.sync()
+              // After the last write: rename keeps the inode and the mtime, so completion sees
+              // the same fingerprint unless the part was replaced meanwhile.
+              const st = await handle.stat({ bigint: true })
               await fs.rename(tmp, partPath(dir, partNumber))
               await fsyncDir(dir)
+              return fileVersion(st)
             })
-            return etag
           })).pipe(
             // The directory vanished under us: the upload was aborted or completed meanwhile.
             Effect.catchIf(isMissing, () => Effect.fail(new BlobNotFound({ key, what: "multipart-upload" })))
@@ -418,7 +421,6 @@ export const makeFilesystemBlobStore = (
         const st = yield* withTempFile("completeMultipartUpload", key, tmp, (out) =>
           Effect.gen(function*() {
             for (const part of parts) {
-              const md5 = createHash("md5")
               yield* Effect.acquireUseRelease(
                 io("completeMultipartUpload", key, () =>
                   fs.open(partPath(dir, part.partNumber), "r")).pipe(
@@ -428,17 +430,22 @@ export const makeFilesystemBlobStore = (
                         Effect.fail(new InvalidPartList({ key, reason: `part ${part.partNumber} was never uploaded` }))
                     )
                   ),
-                (src) => copyContents("completeMultipartUpload", key, src, out, (slice) => md5.update(slice)),
+                (src) =>
+                  Effect.gen(function*() {
+                    // The ETag is checked against the very file that is copied (fstat of the
+                    // open descriptor), so a part re-put after the client saw its ETag is
+                    // caught here, like S3's InvalidPart.
+                    const st = yield* io("completeMultipartUpload", key, () => src.stat({ bigint: true }))
+                    if (fileVersion(st) !== stripQuotes(part.etag)) {
+                      return yield* new InvalidPartList({
+                        key,
+                        reason: `part ${part.partNumber} does not match ETag ${part.etag}`
+                      })
+                    }
+                    yield* copyContents("completeMultipartUpload", key, src, out)
+                  }),
                 (src) => closeQuietly("completeMultipartUpload", key, src)
               )
-              // The ETag is checked against the bytes actually concatenated, so a part re-put
-              // after the client saw its ETag is caught here, like S3's InvalidPart.
-              if (md5.digest("hex") !== stripQuotes(part.etag)) {
-                return yield* new InvalidPartList({
-                  key,
-                  reason: `part ${part.partNumber} does not match ETag ${part.etag}`
-                })
-              }
             }
             return yield* io("completeMultipartUpload", key, async () => {
               await out.sync()

@@ -1,0 +1,207 @@
+/**
+ * The uncached API path (issue 15): `npx tsx scripts/bench/api.ts [--seconds 5]`.
+ *
+ * Starts a real imgsrv in this process (embedded PostgreSQL, filesystem store), seeds one
+ * published version with four artifacts by SQL, and measures from the same run, with `wrk`:
+ *
+ *  - `GET /v1/images/{name}/versions/{version}/artifacts` through imgsrv (uncached: every
+ *    request reads PostgreSQL);
+ *  - a minimal Effect `HttpApi` server with the same route and success schema returning
+ *    the same artifacts from memory (no middleware, no database)          — target ≥ 0.5×;
+ *  - a bare Node `http` handler sending the same bytes (reported beside it).
+ *
+ * Then it profiles imgsrv under the same load (V8 CPU profiler, in this process) and
+ * prints where the time goes, by package.
+ */
+import { HttpApi, HttpApiBuilder, HttpApiEndpoint, HttpApiGroup, HttpServer } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { Effect, Either, Exit, Layer, ManagedRuntime, Redacted, Schema, Scope } from "effect"
+import { randomBytes, randomUUID } from "node:crypto"
+import { chmod, mkdtemp, rm } from "node:fs/promises"
+import * as http from "node:http"
+import { Session } from "node:inspector/promises"
+import { tmpdir } from "node:os"
+import * as path from "node:path"
+import pg from "pg"
+import { AppLive } from "../../src/app.js"
+import { ArtifactList } from "../../src/catalog/schema.js"
+import { defaultRawSettings, parseAppConfig } from "../../src/platform/config.js"
+import { startEmbeddedPostgres } from "../../src/platform/embedded-postgres.js"
+import { bareServer, findWrk, listen, out, rps, wrkRun } from "./load.js"
+
+const SECONDS = (() => {
+  const i = process.argv.indexOf("--seconds")
+  return i === -1 ? 5 : Number(process.argv[i + 1])
+})()
+const CONNECTIONS = 32
+
+const hex = () => randomBytes(32).toString("hex")
+
+/** One published version `bench`/`1.0` with four artifacts, written as the publish workflow would. */
+const seed = async (db: pg.Client) => {
+  const disk = hex()
+  await db.query("INSERT INTO cas_blobs (digest, size_bytes, storage_key) VALUES ($1, 1048576, $2)", [
+    `sha256:${disk}`,
+    `cas/sha256/${disk.slice(0, 2)}/${disk.slice(2, 4)}/${disk}`
+  ])
+  const imageId = randomUUID()
+  const versionId = randomUUID()
+  await db.query("INSERT INTO images (id, name) VALUES ($1, 'bench')", [imageId])
+  await db.query("INSERT INTO image_versions (id, image_id, version) VALUES ($1, $2, '1.0')", [versionId, imageId])
+  for (
+    const [architecture, format] of [["x86_64", "qcow2"], ["aarch64", "qcow2"], ["x86_64", "raw"], [
+      "aarch64",
+      "raw"
+    ]]
+  ) {
+    await db.query(
+      `INSERT INTO release_artifacts (id, version_id, operating_system, architecture, format,
+         primary_blob_digest, primary_blob_size_bytes, primary_media_type)
+       VALUES ($1, $2, 'linux', $3, $4, $5, 1048576, 'application/octet-stream')`,
+      [randomUUID(), versionId, architecture, format, `sha256:${disk}`]
+    )
+  }
+  await db.query("UPDATE image_versions SET state = 'publishing' WHERE id = $1", [versionId])
+  await db.query("UPDATE image_versions SET state = 'published', published_at = now() WHERE id = $1", [versionId])
+}
+
+/** Self time by where the code lives: our sources, or the package in node_modules. */
+const selfTimeByOwner = (profile: {
+  nodes: ReadonlyArray<{ id: number; callFrame: { url: string; functionName: string } }>
+  samples?: ReadonlyArray<number>
+}) => {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]))
+  const counts = new Map<string, number>()
+  for (const id of profile.samples ?? []) {
+    const url = byId.get(id)?.callFrame.url ?? ""
+    const fn = byId.get(id)?.callFrame.functionName ?? ""
+    const owner = url.includes("/node_modules/")
+      ? url.split("/node_modules/").pop()!.split("/").slice(0, url.includes("/node_modules/@") ? 2 : 1).join("/")
+      : url.includes("/src/")
+      ? `imgsrv src/${url.split("/src/").pop()}`
+      : url.startsWith("node:")
+      ? "node internals"
+      : fn === "(garbage collector)"
+      ? "garbage collector"
+      : fn === "(idle)"
+      ? "idle"
+      : fn === "(program)"
+      ? "program (native, I/O)"
+      : url === ""
+      ? `native ${fn}`
+      : url
+    counts.set(owner, (counts.get(owner) ?? 0) + 1)
+  }
+  const total = profile.samples?.length ?? 1
+  return [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([owner, n]) => ({ owner, share: n / total }))
+}
+
+const main = async () => {
+  const wrk = findWrk()
+  if (wrk === undefined) throw new Error("this benchmark needs wrk (apt-get install wrk)")
+  const dir = await mkdtemp(path.join(tmpdir(), "imgsrv-bench-api-"))
+  await chmod(dir, 0o755)
+  const pgScope = Effect.runSync(Scope.make())
+  try {
+    const postgres = await Effect.runPromise(
+      startEmbeddedPostgres(path.join(dir, "postgres"), { database: "postgres" }).pipe(Scope.extend(pgScope))
+    )
+    const dbUrl = Redacted.value(postgres.url)
+    const parsed = parseAppConfig({
+      ...defaultRawSettings(),
+      "listen": "127.0.0.1:0",
+      "metrics-listen": "",
+      "log-format": "json",
+      "verbosity": "error",
+      "data-dir": dir,
+      "postgres-url": dbUrl
+    })
+    if (Either.isLeft(parsed)) throw new Error(parsed.left.message)
+    const app = ManagedRuntime.make(AppLive(parsed.right))
+    const address = await app.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
+    const base = `http://127.0.0.1:${address._tag === "TcpAddress" ? address.port : 0}`
+    const db = new pg.Client({ connectionString: dbUrl })
+    await db.connect()
+    await seed(db)
+    await db.end()
+
+    const route = "/v1/images/bench/versions/1.0/artifacts"
+    const response = await fetch(`${base}${route}`)
+    if (response.status !== 200) throw new Error(`${route}: ${response.status}`)
+    const body = new Uint8Array(await response.arrayBuffer())
+    const artifacts = Schema.decodeUnknownSync(ArtifactList)(JSON.parse(new TextDecoder().decode(body)))
+
+    // The minimal HttpApi server: same route, same schema, the value from memory.
+    const MinimalApi = HttpApi.make("minimal").add(
+      HttpApiGroup.make("g").add(
+        HttpApiEndpoint.get("list", "/v1/images/:name/versions/:version/artifacts").addSuccess(ArtifactList)
+      )
+    )
+    const minimalServer = http.createServer()
+    const minimalPort = await listen(minimalServer)
+    const minimal = ManagedRuntime.make(
+      HttpApiBuilder.serve().pipe(
+        Layer.provide(HttpApiBuilder.api(MinimalApi)),
+        Layer.provide(
+          HttpApiBuilder.group(MinimalApi, "g", (handlers) => handlers.handle("list", () => Effect.succeed(artifacts)))
+        ),
+        Layer.provide(NodeHttpServer.layer(() => minimalServer, { port: minimalPort })),
+        Layer.provide(Layer.effectDiscard(Effect.sync(() => minimalServer.close())))
+      )
+    )
+    await minimal.runPromise(Effect.void)
+    const bare = await bareServer(body, { "content-type": "application/json" })
+
+    const options = { connections: CONNECTIONS, seconds: SECONDS }
+    const viaImgsrv = await wrkRun(wrk, `${base}${route}`, options)
+    const viaMinimal = await wrkRun(wrk, `http://127.0.0.1:${minimalPort}${route}`, options)
+    const viaBare = await wrkRun(wrk, bare.url, options)
+    const healthz = await wrkRun(wrk, `${base}/healthz`, options)
+
+    out(`imgsrv uncached API path — wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, body ${body.byteLength} B`)
+    const ratio = rps(viaImgsrv) / rps(viaMinimal)
+    out(
+      `  GET ${route}: imgsrv ${rps(viaImgsrv).toFixed(0)} req/s, minimal HttpApi ${
+        rps(viaMinimal).toFixed(0)
+      } req/s → ratio ${ratio.toFixed(2)} (target ≥ 0.5) ${ratio >= 0.5 ? "PASS" : "MISS"} ` +
+        `[failures ${viaImgsrv.failed}/${viaMinimal.failed}]`
+    )
+    out(
+      `  bare Node ${rps(viaBare).toFixed(0)} req/s → imgsrv/bare ${(rps(viaImgsrv) / rps(viaBare)).toFixed(2)}, ` +
+        `minimal HttpApi/bare ${(rps(viaMinimal) / rps(viaBare)).toFixed(2)}`
+    )
+    out(
+      `  context: GET /healthz through imgsrv's stack (no database) ${rps(healthz).toFixed(0)} req/s → ` +
+        `${(rps(healthz) / rps(viaMinimal)).toFixed(2)}× the minimal HttpApi route`
+    )
+
+    // Where imgsrv's time goes under the same load.
+    const session = new Session()
+    session.connect()
+    await session.post("Profiler.enable")
+    await session.post("Profiler.setSamplingInterval", { interval: 200 })
+    await session.post("Profiler.start")
+    await wrkRun(wrk, `${base}${route}`, options)
+    const { profile } = await session.post("Profiler.stop")
+    session.disconnect()
+    out("  profile of imgsrv under that load (self time by owner, top 12):")
+    for (const { owner, share } of selfTimeByOwner(profile).slice(0, 12)) {
+      out(`    ${(share * 100).toFixed(1).padStart(5)} %  ${owner}`)
+    }
+
+    await bare.close()
+    await minimal.dispose()
+    await app.dispose()
+  } finally {
+    await Effect.runPromise(Scope.close(pgScope, Exit.void))
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`)
+    process.exit(1)
+  }
+)

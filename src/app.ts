@@ -37,6 +37,7 @@ import { StreamsHandlersLive } from "./streams/http.js"
 import { StreamsRepositoryLive } from "./streams/repository.js"
 import { SimpleStreamsLive } from "./streams/service.js"
 import { PromotionWakeLive, UploadsApiLive, UploadsBackgroundLive } from "./uploads/layers.js"
+import { DeliveryWakeLive, WebhooksApiLive, WebhooksBackgroundLive } from "./webhooks/layers.js"
 
 /**
  * Composition root: which layers make up a running imgsrv for a given
@@ -113,7 +114,8 @@ const ApiHandlersLive = Layer.mergeAll(
   UploadsApiLive,
   CatalogHandlersLive,
   PublishHandlersLive,
-  StreamsHandlersLive
+  StreamsHandlersLive,
+  WebhooksApiLive
 ).pipe(
   Layer.provide(
     Layer.mergeAll(CatalogLive, PublishingLive, SimpleStreamsLive.pipe(Layer.provide(StreamsRepositoryLive)))
@@ -123,7 +125,13 @@ const ApiHandlersLive = Layer.mergeAll(
 )
 
 /** Background loops and scrape-time gauges that run beside the API. */
-const BackgroundLive = Layer.mergeAll(PublishWorkerLive, PublishMetricsLive, UploadsBackgroundLive, PoolMetricsLive)
+const BackgroundLive = Layer.mergeAll(
+  PublishWorkerLive,
+  PublishMetricsLive,
+  UploadsBackgroundLive,
+  PoolMetricsLive,
+  WebhooksBackgroundLive
+)
 
 /**
  * Domain repositories and in-process signals shared by handlers and background loops (one instance each).
@@ -132,7 +140,8 @@ const SharedDomainLive = Layer.mergeAll(
   CatalogRepositoryLive,
   PublishRepositoryLive,
   PublishWakeLive,
-  PromotionWakeLive
+  PromotionWakeLive,
+  DeliveryWakeLive
 )
 
 /** The API listener serving `api` (either flavour), with the OpenAPI document and its viewer. */

@@ -40,7 +40,8 @@ export const retryDelayMillis = (delays: ReadonlyArray<Duration.Duration>, attem
   return Math.max(1, Math.round(Duration.toMillis(base) * factor))
 }
 
-type AttemptResult = "success" | "http_error" | "timeout" | "network_error" | "refused"
+const ATTEMPT_RESULTS = ["success", "http_error", "timeout", "network_error", "refused"] as const
+type AttemptResult = (typeof ATTEMPT_RESULTS)[number]
 
 const resultOf = (failure: SendFailed): AttemptResult =>
   failure.kind === "http"
@@ -174,6 +175,12 @@ export const WebhookDeliveryWorkerLive = Layer.scopedDiscard(Effect.gen(function
     return
   }
   const wake = yield* DeliveryWake
+  // The counters exist at 0 from the start, so `increase(...) > 0` alerts also see the first one.
+  for (const result of ATTEMPT_RESULTS) yield* Metric.incrementBy(Metric.tagged(deliveryAttempts, "result", result), 0)
+  for (const outcome of ["delivered", "retry", "failed", "lease_lost"]) {
+    yield* Metric.incrementBy(Metric.tagged(deliveryOutcomes, "outcome", outcome), 0)
+  }
+  yield* Metric.incrementBy(subscriptionsDisabled, 0)
   for (let i = 1; i <= settings.concurrency; i++) {
     const workerId = makeWorkerId(config.nodeName, `${WEBHOOK_DELIVERY_JOB}-${i}`)
     const runOnce = yield* makeDeliveryRunOnce(workerId, settings)

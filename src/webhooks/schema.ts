@@ -14,7 +14,8 @@ import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
 
 /**
  * Every event type a subscription can ask for. Emitted where the change is committed:
- * - `upload.ready`, `upload.failed`: the CAS promotion worker (uploads/promotion-worker.ts);
+ * - `upload.ready`, `upload.failed`: the CAS promotion worker (uploads/promotion-worker.ts), and
+ *   `upload.ready` also when an upload begins ready (its digest already trusted, uploads/service.ts);
  * - `version.published`, `publish_job.failed`: the publish worker (publishing/publish-worker.ts);
  * - `alias.updated` (created or moved), `alias.deleted`: the catalog (catalog/service.ts);
  * - `version.yanked`, `version.unyanked`, `version.retired`, `blob.collected`: the lifecycle

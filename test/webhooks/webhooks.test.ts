@@ -245,6 +245,20 @@ describe("webhooks", () => {
     60_000
   )
 
+  it("sends upload.ready for an upload that begins ready (its digest already trusted)", async () => {
+    const hook = await receiver()
+    const sub = await subscribe(app, manager, { url: hook.url, events: ["upload.ready"] })
+    const begun = await beginUpload(app, writer, { expected_digest: disk.digest, expected_size_bytes: disk.size })
+    expect(begun.session.state).toBe("ready")
+    const mine = (r: Received) => r.event.data["url"] === `/v1/uploads/${begun.session.id}`
+    const request = (await hook.waitFor((r) => r.some(mine))).find(mine)
+    expect(verifySignature(sub.secret, request!)).toBe(true)
+    expect(request!.event.data).toMatchObject({ upload: { id: begun.session.id, state: "ready" } })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(hook.received().filter(mine)).toHaveLength(1)
+    await expectStatus(await app.request("DELETE", `/v1/webhooks/${sub.id}`, { token: manager }), 204)
+  })
+
   it(
     "retries a failing receiver with the same webhook-id and keeps that endpoint's order; other endpoints are not held up",
     async () => {

@@ -97,7 +97,13 @@ const resolveAll = (host: string): Effect.Effect<ReadonlyArray<string>, WebhookU
         if (error) resume(Effect.fail(new WebhookUrlRefused({ reason: `host ${host} does not resolve` })))
         else resume(Effect.succeed(addresses.map((a) => a.address)))
       })
-    })
+    }).pipe(
+      // A resolver that does not answer must not hold the request for its own (long) timeouts.
+      Effect.timeoutFail({
+        duration: "5 seconds",
+        onTimeout: () => new WebhookUrlRefused({ reason: `host ${host} did not resolve within 5 seconds` })
+      })
+    )
 
 /**
  * The check at creation (and on a URL change): a valid http(s) URL whose host resolves

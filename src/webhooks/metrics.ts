@@ -15,7 +15,7 @@ export const deliveryAttempts = Metric.counter("imgsrv_webhook_delivery_attempts
   incremental: true
 })
 
-export const deliveryOutcomes = Metric.counter("imgsrv_webhook_deliveries_total", {
+export const deliveryOutcomes = Metric.counter("imgsrv_webhook_delivery_outcomes_total", {
   description:
     "Delivery attempts by what became of the delivery: delivered, retry (scheduled again), failed (gave up), lease_lost.",
   incremental: true
@@ -55,7 +55,7 @@ export const WebhookMetricsLive = Layer.effectDiscard(Effect.gen(function*() {
         })),
         ...Option.toArray(oldest).map((age): Sample => ({
           name: "imgsrv_webhook_oldest_pending_age_seconds",
-          help: "Age of the oldest webhook delivery that is pending or being sent.",
+          help: "Age of the oldest webhook delivery of an enabled subscription that is pending or being sent.",
           type: "gauge",
           value: age
         }))

@@ -91,7 +91,10 @@ export class WebhookRepository extends Context.Tag("imgsrv/WebhookRepository")<W
 
   // Scrape-time figures.
   readonly deliveriesByStatus: Sql<ReadonlyArray<LabelledCount>>
-  /** Seconds since the oldest pending (or in-flight) delivery was queued; None when there is none. */
+  /**
+   * Seconds since the oldest pending (or in-flight) delivery of an enabled subscription was
+   * queued (a disabled one's wait on purpose); None when there is none.
+   */
   readonly oldestPendingAge: Sql<Option.Option<number>>
 }>() {}
 
@@ -300,8 +303,9 @@ export const WebhookRepositoryLive = Layer.effect(
         SELECT status AS label, count(*)::float8 AS value FROM webhook_deliveries GROUP BY status`,
 
       oldestPendingAge: sql<{ age: number | null }>`
-        SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS age
-        FROM webhook_deliveries WHERE status IN ('pending', 'sending')`.pipe(
+        SELECT EXTRACT(EPOCH FROM now() - min(d.created_at))::float8 AS age
+        FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
+        WHERE d.status IN ('pending', 'sending') AND s.enabled`.pipe(
         Effect.map((rows) => Option.fromNullable(rows[0]?.age))
       )
     })

@@ -7,6 +7,7 @@ import { API_ID } from "./platform/http.js"
 import { PublishGroup } from "./publishing/api.js"
 import { StreamsGroup } from "./streams/api.js"
 import { BlobsGroup, UploadsGroup } from "./uploads/api.js"
+import { EventsGroup, WebhooksGroup } from "./webhooks/api.js"
 
 type JsonObject = Record<string, unknown>
 const isObject = (value: unknown): value is JsonObject => typeof value === "object" && value !== null
@@ -53,6 +54,8 @@ export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(CatalogGroup)
   .add(PublishGroup)
   .add(StreamsGroup)
+  .add(WebhooksGroup)
+  .add(EventsGroup)
   .annotate(OpenApi.Title, "imgsrv")
   .annotate(OpenApi.Transform, problemJsonErrors)
   .annotate(OpenApi.Version, buildInfo.version)

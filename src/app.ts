@@ -38,6 +38,7 @@ import { StreamsCacheLive } from "./streams/cache.js"
 import { StreamsHandlersLive } from "./streams/http.js"
 import { StreamsRepositoryLive } from "./streams/repository.js"
 import { PromotionWakeLive, UploadsApiLive, UploadsBackgroundLive } from "./uploads/layers.js"
+import { DeliveryWakeLive, WebhooksApiLive, WebhooksBackgroundLive } from "./webhooks/layers.js"
 
 /**
  * Composition root: which layers make up a running imgsrv for a given
@@ -114,7 +115,8 @@ const ApiHandlersLive = Layer.mergeAll(
   UploadsApiLive,
   CatalogHandlersLive,
   PublishHandlersLive,
-  StreamsHandlersLive
+  StreamsHandlersLive,
+  WebhooksApiLive
 ).pipe(
   Layer.provide(
     Layer.mergeAll(CatalogLive, PublishingLive, StreamsCacheLive.pipe(Layer.provide(StreamsRepositoryLive)))
@@ -124,7 +126,13 @@ const ApiHandlersLive = Layer.mergeAll(
 )
 
 /** Background loops and scrape-time gauges that run beside the API. */
-const BackgroundLive = Layer.mergeAll(PublishWorkerLive, PublishMetricsLive, UploadsBackgroundLive, PoolMetricsLive)
+const BackgroundLive = Layer.mergeAll(
+  PublishWorkerLive,
+  PublishMetricsLive,
+  UploadsBackgroundLive,
+  PoolMetricsLive,
+  WebhooksBackgroundLive
+)
 
 /**
  * Domain repositories and in-process signals shared by handlers and background loops (one instance each).
@@ -133,7 +141,8 @@ const SharedDomainLive = Layer.mergeAll(
   CatalogRepositoryLive,
   PublishRepositoryLive,
   PublishWakeLive,
-  PromotionWakeLive
+  PromotionWakeLive,
+  DeliveryWakeLive
 )
 
 /** The API listener serving `api` (either flavour), with the OpenAPI document and its viewer. */

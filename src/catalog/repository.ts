@@ -171,6 +171,12 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
   ) => Effect.Effect<ReadonlyArray<AliasRow>, SqlError.SqlError>
   readonly findAlias: (imageId: string, alias: string) => Effect.Effect<Option.Option<AliasRow>, SqlError.SqlError>
   readonly deleteAlias: (imageId: string, alias: string) => Effect.Effect<boolean, SqlError.SqlError>
+  /**
+   * Serialises alias changes of one image until the transaction ends (the image row,
+   * FOR NO KEY UPDATE: foreign-key checks still pass), so "what the alias pointed at before"
+   * is exact even when two requests race to create it.
+   */
+  readonly lockAliasesOf: (imageId: string) => Effect.Effect<void, SqlError.SqlError>
 }>() {}
 
 export const CatalogRepositoryLive = Layer.effect(
@@ -387,7 +393,9 @@ export const CatalogRepositoryLive = Layer.effect(
       deleteAlias: (imageId, alias) =>
         sql<{ id: string }>`DELETE FROM aliases WHERE image_id = ${imageId} AND alias = ${alias} RETURNING id`.pipe(
           Effect.map((rows) => rows.length > 0)
-        )
+        ),
+
+      lockAliasesOf: (imageId) => sql`SELECT id FROM images WHERE id = ${imageId} FOR NO KEY UPDATE`.pipe(Effect.asVoid)
     })
   })
 )

@@ -3,6 +3,8 @@ import { Context, Effect, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import type { Sha256Digest } from "../platform/digest.js"
 import type { ConstraintViolation } from "../platform/sql-errors.js"
+import { aliasDeleted, aliasUpdated } from "../webhooks/events.js"
+import { recordEvent } from "../webhooks/outbox.js"
 import {
   AliasNotFound,
   AliasTargetNotPublished,
@@ -456,13 +458,20 @@ export const CatalogLive = Layer.effect(
         })).pipe(Effect.withSpan("catalog.deleteAttachment")),
 
       putAlias: (name, alias, version) =>
-        Effect.gen(function*() {
+        transaction(Effect.gen(function*() {
           const image = yield* findImage(name)
           const target = yield* findVersion(name, version)
           if (target.version.state !== "published") {
             return yield* new AliasTargetNotPublished({ name, version, state: target.version.state })
           }
-          return yield* repo.upsertAlias({ id: randomUUID(), imageId: image.id, alias, versionId: target.version.id })
+          yield* repo.lockAliasesOf(image.id).pipe(Effect.orDie)
+          const before = yield* repo.findAlias(image.id, alias).pipe(Effect.orDie)
+          const after = yield* repo.upsertAlias({
+            id: randomUUID(),
+            imageId: image.id,
+            alias,
+            versionId: target.version.id
+          })
             .pipe(
               Effect.catchTags({
                 // Published is terminal, so the guard can only fire on a bug.
@@ -472,7 +481,21 @@ export const CatalogLive = Layer.effect(
                 SqlError: Effect.die
               })
             )
-        }).pipe(Effect.withSpan("catalog.putAlias")),
+          // Created or moved: alias.updated, in this transaction. Re-pointing at the same version is no change.
+          const previous = Option.map(before, (row) => row.version_id)
+          if (Option.isNone(previous) || previous.value !== after.version_id) {
+            yield* recordEvent(
+              sql,
+              aliasUpdated(
+                name,
+                after,
+                Option.getOrUndefined(Option.map(before, (row) => row.version))
+              )
+            )
+              .pipe(Effect.orDie)
+          }
+          return after
+        })).pipe(Effect.withSpan("catalog.putAlias")),
 
       listAliases: (name) =>
         findImage(name).pipe(
@@ -495,11 +518,15 @@ export const CatalogLive = Layer.effect(
         }).pipe(Effect.withSpan("catalog.getAlias")),
 
       deleteAlias: (name, alias) =>
-        Effect.gen(function*() {
+        transaction(Effect.gen(function*() {
           const image = yield* findImage(name)
-          const deleted = yield* repo.deleteAlias(image.id, alias).pipe(Effect.orDie)
-          if (!deleted) return yield* new AliasNotFound({ name, alias })
-        }).pipe(Effect.withSpan("catalog.deleteAlias")),
+          yield* repo.lockAliasesOf(image.id).pipe(Effect.orDie)
+          const existing = yield* repo.findAlias(image.id, alias).pipe(Effect.orDie)
+          const deleted = Option.isSome(existing) && (yield* repo.deleteAlias(image.id, alias).pipe(Effect.orDie))
+          if (!deleted || Option.isNone(existing)) return yield* new AliasNotFound({ name, alias })
+          // alias.deleted, in this transaction.
+          yield* recordEvent(sql, aliasDeleted(name, existing.value)).pipe(Effect.orDie)
+        })).pipe(Effect.withSpan("catalog.deleteAlias")),
 
       artifactDownload: (name, version, artifactId) =>
         Effect.gen(function*() {

@@ -66,6 +66,19 @@ export interface WorkerLoopSettings {
   readonly lease: Duration.Duration
 }
 
+/** Webhook delivery (src/webhooks/delivery-worker.ts, docs/webhooks.md). */
+export interface WebhookSettings {
+  readonly worker: WorkerLoopSettings
+  /** Delivery loops per replica. */
+  readonly concurrency: number
+  readonly timeout: Duration.Duration
+  /** Delays before the 2nd, 3rd, … attempt; the last one repeats. */
+  readonly retryDelays: ReadonlyArray<Duration.Duration>
+  readonly retryWindow: Duration.Duration
+  readonly disableAfter: Duration.Duration
+  readonly allowPrivateNetworks: boolean
+}
+
 /** PEM files of the API listener's certificate and key: HTTPS when set (platform/tls.ts). */
 export interface TlsFiles {
   readonly certFile: string
@@ -91,6 +104,7 @@ export interface AppConfigShape {
   readonly oidcCaFile: Option.Option<string>
   readonly casPromotion: WorkerLoopSettings
   readonly publishWorker: WorkerLoopSettings
+  readonly webhooks: WebhookSettings
   /** Proxies whose `X-Forwarded-For` names the client address. */
   readonly trustedProxies: TrustedProxies
   readonly rateLimits: RateLimitSettings
@@ -391,6 +405,41 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       lease: yield* parsePositiveDuration("publish-job-lease", raw["publish-job-lease"])
     }
 
+    const webhookTimeout = yield* parsePositiveDuration("webhook-timeout", raw["webhook-timeout"])
+    const webhookLease = yield* parsePositiveDuration("webhook-delivery-lease", raw["webhook-delivery-lease"])
+    if (Duration.lessThanOrEqualTo(webhookLease, webhookTimeout)) {
+      return yield* Either.left(
+        new InconsistentSettings({
+          reason:
+            "--webhook-delivery-lease (IMGSRV_WEBHOOK_DELIVERY_LEASE) must be longer than --webhook-timeout (IMGSRV_WEBHOOK_TIMEOUT)"
+        })
+      )
+    }
+    const retryDelays: Array<Duration.Duration> = []
+    for (const part of raw["webhook-retry-delays"].split(",")) {
+      retryDelays.push(yield* parsePositiveDuration("webhook-retry-delays", part))
+    }
+    const webhooks: WebhookSettings = {
+      worker: {
+        enabled: yield* parseBoolean("webhook-worker-enabled", raw["webhook-worker-enabled"]),
+        pollInterval: yield* parsePositiveDuration("webhook-worker-poll-interval", raw["webhook-worker-poll-interval"]),
+        errorBackoff: Duration.seconds(5),
+        errorBackoffMax: Duration.minutes(1),
+        circuitBreakerFailures: 10,
+        circuitBreakerCooldown: Duration.minutes(1),
+        lease: webhookLease
+      },
+      concurrency: yield* parseCount("webhook-concurrency", raw["webhook-concurrency"]),
+      timeout: webhookTimeout,
+      retryDelays,
+      retryWindow: yield* parsePositiveDuration("webhook-retry-window", raw["webhook-retry-window"]),
+      disableAfter: yield* parsePositiveDuration("webhook-disable-after", raw["webhook-disable-after"]),
+      allowPrivateNetworks: yield* parseBoolean(
+        "webhook-allow-private-networks",
+        raw["webhook-allow-private-networks"]
+      )
+    }
+
     const trustedProxies = yield* Either.mapLeft(
       parseTrustedProxies(raw["trusted-proxies"]),
       () =>
@@ -423,6 +472,7 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       oidcCaFile,
       casPromotion,
       publishWorker,
+      webhooks,
       trustedProxies,
       rateLimits
     }
@@ -500,6 +550,12 @@ export const describeConfig = (config: AppConfigShape): Record<string, unknown> 
     publish_worker_enabled: config.publishWorker.enabled,
     publish_worker_poll_interval: formatGoDuration(config.publishWorker.pollInterval),
     publish_job_lease: formatGoDuration(config.publishWorker.lease),
+    webhook_worker_enabled: config.webhooks.worker.enabled,
+    webhook_concurrency: config.webhooks.concurrency,
+    webhook_timeout: formatGoDuration(config.webhooks.timeout),
+    webhook_retry_delays: config.webhooks.retryDelays.map(formatGoDuration).join(","),
+    webhook_retry_window: formatGoDuration(config.webhooks.retryWindow),
+    webhook_allow_private_networks: config.webhooks.allowPrivateNetworks,
     trusted_proxies: config.trustedProxies.entries.join(","),
     rate_limit_auth_failures: formatRate(config.rateLimits.authFailures),
     rate_limit_requests: formatRate(config.rateLimits.requests),

@@ -408,6 +408,82 @@ export const settings = [
     default: "30s",
     kind: "duration",
     description: "How long a claimed step stays claimed without a heartbeat (the holder heartbeats at a third of it)."
+  },
+  // Webhooks (issue 14, docs/webhooks.md)
+  {
+    section: "Webhooks",
+    flag: "webhook-worker-enabled",
+    env: "IMGSRV_WEBHOOK_WORKER_ENABLED",
+    default: "true",
+    kind: "boolean",
+    description: "Run the in-process webhook delivery loops (multi-replica safe)."
+  },
+  {
+    section: "Webhooks",
+    flag: "webhook-worker-poll-interval",
+    env: "IMGSRV_WEBHOOK_WORKER_POLL_INTERVAL",
+    default: "1s",
+    kind: "duration",
+    description: "Idle poll interval of the delivery loops (a change in this process also wakes them)."
+  },
+  {
+    section: "Webhooks",
+    flag: "webhook-concurrency",
+    env: "IMGSRV_WEBHOOK_CONCURRENCY",
+    default: "4",
+    kind: "count",
+    description: "Delivery loops per replica: how many endpoints are sent to at once (a slow one holds only its own)."
+  },
+  {
+    section: "Webhooks",
+    flag: "webhook-timeout",
+    env: "IMGSRV_WEBHOOK_TIMEOUT",
+    default: "10s",
+    kind: "duration",
+    description:
+      "Longest wait for an endpoint to connect, answer and send its (bounded) response; past it the attempt failed."
+  },
+  {
+    section: "Webhooks",
+    flag: "webhook-delivery-lease",
+    env: "IMGSRV_WEBHOOK_DELIVERY_LEASE",
+    default: "30s",
+    kind: "duration",
+    description: "How long a claimed delivery stays claimed without a heartbeat (a dead replica's claim runs out)."
+  },
+  {
+    section: "Webhooks",
+    flag: "webhook-retry-delays",
+    env: "IMGSRV_WEBHOOK_RETRY_DELAYS",
+    default: "5s,30s,2m,10m,1h,2h,4h,8h",
+    kind: "string",
+    description:
+      "Delays before the 2nd, 3rd, … attempt (comma-separated durations, ±20% jitter); the last repeats until `--webhook-retry-window` is spent."
+  },
+  {
+    section: "Webhooks",
+    flag: "webhook-retry-window",
+    env: "IMGSRV_WEBHOOK_RETRY_WINDOW",
+    default: "24h",
+    kind: "duration",
+    description: "How long a delivery is retried before it is `failed`."
+  },
+  {
+    section: "Webhooks",
+    flag: "webhook-disable-after",
+    env: "IMGSRV_WEBHOOK_DISABLE_AFTER",
+    default: "72h",
+    kind: "duration",
+    description: "A subscription whose attempts have all failed for this long is disabled (with the reason)."
+  },
+  {
+    section: "Webhooks",
+    flag: "webhook-allow-private-networks",
+    env: "IMGSRV_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+    default: "false",
+    kind: "boolean",
+    description:
+      "Allow webhook URLs on loopback, private, link-local and metadata addresses (refused by default, at creation and at connect time)."
   }
 ] as const satisfies ReadonlyArray<Setting>
 

@@ -8,6 +8,8 @@ import { AppConfig } from "../platform/config.js"
 import { latencyBoundaries } from "../platform/metrics.js"
 import { withLinkedSpan } from "../platform/tracing.js"
 import { leaseHeartbeat, LeaseLost, makeWorkerId, type RunOutcome, runWorkerLoop } from "../platform/worker.js"
+import { publishJobFailed, versionPublished } from "../webhooks/events.js"
+import { recordEvent } from "../webhooks/outbox.js"
 import { StepFailed } from "./errors.js"
 import { computeProjection } from "./incus-index.js"
 import { PublishRepository } from "./repository.js"
@@ -129,6 +131,11 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
           if (!published) return yield* new StepFailed({ message: "finalize publish: version is not publishing" })
           yield* repo.succeedStep(step.id)
           yield* repo.succeedJob(step.job_id)
+          // version.published commits with the version's state, in this fenced transaction.
+          const version = yield* catalog.findVersion(step.image_name, step.version)
+          if (Option.isSome(version)) {
+            yield* recordEvent(sql, versionPublished(version.value.image.name, version.value.version))
+          }
         })
       )
 
@@ -154,7 +161,17 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
 
     /** Records a failure under the lease; false when the lease was lost meanwhile. */
     const recordFailure = (step: ClaimedStep, message: string) =>
-      fenced(step, repo.failStep(step, boundedMessage(message))).pipe(
+      fenced(
+        step,
+        Effect.gen(function*() {
+          yield* repo.failStep(step, boundedMessage(message))
+          // publish_job.failed commits with the job's state, in this fenced transaction.
+          const job = yield* repo.findJob(step.job_id)
+          if (Option.isSome(job) && job.value.job.state === "failed") {
+            yield* recordEvent(sql, publishJobFailed(job.value))
+          }
+        })
+      ).pipe(
         Effect.as(true),
         Effect.catchTag("LeaseLost", () => Effect.succeed(false))
       )

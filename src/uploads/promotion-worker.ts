@@ -1,4 +1,4 @@
-import type { SqlError } from "@effect/sql"
+import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Data, Duration, Effect, Layer, Metric, Option } from "effect"
 import { createHash } from "node:crypto"
 import { BlobStore, type BlobStoreError, readAll } from "../platform/blob-store/blob-store.js"
@@ -14,6 +14,8 @@ import {
   runWorkerLoop,
   type WakeSignal
 } from "../platform/worker.js"
+import { uploadFailed, uploadReady } from "../webhooks/events.js"
+import { recordEvent } from "../webhooks/outbox.js"
 import {
   promotionDuration,
   promotionVerifications,
@@ -85,6 +87,7 @@ export const CasPromotionLive = Layer.effect(
     const repo = yield* UploadRepository
     const store = yield* BlobStore
     const config = yield* AppConfig
+    const sql = yield* SqlClient.SqlClient
     const leaseMillis = Duration.toMillis(config.casPromotion.lease)
     const retryAfterMillis = Duration.toMillis(config.casPromotion.errorBackoff)
 
@@ -137,7 +140,12 @@ export const CasPromotionLive = Layer.effect(
 
     const recordFailure = (job: ClaimedJob, session: UploadSession, reason: FailureReason, message: string) =>
       Effect.gen(function*() {
-        const recorded = yield* repo.recordFailed(job, { reason, message })
+        // upload.failed commits with the session's state, or not at all.
+        const recorded = yield* repo.recordFailed(
+          job,
+          { reason, message },
+          recordEvent(sql, uploadFailed(session, { reason, message }))
+        )
         if (!recorded) return "lease_lost" as const
         yield* Metric.increment(Metric.tagged(uploadsFailed, "reason", reason))
         yield* Effect.logWarning("cas ingest failed").pipe(
@@ -149,11 +157,12 @@ export const CasPromotionLive = Layer.effect(
 
     const recordSuccess = (job: ClaimedJob, session: UploadSession, how: "moved" | "reused") =>
       Effect.gen(function*() {
+        // upload.ready commits with the session's state, or not at all.
         const recorded = yield* repo.recordPromoted(job, {
           digest: session.expectedDigest,
           sizeBytes: session.expectedSizeBytes,
           mediaType: session.mediaTypeHint
-        })
+        }, recordEvent(sql, uploadReady(session)))
         if (!recorded) return "lease_lost" as const
         yield* Metric.increment(Metric.tagged(uploadsPromoted, "via", how))
         yield* Effect.logInfo("cas ingest succeeded").pipe(

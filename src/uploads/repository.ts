@@ -194,19 +194,24 @@ export class UploadRepository extends Context.Tag("imgsrv/UploadRepository")<Upl
   /** Pushes the lease forward; false when the job is no longer held by this claim. */
   readonly heartbeat: (job: ClaimedJob, leaseMillis: number) => Sql<boolean>
   /**
-   * One transaction: the blob row (first writer wins), session `ready`, job `succeeded`.
+   * One transaction: the blob row (first writer wins), session `ready`, job `succeeded`,
+   * and `alsoWhenSessionChanged` (the upload.ready event) when the session moved.
    * False — and nothing written — when the claim was lost.
    */
   readonly recordPromoted: (job: ClaimedJob, blob: {
     readonly digest: Sha256Digest
     readonly sizeBytes: number
     readonly mediaType: string | null
-  }) => Sql<boolean>
-  /** One transaction: session `failed` with its reason, job `failed`. False when the claim was lost. */
+  }, alsoWhenSessionChanged?: Sql<unknown>) => Sql<boolean>
+  /**
+   * One transaction: session `failed` with its reason, job `failed`, and
+   * `alsoWhenSessionChanged` (the upload.failed event) when the session moved. False when
+   * the claim was lost.
+   */
   readonly recordFailed: (job: ClaimedJob, failure: {
     readonly reason: FailureReason
     readonly message: string
-  }) => Sql<boolean>
+  }, alsoWhenSessionChanged?: Sql<unknown>) => Sql<boolean>
   /** Gives the job back to the queue after a transient error, due again in `retryAfterMillis`. */
   readonly releaseJob: (job: ClaimedJob, retryAfterMillis: number, message: string) => Sql<boolean>
   /** Finishes a job whose session cannot be promoted (not `completed`/`ingesting`). */
@@ -383,7 +388,7 @@ export const UploadRepositoryLive = Layer.effect(
           WHERE ${claimed(job)}
           RETURNING id`.pipe(Effect.map((rows) => rows.length === 1)),
 
-      recordPromoted: (job, blob) =>
+      recordPromoted: (job, blob, alsoWhenSessionChanged) =>
         fenced(Effect.gen(function*() {
           yield* sql`
             INSERT INTO cas_blobs (digest, size_bytes, storage_key, media_type, verified_at)
@@ -397,13 +402,15 @@ export const UploadRepositoryLive = Layer.effect(
               WHERE ${claimed(job)}
               RETURNING id`
           )
-          yield* sql`
+          const changed = yield* sql`
             UPDATE upload_sessions
             SET state = 'ready', ready_at = now(), ready_blob_digest = ${blob.digest}, updated_at = now()
-            WHERE id = ${job.uploadId} AND state = 'ingesting'`
+            WHERE id = ${job.uploadId} AND state = 'ingesting'
+            RETURNING id`
+          if (changed.length > 0 && alsoWhenSessionChanged !== undefined) yield* alsoWhenSessionChanged
         })),
 
-      recordFailed: (job, failure) =>
+      recordFailed: (job, failure, alsoWhenSessionChanged) =>
         fenced(Effect.gen(function*() {
           yield* requireClaim(
             yield* sql`
@@ -413,11 +420,13 @@ export const UploadRepositoryLive = Layer.effect(
               WHERE ${claimed(job)}
               RETURNING id`
           )
-          yield* sql`
+          const changed = yield* sql`
             UPDATE upload_sessions
             SET state = 'failed', failed_at = now(), failure_reason = ${failure.reason},
                 failure_message = ${failure.message}, updated_at = now()
-            WHERE id = ${job.uploadId} AND state = 'ingesting'`
+            WHERE id = ${job.uploadId} AND state = 'ingesting'
+            RETURNING id`
+          if (changed.length > 0 && alsoWhenSessionChanged !== undefined) yield* alsoWhenSessionChanged
         })),
 
       releaseJob: (job, retryAfterMillis, message) =>

@@ -1,3 +1,4 @@
+import { SqlClient } from "@effect/sql"
 import { Clock, Context, Data, Duration, Effect, Layer, Metric, Option, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import { BlobStore, stripQuotes } from "../platform/blob-store/blob-store.js"
@@ -5,6 +6,8 @@ import { stagingKey } from "../platform/blob-store/keys.js"
 import { AppConfig } from "../platform/config.js"
 import type { Sha256Digest } from "../platform/digest.js"
 import { currentTraceParent } from "../platform/tracing.js"
+import { uploadReady } from "../webhooks/events.js"
+import { recordEvent } from "../webhooks/outbox.js"
 import {
   CasBlobNotFound,
   PartBodyIncomplete,
@@ -133,6 +136,7 @@ export const UploadsLive = Layer.effect(
   Uploads,
   Effect.gen(function*() {
     const repo = yield* UploadRepository
+    const sql = yield* SqlClient.SqlClient
     const store = yield* BlobStore
     const config = yield* AppConfig
     const wake = yield* PromotionWake
@@ -180,7 +184,12 @@ export const UploadsLive = Layer.effect(
               expectedSize: request.expectedSizeBytes
             })
           }
-          const session = yield* repo.insertReadySession({ ...base, storageUploadId: `ready:${id}` }).pipe(Effect.orDie)
+          // Ready at once (the bytes are already trusted): upload.ready commits with the session.
+          const session = yield* repo.transaction(
+            repo.insertReadySession({ ...base, storageUploadId: `ready:${id}` }).pipe(
+              Effect.tap((inserted) => recordEvent(sql, uploadReady(inserted)))
+            )
+          ).pipe(Effect.orDie)
           yield* Metric.increment(Metric.tagged(uploadsBegun, "result", "ready"))
           return { session, created: false }
         }

@@ -5,7 +5,7 @@
  */
 
 export interface ProtectedRoute {
-  readonly method: "GET" | "POST" | "PUT" | "DELETE"
+  readonly method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
   /** The route as the OpenAPI document writes it. */
   readonly template: string
   /** A concrete path whose parameters (or `body`) are invalid. */
@@ -93,7 +93,8 @@ export const CONTENT_WRITE_ROUTES: ReadonlyArray<ProtectedRoute> = [
     method: "DELETE",
     template: "/v1/images/{name}/aliases/{alias}",
     invalidPath: "/v1/images/Not_Lowercase/aliases/latest"
-  }
+  },
+  { method: "GET", template: "/v1/events", invalidPath: "/v1/events?after=not-a-uuid" }
 ]
 
 /** `auth.manage` routes (spec/auth.md §2.3). */
@@ -161,6 +162,32 @@ export const AUTH_MANAGE_ROUTES: ReadonlyArray<ProtectedRoute> = [
     method: "POST",
     template: "/v1/auth/oidc-provisioning-rules/{rule_id}/reconciliation",
     invalidPath: "/v1/auth/oidc-provisioning-rules/%20/reconciliation"
+  },
+  { method: "GET", template: "/v1/webhooks", invalidPath: "/v1/webhooks" },
+  { method: "POST", template: "/v1/webhooks", invalidPath: "/v1/webhooks", invalidBody: "{\"url\":\"ftp://x\"}" },
+  { method: "GET", template: "/v1/webhooks/{webhook_id}", invalidPath: "/v1/webhooks/not-a-uuid" },
+  {
+    method: "PATCH",
+    template: "/v1/webhooks/{webhook_id}",
+    invalidPath: "/v1/webhooks/not-a-uuid",
+    invalidBody: "{}"
+  },
+  { method: "DELETE", template: "/v1/webhooks/{webhook_id}", invalidPath: "/v1/webhooks/not-a-uuid" },
+  {
+    method: "POST",
+    template: "/v1/webhooks/{webhook_id}/rotate-secret",
+    invalidPath: "/v1/webhooks/not-a-uuid/rotate-secret"
+  },
+  { method: "POST", template: "/v1/webhooks/{webhook_id}/ping", invalidPath: "/v1/webhooks/not-a-uuid/ping" },
+  {
+    method: "GET",
+    template: "/v1/webhooks/{webhook_id}/deliveries",
+    invalidPath: "/v1/webhooks/not-a-uuid/deliveries"
+  },
+  {
+    method: "POST",
+    template: "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    invalidPath: "/v1/webhooks/not-a-uuid/deliveries/not-a-uuid/redeliver"
   }
 ]
 

@@ -274,7 +274,9 @@ describe("the metrics listener after a tutorial flow", () => {
       "imgsrv_publish_step_oldest_running_age_seconds",
       "imgsrv_cas_promotion_verified_bytes_total",
       // Only after a 429 (test/platform/rate-limit.test.ts).
-      "imgsrv_rate_limited_requests_total"
+      "imgsrv_rate_limited_requests_total",
+      "imgsrv_webhook_oldest_pending_age_seconds",
+      "imgsrv_webhook_delivery_attempt_duration_seconds"
     ]
     const exposed = new Set(after.types.keys())
     expect([...exposed].filter((name) => !documented.has(name)), "exposed but not in the README").toEqual([])

@@ -1,0 +1,154 @@
+import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import { Schema } from "effect"
+import { RequireAuthManage, RequireContentWrite } from "../auth/middleware.js"
+import { UuidString } from "../platform/params.js"
+import { InvalidRequest, Problem } from "../platform/problem.js"
+import { DeliveryInProgress, DeliveryNotFound, WebhookDisabled, WebhookNotFound, WebhookUrlRefused } from "./errors.js"
+import {
+  CreateWebhookRequest,
+  Delivery,
+  DeliveryList,
+  EventPage,
+  UpdateWebhookRequest,
+  Webhook,
+  WebhookList,
+  WebhookWithSecret
+} from "./schema.js"
+
+/**
+ * `/v1/webhooks/*` (subscriptions, the delivery log; `auth.manage`) and `/v1/events` (the
+ * feed; `content.write`). Path and query parameters are plain strings validated by the
+ * handlers, so a malformed one is a 400 that names it (after 401/403).
+ */
+
+const WebhookPath = Schema.Struct({ webhook_id: UuidString })
+const DeliveryPath = Schema.Struct({ webhook_id: UuidString, delivery_id: UuidString })
+const LimitParams = Schema.Struct({ limit: Schema.optional(Schema.String) })
+
+export class WebhooksGroup extends HttpApiGroup.make("webhooks")
+  .add(
+    HttpApiEndpoint.post("createWebhook", "/v1/webhooks")
+      .middleware(RequireAuthManage)
+      .setPayload(CreateWebhookRequest)
+      .addSuccess(WebhookWithSecret, { status: 201 })
+      .addError(Problem(InvalidRequest))
+      .addError(Problem(WebhookUrlRefused))
+      .annotate(
+        OpenApi.Description,
+        "Subscribes an http(s) URL to event types (optionally only about some images). The answer holds the " +
+          "signing secret (`whsec_…`) — the only time it is shown. Loopback, private, link-local and metadata " +
+          "addresses are refused unless --webhook-allow-private-networks."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get("listWebhooks", "/v1/webhooks")
+      .middleware(RequireAuthManage)
+      .addSuccess(WebhookList)
+      .annotate(OpenApi.Description, "Every subscription, oldest first (secrets are never listed).")
+  )
+  .add(
+    HttpApiEndpoint.get("getWebhook", "/v1/webhooks/:webhook_id")
+      .middleware(RequireAuthManage)
+      .setPath(WebhookPath)
+      .addSuccess(Webhook)
+      .addError(Problem(InvalidRequest))
+      .addError(Problem(WebhookNotFound))
+  )
+  .add(
+    HttpApiEndpoint.patch("updateWebhook", "/v1/webhooks/:webhook_id")
+      .middleware(RequireAuthManage)
+      .setPath(WebhookPath)
+      .setPayload(UpdateWebhookRequest)
+      .addSuccess(Webhook)
+      .addError(Problem(InvalidRequest))
+      .addError(Problem(WebhookUrlRefused))
+      .addError(Problem(WebhookNotFound))
+      .annotate(
+        OpenApi.Description,
+        "Changes the URL, event types, image filter or description; `enabled: true` re-enables a disabled " +
+          "subscription, `false` pauses it (its deliveries wait)."
+      )
+  )
+  .add(
+    HttpApiEndpoint.del("deleteWebhook", "/v1/webhooks/:webhook_id")
+      .middleware(RequireAuthManage)
+      .setPath(WebhookPath)
+      .addSuccess(HttpApiSchema.NoContent)
+      .addError(Problem(InvalidRequest))
+      .addError(Problem(WebhookNotFound))
+      .annotate(OpenApi.Description, "Deletes the subscription and its delivery log.")
+  )
+  .add(
+    HttpApiEndpoint.post("rotateWebhookSecret", "/v1/webhooks/:webhook_id/rotate-secret")
+      .middleware(RequireAuthManage)
+      .setPath(WebhookPath)
+      .addSuccess(WebhookWithSecret)
+      .addError(Problem(InvalidRequest))
+      .addError(Problem(WebhookNotFound))
+      .annotate(
+        OpenApi.Description,
+        "A new signing secret, shown once. For 24 h deliveries carry two signatures: one with the new secret, " +
+          "one with the previous one. No body."
+      )
+  )
+  .add(
+    HttpApiEndpoint.post("pingWebhook", "/v1/webhooks/:webhook_id/ping")
+      .middleware(RequireAuthManage)
+      .setPath(WebhookPath)
+      .addSuccess(Delivery, { status: 202 })
+      .addError(Problem(InvalidRequest))
+      .addError(Problem(WebhookNotFound))
+      .addError(Problem(WebhookDisabled))
+      .annotate(
+        OpenApi.Description,
+        "Queues a `webhook.ping` event for this subscription only (not behind its other deliveries). No body."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get("listWebhookDeliveries", "/v1/webhooks/:webhook_id/deliveries")
+      .middleware(RequireAuthManage)
+      .setPath(WebhookPath)
+      .setUrlParams(LimitParams)
+      .addSuccess(DeliveryList)
+      .addError(Problem(InvalidRequest))
+      .addError(Problem(WebhookNotFound))
+      .annotate(
+        OpenApi.Description,
+        "The delivery log, newest first (`limit`, default 100, at most 1000): status, attempts, last response " +
+          "code or error, next attempt."
+      )
+  )
+  .add(
+    HttpApiEndpoint.post("redeliverWebhook", "/v1/webhooks/:webhook_id/deliveries/:delivery_id/redeliver")
+      .middleware(RequireAuthManage)
+      .setPath(DeliveryPath)
+      .addSuccess(Delivery, { status: 202 })
+      .addError(Problem(InvalidRequest))
+      .addError(Problem(WebhookNotFound))
+      .addError(Problem(DeliveryNotFound))
+      .addError(Problem(DeliveryInProgress))
+      .addError(Problem(WebhookDisabled))
+      .annotate(
+        OpenApi.Description,
+        "Sends the delivery again now, with the same webhook-id and a fresh retry window (a delivered or failed " +
+          "one is sent out of order). 409 while it is being sent. No body."
+      )
+  )
+  .annotate(OpenApi.Description, "Webhook subscriptions and their deliveries")
+{}
+
+export class EventsGroup extends HttpApiGroup.make("events")
+  .add(
+    HttpApiEndpoint.get("listEvents", "/v1/events")
+      .middleware(RequireContentWrite)
+      .setUrlParams(Schema.Struct({ after: Schema.optional(Schema.String), limit: Schema.optional(Schema.String) }))
+      .addSuccess(EventPage)
+      .addError(Problem(InvalidRequest))
+      .annotate(
+        OpenApi.Description,
+        "Events in order, oldest first, after the event `after` (its id; omitted: from the start), at most " +
+          "`limit` (default 100, at most 1000). Pass `next_after` back to continue; an empty page means caught up."
+      )
+  )
+  .annotate(OpenApi.Description, "The event feed")
+{}

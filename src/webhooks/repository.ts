@@ -1,0 +1,313 @@
+import { SqlClient } from "@effect/sql"
+import type { SqlError, Statement } from "@effect/sql"
+import { Context, Effect, Layer, Option } from "effect"
+import type { ClaimedDelivery, DeliveryRow, EventRow, SubscriptionRow } from "./schema.js"
+
+/**
+ * SQL of events (the feed), webhook subscriptions and deliveries (the log and the work
+ * queue). No rules here: the service and the delivery worker decide what to write.
+ *
+ * "Stable" events: only those whose writing transaction is older than every transaction
+ * still running (`tx < pg_snapshot_xmin(pg_current_snapshot())`), read in (tx, seq)
+ * order — see migrations/0007_events_webhooks.sql for why.
+ */
+
+type Sql<A> = Effect.Effect<A, SqlError.SqlError>
+
+export interface SubscriptionPatch {
+  readonly url?: string
+  readonly eventTypes?: ReadonlyArray<string>
+  readonly imageNames?: ReadonlyArray<string>
+  /** undefined: unchanged; null: cleared. */
+  readonly description?: string | null
+  /** Enabling clears the disabled reason and the failure run; disabling records `disabledReason`. */
+  readonly enabled?: { readonly value: true } | { readonly value: false; readonly reason: string }
+}
+
+export interface AttemptFailure {
+  readonly responseStatus: number | null
+  readonly error: string
+  /** Pending again after `delayMillis`, or `failed` for good (null). */
+  readonly retryDelayMillis: number | null
+}
+
+export interface LabelledCount {
+  readonly label: string
+  readonly value: number
+}
+
+export class WebhookRepository extends Context.Tag("imgsrv/WebhookRepository")<WebhookRepository, {
+  readonly insertSubscription: (s: {
+    readonly id: string
+    readonly url: string
+    readonly eventTypes: ReadonlyArray<string>
+    readonly imageNames: ReadonlyArray<string>
+    readonly description: string | null
+    readonly secret: string
+    readonly createdBy: string
+  }) => Sql<SubscriptionRow>
+  readonly listSubscriptions: Sql<ReadonlyArray<SubscriptionRow>>
+  readonly findSubscription: (id: string) => Sql<Option.Option<SubscriptionRow>>
+  readonly updateSubscription: (id: string, patch: SubscriptionPatch) => Sql<Option.Option<SubscriptionRow>>
+  readonly deleteSubscription: (id: string) => Sql<boolean>
+  /** New current secret; the old one signs beside it for `overlapMillis`. */
+  readonly rotateSecret: (id: string, secret: string, overlapMillis: number) => Sql<Option.Option<SubscriptionRow>>
+
+  readonly listDeliveries: (subscriptionId: string, limit: number) => Sql<ReadonlyArray<DeliveryRow>>
+  readonly findDelivery: (subscriptionId: string, deliveryId: string) => Sql<Option.Option<DeliveryRow>>
+  readonly findDeliveryOfEvent: (subscriptionId: string, eventId: string) => Sql<Option.Option<DeliveryRow>>
+  /**
+   * Due now, outside the per-endpoint order, with a fresh retry window; None when there is
+   * no such delivery or it is being sent.
+   */
+  readonly requeueDelivery: (subscriptionId: string, deliveryId: string) => Sql<Option.Option<DeliveryRow>>
+
+  /**
+   * Claims the next deliverable delivery (`FOR UPDATE SKIP LOCKED` plus a lease): due
+   * (or its lease ran out), its subscription enabled, its event stable, and — when it is
+   * ordered — no earlier ordered delivery of the same subscription still pending or
+   * being sent. Starts its retry window on the first attempt.
+   */
+  readonly claim: (workerId: string, leaseMillis: number, windowMillis: number) => Sql<Option.Option<ClaimedDelivery>>
+  /** Pushes the lease forward; false when the claim is no longer ours. */
+  readonly renew: (claim: ClaimedDelivery, leaseMillis: number) => Sql<boolean>
+  /** Delivered; the subscription's failure run ends. False when the claim was lost. */
+  readonly recordDelivered: (claim: ClaimedDelivery, responseStatus: number) => Sql<boolean>
+  /**
+   * The attempt failed: retried later or failed for good, and the subscription's failure
+   * run starts (if it had not). Returns when that run started and the database's now;
+   * None when the claim was lost.
+   */
+  readonly recordFailedAttempt: (
+    claim: ClaimedDelivery,
+    failure: AttemptFailure
+  ) => Sql<Option.Option<{ readonly failingSince: Date; readonly now: Date }>>
+  readonly disableSubscription: (id: string, reason: string) => Sql<void>
+
+  /** Whether an event of the public feed has this id. */
+  readonly feedEventExists: (id: string) => Sql<boolean>
+  /** Stable public events after `after` (or from the start), in order. */
+  readonly feed: (after: string | undefined, limit: number) => Sql<ReadonlyArray<EventRow>>
+
+  // Scrape-time figures.
+  readonly deliveriesByStatus: Sql<ReadonlyArray<LabelledCount>>
+  /**
+   * Seconds since the oldest pending (or in-flight) delivery of an enabled subscription was
+   * queued (a disabled one's wait on purpose); None when there is none.
+   */
+  readonly oldestPendingAge: Sql<Option.Option<number>>
+}>() {}
+
+const first = <A>(rows: ReadonlyArray<A>): Option.Option<A> => Option.fromNullable(rows[0])
+
+export const WebhookRepositoryLive = Layer.effect(
+  WebhookRepository,
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+
+    const deliverySelect = (where: Statement.Fragment) =>
+      sql<DeliveryRow>`
+        SELECT d.id, d.subscription_id, d.event_id, e.type AS event_type, d.status, d.attempts, d.last_attempt_at,
+               d.last_response_status, d.last_error, d.next_attempt_at, d.delivered_at, d.created_at, d.updated_at
+        FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
+        WHERE ${where}`
+
+    const claimed = (claim: ClaimedDelivery) =>
+      sql`d.id = ${claim.id} AND d.status = 'sending' AND d.locked_by = ${claim.locked_by}
+          AND d.attempts = ${claim.attempts}`
+
+    return WebhookRepository.of({
+      insertSubscription: (s) =>
+        sql<SubscriptionRow>`
+          INSERT INTO webhook_subscriptions (id, url, event_types, image_names, description, secret, created_by)
+          VALUES (${s.id}, ${s.url}, ${s.eventTypes}::text[], ${s.imageNames}::text[], ${s.description},
+                  ${s.secret}, ${s.createdBy})
+          RETURNING *`.pipe(Effect.map((rows) => rows[0]!)),
+
+      listSubscriptions: sql<SubscriptionRow>`SELECT * FROM webhook_subscriptions ORDER BY created_at, id`,
+
+      findSubscription: (id) =>
+        sql<SubscriptionRow>`SELECT * FROM webhook_subscriptions WHERE id = ${id}`.pipe(Effect.map(first)),
+
+      updateSubscription: (id, patch) => {
+        const enabled = patch.enabled
+        return sql<SubscriptionRow>`
+          UPDATE webhook_subscriptions SET
+            url = COALESCE(${patch.url ?? null}, url),
+            event_types = COALESCE(${patch.eventTypes ?? null}::text[], event_types),
+            image_names = COALESCE(${patch.imageNames ?? null}::text[], image_names),
+            description = CASE WHEN ${patch.description !== undefined} THEN ${patch.description ?? null}
+                               ELSE description END,
+            enabled = COALESCE(${enabled?.value ?? null}::boolean, enabled),
+            disabled_reason = CASE WHEN ${enabled === undefined} THEN disabled_reason
+                                   WHEN ${enabled?.value === true} THEN NULL
+                                   WHEN enabled THEN ${enabled?.value === false ? enabled.reason : null}
+                                   ELSE disabled_reason END,
+            disabled_at = CASE WHEN ${enabled === undefined} THEN disabled_at
+                               WHEN ${enabled?.value === true} THEN NULL
+                               WHEN enabled THEN now()
+                               ELSE disabled_at END,
+            failing_since = CASE WHEN ${enabled?.value === true} THEN NULL ELSE failing_since END,
+            updated_at = now()
+          WHERE id = ${id}
+          RETURNING *`.pipe(Effect.map(first))
+      },
+
+      deleteSubscription: (id) =>
+        sql<{ id: string }>`DELETE FROM webhook_subscriptions WHERE id = ${id} RETURNING id`.pipe(
+          Effect.map((rows) => rows.length > 0)
+        ),
+
+      rotateSecret: (id, secret, overlapMillis) =>
+        sql<SubscriptionRow>`
+          UPDATE webhook_subscriptions
+          SET previous_secret = secret, secret = ${secret},
+              previous_secret_expires_at = now() + ${overlapMillis} * interval '1 millisecond', updated_at = now()
+          WHERE id = ${id}
+          RETURNING *`.pipe(Effect.map(first)),
+
+      listDeliveries: (subscriptionId, limit) =>
+        sql<DeliveryRow>`
+          SELECT d.id, d.subscription_id, d.event_id, e.type AS event_type, d.status, d.attempts, d.last_attempt_at,
+                 d.last_response_status, d.last_error, d.next_attempt_at, d.delivered_at, d.created_at, d.updated_at
+          FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
+          WHERE d.subscription_id = ${subscriptionId}
+          ORDER BY d.created_at DESC, d.event_tx DESC, d.event_seq DESC
+          LIMIT ${limit}`,
+
+      findDelivery: (subscriptionId, deliveryId) =>
+        deliverySelect(sql`d.subscription_id = ${subscriptionId} AND d.id = ${deliveryId}`).pipe(Effect.map(first)),
+
+      findDeliveryOfEvent: (subscriptionId, eventId) =>
+        deliverySelect(sql`d.subscription_id = ${subscriptionId} AND d.event_id = ${eventId}`).pipe(
+          Effect.map(first)
+        ),
+
+      requeueDelivery: (subscriptionId, deliveryId) =>
+        sql<{ id: string }>`
+          UPDATE webhook_deliveries
+          SET ordered = CASE WHEN status = 'pending' THEN ordered ELSE false END,
+              status = 'pending', next_attempt_at = now(), retry_until = NULL, updated_at = now()
+          WHERE subscription_id = ${subscriptionId} AND id = ${deliveryId} AND status <> 'sending'
+          RETURNING id`.pipe(
+          Effect.flatMap((rows) =>
+            rows.length === 0
+              ? Effect.succeed(Option.none())
+              : deliverySelect(sql`d.id = ${deliveryId}`).pipe(Effect.map(first))
+          )
+        ),
+
+      claim: (workerId, leaseMillis, windowMillis) =>
+        sql<ClaimedDelivery>`
+          WITH next AS (
+            SELECT d.id FROM webhook_deliveries d
+            JOIN webhook_subscriptions s ON s.id = d.subscription_id
+            WHERE s.enabled
+              AND ((d.status = 'pending' AND d.next_attempt_at <= now())
+                   OR (d.status = 'sending' AND d.lease_expires_at <= now()))
+              AND d.event_tx < pg_snapshot_xmin(pg_current_snapshot())
+              AND (NOT d.ordered OR NOT EXISTS (
+                SELECT 1 FROM webhook_deliveries p
+                WHERE p.subscription_id = d.subscription_id AND p.ordered AND p.status IN ('pending', 'sending')
+                  AND (p.event_tx, p.event_seq) < (d.event_tx, d.event_seq)
+              ))
+            ORDER BY d.next_attempt_at, d.event_tx, d.event_seq
+            LIMIT 1
+            FOR UPDATE OF d SKIP LOCKED
+          ), claimed AS (
+            UPDATE webhook_deliveries d
+            SET status = 'sending', attempts = d.attempts + 1, locked_by = ${workerId},
+                lease_expires_at = now() + ${leaseMillis} * interval '1 millisecond',
+                retry_until = COALESCE(d.retry_until, now() + ${windowMillis} * interval '1 millisecond'),
+                last_attempt_at = now(), updated_at = now()
+            FROM next WHERE d.id = next.id
+            RETURNING d.id, d.subscription_id, d.event_id, d.attempts, d.locked_by, d.retry_until
+          )
+          SELECT c.*, now() AS db_now, s.url, s.secret,
+                 CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
+                 s.previous_secret_expires_at, e.type AS event_type, e.payload, e.occurred_at
+          FROM claimed c
+          JOIN webhook_subscriptions s ON s.id = c.subscription_id
+          JOIN events e ON e.id = c.event_id`.pipe(Effect.map(first)),
+
+      renew: (claim, leaseMillis) =>
+        sql<{ id: string }>`
+          UPDATE webhook_deliveries d SET lease_expires_at = now() + ${leaseMillis} * interval '1 millisecond'
+          WHERE ${claimed(claim)}
+          RETURNING d.id`.pipe(Effect.map((rows) => rows.length > 0)),
+
+      recordDelivered: (claim, responseStatus) =>
+        sql.withTransaction(Effect.gen(function*() {
+          const rows = yield* sql<{ id: string }>`
+            UPDATE webhook_deliveries d
+            SET status = 'delivered', delivered_at = now(), last_response_status = ${responseStatus},
+                last_error = NULL, next_attempt_at = NULL, locked_by = NULL, lease_expires_at = NULL,
+                updated_at = now()
+            WHERE ${claimed(claim)}
+            RETURNING d.id`
+          if (rows.length === 0) return false
+          yield* sql`
+            UPDATE webhook_subscriptions SET failing_since = NULL
+            WHERE id = ${claim.subscription_id} AND failing_since IS NOT NULL`
+          return true
+        })),
+
+      recordFailedAttempt: (claim, failure) =>
+        sql.withTransaction(Effect.gen(function*() {
+          const retry = failure.retryDelayMillis
+          const rows = yield* sql<{ id: string }>`
+            UPDATE webhook_deliveries d
+            SET status = ${retry === null ? "failed" : "pending"},
+                next_attempt_at = ${retry === null ? null : sql`now() + ${retry} * interval '1 millisecond'`},
+                last_response_status = ${failure.responseStatus}, last_error = ${failure.error},
+                locked_by = NULL, lease_expires_at = NULL, updated_at = now()
+            WHERE ${claimed(claim)}
+            RETURNING d.id`
+          if (rows.length === 0) return Option.none()
+          const run = yield* sql<{ failing_since: Date; now: Date }>`
+            UPDATE webhook_subscriptions SET failing_since = COALESCE(failing_since, now())
+            WHERE id = ${claim.subscription_id}
+            RETURNING failing_since, now() AS now`
+          const row = run[0]
+          return row === undefined
+            ? Option.none()
+            : Option.some({ failingSince: row.failing_since, now: row.now })
+        })),
+
+      disableSubscription: (id, reason) =>
+        sql`
+          UPDATE webhook_subscriptions
+          SET enabled = false, disabled_reason = ${reason}, disabled_at = now(), updated_at = now()
+          WHERE id = ${id} AND enabled`.pipe(Effect.asVoid),
+
+      feedEventExists: (id) =>
+        sql<{ found: boolean }>`
+          SELECT EXISTS (SELECT 1 FROM events WHERE id = ${id} AND subscription_id IS NULL) AS found`.pipe(
+          Effect.map((rows) => rows[0]?.found === true)
+        ),
+
+      feed: (after, limit) =>
+        sql<EventRow>`
+          SELECT e.id, e.type, e.payload, e.occurred_at FROM events e
+          WHERE e.subscription_id IS NULL
+            AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
+            ${
+          after === undefined
+            ? sql``
+            : sql`AND (e.tx, e.seq) > (SELECT c.tx, c.seq FROM events c WHERE c.id = ${after})`
+        }
+          ORDER BY e.tx, e.seq
+          LIMIT ${limit}`,
+
+      deliveriesByStatus: sql<LabelledCount>`
+        SELECT status AS label, count(*)::float8 AS value FROM webhook_deliveries GROUP BY status`,
+
+      oldestPendingAge: sql<{ age: number | null }>`
+        SELECT EXTRACT(EPOCH FROM now() - min(d.created_at))::float8 AS age
+        FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
+        WHERE d.status IN ('pending', 'sending') AND s.enabled`.pipe(
+        Effect.map((rows) => Option.fromNullable(rows[0]?.age))
+      )
+    })
+  })
+)

@@ -195,17 +195,17 @@ export const uploadFile = (
       if (session === undefined) yield* state.forgetSession(client.server, digest, size)
     }
     if (session === undefined) {
-      // Not retried: a begin whose answer was lost leaves a session that simply expires.
+      // A retried begin whose first answer was lost leaves an unused session, which expires.
       const begun = yield* request(
         "begin the upload",
-        client.api.uploads.begin({
+        retryTransient(client.api.uploads.begin({
           payload: {
             expected_digest: digest,
             expected_size_bytes: size,
             ...(options.mediaTypeHint === undefined ? {} : { media_type_hint: options.mediaTypeHint }),
             ...(options.filenameHint === undefined ? {} : { filename_hint: options.filenameHint })
           }
-        })
+        }))
       )
       if (begun.state === "ready") {
         emit({

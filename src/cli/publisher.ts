@@ -1,4 +1,4 @@
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect, Either, Exit } from "effect"
 import type { ImgsrvClient } from "../client/client.js"
 import { layerNode } from "../client/client.js"

@@ -1,6 +1,6 @@
 import { HttpApiClient, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
 import type { HttpClientResponse } from "@effect/platform"
-import { NodeHttpClient } from "@effect/platform-node"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Context, Duration, Effect, Layer, ParseResult, Predicate, Redacted, Schedule } from "effect"
 import { ImgsrvApi } from "../api.js"
 import { ConnectionError, ProblemError, type RequestFailure, UnexpectedResponse, WaitTimedOut } from "./errors.js"
@@ -123,12 +123,14 @@ export const makeClient = (options: ClientOptions): Effect.Effect<ImgsrvClientSe
 export const layer = (options: ClientOptions): Layer.Layer<ImgsrvClient, never, HttpClient.HttpClient> =>
   Layer.effect(ImgsrvClient, makeClient(options))
 
-/** The client over Node's HTTP stack (keep-alive connections, streamed bodies). */
+/**
+ * The client over undici, Node's fetch engine (keep-alive connections). Request bodies are
+ * pulled from their stream as the socket takes them, so a part in flight holds a few
+ * chunks, not the part (the node:http client writes a stream body without waiting for
+ * the socket to drain).
+ */
 export const layerNode = (options: ClientOptions): Layer.Layer<ImgsrvClient> =>
-  layer(options).pipe(
-    Layer.provide(NodeHttpClient.layerWithoutAgent),
-    Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: true }))
-  )
+  layer(options).pipe(Layer.provide(NodeHttpClient.layerUndici))
 
 /**
  * Narrows a call of the derived client to `RequestFailure`. Error responses are

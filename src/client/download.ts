@@ -1,5 +1,5 @@
 import { HttpClientRequest } from "@effect/platform"
-import { NodeSink } from "@effect/platform-node"
+import * as NodeSink from "@effect/platform-node/NodeSink"
 import { Effect, Stream } from "effect"
 import { createHash, type Hash } from "node:crypto"
 import { createReadStream, createWriteStream } from "node:fs"

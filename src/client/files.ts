@@ -1,5 +1,4 @@
-import { NodeStream } from "@effect/platform-node"
-import { Effect, type Stream } from "effect"
+import { Effect } from "effect"
 import { createHash } from "node:crypto"
 import { createReadStream } from "node:fs"
 import { stat } from "node:fs/promises"
@@ -14,6 +13,8 @@ const reasonOf = (cause: unknown) => cause instanceof Error ? cause.message : St
 
 /** Reads are done in 1 MiB chunks: few system calls, and memory stays a few chunks per stream. */
 const CHUNK = 1024 * 1024
+/** Part bodies go out in smaller chunks: several parts are in flight, each holding a few. */
+const PART_CHUNK = 256 * 1024
 
 export const identify = (file: string): Effect.Effect<FileIdentity, LocalFileError> =>
   Effect.tryPromise({
@@ -53,13 +54,25 @@ export const hashFile = (
     return Effect.sync(() => stream.destroy())
   })
 
-/** `length` bytes of `file` from `start`, as a stream (nothing is held beyond a chunk or two). */
-export const fileRange = (
+/**
+ * `length` bytes of `file` from `start`, as an async iterable that reads a chunk only when
+ * the consumer (the HTTP client writing a request body) asks for the next one: nothing is
+ * held beyond a chunk or two. `onBytes` gets the size of each chunk handed over.
+ */
+export async function* fileRange(
   file: string,
   start: number,
-  length: number
-): Stream.Stream<Uint8Array, LocalFileError> =>
-  NodeStream.fromReadable<LocalFileError, Uint8Array>(
-    () => createReadStream(file, { start, end: start + length - 1, highWaterMark: CHUNK }),
-    (cause) => new LocalFileError({ path: file, operation: "read", reason: reasonOf(cause) })
-  )
+  length: number,
+  onBytes: (bytes: number) => void
+): AsyncGenerator<Uint8Array> {
+  const stream = createReadStream(file, { start, end: start + length - 1, highWaterMark: PART_CHUNK })
+  try {
+    for await (const chunk of stream) {
+      const bytes = chunk as Buffer
+      onBytes(bytes.length)
+      yield bytes
+    }
+  } finally {
+    stream.destroy()
+  }
+}

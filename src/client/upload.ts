@@ -1,5 +1,5 @@
 import { HttpBody, HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import { Duration, Effect, Option, Stream } from "effect"
+import { Duration, Effect, Option } from "effect"
 import * as path from "node:path"
 import type { Sha256Digest } from "../contract/digest.js"
 import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../contract/limits.js"
@@ -117,15 +117,13 @@ const sendPart = (
     let sent = 0
     const body = part.length === 0
       ? HttpBody.uint8Array(new Uint8Array(0), "application/octet-stream")
-      : HttpBody.stream(
-        fileRange(file, part.start, part.length).pipe(Stream.tap((chunk) =>
-          Effect.sync(() => {
-            sent += chunk.length
-            onBytes(chunk.length)
-          })
-        )),
-        "application/octet-stream",
-        part.length
+      // Pulled by the HTTP client as the socket drains (see `layerNode`).
+      : HttpBody.raw(
+        fileRange(file, part.start, part.length, (bytes) => {
+          sent += bytes
+          onBytes(bytes)
+        }),
+        { contentType: "application/octet-stream", contentLength: part.length }
       )
     const put = HttpClientRequest.put(url).pipe(
       HttpClientRequest.setBody(body),

@@ -57,7 +57,9 @@ const jsonLines = (stdout: string) =>
   stdout.trimEnd().split("\n").map((line) => JSON.parse(line) as Record<string, unknown> & { event: string })
 
 describe("imgsrv push and pull", () => {
-  it("pushes a multi-part disk with its Incus metadata and an alias; pull gives the same bytes back", async () => {
+  it("pushes a multi-part disk with its Incus metadata and an alias; pull gives the same bytes back", {
+    timeout: 120_000
+  }, async () => {
     const dir = path.join(work, "multi")
     await mkdir(dir)
     const disk = await fakeQcow2(path.join(dir, "disk.qcow2"), 23 * MiB)
@@ -194,39 +196,43 @@ describe("imgsrv push and pull", () => {
 })
 
 describe("resuming", () => {
-  it("a push killed with SIGKILL mid-upload continues: the rerun sends only the missing parts", async () => {
-    const dir = path.join(work, "resume")
-    await mkdir(dir)
-    const parts = 40
-    const disk = await fakeQcow2(path.join(dir, "disk.qcow2"), parts * 5 * MiB)
-    const env = envFor(path.join(dir, "state"))
-    const args = ["push", "resume:1", "--json", "--disk", path.join(dir, "disk.qcow2"), "--part-size", "5MiB"]
-    const before = partPuts(server)
+  it(
+    "a push killed with SIGKILL mid-upload continues: the rerun sends only the missing parts",
+    { timeout: 180_000 },
+    async () => {
+      const dir = path.join(work, "resume")
+      await mkdir(dir)
+      const parts = 40
+      const disk = await fakeQcow2(path.join(dir, "disk.qcow2"), parts * 5 * MiB)
+      const env = envFor(path.join(dir, "state"))
+      const args = ["push", "resume:1", "--json", "--disk", path.join(dir, "disk.qcow2"), "--part-size", "5MiB"]
+      const before = partPuts(server)
 
-    let sent = 0
-    const first = startCli([...args, "--concurrency", "1"], env, (chunk) => {
-      sent += (chunk.match(/"event":"part"[^\n]*"sent":true/g) ?? []).length
-      if (sent >= 3) first.child.kill("SIGKILL")
-    })
-    expect(await first.exited).toBe("SIGKILL")
-    const afterKill = await settledPartPuts(server) - before
-    expect(afterKill).toBeGreaterThanOrEqual(3)
-    expect(afterKill).toBeLessThan(parts)
+      let sent = 0
+      const first = startCli([...args, "--concurrency", "1"], env, (chunk) => {
+        sent += (chunk.match(/"event":"part"[^\n]*"sent":true/g) ?? []).length
+        if (sent >= 3) first.child.kill("SIGKILL")
+      })
+      expect(await first.exited).toBe("SIGKILL")
+      const afterKill = await settledPartPuts(server) - before
+      expect(afterKill).toBeGreaterThanOrEqual(3)
+      expect(afterKill).toBeLessThan(parts)
 
-    const second = await cli([...args, "--concurrency", "4"], env)
-    expect(second.code, describeCli(second)).toBe(0)
-    const events = jsonLines(second.stdout)
-    // The digest was not computed again, the parts the server had were not sent again.
-    expect(events.find((e) => e.event === "hashing")).toMatchObject({ cached: true })
-    const skipped = events.filter((e) => e.event === "part" && e["sent"] === false).length
-    expect(skipped).toBe(afterKill)
-    expect(await settledPartPuts(server) - before).toBe(parts)
-    expect(events.at(-1)).toMatchObject({ event: "done", state: "published", parts_sent: parts - afterKill })
+      const second = await cli([...args, "--concurrency", "4"], env)
+      expect(second.code, describeCli(second)).toBe(0)
+      const events = jsonLines(second.stdout)
+      // The digest was not computed again, the parts the server had were not sent again.
+      expect(events.find((e) => e.event === "hashing")).toMatchObject({ cached: true })
+      const skipped = events.filter((e) => e.event === "part" && e["sent"] === false).length
+      expect(skipped).toBe(afterKill)
+      expect(await settledPartPuts(server) - before).toBe(parts)
+      expect(events.at(-1)).toMatchObject({ event: "done", state: "published", parts_sent: parts - afterKill })
 
-    const pulled = await cli(["pull", "resume:1", "--out", path.join(dir, "copy.qcow2")], env)
-    expect(pulled.code, describeCli(pulled)).toBe(0)
-    expect(Buffer.compare(await readFile(path.join(dir, "copy.qcow2")), disk)).toBe(0)
-  })
+      const pulled = await cli(["pull", "resume:1", "--out", path.join(dir, "copy.qcow2")], env)
+      expect(pulled.code, describeCli(pulled)).toBe(0)
+      expect(Buffer.compare(await readFile(path.join(dir, "copy.qcow2")), disk)).toBe(0)
+    }
+  )
 
   it("pull continues a partial download with a range request and verifies the whole file", async () => {
     const dir = path.join(work, "partial")
@@ -248,31 +254,35 @@ describe("resuming", () => {
 })
 
 describe("failures", () => {
-  it("a file that changes during the upload ends with exit 1 and the server's reason", async () => {
-    const dir = path.join(work, "changed")
-    await mkdir(dir)
-    const file = path.join(dir, "disk.qcow2")
-    await fakeQcow2(file, 40 * 5 * MiB)
-    let changed: Promise<void> | undefined
-    const run = startCli(
-      ["push", "changed:1", "--json", "--disk", file, "--part-size", "5MiB", "--concurrency", "1"],
-      envFor(path.join(dir, "state")),
-      (chunk) => {
-        if (changed === undefined && chunk.includes("\"event\":\"part\"")) {
-          // After hashing, before the last part is read: its bytes are not the hashed ones any more.
-          changed = open(file, "r+").then(async (handle) => {
-            await handle.write(Buffer.alloc(1024, 7), 0, 1024, 39 * 5 * MiB)
-            await handle.close()
-          })
+  it(
+    "a file that changes during the upload ends with exit 1 and the server's reason",
+    { timeout: 120_000 },
+    async () => {
+      const dir = path.join(work, "changed")
+      await mkdir(dir)
+      const file = path.join(dir, "disk.qcow2")
+      await fakeQcow2(file, 40 * 5 * MiB)
+      let changed: Promise<void> | undefined
+      const run = startCli(
+        ["push", "changed:1", "--json", "--disk", file, "--part-size", "5MiB", "--concurrency", "1"],
+        envFor(path.join(dir, "state")),
+        (chunk) => {
+          if (changed === undefined && chunk.includes("\"event\":\"part\"")) {
+            // After hashing, before the last part is read: its bytes are not the hashed ones any more.
+            changed = open(file, "r+").then(async (handle) => {
+              await handle.write(Buffer.alloc(1024, 7), 0, 1024, 39 * 5 * MiB)
+              await handle.close()
+            })
+          }
         }
-      }
-    )
-    const code = await run.exited
-    await changed
-    outputs.push(run.stdout(), run.stderr())
-    expect(code, run.stderr()).toBe(1)
-    expect(run.stderr()).toMatch(/^imgsrv: upload \S+ of disk\.qcow2 failed: digest_mismatch .*\n$/)
-  })
+      )
+      const code = await run.exited
+      await changed
+      outputs.push(run.stdout(), run.stderr())
+      expect(code, run.stderr()).toBe(1)
+      expect(run.stderr()).toMatch(/^imgsrv: upload \S+ of disk\.qcow2 failed: digest_mismatch .*\n$/)
+    }
+  )
 
   it("pushing other bytes to a published version fails with the server's 412 detail and request id", async () => {
     const dir = path.join(work, "conflict")
@@ -287,7 +297,9 @@ describe("failures", () => {
     expect(refused.stderr).toMatch(/\nimgsrv: .*is published.*\(HTTP 412, request id [0-9a-f-]{36}\)\n$/)
   })
 
-  it("without a token, the server's 401 is one line; usage errors exit 2; the token is never printed", async () => {
+  it("without a token, the server's 401 is one line; usage errors exit 2; the token is never printed", {
+    timeout: 180_000
+  }, async () => {
     const dir = path.join(work, "errors")
     await mkdir(dir)
     await fakeQcow2(path.join(dir, "disk.qcow2"), MiB)

@@ -4,7 +4,7 @@
  * different random files of the same size (default 1 GiB):
  *
  *   baseline  what the README's curl flow does: `sha256sum`, begin, ONE part with
- *             `curl --data-binary @file`, complete, wait until the server has verified it;
+ *             `curl --upload-file` (streamed), complete, wait until the server has verified it;
  *   imgsrv    `imgsrv push --no-publish --concurrency 4` (the package's bin, as a user runs it).
  *
  * It prints the ratios baseline / imgsrv (≥ 1.0: the CLI is not slower than one stream) for
@@ -161,8 +161,10 @@ try {
       `Authorization: Bearer ${token}`,
       "-H",
       "Content-Type: application/octet-stream",
-      "--data-binary",
-      `@${a}`
+      // `--upload-file` streams the file (PUT with Content-Length); `--data-binary @file`,
+      // the README's form, reads it into memory first and gives up on 1 GiB.
+      "--upload-file",
+      a
     ], { maxBuffer: MiB })
     const curlMs = performance.now() - p0
     await fetch(`${api}/v1/uploads/${begun.id}/complete`, {

@@ -13,8 +13,6 @@ const reasonOf = (cause: unknown) => cause instanceof Error ? cause.message : St
 
 /** Reads are done in 1 MiB chunks: few system calls, and memory stays a few chunks per stream. */
 const CHUNK = 1024 * 1024
-/** Part bodies go out in smaller chunks: several parts are in flight, each holding a few. */
-const PART_CHUNK = 256 * 1024
 
 export const identify = (file: string): Effect.Effect<FileIdentity, LocalFileError> =>
   Effect.tryPromise({
@@ -65,7 +63,7 @@ export async function* fileRange(
   length: number,
   onBytes: (bytes: number) => void
 ): AsyncGenerator<Uint8Array> {
-  const stream = createReadStream(file, { start, end: start + length - 1, highWaterMark: PART_CHUNK })
+  const stream = createReadStream(file, { start, end: start + length - 1, highWaterMark: CHUNK })
   try {
     for await (const chunk of stream) {
       const bytes = chunk as Buffer

@@ -1,5 +1,5 @@
 import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
-import { Config, Effect, Either, Record } from "effect"
+import { Config, Console, Effect, Either, Record } from "effect"
 import { buildInfo } from "../build-info.js"
 import { type AppConfigShape, type ConfigError, parseAppConfig } from "../platform/config.js"
 import { type RawSettings, type Setting, type SettingKind, settings } from "../platform/settings.js"
@@ -172,6 +172,15 @@ export const resolveConfig = (args: ReadonlyArray<string>) =>
     }))
 
 /**
+ * @effect/cli prints a ValidationError (an unknown flag, say) with `Console.error` and then
+ * fails with it; main reports every start-up failure as one `imgsrv: …` line, so the
+ * library's copy is dropped here rather than the error being printed twice. The failure
+ * itself still propagates.
+ */
+const validationReportedByMain = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Console.consoleWith((console) => Effect.withConsole(effect, { ...console, error: () => Effect.void }))
+
+/**
  * Runs `imgsrv` with `argv` (node and script paths first). `--help` and `--version` are
  * answered here, the built-ins that do not apply are refused (a ValidationError, reported
  * by main as one line), and everything else goes to @effect/cli.
@@ -190,6 +199,8 @@ export const runCommand =
       case "Refused":
         return Effect.fail(ValidationError.invalidArgument(HelpDoc.p(builtIn.reason)))
       case undefined:
-        return Command.run(imgsrvCommand(serve), { name: "imgsrv", version: versionText() })(argv)
+        return Command.run(imgsrvCommand(serve), { name: "imgsrv", version: versionText() })(argv).pipe(
+          validationReportedByMain
+        )
     }
   }

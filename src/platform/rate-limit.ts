@@ -1,5 +1,5 @@
 import type { HttpServerResponse } from "@effect/platform"
-import { Duration, Option } from "effect"
+import { Duration, Metric, MetricLabel, Option } from "effect"
 import { createHash } from "node:crypto"
 import { problemResponse } from "./problem.js"
 
@@ -103,7 +103,18 @@ export interface RateLimiter {
   readonly settle: (clientAddress: string, status: number) => void
 }
 
-const tooMany = (detail: string, waitMs: number, hasBody: boolean) => {
+const refusedTotal = Metric.counter("imgsrv_rate_limited_requests_total", {
+  description: "Requests answered 429 by a rate limit, by limit (auth_failures, requests).",
+  incremental: true
+})
+const refusedLabels = {
+  auth_failures: [MetricLabel.make("limit", "auth_failures")],
+  requests: [MetricLabel.make("limit", "requests")]
+} as const
+
+const tooMany = (limit: keyof typeof refusedLabels, detail: string, waitMs: number, hasBody: boolean) => {
+  // admit runs before any fiber exists for the request, hence the unsafe (synchronous) update.
+  refusedTotal.unsafeUpdate(1, refusedLabels[limit])
   const seconds = Math.max(1, Math.ceil(waitMs / 1000))
   return problemResponse(429, `${detail}; retry after ${seconds} s`, {
     headers: {
@@ -127,7 +138,12 @@ export const makeRateLimiter = (settings: RateLimitSettings, now: () => number):
       if (request.protected && Option.isSome(failures)) {
         const wait = failures.value.wait(request.clientAddress, now())
         if (wait > 0) {
-          return tooMany("too many failed authentication attempts from this address", wait, request.hasBody)
+          return tooMany(
+            "auth_failures",
+            "too many failed authentication attempts from this address",
+            wait,
+            request.hasBody
+          )
         }
       }
       if (Option.isSome(requests)) {
@@ -135,7 +151,7 @@ export const makeRateLimiter = (settings: RateLimitSettings, now: () => number):
           ? `a:${request.clientAddress}`
           : credentialKey(request.authorization)
         const wait = requests.value.take(key, now())
-        if (wait > 0) return tooMany("too many requests", wait, request.hasBody)
+        if (wait > 0) return tooMany("requests", "too many requests", wait, request.hasBody)
       }
       return undefined
     },

@@ -272,7 +272,9 @@ describe("the metrics listener after a tutorial flow", () => {
       "imgsrv_cas_ingest_oldest_running_age_seconds",
       "imgsrv_publish_step_oldest_queued_age_seconds",
       "imgsrv_publish_step_oldest_running_age_seconds",
-      "imgsrv_cas_promotion_verified_bytes_total"
+      "imgsrv_cas_promotion_verified_bytes_total",
+      // Only after a 429 (test/platform/rate-limit.test.ts).
+      "imgsrv_rate_limited_requests_total"
     ]
     const exposed = new Set(after.types.keys())
     expect([...exposed].filter((name) => !documented.has(name)), "exposed but not in the README").toEqual([])

@@ -75,6 +75,13 @@ describe("the @effect/cli built-ins that do not apply", () => {
     }
   })
 
+  it("an unknown flag is reported once, as one imgsrv line", async () => {
+    const proc = spawnImgsrv({ args: ["--bogus-flag"] })
+    expect(await proc.exited).not.toBe(0)
+    expect(proc.stdout()).toBe("")
+    expect(proc.stderr().trim().split("\n")).toEqual(["imgsrv: Received unknown argument: '--bogus-flag'"])
+  })
+
   it("a flag's value that looks like one is still the value", async () => {
     // `--node-name --help` names the node "--help"; the bad --upload-ttl then stops start-up.
     const proc = spawnImgsrv({ args: ["--node-name", "--help", "--upload-ttl", "5parsecs"] })

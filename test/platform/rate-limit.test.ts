@@ -2,8 +2,10 @@ import { Duration } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { makeTokenBuckets } from "../../src/platform/rate-limit.js"
 import { expectStatus, publishVersion } from "../catalog/fixtures.js"
+import { counterOf, scrapeExposition } from "../observability/exposition.js"
 import { seedBlob } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
+import { freePort } from "../support/process.js"
 import { beginUpload, getUpload, sha256Digest } from "../support/uploads.js"
 
 /**
@@ -57,9 +59,15 @@ const BAD = "imgsrv_at_AAAAAAAAAAAAAAAAAAAAAAAAAA_AAAAAAAAAAAAAAAAAAAAAAAAAA"
 describe("failed authentication per client address", () => {
   let app: TestApp
   let writer: string
+  let metricsPort = 0
   beforeAll(async () => {
+    metricsPort = await freePort()
     app = await startTestApp({
-      settings: { "trusted-proxies": "127.0.0.1", "rate-limit-auth-failures": "3/1m" }
+      settings: {
+        "trusted-proxies": "127.0.0.1",
+        "rate-limit-auth-failures": "3/1m",
+        "metrics-listen": `127.0.0.1:${metricsPort}`
+      }
     })
     writer = await app.tokenFor("content-writer")
   })
@@ -83,6 +91,8 @@ describe("failed authentication per client address", () => {
     })
     const good = await createImage("198.51.100.1", writer, "from-a-blocked-address")
     expect(good.status).toBe(429)
+    const scraped = await scrapeExposition(`http://127.0.0.1:${metricsPort}/metrics`)
+    expect(counterOf(scraped, "imgsrv_rate_limited_requests_total", { limit: "auth_failures" })).toBe(2)
     await good.arrayBuffer()
     // Nothing was created by the refused request.
     expect((await app.request("GET", "/v1/images/from-a-blocked-address/versions")).status).toBe(404)

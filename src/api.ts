@@ -1,9 +1,8 @@
 import { HttpApi, OpenApi } from "@effect/platform"
 import { AuthGroup } from "./auth/api.js"
-import { buildInfo } from "./build-info.js"
 import { CatalogGroup } from "./catalog/api.js"
-import { OpsGroup } from "./platform/health.js"
-import { API_ID } from "./platform/http.js"
+import { API_ID } from "./contract/http.js"
+import { OpsGroup } from "./contract/ops.js"
 import { PublishGroup } from "./publishing/api.js"
 import { StreamsGroup } from "./streams/api.js"
 import { BlobsGroup, UploadsGroup } from "./uploads/api.js"
@@ -44,7 +43,9 @@ export const problemJsonErrors = (spec: Record<string, unknown>): Record<string,
 
 /**
  * The whole public HTTP surface of imgsrv, one group per concern. The OpenAPI
- * document (`/openapi.json`) is generated from these definitions.
+ * document (`/openapi.json`) is generated from these definitions, and the typed client
+ * (`src/client/`) is derived from them: this module and everything it imports are
+ * declarations only, never server code (the build's version is annotated in `app.ts`).
  */
 export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(OpsGroup)
@@ -58,7 +59,6 @@ export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(EventsGroup)
   .annotate(OpenApi.Title, "imgsrv")
   .annotate(OpenApi.Transform, problemJsonErrors)
-  .annotate(OpenApi.Version, buildInfo.version)
   .annotate(
     OpenApi.Description,
     "A registry for disk and VM images: verified CAS uploads, durable publishing, aliases, " +

@@ -1,4 +1,4 @@
-import { HttpApiBuilder, HttpApiScalar } from "@effect/platform"
+import { HttpApiBuilder, HttpApiScalar, OpenApi } from "@effect/platform"
 import type { HttpApi } from "@effect/platform"
 import type { Redacted } from "effect"
 import { Effect, Layer, Option } from "effect"
@@ -163,7 +163,7 @@ const apiListener = <E, R>(config: AppConfigShape, api: Layer.Layer<HttpApi.Api,
 
 /** The full service: API listener, background loops, metrics listener. */
 const FullServiceLive = (config: AppConfigShape) => {
-  const api = HttpApiBuilder.api(ImgsrvApi).pipe(
+  const api = HttpApiBuilder.api(ImgsrvApi.annotate(OpenApi.Version, buildInfo.version)).pipe(
     Layer.provide(ApiHandlersLive),
     Layer.provide(HttpApiBuilder.middleware(apiMiddleware({ routes })))
   )

@@ -2,7 +2,7 @@ import { HelpDoc, ValidationError } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Cause, Duration, Effect, Layer } from "effect"
 import { AppLive } from "./app.js"
-import { runCommand } from "./cli.js"
+import { runCommand } from "./cli/serve.js"
 
 /**
  * `imgsrv`: parse flags and environment, then run the service until SIGTERM/SIGINT.
@@ -33,11 +33,14 @@ const oneLine = (text: string) => text.trim().replace(/\s*\n\s*/g, " ")
 const CLEANUP_ALLOWANCE = Duration.seconds(10)
 let shutdownDeadline: Duration.Duration | undefined
 
+/** `imgsrv serve [options]` is the explicit form of `imgsrv [options]` (src/cli/main.ts). */
+const argv = process.argv[2] === "serve" ? [...process.argv.slice(0, 2), ...process.argv.slice(3)] : process.argv
+
 const program = runCommand((config) =>
   Effect.sync(() => {
     shutdownDeadline = Duration.sum(config.shutdownTimeout, CLEANUP_ALLOWANCE)
   }).pipe(Effect.zipRight(Layer.launch(AppLive(config))))
-)(process.argv).pipe(
+)(argv).pipe(
   // Failures and defects alike (a listener that cannot bind, a driver throwing at start-up).
   Effect.tapErrorCause((cause) =>
     Effect.sync(() => {

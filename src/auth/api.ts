@@ -1,21 +1,31 @@
-import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
-import { Schema } from "effect"
-import { InvalidRequest, Problem } from "../platform/problem.js"
+import {
+  HttpApiEndpoint,
+  HttpApiGroup,
+  HttpApiMiddleware,
+  HttpApiSchema,
+  HttpApiSecurity,
+  OpenApi
+} from "@effect/platform"
+import { Context, Schema } from "effect"
+import { InvalidRequest, Problem } from "../contract/problem.js"
 import {
   ApiTokenNotFound,
+  Forbidden,
+  IdentityProviderUnavailable,
   IssuerDiscoveryFailed,
   LastAuthManager,
   PrincipalNotFound,
   RuleAlreadyExists,
   RuleNotFound,
+  Unauthorized,
   UnknownRole
 } from "./errors.js"
-import { RequireAuthManage } from "./middleware.js"
 import {
   ApiTokenList,
   CreatePrincipalRequest,
   IssueApiTokenRequest,
   IssuedApiToken,
+  type Principal,
   PrincipalList,
   PrincipalView,
   ReconciliationView,
@@ -24,6 +34,28 @@ import {
   RuleView,
   SaveRuleRequest
 } from "./schema.js"
+
+/** The principal behind the current request (provided by the security middleware). */
+export class CurrentPrincipal extends Context.Tag("imgsrv/CurrentPrincipal")<CurrentPrincipal, Principal>() {}
+
+const failure = Schema.Union(Problem(Unauthorized), Problem(Forbidden), Problem(IdentityProviderUnavailable))
+
+/**
+ * Protects an endpoint with `content.write`. Declared on endpoints (not groups) so it
+ * runs before anything else of the route: 401 before 403 before validation.
+ */
+export class RequireContentWrite extends HttpApiMiddleware.Tag<RequireContentWrite>()("imgsrv/RequireContentWrite", {
+  provides: CurrentPrincipal,
+  failure,
+  security: { bearer: HttpApiSecurity.bearer }
+}) {}
+
+/** Protects an endpoint with `auth.manage` (every `/v1/auth/*` route). */
+export class RequireAuthManage extends HttpApiMiddleware.Tag<RequireAuthManage>()("imgsrv/RequireAuthManage", {
+  provides: CurrentPrincipal,
+  failure,
+  security: { bearer: HttpApiSecurity.bearer }
+}) {}
 
 /**
  * `/v1/auth/*` — the auth management API (spec/api.md §2.11). Every endpoint needs

@@ -1,6 +1,6 @@
 import { Schema } from "effect"
-import { boundedText, strictBody, TEXT_LIMITS } from "../platform/params.js"
-import { TimestampString } from "../platform/timestamp.js"
+import { boundedText, strictBody, TEXT_LIMITS } from "../contract/params.js"
+import { TimestampString } from "../contract/timestamp.js"
 
 /** The two actions imgsrv authorizes (spec/auth.md §2.2). */
 export const Action = Schema.Literal("content.write", "auth.manage")

@@ -1,10 +1,10 @@
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
-import { RequireContentWrite } from "../auth/middleware.js"
-import { NotModified } from "../platform/download.js"
-import { InvalidPageRequest } from "../platform/pagination.js"
-import { UuidString } from "../platform/params.js"
-import { InvalidRequest, Problem, RangeNotSatisfiable } from "../platform/problem.js"
+import { RequireContentWrite } from "../auth/api.js"
+import { NotModified } from "../contract/http.js"
+import { InvalidPageRequest } from "../contract/pagination.js"
+import { UuidString } from "../contract/params.js"
+import { InvalidRequest, Problem, RangeNotSatisfiable } from "../contract/problem.js"
 import {
   AliasNotFound,
   AliasTargetNotPublished,

@@ -1,9 +1,9 @@
 import { Effect, Schema } from "effect"
-import { Sha256Digest } from "../platform/digest.js"
-import { MediaType } from "../platform/media-type.js"
-import { nextCursorField } from "../platform/pagination.js"
-import { decodeParam, nonBlank, strictBody, TEXT_LIMITS, UuidParam, UuidString } from "../platform/params.js"
-import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
+import { Sha256Digest } from "../contract/digest.js"
+import { MediaType } from "../contract/media-type.js"
+import { nextCursorField } from "../contract/pagination.js"
+import { decodeParam, nonBlank, strictBody, TEXT_LIMITS, UuidParam, UuidString } from "../contract/params.js"
+import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 
 /**
  * Wire and row shapes of the catalog: images, versions, artifacts, attachments,

@@ -1,19 +1,3 @@
-import { Schema } from "effect"
-
-/**
- * `sha256:` + 64 lower-case hex characters — the only digest form imgsrv accepts
- * anywhere (api.md §1.6). Upper-case hex is rejected so that one blob has exactly
- * one spelling, which keeps CAS keys and ETags canonical.
- */
-export const Sha256Digest = Schema.String.pipe(
-  Schema.pattern(/^sha256:[0-9a-f]{64}$/, {
-    message: () => "digest must match ^sha256:[0-9a-f]{64}$"
-  }),
-  Schema.brand("Sha256Digest")
-).annotations({ identifier: "Sha256Digest", description: "sha256:<64 lower-case hex>" })
-export type Sha256Digest = typeof Sha256Digest.Type
-
-/** The bare 64-hex part of a digest (what Simple Streams and CAS keys use). */
-export const digestHex = (digest: Sha256Digest): string => digest.slice("sha256:".length)
-
-export const digestFromHex = (hex: string): Sha256Digest => Schema.decodeSync(Sha256Digest)(`sha256:${hex}`)
+// The digest schema is part of the wire contract (src/contract/), which the typed client
+// imports without any server code; server modules keep importing it from here.
+export { digestFromHex, digestHex, Sha256Digest } from "../contract/digest.js"

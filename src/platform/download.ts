@@ -1,4 +1,4 @@
-import { HttpApiSchema, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Metric, MetricLabel } from "effect"
 import type { Scope } from "effect"
 import { BlobStore } from "./blob-store/blob-store.js"
@@ -128,8 +128,7 @@ const downloadBytes = Metric.counter("imgsrv_download_bytes_total", {
 const routeLabels = makeLabelCache()
 const routeStatusLabels = makeLabelCache()
 
-/** 304 for a conditional GET/HEAD that matched (no body), as the download endpoints declare it. */
-export const NotModified = HttpApiSchema.Empty(304).annotations({ description: "Not Modified" })
+export { NotModified } from "../contract/http.js"
 
 /**
  * Answers a GET or HEAD for one blob with the full semantics of api.md §2.8.

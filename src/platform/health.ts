@@ -1,13 +1,7 @@
-import {
-  HttpApiBuilder,
-  HttpApiEndpoint,
-  HttpApiGroup,
-  HttpApiSchema,
-  HttpServerResponse,
-  OpenApi
-} from "@effect/platform"
+import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Context, Data, Effect, Layer } from "effect"
+import { OpsGroup } from "../contract/ops.js"
 import { BlobStore } from "./blob-store/blob-store.js"
 import { apiOf } from "./http.js"
 
@@ -57,26 +51,7 @@ export const ReadinessWithoutDatabase = Layer.succeed(Readiness, {
   check: Effect.fail(new NotReady({ reason: "no database configured (ops-only mode)" }))
 })
 
-export const OpsGroup = HttpApiGroup.make("ops", { topLevel: true })
-  .add(
-    HttpApiEndpoint.get("healthz", "/healthz")
-      .addSuccess(HttpApiSchema.NoContent)
-      .addError(HttpApiSchema.Text().annotations(HttpApiSchema.annotations({ status: 503, description: "Not live" })))
-      .annotate(
-        OpenApi.Description,
-        "Liveness: 204 while the process serves HTTP, 503 (plain text) once the embedded PostgreSQL server cannot be brought back: restart the process."
-      )
-  )
-  .add(
-    HttpApiEndpoint.get("readyz", "/readyz")
-      .addSuccess(HttpApiSchema.NoContent)
-      .addError(HttpApiSchema.Text().annotations(HttpApiSchema.annotations({ status: 503, description: "Not ready" })))
-      .annotate(
-        OpenApi.Description,
-        "Readiness: 204 when PostgreSQL and the blob store answer, else 503 with a plain-text body."
-      )
-  )
-  .annotate(OpenApi.Description, "Operational endpoints")
+export { OpsGroup }
 
 export const OpsHandlersLive = HttpApiBuilder.group(
   apiOf(OpsGroup),

@@ -30,6 +30,7 @@ import {
 } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
+import { API_ID } from "../contract/http.js"
 import { BlobStoreError, isStoreUnavailable } from "./blob-store/blob-store.js"
 import { clientAddressOf, NO_TRUSTED_PROXIES, type TrustedProxies } from "./client-address.js"
 import { readBody, withBody } from "./json-body.js"
@@ -39,8 +40,7 @@ import { declaredStatus, detailOf, problemResponse } from "./problem.js"
 import type { RateLimiter } from "./rate-limit.js"
 import { isDatabaseUnavailable, isUnstorableText } from "./sql-errors.js"
 
-/** The HttpApi identifier every group is registered under (see `apiOf`). */
-export const API_ID = "imgsrv"
+export { API_ID }
 
 /**
  * A one-group HttpApi with the application's id. Handler layers are built against

@@ -1,4 +1,4 @@
-import { HttpApiSchema, HttpApp, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpApp, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Option, Schema } from "effect"
 
 /**
@@ -22,20 +22,9 @@ import { Effect, Option, Schema } from "effect"
 export const DEFAULT_PAGE_LIMIT = 100
 export const MAX_PAGE_LIMIT = 1000
 
-export class InvalidPageRequest extends Schema.TaggedError<InvalidPageRequest>()(
-  "InvalidPageRequest",
-  { reason: Schema.String },
-  HttpApiSchema.annotations({ status: 400 })
-) {
-  override get message() {
-    return `invalid page request: ${this.reason}`
-  }
-}
-
-/** The body field a paginated list adds: present when a next page exists. */
-export const nextCursorField = Schema.optional(Schema.String).annotations({
-  description: "Opaque cursor of the next page (pass it as `?cursor=`); absent on the last page."
-})
+// The wire half (error and body field) lives in the contract, which the typed client imports.
+import { InvalidPageRequest } from "../contract/pagination.js"
+export { InvalidPageRequest, nextCursorField } from "../contract/pagination.js"
 
 export interface PageRequest<K> {
   readonly limit: number

@@ -1,10 +1,10 @@
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
-import { RequireContentWrite } from "../auth/middleware.js"
+import { RequireContentWrite } from "../auth/api.js"
 import { VersionPath } from "../catalog/api.js"
 import { VersionNotFound } from "../catalog/errors.js"
-import { UuidString } from "../platform/params.js"
-import { InvalidRequest, Problem } from "../platform/problem.js"
+import { UuidString } from "../contract/params.js"
+import { InvalidRequest, Problem } from "../contract/problem.js"
 import {
   PublishJobNotAbandonable,
   PublishJobNotFound,

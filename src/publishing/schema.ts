@@ -1,6 +1,6 @@
 import { Schema } from "effect"
-import { UuidParam, UuidString } from "../platform/params.js"
-import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
+import { UuidParam, UuidString } from "../contract/params.js"
+import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 import type { RootFtype } from "../streams/schema.js"
 
 /**

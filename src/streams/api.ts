@@ -1,6 +1,6 @@
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
-import { NotModified } from "../platform/download.js"
+import { NotModified } from "../contract/http.js"
 
 /** The Incus Simple Streams documents (api.md §2.12, spec/streams.md). Anonymous. */
 

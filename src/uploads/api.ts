@@ -1,9 +1,9 @@
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
-import { RequireContentWrite } from "../auth/middleware.js"
-import { NotModified } from "../platform/download.js"
-import { UuidString } from "../platform/params.js"
-import { InvalidRequest, Problem, RangeNotSatisfiable } from "../platform/problem.js"
+import { RequireContentWrite } from "../auth/api.js"
+import { NotModified } from "../contract/http.js"
+import { UuidString } from "../contract/params.js"
+import { InvalidRequest, Problem, RangeNotSatisfiable } from "../contract/problem.js"
 import {
   CasBlobNotFound,
   PartBodyIncomplete,

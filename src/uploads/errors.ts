@@ -1,6 +1,6 @@
 import { HttpApiSchema } from "@effect/platform"
 import { Schema } from "effect"
-import { formatTimestamp } from "../platform/timestamp.js"
+import { formatTimestamp } from "../contract/timestamp.js"
 
 /**
  * The client-visible failures of uploads and raw blobs (api.md §1.9 status mapping).

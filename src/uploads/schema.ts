@@ -1,10 +1,10 @@
 import { Schema } from "effect"
-import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../platform/blob-store/blob-store.js"
+import { Sha256Digest } from "../contract/digest.js"
+import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../contract/limits.js"
+import { MediaType } from "../contract/media-type.js"
+import { boundedText, nonBlank, strictBody, TEXT_LIMITS, UuidString } from "../contract/params.js"
+import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 import type { StorageKey } from "../platform/blob-store/keys.js"
-import { Sha256Digest } from "../platform/digest.js"
-import { MediaType } from "../platform/media-type.js"
-import { boundedText, nonBlank, strictBody, TEXT_LIMITS, UuidString } from "../platform/params.js"
-import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
 
 /**
  * Wire and domain shapes of uploads and CAS blobs (api.md §2.1, §2.3; domain.md §1.2).

@@ -1,8 +1,8 @@
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
-import { RequireAuthManage, RequireContentWrite } from "../auth/middleware.js"
-import { UuidString } from "../platform/params.js"
-import { InvalidRequest, Problem } from "../platform/problem.js"
+import { RequireAuthManage, RequireContentWrite } from "../auth/api.js"
+import { UuidString } from "../contract/params.js"
+import { InvalidRequest, Problem } from "../contract/problem.js"
 import { DeliveryInProgress, DeliveryNotFound, WebhookDisabled, WebhookNotFound, WebhookUrlRefused } from "./errors.js"
 import {
   CreateWebhookRequest,

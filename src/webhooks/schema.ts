@@ -1,7 +1,7 @@
 import { Schema } from "effect"
 import { ImageName } from "../catalog/schema.js"
-import { nonBlank, strictBody, TEXT_LIMITS, UuidParam, UuidString } from "../platform/params.js"
-import { formatTimestamp, TimestampString } from "../platform/timestamp.js"
+import { nonBlank, strictBody, TEXT_LIMITS, UuidParam, UuidString } from "../contract/params.js"
+import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 
 /**
  * Events, webhook subscriptions and deliveries (issue 14, docs/webhooks.md): the wire

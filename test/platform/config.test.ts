@@ -2,7 +2,7 @@ import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import { readFileSync } from "node:fs"
-import { resolveConfig } from "../../src/cli.js"
+import { resolveConfig } from "../../src/cli/serve.js"
 import { defaultRawSettings, parseAppConfig, parseGoDuration } from "../../src/platform/config.js"
 import { configTableMarkdown, settings } from "../../src/platform/settings.js"
 

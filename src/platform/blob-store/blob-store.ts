@@ -1,6 +1,7 @@
 import { Context, Effect, Predicate, Schema } from "effect"
 import type { Scope, Stream } from "effect"
 import type { Readable } from "node:stream"
+import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../../contract/limits.js"
 import { isConnectionFailure } from "../connection-errors.js"
 import { isWellFormedKey, type StorageKey } from "./keys.js"
 
@@ -264,9 +265,8 @@ export const readAll = (
 // Rules every driver applies the same way (S3's limits and argument checks).
 // ---------------------------------------------------------------------------------
 
-/** S3's multipart limits: parts numbered 1..10000, each at most 5 GiB. */
-export const MAX_PART_NUMBER = 10_000
-export const MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
+/** S3's multipart limits (contract/limits.ts): parts numbered 1..10000, each at most 5 GiB. */
+export { MAX_PART_BYTES, MAX_PART_NUMBER }
 
 /** Preconditions of `copy` and `move`. */
 export type CopyOptions = { readonly ifMatch?: string; readonly ifDestinationAbsent?: boolean }

@@ -1,4 +1,5 @@
 import { Brand } from "effect"
+import { CANONICAL_UUID, UUID_PATTERN } from "../../contract/params.js"
 import { digestHex, type Sha256Digest } from "../digest.js"
 
 /**
@@ -9,9 +10,7 @@ import { digestHex, type Sha256Digest } from "../digest.js"
 export type StorageKey = string & Brand.Brand<"StorageKey">
 const StorageKey = Brand.nominal<StorageKey>()
 
-const UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-/** A canonical lower-case UUID: upload ids (part of staging keys) and every other id imgsrv mints. */
-export const CANONICAL_UUID = new RegExp(`^${UUID}$`)
+export { CANONICAL_UUID }
 
 /** `staging/uploads/<upload_id>` — where a multipart upload is assembled before verification. */
 export const stagingKey = (uploadId: string): StorageKey => {
@@ -27,7 +26,7 @@ export const casKey = (digest: Sha256Digest): StorageKey => {
   return StorageKey(`cas/sha256/${hex.slice(0, 2)}/${hex.slice(2, 4)}/${hex}`)
 }
 
-const KEY_SHAPE = new RegExp(`^(staging/uploads/${UUID}|cas/sha256/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64})$`)
+const KEY_SHAPE = new RegExp(`^(staging/uploads/${UUID_PATTERN}|cas/sha256/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64})$`)
 
 /** True for the only two key shapes imgsrv writes (used by drivers as a last line of defence). */
 export const isWellFormedKey = (key: string): key is StorageKey => KEY_SHAPE.test(key)

@@ -1,8 +1,8 @@
 import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Config, Console, Effect, Either, Record } from "effect"
-import { buildInfo } from "./build-info.js"
-import { type AppConfigShape, type ConfigError, parseAppConfig } from "./platform/config.js"
-import { type RawSettings, type Setting, type SettingKind, settings } from "./platform/settings.js"
+import { buildInfo } from "../build-info.js"
+import { type AppConfigShape, type ConfigError, parseAppConfig } from "../platform/config.js"
+import { type RawSettings, type Setting, type SettingKind, settings } from "../platform/settings.js"
 
 /**
  * One @effect/cli option per setting. Precedence is flag > environment > default:
@@ -94,7 +94,8 @@ export const helpText = (options: { readonly color: boolean }): string => {
   const lines = [
     `imgsrv ${buildInfo.version} — ${SUMMARY}`,
     "",
-    "Usage: imgsrv [options]",
+    "Usage: imgsrv [serve] [options]",
+    "Publishers: imgsrv push|pull|images|versions|inspect ... (imgsrv push --help; docs/publishers.md).",
     "Each option is also read from its environment variable; a flag wins over the environment, which",
     "wins over the default. Durations: 500ms, 5s, 1m, 24h. Booleans: --flag, --flag=false.",
     "",

@@ -1,0 +1,209 @@
+import { HttpApiClient, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
+import type { HttpClientResponse } from "@effect/platform"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import { Context, Duration, Effect, Layer, ParseResult, Predicate, Redacted, Schedule } from "effect"
+import { ImgsrvApi } from "../api.js"
+import { ConnectionError, ProblemError, type RequestFailure, UnexpectedResponse, WaitTimedOut } from "./errors.js"
+
+/**
+ * The typed client: every endpoint of `ImgsrvApi` as a method (`api.catalog.getManifest`,
+ * `api.uploads.begin`, …), derived from the same declarations the server is built from,
+ * so it cannot drift from it. Byte streams (part bodies, downloads) go through `http`,
+ * whose URLs are built from the same declarations (`endpointPath`).
+ */
+
+export interface ClientOptions {
+  /** Base URL of the server, e.g. `https://images.example.org` (a path prefix is kept). */
+  readonly server: string
+  /** An API token (or a JWT) for the calls that need `content.write`; anonymous without. */
+  readonly token?: string | Redacted.Redacted<string> | undefined
+  readonly userAgent?: string | undefined
+}
+
+const makeApi = (httpClient: HttpClient.HttpClient.With<RequestFailure>) =>
+  HttpApiClient.makeWith(ImgsrvApi, { httpClient })
+
+/** Every endpoint of the API as a method; failures are `RequestFailure`s (see `request`). */
+export type ImgsrvApiClient = Effect.Effect.Success<ReturnType<typeof makeApi>>
+
+export interface ImgsrvClientService {
+  /** The server's base URL, without a trailing slash. */
+  readonly server: string
+  readonly api: ImgsrvApiClient
+  /**
+   * The same connection for raw requests (relative URLs): authenticated, and any status
+   * ≥ 400 fails with a `ProblemError`.
+   */
+  readonly http: HttpClient.HttpClient.With<RequestFailure>
+}
+
+export class ImgsrvClient extends Context.Tag("imgsrv/client/ImgsrvClient")<ImgsrvClient, ImgsrvClientService>() {}
+
+const oneLine = (text: string) => text.trim().replace(/\s*\n\s*/g, " ")
+
+const reasonOf = (cause: unknown): string => {
+  if (cause instanceof Error) {
+    // Node reports a refused connection to a dual-stack name as an AggregateError without a message.
+    const code = (cause as { code?: unknown }).code
+    if (cause.message !== "") return cause.message
+    if (typeof code === "string") return code
+    if (cause instanceof AggregateError && cause.errors.length > 0) return reasonOf(cause.errors[0])
+  }
+  return String(cause)
+}
+
+const connectionError = (error: HttpClientError.HttpClientError): ConnectionError =>
+  new ConnectionError({
+    method: error.request.method,
+    url: error.request.url,
+    reason: error._tag === "ResponseError" && error.reason === "StatusCode"
+      ? `unexpected status ${error.response.status}`
+      : reasonOf(error.cause ?? error.description ?? error.message)
+  })
+
+const isProblemBody = (body: unknown): body is { title?: unknown; detail?: unknown } => Predicate.isRecord(body)
+
+/** The typed error of an error response: its problem+json `detail` and the request id. */
+const problemOf = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<never, RequestFailure> =>
+  response.text.pipe(
+    Effect.orElseSucceed(() => ""),
+    Effect.flatMap((text) => {
+      let body: unknown
+      try {
+        body = JSON.parse(text)
+      } catch {
+        // Not problem+json (a proxy's HTML page): the status line is all there is to say.
+        body = undefined
+      }
+      const title = isProblemBody(body) && typeof body.title === "string" ? body.title : `HTTP ${response.status}`
+      const detail = isProblemBody(body) && typeof body.detail === "string" && body.detail !== ""
+        ? oneLine(body.detail)
+        : undefined
+      return Effect.fail(
+        new ProblemError({
+          status: response.status,
+          title,
+          detail,
+          requestId: response.headers["x-request-id"],
+          method: response.request.method,
+          url: response.request.url
+        })
+      )
+    })
+  )
+
+/** A client for `options.server` on top of any `HttpClient`. */
+export const makeClient = (options: ClientOptions): Effect.Effect<ImgsrvClientService, never, HttpClient.HttpClient> =>
+  Effect.gen(function*() {
+    const server = options.server.replace(/\/+$/, "")
+    const token = options.token === undefined
+      ? undefined
+      : Redacted.isRedacted(options.token)
+      ? options.token
+      : Redacted.make(options.token)
+    const base = yield* HttpClient.HttpClient
+    const http = base.pipe(
+      HttpClient.mapRequest((request) => {
+        const withUrl = HttpClientRequest.prependUrl(request, server).pipe(
+          HttpClientRequest.setHeader("user-agent", options.userAgent ?? "imgsrv-client")
+        )
+        return token === undefined ? withUrl : HttpClientRequest.bearerToken(withUrl, token)
+      }),
+      HttpClient.transformResponse((response) =>
+        response.pipe(
+          Effect.mapError(connectionError),
+          Effect.flatMap((r) => r.status >= 400 ? problemOf(r) : Effect.succeed(r))
+        )
+      )
+    )
+    const api = yield* makeApi(http)
+    return { server, api, http }
+  })
+
+export const layer = (options: ClientOptions): Layer.Layer<ImgsrvClient, never, HttpClient.HttpClient> =>
+  Layer.effect(ImgsrvClient, makeClient(options))
+
+/**
+ * The client over undici, Node's fetch engine (keep-alive connections). Request bodies are
+ * pulled from their stream as the socket takes them, so a part in flight holds a few
+ * chunks, not the part (the node:http client writes a stream body without waiting for
+ * the socket to drain).
+ */
+export const layerNode = (options: ClientOptions): Layer.Layer<ImgsrvClient> =>
+  layer(options).pipe(Layer.provide(NodeHttpClient.layerUndici))
+
+/**
+ * Narrows a call of the derived client to `RequestFailure`. Error responses are
+ * `ProblemError`s before the derived client decodes anything, so the endpoint's declared
+ * errors never occur; a body that does not decode is an `UnexpectedResponse`.
+ */
+export const request = <A, E, R>(what: string, self: Effect.Effect<A, E, R>): Effect.Effect<A, RequestFailure, R> =>
+  Effect.catchAll(self, (error): Effect.Effect<never, RequestFailure> => {
+    if (error instanceof ProblemError || error instanceof ConnectionError || error instanceof UnexpectedResponse) {
+      return Effect.fail(error)
+    }
+    if (HttpClientError.isHttpClientError(error)) return Effect.fail(connectionError(error))
+    const reason = ParseResult.isParseError(error)
+      ? oneLine(ParseResult.TreeFormatter.formatErrorSync(error))
+      : oneLine(String(error))
+    return Effect.fail(new UnexpectedResponse({ what, reason }))
+  })
+
+/**
+ * Polls `check` until `done` holds for its value — every 100 ms at first, then less often,
+ * at least every 2 s — and fails with `WaitTimedOut` after `timeout`. Transient failures
+ * of a check are retried; nothing waits forever.
+ */
+export const pollUntil = <A, E, R>(
+  check: Effect.Effect<A, E, R>,
+  done: (value: A) => boolean,
+  what: string,
+  timeout: Duration.DurationInput
+): Effect.Effect<A, E | WaitTimedOut, R> => {
+  const loop = (delay: Duration.Duration): Effect.Effect<A, E, R> =>
+    retryTransient(check).pipe(Effect.flatMap((value) =>
+      done(value)
+        ? Effect.succeed(value)
+        : Effect.sleep(delay).pipe(
+          Effect.zipRight(loop(Duration.min(Duration.times(delay, 1.5), Duration.seconds(2))))
+        )
+    ))
+  return loop(Duration.millis(100)).pipe(
+    Effect.timeoutFail({
+      duration: timeout,
+      onTimeout: () => new WaitTimedOut({ what, after: Duration.decode(timeout) })
+    })
+  )
+}
+
+/** Worth another try: no answer, a server error, or rate limiting. Other 4xx are final. */
+export const isTransient = (error: unknown): boolean =>
+  error instanceof ConnectionError ||
+  (error instanceof ProblemError && (error.status >= 500 || error.status === 429))
+
+/** At most 5 more attempts, 0.5 s, 1 s, 2 s, 4 s, 8 s apart (jittered). */
+export const transientRetries = Schedule.exponential("500 millis", 2).pipe(
+  Schedule.jittered,
+  Schedule.intersect(Schedule.recurs(5))
+)
+
+export const retryTransient = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.retry(self, { schedule: transientRetries, while: isTransient })
+
+/**
+ * The URL path of an endpoint, from its declaration: `/v1/uploads/:upload_id/parts/:part_number`
+ * with `{ upload_id, part_number }`. Values are percent-encoded.
+ */
+export const endpointPath = (template: string, params: Record<string, string | number>): string =>
+  template.replace(/:(\w+)/g, (_, name: string) => {
+    const value = params[name]
+    if (value === undefined) throw new Error(`no value for :${name} of ${template}`)
+    return encodeURIComponent(String(value))
+  })
+
+/** The endpoint declaration `name` of `group` (its path template and method). */
+export const endpointOf = (group: keyof typeof ImgsrvApi.groups, name: string): { readonly path: string } => {
+  const endpoint = ImgsrvApi.groups[group]?.endpoints[name]
+  if (endpoint === undefined) throw new Error(`ImgsrvApi has no endpoint ${group}.${name}`)
+  return endpoint
+}

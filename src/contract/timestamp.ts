@@ -1,0 +1,14 @@
+import { Schema } from "effect"
+
+/**
+ * RFC 3339 in UTC with `Z`, fractional seconds only when non-zero and without trailing
+ * zeros (Go's RFC3339Nano, api.md §1.4): `2026-05-14T09:12:03.48Z`, `2026-05-14T09:12:03Z`.
+ * Every timestamp imgsrv puts on the wire goes through this one function.
+ */
+export const formatTimestamp = (date: Date): string =>
+  date.toISOString().replace(/\.(\d*?)0*Z$/, (_, digits: string) => (digits === "" ? "Z" : `.${digits}Z`))
+
+/** A timestamp on the wire as `formatTimestamp` writes it, documented as `format: date-time`. */
+export const TimestampString = Schema.String.annotations({
+  jsonSchema: { type: "string", format: "date-time", description: "RFC 3339 in UTC" }
+})

@@ -1,4 +1,4 @@
-import { Cause, Data, Duration, Effect, Metric, Queue } from "effect"
+import { Cause, Data, Duration, Effect, Layer, Metric, Queue, type Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { WorkerLoopSettings } from "./config.js"
@@ -162,3 +162,42 @@ export const leaseHeartbeat = <E>(
     Effect.flatMap((held) => (held ? Effect.void : Effect.fail(new LeaseLost()))),
     Effect.forever
   )
+
+/**
+ * One background job (issue 12): the name, the loop settings and `runOnce` — at most one
+ * unit of work, given the lease-owner id of the loop that runs it. Every worker declares
+ * one and is run by `workerLayer`, so they share the loop, its metrics, its error policy
+ * and the `enabled` switch.
+ */
+export interface Job<E, R> {
+  /** Metric label `job`, log name and lease-owner suffix, e.g. `cas-promotion`. */
+  readonly name: string
+  /** Node name written into lease columns (`--node-name`). */
+  readonly nodeName: string
+  readonly settings: WorkerLoopSettings
+  readonly runOnce: (workerId: string) => Effect.Effect<RunOutcome, E, R>
+  /** Wakes idle loops before their poll interval; without it they wake on the interval only. */
+  readonly wake?: WakeSignal
+  /** Loops of this job in this process (default 1), each with its own worker id. */
+  readonly concurrency?: number
+}
+
+/** Runs a job's loops for the life of the layer (interrupted at shutdown). */
+export const workerLayer = <E, R, E2, R2>(
+  make: Effect.Effect<Job<E, R>, E2, R2>
+): Layer.Layer<never, E2, Exclude<R | R2, Scope.Scope>> =>
+  Layer.scopedDiscard(Effect.gen(function*() {
+    const job = yield* make
+    if (!job.settings.enabled) {
+      yield* Effect.logInfo("background job disabled").pipe(Effect.annotateLogs({ name: job.name }))
+      return
+    }
+    const wake = job.wake ?? (yield* makeWakeSignal)
+    const loops = Math.max(1, job.concurrency ?? 1)
+    for (let i = 1; i <= loops; i++) {
+      const workerId = makeWorkerId(job.nodeName, loops === 1 ? job.name : `${job.name}-${i}`)
+      yield* Effect.forkScoped(
+        runWorkerLoop({ name: job.name, workerId, settings: job.settings, runOnce: job.runOnce(workerId), wake })
+      )
+    }
+  }))

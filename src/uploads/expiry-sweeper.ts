@@ -3,7 +3,7 @@ import { Clock, Context, Duration, Effect, Layer, Metric, Option, Ref } from "ef
 import { BlobStore, type BlobStoreError } from "../platform/blob-store/blob-store.js"
 import { AppConfig } from "../platform/config.js"
 import { withLinkedSpan } from "../platform/tracing.js"
-import { makeWakeSignal, makeWorkerId, type RunOutcome, runWorkerLoop } from "../platform/worker.js"
+import { type RunOutcome, workerLayer } from "../platform/worker.js"
 import { uploadsAborted } from "./metrics.js"
 import { UploadRepository } from "./repository.js"
 import type { UploadSession } from "./schema.js"
@@ -120,16 +120,15 @@ export const UploadExpirySweeperLive = Layer.effect(
  * multi-replica safe) at the promotion worker's poll interval and error policy, which
  * keeps the configuration surface unchanged.
  */
-export const UploadExpirySweeperLoopLive = Layer.scopedDiscard(Effect.gen(function*() {
+export const UploadExpirySweeperLoopLive = workerLayer(Effect.gen(function*() {
   const config = yield* AppConfig
   const sweeper = yield* UploadExpirySweeper
   // Nothing in-process signals expiry; the loop wakes on its interval only.
-  const wake = yield* makeWakeSignal
-  yield* Effect.forkScoped(runWorkerLoop({
+  return {
     name: UPLOAD_EXPIRY_JOB,
-    workerId: makeWorkerId(config.nodeName, UPLOAD_EXPIRY_JOB),
-    settings: config.casPromotion,
-    runOnce: sweeper.runOnce,
-    wake
-  }))
+    nodeName: config.nodeName,
+    // Always on, whatever `--cas-promotion-enabled` says: expiry is cheap and needs no store scan.
+    settings: { ...config.casPromotion, enabled: true },
+    runOnce: () => sweeper.runOnce
+  }
 }))

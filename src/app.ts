@@ -9,6 +9,7 @@ import { buildInfo } from "./build-info.js"
 import { CatalogHandlersLive } from "./catalog/http.js"
 import { CatalogRepositoryLive } from "./catalog/repository.js"
 import { CatalogLive } from "./catalog/service.js"
+import { GcApiLive, GcBackgroundLive } from "./gc/layers.js"
 import { BlobStore } from "./platform/blob-store/blob-store.js"
 import { makeFilesystemBlobStore } from "./platform/blob-store/filesystem.js"
 import { instrumentBlobStore } from "./platform/blob-store/instrumented.js"
@@ -116,7 +117,8 @@ const ApiHandlersLive = Layer.mergeAll(
   CatalogHandlersLive,
   PublishHandlersLive,
   StreamsHandlersLive,
-  WebhooksApiLive
+  WebhooksApiLive,
+  GcApiLive
 ).pipe(
   Layer.provide(
     Layer.mergeAll(CatalogLive, PublishingLive, StreamsCacheLive.pipe(Layer.provide(StreamsRepositoryLive)))
@@ -131,7 +133,8 @@ const BackgroundLive = Layer.mergeAll(
   PublishMetricsLive,
   UploadsBackgroundLive,
   PoolMetricsLive,
-  WebhooksBackgroundLive
+  WebhooksBackgroundLive,
+  GcBackgroundLive
 )
 
 /**

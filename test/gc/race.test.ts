@@ -139,7 +139,9 @@ for (const store of STORES) {
           await objects.dispose()
         }
         // For the report: how often the protocol made the client upload again.
-        console.info(`${store}: ${runs} collections, ${collected} blobs collected, ${reuploads} uploads repeated`)
+        process.stdout.write(
+          `${store}: ${runs} collections, ${collected} blobs collected, ${reuploads} uploads repeated\n`
+        )
       },
       300_000
     )

@@ -5,7 +5,7 @@ import { sessionScript, shellBlocksOf } from "../support/doc-blocks.js"
 import { describeRun, runBash, type ServedImgsrv, startServedImgsrv } from "../support/shell.js"
 
 /**
- * Every shell example of the documentation runs, copied as it is, against a real imgsrv:
+ * Every shell example of the pages in PAGES runs, copied as it is, against a real imgsrv:
  * each page's `sh`/`bash` blocks in order in one bash session (`$API` is the server, the
  * server's stdout is `imgsrv.out`), except the blocks marked `<!-- doc-test skip: reason -->`
  * (test/support/doc-blocks.ts). The test names say how many blocks ran and were skipped.

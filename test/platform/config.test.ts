@@ -3,8 +3,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import { readFileSync } from "node:fs"
 import { resolveConfig } from "../../src/cli/serve.js"
-import { defaultRawSettings, parseAppConfig, parseGoDuration } from "../../src/platform/config.js"
-import { configTableMarkdown, settings } from "../../src/platform/settings.js"
+import { defaultRawSettings, parseAppConfig, parseGoDuration } from "../../src/platform/config/config.js"
+import { configTableMarkdown, settings } from "../../src/platform/config/settings.js"
 
 const withEnv = (env: Record<string, string>) =>
   Layer.merge(NodeContext.layer, Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))

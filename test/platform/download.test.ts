@@ -6,13 +6,19 @@ import { createHash } from "node:crypto"
 import { readdirSync } from "node:fs"
 import { rm } from "node:fs/promises"
 import * as http from "node:http"
-import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
-import { makeFilesystemBlobStore } from "../../src/platform/blob-store/filesystem.js"
-import { casKey, stagingKey } from "../../src/platform/blob-store/keys.js"
-import { makeS3BlobStore } from "../../src/platform/blob-store/s3.js"
-import { digestFromHex, type Sha256Digest } from "../../src/platform/digest.js"
-import { ifRangeMatches, isNotModified, parseRange, serveBlob } from "../../src/platform/download.js"
-import { apiMiddleware, apiOf, makeHttpMetrics, makeRouteTable, serverMiddleware } from "../../src/platform/http.js"
+import { digestFromHex, type Sha256Digest } from "../../src/contract/digest.js"
+import { ifRangeMatches, isNotModified, parseRange, serveBlob } from "../../src/platform/http/download.js"
+import {
+  apiMiddleware,
+  apiOf,
+  makeHttpMetrics,
+  makeRouteTable,
+  serverMiddleware
+} from "../../src/platform/http/http.js"
+import { BlobStore } from "../../src/platform/storage/blob-store/blob-store.js"
+import { makeFilesystemBlobStore } from "../../src/platform/storage/blob-store/filesystem.js"
+import { casKey, stagingKey } from "../../src/platform/storage/blob-store/keys.js"
+import { makeS3BlobStore } from "../../src/platform/storage/blob-store/s3.js"
 import { createBucket, tempDir } from "../support/harness.js"
 
 describe("parseRange", () => {

@@ -11,7 +11,7 @@ import {
   makeHttpMetrics,
   makeImmutableResponses,
   makeRouteTable
-} from "../../src/platform/http.js"
+} from "../../src/platform/http/http.js"
 import { addArtifact, createDraft, expectStatus, publishVersion } from "../catalog/fixtures.js"
 import { counterOf, scrapeExposition } from "../observability/exposition.js"
 import { seedBlob, type SeededBlob } from "../support/blobs.js"
@@ -20,7 +20,7 @@ import { startOtlpReceiver } from "../support/otlp-receiver.js"
 import { freePort } from "../support/process.js"
 
 /**
- * Immutable responses (platform/http.ts): a published manifest, once produced by the app,
+ * Immutable responses (platform/http/http.ts): a published manifest, once produced by the app,
  * is answered by the listener from memory. These tests pin down that this path is taken,
  * and that a client and an operator cannot tell it from the app: same status, body and
  * headers, HEAD, X-Request-ID, access-log line and HTTP metrics; and that nothing that can

@@ -30,15 +30,15 @@ import {
 } from "effect"
 import { randomUUID } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { API_ID } from "../contract/http.js"
-import { BlobStoreError, isStoreUnavailable } from "./blob-store/blob-store.js"
+import { API_ID } from "../../contract/http.js"
+import { firstIssueMessage, issueMessage } from "../../contract/params.js"
+import { latencyBoundaries, makeLabelCache } from "../observability/metrics.js"
+import { BlobStoreError, isStoreUnavailable } from "../storage/blob-store/blob-store.js"
+import { isDatabaseUnavailable, isUnstorableText } from "../storage/sql-errors.js"
 import { clientAddressOf, NO_TRUSTED_PROXIES, type TrustedProxies } from "./client-address.js"
 import { readBody, withBody } from "./json-body.js"
-import { latencyBoundaries, makeLabelCache } from "./metrics.js"
-import { firstIssueMessage, issueMessage } from "./params.js"
 import { declaredStatus, detailOf, problemResponse } from "./problem.js"
 import type { RateLimiter } from "./rate-limit.js"
-import { isDatabaseUnavailable, isUnstorableText } from "./sql-errors.js"
 
 export { API_ID }
 

@@ -1,8 +1,8 @@
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Context, Data, Effect, Layer } from "effect"
-import { OpsGroup } from "../contract/ops.js"
-import { BlobStore } from "./blob-store/blob-store.js"
+import { OpsGroup } from "../../contract/ops.js"
+import { BlobStore } from "../storage/blob-store/blob-store.js"
 import { apiOf } from "./http.js"
 
 /** Why the process is not ready to take traffic (logged, never sent to clients). */

@@ -3,9 +3,9 @@ import { NodeHttpServer } from "@effect/platform-node"
 import type { Duration } from "effect"
 import { Effect, Layer, Option } from "effect"
 import type * as http from "node:http"
+import type { ListenAddress, TlsFiles } from "../config/config.js"
 import { answerCached, CachedDocuments } from "./cached-documents.js"
 import type { TrustedProxies } from "./client-address.js"
-import type { ListenAddress, TlsFiles } from "./config.js"
 import {
   answerImmutable,
   type ClientPolicy,

@@ -10,7 +10,9 @@ import { CatalogHandlersLive } from "./catalog/http.js"
 import { CatalogRepositoryLive } from "./catalog/repository.js"
 import { CatalogLive } from "./catalog/service.js"
 import { AppConfig, type AppConfigShape, describeConfig } from "./platform/config/config.js"
+import { apiMiddleware } from "./platform/http/api-middleware.js"
 import { CachedDocumentsLive } from "./platform/http/cached-documents.js"
+import { ImmutableResponsesLive } from "./platform/http/fast-path.js"
 import {
   AlwaysLive,
   Liveness,
@@ -19,7 +21,7 @@ import {
   ReadinessLive,
   ReadinessWithoutDatabase
 } from "./platform/http/health.js"
-import { apiMiddleware, ImmutableResponsesLive, makeRouteTable } from "./platform/http/http.js"
+import { makeRouteTable } from "./platform/http/routes.js"
 import { ApiServerLive } from "./platform/http/server.js"
 import { LoggingLive } from "./platform/observability/logging.js"
 import { MetricsServerLive, ScrapeCollectorsLive } from "./platform/observability/metrics.js"

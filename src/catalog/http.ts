@@ -3,8 +3,9 @@ import type { HttpServerRequest } from "@effect/platform"
 import { Effect } from "effect"
 import { decodeParam } from "../contract/params.js"
 import { serveBlob } from "../platform/http/download.js"
-import { apiOf, ImmutableResponses } from "../platform/http/http.js"
+import { ImmutableResponses } from "../platform/http/fast-path.js"
 import { pageOf, pageRequest } from "../platform/http/pagination.js"
+import { apiOf } from "../platform/http/routes.js"
 import { casKey } from "../platform/storage/blob-store/keys.js"
 import { CatalogGroup } from "./api.js"
 import { DownloadFileNotFound } from "./errors.js"
@@ -112,7 +113,7 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
        * manifest — `versions/{version}` of a published version, or `refs/{ref}` where the
        * ref is that version itself (an exact version wins over an alias, and published
        * versions never change or go away) — the listener may answer that path from memory
-       * from now on (platform/http/http.ts `ImmutableResponses`). A ref resolved through an
+       * from now on (platform/http/fast-path.ts `ImmutableResponses`). A ref resolved through an
        * alias can move, so it is never remembered.
        */
       const manifestResponse = (

@@ -2,7 +2,7 @@ import { HttpApiBuilder, HttpApp, HttpServerResponse } from "@effect/platform"
 import { Effect, Schema } from "effect"
 import { CurrentPrincipal } from "../auth/middleware.js"
 import { decodeParam } from "../contract/params.js"
-import { apiOf } from "../platform/http/http.js"
+import { apiOf } from "../platform/http/routes.js"
 import { EventsGroup, WebhooksGroup } from "./api.js"
 import {
   DELIVERY_LOG_LIMIT,

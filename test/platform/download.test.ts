@@ -7,14 +7,10 @@ import { readdirSync } from "node:fs"
 import { rm } from "node:fs/promises"
 import * as http from "node:http"
 import { digestFromHex, type Sha256Digest } from "../../src/contract/digest.js"
+import { makeHttpMetrics, serverMiddleware } from "../../src/platform/http/access-log.js"
+import { apiMiddleware } from "../../src/platform/http/api-middleware.js"
 import { ifRangeMatches, isNotModified, parseRange, serveBlob } from "../../src/platform/http/download.js"
-import {
-  apiMiddleware,
-  apiOf,
-  makeHttpMetrics,
-  makeRouteTable,
-  serverMiddleware
-} from "../../src/platform/http/http.js"
+import { apiOf, makeRouteTable } from "../../src/platform/http/routes.js"
 import { BlobStore } from "../../src/platform/storage/blob-store/blob-store.js"
 import { makeFilesystemBlobStore } from "../../src/platform/storage/blob-store/filesystem.js"
 import { casKey, stagingKey } from "../../src/platform/storage/blob-store/keys.js"

@@ -15,7 +15,7 @@ import type { RoleId } from "../../src/auth/schema.js"
 import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
 import { type AppConfigShape, defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
 import type { RawSettings } from "../../src/platform/config/settings.js"
-import { ImmutableResponses } from "../../src/platform/http/http.js"
+import { ImmutableResponses } from "../../src/platform/http/fast-path.js"
 import { DatabaseLive, migrate } from "../../src/platform/storage/database.js"
 
 /**

@@ -1,5 +1,5 @@
 /**
- * Writes docs/reference/configuration.md from `src/platform/settings.ts`, the single source of
+ * Writes docs/reference/configuration.md from `src/platform/config/settings.ts`, the single source of
  * every setting (flag, variable, default, meaning; the same table drives `--help`).
  *
  *     npx tsx scripts/docs/configuration.ts          # rewrite the page
@@ -10,7 +10,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
-import { configTableMarkdown } from "../../src/platform/settings.js"
+import { configTableMarkdown } from "../../src/platform/config/settings.js"
 
 export const configurationPagePath = fileURLToPath(
   new URL("../../docs/reference/configuration.md", import.meta.url)
@@ -21,7 +21,7 @@ export const configurationPage = (): string =>
   [
     "# Configuration reference",
     "",
-    "<!-- Generated from src/platform/settings.ts by `npx tsx scripts/docs/configuration.ts`; edit those, not this page. -->",
+    "<!-- Generated from src/platform/config/settings.ts by `npx tsx scripts/docs/configuration.ts`; edit those, not this page. -->",
     "",
     "Every setting is a flag and an `IMGSRV_*` environment variable; a flag wins over the",
     "environment, which wins over the default. Durations are written `500ms`, `5s`, `1m`,",
@@ -34,7 +34,7 @@ export const configurationPage = (): string =>
     "",
     "Which database and which store a combination of `--postgres-url`, `--embedded` and",
     "`--s3-endpoint` gives: [operators.md](../operators.md#which-database-and-which-store).",
-    "This page is generated from `src/platform/settings.ts`",
+    "This page is generated from `src/platform/config/settings.ts`",
     "(`npx tsx scripts/docs/configuration.ts`); a test fails if the two disagree.",
     "",
     "## Settings",

@@ -1,8 +1,8 @@
 import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Config, Console, Effect, Either, Record } from "effect"
 import { buildInfo } from "../build-info.js"
-import { type AppConfigShape, type ConfigError, parseAppConfig } from "../platform/config.js"
-import { type RawSettings, type Setting, type SettingKind, settings } from "../platform/settings.js"
+import { type AppConfigShape, type ConfigError, parseAppConfig } from "../platform/config/config.js"
+import { type RawSettings, type Setting, type SettingKind, settings } from "../platform/config/settings.js"
 
 /**
  * One @effect/cli option per setting. Precedence is flag > environment > default:

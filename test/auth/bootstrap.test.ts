@@ -5,7 +5,7 @@ import * as path from "node:path"
 import pg from "pg"
 import { describe, expect, it } from "vitest"
 import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
-import { DatabaseLive, migrate } from "../../src/platform/database.js"
+import { DatabaseLive, migrate } from "../../src/platform/storage/database.js"
 import { createDatabase, startTestApp } from "../support/harness.js"
 import { freePort, type ImgsrvProcess, spawnImgsrv, waitForStatus } from "../support/process.js"
 

@@ -4,8 +4,8 @@ import { ConfigProvider, Duration, Effect, Either, Layer, Option, Redacted } fro
 import { readFileSync } from "node:fs"
 import { configurationPage, configurationPagePath } from "../../scripts/docs/configuration.js"
 import { resolveConfig } from "../../src/cli/serve.js"
-import { defaultRawSettings, parseAppConfig, parseGoDuration } from "../../src/platform/config.js"
-import { settings } from "../../src/platform/settings.js"
+import { defaultRawSettings, parseAppConfig, parseGoDuration } from "../../src/platform/config/config.js"
+import { settings } from "../../src/platform/config/settings.js"
 
 const withEnv = (env: Record<string, string>) =>
   Layer.merge(NodeContext.layer, Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))))

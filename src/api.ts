@@ -13,7 +13,7 @@ type JsonObject = Record<string, unknown>
 const isObject = (value: unknown): value is JsonObject => typeof value === "object" && value !== null
 
 /**
- * Every error response is RFC 9457 problem+json (platform/problem.ts). The generator
+ * Every error response is RFC 9457 problem+json (platform/http/problem.ts). The generator
  * loses that encoding where it merges several errors of one status into one union, and
  * it adds the HttpApi decode error to every 400 although `renderFailure` never sends
  * that shape; this puts both right in the generated document.

@@ -10,13 +10,10 @@ import { CatalogHandlersLive } from "./catalog/http.js"
 import { CatalogRepositoryLive } from "./catalog/repository.js"
 import { CatalogLive } from "./catalog/service.js"
 import { GcApiLive, GcBackgroundLive } from "./gc/layers.js"
-import { BlobStore } from "./platform/blob-store/blob-store.js"
-import { makeFilesystemBlobStore } from "./platform/blob-store/filesystem.js"
-import { instrumentBlobStore } from "./platform/blob-store/instrumented.js"
-import { CachedDocumentsLive } from "./platform/cached-documents.js"
-import { AppConfig, type AppConfigShape, describeConfig } from "./platform/config.js"
-import { DatabaseLive, migrate, PoolMetricsLive } from "./platform/database.js"
-import { startEmbeddedPostgres } from "./platform/embedded-postgres.js"
+import { AppConfig, type AppConfigShape, describeConfig } from "./platform/config/config.js"
+import { apiMiddleware } from "./platform/http/api-middleware.js"
+import { CachedDocumentsLive } from "./platform/http/cached-documents.js"
+import { ImmutableResponsesLive } from "./platform/http/fast-path.js"
 import {
   AlwaysLive,
   Liveness,
@@ -24,12 +21,17 @@ import {
   OpsHandlersLive,
   ReadinessLive,
   ReadinessWithoutDatabase
-} from "./platform/health.js"
-import { ApiServerLive } from "./platform/http-server.js"
-import { apiMiddleware, ImmutableResponsesLive, makeRouteTable } from "./platform/http.js"
-import { LoggingLive } from "./platform/logging.js"
-import { MetricsServerLive, ScrapeCollectorsLive } from "./platform/metrics.js"
-import { TracingLive } from "./platform/tracing.js"
+} from "./platform/http/health.js"
+import { makeRouteTable } from "./platform/http/routes.js"
+import { ApiServerLive } from "./platform/http/server.js"
+import { LoggingLive } from "./platform/observability/logging.js"
+import { MetricsServerLive, ScrapeCollectorsLive } from "./platform/observability/metrics.js"
+import { TracingLive } from "./platform/observability/tracing.js"
+import { BlobStore } from "./platform/storage/blob-store/blob-store.js"
+import { makeFilesystemBlobStore } from "./platform/storage/blob-store/filesystem.js"
+import { instrumentBlobStore } from "./platform/storage/blob-store/instrumented.js"
+import { DatabaseLive, migrate, PoolMetricsLive } from "./platform/storage/database.js"
+import { startEmbeddedPostgres } from "./platform/storage/embedded-postgres.js"
 import { PublishHandlersLive } from "./publishing/http.js"
 import { PublishMetricsLive } from "./publishing/metrics.js"
 import { PublishWorkerLive } from "./publishing/publish-worker.js"
@@ -93,7 +95,7 @@ export const BlobStoreFromConfig = (config: AppConfigShape) =>
       const storage = config.storage
       // The S3 driver (and the AWS SDK, ~12 MiB resident) is loaded only when it is the store.
       const store = storage._tag === "s3"
-        ? yield* (yield* Effect.promise(() => import("./platform/blob-store/s3.js"))).makeS3BlobStore({
+        ? yield* (yield* Effect.promise(() => import("./platform/storage/blob-store/s3.js"))).makeS3BlobStore({
           ...storage.s3,
           sessionToken: Option.getOrUndefined(storage.s3.sessionToken)
         })

@@ -25,8 +25,8 @@ import * as path from "node:path"
 import pg from "pg"
 import { AppLive } from "../../src/app.js"
 import { ArtifactList } from "../../src/catalog/schema.js"
-import { defaultRawSettings, parseAppConfig } from "../../src/platform/config.js"
-import { startEmbeddedPostgres } from "../../src/platform/embedded-postgres.js"
+import { defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
+import { startEmbeddedPostgres } from "../../src/platform/storage/embedded-postgres.js"
 import { bareServer, findWrk, listen, out, rps, wrkRun } from "./load.js"
 
 const SECONDS = (() => {

@@ -20,7 +20,7 @@ import { chmod, mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { startEmbeddedPostgres } from "../../src/platform/embedded-postgres.js"
+import { startEmbeddedPostgres } from "../../src/platform/storage/embedded-postgres.js"
 import { freePort } from "../../test/support/process.js"
 import { median, out } from "./load.js"
 

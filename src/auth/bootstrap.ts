@@ -1,5 +1,5 @@
 import { Context, DateTime, Duration, Effect, Layer, Option } from "effect"
-import { formatTimestamp } from "../platform/timestamp.js"
+import { formatTimestamp } from "../contract/timestamp.js"
 import { AuthRepository } from "./repository.js"
 import { BUILT_IN_ROLES } from "./schema.js"
 import { mintToken, randomBase32 } from "./tokens.js"

@@ -1,6 +1,6 @@
 import { HttpApiBuilder, HttpApp, HttpServerResponse } from "@effect/platform"
 import { Effect } from "effect"
-import { apiOf } from "../platform/http.js"
+import { apiOf } from "../platform/http/routes.js"
 import { AuthGroup } from "./api.js"
 import { CurrentPrincipal } from "./middleware.js"
 import { AuthManagement } from "./service.js"

@@ -1,5 +1,5 @@
 import { Effect, Either } from "effect"
-import { InvalidRequest } from "../platform/problem.js"
+import { InvalidRequest } from "../platform/http/problem.js"
 import { IssuerDiscoveryFailed } from "./errors.js"
 import { OidcHttp } from "./oidc-http.js"
 

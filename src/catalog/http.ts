@@ -1,11 +1,12 @@
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import type { HttpServerRequest } from "@effect/platform"
 import { Effect } from "effect"
-import { casKey } from "../platform/blob-store/keys.js"
-import { serveBlob } from "../platform/download.js"
-import { apiOf, ImmutableResponses } from "../platform/http.js"
-import { pageOf, pageRequest } from "../platform/pagination.js"
-import { decodeParam } from "../platform/params.js"
+import { decodeParam } from "../contract/params.js"
+import { serveBlob } from "../platform/http/download.js"
+import { ImmutableResponses } from "../platform/http/fast-path.js"
+import { pageOf, pageRequest } from "../platform/http/pagination.js"
+import { apiOf } from "../platform/http/routes.js"
+import { casKey } from "../platform/storage/blob-store/keys.js"
 import { CatalogGroup } from "./api.js"
 import { DownloadFileNotFound } from "./errors.js"
 import {
@@ -42,7 +43,7 @@ const artifactPathOf = (path: { readonly name: string; readonly version: string;
 const aliasPathOf = (path: { readonly name: string; readonly alias: string }) =>
   Effect.all([decodeParam(ImageName, path.name), decodeParam(AliasName, path.alias)])
 
-/** Streams a published blob with the shared download semantics (platform/download.ts). */
+/** Streams a published blob with the shared download semantics (platform/http/download.ts). */
 const download = <E, R>(lookup: Effect.Effect<DownloadTarget, E, R>, route: string) =>
   Effect.flatMap(lookup, (target) =>
     serveBlob({
@@ -112,7 +113,7 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
        * manifest — `versions/{version}` of a published version, or `refs/{ref}` where the
        * ref is that version itself (an exact version wins over an alias, and published
        * versions never change or go away) — the listener may answer that path from memory
-       * from now on (platform/http.ts `ImmutableResponses`). A ref resolved through an
+       * from now on (platform/http/fast-path.ts `ImmutableResponses`). A ref resolved through an
        * alias can move, so it is never remembered.
        */
       const manifestResponse = (

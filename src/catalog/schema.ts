@@ -187,7 +187,7 @@ export const ImageList = Schema.Struct({ images: Schema.Array(Image), next_curso
   identifier: "ImageList"
 })
 
-/** Where a page of the image list ends (platform/pagination.ts). */
+/** Where a page of the image list ends (platform/http/pagination.ts). */
 export const ImageListKey = Schema.Struct({ name: Schema.String, id: Schema.UUID })
 export const VersionList = Schema.Struct({ versions: Schema.Array(ImageVersion) }).annotations({
   identifier: "VersionList"
@@ -199,7 +199,7 @@ export const AliasList = Schema.Struct({ aliases: Schema.Array(Alias), next_curs
   identifier: "AliasList"
 })
 
-/** Where a page of an alias list ends (platform/pagination.ts). */
+/** Where a page of an alias list ends (platform/http/pagination.ts). */
 export const AliasListKey = Schema.Struct({ alias: Schema.String, id: Schema.UUID })
 export type ImageList = typeof ImageList.Type
 export type VersionList = typeof VersionList.Type

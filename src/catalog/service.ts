@@ -1,8 +1,8 @@
 import { SqlClient } from "@effect/sql"
 import { Context, Effect, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
-import type { Sha256Digest } from "../platform/digest.js"
-import type { ConstraintViolation } from "../platform/sql-errors.js"
+import type { Sha256Digest } from "../contract/digest.js"
+import type { ConstraintViolation } from "../platform/storage/sql-errors.js"
 import { aliasDeleted, aliasUpdated } from "../webhooks/events.js"
 import { recordEvent } from "../webhooks/outbox.js"
 import {

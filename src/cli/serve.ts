@@ -1,8 +1,8 @@
 import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Config, Console, Effect, Either, Record } from "effect"
 import { buildInfo } from "../build-info.js"
-import { type AppConfigShape, type ConfigError, parseAppConfig } from "../platform/config.js"
-import { type RawSettings, type Setting, type SettingKind, settings } from "../platform/settings.js"
+import { type AppConfigShape, type ConfigError, parseAppConfig } from "../platform/config/config.js"
+import { type RawSettings, type Setting, type SettingKind, settings } from "../platform/config/settings.js"
 
 /**
  * One @effect/cli option per setting. Precedence is flag > environment > default:
@@ -71,7 +71,7 @@ const PLACEHOLDERS: Record<SettingKind, string> = {
 
 /**
  * `--help`: one line per setting — flag, environment variable(s), default, meaning —
- * grouped by section, from the same table as the README. Section titles are bold only
+ * grouped by section, from the same table as docs/reference/configuration.md. Section titles are bold only
  * on a terminal that takes colour; piped, the text is plain.
  */
 export const helpText = (options: { readonly color: boolean }): string => {

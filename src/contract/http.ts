@@ -5,7 +5,7 @@ import { HttpApiSchema } from "@effect/platform"
  * layers and the typed client both register groups under it) and the bodiless 304.
  */
 
-/** The HttpApi identifier every group is registered under (see `apiOf` in platform/http.ts). */
+/** The HttpApi identifier every group is registered under (see `apiOf` in platform/http/routes.ts). */
 export const API_ID = "imgsrv"
 
 /** 304 for a conditional GET/HEAD that matched (no body), as the download endpoints declare it. */

@@ -1,6 +1,6 @@
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 
-/** The operational endpoints (handlers: platform/health.ts). */
+/** The operational endpoints (handlers: platform/http/health.ts). */
 export const OpsGroup = HttpApiGroup.make("ops", { topLevel: true })
   .add(
     HttpApiEndpoint.get("healthz", "/healthz")

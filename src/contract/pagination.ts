@@ -1,7 +1,7 @@
 import { HttpApiSchema } from "@effect/platform"
 import { Schema } from "effect"
 
-/** Wire shapes of paginated lists (issue 15); the server half is src/platform/pagination.ts. */
+/** Wire shapes of paginated lists (issue 15); the server half is src/platform/http/pagination.ts. */
 
 export class InvalidPageRequest extends Schema.TaggedError<InvalidPageRequest>()(
   "InvalidPageRequest",

@@ -36,7 +36,7 @@ const problemSchemas = new WeakMap<object, Schema.Schema.Any>()
 /**
  * Declares a typed error on an endpoint with its true wire shape: the OpenAPI
  * document shows problem+json for it, and a handler failing with it is typed.
- * (The single renderer in `http.ts` produces the actual response.)
+ * (The single renderer, `renderFailure` in platform/http/failure.ts, produces the actual response.)
  */
 export const Problem = <A, I>(error: Schema.Schema<A, I, never>): Schema.Schema<A, ProblemDetails, never> => {
   const cached = problemSchemas.get(error)

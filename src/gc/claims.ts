@@ -1,7 +1,7 @@
 import type { SqlClient, SqlError } from "@effect/sql"
 import { Effect } from "effect"
-import type { Sha256Digest } from "../platform/digest.js"
-import { pgErrorOf } from "../platform/sql-errors.js"
+import type { Sha256Digest } from "../contract/digest.js"
+import { pgErrorOf } from "../platform/storage/sql-errors.js"
 
 /**
  * What other concerns need of the collector's protocol (service.ts, migrations/0009_gc.sql).

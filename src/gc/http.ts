@@ -1,6 +1,6 @@
 import { HttpApiBuilder } from "@effect/platform"
 import { Effect } from "effect"
-import { apiOf } from "../platform/http.js"
+import { apiOf } from "../platform/http/routes.js"
 import { GcGroup } from "./api.js"
 import { reportToWire } from "./schema.js"
 import { GarbageCollector } from "./service.js"

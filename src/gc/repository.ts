@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
 import { Context, Effect, Layer, Option, Schema, type Scope } from "effect"
-import { Sha256Digest } from "../platform/digest.js"
+import { Sha256Digest } from "../contract/digest.js"
 import { recordEvent } from "../webhooks/outbox.js"
 
 /**

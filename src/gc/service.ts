@@ -1,13 +1,13 @@
 import type { SqlError } from "@effect/sql"
 import { Clock, Context, Duration, Effect, Layer, Metric, Option } from "effect"
+import { AppConfig } from "../platform/config/config.js"
 import {
   BlobStore,
   type BlobStoreError,
   type MultipartUploadInfo,
   type ObjectInfo
-} from "../platform/blob-store/blob-store.js"
-import { isWellFormedKey } from "../platform/blob-store/keys.js"
-import { AppConfig } from "../platform/config.js"
+} from "../platform/storage/blob-store/blob-store.js"
+import { isWellFormedKey } from "../platform/storage/blob-store/keys.js"
 import { GcAlreadyRunning } from "./errors.js"
 import { gcCandidates, gcReclaimedBlobs, gcReclaimedBytes, type GcRunOutcome, gcRuns } from "./metrics.js"
 import { type CollectableBlob, GcRepository } from "./repository.js"

@@ -1,5 +1,5 @@
 import { Duration, Effect } from "effect"
-import { AppConfig } from "../platform/config.js"
+import { AppConfig } from "../platform/config/config.js"
 import { workerLayer } from "../platform/worker.js"
 import { GarbageCollector } from "./service.js"
 

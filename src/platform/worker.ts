@@ -1,8 +1,8 @@
 import { Cause, Data, Duration, Effect, Layer, Metric, Queue, type Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
-import type { WorkerLoopSettings } from "./config.js"
-import { untracedPoll } from "./tracing.js"
+import type { WorkerLoopSettings } from "./config/config.js"
+import { untracedPoll } from "./observability/tracing.js"
 
 /**
  * The runner shared by the background jobs (spec/domain.md §3.2): call `runOnce`

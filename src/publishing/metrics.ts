@@ -1,5 +1,5 @@
 import { Effect, Layer } from "effect"
-import { registerCollector, type Sample } from "../platform/metrics.js"
+import { registerCollector, type Sample } from "../platform/observability/metrics.js"
 import { PublishRepository } from "./repository.js"
 
 /**

@@ -2,7 +2,7 @@ import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
 import { Context, Duration, Effect, Layer, Option } from "effect"
 import type { VersionState } from "../catalog/schema.js"
-import { classifyConstraint, type ConstraintViolation } from "../platform/sql-errors.js"
+import { classifyConstraint, type ConstraintViolation } from "../platform/storage/sql-errors.js"
 import {
   type ClaimedStep,
   type JobRow,

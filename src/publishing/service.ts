@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto"
 import { VersionNotFound } from "../catalog/errors.js"
 import { CatalogRepository } from "../catalog/repository.js"
 import { INCUS_METADATA_ATTACHMENT } from "../catalog/schema.js"
-import { currentTraceParent } from "../platform/tracing.js"
+import { currentTraceParent } from "../platform/observability/tracing.js"
 import { makeWakeSignal, type WakeSignal } from "../platform/worker.js"
 import { productName, type RootFtype, rootFtypeOf } from "../streams/schema.js"
 import {

@@ -1,8 +1,8 @@
 import { Context, Duration, Effect, Fiber, Layer, Metric, MetricLabel, Runtime, Schedule } from "effect"
 import pg from "pg"
-import { CachedDocuments } from "../platform/cached-documents.js"
-import { PgPool } from "../platform/database.js"
-import { untracedPoll } from "../platform/tracing.js"
+import { CachedDocuments } from "../platform/http/cached-documents.js"
+import { untracedPoll } from "../platform/observability/tracing.js"
+import { PgPool } from "../platform/storage/database.js"
 import { StreamsRepository } from "./repository.js"
 import { renderDocuments, type RenderedDocument, type RenderedDocuments } from "./service.js"
 

@@ -1,7 +1,7 @@
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect } from "effect"
-import { ifNoneMatchMatches } from "../platform/download.js"
-import { apiOf } from "../platform/http.js"
+import { ifNoneMatchMatches } from "../platform/http/download.js"
+import { apiOf } from "../platform/http/routes.js"
 import { StreamsGroup } from "./api.js"
 import { countDocumentResponse, DOCUMENT_HEADERS, StreamsCache } from "./cache.js"
 

@@ -1,6 +1,6 @@
 import { Duration, Effect, Metric } from "effect"
 import { createHash } from "node:crypto"
-import { latencyBoundaries } from "../platform/metrics.js"
+import { latencyBoundaries } from "../platform/observability/metrics.js"
 import type { AliasTarget, StreamRow } from "./repository.js"
 import {
   incusArch,

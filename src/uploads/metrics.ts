@@ -1,5 +1,5 @@
 import { Effect, Layer, Metric, MetricBoundaries, Option } from "effect"
-import { registerCollector, type Sample } from "../platform/metrics.js"
+import { registerCollector, type Sample } from "../platform/observability/metrics.js"
 import { UploadRepository } from "./repository.js"
 
 /**

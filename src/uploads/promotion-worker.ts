@@ -1,12 +1,12 @@
 import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Data, Duration, Effect, Layer, Metric, Option } from "effect"
 import { createHash } from "node:crypto"
+import { digestFromHex, type Sha256Digest } from "../contract/digest.js"
 import { BLOB_BEING_COLLECTED_SQLSTATE, claimDigestForBlob, isSqlState } from "../gc/claims.js"
-import { BlobStore, type BlobStoreError, readAll } from "../platform/blob-store/blob-store.js"
-import { casKey, type StorageKey } from "../platform/blob-store/keys.js"
-import { AppConfig } from "../platform/config.js"
-import { digestFromHex, type Sha256Digest } from "../platform/digest.js"
-import { withLinkedSpan } from "../platform/tracing.js"
+import { AppConfig } from "../platform/config/config.js"
+import { withLinkedSpan } from "../platform/observability/tracing.js"
+import { BlobStore, type BlobStoreError, readAll } from "../platform/storage/blob-store/blob-store.js"
+import { casKey, type StorageKey } from "../platform/storage/blob-store/keys.js"
 import {
   leaseHeartbeat,
   makeWakeSignal,

@@ -1,6 +1,6 @@
 import { Context, Layer } from "effect"
 import { createHash, type Hash } from "node:crypto"
-import { digestFromHex, type Sha256Digest } from "../platform/digest.js"
+import { digestFromHex, type Sha256Digest } from "../contract/digest.js"
 
 /**
  * Hash while receiving: when every part of an upload arrives on this process in order

@@ -1,9 +1,9 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
 import { Context, Data, Effect, Layer, Option, Schema } from "effect"
-import { stripQuotes } from "../platform/blob-store/blob-store.js"
-import { casKey, stagingKey } from "../platform/blob-store/keys.js"
-import { Sha256Digest } from "../platform/digest.js"
+import { Sha256Digest } from "../contract/digest.js"
+import { stripQuotes } from "../platform/storage/blob-store/blob-store.js"
+import { casKey, stagingKey } from "../platform/storage/blob-store/keys.js"
 import { type CasBlob, FailureReason, type UploadPart, type UploadSession, UploadState } from "./schema.js"
 
 /**

@@ -4,7 +4,7 @@ import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../contract/limits.js"
 import { MediaType } from "../contract/media-type.js"
 import { boundedText, nonBlank, strictBody, TEXT_LIMITS, UuidString } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
-import type { StorageKey } from "../platform/blob-store/keys.js"
+import type { StorageKey } from "../platform/storage/blob-store/keys.js"
 
 /**
  * Wire and domain shapes of uploads and CAS blobs (api.md §2.1, §2.3; domain.md §1.2).

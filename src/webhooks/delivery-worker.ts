@@ -1,7 +1,7 @@
 import type { SqlError } from "@effect/sql"
 import { Clock, Duration, Effect, Layer, Metric, Option, Random } from "effect"
 import { buildInfo } from "../build-info.js"
-import { AppConfig, type WebhookSettings } from "../platform/config.js"
+import { AppConfig, type WebhookSettings } from "../platform/config/config.js"
 import { leaseHeartbeat, makeWorkerId, type RunOutcome, runWorkerLoop } from "../platform/worker.js"
 import type { SendFailed } from "./errors.js"
 import { attemptDuration, deliveryAttempts, deliveryOutcomes, subscriptionsDisabled } from "./metrics.js"

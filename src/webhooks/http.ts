@@ -1,8 +1,8 @@
 import { HttpApiBuilder, HttpApp, HttpServerResponse } from "@effect/platform"
 import { Effect, Schema } from "effect"
 import { CurrentPrincipal } from "../auth/middleware.js"
-import { apiOf } from "../platform/http.js"
-import { decodeParam } from "../platform/params.js"
+import { decodeParam } from "../contract/params.js"
+import { apiOf } from "../platform/http/routes.js"
 import { EventsGroup, WebhooksGroup } from "./api.js"
 import {
   DELIVERY_LOG_LIMIT,

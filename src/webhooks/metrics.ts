@@ -1,5 +1,5 @@
 import { Effect, Layer, Metric, Option } from "effect"
-import { latencyBoundaries, registerCollector, type Sample } from "../platform/metrics.js"
+import { latencyBoundaries, registerCollector, type Sample } from "../platform/observability/metrics.js"
 import { WebhookRepository } from "./repository.js"
 
 const DELIVERY_STATUSES = ["pending", "sending", "delivered", "failed"] as const

@@ -5,7 +5,7 @@ import * as path from "node:path"
 import pg from "pg"
 import { describe, expect, it } from "vitest"
 import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
-import { DatabaseLive, migrate } from "../../src/platform/database.js"
+import { DatabaseLive, migrate } from "../../src/platform/storage/database.js"
 import { createDatabase, startTestApp } from "../support/harness.js"
 import { freePort, type ImgsrvProcess, spawnImgsrv, waitForStatus } from "../support/process.js"
 
@@ -105,7 +105,7 @@ describe("bootstrap in one process", () => {
       expect(seeded.bootstrapBanner()).toBe("")
       await seeded.close()
 
-      // Recovery documented in the README: remove the auth-manager assignments, restart.
+      // Recovery documented in docs/publishers.md (bootstrap): remove the auth-manager assignments, restart.
       const client = new pg.Client({ connectionString: db.url })
       await client.connect()
       await client.query("DELETE FROM auth_principal_roles WHERE role_id = 'auth-manager'")

@@ -1,6 +1,6 @@
 import { Effect, Logger, LogLevel } from "effect"
 import { describe, expect, it } from "vitest"
-import { isSecretKey, jsonLogger } from "../../src/platform/logging.js"
+import { isSecretKey, jsonLogger } from "../../src/platform/observability/logging.js"
 
 /** Redaction of secret-looking log attributes (spec/auth.md §8.3; §9 items 69, 70). */
 

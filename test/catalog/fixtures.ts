@@ -1,6 +1,6 @@
 import { expect } from "vitest"
 import type { Artifact, Attachment, Image, ImageVersion } from "../../src/catalog/schema.js"
-import type { ProblemDetails } from "../../src/platform/problem.js"
+import type { ProblemDetails } from "../../src/platform/http/problem.js"
 import type { PublishJob } from "../../src/publishing/schema.js"
 import type { SeededBlob } from "../support/blobs.js"
 import type { ApiClient } from "../support/harness.js"

@@ -2,12 +2,12 @@ import { randomBytes } from "node:crypto"
 import type pg from "pg"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { AliasList, ImageList } from "../../src/catalog/schema.js"
-import { expectProblem, expectStatus } from "../catalog/fixtures.js"
 import { withDatabase } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
+import { expectProblem, expectStatus } from "./fixtures.js"
 
 /**
- * Paginated lists (platform/pagination.ts), on the image list: limit (default 100, at most
+ * Paginated lists (platform/http/pagination.ts), on the image list: limit (default 100, at most
  * 1000), opaque cursor, next_cursor and Link rel="next", keyset order so that pages cover
  * every row exactly once while rows are inserted, and a correct first page for clients
  * that ignore paging.

@@ -98,7 +98,7 @@ describe("the client's import graph", () => {
     // The same check on the server's composition root finds what the client must not load.
     expect(violations("src/app.ts")).toEqual(expect.arrayContaining([
       expect.stringMatching(/^src\/uploads\/service\.ts /),
-      expect.stringMatching(/^src\/platform\/database\.ts /),
+      expect.stringMatching(/^src\/platform\/storage\/database\.ts /),
       expect.stringMatching(/^package @effect\/sql-pg /)
     ]))
   })

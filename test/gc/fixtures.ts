@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto"
 import { expect } from "vitest"
-import type { Sha256Digest } from "../../src/platform/digest.js"
+import type { Sha256Digest } from "../../src/contract/digest.js"
 import { addArtifact, addAttachment, createDraft, expectStatus } from "../catalog/fixtures.js"
 import type { ApiClient } from "../support/harness.js"
 import { sha256Digest, testBytes, uploadBlob } from "../support/uploads.js"

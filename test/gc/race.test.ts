@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { casKey } from "../../src/platform/blob-store/keys.js"
+import { casKey } from "../../src/platform/storage/blob-store/keys.js"
 import { query } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { beginUpload, completeUpload, getUpload, putPart, waitForUploadState } from "../support/uploads.js"

@@ -2,7 +2,7 @@ import { Schema } from "effect"
 import { rm } from "node:fs/promises"
 import pg from "pg"
 import { afterAll, beforeAll, expect, it } from "vitest"
-import { Sha256Digest } from "../../src/platform/digest.js"
+import { Sha256Digest } from "../../src/contract/digest.js"
 import type { PublishJob } from "../../src/publishing/schema.js"
 import {
   addArtifact,

@@ -16,17 +16,17 @@ import { existsSync, readdirSync } from "node:fs"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
-import type { BlobStore } from "../../src/platform/blob-store/blob-store.js"
-import { type BlobStoreError } from "../../src/platform/blob-store/blob-store.js"
-import { makeFilesystemBlobStore } from "../../src/platform/blob-store/filesystem.js"
+import { digestFromHex } from "../../src/contract/digest.js"
+import type { BlobStore } from "../../src/platform/storage/blob-store/blob-store.js"
+import { type BlobStoreError } from "../../src/platform/storage/blob-store/blob-store.js"
+import { makeFilesystemBlobStore } from "../../src/platform/storage/blob-store/filesystem.js"
 import {
   instrumentBlobStore,
   objectStoreBytesTotal,
   objectStoreOperationsTotal
-} from "../../src/platform/blob-store/instrumented.js"
-import { casKey, stagingKey, type StorageKey } from "../../src/platform/blob-store/keys.js"
-import { makeS3BlobStore, type S3InternalOptions } from "../../src/platform/blob-store/s3.js"
-import { digestFromHex } from "../../src/platform/digest.js"
+} from "../../src/platform/storage/blob-store/instrumented.js"
+import { casKey, stagingKey, type StorageKey } from "../../src/platform/storage/blob-store/keys.js"
+import { makeS3BlobStore, type S3InternalOptions } from "../../src/platform/storage/blob-store/s3.js"
 import { type GapNote, S3RVER_GAPS, type S3rverGap, type S3TestServer, startS3Server } from "../support/s3-server.js"
 
 type Store = BlobStore["Type"]

@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
 import { describe, expect, it } from "vitest"
 import { buildInfo } from "../../src/build-info.js"
-import { settings } from "../../src/platform/settings.js"
+import { settings } from "../../src/platform/config/settings.js"
 import { spawnImgsrv } from "../support/process.js"
 
 /**

@@ -5,7 +5,7 @@ import {
   NO_TRUSTED_PROXIES,
   normalizeAddress,
   parseTrustedProxies
-} from "../../src/platform/client-address.js"
+} from "../../src/platform/http/client-address.js"
 
 /** The client address rules (client-address.ts): which X-Forwarded-For hop is believed. */
 

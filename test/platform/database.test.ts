@@ -5,7 +5,7 @@ import { mkdtemp, readdir, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import pg from "pg"
-import { DatabaseLive, defaultMigrationsDir, migrate } from "../../src/platform/database.js"
+import { DatabaseLive, defaultMigrationsDir, migrate } from "../../src/platform/storage/database.js"
 import { freshDatabaseUrl } from "../support/harness.js"
 
 const onDatabase = (url: Redacted.Redacted<string>) => DatabaseLive({ url, maxConnections: 4 })

@@ -5,13 +5,9 @@ import type { AddressInfo } from "node:net"
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest"
 import { RequireContentWrite } from "../../src/auth/middleware.js"
 import type { Manifest } from "../../src/catalog/schema.js"
-import {
-  answerImmutable,
-  API_ID,
-  makeHttpMetrics,
-  makeImmutableResponses,
-  makeRouteTable
-} from "../../src/platform/http.js"
+import { makeHttpMetrics } from "../../src/platform/http/access-log.js"
+import { answerImmutable, makeImmutableResponses } from "../../src/platform/http/fast-path.js"
+import { API_ID, makeRouteTable } from "../../src/platform/http/routes.js"
 import { addArtifact, createDraft, expectStatus, publishVersion } from "../catalog/fixtures.js"
 import { counterOf, scrapeExposition } from "../observability/exposition.js"
 import { seedBlob, type SeededBlob } from "../support/blobs.js"
@@ -20,7 +16,7 @@ import { startOtlpReceiver } from "../support/otlp-receiver.js"
 import { freePort } from "../support/process.js"
 
 /**
- * Immutable responses (platform/http.ts): a published manifest, once produced by the app,
+ * Immutable responses (platform/http/fast-path.ts): a published manifest, once produced by the app,
  * is answered by the listener from memory. These tests pin down that this path is taken,
  * and that a client and an operator cannot tell it from the app: same status, body and
  * headers, HEAD, X-Request-ID, access-log line and HTTP metrics; and that nothing that can

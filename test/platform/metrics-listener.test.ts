@@ -1,6 +1,6 @@
 import { Effect, Layer, Logger, ManagedRuntime } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { MetricsServerLive, ScrapeCollectors, ScrapeCollectorsLive } from "../../src/platform/metrics.js"
+import { MetricsServerLive, ScrapeCollectors, ScrapeCollectorsLive } from "../../src/platform/observability/metrics.js"
 import { freePort } from "../support/process.js"
 
 /** The metrics listener's own behaviour, apart from the series (test/observability). */

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { DOCS_ROUTES, ImgsrvApi } from "../../src/api.js"
-import { makeRouteTable } from "../../src/platform/http.js"
+import { makeRouteTable } from "../../src/platform/http/routes.js"
 import {
   addArtifact,
   addAttachment,

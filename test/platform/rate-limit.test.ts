@@ -1,6 +1,6 @@
 import { Duration } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { makeTokenBuckets } from "../../src/platform/rate-limit.js"
+import { makeTokenBuckets } from "../../src/platform/http/rate-limit.js"
 import { expectStatus, publishVersion } from "../catalog/fixtures.js"
 import { counterOf, scrapeExposition } from "../observability/exposition.js"
 import { seedBlob } from "../support/blobs.js"

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Metric, MetricState, Ref, TestClock } from "effect"
-import type { WorkerLoopSettings } from "../../src/platform/config.js"
+import type { WorkerLoopSettings } from "../../src/platform/config/config.js"
 import { makeWakeSignal, type RunOutcome, runWorkerLoop } from "../../src/platform/worker.js"
 
 const settings: WorkerLoopSettings = {

@@ -4,8 +4,9 @@ import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ImgsrvApi } from "../../src/api.js"
-import { answerCached, type CachedDocument, makeCachedDocuments } from "../../src/platform/cached-documents.js"
-import { makeHttpMetrics, makeRouteTable } from "../../src/platform/http.js"
+import { makeHttpMetrics } from "../../src/platform/http/access-log.js"
+import { answerCached, type CachedDocument, makeCachedDocuments } from "../../src/platform/http/cached-documents.js"
+import { makeRouteTable } from "../../src/platform/http/routes.js"
 import type { ProductsDocument } from "../../src/streams/schema.js"
 import { expectStatus, publishVersion } from "../catalog/fixtures.js"
 import { seedBlob, withDatabase } from "../support/blobs.js"
@@ -13,7 +14,7 @@ import { startTestApp, type TestApp } from "../support/harness.js"
 
 /**
  * The Simple Streams documents kept rendered (streams/cache.ts) and served by the listener
- * (platform/cached-documents.ts), on two replicas sharing one database: a change made
+ * (platform/http/cached-documents.ts), on two replicas sharing one database: a change made
  * through one replica, or by SQL behind both, reaches the other within a second through
  * the catalog generation (migrations/0006); a replica never goes back to a document once
  * it has served a newer one; ETag and 304 behave like the app's.

@@ -2,9 +2,9 @@ import { Effect, Layer, Logger, LogLevel, ManagedRuntime, Stream } from "effect"
 import { createHash } from "node:crypto"
 import pg from "pg"
 import { BlobStoreFromConfig } from "../../src/app.js"
-import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
-import { casKey } from "../../src/platform/blob-store/keys.js"
-import { digestFromHex, type Sha256Digest } from "../../src/platform/digest.js"
+import { digestFromHex, type Sha256Digest } from "../../src/contract/digest.js"
+import { BlobStore } from "../../src/platform/storage/blob-store/blob-store.js"
+import { casKey } from "../../src/platform/storage/blob-store/keys.js"
 import type { TestApp } from "./harness.js"
 
 /**

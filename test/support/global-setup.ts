@@ -3,7 +3,7 @@ import { chmod, mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import type { TestProject } from "vitest/node"
-import { startEmbeddedPostgres } from "../../src/platform/embedded-postgres.js"
+import { startEmbeddedPostgres } from "../../src/platform/storage/embedded-postgres.js"
 import { startS3Server } from "./s3-server.js"
 
 declare module "vitest" {

@@ -13,10 +13,10 @@ import { BootstrapOutput } from "../../src/auth/bootstrap.js"
 import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
 import type { RoleId } from "../../src/auth/schema.js"
 import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
-import { type AppConfigShape, defaultRawSettings, parseAppConfig } from "../../src/platform/config.js"
-import { DatabaseLive, migrate } from "../../src/platform/database.js"
-import { ImmutableResponses } from "../../src/platform/http.js"
-import type { RawSettings } from "../../src/platform/settings.js"
+import { type AppConfigShape, defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
+import type { RawSettings } from "../../src/platform/config/settings.js"
+import { ImmutableResponses } from "../../src/platform/http/fast-path.js"
+import { DatabaseLive, migrate } from "../../src/platform/storage/database.js"
 
 /**
  * Test harness: real PostgreSQL (a fresh database per call on the run's embedded

@@ -3,9 +3,9 @@ import { existsSync } from "node:fs"
 import * as path from "node:path"
 import { it } from "vitest"
 import { BlobStoreFromConfig } from "../../src/app.js"
-import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
-import { casKey, stagingKey, type StorageKey } from "../../src/platform/blob-store/keys.js"
-import { type Sha256Digest } from "../../src/platform/digest.js"
+import { type Sha256Digest } from "../../src/contract/digest.js"
+import { BlobStore } from "../../src/platform/storage/blob-store/blob-store.js"
+import { casKey, stagingKey, type StorageKey } from "../../src/platform/storage/blob-store/keys.js"
 import { query } from "../support/blobs.js"
 import type { StoreKind, TestApp } from "../support/harness.js"
 import { S3RVER_GAPS, type S3rverGap } from "../support/s3-server.js"
@@ -16,7 +16,7 @@ export const STORES: ReadonlyArray<StoreKind> = ["filesystem", "s3"]
 
 /**
  * Features of real S3 these tests need and s3rver 3.7.1 lacks (see the list at the top of
- * test/platform/blob-store.test.ts). A test that depends on one runs on s3rver as
+ * test/platform/storage/blob-store.test.ts). A test that depends on one runs on s3rver as
  * `it.fails`, with the missing feature in its name, and turns red the day the server gets
  * it right.
  */

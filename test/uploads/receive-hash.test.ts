@@ -5,8 +5,8 @@
  */
 import { Effect, Stream } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
-import { stagingKey } from "../../src/platform/blob-store/keys.js"
+import { BlobStore } from "../../src/platform/storage/blob-store/blob-store.js"
+import { stagingKey } from "../../src/platform/storage/blob-store/keys.js"
 import { makeReceivedHashes } from "../../src/uploads/receive-hash.js"
 import { query, sha256Hex } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"

@@ -5,8 +5,8 @@
  */
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { BlobStore } from "../../src/platform/blob-store/blob-store.js"
-import { stagingKey } from "../../src/platform/blob-store/keys.js"
+import { BlobStore } from "../../src/platform/storage/blob-store/blob-store.js"
+import { stagingKey } from "../../src/platform/storage/blob-store/keys.js"
 import { query } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import { beginUpload, getUpload, putPart, sha256Digest, testBytes, type UploadPartBody } from "../support/uploads.js"

@@ -1,7 +1,7 @@
 /** Pure rules of uploads: part-list normalisation, part-number parsing, part-size advice, timestamps. */
 import { Effect, Either, FastCheck } from "effect"
 import { describe, expect, it } from "vitest"
-import { formatTimestamp } from "../../src/platform/timestamp.js"
+import { formatTimestamp } from "../../src/contract/timestamp.js"
 import { parsePartLength, parsePartNumber } from "../../src/uploads/http.js"
 import {
   MAX_PART_NUMBER,

@@ -1,7 +1,7 @@
 import { Context, Data, Duration, Either, Option, Redacted } from "effect"
 import * as path from "node:path"
-import { parseTrustedProxies, type TrustedProxies } from "./client-address.js"
-import type { Rate, RateLimitSettings } from "./rate-limit.js"
+import { parseTrustedProxies, type TrustedProxies } from "../http/client-address.js"
+import type { Rate, RateLimitSettings } from "../http/rate-limit.js"
 import { type RawSettings, type Setting, type SettingFlag, settings } from "./settings.js"
 
 export interface ListenAddress {
@@ -88,7 +88,7 @@ export interface GcSettings {
   readonly gracePeriod: Duration.Duration
 }
 
-/** PEM files of the API listener's certificate and key: HTTPS when set (platform/tls.ts). */
+/** PEM files of the API listener's certificate and key: HTTPS when set (platform/http/tls.ts). */
 export interface TlsFiles {
   readonly certFile: string
   readonly keyFile: string

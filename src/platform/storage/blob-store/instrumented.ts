@@ -4,7 +4,7 @@
  * bounded (operation, outcome, direction) — never a key, digest or upload id.
  */
 import { Cause, Clock, Effect, Exit, Metric } from "effect"
-import { latencyBoundaries } from "../metrics.js"
+import { latencyBoundaries } from "../../observability/metrics.js"
 import { BlobStore, type OpenedObject } from "./blob-store.js"
 
 export type ObjectStoreOperation =

@@ -3,23 +3,15 @@ import { NodeHttpServer } from "@effect/platform-node"
 import type { Duration } from "effect"
 import { Effect, Layer, Option } from "effect"
 import type * as http from "node:http"
+import type { ListenAddress, TlsFiles } from "../config/config.js"
+import { type ClientPolicy, type HttpMetrics, makeHttpMetrics, serverMiddleware } from "./access-log.js"
+import { JsonBodyLimitLive } from "./api-middleware.js"
 import { answerCached, CachedDocuments } from "./cached-documents.js"
 import type { TrustedProxies } from "./client-address.js"
-import type { ListenAddress, TlsFiles } from "./config.js"
-import {
-  answerImmutable,
-  type ClientPolicy,
-  type HttpMetrics,
-  ImmutableResponses,
-  JsonBodyLimitLive,
-  makeHttpMetrics,
-  ROUTER_CONFIG,
-  type RouteTable,
-  serverMiddleware,
-  spanNameOf
-} from "./http.js"
+import { answerImmutable, ImmutableResponses } from "./fast-path.js"
 import { ListenFailed } from "./listen.js"
 import { makeRateLimiter, type RateLimitSettings } from "./rate-limit.js"
+import { ROUTER_CONFIG, type RouteTable, spanNameOf } from "./routes.js"
 import { makeApiNodeServer } from "./tls.js"
 
 /**

@@ -1,6 +1,6 @@
 import { Brand } from "effect"
-import { CANONICAL_UUID, UUID_PATTERN } from "../../contract/params.js"
-import { digestHex, type Sha256Digest } from "../digest.js"
+import { digestHex, type Sha256Digest } from "../../../contract/digest.js"
+import { CANONICAL_UUID, UUID_PATTERN } from "../../../contract/params.js"
 
 /**
  * A bucket-relative object key. Keys are only ever built by the two constructors

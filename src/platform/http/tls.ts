@@ -5,7 +5,7 @@ import { readFile } from "node:fs/promises"
 import * as http from "node:http"
 import * as https from "node:https"
 import * as tls from "node:tls"
-import type { TlsFiles } from "./config.js"
+import type { TlsFiles } from "../config/config.js"
 
 /**
  * HTTPS on the API listener itself (`--tls-cert-file` / `--tls-key-file`): Incus and LXD

@@ -5,7 +5,7 @@ import { readdir, readFile } from "node:fs/promises"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
-import { registerCollector, type Sample } from "./metrics.js"
+import { registerCollector, type Sample } from "../observability/metrics.js"
 
 /** Cumulative acquisition figures of a pool, as pgxpool's `Stat()` reports them. */
 export interface PoolAcquireStats {
@@ -283,7 +283,7 @@ export class MigrationFailed extends Data.TaggedError("MigrationFailed")<{
 /** `0x696d677372763201` — the reference's key, so mixed fleets would still serialise. */
 const MIGRATION_LOCK_KEY = "7596490406398939649"
 
-export const defaultMigrationsDir = fileURLToPath(new URL("../../migrations", import.meta.url))
+export const defaultMigrationsDir = fileURLToPath(new URL("../../../migrations", import.meta.url))
 
 /**
  * Applies every `migrations/*.sql` not yet recorded, in file-name order, in ONE

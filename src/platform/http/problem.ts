@@ -1,6 +1,6 @@
 import { HttpApiSchema, HttpServerResponse } from "@effect/platform"
 import { Predicate, Schema } from "effect"
-import { problemBody } from "../contract/problem.js"
+import { problemBody } from "../../contract/problem.js"
 
 // The problem+json shape and the errors every group declares are part of the wire contract
 // (src/contract/), which the typed client imports without any server code; server modules
@@ -13,7 +13,7 @@ export {
   ProblemDetails,
   RangeNotSatisfiable,
   reasonPhrase
-} from "../contract/problem.js"
+} from "../../contract/problem.js"
 
 export const problemResponse = (
   status: number,

@@ -1,9 +1,9 @@
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Context, Data, Effect, Layer } from "effect"
-import { OpsGroup } from "../contract/ops.js"
-import { BlobStore } from "./blob-store/blob-store.js"
-import { apiOf } from "./http.js"
+import { OpsGroup } from "../../contract/ops.js"
+import { BlobStore } from "../storage/blob-store/blob-store.js"
+import { apiOf } from "./routes.js"
 
 /** Why the process is not ready to take traffic (logged, never sent to clients). */
 export class NotReady extends Data.TaggedError("NotReady")<{ readonly reason: string }> {}

@@ -1,7 +1,7 @@
 import { Context, Effect, type Option, Predicate, Schema } from "effect"
 import type { Scope, Stream } from "effect"
 import type { Readable } from "node:stream"
-import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../../contract/limits.js"
+import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../../../contract/limits.js"
 import { isConnectionFailure } from "../connection-errors.js"
 import { isWellFormedKey, type StorageKey } from "./keys.js"
 
@@ -146,7 +146,7 @@ export interface CompletedUpload {
 
 /**
  * Where blob bytes live. One contract, two drivers (S3 and the local filesystem);
- * both are exercised by the same contract suite in `test/platform/blob-store.test.ts`.
+ * both are exercised by the same contract suite in `test/platform/storage/blob-store.test.ts`.
  *
  * Keys are `StorageKey`s built by `keys.ts`, so a driver never sees a caller-made path.
  */

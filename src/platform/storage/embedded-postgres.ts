@@ -6,7 +6,7 @@ import { access, chmod, mkdir, readFile, readlink, realpath, stat, unlink, write
 import { createServer } from "node:net"
 import * as path from "node:path"
 import pg from "pg"
-import type { RestartPolicy } from "./config.js"
+import type { RestartPolicy } from "../config/config.js"
 import { lockDataDir } from "./data-dir-lock.js"
 
 /**

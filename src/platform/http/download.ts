@@ -1,11 +1,11 @@
 import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Metric, MetricLabel } from "effect"
 import type { Scope } from "effect"
-import { BlobStore } from "./blob-store/blob-store.js"
-import type { StorageKey } from "./blob-store/keys.js"
-import type { Sha256Digest } from "./digest.js"
+import type { Sha256Digest } from "../../contract/digest.js"
+import { makeLabelCache } from "../observability/metrics.js"
+import { BlobStore } from "../storage/blob-store/blob-store.js"
+import type { StorageKey } from "../storage/blob-store/keys.js"
 import { contentTypeOf } from "./media-type.js"
-import { makeLabelCache } from "./metrics.js"
 import { problemBody } from "./problem.js"
 
 /**
@@ -128,7 +128,7 @@ const downloadBytes = Metric.counter("imgsrv_download_bytes_total", {
 const routeLabels = makeLabelCache()
 const routeStatusLabels = makeLabelCache()
 
-export { NotModified } from "../contract/http.js"
+export { NotModified } from "../../contract/http.js"
 
 /**
  * Answers a GET or HEAD for one blob with the full semantics of api.md §2.8.

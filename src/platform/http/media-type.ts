@@ -1,9 +1,9 @@
 import { Effect } from "effect"
-import { FALLBACK_MEDIA_TYPE, isMediaType } from "../contract/media-type.js"
+import { FALLBACK_MEDIA_TYPE, isMediaType } from "../../contract/media-type.js"
 
 // Which media types are accepted is part of the wire contract (src/contract/), which the
 // typed client imports without any server code; server modules keep importing it from here.
-export { FALLBACK_MEDIA_TYPE, isMediaType, MEDIA_TYPE_MAX_LENGTH, MediaType } from "../contract/media-type.js"
+export { FALLBACK_MEDIA_TYPE, isMediaType, MEDIA_TYPE_MAX_LENGTH, MediaType } from "../../contract/media-type.js"
 
 /**
  * The `Content-Type` for a stored media type. Values stored before media types were

@@ -1,7 +1,5 @@
 import { Context, Effect, FiberRef, FiberRefs, Layer, LogLevel, Runtime } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { clientAddressOf } from "./client-address.js"
-import { ifNoneMatchMatches } from "./download.js"
 import {
   accessLog,
   announcesBody,
@@ -9,10 +7,11 @@ import {
   headerValue,
   type HttpMetrics,
   NO_CLIENT_POLICY,
-  pathnameOf,
-  requestIdFrom,
-  type RouteTable
-} from "./http.js"
+  requestIdFrom
+} from "./access-log.js"
+import { clientAddressOf } from "./client-address.js"
+import { ifNoneMatchMatches } from "./download.js"
+import { pathnameOf, type RouteTable } from "./routes.js"
 
 /**
  * Cached documents: responses that do change, but rarely, and are read far more often

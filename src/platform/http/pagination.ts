@@ -23,8 +23,8 @@ export const DEFAULT_PAGE_LIMIT = 100
 export const MAX_PAGE_LIMIT = 1000
 
 // The wire half (error and body field) lives in the contract, which the typed client imports.
-import { InvalidPageRequest } from "../contract/pagination.js"
-export { InvalidPageRequest, nextCursorField } from "../contract/pagination.js"
+import { InvalidPageRequest } from "../../contract/pagination.js"
+export { InvalidPageRequest, nextCursorField } from "../../contract/pagination.js"
 
 export interface PageRequest<K> {
   readonly limit: number

@@ -1,5 +1,5 @@
 import { Data } from "effect"
-import type { ListenAddress } from "./config.js"
+import type { ListenAddress } from "../config/config.js"
 
 /** What the common bind failures mean, in the words an operator searches for. */
 const REASONS: Record<string, string> = {

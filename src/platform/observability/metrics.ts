@@ -12,8 +12,8 @@ import {
 } from "effect"
 import type { MetricLabel, MetricPair } from "effect"
 import * as http from "node:http"
-import type { ListenAddress } from "./config.js"
-import { ListenFailed } from "./listen.js"
+import type { ListenAddress } from "../config/config.js"
+import { ListenFailed } from "../http/listen.js"
 
 /**
  * Prometheus exposition of Effect's metric registry plus samples computed at

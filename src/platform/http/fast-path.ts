@@ -1,0 +1,165 @@
+import { Context, Effect, FiberRef, FiberRefs, Layer, LogLevel, Runtime } from "effect"
+import type { IncomingMessage, ServerResponse } from "node:http"
+import {
+  accessLog,
+  announcesBody,
+  type ClientPolicy,
+  headerValue,
+  type HttpMetrics,
+  NO_CLIENT_POLICY,
+  requestIdFrom
+} from "./access-log.js"
+import { clientAddressOf } from "./client-address.js"
+import { pathnameOf, type RouteTable } from "./routes.js"
+
+// Immutable responses: answered by the listener before the Effect app runs.
+
+/** A remembered response body with what the access log and the metrics need. */
+export interface ImmutableResponse {
+  readonly body: Uint8Array
+  readonly contentType: string
+  /** Label of the route the path belongs to (metrics, access log). */
+  readonly route: string
+}
+
+/**
+ * Responses that can never change for a given request path — the manifest of a
+ * published version is the case today — kept encoded so that the listener answers a
+ * GET or HEAD of that exact path without running the Effect app (see
+ * `answerImmutable`; the app stays the only place where such a response is made).
+ *
+ * An entry may only be added for a 200 the app has just produced for a GET of an
+ * anonymous route, from the path alone: no header, query parameter or principal
+ * changed it, and no later write can. Entries are keyed by the raw request path (what
+ * the router decoded into the parameters that produced the body), so any spelling of a
+ * path maps to exactly the response the app gave for it.
+ */
+export class ImmutableResponses extends Context.Tag("imgsrv/ImmutableResponses")<ImmutableResponses, {
+  /** Remembers `body` as the response to GET `url` (its query is ignored, like the routes do). */
+  readonly remember: (url: string, body: Uint8Array, contentType: string) => void
+  /** The remembered response for `pathname` (no query), if any. */
+  readonly lookup: (pathname: string) => ImmutableResponse | undefined
+}>() {}
+
+/** Bounds of the remembered responses (least recently used evicted first). */
+export const IMMUTABLE_RESPONSE_LIMITS = { entries: 1024, bytes: 32 * 1024 * 1024, entryBytes: 1024 * 1024 }
+
+export const makeImmutableResponses = (
+  routes: RouteTable,
+  limits: { readonly entries: number; readonly bytes: number; readonly entryBytes: number } = IMMUTABLE_RESPONSE_LIMITS
+): ImmutableResponses["Type"] => {
+  // A Map iterates in insertion order; re-inserting on a hit makes it an LRU.
+  const entries = new Map<string, ImmutableResponse>()
+  let bytes = 0
+  const evict = (pathname: string) => {
+    const entry = entries.get(pathname)
+    if (entry === undefined) return
+    entries.delete(pathname)
+    bytes -= entry.body.byteLength
+  }
+  return ImmutableResponses.of({
+    remember: (url, body, contentType) => {
+      const pathname = pathnameOf(url)
+      // Only an anonymous GET route's answer can be replayed to anyone asking.
+      const route = routes.match("GET", pathname)
+      if (route === undefined || route.protected) return
+      if (body.byteLength > limits.entryBytes) return
+      evict(pathname)
+      entries.set(pathname, { body, contentType, route: route.label })
+      bytes += body.byteLength
+      while (entries.size > limits.entries || bytes > limits.bytes) {
+        const oldest = entries.keys().next()
+        if (oldest.done) break
+        evict(oldest.value)
+      }
+    },
+    lookup: (pathname) => {
+      const hit = entries.get(pathname)
+      if (hit !== undefined) {
+        entries.delete(pathname)
+        entries.set(pathname, hit)
+      }
+      return hit
+    }
+  })
+}
+
+export const ImmutableResponsesLive = (routes: RouteTable) =>
+  Layer.sync(ImmutableResponses, () => makeImmutableResponses(routes))
+
+/**
+ * The listener's first look at a request (http-server.ts): a GET or HEAD without a body
+ * whose path has a remembered immutable response is answered here, from memory, and
+ * `true` is returned; anything else returns `false` untouched, for the Effect app.
+ *
+ * What a client and an operator observe is what the app would produce for it: the same
+ * status, body and headers (`content-type`, `content-length`, `X-Request-ID` echoed or
+ * generated; HEAD without the body), the same HTTP metrics with the route template, and
+ * the same access-log line at the same level through the same logger, and the same
+ * general rate limit (a request it refuses is left to the app, which answers the 429).
+ * Not used while tracing is on, where every request must produce its span.
+ */
+export const answerImmutable = (
+  responses: ImmutableResponses["Type"],
+  runtime: Runtime.Runtime<never>,
+  metrics: HttpMetrics,
+  clients: ClientPolicy = NO_CLIENT_POLICY
+) => {
+  const minimumLevel = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
+  const logs = !LogLevel.lessThan(LogLevel.Info, minimumLevel)
+  const runLog = Runtime.runSync(runtime)
+  return (request: IncomingMessage, response: ServerResponse): boolean => {
+    const method = request.method
+    if (method !== "GET" && method !== "HEAD") return false
+    const url = request.url ?? ""
+    const hit = responses.lookup(pathnameOf(url))
+    if (hit === undefined) return false
+    // A request carrying a body is left to the app, which knows what to do with it.
+    if (announcesBody(request.headers)) return false
+    const remoteAddr = request.socket.remoteAddress ?? ""
+    // Node joins repeated unknown headers into one string, as the app sees them.
+    const clientAddr = clientAddressOf(
+      remoteAddr,
+      headerValue(request.headers["x-forwarded-for"]),
+      clients.trustedProxies
+    )
+    const refusal = clients.rateLimiter?.admit({
+      clientAddress: clientAddr,
+      authorization: request.headers.authorization,
+      protected: false,
+      exempt: false,
+      hasBody: false
+    })
+    if (refusal !== undefined) return false
+    const started = performance.now()
+    metrics.trackActive(method, 1)
+    const requestId = requestIdFrom(headerValue(request.headers["x-request-id"]))
+    // The header order the app's responses have (its own header is set first, see serverMiddleware).
+    response.writeHead(200, {
+      "x-request-id": requestId,
+      "content-type": hit.contentType,
+      "content-length": String(hit.body.byteLength)
+    })
+    if (method === "HEAD") response.end()
+    else response.end(hit.body)
+    const seconds = (performance.now() - started) / 1000
+    metrics.record(method, hit.route, 200, seconds)
+    metrics.trackActive(method, -1)
+    if (logs) {
+      runLog(
+        accessLog(LogLevel.Info, {
+          method,
+          route: hit.route,
+          url,
+          status: 200,
+          seconds,
+          bytes: method === "HEAD" ? 0 : hit.body.byteLength,
+          clientAddr,
+          remoteAddr,
+          userAgent: request.headers["user-agent"]
+        }).pipe(Effect.annotateLogs("request_id", requestId))
+      )
+    }
+    return true
+  }
+}

@@ -3,6 +3,7 @@ import { AuthGroup } from "./auth/api.js"
 import { CatalogGroup } from "./catalog/api.js"
 import { API_ID } from "./contract/http.js"
 import { OpsGroup } from "./contract/ops.js"
+import { GcGroup } from "./gc/api.js"
 import { PublishGroup } from "./publishing/api.js"
 import { StreamsGroup } from "./streams/api.js"
 import { BlobsGroup, UploadsGroup } from "./uploads/api.js"
@@ -57,6 +58,7 @@ export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(StreamsGroup)
   .add(WebhooksGroup)
   .add(EventsGroup)
+  .add(GcGroup)
   .annotate(OpenApi.Title, "imgsrv")
   .annotate(OpenApi.Transform, problemJsonErrors)
   .annotate(

@@ -9,6 +9,7 @@ import { buildInfo } from "./build-info.js"
 import { CatalogHandlersLive } from "./catalog/http.js"
 import { CatalogRepositoryLive } from "./catalog/repository.js"
 import { CatalogLive } from "./catalog/service.js"
+import { GcApiLive, GcBackgroundLive } from "./gc/layers.js"
 import { AppConfig, type AppConfigShape, describeConfig } from "./platform/config/config.js"
 import { apiMiddleware } from "./platform/http/api-middleware.js"
 import { CachedDocumentsLive } from "./platform/http/cached-documents.js"
@@ -118,7 +119,8 @@ const ApiHandlersLive = Layer.mergeAll(
   CatalogHandlersLive,
   PublishHandlersLive,
   StreamsHandlersLive,
-  WebhooksApiLive
+  WebhooksApiLive,
+  GcApiLive
 ).pipe(
   Layer.provide(
     Layer.mergeAll(CatalogLive, PublishingLive, StreamsCacheLive.pipe(Layer.provide(StreamsRepositoryLive)))
@@ -133,7 +135,8 @@ const BackgroundLive = Layer.mergeAll(
   PublishMetricsLive,
   UploadsBackgroundLive,
   PoolMetricsLive,
-  WebhooksBackgroundLive
+  WebhooksBackgroundLive,
+  GcBackgroundLive
 )
 
 /**

@@ -2,6 +2,7 @@ import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Data, Duration, Effect, Layer, Metric, Option } from "effect"
 import { createHash } from "node:crypto"
 import { digestFromHex, type Sha256Digest } from "../contract/digest.js"
+import { BLOB_BEING_COLLECTED_SQLSTATE, claimDigestForBlob, isSqlState } from "../gc/claims.js"
 import { AppConfig } from "../platform/config/config.js"
 import { withLinkedSpan } from "../platform/observability/tracing.js"
 import { BlobStore, type BlobStoreError, readAll } from "../platform/storage/blob-store/blob-store.js"
@@ -157,12 +158,28 @@ export const CasPromotionLive = Layer.effect(
 
     const recordSuccess = (job: ClaimedJob, session: UploadSession, how: "moved" | "reused") =>
       Effect.gen(function*() {
-        // upload.ready commits with the session's state, or not at all.
-        const recorded = yield* repo.recordPromoted(job, {
-          digest: session.expectedDigest,
-          sizeBytes: session.expectedSizeBytes,
-          mediaType: session.mediaTypeHint
-        }, recordEvent(sql, uploadReady(session)))
+        // Under the digest's lock (src/gc/service.ts): no collection of the digest is
+        // unfinished, and the object is in the store now, so the blob row written with it
+        // describes an object no collector is about to delete. upload.ready commits with
+        // the session's state, or not at all.
+        const recorded = yield* repo.transaction(Effect.gen(function*() {
+          yield* claimDigestForBlob(sql, session.expectedDigest)
+          const present = yield* statOption(casKey(session.expectedDigest))
+          if (Option.isNone(present) || present.value.sizeBytes !== session.expectedSizeBytes) {
+            return yield* new PromotionRetry({ reason: "the CAS object was garbage-collected meanwhile" })
+          }
+          return yield* repo.recordPromoted(job, {
+            digest: session.expectedDigest,
+            sizeBytes: session.expectedSizeBytes,
+            mediaType: session.mediaTypeHint
+          }, recordEvent(sql, uploadReady(session)))
+        })).pipe(
+          Effect.catchIf(
+            (error): error is SqlError.SqlError =>
+              error._tag === "SqlError" && isSqlState(BLOB_BEING_COLLECTED_SQLSTATE)(error),
+            (error) => new PromotionRetry({ reason: "a garbage collection of this digest is finishing", cause: error })
+          )
+        )
         if (!recorded) return "lease_lost" as const
         yield* Metric.increment(Metric.tagged(uploadsPromoted, "via", how))
         yield* Effect.logInfo("cas ingest succeeded").pipe(
@@ -238,8 +255,11 @@ export const CasPromotionLive = Layer.effect(
         }
         // The destination exists (or S3 refused without saying which condition failed).
         if (yield* casObjectMatches(session)) {
-          yield* deleteStaging(session)
-          return yield* recordSuccess(job, session, "reused")
+          // Recorded first: should the collector take the object meanwhile, the staged copy
+          // is still there for the retry.
+          const outcome = yield* recordSuccess(job, session, "reused")
+          if (outcome === "ready") yield* deleteStaging(session)
+          return outcome
         }
         const occupied = yield* statOption(target)
         if (Option.isNone(occupied)) {

@@ -2,6 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { Clock, Context, Data, Duration, Effect, Layer, Metric, Option, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import type { Sha256Digest } from "../contract/digest.js"
+import { BLOB_NOT_TRUSTED_SQLSTATE, isSqlState } from "../gc/claims.js"
 import { AppConfig } from "../platform/config/config.js"
 import { currentTraceParent } from "../platform/observability/tracing.js"
 import { BlobStore, stripQuotes } from "../platform/storage/blob-store/blob-store.js"
@@ -185,13 +186,21 @@ export const UploadsLive = Layer.effect(
             })
           }
           // Ready at once (the bytes are already trusted): upload.ready commits with the session.
-          const session = yield* repo.transaction(
+          // The garbage collector may have deleted the blob since it was read: the database
+          // then refuses the ready session (src/gc/service.ts) and this becomes an ordinary upload.
+          const ready = yield* repo.transaction(
             repo.insertReadySession({ ...base, storageUploadId: `ready:${id}` }).pipe(
               Effect.tap((inserted) => recordEvent(sql, uploadReady(inserted)))
             )
-          ).pipe(Effect.orDie)
-          yield* Metric.increment(Metric.tagged(uploadsBegun, "result", "ready"))
-          return { session, created: false }
+          ).pipe(
+            Effect.map(Option.some),
+            Effect.catchIf(isSqlState(BLOB_NOT_TRUSTED_SQLSTATE), () => Effect.succeedNone),
+            Effect.orDie
+          )
+          if (Option.isSome(ready)) {
+            yield* Metric.increment(Metric.tagged(uploadsBegun, "result", "ready"))
+            return { session: ready.value, created: false }
+          }
         }
         // Uninterruptible: a client leaving between the two steps must not strand a
         // multipart upload that no session row knows about.

@@ -18,7 +18,8 @@ import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
  *   `upload.ready` also when an upload begins ready (its digest already trusted, uploads/service.ts);
  * - `version.published`, `publish_job.failed`: the publish worker (publishing/publish-worker.ts);
  * - `alias.updated` (created or moved), `alias.deleted`: the catalog (catalog/service.ts);
- * - `version.yanked`, `version.unyanked`, `version.retired`, `blob.collected`: the lifecycle
+ * - `blob.collected`: the garbage collector (gc/repository.ts), with the deletion of the blob row;
+ * - `version.yanked`, `version.unyanked`, `version.retired`: the lifecycle
  *   work (issue 16), which records them with `recordEvent` in its own transactions; until it
  *   is merged nothing emits them, but subscriptions may already ask for them.
  */

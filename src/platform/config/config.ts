@@ -79,6 +79,15 @@ export interface WebhookSettings {
   readonly allowPrivateNetworks: boolean
 }
 
+/** Garbage collection of CAS blobs (src/gc/, docs/gc.md). */
+export interface GcSettings {
+  /** The background loop; `POST /v1/admin/gc` works either way. */
+  readonly enabled: boolean
+  readonly interval: Duration.Duration
+  /** How long a blob stays unreferenced before it may be deleted (zero: at once). */
+  readonly gracePeriod: Duration.Duration
+}
+
 /** PEM files of the API listener's certificate and key: HTTPS when set (platform/http/tls.ts). */
 export interface TlsFiles {
   readonly certFile: string
@@ -105,6 +114,7 @@ export interface AppConfigShape {
   readonly casPromotion: WorkerLoopSettings
   readonly publishWorker: WorkerLoopSettings
   readonly webhooks: WebhookSettings
+  readonly gc: GcSettings
   /** Proxies whose `X-Forwarded-For` names the client address. */
   readonly trustedProxies: TrustedProxies
   readonly rateLimits: RateLimitSettings
@@ -440,6 +450,12 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       )
     }
 
+    const gc: GcSettings = {
+      enabled: yield* parseBoolean("gc-enabled", raw["gc-enabled"]),
+      interval: yield* parsePositiveDuration("gc-interval", raw["gc-interval"]),
+      gracePeriod: yield* parseDuration("gc-grace-period", raw["gc-grace-period"])
+    }
+
     const trustedProxies = yield* Either.mapLeft(
       parseTrustedProxies(raw["trusted-proxies"]),
       () =>
@@ -473,6 +489,7 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       casPromotion,
       publishWorker,
       webhooks,
+      gc,
       trustedProxies,
       rateLimits
     }
@@ -556,6 +573,9 @@ export const describeConfig = (config: AppConfigShape): Record<string, unknown> 
     webhook_retry_delays: config.webhooks.retryDelays.map(formatGoDuration).join(","),
     webhook_retry_window: formatGoDuration(config.webhooks.retryWindow),
     webhook_allow_private_networks: config.webhooks.allowPrivateNetworks,
+    gc_enabled: config.gc.enabled,
+    gc_interval: formatGoDuration(config.gc.interval),
+    gc_grace_period: formatGoDuration(config.gc.gracePeriod),
     trusted_proxies: config.trustedProxies.entries.join(","),
     rate_limit_auth_failures: formatRate(config.rateLimits.authFailures),
     rate_limit_requests: formatRate(config.rateLimits.requests),

@@ -484,6 +484,32 @@ export const settings = [
     kind: "boolean",
     description:
       "Allow webhook URLs on loopback, private, link-local and metadata addresses (refused by default, at creation and at connect time)."
+  },
+  // Garbage collection (issue 16, docs/gc.md)
+  {
+    section: "Garbage collection",
+    flag: "gc-enabled",
+    env: "IMGSRV_GC_ENABLED",
+    default: "true",
+    kind: "boolean",
+    description: "Run the background garbage collector (one replica at a time); `POST /v1/admin/gc` works either way."
+  },
+  {
+    section: "Garbage collection",
+    flag: "gc-interval",
+    env: "IMGSRV_GC_INTERVAL",
+    default: "1h",
+    kind: "duration",
+    description: "Time between two background collections."
+  },
+  {
+    section: "Garbage collection",
+    flag: "gc-grace-period",
+    env: "IMGSRV_GC_GRACE_PERIOD",
+    default: "24h",
+    kind: "duration",
+    description:
+      "How long a blob must have been unreferenced (no artifact, attachment or unfinished upload) before it is deleted; `0s` collects at once."
   }
 ] as const satisfies ReadonlyArray<Setting>
 

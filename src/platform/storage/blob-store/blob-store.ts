@@ -1,4 +1,4 @@
-import { Context, Effect, Predicate, Schema } from "effect"
+import { Context, Effect, type Option, Predicate, Schema } from "effect"
 import type { Scope, Stream } from "effect"
 import type { Readable } from "node:stream"
 import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../../../contract/limits.js"
@@ -132,6 +132,13 @@ export interface OpenedObject {
   readonly toReadable: () => Readable
 }
 
+/** A multipart upload the store still holds (not completed, not aborted). */
+export interface MultipartUploadInfo {
+  readonly key: StorageKey
+  readonly uploadId: string
+  readonly initiated: Date
+}
+
 export interface CompletedUpload {
   readonly sizeBytes: number
   readonly etag: string
@@ -227,6 +234,16 @@ export class BlobStore extends Context.Tag("imgsrv/BlobStore")<
      * temporaries (an unfinished multipart upload is aborted with its session).
      */
     readonly removeStaleTemporaries: (cutoff: Date) => Effect.Effect<number, BlobStoreError>
+
+    /** Every object under `staging/uploads/` (for the garbage collector's leftover sweep). */
+    readonly listStagingObjects: Effect.Effect<ReadonlyArray<ObjectInfo>, BlobStoreError>
+
+    /**
+     * Every unfinished multipart upload of a staging key, with when it began (for the garbage
+     * collector's orphan sweep). None when the store cannot list them (S3 servers without
+     * `ListMultipartUploads`, such as s3rver; AWS and MinIO have it).
+     */
+    readonly listMultipartUploads: Effect.Effect<Option.Option<ReadonlyArray<MultipartUploadInfo>>, BlobStoreError>
   }
 >() {}
 

@@ -33,7 +33,7 @@
  *   `move` (rename keeps the inode) and costs a `stat`, not a read of the whole object.
  */
 import * as NodeStream from "@effect/platform-node/NodeStream"
-import { Effect, Exit, Stream } from "effect"
+import { Effect, Exit, Option, Stream } from "effect"
 import type { Scope } from "effect"
 import { createHash, randomBytes } from "node:crypto"
 import { type BigIntStats, constants as fsConstants } from "node:fs"
@@ -52,11 +52,12 @@ import {
   checkPutPart,
   type CopyOptions,
   InvalidPartList,
+  type MultipartUploadInfo,
   type ObjectInfo,
   type OpenedObject,
   stripQuotes
 } from "./blob-store.js"
-import type { StorageKey } from "./keys.js"
+import { isWellFormedKey, type StorageKey } from "./keys.js"
 
 /** S3's limits, enforced here too so both drivers accept and refuse the same requests. */
 const MIN_NON_FINAL_PART_BYTES = 5 * 1024 * 1024
@@ -697,6 +698,53 @@ export const makeFilesystemBlobStore = (
         return removed
       })
 
+    const stagingDir = path.join(base, "staging", "uploads")
+
+    const listStagingObjects: BlobStoreService["listStagingObjects"] = io("listStagingObjects", undefined, async () => {
+      const found: Array<ObjectInfo> = []
+      let names: Array<string>
+      try {
+        names = await fs.readdir(stagingDir)
+      } catch (error) {
+        if (errnoOf(error) === "ENOENT") return found
+        throw error
+      }
+      for (const name of names) {
+        const key = `staging/uploads/${name}`
+        if (!isWellFormedKey(key)) continue
+        try {
+          const st = await fs.stat(path.join(stagingDir, name), { bigint: true })
+          if (st.isFile()) found.push(toInfo(key, st))
+        } catch (error) {
+          // Removed meanwhile (promoted, aborted, or swept by another replica).
+          if (errnoOf(error) !== "ENOENT") throw error
+        }
+      }
+      return found
+    })
+
+    const listMultipartUploads: BlobStoreService["listMultipartUploads"] = io(
+      "listMultipartUploads",
+      undefined,
+      async () => {
+        const found: Array<MultipartUploadInfo> = []
+        for (const uploadId of await fs.readdir(multipartDir)) {
+          if (!UPLOAD_ID.test(uploadId)) continue
+          const keyFile = path.join(multipartDir, uploadId, "key")
+          try {
+            const key = await fs.readFile(keyFile, "utf8")
+            // The key file is written once, at creation: its mtime is when the upload began.
+            const st = await fs.stat(keyFile)
+            if (isWellFormedKey(key)) found.push({ key, uploadId, initiated: st.mtime })
+          } catch (error) {
+            // Completed or aborted meanwhile, or still being created (no key file yet).
+            if (errnoOf(error) !== "ENOENT") throw error
+          }
+        }
+        return found
+      }
+    ).pipe(Effect.map(Option.some))
+
     return BlobStore.of({
       kind: "filesystem",
       createMultipartUpload,
@@ -709,6 +757,8 @@ export const makeFilesystemBlobStore = (
       move,
       delete: del,
       health,
-      removeStaleTemporaries
+      removeStaleTemporaries,
+      listStagingObjects,
+      listMultipartUploads
     })
   })

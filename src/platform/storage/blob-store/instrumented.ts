@@ -18,6 +18,8 @@ export type ObjectStoreOperation =
   | "move_object"
   | "delete_object"
   | "health_check"
+  | "list_objects"
+  | "list_multipart_uploads"
 
 export type ObjectStoreOutcome =
   | "success"
@@ -181,6 +183,8 @@ export const instrumentBlobStore = (store: BlobStore["Type"]): BlobStore["Type"]
     delete: (key) => store.delete(key).pipe(observe(kind, "delete_object", { "objectstore.key": key })),
     health: store.health.pipe(observe(kind, "health_check", {})),
     // Housekeeping of the driver's own files, not an object-store call: not counted.
-    removeStaleTemporaries: (cutoff) => store.removeStaleTemporaries(cutoff)
+    removeStaleTemporaries: (cutoff) => store.removeStaleTemporaries(cutoff),
+    listStagingObjects: store.listStagingObjects.pipe(observe(kind, "list_objects", {})),
+    listMultipartUploads: store.listMultipartUploads.pipe(observe(kind, "list_multipart_uploads", {}))
   })
 }

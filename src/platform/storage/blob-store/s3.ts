@@ -20,6 +20,8 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
   S3Client,
   type S3ClientConfig,
   S3ServiceException,
@@ -45,11 +47,12 @@ import {
   InvalidPartList,
   MAX_PART_BYTES,
   MAX_PART_NUMBER,
+  type MultipartUploadInfo,
   type ObjectInfo,
   type OpenedObject,
   stripQuotes
 } from "./blob-store.js"
-import type { StorageKey } from "./keys.js"
+import { isWellFormedKey, type StorageKey } from "./keys.js"
 
 export interface S3Options {
   /** `host:port`, without scheme. */
@@ -679,6 +682,67 @@ export const makeS3BlobStore = (
     const health: BlobStoreService["health"] = send("health", undefined, (abortSignal) =>
       client.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal })).pipe(Effect.asVoid)
 
+    const STAGING_PREFIX = "staging/uploads/"
+
+    const listStagingObjects: BlobStoreService["listStagingObjects"] = Effect.gen(function*() {
+      const found: Array<ObjectInfo> = []
+      let token: string | undefined
+      do {
+        const page = yield* send("listStagingObjects", undefined, (abortSignal) =>
+          client.send(
+            new ListObjectsV2Command({ Bucket: bucket, Prefix: STAGING_PREFIX, ContinuationToken: token }),
+            { abortSignal }
+          ))
+        for (const object of page.Contents ?? []) {
+          const key = object.Key ?? ""
+          if (!isWellFormedKey(key)) {
+            continue
+          }
+          found.push({
+            key,
+            sizeBytes: object.Size ?? 0,
+            etag: object.ETag ?? "",
+            lastModified: object.LastModified ?? new Date(0)
+          })
+        }
+        token = page.IsTruncated === true ? page.NextContinuationToken : undefined
+      } while (token !== undefined)
+      return found
+    })
+
+    const listMultipartUploads: BlobStoreService["listMultipartUploads"] = Effect.gen(function*() {
+      const found: Array<MultipartUploadInfo> = []
+      let keyMarker: string | undefined
+      let uploadIdMarker: string | undefined
+      do {
+        const page = yield* send("listMultipartUploads", undefined, (abortSignal) =>
+          client.send(
+            new ListMultipartUploadsCommand({
+              Bucket: bucket,
+              Prefix: STAGING_PREFIX,
+              KeyMarker: keyMarker,
+              UploadIdMarker: uploadIdMarker
+            }),
+            { abortSignal }
+          ))
+        for (const upload of page.Uploads ?? []) {
+          const key = upload.Key ?? ""
+          if (!isWellFormedKey(key) || upload.UploadId === undefined) {
+            continue
+          }
+          found.push({ key, uploadId: upload.UploadId, initiated: upload.Initiated ?? new Date(0) })
+        }
+        const more = page.IsTruncated === true
+        keyMarker = more ? page.NextKeyMarker : undefined
+        uploadIdMarker = more ? page.NextUploadIdMarker : undefined
+      } while (keyMarker !== undefined)
+      return Option.some<ReadonlyArray<MultipartUploadInfo>>(found)
+    }).pipe(
+      // Some S3-compatible servers (s3rver) do not implement the listing: say so, do not fail.
+      Effect.catchIf(s3Error(["NotImplemented"], [501]), () =>
+        Effect.succeed(Option.none()))
+    )
+
     return BlobStore.of({
       kind: "s3",
       createMultipartUpload,
@@ -691,7 +755,8 @@ export const makeS3BlobStore = (
       move,
       delete: del,
       health,
-      removeStaleTemporaries: () =>
-        Effect.succeed(0)
+      removeStaleTemporaries: () => Effect.succeed(0),
+      listStagingObjects,
+      listMultipartUploads
     })
   })

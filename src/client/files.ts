@@ -7,12 +7,12 @@ import { digestFromHex, type Sha256Digest } from "../contract/digest.js"
 import { LocalFileError } from "./errors.js"
 import type { FileIdentity } from "./state.js"
 
-/** Local files: identity for the digest cache, one streaming hash, byte ranges as streams. */
+/** Local files: identity for the digest cache, one streaming hash. */
 
 const reasonOf = (cause: unknown) => cause instanceof Error ? cause.message : String(cause)
 
-/** Reads are done in 1 MiB chunks: few system calls, and memory stays a few chunks per stream. */
-const CHUNK = 1024 * 1024
+/** Reads are done in 1 MiB chunks (also of part bodies): few system calls, and memory stays a few chunks per stream. */
+export const CHUNK = 1024 * 1024
 
 export const identify = (file: string): Effect.Effect<FileIdentity, LocalFileError> =>
   Effect.tryPromise({
@@ -51,26 +51,3 @@ export const hashFile = (
       resume(Effect.succeed(digestFromHex(hash.digest("hex")))))
     return Effect.sync(() => stream.destroy())
   })
-
-/**
- * `length` bytes of `file` from `start`, as an async iterable that reads a chunk only when
- * the consumer (the HTTP client writing a request body) asks for the next one: nothing is
- * held beyond a chunk or two. `onBytes` gets the size of each chunk handed over.
- */
-export async function* fileRange(
-  file: string,
-  start: number,
-  length: number,
-  onBytes: (bytes: number) => void
-): AsyncGenerator<Uint8Array> {
-  const stream = createReadStream(file, { start, end: start + length - 1, highWaterMark: CHUNK })
-  try {
-    for await (const chunk of stream) {
-      const bytes = chunk as Buffer
-      onBytes(bytes.length)
-      yield bytes
-    }
-  } finally {
-    stream.destroy()
-  }
-}

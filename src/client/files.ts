@@ -1,7 +1,6 @@
 import { Effect } from "effect"
 import { createHash } from "node:crypto"
-import { createReadStream } from "node:fs"
-import { stat } from "node:fs/promises"
+import { open, stat } from "node:fs/promises"
 import * as path from "node:path"
 import { digestFromHex, type Sha256Digest } from "../contract/digest.js"
 import { LocalFileError } from "./errors.js"
@@ -30,24 +29,37 @@ export const identify = (file: string): Effect.Effect<FileIdentity, LocalFileErr
       : Effect.fail(new LocalFileError({ path: file, operation: "read", reason: "not a regular file" }))
   ))
 
-/** The SHA-256 of a whole file, read once as a stream; `onBytes` gets the running count. */
+/**
+ * The SHA-256 of a whole file, read once into one reused buffer (a read stream would allocate
+ * a new chunk per read, and tens of MiB of them wait for the garbage collector at a time);
+ * `onBytes` gets the running count. Interruption stops between reads.
+ */
 export const hashFile = (
   file: string,
   onBytes: (done: number) => void
 ): Effect.Effect<Sha256Digest, LocalFileError> =>
-  Effect.async<Sha256Digest, LocalFileError>((resume) => {
-    const hash = createHash("sha256")
-    const stream = createReadStream(file, { highWaterMark: CHUNK })
-    let done = 0
-    stream.on("data", (chunk) => {
-      const bytes = chunk as Buffer
-      hash.update(bytes)
-      done += bytes.length
-      onBytes(done)
-    })
-    stream.on("error", (cause) =>
-      resume(Effect.fail(new LocalFileError({ path: file, operation: "read", reason: reasonOf(cause) }))))
-    stream.on("end", () =>
-      resume(Effect.succeed(digestFromHex(hash.digest("hex")))))
-    return Effect.sync(() => stream.destroy())
-  })
+  Effect.acquireUseRelease(
+    Effect.tryPromise({
+      try: () => open(file, "r"),
+      catch: (cause) => new LocalFileError({ path: file, operation: "read", reason: reasonOf(cause) })
+    }),
+    (handle) =>
+      Effect.tryPromise({
+        try: async (signal) => {
+          const hash = createHash("sha256")
+          const buffer = Buffer.allocUnsafe(CHUNK)
+          let done = 0
+          for (;;) {
+            if (signal.aborted) throw signal.reason
+            const { bytesRead } = await handle.read(buffer, 0, CHUNK, null)
+            if (bytesRead === 0) break
+            hash.update(buffer.subarray(0, bytesRead))
+            done += bytesRead
+            onBytes(done)
+          }
+          return digestFromHex(hash.digest("hex"))
+        },
+        catch: (cause) => new LocalFileError({ path: file, operation: "read", reason: reasonOf(cause) })
+      }),
+    (handle) => Effect.promise(() => handle.close())
+  )

@@ -1,21 +1,25 @@
 import { Effect, Redacted } from "effect"
-import { createReadStream, type ReadStream } from "node:fs"
+import { type FileHandle, open } from "node:fs/promises"
 import * as http from "node:http"
 import * as https from "node:https"
-import { pipeline } from "node:stream"
 import { problemFrom, reasonOf } from "./answers.js"
 import { ConnectionError, LocalFileError, type RequestFailure, UnexpectedResponse } from "./errors.js"
 import { CHUNK } from "./files.js"
 
 /**
- * Request bodies read from a file, sent with `node:http`/`node:https` and `stream.pipeline`.
+ * Request bodies read from a file, sent with `node:http`/`node:https`.
  *
  * Part bodies are most of what the client moves, and the generic `HttpClient` path costs
  * the most there: every chunk crosses an async generator, an Effect stream and undici's
- * body writer before it reaches the socket. Here a file read stream is piped into the
- * request, so a chunk is read when the socket has taken the previous one (backpressure) and
- * goes to the kernel with no copy; a part in flight holds a chunk or two.
+ * body writer before it reaches the socket. Here chunks are read from the file into one
+ * buffer and written to the request, the next read waiting for the socket to take the
+ * last chunk (backpressure); a part in flight holds one chunk.
  */
+
+/** Reading the file failed (not the connection). */
+class ReadFailure {
+  constructor(readonly cause: unknown) {}
+}
 
 export interface FileRange {
   readonly file: string
@@ -108,38 +112,56 @@ export const makeFileSender = (options: {
         if (status === undefined) noAnswer(cause)
       })
 
-      let file: ReadStream | undefined
-      if (range.length === 0) {
-        request.end()
-      } else {
-        file = createReadStream(range.file, {
-          start: range.start,
-          end: range.start + range.length - 1,
-          highWaterMark: CHUNK
-        })
+      // The body, through one buffer reused for every chunk: a chunk is read when the socket
+      // has taken the previous one (the write's callback), so nothing waits for the garbage
+      // collector (a read stream allocates a chunk per read, and tens of MiB of them pile up
+      // between collections).
+      const closed = new Promise<never>((_, reject) =>
+        request.once("close", () => reject(new Error("the connection closed")))
+      )
+      closed.catch(() => {})
+      let file: FileHandle | undefined
+      const sendBody = async () => {
+        if (range.length === 0) return
+        const handle = await open(range.file, "r").catch((cause) => Promise.reject(new ReadFailure(cause)))
+        file = handle
+        const buffer = Buffer.allocUnsafe(Math.min(CHUNK, range.length))
         let sent = 0
-        let readError: Error | undefined
-        file.on("error", (cause) => (readError = cause))
-        pipeline(file, request, (error) => {
-          // A server that answers before it has read the whole body (an error) breaks the
-          // pipeline: its answer is what counts.
-          if (status !== undefined) return
-          if (readError !== undefined) return unreadable(reasonOf(readError))
-          if (error !== undefined && error !== null) return noAnswer(error)
-          if (sent !== range.length) {
-            request.destroy()
-            unreadable(`it ended after ${range.start + sent} bytes: did it change during the upload?`)
+        while (sent < range.length && !settled) {
+          const want = Math.min(buffer.length, range.length - sent)
+          const { bytesRead } = await handle.read(buffer, 0, want, range.start + sent).catch((cause) =>
+            Promise.reject(new ReadFailure(cause))
+          )
+          if (bytesRead === 0) {
+            throw new ReadFailure(`it ended after ${range.start + sent} bytes: did it change during the upload?`)
           }
-        })
-        // After `pipeline`, which sets the pace: counting does not start the flow by itself.
-        file.on("data", (chunk: string | Buffer) => {
-          sent += chunk.length
-          onBytes(chunk.length)
-        })
+          await Promise.race([
+            new Promise<void>((written, failed) =>
+              request.write(buffer.subarray(0, bytesRead), (error) => error ? failed(error) : written())
+            ),
+            closed
+          ])
+          sent += bytesRead
+          onBytes(bytesRead)
+        }
       }
+      sendBody().then(
+        () => {
+          void file?.close()
+          if (!settled) request.end()
+        },
+        (error: unknown) => {
+          void file?.close()
+          // A server that answers before it has read the whole body (an error) breaks the
+          // connection: its answer is what counts.
+          if (status !== undefined) return
+          request.destroy()
+          if (error instanceof ReadFailure) unreadable(reasonOf(error.cause))
+          else noAnswer(error)
+        }
+      )
       return Effect.sync(() => {
         settled = true
-        file?.destroy()
         request.destroy()
       })
     })

@@ -1,4 +1,5 @@
-import { HttpApi, OpenApi } from "@effect/platform"
+import * as HttpApi from "@effect/platform/HttpApi"
+import * as OpenApi from "@effect/platform/OpenApi"
 import { AuthGroup } from "./auth/api.js"
 import { CatalogGroup } from "./catalog/api.js"
 import { API_ID } from "./contract/http.js"

@@ -5,11 +5,12 @@
  *
  *   baseline  what the curl flow of docs/publishers.md does: `sha256sum`, begin, ONE part with
  *             `curl --upload-file` (streamed), complete, wait until the server has verified it;
- *   imgsrv    `imgsrv push --no-publish --concurrency 4` (the package's bin, as a user runs it).
+ *   imgsrv    `imgsrv push --no-publish --concurrency 4` (bin/imgsrv.mjs, as `npx imgsrv` runs it).
  *
  * It prints the ratios baseline / imgsrv (≥ 1.0: the CLI is not slower than one stream) for
  * the whole flow and for the transfer alone (the curl PUT vs the CLI's first part to its
- * `uploaded` event), and the CLI's peak RSS (VmHWM; goal < 150 MiB). No assertions.
+ * `uploaded` event), and the CLI's peak RSS (VmHWM; goal < 150 MiB) next to that of
+ * `imgsrv images`, which moves no bytes (what loading the command costs). No assertions.
  *
  *   npx tsx scripts/bench/push.ts [--size-mib 1024] [--concurrency 4] [--repeat 1]
  */
@@ -72,22 +73,41 @@ try {
   while (!/imgsrv_at_/.test(banner)) await new Promise((resolve) => setTimeout(resolve, 100))
   const token = await writerToken(api, banner)
 
-  // The compiled form (what the container image runs), built inside the checkout so that it
-  // resolves the same node_modules.
-  const dist = path.join(root, "node_modules", ".cache", "imgsrv-bench-push-dist")
-  await run(process.execPath, [
-    path.join(root, "node_modules", "typescript", "bin", "tsc"),
-    "-p",
-    "tsconfig.build.json",
-    "--outDir",
-    dist
-  ], { cwd: root })
-
   /** `imgsrv push --no-publish` of `file` through `command`, its time, transfer time and peak RSS. */
-  const pushFile = async (file: string, ref: string, command: ReadonlyArray<string>) => {
+  const bin = path.join(root, "bin", "imgsrv.mjs")
+  const cliEnv = {
+    PATH: process.env["PATH"] ?? "/usr/bin:/bin",
+    HOME: work,
+    IMGSRV_URL: api,
+    IMGSRV_TOKEN: token,
+    IMGSRV_STATE_DIR: path.join(work, "state")
+  }
+  /** Peak RSS (VmHWM) of a child process, sampled every 50 ms until `stop` is called. */
+  const sampleRss = (pid: number) => {
+    let peakKiB = 0
+    const sampler = setInterval(() => {
+      readFile(`/proc/${pid}/status`, "utf8").then((status) => {
+        peakKiB = Math.max(peakKiB, Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0))
+      }, () => {})
+    }, 50)
+    return () => (clearInterval(sampler), peakKiB / 1024)
+  }
+  /** `imgsrv images` (no bytes moved): its peak RSS. */
+  const listImages = async () => {
+    const child = spawn(process.execPath, [bin, "images"], { cwd: root, env: cliEnv, stdio: "ignore" })
+    const stop = sampleRss(child.pid!)
+    const code = await new Promise<number | null>((resolve) => child.on("exit", resolve))
+    const peakMiB = stop()
+    if (code !== 0) throw new Error(`imgsrv images exited ${code}`)
+    return peakMiB
+  }
+  // Once before timing anything: transpiles src/ to dist/ if it changed.
+  await listImages()
+
+  const pushFile = async (file: string, ref: string) => {
     const c0 = performance.now()
     const child = spawn(process.execPath, [
-      ...command,
+      bin,
       "push",
       ref,
       "--disk",
@@ -98,17 +118,7 @@ try {
       "--json",
       "--concurrency",
       concurrency
-    ], {
-      cwd: root,
-      env: {
-        PATH: process.env["PATH"] ?? "/usr/bin:/bin",
-        HOME: work,
-        IMGSRV_URL: api,
-        IMGSRV_TOKEN: token,
-        IMGSRV_STATE_DIR: path.join(work, "state")
-      },
-      stdio: ["ignore", "pipe", "inherit"]
-    })
+    ], { cwd: root, env: cliEnv, stdio: ["ignore", "pipe", "inherit"] })
     let hashed = 0
     let uploaded = 0
     let output = ""
@@ -118,28 +128,19 @@ try {
       if (hashed === 0 && chunk.includes("\"event\":\"part\"")) hashed = performance.now()
       if (uploaded === 0 && chunk.includes("\"event\":\"uploaded\"")) uploaded = performance.now()
     })
-    let peakKiB = 0
-    const sampler = setInterval(() => {
-      readFile(`/proc/${child.pid}/status`, "utf8").then((status) => {
-        peakKiB = Math.max(peakKiB, Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0))
-      }, () => {})
-    }, 50)
+    const stop = sampleRss(child.pid!)
     const code = await new Promise<number | null>((resolve) => child.on("exit", resolve))
-    clearInterval(sampler)
+    const peakMiB = stop()
     if (code !== 0) throw new Error(`imgsrv push exited ${code}: ${output}`)
-    return { ms: performance.now() - c0, transferMs: uploaded - hashed, peakMiB: peakKiB / 1024 }
+    return { ms: performance.now() - c0, transferMs: uploaded - hashed, peakMiB }
   }
 
-  const ratios: Array<
-    Record<"total" | "transfer" | "rss" | "compiledTotal" | "compiledTransfer" | "compiledRss", number>
-  > = []
+  const ratios: Array<Record<"total" | "transfer" | "rss" | "imagesRss", number>> = []
   for (let i = 0; i < repeat; i++) {
     const a = path.join(work, `baseline-${i}.img`)
     const b = path.join(work, `push-${i}.img`)
     await randomFile(a, sizeMiB * MiB)
     await randomFile(b, sizeMiB * MiB)
-    const c = path.join(work, `compiled-${i}.img`)
-    await randomFile(c, sizeMiB * MiB)
 
     // Baseline: the curl flow of docs/publishers.md with one part.
     const t0 = performance.now()
@@ -182,15 +183,13 @@ try {
     }
     const baselineMs = performance.now() - t0
 
-    const fromCheckout = await pushFile(b, `bench:${i}`, [path.join(root, "bin", "imgsrv.mjs")])
-    const compiled = await pushFile(c, `bench-compiled:${i}`, [path.join(dist, "cli", "main.js")])
+    const pushed = await pushFile(b, `bench:${i}`)
+    const imagesRss = await listImages()
     ratios.push({
-      total: baselineMs / fromCheckout.ms,
-      transfer: curlMs / fromCheckout.transferMs,
-      rss: fromCheckout.peakMiB,
-      compiledTotal: baselineMs / compiled.ms,
-      compiledTransfer: curlMs / compiled.transferMs,
-      compiledRss: compiled.peakMiB
+      total: baselineMs / pushed.ms,
+      transfer: curlMs / pushed.transferMs,
+      rss: pushed.peakMiB,
+      imagesRss
     })
     say(`run ${i + 1}:`)
     say(
@@ -198,29 +197,23 @@ try {
         seconds(curlMs)
       }`
     )
-    for (const [name, r] of [["bin/imgsrv.mjs (tsx) ", fromCheckout], ["compiled (dist/)     ", compiled]] as const) {
-      say(
-        `  imgsrv push ${name} ${seconds(r.ms)} (parts ${seconds(r.transferMs)})  ratio whole flow ${
-          (baselineMs / r.ms).toFixed(2)
-        }, transfer ${(curlMs / r.transferMs).toFixed(2)}, peak RSS ${r.peakMiB.toFixed(0)} MiB`
-      )
-    }
-    await rm(c)
+    say(
+      `  imgsrv push (bin/imgsrv.mjs)  ${seconds(pushed.ms)} (parts ${seconds(pushed.transferMs)})  ratio whole flow ${
+        (baselineMs / pushed.ms).toFixed(2)
+      }, transfer ${(curlMs / pushed.transferMs).toFixed(2)}, peak RSS ${pushed.peakMiB.toFixed(0)} MiB ` +
+        `(imgsrv images: ${imagesRss.toFixed(0)} MiB)`
+    )
     await rm(a)
     await rm(b)
   }
   const median = (key: keyof (typeof ratios)[number]) =>
     [...ratios.map((r) => r[key])].sort((x, y) => x - y)[Math.floor(ratios.length / 2)]!.toFixed(2)
   say(
-    `summary (median of ${repeat}): baseline/imgsrv whole flow ${median("total")} (compiled ${
-      median("compiledTotal")
-    }), ` +
-      `transfer ${median("transfer")} (compiled ${median("compiledTransfer")}); peak RSS ${median("rss")} MiB ` +
-      `(compiled ${median("compiledRss")} MiB)`
+    `summary (median of ${repeat}): baseline/imgsrv whole flow ${median("total")}, transfer ${median("transfer")}; ` +
+      `peak RSS ${median("rss")} MiB (imgsrv images ${median("imagesRss")} MiB)`
   )
 } finally {
   server?.kill("SIGTERM")
   await new Promise((resolve) => server === undefined ? resolve(undefined) : server.on("exit", resolve))
   await rm(work, { recursive: true, force: true })
-  await rm(path.join(root, "node_modules", ".cache", "imgsrv-bench-push-dist"), { recursive: true, force: true })
 }

@@ -1,15 +1,20 @@
-import { HttpApiClient, HttpClient, HttpClientError, HttpClientRequest } from "@effect/platform"
-import type { HttpClientResponse } from "@effect/platform"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
-import { Context, Duration, Effect, Layer, ParseResult, Predicate, Redacted, Schedule } from "effect"
+import * as HttpApiClient from "@effect/platform/HttpApiClient"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientError from "@effect/platform/HttpClientError"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
+import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
+import { Context, Duration, Effect, Layer, ParseResult, Redacted, Schedule } from "effect"
 import { ImgsrvApi } from "../api.js"
+import { oneLine, problemFrom, reasonOf } from "./answers.js"
 import { ConnectionError, ProblemError, type RequestFailure, UnexpectedResponse, WaitTimedOut } from "./errors.js"
+import { type FileSender, makeFileSender } from "./transfer.js"
 
 /**
  * The typed client: every endpoint of `ImgsrvApi` as a method (`api.catalog.getManifest`,
  * `api.uploads.begin`, …), derived from the same declarations the server is built from,
- * so it cannot drift from it. Byte streams (part bodies, downloads) go through `http`,
- * whose URLs are built from the same declarations (`endpointPath`).
+ * so it cannot drift from it. Downloads go through `http` and part bodies through
+ * `sendFile`, whose URLs are built from the same declarations (`endpointPath`).
  */
 
 export interface ClientOptions {
@@ -35,22 +40,15 @@ export interface ImgsrvClientService {
    * ≥ 400 fails with a `ProblemError`.
    */
   readonly http: HttpClient.HttpClient.With<RequestFailure>
+  /**
+   * A request whose body is a range of a local file (part uploads), with the same URL,
+   * token and errors, sent with `node:http`/`node:https` straight from a file read stream
+   * rather than through `http` (src/client/transfer.ts says why).
+   */
+  readonly sendFile: FileSender
 }
 
 export class ImgsrvClient extends Context.Tag("imgsrv/client/ImgsrvClient")<ImgsrvClient, ImgsrvClientService>() {}
-
-const oneLine = (text: string) => text.trim().replace(/\s*\n\s*/g, " ")
-
-const reasonOf = (cause: unknown): string => {
-  if (cause instanceof Error) {
-    // Node reports a refused connection to a dual-stack name as an AggregateError without a message.
-    const code = (cause as { code?: unknown }).code
-    if (cause.message !== "") return cause.message
-    if (typeof code === "string") return code
-    if (cause instanceof AggregateError && cause.errors.length > 0) return reasonOf(cause.errors[0])
-  }
-  return String(cause)
-}
 
 const connectionError = (error: HttpClientError.HttpClientError): ConnectionError =>
   new ConnectionError({
@@ -61,35 +59,18 @@ const connectionError = (error: HttpClientError.HttpClientError): ConnectionErro
       : reasonOf(error.cause ?? error.description ?? error.message)
   })
 
-const isProblemBody = (body: unknown): body is { title?: unknown; detail?: unknown } => Predicate.isRecord(body)
-
-/** The typed error of an error response: its problem+json `detail` and the request id. */
 const problemOf = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<never, RequestFailure> =>
   response.text.pipe(
     Effect.orElseSucceed(() => ""),
-    Effect.flatMap((text) => {
-      let body: unknown
-      try {
-        body = JSON.parse(text)
-      } catch {
-        // Not problem+json (a proxy's HTML page): the status line is all there is to say.
-        body = undefined
-      }
-      const title = isProblemBody(body) && typeof body.title === "string" ? body.title : `HTTP ${response.status}`
-      const detail = isProblemBody(body) && typeof body.detail === "string" && body.detail !== ""
-        ? oneLine(body.detail)
-        : undefined
-      return Effect.fail(
-        new ProblemError({
-          status: response.status,
-          title,
-          detail,
-          requestId: response.headers["x-request-id"],
-          method: response.request.method,
-          url: response.request.url
-        })
-      )
-    })
+    Effect.flatMap((text) =>
+      Effect.fail(problemFrom({
+        status: response.status,
+        text,
+        requestId: response.headers["x-request-id"],
+        method: response.request.method,
+        url: response.request.url
+      }))
+    )
   )
 
 /** A client for `options.server` on top of any `HttpClient`. */
@@ -117,20 +98,21 @@ export const makeClient = (options: ClientOptions): Effect.Effect<ImgsrvClientSe
       )
     )
     const api = yield* makeApi(http)
-    return { server, api, http }
+    const sendFile = makeFileSender({ server, token, userAgent: options.userAgent ?? "imgsrv-client" })
+    return { server, api, http, sendFile }
   })
 
 export const layer = (options: ClientOptions): Layer.Layer<ImgsrvClient, never, HttpClient.HttpClient> =>
   Layer.effect(ImgsrvClient, makeClient(options))
 
 /**
- * The client over undici, Node's fetch engine (keep-alive connections). Request bodies are
- * pulled from their stream as the socket takes them, so a part in flight holds a few
- * chunks, not the part (the node:http client writes a stream body without waiting for
- * the socket to drain).
+ * The client over `node:http`/`node:https` (keep-alive connections) for the API calls and
+ * downloads; part bodies go over `sendFile` whatever the `HttpClient`. undici (the other
+ * Node client) compiles its HTTP parser to WebAssembly on the first request, which alone
+ * raised a command's peak memory by about 25 MiB.
  */
 export const layerNode = (options: ClientOptions): Layer.Layer<ImgsrvClient> =>
-  layer(options).pipe(Layer.provide(NodeHttpClient.layerUndici))
+  layer(options).pipe(Layer.provide(NodeHttpClient.layer))
 
 /**
  * Narrows a call of the derived client to `RequestFailure`. Error responses are

@@ -1,5 +1,5 @@
-import { HttpClientRequest } from "@effect/platform"
 import * as NodeSink from "@effect/platform-node/NodeSink"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import { Effect, Stream } from "effect"
 import { createHash, type Hash } from "node:crypto"
 import { createReadStream, createWriteStream } from "node:fs"

@@ -1,18 +1,17 @@
 import { Effect } from "effect"
 import { createHash } from "node:crypto"
-import { createReadStream } from "node:fs"
-import { stat } from "node:fs/promises"
+import { open, stat } from "node:fs/promises"
 import * as path from "node:path"
 import { digestFromHex, type Sha256Digest } from "../contract/digest.js"
 import { LocalFileError } from "./errors.js"
 import type { FileIdentity } from "./state.js"
 
-/** Local files: identity for the digest cache, one streaming hash, byte ranges as streams. */
+/** Local files: identity for the digest cache, one streaming hash. */
 
 const reasonOf = (cause: unknown) => cause instanceof Error ? cause.message : String(cause)
 
-/** Reads are done in 1 MiB chunks: few system calls, and memory stays a few chunks per stream. */
-const CHUNK = 1024 * 1024
+/** Reads are done in 1 MiB chunks (also of part bodies): few system calls, and memory stays a few chunks per stream. */
+export const CHUNK = 1024 * 1024
 
 export const identify = (file: string): Effect.Effect<FileIdentity, LocalFileError> =>
   Effect.tryPromise({
@@ -30,47 +29,37 @@ export const identify = (file: string): Effect.Effect<FileIdentity, LocalFileErr
       : Effect.fail(new LocalFileError({ path: file, operation: "read", reason: "not a regular file" }))
   ))
 
-/** The SHA-256 of a whole file, read once as a stream; `onBytes` gets the running count. */
+/**
+ * The SHA-256 of a whole file, read once into one reused buffer (a read stream would allocate
+ * a new chunk per read, and tens of MiB of them wait for the garbage collector at a time);
+ * `onBytes` gets the running count. Interruption stops between reads.
+ */
 export const hashFile = (
   file: string,
   onBytes: (done: number) => void
 ): Effect.Effect<Sha256Digest, LocalFileError> =>
-  Effect.async<Sha256Digest, LocalFileError>((resume) => {
-    const hash = createHash("sha256")
-    const stream = createReadStream(file, { highWaterMark: CHUNK })
-    let done = 0
-    stream.on("data", (chunk) => {
-      const bytes = chunk as Buffer
-      hash.update(bytes)
-      done += bytes.length
-      onBytes(done)
-    })
-    stream.on("error", (cause) =>
-      resume(Effect.fail(new LocalFileError({ path: file, operation: "read", reason: reasonOf(cause) }))))
-    stream.on("end", () =>
-      resume(Effect.succeed(digestFromHex(hash.digest("hex")))))
-    return Effect.sync(() => stream.destroy())
-  })
-
-/**
- * `length` bytes of `file` from `start`, as an async iterable that reads a chunk only when
- * the consumer (the HTTP client writing a request body) asks for the next one: nothing is
- * held beyond a chunk or two. `onBytes` gets the size of each chunk handed over.
- */
-export async function* fileRange(
-  file: string,
-  start: number,
-  length: number,
-  onBytes: (bytes: number) => void
-): AsyncGenerator<Uint8Array> {
-  const stream = createReadStream(file, { start, end: start + length - 1, highWaterMark: CHUNK })
-  try {
-    for await (const chunk of stream) {
-      const bytes = chunk as Buffer
-      onBytes(bytes.length)
-      yield bytes
-    }
-  } finally {
-    stream.destroy()
-  }
-}
+  Effect.acquireUseRelease(
+    Effect.tryPromise({
+      try: () => open(file, "r"),
+      catch: (cause) => new LocalFileError({ path: file, operation: "read", reason: reasonOf(cause) })
+    }),
+    (handle) =>
+      Effect.tryPromise({
+        try: async (signal) => {
+          const hash = createHash("sha256")
+          const buffer = Buffer.allocUnsafe(CHUNK)
+          let done = 0
+          for (;;) {
+            if (signal.aborted) throw signal.reason
+            const { bytesRead } = await handle.read(buffer, 0, CHUNK, null)
+            if (bytesRead === 0) break
+            hash.update(buffer.subarray(0, bytesRead))
+            done += bytesRead
+            onBytes(done)
+          }
+          return digestFromHex(hash.digest("hex"))
+        },
+        catch: (cause) => new LocalFileError({ path: file, operation: "read", reason: reasonOf(cause) })
+      }),
+    (handle) => Effect.promise(() => handle.close())
+  )

@@ -1,5 +1,4 @@
-import { HttpBody, HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import { Duration, Effect, Option } from "effect"
+import { Duration, Effect, Option, Schema } from "effect"
 import * as path from "node:path"
 import type { Sha256Digest } from "../contract/digest.js"
 import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../contract/limits.js"
@@ -15,7 +14,7 @@ import {
 } from "./client.js"
 import { type ClientError, InvalidArgument, ProblemError, UploadFailed } from "./errors.js"
 import { type EventSink, ignoreEvents } from "./events.js"
-import { fileRange, hashFile, identify } from "./files.js"
+import { hashFile, identify } from "./files.js"
 import { type ClientState, memoryState } from "./state.js"
 
 /**
@@ -105,6 +104,8 @@ const checkPartSize = (size: number, partSize: number, minPartSize: number) => {
   return Effect.void
 }
 
+const decodePart = Schema.decodeUnknown(UploadPartJson)
+
 const sendPart = (
   client: ImgsrvClientService,
   file: string,
@@ -115,25 +116,12 @@ const sendPart = (
   const url = endpointPath(endpointOf("uploads", "putPart").path, { upload_id: uploadId, part_number: part.number })
   const attempt = Effect.suspend(() => {
     let sent = 0
-    const body = part.length === 0
-      ? HttpBody.uint8Array(new Uint8Array(0), "application/octet-stream")
-      // Pulled by the HTTP client as the socket drains (see `layerNode`).
-      : HttpBody.raw(
-        fileRange(file, part.start, part.length, (bytes) => {
-          sent += bytes
-          onBytes(bytes)
-        }),
-        { contentType: "application/octet-stream", contentLength: part.length }
-      )
-    const put = HttpClientRequest.put(url).pipe(
-      HttpClientRequest.setBody(body),
-      // Explicit, also for an empty part (a body of length 0 sets no header by itself).
-      HttpClientRequest.setHeader("content-length", String(part.length))
-    )
-    return request(
-      `PUT part ${part.number}`,
-      client.http.execute(put).pipe(Effect.flatMap(HttpClientResponse.schemaBodyJson(UploadPartJson)))
-    ).pipe(
+    // Streamed from the file as the socket takes it (see `sendFile`).
+    return client.sendFile("PUT", url, { file, start: part.start, length: part.length }, (bytes) => {
+      sent += bytes
+      onBytes(bytes)
+    }).pipe(
+      Effect.flatMap((answer) => request(`PUT part ${part.number}`, decodePart(answer))),
       // Bytes of a failed attempt are sent again: take them back from the progress.
       Effect.tapError(() => Effect.sync(() => onBytes(-sent)))
     )

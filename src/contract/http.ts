@@ -1,4 +1,4 @@
-import { HttpApiSchema } from "@effect/platform"
+import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 
 /**
  * What every group of the public API shares: the HttpApi identifier (the server's handler

@@ -1,4 +1,4 @@
-import { HttpApiSchema } from "@effect/platform"
+import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import { Data, Schema } from "effect"
 
 /** Publishing refused synchronously: the version is not a draft, or its manifest cannot be published (412). */

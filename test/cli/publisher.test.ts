@@ -1,4 +1,4 @@
-import { readFile, writeFile } from "node:fs/promises"
+import { readFile, truncate, writeFile } from "node:fs/promises"
 import { open } from "node:fs/promises"
 import { mkdir } from "node:fs/promises"
 import * as path from "node:path"
@@ -281,6 +281,31 @@ describe("failures", () => {
       outputs.push(run.stdout(), run.stderr())
       expect(code, run.stderr()).toBe(1)
       expect(run.stderr()).toMatch(/^imgsrv: upload \S+ of disk\.qcow2 failed: digest_mismatch .*\n$/)
+    }
+  )
+
+  it(
+    "a file cut short during the upload ends with exit 1 naming the file",
+    { timeout: 120_000 },
+    async () => {
+      const dir = path.join(work, "truncated")
+      await mkdir(dir)
+      const file = path.join(dir, "disk.qcow2")
+      await fakeQcow2(file, 40 * 5 * MiB)
+      let cut: Promise<void> | undefined
+      const run = startCli(
+        ["push", "truncated:1", "--json", "--disk", file, "--part-size", "5MiB", "--concurrency", "1"],
+        envFor(path.join(dir, "state")),
+        (chunk) => {
+          if (cut === undefined && chunk.includes("\"event\":\"part\"")) cut = truncate(file, 20 * 5 * MiB)
+        }
+      )
+      const code = await run.exited
+      await cut
+      outputs.push(run.stdout(), run.stderr())
+      expect(code, run.stderr()).toBe(1)
+      // A local failure, not a connection's: one line naming the file (not retried as a broken connection).
+      expect(run.stderr()).toMatch(/^imgsrv: cannot read \S+disk\.qcow2: it ended after \d+ bytes: did it change .*\n$/)
     }
   )
 

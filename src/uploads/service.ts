@@ -6,6 +6,7 @@ import { stagingKey } from "../platform/blob-store/keys.js"
 import { AppConfig } from "../platform/config.js"
 import type { Sha256Digest } from "../platform/digest.js"
 import { currentTraceParent } from "../platform/tracing.js"
+import { makeWakeSignal, type WakeSignal } from "../platform/worker.js"
 import { uploadReady } from "../webhooks/events.js"
 import { recordEvent } from "../webhooks/outbox.js"
 import {
@@ -23,7 +24,6 @@ import {
   UploadStorageGone
 } from "./errors.js"
 import { partBytesReceived, partsReceived, uploadsAborted, uploadsBegun, uploadsCompleted } from "./metrics.js"
-import { PromotionWake } from "./promotion-worker.js"
 import { type PartHasher, ReceivedHashes } from "./receive-hash.js"
 import { type ReceivedObject, UploadRepository } from "./repository.js"
 import {
@@ -35,6 +35,14 @@ import {
   type UploadPart,
   type UploadSession
 } from "./schema.js"
+
+/**
+ * Wakes the promotion loop of this process when an upload is completed: the signal lives
+ * beside the queue it signals (`complete` inserts the `cas_ingest_jobs` row).
+ */
+export class PromotionWake extends Context.Tag("imgsrv/uploads/PromotionWake")<PromotionWake, WakeSignal>() {}
+
+export const PromotionWakeLive = Layer.effect(PromotionWake, makeWakeSignal)
 
 /**
  * The upload state machine (api.md §2.3, §3.1; domain.md §2.1):

@@ -26,4 +26,7 @@ export const UploadsBackgroundLive = Layer.mergeAll(
   UploadMetricsLive
 ).pipe(Layer.provide(UploadRepositoryLive))
 
+/** The wake signal both halves share (one instance). */
+export const UploadsSharedLive = PromotionWakeLive
+
 export { PromotionWakeLive }

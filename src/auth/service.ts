@@ -3,7 +3,6 @@ import { Context, Effect, Either, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import { InvalidRequest } from "../platform/problem.js"
 import { formatTimestamp } from "../platform/timestamp.js"
-import { checkGuardedCondition, unguardedCondition } from "./conditions.js"
 import {
   ApiTokenNotFound,
   type IssuerDiscoveryFailed,
@@ -13,8 +12,9 @@ import {
   RuleNotFound,
   UnknownRole
 } from "./errors.js"
-import { checkHttpsUrl, discoverIssuer } from "./oidc-discovery.js"
-import { OidcHttp } from "./oidc-http.js"
+import { checkGuardedCondition, unguardedCondition } from "./oidc/conditions.js"
+import { checkHttpsUrl, discoverIssuer } from "./oidc/discovery.js"
+import { OidcHttp } from "./oidc/http.js"
 import {
   AuthRepository,
   type PrincipalWithRolesRow,

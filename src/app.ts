@@ -3,12 +3,9 @@ import type { HttpApi } from "@effect/platform"
 import type { Redacted } from "effect"
 import { Effect, Layer, Option } from "effect"
 import { DOCS_PATH, DOCS_ROUTES, ImgsrvApi, OPENAPI_PATH, OpsOnlyApi } from "./api.js"
-import { AuthHandlersLive } from "./auth/http.js"
-import { AuthLive, AuthStartupLive } from "./auth/layers.js"
+import { AuthApiLive, AuthBackgroundLive, AuthLive, AuthStartupLive } from "./auth/layers.js"
 import { buildInfo } from "./build-info.js"
-import { CatalogHandlersLive } from "./catalog/http.js"
-import { CatalogRepositoryLive } from "./catalog/repository.js"
-import { CatalogLive } from "./catalog/service.js"
+import { CatalogApiLive, CatalogBackgroundLive, CatalogSharedLive } from "./catalog/layers.js"
 import { GcApiLive, GcBackgroundLive } from "./gc/layers.js"
 import { AppConfig, type AppConfigShape, describeConfig } from "./platform/config/config.js"
 import { apiMiddleware } from "./platform/http/api-middleware.js"
@@ -32,16 +29,10 @@ import { makeFilesystemBlobStore } from "./platform/storage/blob-store/filesyste
 import { instrumentBlobStore } from "./platform/storage/blob-store/instrumented.js"
 import { DatabaseLive, migrate, PoolMetricsLive } from "./platform/storage/database.js"
 import { startEmbeddedPostgres } from "./platform/storage/embedded-postgres.js"
-import { PublishHandlersLive } from "./publishing/http.js"
-import { PublishMetricsLive } from "./publishing/metrics.js"
-import { PublishWorkerLive } from "./publishing/publish-worker.js"
-import { PublishRepositoryLive } from "./publishing/repository.js"
-import { PublishingLive, PublishWakeLive } from "./publishing/service.js"
-import { StreamsCacheLive } from "./streams/cache.js"
-import { StreamsHandlersLive } from "./streams/http.js"
-import { StreamsRepositoryLive } from "./streams/repository.js"
-import { PromotionWakeLive, UploadsApiLive, UploadsBackgroundLive } from "./uploads/layers.js"
-import { DeliveryWakeLive, WebhooksApiLive, WebhooksBackgroundLive } from "./webhooks/layers.js"
+import { PublishingApiLive, PublishingBackgroundLive, PublishingSharedLive } from "./publishing/layers.js"
+import { StreamsApiLive, StreamsBackgroundLive } from "./streams/layers.js"
+import { UploadsApiLive, UploadsBackgroundLive, UploadsSharedLive } from "./uploads/layers.js"
+import { WebhooksApiLive, WebhooksBackgroundLive, WebhooksSharedLive } from "./webhooks/layers.js"
 
 /**
  * Composition root: which layers make up a running imgsrv for a given
@@ -111,43 +102,45 @@ export const BlobStoreFromConfig = (config: AppConfigShape) =>
     })
   )
 
-/** Every HttpApi group's handlers, with the domain services they need. */
+/**
+ * Every HttpApi group's handlers: the ops routes and each domain's `XxxApiLive` (its
+ * `layers.ts`), behind the security middlewares of `AuthLive`, which every group uses.
+ */
 const ApiHandlersLive = Layer.mergeAll(
   OpsHandlersLive,
-  AuthHandlersLive,
+  AuthApiLive,
   UploadsApiLive,
-  CatalogHandlersLive,
-  PublishHandlersLive,
-  StreamsHandlersLive,
+  CatalogApiLive,
+  PublishingApiLive,
+  StreamsApiLive,
   WebhooksApiLive,
   GcApiLive
 ).pipe(
-  Layer.provide(
-    Layer.mergeAll(CatalogLive, PublishingLive, StreamsCacheLive.pipe(Layer.provide(StreamsRepositoryLive)))
-  ),
   Layer.provide(AuthLive),
   Layer.provide(ReadinessLive)
 )
 
-/** Background loops and scrape-time gauges that run beside the API. */
+/** Each domain's background loops and scrape-time gauges, and the pool's, beside the API. */
 const BackgroundLive = Layer.mergeAll(
-  PublishWorkerLive,
-  PublishMetricsLive,
+  AuthBackgroundLive,
   UploadsBackgroundLive,
-  PoolMetricsLive,
+  CatalogBackgroundLive,
+  PublishingBackgroundLive,
+  StreamsBackgroundLive,
   WebhooksBackgroundLive,
-  GcBackgroundLive
+  GcBackgroundLive,
+  PoolMetricsLive
 )
 
 /**
- * Domain repositories and in-process signals shared by handlers and background loops (one instance each).
+ * What a domain's two halves (or another domain) share, one instance each: repositories
+ * and in-process wake signals (each domain's `XxxSharedLive`).
  */
 const SharedDomainLive = Layer.mergeAll(
-  CatalogRepositoryLive,
-  PublishRepositoryLive,
-  PublishWakeLive,
-  PromotionWakeLive,
-  DeliveryWakeLive
+  UploadsSharedLive,
+  CatalogSharedLive,
+  PublishingSharedLive,
+  WebhooksSharedLive
 )
 
 /** The API listener serving `api` (either flavour), with the OpenAPI document and its viewer. */

@@ -39,8 +39,10 @@ export class CurrentPrincipal extends Context.Tag("imgsrv/CurrentPrincipal")<Cur
 const failure = Schema.Union(Problem(Unauthorized), Problem(Forbidden), Problem(IdentityProviderUnavailable))
 
 /**
- * Protects an endpoint with `content.write`. Declared on endpoints (not groups) so it
- * runs before anything else of the route: 401 before 403 before validation.
+ * Protects a route with `content.write`: declared on the group when every route of it
+ * needs it (`publish`), else on each endpoint that does. Either way it runs before
+ * anything else of the route — the builder wraps decoding in it: 401 before 403 before
+ * validation.
  */
 export class RequireContentWrite extends HttpApiMiddleware.Tag<RequireContentWrite>()("imgsrv/RequireContentWrite", {
   provides: CurrentPrincipal,
@@ -57,8 +59,8 @@ export class RequireAuthManage extends HttpApiMiddleware.Tag<RequireAuthManage>(
 
 /**
  * `/v1/auth/*` — the auth management API (spec/api.md §2.11). Every endpoint needs
- * `auth.manage`; the middleware sits on each endpoint so 401/403 come before any
- * parameter or body validation.
+ * `auth.manage`, declared once on the group; 401/403 still come before any parameter or
+ * body validation.
  */
 
 const PrincipalPath = Schema.Struct({ principal_id: Schema.String })
@@ -67,21 +69,20 @@ const TokenPath = Schema.Struct({ token_id: Schema.String })
 const RulePath = Schema.Struct({ rule_id: Schema.String })
 
 export class AuthGroup extends HttpApiGroup.make("auth")
+  // Every route needs `auth.manage`; on the group, it still runs before any decoding (401/403 first).
+  .middleware(RequireAuthManage)
   .add(
     HttpApiEndpoint.get("listRoles", "/v1/auth/roles")
-      .middleware(RequireAuthManage)
       .addSuccess(RoleList)
       .annotate(OpenApi.Description, "The two built-in roles: content-writer, then auth-manager.")
   )
   .add(
     HttpApiEndpoint.get("listPrincipals", "/v1/auth/principals")
-      .middleware(RequireAuthManage)
       .addSuccess(PrincipalList)
       .annotate(OpenApi.Description, "Every principal (bootstrap, local, OIDC-provisioned) with its current roles.")
   )
   .add(
     HttpApiEndpoint.post("createPrincipal", "/v1/auth/principals")
-      .middleware(RequireAuthManage)
       .setPayload(CreatePrincipalRequest)
       .addSuccess(PrincipalView, { status: 201 })
       .addError(Problem(InvalidRequest))
@@ -89,14 +90,12 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.get("getPrincipal", "/v1/auth/principals/:principal_id")
-      .middleware(RequireAuthManage)
       .setPath(PrincipalPath)
       .addSuccess(PrincipalView)
       .addError(Problem(PrincipalNotFound))
   )
   .add(
     HttpApiEndpoint.put("assignRole", "/v1/auth/principals/:principal_id/roles/:role_id")
-      .middleware(RequireAuthManage)
       .setPath(RolePath)
       .addSuccess(HttpApiSchema.NoContent)
       .addError(Problem(UnknownRole))
@@ -105,7 +104,6 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.del("unassignRole", "/v1/auth/principals/:principal_id/roles/:role_id")
-      .middleware(RequireAuthManage)
       .setPath(RolePath)
       .addSuccess(HttpApiSchema.NoContent)
       .addError(Problem(UnknownRole))
@@ -118,7 +116,6 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.post("issueApiToken", "/v1/auth/principals/:principal_id/api-tokens")
-      .middleware(RequireAuthManage)
       .setPath(PrincipalPath)
       .setPayload(IssueApiTokenRequest)
       .addSuccess(IssuedApiToken, { status: 201 })
@@ -128,7 +125,6 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.get("listApiTokens", "/v1/auth/principals/:principal_id/api-tokens")
-      .middleware(RequireAuthManage)
       .setPath(PrincipalPath)
       .addSuccess(ApiTokenList)
       .addError(Problem(PrincipalNotFound))
@@ -136,7 +132,6 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.del("revokeApiToken", "/v1/auth/api-tokens/:token_id")
-      .middleware(RequireAuthManage)
       .setPath(TokenPath)
       .addSuccess(HttpApiSchema.NoContent)
       .addError(Problem(ApiTokenNotFound))
@@ -144,12 +139,10 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.get("listRules", "/v1/auth/oidc-provisioning-rules")
-      .middleware(RequireAuthManage)
       .addSuccess(RuleList)
   )
   .add(
     HttpApiEndpoint.post("createRule", "/v1/auth/oidc-provisioning-rules")
-      .middleware(RequireAuthManage)
       .setPayload(SaveRuleRequest)
       .addSuccess(RuleView, { status: 201 })
       .addError(Problem(InvalidRequest))
@@ -162,14 +155,12 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.get("getRule", "/v1/auth/oidc-provisioning-rules/:rule_id")
-      .middleware(RequireAuthManage)
       .setPath(RulePath)
       .addSuccess(RuleView)
       .addError(Problem(RuleNotFound))
   )
   .add(
     HttpApiEndpoint.put("replaceRule", "/v1/auth/oidc-provisioning-rules/:rule_id")
-      .middleware(RequireAuthManage)
       .setPath(RulePath)
       .setPayload(SaveRuleRequest)
       .addSuccess(RuleView)
@@ -180,7 +171,6 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.del("deleteRule", "/v1/auth/oidc-provisioning-rules/:rule_id")
-      .middleware(RequireAuthManage)
       .setPath(RulePath)
       .addSuccess(HttpApiSchema.NoContent)
       .addError(Problem(RuleNotFound))
@@ -188,7 +178,6 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.get("previewReconciliation", "/v1/auth/oidc-provisioning-rules/:rule_id/reconciliation")
-      .middleware(RequireAuthManage)
       .setPath(RulePath)
       .addSuccess(ReconciliationView)
       .addError(Problem(InvalidRequest))
@@ -200,7 +189,6 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.post("applyReconciliation", "/v1/auth/oidc-provisioning-rules/:rule_id/reconciliation")
-      .middleware(RequireAuthManage)
       .setPath(RulePath)
       .addSuccess(ReconciliationView)
       .addError(Problem(InvalidRequest))

@@ -1,10 +1,11 @@
 import { Layer } from "effect"
 import { AuthenticationLive } from "./authentication.js"
 import { AuthBootstrapLive } from "./bootstrap.js"
+import { AuthHandlersLive } from "./http.js"
 import { AuthorizationLive } from "./middleware.js"
-import { OidcAuthenticatorsLive } from "./oidc-authenticator.js"
-import { OidcHttpLive } from "./oidc-http.js"
-import { OidcVerifierLive } from "./oidc-verifier.js"
+import { OidcAuthenticatorsLive } from "./oidc/authenticator.js"
+import { OidcHttpLive } from "./oidc/http.js"
+import { OidcVerifierLive } from "./oidc/verifier.js"
 import { AuthRepositoryLive } from "./repository.js"
 import { AuthManagementLive } from "./service.js"
 
@@ -28,3 +29,12 @@ export const AuthLive = Layer.mergeAll(
 
 /** Start-up bootstrap of the first auth-manager (after migrations, before serving). */
 export const AuthStartupLive = AuthBootstrapLive.pipe(Layer.provide(AuthRepositoryLive))
+
+/**
+ * The `auth` handler group. Its service comes with `AuthLive`, which the app provides to
+ * every group, since every group's security middleware is implemented there.
+ */
+export const AuthApiLive = AuthHandlersLive
+
+/** Nothing: auth has no loop of its own (the bootstrap is `AuthStartupLive`, run once). */
+export const AuthBackgroundLive = Layer.empty

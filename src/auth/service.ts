@@ -1,9 +1,8 @@
 import { SqlError } from "@effect/sql"
 import { Context, Effect, Either, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
-import { formatTimestamp } from "../contract/timestamp.js"
 import { InvalidRequest } from "../platform/http/problem.js"
-import { checkGuardedCondition, unguardedCondition } from "./conditions.js"
+import { formatTimestamp } from "../contract/timestamp.js"
 import {
   ApiTokenNotFound,
   type IssuerDiscoveryFailed,
@@ -13,8 +12,9 @@ import {
   RuleNotFound,
   UnknownRole
 } from "./errors.js"
-import { checkHttpsUrl, discoverIssuer } from "./oidc-discovery.js"
-import { OidcHttp } from "./oidc-http.js"
+import { checkGuardedCondition, unguardedCondition } from "./oidc/conditions.js"
+import { checkHttpsUrl, discoverIssuer } from "./oidc/discovery.js"
+import { OidcHttp } from "./oidc/http.js"
 import {
   AuthRepository,
   type PrincipalWithRolesRow,

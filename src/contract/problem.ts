@@ -3,6 +3,22 @@ import { ParseResult, Predicate, Schema } from "effect"
 import { STATUS_CODES } from "node:http"
 
 /**
+ * How an error reaches the wire, and the OpenAPI document, in one place (api.md §1.9):
+ *
+ * 1. A client-visible failure is a `Schema.TaggedError` with
+ *    `HttpApiSchema.annotations({ status })` in its domain's `errors.ts`.
+ * 2. It is declared wrapped in `Problem(...)`: on the endpoint that can fail with it, on the
+ *    group when every route of the group can (`HttpApiGroup.addError`), or as the `failure`
+ *    of a security middleware (401/403/503 of `auth/api.ts`). `Problem` gives the schema
+ *    the true wire shape, `ProblemDetails` as `application/problem+json`.
+ * 3. `problemJsonErrors` below patches what the OpenAPI generator gets wrong about it.
+ * 4. At run time `renderFailure` (`platform/http/http.ts`) renders every failure itself, as
+ *    `problemBody` with the status the error class annotates (`declaredStatus` in
+ *    `platform/http/problem.ts`); the declarations are for the document and the handlers' types.
+ *    `Problem`'s own encoder gives the same body, for anything that encodes through it.
+ */
+
+/**
  * RFC 9457 problem details, the body of every error imgsrv produces
  * (api.md §1.9): `type` is always `about:blank`, `title` the reason phrase.
  */
@@ -77,4 +93,38 @@ export class RangeNotSatisfiable extends Schema.TaggedError<RangeNotSatisfiable>
   override get message() {
     return this.detail
   }
+}
+
+type JsonObject = Record<string, unknown>
+const isObject = (value: unknown): value is JsonObject => typeof value === "object" && value !== null
+
+/**
+ * Step 3 of the path above, the `OpenApi.Transform` of every `HttpApi` imgsrv serves: the
+ * generator loses the problem+json encoding where it merges several errors of one status
+ * into one union, and it adds the HttpApi decode error to every 400 although
+ * `renderFailure` never sends that shape (a decode failure is rendered as
+ * `InvalidRequest`); this puts both right in the generated document.
+ */
+export const problemJsonErrors = (spec: Record<string, unknown>): Record<string, unknown> => {
+  const decodeError = "#/components/schemas/HttpApiDecodeError"
+  for (const item of Object.values(isObject(spec["paths"]) ? spec["paths"] : {})) {
+    for (const operation of Object.values(isObject(item) ? item : {})) {
+      const responses = isObject(operation) && isObject(operation["responses"]) ? operation["responses"] : {}
+      for (const [status, response] of Object.entries(responses)) {
+        if (Number(status) < 400 || !isObject(response) || !isObject(response["content"])) continue
+        const json = response["content"]["application/json"]
+        if (!isObject(json) || !isObject(json["schema"])) continue
+        const schema = json["schema"]
+        const options = (Array.isArray(schema["anyOf"]) ? schema["anyOf"] : [schema])
+          .filter((option) => !(isObject(option) && option["$ref"] === decodeError))
+        const problem = options.length === 0
+          ? { $ref: "#/components/schemas/InvalidRequest" }
+          : options.length === 1
+          ? options[0]
+          : { anyOf: options }
+        response["content"] = { "application/problem+json": { schema: problem } }
+      }
+    }
+  }
+  return spec
 }

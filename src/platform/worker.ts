@@ -1,7 +1,7 @@
-import { Cause, Data, Duration, Effect, Layer, Metric, Queue, type Scope } from "effect"
+import { Cause, Clock, Data, Duration, Effect, Layer, Metric, Queue, Schedule, type Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
-import type { WorkerLoopSettings } from "./config/config.js"
+import type { LoopSettings } from "./config/config.js"
 import { untracedPoll } from "./observability/tracing.js"
 
 /**
@@ -11,6 +11,11 @@ import { untracedPoll } from "./observability/tracing.js"
  * work through `wake`; errors back off exponentially up to a ceiling, and after N
  * consecutive failures a circuit breaker pauses the loop for a cooldown.
  * A defect is logged and treated like an error: the loop never dies silently.
+ *
+ * The policy is written as schedules (`runWorkerLoop`): a capped exponential backoff
+ * bounded by the breaker's failure count, then `Schedule.spaced(cooldown)` for the
+ * breaker; the lease heartbeat is `Schedule.spaced` too. Every worker declares a `Job`
+ * and runs through `workerLayer`, so all of them share this loop and its metrics.
  */
 export type RunOutcome = "worked" | "idle"
 
@@ -61,17 +66,89 @@ export const runWorkerLoop = <E, R>(options: {
   /** Metric label `job`, e.g. `cas-promotion` or `publish`. */
   readonly name: string
   readonly workerId: string
-  readonly settings: WorkerLoopSettings
+  readonly settings: LoopSettings
   readonly runOnce: Effect.Effect<RunOutcome, E, R>
   readonly wake: WakeSignal
 }): Effect.Effect<never, never, R> => {
+  const { name, settings, workerId } = options
+  const tag = <Type, In, Out>(m: Metric.Metric<Type, In, Out>) => Metric.tagged(m, "job", name)
+  const nowSeconds = Effect.map(Clock.currentTimeMillis, (millis) => millis / 1000)
+
+  /** One unit of work with its accounting; fails with the whole cause (a defect is an error too). */
+  const attempt: Effect.Effect<RunOutcome, Cause.Cause<E>, R> = untracedPoll(options.runOnce).pipe(
+    // Idle polls leave no trace; the work a poll finds opens its own (withLinkedSpan).
+    Effect.sandbox,
+    Effect.tapBoth({
+      onSuccess: (outcome) =>
+        Effect.gen(function*() {
+          yield* Metric.increment(Metric.tagged(tag(attempts), "outcome", outcome))
+          yield* Metric.set(tag(consecutiveFailures), 0)
+          yield* Metric.set(tag(lastSuccess), yield* nowSeconds)
+        }),
+      onFailure: () =>
+        Effect.gen(function*() {
+          yield* Metric.increment(Metric.tagged(tag(attempts), "outcome", "error"))
+          yield* Metric.increment(tag(errorsTotal))
+          yield* Metric.set(tag(lastError), yield* nowSeconds)
+        })
+    })
+  )
+
+  /**
+   * After a failure: wait `errorBackoff`, doubling up to `errorBackoffMax`, and try again,
+   * `circuitBreakerFailures - 1` times; the next failure is the breaker's. Each retry is
+   * logged with the cause and its delay.
+   */
+  const breakerAt = Math.max(1, settings.circuitBreakerFailures)
+  const ceiling = Duration.max(settings.errorBackoff, settings.errorBackoffMax)
+  const backoff = Schedule.exponential(settings.errorBackoff, 2).pipe(
+    Schedule.map((delay) => Duration.min(delay, ceiling)),
+    Schedule.modifyDelay((capped) => capped),
+    Schedule.intersect(Schedule.recurs(breakerAt - 1)),
+    Schedule.intersect(Schedule.identity<Cause.Cause<E>>()),
+    Schedule.onDecision(([[delay, retries], cause], decision) =>
+      decision._tag === "Done" ? Effect.void : Effect.gen(function*() {
+        yield* Metric.set(tag(consecutiveFailures), retries + 1)
+        yield* Effect.logError("background job attempt failed").pipe(
+          Effect.annotateLogs({ name, worker_id: workerId, retry_after_ms: Duration.toMillis(delay), cause })
+        )
+      })
+    )
+  )
+
+  /** The breaker: after `circuitBreakerFailures` consecutive failures, pause for the cooldown, then start afresh. */
+  const breaker = Schedule.spaced(settings.circuitBreakerCooldown).pipe(
+    Schedule.tapInput((cause: Cause.Cause<E>) =>
+      Effect.gen(function*() {
+        yield* Metric.increment(tag(circuitOpen))
+        yield* Metric.set(tag(consecutiveFailures), 0)
+        yield* Effect.logWarning("background job circuit breaker open").pipe(
+          Effect.annotateLogs({
+            name,
+            consecutive_failures: breakerAt,
+            cooldown_ms: Duration.toMillis(settings.circuitBreakerCooldown),
+            cause
+          })
+        )
+      })
+    )
+  )
+
+  /**
+   * One successful attempt (after any retries); `worked` goes again at once to drain the
+   * queue, `idle` waits for the poll interval or a wake-up. (A schedule's sleep cannot be cut
+   * short by a signal, so the idle wait is the signal's own timed wait.)
+   */
+  const cycle = attempt.pipe(
+    Effect.retry(backoff),
+    Effect.retry(breaker),
+    // Unreachable: the breaker's schedule never gives up (should it, the loop restarts below).
+    Effect.orDie,
+    Effect.tap((outcome) => outcome === "idle" ? options.wake.await(settings.pollInterval) : Effect.void)
+  )
+
   const loop: Effect.Effect<never, never, R> = Effect.gen(function*() {
-    const { name, settings } = options
-    const tag = <Type, In, Out>(m: Metric.Metric<Type, In, Out>) => Metric.tagged(m, "job", name)
-    let failures = 0
-    let delay = Duration.toMillis(settings.errorBackoff)
-    const maxDelay = Math.max(delay, Duration.toMillis(settings.errorBackoffMax))
-    yield* Effect.logInfo("background job started").pipe(Effect.annotateLogs({ name, worker_id: options.workerId }))
+    yield* Effect.logInfo("background job started").pipe(Effect.annotateLogs({ name, worker_id: workerId }))
     // The counters exist at 0 from the start, so `increase(...) > 0` alerts also see the
     // first error or breaker opening (a series born at 1 has no increase to show).
     for (const outcome of ["worked", "idle", "error"] as const) {
@@ -79,60 +156,26 @@ export const runWorkerLoop = <E, R>(options: {
     }
     yield* Metric.incrementBy(tag(errorsTotal), 0)
     yield* Metric.incrementBy(tag(circuitOpen), 0)
-    while (true) {
-      // Idle polls leave no trace; the work a poll finds opens its own (withLinkedSpan).
-      const result = yield* untracedPoll(options.runOnce).pipe(Effect.sandbox, Effect.either)
-      const now = Date.now() / 1000
-      if (result._tag === "Right") {
-        failures = 0
-        delay = Duration.toMillis(settings.errorBackoff)
-        yield* Metric.increment(Metric.tagged(tag(attempts), "outcome", result.right))
-        yield* Metric.set(tag(consecutiveFailures), 0)
-        yield* Metric.set(tag(lastSuccess), now)
-        if (result.right === "idle") yield* options.wake.await(settings.pollInterval)
-        continue
-      }
-      failures += 1
-      yield* Metric.increment(Metric.tagged(tag(attempts), "outcome", "error"))
-      yield* Metric.increment(tag(errorsTotal))
-      yield* Metric.set(tag(lastError), now)
-      if (failures >= settings.circuitBreakerFailures) {
-        yield* Metric.increment(tag(circuitOpen))
-        yield* Metric.set(tag(consecutiveFailures), 0)
-        yield* Effect.logWarning("background job circuit breaker open").pipe(
-          Effect.annotateLogs({
-            name,
-            consecutive_failures: failures,
-            cooldown_ms: Duration.toMillis(settings.circuitBreakerCooldown),
-            cause: result.left
-          })
-        )
-        failures = 0
-        delay = Duration.toMillis(settings.errorBackoff)
-        yield* Effect.sleep(settings.circuitBreakerCooldown)
-        continue
-      }
-      yield* Metric.set(tag(consecutiveFailures), failures)
-      yield* Effect.logError("background job attempt failed").pipe(
-        Effect.annotateLogs({ name, worker_id: options.workerId, retry_after_ms: delay, cause: result.left })
-      )
-      yield* Effect.sleep(Duration.millis(delay))
-      delay = Math.min(delay * 2, maxDelay)
-    }
+    return yield* Effect.repeat(cycle, Schedule.forever).pipe(Effect.zipRight(Effect.never))
   })
+
   // Belt and braces: should the loop machinery itself ever die, restart it after a pause.
-  const supervised: Effect.Effect<never, never, R> = loop.pipe(
-    Effect.catchAllCause((cause) =>
-      Cause.isInterruptedOnly(cause)
-        ? Effect.failCause(cause as Cause.Cause<never>)
-        : Effect.logError("background job loop crashed; restarting", cause).pipe(
-          Effect.zipRight(Effect.sleep("1 second")),
-          Effect.zipRight(Effect.suspend(() => supervised))
-        )
-    )
+  const supervised = loop.pipe(
+    Effect.sandbox,
+    Effect.retry(
+      Schedule.spaced("1 second").pipe(
+        Schedule.tapInput((cause: Cause.Cause<never>) =>
+          Cause.isInterruptedOnly(cause)
+            ? Effect.void
+            : Effect.logError("background job loop crashed; restarting", cause)
+        ),
+        Schedule.whileInput((cause: Cause.Cause<never>) => !Cause.isInterruptedOnly(cause))
+      )
+    ),
+    Effect.unsandbox
   )
   return supervised.pipe(
-    Effect.onInterrupt(() => Effect.logInfo("background job stopped").pipe(Effect.annotateLogs({ name: options.name })))
+    Effect.onInterrupt(() => Effect.logInfo("background job stopped").pipe(Effect.annotateLogs({ name })))
   )
 }
 
@@ -153,14 +196,15 @@ export const leaseHeartbeat = <E>(
   renew: Effect.Effect<boolean, E>,
   context: { readonly job: string } & Record<string, unknown>
 ): Effect.Effect<never, LeaseLost> =>
-  Effect.sleep(Duration.millis(Math.max(10, Math.floor(Duration.toMillis(lease) / 3)))).pipe(
-    Effect.zipRight(renew.pipe(
-      Effect.catchAll((error) =>
-        Effect.logWarning("lease renewal failed").pipe(Effect.annotateLogs({ ...context, error }), Effect.as(true))
-      )
-    )),
+  renew.pipe(
+    Effect.catchAll((error) =>
+      Effect.logWarning("lease renewal failed").pipe(Effect.annotateLogs({ ...context, error }), Effect.as(true))
+    ),
     Effect.flatMap((held) => (held ? Effect.void : Effect.fail(new LeaseLost()))),
-    Effect.forever
+    // `schedule` waits first: the claim itself just set the lease.
+    Effect.schedule(Schedule.spaced(Duration.millis(Math.max(10, Math.floor(Duration.toMillis(lease) / 3))))),
+    // A spaced schedule never ends; only a lost lease (or interruption) stops the beat.
+    Effect.zipRight(Effect.never)
   )
 
 /**
@@ -174,12 +218,14 @@ export interface Job<E, R> {
   readonly name: string
   /** Node name written into lease columns (`--node-name`). */
   readonly nodeName: string
-  readonly settings: WorkerLoopSettings
+  readonly settings: LoopSettings
   readonly runOnce: (workerId: string) => Effect.Effect<RunOutcome, E, R>
   /** Wakes idle loops before their poll interval; without it they wake on the interval only. */
   readonly wake?: WakeSignal
   /** Loops of this job in this process (default 1), each with its own worker id. */
   readonly concurrency?: number
+  /** The flag that switches the job on, named in the "disabled" log line (e.g. `--publish-worker-enabled`). */
+  readonly enabledBy?: string
 }
 
 /** Runs a job's loops for the life of the layer (interrupted at shutdown). */
@@ -189,7 +235,12 @@ export const workerLayer = <E, R, E2, R2>(
   Layer.scopedDiscard(Effect.gen(function*() {
     const job = yield* make
     if (!job.settings.enabled) {
-      yield* Effect.logInfo("background job disabled").pipe(Effect.annotateLogs({ name: job.name }))
+      yield* Effect.logInfo("background job disabled").pipe(
+        Effect.annotateLogs({
+          name: job.name,
+          ...(job.enabledBy === undefined ? {} : { flag: `${job.enabledBy}=false` })
+        })
+      )
       return
     }
     const wake = job.wake ?? (yield* makeWakeSignal)

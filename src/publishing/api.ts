@@ -17,12 +17,14 @@ import { PublishJob } from "./schema.js"
 
 /** Publish and publish jobs (api.md §2.9). Every route needs `content.write`. */
 export const PublishGroup = HttpApiGroup.make("publish")
+  // Every route needs `content.write`; on the group, it still runs before any decoding (401/403 first).
+  .middleware(RequireContentWrite)
+  // Any route answers 400 to a malformed path, query, body or header (api.md §1.9).
+  .addError(Problem(InvalidRequest))
   .add(
     HttpApiEndpoint.post("publish", "/v1/images/:name/versions/:version/publish")
-      .middleware(RequireContentWrite)
       .setPath(VersionPath)
       .addSuccess(PublishJob, { status: 202 })
-      .addError(Problem(InvalidRequest))
       .addError(Problem(VersionNotFound))
       .addError(Problem(PublishPreconditionFailed))
       .annotate(
@@ -34,19 +36,15 @@ export const PublishGroup = HttpApiGroup.make("publish")
   )
   .add(
     HttpApiEndpoint.get("getPublishJob", "/v1/publish-jobs/:job_id")
-      .middleware(RequireContentWrite)
       .setPath(Schema.Struct({ job_id: UuidString }))
       .addSuccess(PublishJob)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(PublishJobNotFound))
       .annotate(OpenApi.Description, "A publish job and its steps (poll until succeeded or failed).")
   )
   .add(
     HttpApiEndpoint.post("retryPublishJob", "/v1/publish-jobs/:job_id/retry")
-      .middleware(RequireContentWrite)
       .setPath(Schema.Struct({ job_id: UuidString }))
       .addSuccess(PublishJob, { status: 202 })
-      .addError(Problem(InvalidRequest))
       .addError(Problem(PublishJobNotFound))
       .addError(Problem(PublishJobNotRetryable))
       .annotate(
@@ -56,10 +54,8 @@ export const PublishGroup = HttpApiGroup.make("publish")
   )
   .add(
     HttpApiEndpoint.post("abandonPublishJob", "/v1/publish-jobs/:job_id/abandon")
-      .middleware(RequireContentWrite)
       .setPath(Schema.Struct({ job_id: UuidString }))
       .addSuccess(PublishJob)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(PublishJobNotFound))
       .addError(Problem(PublishJobNotAbandonable))
       .annotate(

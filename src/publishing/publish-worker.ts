@@ -1,13 +1,12 @@
-import { SqlClient } from "@effect/sql"
-import type { Duration } from "effect"
-import { Cause, Clock, Effect, Layer, Metric, Option } from "effect"
+import { SqlClient, type SqlError } from "@effect/sql"
+import { Cause, Clock, Effect, Metric, Option } from "effect"
 import { CatalogRepository } from "../catalog/repository.js"
-import { AppConfig } from "../platform/config/config.js"
+import { BlobStore } from "../platform/storage/blob-store/blob-store.js"
 import { CachedDocuments } from "../platform/http/cached-documents.js"
+import { AppConfig } from "../platform/config/config.js"
 import { latencyBoundaries } from "../platform/observability/metrics.js"
 import { withLinkedSpan } from "../platform/observability/tracing.js"
-import { BlobStore } from "../platform/storage/blob-store/blob-store.js"
-import { leaseHeartbeat, LeaseLost, makeWorkerId, type RunOutcome, runWorkerLoop } from "../platform/worker.js"
+import { type Job, leaseHeartbeat, LeaseLost, type RunOutcome, workerLayer } from "../platform/worker.js"
 import { publishJobFailed, versionPublished } from "../webhooks/events.js"
 import { recordEvent } from "../webhooks/outbox.js"
 import { StepFailed } from "./errors.js"
@@ -25,9 +24,11 @@ import { publishabilityProblem, PublishWake } from "./service.js"
  * - Lease: the claim holds the step for `--publish-job-lease`; a heartbeat renews it
  *   every third of that while the step runs. A worker that dies stops renewing, and
  *   once the lease expires another worker re-claims the step (attempt_count + 1).
- * - Fencing: every completion first re-checks (locked_by, attempt_count) under a row
- *   lock, so a worker that lost its lease drops its result instead of overwriting the
- *   new holder's work. A heartbeat that finds the lease gone interrupts the step.
+ * - Fencing: every outcome is written in a transaction whose first write is the step's
+ *   own update, conditional on (locked_by, attempt_count) — the idiom every worker uses;
+ *   when it finds the claim gone the transaction rolls back (`LeaseLost`), so a worker
+ *   that lost its lease drops its result instead of overwriting the new holder's work.
+ *   A heartbeat that finds the lease gone interrupts the step.
  * - Failure: a step that cannot do its work fails at once (no automatic retry), and so
  *   does its job, with the step's message; `POST /v1/publish-jobs/{id}/retry` re-queues.
  */
@@ -47,27 +48,35 @@ const boundedMessage = (message: string): string => {
   return bounded === "" ? "step failed" : bounded
 }
 
-/** One unit of work for the loop: claim a step, run it, record the outcome. */
-export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =>
-  Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    const repo = yield* PublishRepository
-    const catalog = yield* CatalogRepository
-    const store = yield* BlobStore
-    // A finished step may have published: cached documents of this process check before serving.
-    const documents = yield* Effect.serviceOption(CachedDocuments)
+export const PUBLISH_JOB = "publish"
 
-    /** Runs `body` in a transaction that first proves we still hold the step's lease. */
-    const fenced = <A, E>(step: ClaimedStep, body: Effect.Effect<A, E>) =>
+/** The publish job: one loop per replica, woken when a job is queued (`PublishWake`). */
+export const publishJob = Effect.gen(function*() {
+  const config = yield* AppConfig
+  const lease = config.publishWorker.lease
+  const sql = yield* SqlClient.SqlClient
+  const repo = yield* PublishRepository
+  const catalog = yield* CatalogRepository
+  const store = yield* BlobStore
+  // A finished step may have published: cached documents of this process check before serving.
+  const documents = yield* Effect.serviceOption(CachedDocuments)
+
+  /** One unit of work for the loop `workerId`: claim a step, run it, record the outcome. */
+  const runOnce = (workerId: string): Effect.Effect<RunOutcome, SqlError.SqlError> => {
+    /**
+     * Runs `body` in a transaction after `fence`, the claim's conditional write: when it
+     * finds the lease gone nothing of `body` runs and the transaction rolls back.
+     */
+    const fenced = <A, E>(fence: Effect.Effect<boolean, SqlError.SqlError>, body: Effect.Effect<A, E>) =>
       sql.withTransaction(Effect.gen(function*() {
-        const held = yield* repo.holdsLease(step, workerId)
-        if (!held) return yield* new LeaseLost()
+        if (!(yield* fence)) return yield* new LeaseLost()
         return yield* body
       }))
+    const succeeded = (step: ClaimedStep) => repo.succeedStep(step, workerId)
 
     const validateCatalog = (step: ClaimedStep) =>
       fenced(
-        step,
+        succeeded(step),
         Effect.gen(function*() {
           const state = yield* repo.versionState(step.version_id)
           if (Option.getOrUndefined(state) !== "publishing") {
@@ -81,7 +90,6 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
           if (Option.isSome(problem)) {
             return yield* new StepFailed({ message: `publish failed precondition: ${problem.value}` })
           }
-          yield* repo.succeedStep(step.id)
         })
       )
 
@@ -95,7 +103,7 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
         // Hashing may stream gigabytes: it runs outside any transaction, under the heartbeat.
         const rows = yield* computeProjection(manifest).pipe(Effect.provideService(BlobStore, store))
         yield* fenced(
-          step,
+          succeeded(step),
           Effect.gen(function*() {
             yield* repo.replaceProjection(step.version_id, rows).pipe(
               Effect.catchTags({
@@ -106,14 +114,13 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
                   new StepFailed({ message: `incus materialization: store rows: ${v.constraint}` })
               })
             )
-            yield* repo.succeedStep(step.id)
           })
         )
       })
 
     const finalizePublish = (step: ClaimedStep) =>
       fenced(
-        step,
+        succeeded(step),
         Effect.gen(function*() {
           const ready = yield* repo.earlierBlockingStepsSucceeded(step.job_id, step.sequence)
           if (!ready) {
@@ -129,7 +136,6 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
             })
           )
           if (!published) return yield* new StepFailed({ message: "finalize publish: version is not publishing" })
-          yield* repo.succeedStep(step.id)
           yield* repo.succeedJob(step.job_id)
           // version.published commits with the version's state, in this fenced transaction.
           const version = yield* catalog.findVersion(step.image_name, step.version)
@@ -157,14 +163,13 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
     }
 
     const heartbeat = (step: ClaimedStep) =>
-      leaseHeartbeat(lease, repo.renewLease(step, workerId, lease), { job: "publish", step_id: step.id })
+      leaseHeartbeat(lease, repo.renewLease(step, workerId, lease), { job: PUBLISH_JOB, step_id: step.id })
 
     /** Records a failure under the lease; false when the lease was lost meanwhile. */
     const recordFailure = (step: ClaimedStep, message: string) =>
       fenced(
-        step,
+        repo.failStep(step, workerId, boundedMessage(message)),
         Effect.gen(function*() {
-          yield* repo.failStep(step, boundedMessage(message))
           // publish_job.failed commits with the job's state, in this fenced transaction.
           const job = yield* repo.findJob(step.job_id)
           if (Option.isSome(job) && job.value.job.state === "failed") {
@@ -234,18 +239,17 @@ export const makePublishRunOnce = (workerId: string, lease: Duration.Duration) =
       )
       return "worked" as RunOutcome
     })
-  })
-
-/** Runs the publish loop for the app's lifetime when `--publish-worker-enabled` is true. */
-export const PublishWorkerLive = Layer.scopedDiscard(Effect.gen(function*() {
-  const config = yield* AppConfig
-  const settings = config.publishWorker
-  if (!settings.enabled) {
-    yield* Effect.logInfo("publish worker disabled (--publish-worker-enabled=false)")
-    return
   }
-  const workerId = makeWorkerId(config.nodeName, "publish")
-  const runOnce = yield* makePublishRunOnce(workerId, settings.lease)
-  const wake = yield* PublishWake
-  yield* Effect.forkScoped(runWorkerLoop({ name: "publish", workerId, settings, runOnce, wake }))
-}))
+
+  return {
+    name: PUBLISH_JOB,
+    nodeName: config.nodeName,
+    settings: config.publishWorker,
+    runOnce,
+    wake: yield* PublishWake,
+    enabledBy: "--publish-worker-enabled"
+  } satisfies Job<SqlError.SqlError, never>
+})
+
+/** The publish loop, when `--publish-worker-enabled` (default true). */
+export const PublishWorkerLive = workerLayer(publishJob)

@@ -97,11 +97,13 @@ export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<P
     workerId: string,
     lease: Duration.Duration
   ) => Effect.Effect<boolean, SqlError.SqlError>
-  /** Locks the step row if (and only if) we still hold its lease. */
-  readonly holdsLease: (step: ClaimedStep, workerId: string) => Effect.Effect<boolean, SqlError.SqlError>
-  readonly succeedStep: (stepId: string) => Effect.Effect<void, SqlError.SqlError>
-  /** Step → failed, and its job → failed with the same message. */
-  readonly failStep: (step: ClaimedStep, message: string) => Effect.Effect<void, SqlError.SqlError>
+  /**
+   * Step → succeeded, fenced on the claim (`locked_by`, `attempt_count`): false, and nothing
+   * written, when the lease is no longer ours. The fencing write of an outcome transaction.
+   */
+  readonly succeedStep: (step: ClaimedStep, workerId: string) => Effect.Effect<boolean, SqlError.SqlError>
+  /** Step → failed and its job → failed with the same message, fenced like `succeedStep`. */
+  readonly failStep: (step: ClaimedStep, workerId: string, message: string) => Effect.Effect<boolean, SqlError.SqlError>
   readonly earlierBlockingStepsSucceeded: (jobId: string, sequence: number) => Effect.Effect<boolean, SqlError.SqlError>
   /** publishing → published with published_at = now(); false when the version was not publishing. */
   readonly markPublished: (versionId: string) => Effect.Effect<boolean, SqlError.SqlError | ConstraintViolation>
@@ -130,6 +132,10 @@ export const PublishRepositoryLive = Layer.effect(
         SELECT id, job_id, name, state, blocking, sequence, attempt_count, started_at, finished_at,
                failure_message, created_at, updated_at
         FROM publish_job_steps WHERE job_id = ${jobId} ORDER BY sequence`
+
+    /** The fencing token of a claim: the step is still running, by this worker, in this attempt. */
+    const claimed = (step: ClaimedStep, workerId: string) =>
+      sql`id = ${step.id} AND state = 'running' AND locked_by = ${workerId} AND attempt_count = ${step.attempt_count}`
 
     const count = (query: Effect.Effect<ReadonlyArray<{ readonly n: number }>, SqlError.SqlError>) =>
       Effect.map(query, (rows) => Number(rows[0]?.n ?? 0))
@@ -272,34 +278,30 @@ export const PublishRepositoryLive = Layer.effect(
         sql<{ id: string }>`
           UPDATE publish_job_steps
           SET lease_expires_at = now() + ${milliseconds(lease)} * interval '1 millisecond'
-          WHERE id = ${step.id} AND state = 'running' AND locked_by = ${workerId}
-            AND attempt_count = ${step.attempt_count}
+          WHERE ${claimed(step, workerId)}
           RETURNING id`.pipe(Effect.map((rows) => rows.length > 0)),
 
-      holdsLease: (step, workerId) =>
+      succeedStep: (step, workerId) =>
         sql<{ id: string }>`
-          SELECT id FROM publish_job_steps
-          WHERE id = ${step.id} AND state = 'running' AND locked_by = ${workerId}
-            AND attempt_count = ${step.attempt_count}
-          FOR UPDATE`.pipe(Effect.map((rows) => rows.length > 0)),
-
-      succeedStep: (stepId) =>
-        sql`
           UPDATE publish_job_steps
           SET state = 'succeeded', finished_at = now(), failure_message = NULL,
               locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = now()
-          WHERE id = ${stepId}`.pipe(Effect.asVoid),
+          WHERE ${claimed(step, workerId)}
+          RETURNING id`.pipe(Effect.map((rows) => rows.length > 0)),
 
-      failStep: (step, message) =>
+      failStep: (step, workerId, message) =>
         Effect.gen(function*() {
-          yield* sql`
+          const failed = yield* sql<{ id: string }>`
             UPDATE publish_job_steps
             SET state = 'failed', finished_at = now(), failure_message = ${message},
                 locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = now()
-            WHERE id = ${step.id}`
+            WHERE ${claimed(step, workerId)}
+            RETURNING id`
+          if (failed.length === 0) return false
           yield* sql`
             UPDATE publish_jobs SET state = 'failed', failure_message = ${message}, finished_at = now(), updated_at = now()
             WHERE id = ${step.job_id} AND state IN ('queued', 'running')`
+          return true
         }),
 
       earlierBlockingStepsSucceeded: (jobId, sequence) =>

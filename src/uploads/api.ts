@@ -37,12 +37,13 @@ const ReadySession = UploadSessionJson.annotations({
 })
 
 export class UploadsGroup extends HttpApiGroup.make("uploads")
+  // Any route answers 400 to a malformed path, query, body or header (api.md §1.9).
+  .addError(Problem(InvalidRequest))
   .add(
     HttpApiEndpoint.post("begin", "/v1/uploads")
       .setPayload(BeginUploadRequest)
       .addSuccess(UploadSessionJson, { status: 201 })
       .addSuccess(ReadySession)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(TrustedBlobSizeMismatch))
       .middleware(RequireContentWrite)
       .annotate(
@@ -56,7 +57,6 @@ export class UploadsGroup extends HttpApiGroup.make("uploads")
     HttpApiEndpoint.get("status", "/v1/uploads/:upload_id")
       .setPath(UploadPath)
       .addSuccess(UploadSessionJson)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(UploadNotFound))
       .annotate(
         OpenApi.Description,
@@ -68,7 +68,6 @@ export class UploadsGroup extends HttpApiGroup.make("uploads")
     HttpApiEndpoint.put("putPart", "/v1/uploads/:upload_id/parts/:part_number")
       .setPath(Schema.Struct({ upload_id: UuidString, part_number: Schema.String }))
       .addSuccess(UploadPartJson)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(UploadInvalidInput))
       .addError(Problem(PartBodyIncomplete))
       .addError(Problem(UploadNotFound))
@@ -86,7 +85,6 @@ export class UploadsGroup extends HttpApiGroup.make("uploads")
       .setPath(UploadPath)
       .setPayload(CompleteUploadRequest)
       .addSuccess(UploadSessionJson)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(UploadInvalidInput))
       .addError(Problem(PartListRejected))
       .addError(Problem(UploadNotFound))
@@ -105,7 +103,6 @@ export class UploadsGroup extends HttpApiGroup.make("uploads")
     HttpApiEndpoint.post("abort", "/v1/uploads/:upload_id/abort")
       .setPath(UploadPath)
       .addSuccess(UploadSessionJson)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(UploadNotFound))
       .addError(Problem(UploadNotAbortable))
       .middleware(RequireContentWrite)
@@ -115,6 +112,8 @@ export class UploadsGroup extends HttpApiGroup.make("uploads")
 {}
 
 export class BlobsGroup extends HttpApiGroup.make("blobs")
+  // Any route answers 400 to a malformed path, query, body or header (api.md §1.9).
+  .addError(Problem(InvalidRequest))
   .add(
     HttpApiEndpoint.get("getBlob", "/v1/blobs/:digest")
       .setPath(Schema.Struct({ digest: Schema.String }))
@@ -125,7 +124,6 @@ export class BlobsGroup extends HttpApiGroup.make("blobs")
         )
       )
       .addSuccess(NotModified)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(CasBlobNotFound))
       .addError(Problem(RangeNotSatisfiable))
       .annotate(

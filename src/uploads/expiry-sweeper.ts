@@ -1,9 +1,9 @@
 import type { SqlError } from "@effect/sql"
 import { Clock, Context, Duration, Effect, Layer, Metric, Option, Ref } from "effect"
+import { BlobStore, type BlobStoreError } from "../platform/storage/blob-store/blob-store.js"
 import { AppConfig } from "../platform/config/config.js"
 import { withLinkedSpan } from "../platform/observability/tracing.js"
-import { BlobStore, type BlobStoreError } from "../platform/storage/blob-store/blob-store.js"
-import { type RunOutcome, workerLayer } from "../platform/worker.js"
+import { type Job, type RunOutcome, workerLayer } from "../platform/worker.js"
 import { uploadsAborted } from "./metrics.js"
 import { UploadRepository } from "./repository.js"
 import type { UploadSession } from "./schema.js"
@@ -18,7 +18,7 @@ import type { UploadSession } from "./schema.js"
  * UPDATE SKIP LOCKED`): replicas sweep different sessions, and a part PUT or complete
  * racing the sweep waits for it and then finds the session `aborted` (412). Storage is
  * cleaned before the state changes, so a store outage leaves the session to a later
- * sweep (after `--cas-promotion-error-backoff-max`) instead of an `aborted` row whose
+ * sweep (after `--upload-expiry-error-backoff-max`) instead of an `aborted` row whose
  * parts nobody will ever delete.
  *
  * It also owns what a crash leaves in the store: every `TEMPORARY_SWEEP_INTERVAL` it has the
@@ -45,7 +45,7 @@ export const UploadExpirySweeperLive = Layer.effect(
     const store = yield* BlobStore
 
     const config = yield* AppConfig
-    const retryAfterMillis = Duration.toMillis(config.casPromotion.errorBackoffMax)
+    const retryAfterMillis = Duration.toMillis(config.uploadExpiry.errorBackoffMax)
 
     /**
      * Storage first, then the row. Traced per expired session (with no link: no request
@@ -115,20 +115,20 @@ export const UploadExpirySweeperLive = Layer.effect(
   })
 )
 
-/**
- * The sweeper's loop. It runs on every replica with a database (it is cheap and
- * multi-replica safe) at the promotion worker's poll interval and error policy, which
- * keeps the configuration surface unchanged.
- */
-export const UploadExpirySweeperLoopLive = workerLayer(Effect.gen(function*() {
+/** The sweeper's job: on every replica with a database (it is cheap and multi-replica safe). */
+export const uploadExpiryJob = Effect.gen(function*() {
   const config = yield* AppConfig
   const sweeper = yield* UploadExpirySweeper
   // Nothing in-process signals expiry; the loop wakes on its interval only.
   return {
     name: UPLOAD_EXPIRY_JOB,
     nodeName: config.nodeName,
-    // Always on, whatever `--cas-promotion-enabled` says: expiry is cheap and needs no store scan.
-    settings: { ...config.casPromotion, enabled: true },
-    runOnce: () => sweeper.runOnce
-  }
-}))
+    // Its own switch (default on), whatever `--cas-promotion-enabled` says: expiry needs no promotion.
+    settings: config.uploadExpiry,
+    runOnce: () => sweeper.runOnce,
+    enabledBy: "--upload-expiry-enabled"
+  } satisfies Job<SqlError.SqlError | BlobStoreError, never>
+})
+
+/** The sweeper's loop, when `--upload-expiry-enabled` (default true). */
+export const UploadExpirySweeperLoopLive = workerLayer(uploadExpiryJob)

@@ -2,10 +2,10 @@ import { Layer } from "effect"
 import { UploadExpirySweeperLive, UploadExpirySweeperLoopLive } from "./expiry-sweeper.js"
 import { UploadsHandlersLive } from "./http.js"
 import { UploadMetricsLive } from "./metrics.js"
-import { CasPromotionLive, CasPromotionWorkerLive, PromotionWakeLive } from "./promotion-worker.js"
+import { CasPromotionLive, CasPromotionWorkerLive } from "./promotion-worker.js"
 import { ReceivedHashesLive } from "./receive-hash.js"
 import { UploadRepositoryLive } from "./repository.js"
-import { UploadsLive } from "./service.js"
+import { PromotionWakeLive, UploadsLive } from "./service.js"
 
 /**
  * How the uploads concern plugs into the app (`src/app.ts`). Both halves need
@@ -25,5 +25,8 @@ export const UploadsBackgroundLive = Layer.mergeAll(
   UploadExpirySweeperLoopLive.pipe(Layer.provide(UploadExpirySweeperLive)),
   UploadMetricsLive
 ).pipe(Layer.provide(UploadRepositoryLive))
+
+/** The wake signal both halves share (one instance). */
+export const UploadsSharedLive = PromotionWakeLive
 
 export { PromotionWakeLive }

@@ -1,20 +1,13 @@
 import { SqlClient, type SqlError } from "@effect/sql"
 import { Context, Data, Duration, Effect, Layer, Metric, Option } from "effect"
 import { createHash } from "node:crypto"
-import { digestFromHex, type Sha256Digest } from "../contract/digest.js"
-import { BLOB_BEING_COLLECTED_SQLSTATE, claimDigestForBlob, isSqlState } from "../gc/claims.js"
-import { AppConfig } from "../platform/config/config.js"
-import { withLinkedSpan } from "../platform/observability/tracing.js"
 import { BlobStore, type BlobStoreError, readAll } from "../platform/storage/blob-store/blob-store.js"
 import { casKey, type StorageKey } from "../platform/storage/blob-store/keys.js"
-import {
-  leaseHeartbeat,
-  makeWakeSignal,
-  makeWorkerId,
-  type RunOutcome,
-  runWorkerLoop,
-  type WakeSignal
-} from "../platform/worker.js"
+import { AppConfig } from "../platform/config/config.js"
+import { digestFromHex, type Sha256Digest } from "../contract/digest.js"
+import { withLinkedSpan } from "../platform/observability/tracing.js"
+import { type Job, leaseHeartbeat, type RunOutcome, workerLayer } from "../platform/worker.js"
+import { BLOB_BEING_COLLECTED_SQLSTATE, claimDigestForBlob, isSqlState } from "../gc/claims.js"
 import { uploadFailed, uploadReady } from "../webhooks/events.js"
 import { recordEvent } from "../webhooks/outbox.js"
 import {
@@ -26,6 +19,7 @@ import {
 } from "./metrics.js"
 import { type ClaimedJob, UploadRepository } from "./repository.js"
 import type { FailureReason, UploadSession } from "./schema.js"
+import { PromotionWake } from "./service.js"
 
 /**
  * The CAS promotion worker (domain.md §3.3, §4.4, with leases): claims one completed
@@ -52,11 +46,6 @@ import type { FailureReason, UploadSession } from "./schema.js"
  */
 
 export const CAS_PROMOTION_JOB = "cas-promotion"
-
-/** Wakes the promotion loop of this process when an upload is completed. */
-export class PromotionWake extends Context.Tag("imgsrv/uploads/PromotionWake")<PromotionWake, WakeSignal>() {}
-
-export const PromotionWakeLive = Layer.effect(PromotionWake, makeWakeSignal)
 
 /** Promotion could not finish for a reason that may go away (the job is retried). */
 export class PromotionRetry extends Data.TaggedError("PromotionRetry")<{
@@ -352,18 +341,19 @@ export const CasPromotionLive = Layer.effect(
   })
 )
 
-/** The promotion loop, when `--cas-promotion-enabled` (default true). */
-export const CasPromotionWorkerLive = Layer.scopedDiscard(Effect.gen(function*() {
+/** The promotion job: one loop per replica, woken by completed uploads (`PromotionWake`). */
+export const casPromotionJob = Effect.gen(function*() {
   const config = yield* AppConfig
-  if (!config.casPromotion.enabled) return
   const promotion = yield* CasPromotion
-  const wake = yield* PromotionWake
-  const workerId = makeWorkerId(config.nodeName, CAS_PROMOTION_JOB)
-  yield* Effect.forkScoped(runWorkerLoop({
+  return {
     name: CAS_PROMOTION_JOB,
-    workerId,
+    nodeName: config.nodeName,
     settings: config.casPromotion,
-    runOnce: promotion.runOnce(workerId),
-    wake
-  }))
-}))
+    runOnce: promotion.runOnce,
+    wake: yield* PromotionWake,
+    enabledBy: "--cas-promotion-enabled"
+  } satisfies Job<PromotionRetry | BlobStoreError | SqlError.SqlError, never>
+})
+
+/** The promotion loop, when `--cas-promotion-enabled` (default true). */
+export const CasPromotionWorkerLive = workerLayer(casPromotionJob)

@@ -1,12 +1,13 @@
 import { SqlClient } from "@effect/sql"
 import { Clock, Context, Data, Duration, Effect, Layer, Metric, Option, Stream } from "effect"
 import { randomUUID } from "node:crypto"
-import type { Sha256Digest } from "../contract/digest.js"
-import { BLOB_NOT_TRUSTED_SQLSTATE, isSqlState } from "../gc/claims.js"
-import { AppConfig } from "../platform/config/config.js"
-import { currentTraceParent } from "../platform/observability/tracing.js"
 import { BlobStore, stripQuotes } from "../platform/storage/blob-store/blob-store.js"
 import { stagingKey } from "../platform/storage/blob-store/keys.js"
+import { AppConfig } from "../platform/config/config.js"
+import type { Sha256Digest } from "../contract/digest.js"
+import { currentTraceParent } from "../platform/observability/tracing.js"
+import { makeWakeSignal, type WakeSignal } from "../platform/worker.js"
+import { BLOB_NOT_TRUSTED_SQLSTATE, isSqlState } from "../gc/claims.js"
 import { uploadReady } from "../webhooks/events.js"
 import { recordEvent } from "../webhooks/outbox.js"
 import {
@@ -24,7 +25,6 @@ import {
   UploadStorageGone
 } from "./errors.js"
 import { partBytesReceived, partsReceived, uploadsAborted, uploadsBegun, uploadsCompleted } from "./metrics.js"
-import { PromotionWake } from "./promotion-worker.js"
 import { type PartHasher, ReceivedHashes } from "./receive-hash.js"
 import { type ReceivedObject, UploadRepository } from "./repository.js"
 import {
@@ -36,6 +36,14 @@ import {
   type UploadPart,
   type UploadSession
 } from "./schema.js"
+
+/**
+ * Wakes the promotion loop of this process when an upload is completed: the signal lives
+ * beside the queue it signals (`complete` inserts the `cas_ingest_jobs` row).
+ */
+export class PromotionWake extends Context.Tag("imgsrv/uploads/PromotionWake")<PromotionWake, WakeSignal>() {}
+
+export const PromotionWakeLive = Layer.effect(PromotionWake, makeWakeSignal)
 
 /**
  * The upload state machine (api.md §2.3, §3.1; domain.md §2.1):

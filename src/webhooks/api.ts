@@ -29,12 +29,14 @@ const DeliveryPath = Schema.Struct({ webhook_id: UuidString, delivery_id: UuidSt
 const LimitParams = Schema.Struct({ limit: Schema.optional(Schema.String) })
 
 export class WebhooksGroup extends HttpApiGroup.make("webhooks")
+  // Every route needs `auth.manage`; on the group, it still runs before any decoding (401/403 first).
+  .middleware(RequireAuthManage)
+  // Any route answers 400 to a malformed path, query, body or header (api.md §1.9).
+  .addError(Problem(InvalidRequest))
   .add(
     HttpApiEndpoint.post("createWebhook", "/v1/webhooks")
-      .middleware(RequireAuthManage)
       .setPayload(CreateWebhookRequest)
       .addSuccess(WebhookWithSecret, { status: 201 })
-      .addError(Problem(InvalidRequest))
       .addError(Problem(WebhookUrlRefused))
       .annotate(
         OpenApi.Description,
@@ -45,25 +47,20 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
   )
   .add(
     HttpApiEndpoint.get("listWebhooks", "/v1/webhooks")
-      .middleware(RequireAuthManage)
       .addSuccess(WebhookList)
       .annotate(OpenApi.Description, "Every subscription, oldest first (secrets are never listed).")
   )
   .add(
     HttpApiEndpoint.get("getWebhook", "/v1/webhooks/:webhook_id")
-      .middleware(RequireAuthManage)
       .setPath(WebhookPath)
       .addSuccess(Webhook)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(WebhookNotFound))
   )
   .add(
     HttpApiEndpoint.patch("updateWebhook", "/v1/webhooks/:webhook_id")
-      .middleware(RequireAuthManage)
       .setPath(WebhookPath)
       .setPayload(UpdateWebhookRequest)
       .addSuccess(Webhook)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(WebhookUrlRefused))
       .addError(Problem(WebhookNotFound))
       .annotate(
@@ -74,19 +71,15 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
   )
   .add(
     HttpApiEndpoint.del("deleteWebhook", "/v1/webhooks/:webhook_id")
-      .middleware(RequireAuthManage)
       .setPath(WebhookPath)
       .addSuccess(HttpApiSchema.NoContent)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(WebhookNotFound))
       .annotate(OpenApi.Description, "Deletes the subscription and its delivery log.")
   )
   .add(
     HttpApiEndpoint.post("rotateWebhookSecret", "/v1/webhooks/:webhook_id/rotate-secret")
-      .middleware(RequireAuthManage)
       .setPath(WebhookPath)
       .addSuccess(WebhookWithSecret)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(WebhookNotFound))
       .annotate(
         OpenApi.Description,
@@ -96,10 +89,8 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
   )
   .add(
     HttpApiEndpoint.post("pingWebhook", "/v1/webhooks/:webhook_id/ping")
-      .middleware(RequireAuthManage)
       .setPath(WebhookPath)
       .addSuccess(Delivery, { status: 202 })
-      .addError(Problem(InvalidRequest))
       .addError(Problem(WebhookNotFound))
       .addError(Problem(WebhookDisabled))
       .annotate(
@@ -109,11 +100,9 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
   )
   .add(
     HttpApiEndpoint.get("listWebhookDeliveries", "/v1/webhooks/:webhook_id/deliveries")
-      .middleware(RequireAuthManage)
       .setPath(WebhookPath)
       .setUrlParams(LimitParams)
       .addSuccess(DeliveryList)
-      .addError(Problem(InvalidRequest))
       .addError(Problem(WebhookNotFound))
       .annotate(
         OpenApi.Description,
@@ -123,10 +112,8 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
   )
   .add(
     HttpApiEndpoint.post("redeliverWebhook", "/v1/webhooks/:webhook_id/deliveries/:delivery_id/redeliver")
-      .middleware(RequireAuthManage)
       .setPath(DeliveryPath)
       .addSuccess(Delivery, { status: 202 })
-      .addError(Problem(InvalidRequest))
       .addError(Problem(WebhookNotFound))
       .addError(Problem(DeliveryNotFound))
       .addError(Problem(DeliveryInProgress))
@@ -141,12 +128,13 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
 {}
 
 export class EventsGroup extends HttpApiGroup.make("events")
+  // Any route answers 400 to a malformed path, query, body or header (api.md §1.9).
+  .addError(Problem(InvalidRequest))
   .add(
     HttpApiEndpoint.get("listEvents", "/v1/events")
       .middleware(RequireContentWrite)
       .setUrlParams(Schema.Struct({ after: Schema.optional(Schema.String), limit: Schema.optional(Schema.String) }))
       .addSuccess(EventPage)
-      .addError(Problem(InvalidRequest))
       .annotate(
         OpenApi.Description,
         "Events in order, oldest first, after the event `after` (its id; omitted: from the start), at most " +

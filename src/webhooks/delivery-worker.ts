@@ -1,8 +1,8 @@
 import type { SqlError } from "@effect/sql"
-import { Clock, Duration, Effect, Layer, Metric, Option, Random } from "effect"
+import { Clock, Duration, Effect, Metric, Option, Random } from "effect"
 import { buildInfo } from "../build-info.js"
 import { AppConfig, type WebhookSettings } from "../platform/config/config.js"
-import { leaseHeartbeat, makeWorkerId, type RunOutcome, runWorkerLoop } from "../platform/worker.js"
+import { type Job, leaseHeartbeat, type RunOutcome, workerLayer } from "../platform/worker.js"
 import type { SendFailed } from "./errors.js"
 import { attemptDuration, deliveryAttempts, deliveryOutcomes, subscriptionsDisabled } from "./metrics.js"
 import { WebhookRepository } from "./repository.js"
@@ -28,8 +28,9 @@ import { signatureHeader } from "./signing.js"
  * - A subscription all of whose attempts have failed for `disableAfter` is disabled, with
  *   the reason.
  *
- * The unit of work is `makeDeliveryRunOnce(workerId)`: an effect that reports `worked`
+ * The unit of work is `makeDeliveryRunOnce(settings)(workerId)`: an effect that reports `worked`
  * or `idle` to the runner (platform/worker.ts); settings are `WebhookSettings`.
+ * `webhookDeliveryJob` declares it as a `Job` with `--webhook-concurrency` loops.
  */
 
 export const WEBHOOK_DELIVERY_JOB = "webhook-delivery"
@@ -72,9 +73,8 @@ export const buildRequest = (claim: ClaimedDelivery, timestampSeconds: number) =
 }
 
 export const makeDeliveryRunOnce = (
-  workerId: string,
   settings: WebhookSettings
-): Effect.Effect<Effect.Effect<RunOutcome, SqlError.SqlError>, never, WebhookRepository> =>
+): Effect.Effect<(workerId: string) => Effect.Effect<RunOutcome, SqlError.SqlError>, never, WebhookRepository> =>
   Effect.gen(function*() {
     const repo = yield* WebhookRepository
     const leaseMillis = Duration.toMillis(settings.worker.lease)
@@ -158,34 +158,40 @@ export const makeDeliveryRunOnce = (
         })
       )
 
-    return Effect.gen(function*() {
-      const claimed = yield* repo.claim(workerId, leaseMillis, windowMillis)
-      if (Option.isNone(claimed)) return "idle" as const
-      yield* deliver(claimed.value)
-      return "worked" as const
-    }).pipe(Effect.annotateLogs({ component: WEBHOOK_DELIVERY_JOB, worker_id: workerId }))
+    return (workerId: string) =>
+      Effect.gen(function*() {
+        const claimed = yield* repo.claim(workerId, leaseMillis, windowMillis)
+        if (Option.isNone(claimed)) return "idle" as const
+        yield* deliver(claimed.value)
+        return "worked" as const
+      }).pipe(Effect.annotateLogs({ component: WEBHOOK_DELIVERY_JOB, worker_id: workerId }))
   })
 
-/** The delivery loops, when `--webhook-worker-enabled` (default true): `--webhook-concurrency` of them. */
-export const WebhookDeliveryWorkerLive = Layer.scopedDiscard(Effect.gen(function*() {
+/** The delivery job: `--webhook-concurrency` loops per replica, woken by pings and redeliveries (`DeliveryWake`). */
+export const webhookDeliveryJob = Effect.gen(function*() {
   const config = yield* AppConfig
   const settings = config.webhooks
-  if (!settings.worker.enabled) {
-    yield* Effect.logInfo("webhook delivery worker disabled (--webhook-worker-enabled=false)")
-    return
+  if (settings.worker.enabled) {
+    // The counters exist at 0 from the start, so `increase(...) > 0` alerts also see the first one.
+    for (const result of ATTEMPT_RESULTS) {
+      yield* Metric.incrementBy(Metric.tagged(deliveryAttempts, "result", result), 0)
+    }
+    for (const outcome of ["delivered", "retry", "failed", "lease_lost"]) {
+      yield* Metric.incrementBy(Metric.tagged(deliveryOutcomes, "outcome", outcome), 0)
+    }
+    yield* Metric.incrementBy(subscriptionsDisabled, 0)
   }
-  const wake = yield* DeliveryWake
-  // The counters exist at 0 from the start, so `increase(...) > 0` alerts also see the first one.
-  for (const result of ATTEMPT_RESULTS) yield* Metric.incrementBy(Metric.tagged(deliveryAttempts, "result", result), 0)
-  for (const outcome of ["delivered", "retry", "failed", "lease_lost"]) {
-    yield* Metric.incrementBy(Metric.tagged(deliveryOutcomes, "outcome", outcome), 0)
-  }
-  yield* Metric.incrementBy(subscriptionsDisabled, 0)
-  for (let i = 1; i <= settings.concurrency; i++) {
-    const workerId = makeWorkerId(config.nodeName, `${WEBHOOK_DELIVERY_JOB}-${i}`)
-    const runOnce = yield* makeDeliveryRunOnce(workerId, settings)
-    yield* Effect.forkScoped(
-      runWorkerLoop({ name: WEBHOOK_DELIVERY_JOB, workerId, settings: settings.worker, runOnce, wake })
-    )
-  }
-}))
+  const runOnce = yield* makeDeliveryRunOnce(settings)
+  return {
+    name: WEBHOOK_DELIVERY_JOB,
+    nodeName: config.nodeName,
+    settings: settings.worker,
+    runOnce,
+    wake: yield* DeliveryWake,
+    concurrency: settings.concurrency,
+    enabledBy: "--webhook-worker-enabled"
+  } satisfies Job<SqlError.SqlError, never>
+})
+
+/** The delivery loops, when `--webhook-worker-enabled` (default true). */
+export const WebhookDeliveryWorkerLive = workerLayer(webhookDeliveryJob)

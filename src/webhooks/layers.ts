@@ -23,4 +23,7 @@ export const WebhooksBackgroundLive = Layer.merge(WebhookDeliveryWorkerLive, Web
   Layer.provide(WebhookRepositoryLive)
 )
 
+/** The wake signal both halves share (one instance). */
+export const WebhooksSharedLive = DeliveryWakeLive
+
 export { DeliveryWakeLive }

@@ -1,5 +1,6 @@
 import { Either, FastCheck as fc } from "effect"
 import { describe, expect, it } from "vitest"
+import { canonicalJson, linkSubject, subjectHash } from "../../src/auth/oidc/authenticator.js"
 import {
   checkCondition,
   checkGuardedCondition,
@@ -8,9 +9,8 @@ import {
   hasAny,
   hasToken,
   unguardedCondition
-} from "../../src/auth/conditions.js"
-import { canonicalJson, linkSubject, subjectHash } from "../../src/auth/oidc-authenticator.js"
-import { forwardedClaims } from "../../src/auth/oidc-verifier.js"
+} from "../../src/auth/oidc/conditions.js"
+import { forwardedClaims } from "../../src/auth/oidc/verifier.js"
 
 /** CEL conditions, the audience guard, claim fingerprints (spec/auth.md §5.4, §5.6; §9 items 42, 43, 46–48, 61, 64, 71). */
 

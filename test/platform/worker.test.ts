@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Fiber, Metric, MetricState, Ref, TestClock } from "effect"
+import { Cause, Duration, Effect, Exit, Fiber, Metric, MetricState, Option, Ref, TestClock } from "effect"
 import type { WorkerLoopSettings } from "../../src/platform/config/config.js"
-import { makeWakeSignal, type RunOutcome, runWorkerLoop } from "../../src/platform/worker.js"
+import { leaseHeartbeat, LeaseLost, makeWakeSignal, type RunOutcome, runWorkerLoop } from "../../src/platform/worker.js"
 
 const settings: WorkerLoopSettings = {
   enabled: true,
@@ -74,5 +74,33 @@ describe("runWorkerLoop", () => {
       expect(yield* Ref.get(times)).toEqual([0, 1000])
       expect(yield* counterValue("imgsrv_background_job_errors_total", "t3")).toBe(1)
       yield* Fiber.interrupt(fiber)
+    }))
+})
+
+describe("leaseHeartbeat", () => {
+  it.effect("renews every third of the lease, rides out a failed renewal, and fails once the lease is gone", () =>
+    Effect.gen(function*() {
+      const renewals = yield* Ref.make<Array<number>>([])
+      // Held, a database hiccup, held, then gone.
+      const answers: ReadonlyArray<Effect.Effect<boolean, string>> = [
+        Effect.succeed(true),
+        Effect.fail("connection reset"),
+        Effect.succeed(true),
+        Effect.succeed(false)
+      ]
+      const renew = Effect.gen(function*() {
+        const now = yield* TestClock.currentTimeMillis
+        const n = yield* Ref.modify(renewals, (r) => [r.length, [...r, now]])
+        return yield* answers[n]!
+      })
+      const fiber = yield* Effect.fork(leaseHeartbeat(Duration.seconds(30), renew, { job: "t4" }))
+      yield* step(9)
+      expect(yield* Ref.get(renewals)).toEqual([])
+      for (let i = 0; i < 4; i++) yield* step(10)
+      expect(yield* Ref.get(renewals)).toEqual([10_000, 20_000, 30_000, 40_000])
+      const exit = yield* Fiber.await(fiber)
+      expect(Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : exit).toBeInstanceOf(
+        LeaseLost
+      )
     }))
 })

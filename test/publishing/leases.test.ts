@@ -77,7 +77,7 @@ layer(RepositoriesLive)("step claims", (it) => {
       expect([first.job_id, first.name, first.attempt_count]).toEqual([jobId, "validate_catalog", 1])
       // The step is held and incus_index waits for it: nothing else to claim.
       expect(Option.isNone(yield* claim("worker-b"))).toBe(true)
-      yield* repo.succeedStep(first.id)
+      expect(yield* repo.succeedStep(first, "worker-a")).toBe(true)
       const second = Option.getOrThrow(yield* claim("worker-b"))
       expect(second.name).toBe("incus_index")
       const job = Option.getOrThrow(yield* repo.findJob(jobId))
@@ -96,11 +96,19 @@ layer(RepositoriesLive)("step claims", (it) => {
       expect([fresh.id, fresh.attempt_count]).toEqual([old.id, old.attempt_count + 1])
       // The old holder can neither renew nor complete: its results are dropped.
       expect(yield* repo.renewLease(old, "old-worker", Duration.minutes(1))).toBe(false)
-      expect(yield* repo.holdsLease(old, "old-worker")).toBe(false)
+      expect(yield* repo.succeedStep(old, "old-worker")).toBe(false)
+      expect(yield* repo.failStep(old, "old-worker", "stale")).toBe(false)
       // Same worker id, older attempt: still fenced (the attempt is part of the token).
-      expect(yield* repo.holdsLease({ ...fresh, attempt_count: old.attempt_count }, "new-worker")).toBe(false)
-      expect(yield* repo.holdsLease(fresh, "new-worker")).toBe(true)
+      expect(yield* repo.succeedStep({ ...fresh, attempt_count: old.attempt_count }, "new-worker")).toBe(false)
       expect(yield* repo.renewLease(fresh, "new-worker", Duration.minutes(1))).toBe(true)
+      // None of the refused writes touched the step or its job; the holder's own write goes
+      // through (a failure, so nothing of this job is left for the next test to claim).
+      const before = Option.getOrThrow(yield* repo.findJob(fresh.job_id))
+      expect(before.job.state).toBe("running")
+      expect(before.steps.find((s) => s.id === fresh.id)?.state).toBe("running")
+      expect(yield* repo.failStep(fresh, "new-worker", "stopped by the test")).toBe(true)
+      const after = Option.getOrThrow(yield* repo.findJob(fresh.job_id))
+      expect([after.job.state, after.job.failure_message]).toEqual(["failed", "stopped by the test"])
     }))
 
   it.effect("a renewed lease is not re-claimed", () =>

@@ -167,6 +167,7 @@ export const startTestApp = async (options: {
     "postgres-url": db.url,
     "postgres-max-connections": "5",
     "cas-promotion-poll-interval": "200ms",
+    "upload-expiry-poll-interval": "200ms",
     "publish-worker-poll-interval": "200ms",
     // Auth tests send many bad credentials from 127.0.0.1; the failed-auth limit (on by
     // default) is tested on its own, in test/platform/rate-limit.test.ts.

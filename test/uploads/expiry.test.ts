@@ -103,7 +103,7 @@ describe("expiry sweeper when storage refuses", () => {
   let app: TestApp
   beforeAll(async () => {
     // The app's own sweeper is kept asleep (1 h poll) so this test drives the sweeps.
-    app = await startTestApp({ settings: { "cas-promotion-poll-interval": "1h" } })
+    app = await startTestApp({ settings: { "upload-expiry-poll-interval": "1h" } })
   })
   afterAll(async () => {
     await app?.close()
@@ -124,7 +124,7 @@ describe("expiry sweeper when storage refuses", () => {
       stubborn
     ])
 
-    const config = { ...app.config, casPromotion: { ...app.config.casPromotion, errorBackoffMax: Duration.minutes(5) } }
+    const config = { ...app.config, uploadExpiry: { ...app.config.uploadExpiry, errorBackoffMax: Duration.minutes(5) } }
     const store = Layer.effect(
       BlobStore,
       Effect.map(BlobStore, (s) => ({
@@ -171,7 +171,7 @@ describe("expiry sweeper and the filesystem store's temporary files", () => {
   let app: TestApp
   beforeAll(async () => {
     // The app's own sweeper is kept asleep (1 h poll) so this test drives the sweeps.
-    app = await startTestApp({ settings: { "cas-promotion-poll-interval": "1h" } })
+    app = await startTestApp({ settings: { "upload-expiry-poll-interval": "1h" } })
   })
   afterAll(async () => {
     await app?.close()

@@ -22,7 +22,7 @@ for (const store of STORES) {
       // No promotion (the staged object must stay) and no sweeping (expired sessions must stay).
       app = await startTestApp({
         store,
-        settings: { "cas-promotion-enabled": "false", "cas-promotion-poll-interval": "1h" }
+        settings: { "cas-promotion-enabled": "false", "upload-expiry-poll-interval": "1h" }
       })
       token = await app.tokenFor("content-writer")
       objects = storeOf(app)

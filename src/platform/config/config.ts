@@ -56,13 +56,18 @@ export type StorageMode =
   | { readonly _tag: "s3"; readonly s3: S3Settings }
   | { readonly _tag: "filesystem"; readonly root: string }
 
-export interface WorkerLoopSettings {
+/** How a background job's loop runs (platform/worker.ts). */
+export interface LoopSettings {
   readonly enabled: boolean
   readonly pollInterval: Duration.Duration
   readonly errorBackoff: Duration.Duration
   readonly errorBackoffMax: Duration.Duration
   readonly circuitBreakerFailures: number
   readonly circuitBreakerCooldown: Duration.Duration
+}
+
+/** A loop whose job claims work under a lease. */
+export interface WorkerLoopSettings extends LoopSettings {
   readonly lease: Duration.Duration
 }
 
@@ -112,6 +117,8 @@ export interface AppConfigShape {
   /** Extra CA certificates (a PEM file) trusted for OIDC discovery and JWKS fetches. */
   readonly oidcCaFile: Option.Option<string>
   readonly casPromotion: WorkerLoopSettings
+  /** The expiry sweeper's loop (uploads/expiry-sweeper.ts). */
+  readonly uploadExpiry: LoopSettings
   readonly publishWorker: WorkerLoopSettings
   readonly webhooks: WebhookSettings
   readonly gc: GcSettings
@@ -385,33 +392,59 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
     const oidcCaFile = raw["oidc-ca-file"].trim() === ""
       ? Option.none()
       : Option.some(path.resolve(raw["oidc-ca-file"].trim()))
+    /** A loop's enabled switch, poll interval, backoff and breaker, from the flags named `<prefix>-…`. */
+    const parseLoop = (flags: {
+      readonly enabled: SettingFlag
+      readonly pollInterval: SettingFlag
+      readonly errorBackoff: SettingFlag
+      readonly errorBackoffMax: SettingFlag
+      readonly circuitBreakerFailures: SettingFlag
+      readonly circuitBreakerCooldown: SettingFlag
+    }): Either.Either<LoopSettings, InvalidSetting> =>
+      Either.gen(function*() {
+        return {
+          enabled: yield* parseBoolean(flags.enabled, raw[flags.enabled]),
+          pollInterval: yield* parsePositiveDuration(flags.pollInterval, raw[flags.pollInterval]),
+          errorBackoff: yield* parsePositiveDuration(flags.errorBackoff, raw[flags.errorBackoff]),
+          errorBackoffMax: yield* parsePositiveDuration(flags.errorBackoffMax, raw[flags.errorBackoffMax]),
+          circuitBreakerFailures: yield* parseCount(flags.circuitBreakerFailures, raw[flags.circuitBreakerFailures]),
+          circuitBreakerCooldown: yield* parsePositiveDuration(
+            flags.circuitBreakerCooldown,
+            raw[flags.circuitBreakerCooldown]
+          )
+        }
+      })
     const casPromotion: WorkerLoopSettings = {
-      enabled: yield* parseBoolean("cas-promotion-enabled", raw["cas-promotion-enabled"]),
-      pollInterval: yield* parsePositiveDuration("cas-promotion-poll-interval", raw["cas-promotion-poll-interval"]),
-      errorBackoff: yield* parsePositiveDuration("cas-promotion-error-backoff", raw["cas-promotion-error-backoff"]),
-      errorBackoffMax: yield* parsePositiveDuration(
-        "cas-promotion-error-backoff-max",
-        raw["cas-promotion-error-backoff-max"]
-      ),
-      circuitBreakerFailures: yield* parseCount(
-        "cas-promotion-circuit-breaker-failures",
-        raw["cas-promotion-circuit-breaker-failures"]
-      ),
-      circuitBreakerCooldown: yield* parsePositiveDuration(
-        "cas-promotion-circuit-breaker-cooldown",
-        raw["cas-promotion-circuit-breaker-cooldown"]
-      ),
+      ...yield* parseLoop({
+        enabled: "cas-promotion-enabled",
+        pollInterval: "cas-promotion-poll-interval",
+        errorBackoff: "cas-promotion-error-backoff",
+        errorBackoffMax: "cas-promotion-error-backoff-max",
+        circuitBreakerFailures: "cas-promotion-circuit-breaker-failures",
+        circuitBreakerCooldown: "cas-promotion-circuit-breaker-cooldown"
+      }),
       lease: yield* parsePositiveDuration("cas-promotion-lease", raw["cas-promotion-lease"])
     }
-    // The publish worker has no backoff flags (domain.md §6.2, §6.3); it shares the
-    // promotion worker's error handling constants, which are the reference's defaults.
+    // The expiry sweeper claims nothing under a lease: its unit of work holds a row lock.
+    const uploadExpiry: LoopSettings = yield* parseLoop({
+      enabled: "upload-expiry-enabled",
+      pollInterval: "upload-expiry-poll-interval",
+      errorBackoff: "upload-expiry-error-backoff",
+      errorBackoffMax: "upload-expiry-error-backoff-max",
+      circuitBreakerFailures: "upload-expiry-circuit-breaker-failures",
+      circuitBreakerCooldown: "upload-expiry-circuit-breaker-cooldown"
+    })
+    // The backoff and breaker flags go beyond the reference (domain.md §6.2, §6.3); their
+    // defaults are the promotion worker's, which are the reference's constants.
     const publishWorker: WorkerLoopSettings = {
-      enabled: yield* parseBoolean("publish-worker-enabled", raw["publish-worker-enabled"]),
-      pollInterval: yield* parsePositiveDuration("publish-worker-poll-interval", raw["publish-worker-poll-interval"]),
-      errorBackoff: Duration.seconds(5),
-      errorBackoffMax: Duration.minutes(1),
-      circuitBreakerFailures: 10,
-      circuitBreakerCooldown: Duration.minutes(1),
+      ...yield* parseLoop({
+        enabled: "publish-worker-enabled",
+        pollInterval: "publish-worker-poll-interval",
+        errorBackoff: "publish-worker-error-backoff",
+        errorBackoffMax: "publish-worker-error-backoff-max",
+        circuitBreakerFailures: "publish-worker-circuit-breaker-failures",
+        circuitBreakerCooldown: "publish-worker-circuit-breaker-cooldown"
+      }),
       lease: yield* parsePositiveDuration("publish-job-lease", raw["publish-job-lease"])
     }
 
@@ -487,6 +520,7 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       uploadTtl,
       oidcCaFile,
       casPromotion,
+      uploadExpiry,
       publishWorker,
       webhooks,
       gc,
@@ -564,6 +598,7 @@ export const describeConfig = (config: AppConfigShape): Record<string, unknown> 
     cas_promotion_enabled: config.casPromotion.enabled,
     cas_promotion_poll_interval: formatGoDuration(config.casPromotion.pollInterval),
     cas_promotion_lease: formatGoDuration(config.casPromotion.lease),
+    upload_expiry_enabled: config.uploadExpiry.enabled,
     publish_worker_enabled: config.publishWorker.enabled,
     publish_worker_poll_interval: formatGoDuration(config.publishWorker.pollInterval),
     publish_job_lease: formatGoDuration(config.publishWorker.lease),

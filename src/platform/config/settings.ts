@@ -384,6 +384,57 @@ export const settings = [
     kind: "duration",
     description: "How long a claimed upload stays claimed without a heartbeat (the holder heartbeats at a third of it)."
   },
+  // Upload expiry sweeper (uploads/expiry-sweeper.ts)
+  {
+    section: "Upload expiry sweeper",
+    flag: "upload-expiry-enabled",
+    env: "IMGSRV_UPLOAD_EXPIRY_ENABLED",
+    default: "true",
+    kind: "boolean",
+    description:
+      "Run the in-process sweeper that aborts expired upload sessions and removes stale temporary files (multi-replica safe; independent of `--cas-promotion-enabled`)."
+  },
+  {
+    section: "Upload expiry sweeper",
+    flag: "upload-expiry-poll-interval",
+    env: "IMGSRV_UPLOAD_EXPIRY_POLL_INTERVAL",
+    default: "5s",
+    kind: "duration",
+    description: "Idle poll interval (nothing in the process wakes the sweeper earlier)."
+  },
+  {
+    section: "Upload expiry sweeper",
+    flag: "upload-expiry-error-backoff",
+    env: "IMGSRV_UPLOAD_EXPIRY_ERROR_BACKOFF",
+    default: "5s",
+    kind: "duration",
+    description: "First delay after a failed sweep."
+  },
+  {
+    section: "Upload expiry sweeper",
+    flag: "upload-expiry-error-backoff-max",
+    env: "IMGSRV_UPLOAD_EXPIRY_ERROR_BACKOFF_MAX",
+    default: "1m",
+    kind: "duration",
+    description:
+      "Backoff ceiling; also how long a session whose storage could not be cleaned waits before it is swept again."
+  },
+  {
+    section: "Upload expiry sweeper",
+    flag: "upload-expiry-circuit-breaker-failures",
+    env: "IMGSRV_UPLOAD_EXPIRY_CIRCUIT_BREAKER_FAILURES",
+    default: "10",
+    kind: "count",
+    description: "Consecutive failures that open the circuit breaker."
+  },
+  {
+    section: "Upload expiry sweeper",
+    flag: "upload-expiry-circuit-breaker-cooldown",
+    env: "IMGSRV_UPLOAD_EXPIRY_CIRCUIT_BREAKER_COOLDOWN",
+    default: "1m",
+    kind: "duration",
+    description: "Pause while the breaker is open."
+  },
   // Publish worker
   {
     section: "Publish worker",
@@ -408,6 +459,39 @@ export const settings = [
     default: "30s",
     kind: "duration",
     description: "How long a claimed step stays claimed without a heartbeat (the holder heartbeats at a third of it)."
+  },
+  {
+    section: "Publish worker",
+    flag: "publish-worker-error-backoff",
+    env: "IMGSRV_PUBLISH_WORKER_ERROR_BACKOFF",
+    default: "5s",
+    kind: "duration",
+    description:
+      "First delay after a failed attempt (a failing step fails its job; this covers claim and database trouble)."
+  },
+  {
+    section: "Publish worker",
+    flag: "publish-worker-error-backoff-max",
+    env: "IMGSRV_PUBLISH_WORKER_ERROR_BACKOFF_MAX",
+    default: "1m",
+    kind: "duration",
+    description: "Backoff ceiling."
+  },
+  {
+    section: "Publish worker",
+    flag: "publish-worker-circuit-breaker-failures",
+    env: "IMGSRV_PUBLISH_WORKER_CIRCUIT_BREAKER_FAILURES",
+    default: "10",
+    kind: "count",
+    description: "Consecutive failures that open the circuit breaker."
+  },
+  {
+    section: "Publish worker",
+    flag: "publish-worker-circuit-breaker-cooldown",
+    env: "IMGSRV_PUBLISH_WORKER_CIRCUIT_BREAKER_COOLDOWN",
+    default: "1m",
+    kind: "duration",
+    description: "Pause while the breaker is open."
   },
   // Webhooks (issue 14, docs/webhooks.md)
   {

@@ -1,11 +1,11 @@
 import { Effect, Layer, Option } from "effect"
 import { createHash } from "node:crypto"
-import { BearerAuthenticators, refuse } from "./authentication.js"
+import { BearerAuthenticators, refuse } from "../authentication.js"
+import { AuthRepository, type PrincipalRow, type RuleRow } from "../repository.js"
+import { GITHUB_ACTIONS_ISSUER, type Principal, type PrincipalKind, type RoleId } from "../schema.js"
+import { randomBase32 } from "../tokens.js"
 import { compileCondition } from "./conditions.js"
-import { OidcVerifier, type VerifiedIdentity } from "./oidc-verifier.js"
-import { AuthRepository, type PrincipalRow, type RuleRow } from "./repository.js"
-import { GITHUB_ACTIONS_ISSUER, type Principal, type PrincipalKind, type RoleId } from "./schema.js"
-import { randomBase32 } from "./tokens.js"
+import { OidcVerifier, type VerifiedIdentity } from "./verifier.js"
 
 /**
  * The OIDC bearer authenticator: a verified JWT identity is resolved to a principal

@@ -1,9 +1,9 @@
 import { Clock, Context, Data, Deferred, Duration, Effect, Layer, Option, Ref } from "effect"
 import { type CryptoKey, decodeJwt, decodeProtectedHeader, importJWK, type JWK, jwtVerify } from "jose"
-import { IdentityProviderUnavailable } from "./errors.js"
-import { ASYMMETRIC_ALGORITHMS } from "./oidc-discovery.js"
-import { OidcHttp } from "./oidc-http.js"
-import { AuthRepository, type ProviderRow } from "./repository.js"
+import { IdentityProviderUnavailable } from "../errors.js"
+import { AuthRepository, type ProviderRow } from "../repository.js"
+import { ASYMMETRIC_ALGORITHMS } from "./discovery.js"
+import { OidcHttp } from "./http.js"
 
 /**
  * Verifies a JWT presented as a bearer token against the trust record of its issuer

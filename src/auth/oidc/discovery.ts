@@ -1,7 +1,7 @@
 import { Effect, Either } from "effect"
-import { InvalidRequest } from "../platform/http/problem.js"
-import { IssuerDiscoveryFailed } from "./errors.js"
-import { OidcHttp } from "./oidc-http.js"
+import { InvalidRequest } from "../../platform/http/problem.js"
+import { IssuerDiscoveryFailed } from "../errors.js"
+import { OidcHttp } from "./http.js"
 
 /**
  * Outbound OpenID discovery, done when a provisioning rule is saved — never on a

@@ -2,7 +2,7 @@ import { Context, Data, Duration, Effect, Layer, Option } from "effect"
 import { readFile } from "node:fs/promises"
 import * as https from "node:https"
 import * as tls from "node:tls"
-import { AppConfig } from "../platform/config/config.js"
+import { AppConfig } from "../../platform/config/config.js"
 
 /**
  * The only outbound HTTP imgsrv's auth does: OIDC discovery documents and JWKS.

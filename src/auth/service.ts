@@ -1,8 +1,8 @@
 import { SqlError } from "@effect/sql"
 import { Context, Effect, Either, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
-import { InvalidRequest } from "../platform/http/problem.js"
 import { formatTimestamp } from "../contract/timestamp.js"
+import { InvalidRequest } from "../platform/http/problem.js"
 import {
   ApiTokenNotFound,
   type IssuerDiscoveryFailed,

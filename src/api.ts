@@ -4,6 +4,7 @@ import { CatalogGroup } from "./catalog/api.js"
 import { API_ID } from "./contract/http.js"
 import { OpsGroup } from "./contract/ops.js"
 import { PublishGroup } from "./publishing/api.js"
+import { RetentionGroup } from "./retention/api.js"
 import { StreamsGroup } from "./streams/api.js"
 import { BlobsGroup, UploadsGroup } from "./uploads/api.js"
 import { EventsGroup, WebhooksGroup } from "./webhooks/api.js"
@@ -54,6 +55,7 @@ export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(BlobsGroup)
   .add(CatalogGroup)
   .add(PublishGroup)
+  .add(RetentionGroup)
   .add(StreamsGroup)
   .add(WebhooksGroup)
   .add(EventsGroup)

@@ -34,6 +34,10 @@ import { PublishMetricsLive } from "./publishing/metrics.js"
 import { PublishWorkerLive } from "./publishing/publish-worker.js"
 import { PublishRepositoryLive } from "./publishing/repository.js"
 import { PublishingLive, PublishWakeLive } from "./publishing/service.js"
+import { RetentionHandlersLive } from "./retention/http.js"
+import { RetentionRepositoryLive } from "./retention/repository.js"
+import { RetentionLive } from "./retention/service.js"
+import { RetentionWorkerLive } from "./retention/worker.js"
 import { StreamsCacheLive } from "./streams/cache.js"
 import { StreamsHandlersLive } from "./streams/http.js"
 import { StreamsRepositoryLive } from "./streams/repository.js"
@@ -116,7 +120,8 @@ const ApiHandlersLive = Layer.mergeAll(
   CatalogHandlersLive,
   PublishHandlersLive,
   StreamsHandlersLive,
-  WebhooksApiLive
+  WebhooksApiLive,
+  RetentionHandlersLive
 ).pipe(
   Layer.provide(
     Layer.mergeAll(CatalogLive, PublishingLive, StreamsCacheLive.pipe(Layer.provide(StreamsRepositoryLive)))
@@ -131,7 +136,8 @@ const BackgroundLive = Layer.mergeAll(
   PublishMetricsLive,
   UploadsBackgroundLive,
   PoolMetricsLive,
-  WebhooksBackgroundLive
+  WebhooksBackgroundLive,
+  RetentionWorkerLive
 )
 
 /**
@@ -140,6 +146,8 @@ const BackgroundLive = Layer.mergeAll(
 const SharedDomainLive = Layer.mergeAll(
   CatalogRepositoryLive,
   PublishRepositoryLive,
+  // One retention service for its handlers and its loop (the repositories are stateless SQL).
+  RetentionLive.pipe(Layer.provide(Layer.merge(RetentionRepositoryLive, CatalogRepositoryLive))),
   PublishWakeLive,
   PromotionWakeLive,
   DeliveryWakeLive

@@ -484,6 +484,24 @@ export const settings = [
     kind: "boolean",
     description:
       "Allow webhook URLs on loopback, private, link-local and metadata addresses (refused by default, at creation and at connect time)."
+  },
+  // Retention (issue 16, docs/lifecycle.md)
+  {
+    section: "Retention",
+    flag: "retention-enabled",
+    env: "IMGSRV_RETENTION_ENABLED",
+    default: "true",
+    kind: "boolean",
+    description: "Run the in-process retention loop, which applies each image's retention rules (multi-replica safe)."
+  },
+  {
+    section: "Retention",
+    flag: "retention-interval",
+    env: "IMGSRV_RETENTION_INTERVAL",
+    default: "1h",
+    kind: "duration",
+    description:
+      "How often an image's retention rules are applied (new or changed rules are applied within a minute, or this interval if shorter)."
   }
 ] as const satisfies ReadonlyArray<Setting>
 

@@ -237,6 +237,17 @@ describe("yank and retire", () => {
           "AND image_id = (SELECT id FROM images WHERE name = $1)",
         ["retire-guard"]
       )
+      // Nor can a version an alias points at be yanked behind the API's back.
+      await publish("retire-guard", "1.1")
+      await expectStatus(
+        await app.request("PUT", "/v1/images/retire-guard/aliases/stable", { token: writer, json: { version: "1.1" } }),
+        200
+      )
+      await refused(
+        "UPDATE image_versions SET yanked_at = now(), yank_reason = 'x' WHERE version = '1.1' " +
+          "AND image_id = (SELECT id FROM images WHERE name = $1)",
+        ["retire-guard"]
+      )
       // A draft cannot be yanked behind the API's back either.
       await createDraft(app, writer, "retire-guard", "2.0")
       await refused(
@@ -271,6 +282,42 @@ describe("yank and retire", () => {
       version: { version: "1.0", yanked: true, yank_reason: "bad kernel" },
       url: "/v1/images/yank-events/versions/1.0"
     })
+  })
+
+  it("another replica of the same database stops serving the remembered manifest within seconds", async () => {
+    const other = await startTestApp({ databaseUrl: app.databaseUrl })
+    try {
+      await publish("yank-replica", "1.0")
+      // The other replica reads it twice: from then on it answers from memory.
+      for (let i = 0; i < 2; i++) {
+        const shown = await expectStatus<Manifest>(
+          await other.request("GET", "/v1/images/yank-replica/versions/1.0"),
+          200
+        )
+        expect(shown.version).not.toHaveProperty("yanked")
+      }
+      await expectStatus(await yank("yank-replica", "1.0"), 200)
+      const seen = async (probe: () => Promise<boolean>) => {
+        const deadline = Date.now() + 5000
+        while (Date.now() < deadline) {
+          if (await probe()) return true
+          await new Promise((resolve) => setTimeout(resolve, 50))
+        }
+        return false
+      }
+      expect(
+        await seen(async () => {
+          const shown = await other.request("GET", "/v1/images/yank-replica/versions/1.0")
+          return ((await shown.json()) as Manifest).version.yanked === true
+        })
+      ).toBe(true)
+      expect((await app.request("DELETE", "/v1/images/yank-replica/versions/1.0", { token: both })).status).toBe(204)
+      expect(
+        await seen(async () => (await other.request("GET", "/v1/images/yank-replica/versions/1.0")).status === 404)
+      ).toBe(true)
+    } finally {
+      await other.close()
+    }
   })
 
   it("the OpenAPI document lists the yank routes", async () => {

@@ -332,7 +332,7 @@ export const CatalogLive = Layer.scoped(
     const readEpoch = sql<{ epoch: string }>`SELECT published_epoch::text AS epoch FROM catalog_generation`.pipe(
       Effect.map((rows) => rows[0]?.epoch ?? "")
     )
-    let epoch = yield* readEpoch.pipe(Effect.orElseSucceed(() => ""))
+    let epoch = yield* untracedPoll(readEpoch).pipe(Effect.orElseSucceed(() => ""))
     yield* untracedPoll(readEpoch).pipe(
       Effect.flatMap((seen) => {
         if (seen === epoch) return Effect.void

@@ -7,6 +7,7 @@ import { OpsGroup } from "./contract/ops.js"
 import { problemJsonErrors } from "./contract/problem.js"
 import { GcGroup } from "./gc/api.js"
 import { PublishGroup } from "./publishing/api.js"
+import { RetentionGroup } from "./retention/api.js"
 import { StreamsGroup } from "./streams/api.js"
 import { BlobsGroup, UploadsGroup } from "./uploads/api.js"
 import { EventsGroup, WebhooksGroup } from "./webhooks/api.js"
@@ -24,6 +25,7 @@ export class ImgsrvApi extends HttpApi.make(API_ID)
   .add(BlobsGroup)
   .add(CatalogGroup)
   .add(PublishGroup)
+  .add(RetentionGroup)
   .add(StreamsGroup)
   .add(WebhooksGroup)
   .add(EventsGroup)

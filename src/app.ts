@@ -30,6 +30,7 @@ import { instrumentBlobStore } from "./platform/storage/blob-store/instrumented.
 import { DatabaseLive, migrate, PoolMetricsLive } from "./platform/storage/database.js"
 import { startEmbeddedPostgres } from "./platform/storage/embedded-postgres.js"
 import { PublishingApiLive, PublishingBackgroundLive, PublishingSharedLive } from "./publishing/layers.js"
+import { RetentionApiLive, RetentionBackgroundLive, RetentionSharedLive } from "./retention/layers.js"
 import { StreamsApiLive, StreamsBackgroundLive } from "./streams/layers.js"
 import { UploadsApiLive, UploadsBackgroundLive, UploadsSharedLive } from "./uploads/layers.js"
 import { WebhooksApiLive, WebhooksBackgroundLive, WebhooksSharedLive } from "./webhooks/layers.js"
@@ -114,7 +115,8 @@ const ApiHandlersLive = Layer.mergeAll(
   PublishingApiLive,
   StreamsApiLive,
   WebhooksApiLive,
-  GcApiLive
+  GcApiLive,
+  RetentionApiLive
 ).pipe(
   Layer.provide(AuthLive),
   Layer.provide(ReadinessLive)
@@ -129,6 +131,7 @@ const BackgroundLive = Layer.mergeAll(
   StreamsBackgroundLive,
   WebhooksBackgroundLive,
   GcBackgroundLive,
+  RetentionBackgroundLive,
   PoolMetricsLive
 )
 
@@ -140,7 +143,8 @@ const SharedDomainLive = Layer.mergeAll(
   UploadsSharedLive,
   CatalogSharedLive,
   PublishingSharedLive,
-  WebhooksSharedLive
+  WebhooksSharedLive,
+  RetentionSharedLive
 )
 
 /** The API listener serving `api` (either flavour), with the OpenAPI document and its viewer. */

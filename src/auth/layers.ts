@@ -22,10 +22,12 @@ const Authentication = AuthenticationLive.pipe(
   Layer.provide(OidcVerifierLive)
 )
 
-export const AuthLive = Layer.mergeAll(
-  AuthorizationLive.pipe(Layer.provide(Authentication)),
-  AuthManagementLive
-).pipe(Layer.provideMerge(Storage))
+// `Authentication` is an output too: a handler may authorize a second action (retiring a
+// published version needs auth.manage on a content.write route, catalog/http.ts).
+export const AuthLive = Layer.mergeAll(AuthorizationLive, AuthManagementLive).pipe(
+  Layer.provideMerge(Authentication),
+  Layer.provideMerge(Storage)
+)
 
 /** Start-up bootstrap of the first auth-manager (after migrations, before serving). */
 export const AuthStartupLive = AuthBootstrapLive.pipe(Layer.provide(AuthRepositoryLive))

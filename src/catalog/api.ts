@@ -4,6 +4,7 @@ import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as OpenApi from "@effect/platform/OpenApi"
 import { Schema } from "effect"
 import { RequireContentWrite } from "../auth/api.js"
+import { Forbidden } from "../auth/errors.js"
 import { NotModified } from "../contract/http.js"
 import { InvalidPageRequest } from "../contract/pagination.js"
 import { UuidString } from "../contract/params.js"
@@ -11,6 +12,7 @@ import { InvalidRequest, Problem, RangeNotSatisfiable } from "../contract/proble
 import {
   AliasNotFound,
   AliasTargetNotPublished,
+  AliasTargetYanked,
   ArtifactIdentityTaken,
   ArtifactNotFound,
   AttachmentNameTaken,
@@ -20,9 +22,11 @@ import {
   ImageNotDeletable,
   ImageNotFound,
   RefNotFound,
+  VersionAliased,
   VersionNotDeletable,
   VersionNotDraft,
   VersionNotFound,
+  VersionNotYankable,
   VersionTaken
 } from "./errors.js"
 import {
@@ -40,7 +44,8 @@ import {
   ImageVersion,
   Manifest,
   PutAliasRequest,
-  VersionList
+  VersionList,
+  YankRequest
 } from "./schema.js"
 
 /**
@@ -130,7 +135,11 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
       .addSuccess(VersionList)
       .addError(invalid)
       .addError(Problem(ImageNotFound))
-      .annotate(OpenApi.Description, "Published versions, newest first. 404 when the image has none.")
+      .annotate(
+        OpenApi.Description,
+        "Published versions, newest first; yanked ones only with `?include_yanked=true`. 404 when the image has " +
+          "no published version."
+      )
   )
   .add(
     HttpApiEndpoint.get("getManifest", "/v1/images/:name/versions/:version")
@@ -147,11 +156,41 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
       .addSuccess(HttpApiSchema.NoContent)
       .addError(invalid)
       .addError(Problem(VersionNotFound))
+      .addError(Problem(Forbidden))
       .addError(Problem(VersionNotDeletable))
       .annotate(
         OpenApi.Description,
-        "Deletes a draft version with its artifacts and attachments. 409 when it is published or publishing."
+        "Deletes a draft version with its artifacts and attachments, or retires a yanked published version " +
+          "for good (this also needs `auth.manage`: 403 otherwise). 409 for a published version that is not " +
+          "yanked, and for a publishing one."
       )
+  )
+  .add(
+    HttpApiEndpoint.post("yankVersion", "/v1/images/:name/versions/:version/yank")
+      .middleware(RequireContentWrite)
+      .setPath(VersionPath)
+      .setPayload(YankRequest)
+      .addSuccess(ImageVersion)
+      .addError(invalid)
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(VersionNotYankable))
+      .addError(Problem(VersionAliased))
+      .annotate(
+        OpenApi.Description,
+        "Yanks a published version: its manifest and downloads keep answering (with `yanked: true` and the " +
+          "reason), it leaves version listings and Simple Streams. 409 for a draft or publishing version, and " +
+          "while an alias points at it. Yanking a yanked version changes nothing."
+      )
+  )
+  .add(
+    HttpApiEndpoint.del("unyankVersion", "/v1/images/:name/versions/:version/yank")
+      .middleware(RequireContentWrite)
+      .setPath(VersionPath)
+      .addSuccess(ImageVersion)
+      .addError(invalid)
+      .addError(Problem(VersionNotFound))
+      .addError(Problem(VersionNotYankable))
+      .annotate(OpenApi.Description, "Undoes a yank (a version that is not yanked is returned unchanged).")
   )
   .add(
     HttpApiEndpoint.get("resolveRef", "/v1/images/:name/refs/:ref")
@@ -328,7 +367,11 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
       .addError(Problem(ImageNotFound))
       .addError(Problem(VersionNotFound))
       .addError(Problem(AliasTargetNotPublished))
-      .annotate(OpenApi.Description, "Creates the alias or moves it to another published version (200 both ways).")
+      .addError(Problem(AliasTargetYanked))
+      .annotate(
+        OpenApi.Description,
+        "Creates the alias or moves it to another published version (200 both ways). 409 for a yanked version."
+      )
   )
   .add(
     HttpApiEndpoint.get("listAliases", "/v1/images/:name/aliases")

@@ -171,3 +171,37 @@ export class ImageNotDeletable extends Schema.TaggedError<ImageNotDeletable>()(
     return `catalog conflict: image ${this.name} cannot be deleted: ${this.reason}`
   }
 }
+
+/** Only published versions can be yanked or unyanked (409, naming the state). */
+export class VersionNotYankable extends Schema.TaggedError<VersionNotYankable>()(
+  "VersionNotYankable",
+  { name: Schema.String, version: Schema.String, state: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
+) {
+  override get message() {
+    return `catalog conflict: only published versions can be yanked (${this.name}/${this.version} is ${this.state})`
+  }
+}
+
+/** A version an alias points at cannot be yanked (409, naming the aliases). */
+export class VersionAliased extends Schema.TaggedError<VersionAliased>()(
+  "VersionAliased",
+  { name: Schema.String, version: Schema.String, aliases: Schema.Array(Schema.String) },
+  HttpApiSchema.annotations({ status: 409 })
+) {
+  override get message() {
+    return `catalog conflict: version ${this.name}/${this.version} cannot be yanked: alias ` +
+      `${this.aliases.join(", ")} points at it (move or delete the alias first)`
+  }
+}
+
+/** No alias may point at a yanked version (409). */
+export class AliasTargetYanked extends Schema.TaggedError<AliasTargetYanked>()(
+  "AliasTargetYanked",
+  { name: Schema.String, version: Schema.String },
+  HttpApiSchema.annotations({ status: 409 })
+) {
+  override get message() {
+    return `catalog conflict: version ${this.name}/${this.version} is yanked; aliases cannot point at it`
+  }
+}

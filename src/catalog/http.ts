@@ -1,7 +1,9 @@
-import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
-import type { HttpServerRequest } from "@effect/platform"
+import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect } from "effect"
+import { Authentication } from "../auth/authentication.js"
+import { CurrentPrincipal } from "../auth/middleware.js"
 import { decodeParam } from "../contract/params.js"
+import { InvalidRequest } from "../contract/problem.js"
 import { serveBlob } from "../platform/http/download.js"
 import { ImmutableResponses } from "../platform/http/fast-path.js"
 import { pageOf, pageRequest } from "../platform/http/pagination.js"
@@ -63,6 +65,17 @@ const servedAs = (fileName: string) => <E, R>(lookup: Effect.Effect<DownloadTarg
     (target) => new DownloadFileNotFound({ fileName, servedAs: target.fileName })
   )
 
+/** `?include_yanked=` of the version list: `true` or `false` (absent is `false`), anything else a 400. */
+const includeYankedOf = (request: HttpServerRequest.HttpServerRequest) => {
+  const q = request.url.indexOf("?")
+  const value = new URLSearchParams(q === -1 ? "" : request.url.slice(q + 1)).get("include_yanked")
+  return value === null || value === "false"
+    ? Effect.succeed(false)
+    : value === "true"
+    ? Effect.succeed(true)
+    : Effect.fail(new InvalidRequest({ detail: "include_yanked must be true or false" }))
+}
+
 type ArtifactPathParams = Parameters<typeof artifactPathOf>[0]
 type AttachmentPathParams = ArtifactPathParams & { readonly attachment_id: string }
 
@@ -95,6 +108,7 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
     Effect.gen(function*() {
       const catalog = yield* Catalog
       const immutable = yield* ImmutableResponses
+      const authentication = yield* Authentication
 
       // `…/download` and `…/download/{file_name}` serve through one implementation.
       const artifactTarget = (path: ArtifactPathParams) =>
@@ -143,19 +157,34 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
         .handle("getImage", ({ path }) => nameOf(path).pipe(Effect.flatMap(catalog.getImage), Effect.map(imageToWire)))
         .handle("deleteImage", ({ path }) => nameOf(path).pipe(Effect.flatMap(catalog.deleteImage)))
         .handle("deleteVersion", ({ path }) =>
-          decodeVersionPath(path).pipe(Effect.flatMap(([name, version]) =>
-            catalog.deleteVersion(name, version)
-          )))
+          Effect.gen(function*() {
+            const [name, version] = yield* decodeVersionPath(path)
+            const principal = yield* CurrentPrincipal
+            // The route needs content.write; retiring a published version also needs auth.manage.
+            yield* catalog.deleteVersion(name, version, authentication.authorize(principal, "auth.manage"))
+          }))
+        .handle("yankVersion", ({ path, payload }) =>
+          decodeVersionPath(path).pipe(
+            Effect.flatMap(([name, version]) => catalog.yankVersion(name, version, payload.reason)),
+            Effect.map(versionToWire)
+          ))
+        .handle("unyankVersion", ({ path }) =>
+          decodeVersionPath(path).pipe(
+            Effect.flatMap(([name, version]) => catalog.unyankVersion(name, version)),
+            Effect.map(versionToWire)
+          ))
         .handle("createVersion", ({ path, payload }) =>
           nameOf(path).pipe(
             Effect.flatMap((name) => catalog.createVersion(name, payload.version)),
             Effect.map(versionToWire)
           ))
         .handle("listVersions", ({ path }) =>
-          nameOf(path).pipe(
-            Effect.flatMap(catalog.listVersions),
-            Effect.map((rows) => ({ versions: rows.map(versionToWire) }))
-          ))
+          Effect.gen(function*() {
+            const name = yield* nameOf(path)
+            const includeYanked = yield* includeYankedOf(yield* HttpServerRequest.HttpServerRequest)
+            const rows = yield* catalog.listVersions(name, includeYanked)
+            return { versions: rows.map(versionToWire) }
+          }))
         .handle("getManifest", ({ path, request }) =>
           decodeVersionPath(path).pipe(
             Effect.flatMap(([name, version]) => catalog.getManifest(name, version)),
@@ -173,9 +202,7 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
           ))
         .handle("listArtifacts", ({ path }) =>
           decodeVersionPath(path).pipe(
-            Effect.flatMap(([name, version]) =>
-              catalog.listArtifacts(name, version)
-            ),
+            Effect.flatMap(([name, version]) => catalog.listArtifacts(name, version)),
             Effect.map((rows) => ({ artifacts: rows.map(artifactToWire) }))
           ))
         .handle("addArtifact", ({ path, payload }) =>
@@ -240,6 +267,8 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             Effect.map(aliasToWire)
           ))
         .handle("deleteAlias", ({ path }) =>
-          aliasPathOf(path).pipe(Effect.flatMap(([name, alias]) => catalog.deleteAlias(name, alias))))
+          aliasPathOf(path).pipe(Effect.flatMap(([name, alias]) =>
+            catalog.deleteAlias(name, alias)
+          )))
     })
 )

@@ -51,6 +51,8 @@ const splitJoined = (row: JoinedVersionRow): ImageVersionRows => ({
     version: row.version,
     state: row.state,
     published_at: row.published_at,
+    yanked_at: row.yanked_at,
+    yank_reason: row.yank_reason,
     created_at: row.created_at,
     updated_at: row.updated_at
   }
@@ -89,8 +91,27 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
     version: string,
     lock?: RowLock
   ) => Effect.Effect<Option.Option<ImageVersionRows>, SqlError.SqlError>
-  /** Published versions of an image, newest `created_at` first, then version, id. */
-  readonly listPublishedVersions: (imageId: string) => Effect.Effect<ReadonlyArray<VersionRow>, SqlError.SqlError>
+  /** Published versions of an image, newest `created_at` first, then version, id; yanked ones on request. */
+  readonly listPublishedVersions: (
+    imageId: string,
+    includeYanked?: boolean
+  ) => Effect.Effect<ReadonlyArray<VersionRow>, SqlError.SqlError>
+  /**
+   * Sets (`reason`) or clears (null) the yank of a published version, keeping an existing
+   * yank as it is; the caller holds the row lock. The guard refuses anything but a published row.
+   */
+  readonly setYank: (
+    versionId: string,
+    reason: string | null
+  ) => Effect.Effect<VersionRow, SqlError.SqlError | ConstraintViolation>
+  /** Aliases pointing at the version, by alias. */
+  readonly aliasesOf: (versionId: string) => Effect.Effect<ReadonlyArray<string>, SqlError.SqlError>
+  /**
+   * Removes a yanked published version for good through `retire_version` (migration 0008):
+   * projection rows, artifacts, attachments, publish jobs and the row. False when it is not
+   * (or no longer) a yanked published version.
+   */
+  readonly retireVersion: (versionId: string) => Effect.Effect<boolean, SqlError.SqlError | ConstraintViolation>
   /** A version's artifacts and their attachments, in manifest order. */
   readonly loadManifest: (found: ImageVersionRows) => Effect.Effect<ManifestRows, SqlError.SqlError>
 
@@ -243,11 +264,30 @@ export const CatalogRepositoryLive = Layer.effect(
       findVersion: (name, version, lock = "none") =>
         versionQuery(name, version, lock).pipe(Effect.map((rows) => first(rows).pipe(Option.map(splitJoined)))),
 
-      listPublishedVersions: (imageId) =>
+      listPublishedVersions: (imageId, includeYanked = false) =>
         sql<VersionRow>`
           SELECT * FROM image_versions
-          WHERE image_id = ${imageId} AND state = 'published'
+          WHERE image_id = ${imageId} AND state = 'published' AND (${includeYanked} OR yanked_at IS NULL)
           ORDER BY created_at DESC, version COLLATE "C", id`,
+
+      setYank: (versionId, reason) =>
+        classifyConstraint(sql<VersionRow>`
+          UPDATE image_versions
+          SET yanked_at = CASE WHEN ${reason}::text IS NULL THEN NULL ELSE coalesce(yanked_at, now()) END,
+              yank_reason = CASE WHEN ${reason}::text IS NULL THEN NULL ELSE coalesce(yank_reason, ${reason}) END
+          WHERE id = ${versionId}
+          RETURNING *`).pipe(Effect.map((rows) => rows[0]!)),
+
+      aliasesOf: (versionId) =>
+        sql<{ alias: string }>`
+          SELECT alias FROM aliases WHERE version_id = ${versionId} ORDER BY alias COLLATE "C"`.pipe(
+          Effect.map((rows) => rows.map((row) => row.alias))
+        ),
+
+      retireVersion: (versionId) =>
+        classifyConstraint(sql<{ retired: boolean }>`SELECT retire_version(${versionId}) AS retired`).pipe(
+          Effect.map((rows) => rows[0]?.retired === true)
+        ),
 
       loadManifest: (found) =>
         Effect.gen(function*() {

@@ -107,6 +107,12 @@ export const PutAliasRequest = Schema.Struct({
   version: VersionString
 }).annotations({ ...strictBody, identifier: "PutAliasRequest" })
 
+/** Why a version is withdrawn; shown to everyone who reads it (docs/lifecycle.md). */
+export const YankRequest = Schema.Struct({
+  reason: nonBlank("reason", TEXT_LIMITS.long)
+}).annotations({ ...strictBody, identifier: "YankRequest" })
+export type YankRequest = typeof YankRequest.Type
+
 // ---------------------------------------------------------------------------------
 // Responses. Timestamps are RFC 3339 UTC strings (see `formatTimestamp`); optional
 // members are omitted when unset, arrays are always present.
@@ -128,6 +134,10 @@ export const ImageVersion = Schema.Struct({
   version: Schema.String,
   state: VersionState,
   published_at: Schema.optional(TimestampString),
+  /** Present (and true) only on a yanked version, with `yanked_at` and `yank_reason`. */
+  yanked: Schema.optional(Schema.Literal(true)),
+  yanked_at: Schema.optional(TimestampString),
+  yank_reason: Schema.optional(Schema.String),
   created_at: TimestampString,
   updated_at: TimestampString
 }).annotations({ identifier: "ImageVersion" })
@@ -225,6 +235,9 @@ export interface VersionRow {
   readonly version: string
   readonly state: VersionState
   readonly published_at: Date | null
+  /** Set while a published version is yanked (with `yank_reason`). */
+  readonly yanked_at: Date | null
+  readonly yank_reason: string | null
   readonly created_at: Date
   readonly updated_at: Date
 }
@@ -303,6 +316,9 @@ export const versionToWire = (row: VersionRow): ImageVersion => ({
   version: row.version,
   state: row.state,
   ...(row.published_at !== null ? { published_at: formatTimestamp(row.published_at) } : {}),
+  ...(row.yanked_at !== null
+    ? { yanked: true as const, yanked_at: formatTimestamp(row.yanked_at), yank_reason: row.yank_reason ?? "" }
+    : {}),
   created_at: formatTimestamp(row.created_at),
   updated_at: formatTimestamp(row.updated_at)
 })

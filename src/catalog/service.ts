@@ -1,13 +1,17 @@
 import { SqlClient } from "@effect/sql"
-import { Context, Effect, Layer, Option } from "effect"
+import type { SqlError } from "@effect/sql"
+import { Context, Duration, Effect, Layer, Option, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
 import type { Sha256Digest } from "../contract/digest.js"
+import { ImmutableResponses } from "../platform/http/fast-path.js"
+import { untracedPoll } from "../platform/observability/tracing.js"
 import type { ConstraintViolation } from "../platform/storage/sql-errors.js"
-import { aliasDeleted, aliasUpdated } from "../webhooks/events.js"
+import { aliasDeleted, aliasUpdated, versionRetired, versionUnyanked, versionYanked } from "../webhooks/events.js"
 import { recordEvent } from "../webhooks/outbox.js"
 import {
   AliasNotFound,
   AliasTargetNotPublished,
+  AliasTargetYanked,
   ArtifactIdentityTaken,
   ArtifactNotFound,
   AttachmentNameTaken,
@@ -16,9 +20,11 @@ import {
   ImageNotDeletable,
   ImageNotFound,
   RefNotFound,
+  VersionAliased,
   VersionNotDeletable,
   VersionNotDraft,
   VersionNotFound,
+  VersionNotYankable,
   VersionTaken
 } from "./errors.js"
 import { CatalogRepository, type ImageVersionRows } from "./repository.js"
@@ -56,12 +62,37 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   readonly getImage: (name: string) => Effect.Effect<ImageRow, ImageNotFound>
 
   readonly createVersion: (name: string, version: string) => Effect.Effect<VersionRow, ImageNotFound | VersionTaken>
-  /** Deletes a draft with its artifacts and attachments; published or publishing versions are refused. */
-  readonly deleteVersion: (name: string, version: string) => Effect.Effect<void, VersionNotFound | VersionNotDeletable>
+  /**
+   * Deletes a draft with its artifacts and attachments, or retires a yanked published
+   * version once `authorizeRetire` (the caller may retire) succeeds; a published version
+   * that is not yanked, and a publishing one, are refused.
+   */
+  readonly deleteVersion: <E>(
+    name: string,
+    version: string,
+    authorizeRetire: Effect.Effect<void, E>
+  ) => Effect.Effect<void, VersionNotFound | VersionNotDeletable | E>
+  /** Yanks a published version (kept as it is when already yanked); refused while an alias points at it. */
+  readonly yankVersion: (
+    name: string,
+    version: string,
+    reason: string
+  ) => Effect.Effect<VersionRow, VersionNotFound | VersionNotYankable | VersionAliased>
+  /** Undoes a yank (a version that is not yanked is returned unchanged). */
+  readonly unyankVersion: (
+    name: string,
+    version: string
+  ) => Effect.Effect<VersionRow, VersionNotFound | VersionNotYankable>
   /** Deletes an image with its drafts and aliases, unless a version is published or publishing. */
   readonly deleteImage: (name: string) => Effect.Effect<void, ImageNotFound | ImageNotDeletable>
-  /** Published versions, newest first; an image without any is "not found". */
-  readonly listVersions: (name: string) => Effect.Effect<ReadonlyArray<VersionRow>, ImageNotFound>
+  /**
+   * Published versions, newest first, without the yanked ones unless `includeYanked`; an
+   * image without any published version (yanked or not) is "not found".
+   */
+  readonly listVersions: (
+    name: string,
+    includeYanked?: boolean
+  ) => Effect.Effect<ReadonlyArray<VersionRow>, ImageNotFound>
   /** The manifest of the exact version, in any state (drafts are readable by name). */
   readonly getManifest: (name: string, version: string) => Effect.Effect<ManifestRows, VersionNotFound>
   /** A published manifest by exact version first, then by alias. */
@@ -100,7 +131,7 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
     name: string,
     alias: string,
     version: string
-  ) => Effect.Effect<AliasRow, ImageNotFound | VersionNotFound | AliasTargetNotPublished>
+  ) => Effect.Effect<AliasRow, ImageNotFound | VersionNotFound | AliasTargetNotPublished | AliasTargetYanked>
   /** All aliases of an existing image (possibly none, even without published versions). */
   readonly listAliases: (name: string) => Effect.Effect<ReadonlyArray<AliasRow>, ImageNotFound>
   /** At most `limit` aliases of the image after the (`alias`, `id`) key, in listing order. */
@@ -111,6 +142,8 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   ) => Effect.Effect<ReadonlyArray<AliasRow>, ImageNotFound>
   readonly getAlias: (name: string, alias: string) => Effect.Effect<AliasRow, ImageNotFound | AliasNotFound>
   readonly deleteAlias: (name: string, alias: string) => Effect.Effect<void, ImageNotFound | AliasNotFound>
+  /** Drops the published manifests this process remembers (after a yank, unyank or retirement). */
+  readonly forgetPublishedManifests: Effect.Effect<void>
 
   /** The blob behind a published artifact. */
   readonly artifactDownload: (
@@ -135,9 +168,11 @@ export const normaliseVariant = (variant: string | undefined): string =>
 const PUBLISHED_MANIFEST_CACHE_SIZE = 1024
 
 /**
- * Published manifests never change — the database refuses it — so they are cached by
- * image name and version: a hot manifest (CI pipelines resolving `latest`, Incus hosts)
- * costs no database round trip. Drafts and publishing versions are never cached.
+ * Published manifests change only by a yank, an unyank or a retirement — the database
+ * refuses anything else — so they are cached by image name and version: a hot manifest
+ * (CI pipelines resolving `latest`, Incus hosts) costs no database round trip. Drafts and
+ * publishing versions are never cached. Those three changes empty the cache (`clear`):
+ * here at once, on every replica when it sees the published epoch move (`watchPublishedEpoch`).
  */
 const makePublishedManifestCache = () => {
   const entries = new Map<string, ManifestRows>()
@@ -158,15 +193,72 @@ const makePublishedManifestCache = () => {
       entries.set(keyOf(rows.image.name, rows.version.version), rows)
       if (entries.size > PUBLISHED_MANIFEST_CACHE_SIZE) entries.delete(entries.keys().next().value!)
       return rows
-    }
+    },
+    clear: () => entries.clear()
   }
 }
 
-export const CatalogLive = Layer.effect(
+/** How often a replica reads the published epoch (migration 0008) to drop stale manifests. */
+export const PUBLISHED_EPOCH_POLL_INTERVAL = Duration.seconds(1)
+
+type Repository = CatalogRepository["Type"]
+
+/**
+ * Yanks `version` (published, not yanked, its row locked FOR UPDATE after the image row,
+ * the order alias changes lock in) and records `version.yanked`, in the caller's
+ * transaction. Refused while an alias points at it. Shared by the API and retention.
+ */
+export const yankLocked = (
+  repo: Repository,
+  sql: SqlClient.SqlClient,
+  imageName: string,
+  version: VersionRow,
+  reason: string
+): Effect.Effect<VersionRow, VersionAliased | SqlError.SqlError> =>
+  Effect.gen(function*() {
+    const aliases = yield* repo.aliasesOf(version.id)
+    if (aliases.length > 0) {
+      return yield* new VersionAliased({ name: imageName, version: version.version, aliases })
+    }
+    // The guard refusing now would mean the checks above were wrong: a bug.
+    const yanked = yield* repo.setYank(version.id, reason).pipe(
+      Effect.catchTags({ CheckViolation: Effect.die, ForeignKeyViolation: Effect.die, UniqueViolation: Effect.die })
+    )
+    yield* recordEvent(sql, versionYanked(imageName, yanked))
+    yield* Effect.logInfo("version yanked").pipe(
+      Effect.annotateLogs({ image: imageName, version: version.version, reason })
+    )
+    return yanked
+  })
+
+/**
+ * Retires `version` (published and yanked, its row locked) and records `version.retired`,
+ * in the caller's transaction. Its blobs stay: they become garbage collection candidates.
+ */
+export const retireLocked = (
+  repo: Repository,
+  sql: SqlClient.SqlClient,
+  imageName: string,
+  version: VersionRow
+): Effect.Effect<void, SqlError.SqlError> =>
+  Effect.gen(function*() {
+    const retired = yield* repo.retireVersion(version.id).pipe(
+      Effect.catchTags({ CheckViolation: Effect.die, ForeignKeyViolation: Effect.die, UniqueViolation: Effect.die })
+    )
+    // The row is locked and was seen yanked: anything else is a bug.
+    if (!retired) return yield* Effect.dieMessage(`version ${version.id} was not a yanked published version`)
+    yield* recordEvent(sql, versionRetired(imageName, version))
+    yield* Effect.logInfo("version retired").pipe(
+      Effect.annotateLogs({ image: imageName, version: version.version })
+    )
+  })
+
+export const CatalogLive = Layer.scoped(
   Catalog,
   Effect.gen(function*() {
     const repo = yield* CatalogRepository
     const sql = yield* SqlClient.SqlClient
+    const immutable = yield* Effect.serviceOption(ImmutableResponses)
 
     const versionNotFound = (name: string, version: string, published: boolean) =>
       new VersionNotFound({ name, version, published })
@@ -229,6 +321,29 @@ export const CatalogLive = Layer.effect(
     const manifestOf = (found: ImageVersionRows) =>
       repo.loadManifest(found).pipe(Effect.orDie, Effect.map(manifests.remember))
 
+    /** Drops every remembered published manifest (this cache and the listener's). */
+    const forgetPublishedManifests = Effect.sync(() => {
+      manifests.clear()
+      Option.map(immutable, (responses) => responses.clear())
+    })
+
+    // Another replica's yank, unyank or retirement moves the published epoch: drop what
+    // this one remembers. Reading it is a poll (untraced); a failed read is retried.
+    const readEpoch = sql<{ epoch: string }>`SELECT published_epoch::text AS epoch FROM catalog_generation`.pipe(
+      Effect.map((rows) => rows[0]?.epoch ?? "")
+    )
+    let epoch = yield* untracedPoll(readEpoch).pipe(Effect.orElseSucceed(() => ""))
+    yield* untracedPoll(readEpoch).pipe(
+      Effect.flatMap((seen) => {
+        if (seen === epoch) return Effect.void
+        epoch = seen
+        return forgetPublishedManifests
+      }),
+      Effect.catchAllCause((cause) => Effect.logDebug("reading the published epoch failed", cause)),
+      Effect.repeat(Schedule.spaced(PUBLISHED_EPOCH_POLL_INTERVAL)),
+      Effect.forkScoped
+    )
+
     const transaction = <A, E>(effect: Effect.Effect<A, E>) =>
       sql.withTransaction(effect).pipe(
         Effect.catchTag("SqlError", Effect.die)
@@ -282,24 +397,73 @@ export const CatalogLive = Layer.effect(
       // refuses) or waits for the delete and then finds no version. The image delete also
       // locks the image row first, which the foreign keys of a concurrent version or alias
       // insert conflict with, so no new row can appear under an image being deleted.
-      deleteVersion: (name, version) =>
+      deleteVersion: (name, version, authorizeRetire) =>
         transaction(Effect.gen(function*() {
           const found = yield* repo.findVersion(name, version, "update").pipe(Effect.orDie)
           if (Option.isNone(found)) return yield* versionNotFound(name, version, false)
           const state = found.value.version.state
+          if (state === "published" && found.value.version.yanked_at !== null) {
+            yield* authorizeRetire
+            yield* retireLocked(repo, sql, name, found.value.version).pipe(Effect.orDie)
+            return true
+          }
           if (state !== "draft") {
             return yield* new VersionNotDeletable({
               name,
               version,
               reason: state === "published"
-                ? "published versions cannot be deleted"
+                ? "published versions cannot be deleted; yank it first, then an auth manager can retire it"
                 : "the version is being published (abandon its failed publish job first)"
             })
           }
           // A guard refusing here would mean the locked draft changed state: a bug.
           yield* repo.deleteVersions([found.value.version.id]).pipe(Effect.orDie)
           yield* Effect.logInfo("draft version deleted").pipe(Effect.annotateLogs({ image: name, version }))
-        })).pipe(Effect.withSpan("catalog.deleteVersion")),
+          return false
+        })).pipe(
+          Effect.tap((retired) => retired ? forgetPublishedManifests : Effect.void),
+          Effect.asVoid,
+          Effect.withSpan("catalog.deleteVersion")
+        ),
+
+      yankVersion: (name, version, reason) =>
+        transaction(Effect.gen(function*() {
+          // The image row first (alias changes lock it too), then the version row.
+          const image = yield* findImage(name)
+          yield* repo.lockAliasesOf(image.id).pipe(Effect.orDie)
+          const found = yield* repo.findVersion(name, version, "update").pipe(Effect.orDie)
+          if (Option.isNone(found)) return yield* versionNotFound(name, version, false)
+          const row = found.value.version
+          if (row.state !== "published") {
+            return yield* new VersionNotYankable({ name, version, state: row.state })
+          }
+          if (row.yanked_at !== null) return row
+          return yield* yankLocked(repo, sql, name, row, reason).pipe(Effect.catchTag("SqlError", Effect.die))
+        })).pipe(
+          Effect.tap(() => forgetPublishedManifests),
+          Effect.catchTag("ImageNotFound", () => Effect.fail(versionNotFound(name, version, false))),
+          Effect.withSpan("catalog.yankVersion")
+        ),
+
+      unyankVersion: (name, version) =>
+        transaction(Effect.gen(function*() {
+          const found = yield* repo.findVersion(name, version, "update").pipe(Effect.orDie)
+          if (Option.isNone(found)) return yield* versionNotFound(name, version, false)
+          const row = found.value.version
+          if (row.state !== "published") {
+            return yield* new VersionNotYankable({ name, version, state: row.state })
+          }
+          if (row.yanked_at === null) return row
+          const unyanked = yield* repo.setYank(row.id, null).pipe(Effect.orDie)
+          yield* recordEvent(sql, versionUnyanked(name, unyanked)).pipe(Effect.orDie)
+          yield* Effect.logInfo("version unyanked").pipe(Effect.annotateLogs({ image: name, version }))
+          return unyanked
+        })).pipe(
+          Effect.tap(() => forgetPublishedManifests),
+          Effect.withSpan("catalog.unyankVersion")
+        ),
+
+      forgetPublishedManifests,
 
       deleteImage: (name) =>
         transaction(Effect.gen(function*() {
@@ -321,12 +485,15 @@ export const CatalogLive = Layer.effect(
           )
         })).pipe(Effect.withSpan("catalog.deleteImage")),
 
-      listVersions: (name) =>
+      listVersions: (name, includeYanked = false) =>
         Effect.gen(function*() {
           const image = yield* findImage(name)
-          const versions = yield* repo.listPublishedVersions(image.id).pipe(Effect.orDie)
-          // Never an empty list for an existing image: no published version means "not found".
-          if (versions.length === 0) return yield* new ImageNotFound({ name })
+          const versions = yield* repo.listPublishedVersions(image.id, includeYanked).pipe(Effect.orDie)
+          // No published version at all (yanked ones included) means "not found"; an image
+          // whose published versions are all yanked lists none.
+          if (versions.length === 0 && !(yield* repo.hasPublishedVersion(image.id).pipe(Effect.orDie))) {
+            return yield* new ImageNotFound({ name })
+          }
           return versions
         }).pipe(Effect.withSpan("catalog.listVersions")),
 
@@ -346,7 +513,7 @@ export const CatalogLive = Layer.effect(
           if (Option.isNone(image)) return yield* new RefNotFound({ name, ref })
           const alias = yield* repo.findAlias(image.value.id, ref).pipe(Effect.orDie)
           if (Option.isNone(alias)) return yield* new RefNotFound({ name, ref })
-          // Aliases only ever target published versions (DB guard), and versions never leave `published`.
+          // Aliases only ever target published, not yanked versions (DB guard); a retired one is gone.
           const cachedTarget = manifests.get(name, alias.value.version)
           if (cachedTarget !== undefined) return cachedTarget
           const target = yield* repo.findVersion(name, alias.value.version).pipe(Effect.orDie)
@@ -465,6 +632,10 @@ export const CatalogLive = Layer.effect(
             return yield* new AliasTargetNotPublished({ name, version, state: target.version.state })
           }
           yield* repo.lockAliasesOf(image.id).pipe(Effect.orDie)
+          // Checked under the image lock, which a yank takes first: no yank slips in between.
+          const locked = yield* repo.findVersion(name, version, "share").pipe(Effect.orDie)
+          if (Option.isNone(locked)) return yield* versionNotFound(name, version, false)
+          if (locked.value.version.yanked_at !== null) return yield* new AliasTargetYanked({ name, version })
           const before = yield* repo.findAlias(image.id, alias).pipe(Effect.orDie)
           const after = yield* repo.upsertAlias({
             id: randomUUID(),

@@ -12,7 +12,7 @@ import { STATUS_CODES } from "node:http"
  *    of a security middleware (401/403/503 of `auth/api.ts`). `Problem` gives the schema
  *    the true wire shape, `ProblemDetails` as `application/problem+json`.
  * 3. `problemJsonErrors` below patches what the OpenAPI generator gets wrong about it.
- * 4. At run time `renderFailure` (`platform/http/http.ts`) renders every failure itself, as
+ * 4. At run time `renderFailure` (`platform/http/failure.ts`) renders every failure itself, as
  *    `problemBody` with the status the error class annotates (`declaredStatus` in
  *    `platform/http/problem.ts`); the declarations are for the document and the handlers' types.
  *    `Problem`'s own encoder gives the same body, for anything that encodes through it.

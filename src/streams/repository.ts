@@ -43,8 +43,8 @@ export interface StreamsSnapshotRows {
 
 export class StreamsRepository extends Context.Tag("imgsrv/StreamsRepository")<StreamsRepository, {
   /**
-   * Projection rows of published versions (rows of a version still publishing stay
-   * invisible) and every alias with the version it targets, with the catalog generation,
+   * Projection rows of published, not yanked versions (rows of a version still publishing
+   * or yanked stay invisible) and every alias with the version it targets, with the catalog generation,
    * all from one REPEATABLE READ snapshot: the rendering of these rows is exactly the
    * documents of that generation (migrations/0006_catalog_generation.sql).
    */
@@ -64,7 +64,7 @@ export const StreamsRepositoryLive = Layer.effect(
                p.metadata_path, p.metadata_sha256, p.metadata_size_bytes,
                p.root_ftype, p.root_path, p.root_sha256, p.root_size_bytes, p.combined_sha256
         FROM incus_projection_items p
-        JOIN image_versions v ON v.id = p.version_id AND v.state = 'published'
+        JOIN image_versions v ON v.id = p.version_id AND v.state = 'published' AND v.yanked_at IS NULL
         JOIN images i ON i.id = v.image_id
         JOIN release_artifacts a ON a.id = p.artifact_id
         ORDER BY i.name COLLATE "C", v.version COLLATE "C", a.variant COLLATE "C",

@@ -84,3 +84,36 @@ export const aliasDeleted = (imageName: string, alias: AliasRow): NewEvent => ({
     url: `/v1/images/${segment(imageName)}/aliases/${segment(alias.alias)}`
   }
 })
+
+/** A published version was yanked: `version` shows `yanked`, `yanked_at` and `yank_reason`. */
+export const versionYanked = (imageName: string, version: VersionRow): NewEvent => ({
+  type: "version.yanked",
+  imageName,
+  data: {
+    image: imageName,
+    version: versionToWire(version),
+    reason: version.yank_reason,
+    url: `/v1/images/${segment(imageName)}/versions/${segment(version.version)}`
+  }
+})
+
+export const versionUnyanked = (imageName: string, version: VersionRow): NewEvent => ({
+  type: "version.unyanked",
+  imageName,
+  data: {
+    image: imageName,
+    version: versionToWire(version),
+    url: `/v1/images/${segment(imageName)}/versions/${segment(version.version)}`
+  }
+})
+
+/** A yanked version was removed for good (`version` as it was); its `url` now answers 404. */
+export const versionRetired = (imageName: string, version: VersionRow): NewEvent => ({
+  type: "version.retired",
+  imageName,
+  data: {
+    image: imageName,
+    version: versionToWire(version),
+    url: `/v1/images/${segment(imageName)}/versions/${segment(version.version)}`
+  }
+})

@@ -18,10 +18,9 @@ import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
  *   `upload.ready` also when an upload begins ready (its digest already trusted, uploads/service.ts);
  * - `version.published`, `publish_job.failed`: the publish worker (publishing/publish-worker.ts);
  * - `alias.updated` (created or moved), `alias.deleted`: the catalog (catalog/service.ts);
- * - `blob.collected`: the garbage collector (gc/repository.ts), with the deletion of the blob row;
- * - `version.yanked`, `version.unyanked`, `version.retired`: the lifecycle
- *   work (issue 16), which records them with `recordEvent` in its own transactions; until it
- *   is merged nothing emits them, but subscriptions may already ask for them.
+ * - `version.yanked`, `version.unyanked`, `version.retired`: the catalog (catalog/service.ts,
+ *   `yankLocked`/`retireLocked`, also used by the retention worker, retention/service.ts);
+ * - `blob.collected`: the garbage collector (gc/repository.ts), with the deletion of the blob row.
  */
 export const EVENT_TYPES = [
   "upload.ready",

@@ -94,7 +94,30 @@ export const CONTENT_WRITE_ROUTES: ReadonlyArray<ProtectedRoute> = [
     template: "/v1/images/{name}/aliases/{alias}",
     invalidPath: "/v1/images/Not_Lowercase/aliases/latest"
   },
-  { method: "GET", template: "/v1/events", invalidPath: "/v1/events?after=not-a-uuid" }
+  { method: "GET", template: "/v1/events", invalidPath: "/v1/events?after=not-a-uuid" },
+  {
+    method: "POST",
+    template: "/v1/images/{name}/versions/{version}/yank",
+    invalidPath: "/v1/images/Not_Lowercase/versions/1.0/yank",
+    invalidBody: "{\"reason\":\"broken\"}"
+  },
+  {
+    method: "DELETE",
+    template: "/v1/images/{name}/versions/{version}/yank",
+    invalidPath: "/v1/images/Not_Lowercase/versions/1.0/yank"
+  },
+  {
+    method: "PUT",
+    template: "/v1/images/{name}/retention",
+    invalidPath: "/v1/images/Not_Lowercase/retention",
+    invalidBody: "{\"keep_last\":1}"
+  },
+  { method: "GET", template: "/v1/images/{name}/retention", invalidPath: "/v1/images/Not_Lowercase/retention" },
+  {
+    method: "GET",
+    template: "/v1/images/{name}/retention/preview",
+    invalidPath: "/v1/images/Not_Lowercase/retention/preview"
+  }
 ]
 
 /** `auth.manage` routes (spec/auth.md §2.3). */

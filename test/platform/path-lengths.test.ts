@@ -179,7 +179,9 @@ describe("every route with path parameters", () => {
       blob_digest: `sha256:${"0".repeat(64)}`,
       blob_size_bytes: 1
     },
-    "/v1/images/:name/aliases/:alias": { version: "1" }
+    "/v1/images/:name/aliases/:alias": { version: "1" },
+    "/v1/images/:name/versions/:version/yank": { reason: "broken" },
+    "/v1/images/:name/retention": { keep_last: 1 }
   }
 
   it("answers 400 (not 405) for a 129-character name, version or ref", async () => {

@@ -94,6 +94,14 @@ export interface GcSettings {
 }
 
 /** PEM files of the API listener's certificate and key: HTTPS when set (platform/http/tls.ts). */
+/** Retention rules (src/retention/worker.ts, docs/lifecycle.md). */
+export interface RetentionSettings {
+  readonly worker: WorkerLoopSettings
+  /** Time between two applications of one image's rules. */
+  readonly interval: Duration.Duration
+}
+
+/** PEM files of the API listener's certificate and key: HTTPS when set (platform/http/tls.ts). */
 export interface TlsFiles {
   readonly certFile: string
   readonly keyFile: string
@@ -122,6 +130,7 @@ export interface AppConfigShape {
   readonly publishWorker: WorkerLoopSettings
   readonly webhooks: WebhookSettings
   readonly gc: GcSettings
+  readonly retention: RetentionSettings
   /** Proxies whose `X-Forwarded-For` names the client address. */
   readonly trustedProxies: TrustedProxies
   readonly rateLimits: RateLimitSettings
@@ -489,6 +498,22 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       gracePeriod: yield* parseDuration("gc-grace-period", raw["gc-grace-period"])
     }
 
+    const retentionInterval = yield* parsePositiveDuration("retention-interval", raw["retention-interval"])
+    const retention: RetentionSettings = {
+      worker: {
+        enabled: yield* parseBoolean("retention-enabled", raw["retention-enabled"]),
+        // Due images are looked for at least every minute, so new rules apply soon.
+        pollInterval: Duration.min(retentionInterval, Duration.minutes(1)),
+        errorBackoff: Duration.seconds(5),
+        errorBackoffMax: Duration.minutes(1),
+        circuitBreakerFailures: 10,
+        circuitBreakerCooldown: Duration.minutes(1),
+        // A run holds its image's row lock for its transaction; there is no lease column to renew.
+        lease: retentionInterval
+      },
+      interval: retentionInterval
+    }
+
     const trustedProxies = yield* Either.mapLeft(
       parseTrustedProxies(raw["trusted-proxies"]),
       () =>
@@ -524,6 +549,7 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       publishWorker,
       webhooks,
       gc,
+      retention,
       trustedProxies,
       rateLimits
     }

@@ -594,6 +594,24 @@ export const settings = [
     kind: "duration",
     description:
       "How long a blob must have been unreferenced (no artifact, attachment or unfinished upload) before it is deleted; `0s` collects at once."
+  },
+  // Retention (issue 16, docs/lifecycle.md)
+  {
+    section: "Retention",
+    flag: "retention-enabled",
+    env: "IMGSRV_RETENTION_ENABLED",
+    default: "true",
+    kind: "boolean",
+    description: "Run the in-process retention loop, which applies each image's retention rules (multi-replica safe)."
+  },
+  {
+    section: "Retention",
+    flag: "retention-interval",
+    env: "IMGSRV_RETENTION_INTERVAL",
+    default: "1h",
+    kind: "duration",
+    description:
+      "How often an image's retention rules are applied (new or changed rules are applied within a minute, or this interval if shorter)."
   }
 ] as const satisfies ReadonlyArray<Setting>
 

@@ -23,22 +23,26 @@ export interface ImmutableResponse {
 }
 
 /**
- * Responses that can never change for a given request path — the manifest of a
- * published version is the case today — kept encoded so that the listener answers a
+ * Responses that do not change for a given request path — the manifest of a
+ * published version is the case today; only a yank, unyank or retirement changes one, and
+ * the catalog then calls `clear` — kept encoded so that the listener answers a
  * GET or HEAD of that exact path without running the Effect app (see
  * `answerImmutable`; the app stays the only place where such a response is made).
  *
  * An entry may only be added for a 200 the app has just produced for a GET of an
  * anonymous route, from the path alone: no header, query parameter or principal
- * changed it, and no later write can. Entries are keyed by the raw request path (what
- * the router decoded into the parameters that produced the body), so any spelling of a
- * path maps to exactly the response the app gave for it.
+ * changed it, and no later write but a yank, unyank or retirement (which clears them)
+ * can. Entries are keyed by the raw request path (what the router decoded into the
+ * parameters that produced the body), so any spelling of a path maps to exactly the
+ * response the app gave for it.
  */
 export class ImmutableResponses extends Context.Tag("imgsrv/ImmutableResponses")<ImmutableResponses, {
   /** Remembers `body` as the response to GET `url` (its query is ignored, like the routes do). */
   readonly remember: (url: string, body: Uint8Array, contentType: string) => void
   /** The remembered response for `pathname` (no query), if any. */
   readonly lookup: (pathname: string) => ImmutableResponse | undefined
+  /** Forgets everything: a published version was yanked, unyanked or retired (catalog/service.ts). */
+  readonly clear: () => void
 }>() {}
 
 /** Bounds of the remembered responses (least recently used evicted first). */
@@ -80,6 +84,10 @@ export const makeImmutableResponses = (
         entries.set(pathname, hit)
       }
       return hit
+    },
+    clear: () => {
+      entries.clear()
+      bytes = 0
     }
   })
 }

@@ -2,7 +2,7 @@ import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/p
 import { Schema } from "effect"
 import { RequireContentWrite } from "../auth/api.js"
 import { NotModified } from "../contract/http.js"
-import { InvalidPageRequest } from "../contract/pagination.js"
+import { InvalidPageRequest, PageParams } from "../contract/pagination.js"
 import { UuidString } from "../contract/params.js"
 import { InvalidRequest, Problem, RangeNotSatisfiable } from "../contract/problem.js"
 import {
@@ -80,6 +80,7 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
   )
   .add(
     HttpApiEndpoint.get("listImages", "/v1/images")
+      .setUrlParams(PageParams)
       .addSuccess(ImageList)
       .addError(Problem(InvalidPageRequest))
       .annotate(
@@ -124,10 +125,15 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
   .add(
     HttpApiEndpoint.get("listVersions", "/v1/images/:name/versions")
       .setPath(NamePath)
+      .setUrlParams(PageParams)
       .addSuccess(VersionList)
       .addError(invalid)
+      .addError(Problem(InvalidPageRequest))
       .addError(Problem(ImageNotFound))
-      .annotate(OpenApi.Description, "Published versions, newest first. 404 when the image has none.")
+      .annotate(
+        OpenApi.Description,
+        "Published versions, newest first. 404 when the image has none. Paginated like `GET /v1/images`."
+      )
   )
   .add(
     HttpApiEndpoint.get("getManifest", "/v1/images/:name/versions/:version")
@@ -162,10 +168,15 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
   .add(
     HttpApiEndpoint.get("listArtifacts", "/v1/images/:name/versions/:version/artifacts")
       .setPath(VersionPath)
+      .setUrlParams(PageParams)
       .addSuccess(ArtifactList)
       .addError(invalid)
+      .addError(Problem(InvalidPageRequest))
       .addError(Problem(VersionNotFound))
-      .annotate(OpenApi.Description, "Artifacts of a published version.")
+      .annotate(
+        OpenApi.Description,
+        "Artifacts of a published version, in manifest order. Paginated like `GET /v1/images`."
+      )
   )
   .add(
     HttpApiEndpoint.post("addArtifact", "/v1/images/:name/versions/:version/artifacts")
@@ -330,6 +341,7 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
   .add(
     HttpApiEndpoint.get("listAliases", "/v1/images/:name/aliases")
       .setPath(NamePath)
+      .setUrlParams(PageParams)
       .addSuccess(AliasList)
       .addError(invalid)
       .addError(Problem(InvalidPageRequest))

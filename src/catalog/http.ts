@@ -4,7 +4,7 @@ import { Effect } from "effect"
 import { casKey } from "../platform/blob-store/keys.js"
 import { serveBlob } from "../platform/download.js"
 import { apiOf, ImmutableResponses } from "../platform/http.js"
-import { pageOf, pageRequest } from "../platform/pagination.js"
+import { cursorField, pageOf, pageRequest, paginate } from "../platform/pagination.js"
 import { decodeParam } from "../platform/params.js"
 import { CatalogGroup } from "./api.js"
 import { DownloadFileNotFound } from "./errors.js"
@@ -13,6 +13,7 @@ import {
   AliasName,
   aliasToWire,
   ArtifactIdParam,
+  ArtifactListKey,
   artifactToWire,
   AttachmentIdParam,
   attachmentToWire,
@@ -22,10 +23,11 @@ import {
   imageToWire,
   manifestToWire,
   RefString,
+  VersionListKey,
   VersionString,
   versionToWire
 } from "./schema.js"
-import type { DownloadTarget, ManifestRows } from "./schema.js"
+import type { ArtifactRow, DownloadTarget, ManifestRows, VersionPageRow } from "./schema.js"
 import { Catalog } from "./service.js"
 
 /** Handlers of the catalog group: validate path parameters, call the service, encode. */
@@ -151,10 +153,15 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             Effect.map(versionToWire)
           ))
         .handle("listVersions", ({ path }) =>
-          nameOf(path).pipe(
-            Effect.flatMap(catalog.listVersions),
-            Effect.map((rows) => ({ versions: rows.map(versionToWire) }))
-          ))
+          Effect.gen(function*() {
+            const name = yield* nameOf(path)
+            const { items, next_cursor } = yield* paginate(
+              VersionListKey,
+              (row: VersionPageRow) => ({ created_at: row.created_at_key, version: row.version, id: row.id }),
+              (after, limit) => catalog.listVersions(name, after, limit)
+            )
+            return { versions: items.map(versionToWire), ...cursorField(next_cursor) }
+          }))
         .handle("getManifest", ({ path, request }) =>
           decodeVersionPath(path).pipe(
             Effect.flatMap(([name, version]) => catalog.getManifest(name, version)),
@@ -171,12 +178,22 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             )
           ))
         .handle("listArtifacts", ({ path }) =>
-          decodeVersionPath(path).pipe(
-            Effect.flatMap(([name, version]) =>
-              catalog.listArtifacts(name, version)
-            ),
-            Effect.map((rows) => ({ artifacts: rows.map(artifactToWire) }))
-          ))
+          Effect.gen(function*() {
+            const [name, version] = yield* decodeVersionPath(path)
+            const { items, next_cursor } = yield* paginate(
+              ArtifactListKey,
+              (row: ArtifactRow) => ({
+                variant: row.variant,
+                operating_system: row.operating_system,
+                architecture: row.architecture,
+                format: row.format,
+                id: row.id
+              }),
+              (after, limit) =>
+                catalog.listArtifacts(name, version, after, limit)
+            )
+            return { artifacts: items.map(artifactToWire), ...cursorField(next_cursor) }
+          }))
         .handle("addArtifact", ({ path, payload }) =>
           decodeVersionPath(path).pipe(
             Effect.flatMap(([name, version]) => catalog.addArtifact(name, version, payload)),
@@ -239,6 +256,8 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             Effect.map(aliasToWire)
           ))
         .handle("deleteAlias", ({ path }) =>
-          aliasPathOf(path).pipe(Effect.flatMap(([name, alias]) => catalog.deleteAlias(name, alias))))
+          aliasPathOf(path).pipe(Effect.flatMap(([name, alias]) =>
+            catalog.deleteAlias(name, alias)
+          )))
     })
 )

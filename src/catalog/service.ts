@@ -24,6 +24,7 @@ import {
 import { CatalogRepository, type ImageVersionRows } from "./repository.js"
 import type {
   AliasRow,
+  ArtifactListKey,
   ArtifactRow,
   AttachmentRow,
   CreateArtifactRequest,
@@ -32,6 +33,8 @@ import type {
   DownloadTarget,
   ImageRow,
   ManifestRows,
+  VersionListKey,
+  VersionPageRow,
   VersionRow
 } from "./schema.js"
 import { ARTIFACT_FILE_NAMES } from "./schema.js"
@@ -60,14 +63,27 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   readonly deleteVersion: (name: string, version: string) => Effect.Effect<void, VersionNotFound | VersionNotDeletable>
   /** Deletes an image with its drafts and aliases, unless a version is published or publishing. */
   readonly deleteImage: (name: string) => Effect.Effect<void, ImageNotFound | ImageNotDeletable>
-  /** Published versions, newest first; an image without any is "not found". */
-  readonly listVersions: (name: string) => Effect.Effect<ReadonlyArray<VersionRow>, ImageNotFound>
+  /**
+   * At most `limit` published versions after the key, newest first; an image without any
+   * is "not found" (only on the first page: later pages may be empty).
+   */
+  readonly listVersions: (
+    name: string,
+    after: Option.Option<VersionListKey>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<VersionPageRow>, ImageNotFound>
   /** The manifest of the exact version, in any state (drafts are readable by name). */
   readonly getManifest: (name: string, version: string) => Effect.Effect<ManifestRows, VersionNotFound>
   /** A published manifest by exact version first, then by alias. */
   readonly resolveRef: (name: string, ref: string) => Effect.Effect<ManifestRows, RefNotFound>
 
-  readonly listArtifacts: (name: string, version: string) => Effect.Effect<ReadonlyArray<ArtifactRow>, VersionNotFound>
+  /** At most `limit` artifacts of a published version after the key, in manifest order. */
+  readonly listArtifacts: (
+    name: string,
+    version: string,
+    after: Option.Option<ArtifactListKey>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<ArtifactRow>, VersionNotFound>
   readonly getArtifact: (
     name: string,
     version: string,
@@ -321,12 +337,12 @@ export const CatalogLive = Layer.effect(
           )
         })).pipe(Effect.withSpan("catalog.deleteImage")),
 
-      listVersions: (name) =>
+      listVersions: (name, after, limit) =>
         Effect.gen(function*() {
           const image = yield* findImage(name)
-          const versions = yield* repo.listPublishedVersions(image.id).pipe(Effect.orDie)
+          const versions = yield* repo.listPublishedVersionsPage(image.id, after, limit).pipe(Effect.orDie)
           // Never an empty list for an existing image: no published version means "not found".
-          if (versions.length === 0) return yield* new ImageNotFound({ name })
+          if (versions.length === 0 && Option.isNone(after)) return yield* new ImageNotFound({ name })
           return versions
         }).pipe(Effect.withSpan("catalog.listVersions")),
 
@@ -356,8 +372,8 @@ export const CatalogLive = Layer.effect(
           return yield* manifestOf(target.value)
         }).pipe(Effect.withSpan("catalog.resolveRef")),
 
-      listArtifacts: (name, version) =>
-        repo.listPublishedArtifacts(name, version).pipe(
+      listArtifacts: (name, version, after, limit) =>
+        repo.listPublishedArtifacts(name, version, after, limit).pipe(
           Effect.orDie,
           Effect.flatMap(Option.match({
             onNone: () => Effect.fail(versionNotFound(name, version, true)),

@@ -24,7 +24,13 @@ export const MAX_PAGE_LIMIT = 1000
 
 // The wire half (error and body field) lives in the contract, which the typed client imports.
 import { InvalidPageRequest } from "../contract/pagination.js"
-export { InvalidPageRequest, nextCursorField } from "../contract/pagination.js"
+export {
+  InvalidPageRequest,
+  nextCursorField,
+  pageParamFields,
+  PageParams,
+  PgTimestampText
+} from "../contract/pagination.js"
 
 export interface PageRequest<K> {
   readonly limit: number
@@ -80,14 +86,48 @@ export const pageOf = <Row, K, I>(
     if (rows.length <= page.limit) return { items: rows }
     const items = rows.slice(0, page.limit)
     const next = encodeCursor(key, keyOf(items[items.length - 1]!))
+    yield* linkNext({ limit: String(page.limit), cursor: next })
+    return { items, next_cursor: next }
+  })
+
+/**
+ * Sets `Link: <…>; rel="next"` to this request's path and query with `params` replaced (the
+ * event feed uses it with its own `after` parameter).
+ */
+export const linkNext = (
+  params: Readonly<Record<string, string>>
+): Effect.Effect<void, never, HttpServerRequest.HttpServerRequest> =>
+  Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     const q = request.url.indexOf("?")
     const query = new URLSearchParams(q === -1 ? "" : request.url.slice(q + 1))
-    query.set("limit", String(page.limit))
-    query.set("cursor", next)
+    for (const [name, value] of Object.entries(params)) query.set(name, value)
     const target = `${q === -1 ? request.url : request.url.slice(0, q)}?${query.toString()}`
     yield* HttpApp.appendPreResponseHandler((_request, response) =>
       Effect.succeed(HttpServerResponse.setHeader(response, "link", `<${target}>; rel="next"`))
     )
-    return { items, next_cursor: next }
   })
+
+/**
+ * One page of a list, the whole recipe: the request's `limit`/`cursor` (400 when bad),
+ * `fetch(after, limit + 1)` from the repository, then `pageOf`. The handler maps the items
+ * to the wire and spreads `cursorField(next_cursor)` into its body.
+ */
+export const paginate = <Row, K, I, E, R>(
+  key: Schema.Schema<K, I>,
+  keyOf: (row: Row) => K,
+  fetch: (after: Option.Option<K>, limit: number) => Effect.Effect<ReadonlyArray<Row>, E, R>
+): Effect.Effect<
+  { readonly items: ReadonlyArray<Row>; readonly next_cursor?: string },
+  E | InvalidPageRequest,
+  R | HttpServerRequest.HttpServerRequest
+> =>
+  Effect.gen(function*() {
+    const page = yield* pageRequest(key)
+    const rows = yield* fetch(page.after, page.limit + 1)
+    return yield* pageOf(rows, page, key, keyOf)
+  })
+
+/** `{ next_cursor }` when there is one, `{}` on the last page (the field is optional on the wire). */
+export const cursorField = (next_cursor: string | undefined): { readonly next_cursor?: string } =>
+  next_cursor === undefined ? {} : { next_cursor }

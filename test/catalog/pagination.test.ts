@@ -406,6 +406,29 @@ describe("every list endpoint", () => {
     }
   })
 
+  it("keep the event feed's own keyset cursor (after, next_after), adding Link rel=next while more events follow", async () => {
+    const writer = await app.tokenFor("content-writer")
+    const seen: Array<string> = []
+    let query = "?limit=9"
+    for (;;) {
+      const response = await app.request("GET", `/v1/events${query}`, { token: writer })
+      const body = await expectStatus<{ events: Array<{ id: string }>; next_after?: string }>(response, 200)
+      seen.push(...body.events.map((e) => e.id))
+      const link = response.headers.get("link")
+      if (link === null) {
+        // The last page is short; a tailing client keeps `next_after` and asks again later.
+        expect(body.events.length).toBeLessThan(9)
+        break
+      }
+      expect(body.events).toHaveLength(9)
+      expect(link).toBe(`</v1/events?limit=9&after=${body.next_after}>; rel="next"`)
+      query = `?limit=9&after=${body.next_after}`
+    }
+    // The deliveries' seeded and inserted events (public: not pings), each once.
+    expect(seen.length).toBeGreaterThanOrEqual(40)
+    expect(new Set(seen).size).toBe(seen.length)
+  })
+
   it("show limit and cursor on every list in the OpenAPI document", async () => {
     const doc = await expectStatus<
       { paths: Record<string, { get?: { parameters?: Array<{ name: string; in: string }> } }> }

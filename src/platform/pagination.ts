@@ -41,14 +41,25 @@ export interface PageRequest<K> {
 const encodeCursor = <K, I>(key: Schema.Schema<K, I>, value: K): string =>
   Buffer.from(JSON.stringify(Schema.encodeSync(key)(value)), "utf8").toString("base64url")
 
+/** The first page of the default size: what a request without a query asks for. */
+const FIRST_PAGE: PageRequest<never> = { limit: DEFAULT_PAGE_LIMIT, after: Option.none() }
+
 /** `limit` and `cursor` of the request's query, checked; a bad value is a 400 naming it. */
 export const pageRequest = <K, I>(
   key: Schema.Schema<K, I>
 ): Effect.Effect<PageRequest<K>, InvalidPageRequest, HttpServerRequest.HttpServerRequest> =>
-  Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+    // Lists sit on hot read paths (issue 15 item 5): no query, no parsing.
     const q = request.url.indexOf("?")
-    const query = new URLSearchParams(q === -1 ? "" : request.url.slice(q + 1))
+    return q === -1 ? Effect.succeed(FIRST_PAGE) : parsePageQuery(key, request.url.slice(q + 1))
+  })
+
+const parsePageQuery = <K, I>(
+  key: Schema.Schema<K, I>,
+  queryText: string
+): Effect.Effect<PageRequest<K>, InvalidPageRequest> =>
+  Effect.gen(function*() {
+    const query = new URLSearchParams(queryText)
     const limitText = query.get("limit")
     let limit = DEFAULT_PAGE_LIMIT
     if (limitText !== null) {
@@ -82,8 +93,7 @@ export const pageOf = <Row, K, I>(
   never,
   HttpServerRequest.HttpServerRequest
 > =>
-  Effect.gen(function*() {
-    if (rows.length <= page.limit) return { items: rows }
+  rows.length <= page.limit ? Effect.succeed({ items: rows }) : Effect.gen(function*() {
     const items = rows.slice(0, page.limit)
     const next = encodeCursor(key, keyOf(items[items.length - 1]!))
     yield* linkNext({ limit: String(page.limit), cursor: next })

@@ -171,12 +171,6 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
 
 const firstOption = <A>(rows: ReadonlyArray<A>) => Option.fromNullable(rows[0])
 
-/** A LIMIT spliced into the unsafe statements above: only ever a small positive integer. */
-const pageLimit = (limit: number): number => {
-  if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`page limit ${limit}`)
-  return limit
-}
-
 export const AuthRepositoryLive = Layer.effect(
   AuthRepository,
   Effect.gen(function*() {
@@ -184,7 +178,8 @@ export const AuthRepositoryLive = Layer.effect(
 
     const jsonb = (value: unknown) => value === null ? null : JSON.stringify(value)
 
-    const principalsWithRoles = (where: string, params: ReadonlyArray<unknown> = [], limit = "") =>
+    // `limit`: a page's LIMIT, bound as the statement's last parameter.
+    const principalsWithRoles = (where: string, params: ReadonlyArray<unknown> = [], limit?: number) =>
       sql.unsafe<PrincipalWithRolesRow>(
         `SELECT p.id, p.kind, p.display_name, p.attributes, p.created_at,
                 COALESCE(array_agg(pr.role_id ORDER BY pr.role_id) FILTER (WHERE pr.role_id IS NOT NULL), '{}') AS role_ids
@@ -193,11 +188,11 @@ export const AuthRepositoryLive = Layer.effect(
          ${where}
          GROUP BY p.id
          ORDER BY p.id
-         ${limit}`,
-        params
+         ${limit === undefined ? "" : `LIMIT $${params.length + 1}`}`,
+        limit === undefined ? params : [...params, limit]
       )
 
-    const ruleRows = (where: string, params: ReadonlyArray<unknown> = [], limit = "") =>
+    const ruleRows = (where: string, params: ReadonlyArray<unknown> = [], limit?: number) =>
       sql.unsafe<RuleRow>(
         `SELECT r.id, r.display_name, r.provider, r.audience, r.forwarded_claims, r.condition, r.enabled,
                 COALESCE(array_agg(rr.role_id ORDER BY rr.role_id) FILTER (WHERE rr.role_id IS NOT NULL), '{}') AS role_ids
@@ -206,8 +201,8 @@ export const AuthRepositoryLive = Layer.effect(
          ${where}
          GROUP BY r.id
          ORDER BY r.id
-         ${limit}`,
-        params
+         ${limit === undefined ? "" : `LIMIT $${params.length + 1}`}`,
+        limit === undefined ? params : [...params, limit]
       )
 
     const writeRuleRoles = (ruleId: string, roleIds: ReadonlyArray<RoleId>) =>
@@ -244,8 +239,8 @@ export const AuthRepositoryLive = Layer.effect(
       findPrincipal: (id) => principalsWithRoles("WHERE p.id = $1", [id]).pipe(Effect.map(firstOption)),
       listPrincipals: (after, limit) =>
         Option.match(after, {
-          onNone: () => principalsWithRoles("", [], `LIMIT ${pageLimit(limit)}`),
-          onSome: (id) => principalsWithRoles("WHERE p.id > $1", [id], `LIMIT ${pageLimit(limit)}`)
+          onNone: () => principalsWithRoles("", [], limit),
+          onSome: (id) => principalsWithRoles("WHERE p.id > $1", [id], limit)
         }),
       assignRole: (principalId, roleId) =>
         sql`INSERT INTO auth_principal_roles (principal_id, role_id) VALUES (${principalId}, ${roleId})
@@ -326,8 +321,8 @@ export const AuthRepositoryLive = Layer.effect(
           WHERE issuer = ${p.issuer}`.pipe(Effect.asVoid),
       listRules: (after, limit) =>
         Option.match(after, {
-          onNone: () => ruleRows("", [], `LIMIT ${pageLimit(limit)}`),
-          onSome: (id) => ruleRows("WHERE r.id > $1", [id], `LIMIT ${pageLimit(limit)}`)
+          onNone: () => ruleRows("", [], limit),
+          onSome: (id) => ruleRows("WHERE r.id > $1", [id], limit)
         }),
       findRule: (id) => ruleRows("WHERE r.id = $1", [id]).pipe(Effect.map(firstOption)),
       enabledRulesFor: (provider) => ruleRows("WHERE r.enabled AND r.provider = $1", [provider]),

@@ -3,7 +3,7 @@
  * filesystem store, in a temporary data directory) and, in this one run, uploads two
  * different random files of the same size (default 1 GiB):
  *
- *   baseline  what the README's curl flow does: `sha256sum`, begin, ONE part with
+ *   baseline  what the curl flow of docs/publishers.md does: `sha256sum`, begin, ONE part with
  *             `curl --upload-file` (streamed), complete, wait until the server has verified it;
  *   imgsrv    `imgsrv push --no-publish --concurrency 4` (the package's bin, as a user runs it).
  *
@@ -141,7 +141,7 @@ try {
     const c = path.join(work, `compiled-${i}.img`)
     await randomFile(c, sizeMiB * MiB)
 
-    // Baseline: the README's flow with one part.
+    // Baseline: the curl flow of docs/publishers.md with one part.
     const t0 = performance.now()
     const digest = `sha256:${(await run("sha256sum", [a])).stdout.split(" ")[0]}`
     const auth = { authorization: `Bearer ${token}` }
@@ -162,7 +162,7 @@ try {
       "-H",
       "Content-Type: application/octet-stream",
       // `--upload-file` streams the file (PUT with Content-Length); `--data-binary @file`,
-      // the README's form, reads it into memory first and gives up on 1 GiB.
+      // the curl flow's form, reads it into memory first and gives up on 1 GiB.
       "--upload-file",
       a
     ], { maxBuffer: MiB })

@@ -71,7 +71,7 @@ const PLACEHOLDERS: Record<SettingKind, string> = {
 
 /**
  * `--help`: one line per setting — flag, environment variable(s), default, meaning —
- * grouped by section, from the same table as the README. Section titles are bold only
+ * grouped by section, from the same table as docs/reference/configuration.md. Section titles are bold only
  * on a terminal that takes colour; piped, the text is plain.
  */
 export const helpText = (options: { readonly color: boolean }): string => {

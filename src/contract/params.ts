@@ -50,7 +50,7 @@ export const strictBody = { parseOptions: { onExcessProperty: "error" } } as con
 
 /**
  * Upper bounds of free text, in characters (Unicode code points). Text is stored and sent
- * back in every listing, so none may be unbounded; the README lists these (request limits).
+ * back in every listing, so none may be unbounded; docs/operators.md lists these (request limits).
  */
 export const TEXT_LIMITS = {
   /** Display names (images, principals, rules), token names, filename hints, audiences, claim names. */

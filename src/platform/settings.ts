@@ -1,8 +1,8 @@
 /**
  * Every runtime setting of imgsrv, as data: flag, environment variable, default and
  * meaning. `cli.ts` builds the command line from this table, `config.ts` parses the
- * values, and the README's configuration table is checked against it by a test, so
- * the three cannot drift apart. The contract (domain.md §6.2) defers to this table.
+ * values, and docs/reference/configuration.md is generated from it (a test regenerates
+ * and compares), so the three cannot drift apart. The contract (domain.md §6.2) defers to this table.
  */
 
 export type SettingKind =
@@ -493,8 +493,8 @@ export type SettingFlag = (typeof settings)[number]["flag"]
 export type RawSettings = { readonly [K in SettingFlag]: string }
 
 /**
- * The README's configuration reference, one table per section, generated from `settings`
- * (`npx tsx scripts/config-table.ts` prints it; a test holds the README to it).
+ * The tables of docs/reference/configuration.md, one per section, generated from `settings`
+ * (`npx tsx scripts/docs/configuration.ts` writes the page; a test holds the page to it).
  */
 export const configTableMarkdown = (): string => {
   const all: ReadonlyArray<Setting> = settings

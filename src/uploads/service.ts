@@ -314,69 +314,93 @@ export const UploadsLive = Layer.effect(
         return updated.value
       })
 
-    const complete: UploadsShape["complete"] = (id, parts) =>
-      Effect.gen(function*() {
-        const session = yield* findSession(id)
-        if (isTerminalOrFurther(session.state)) return session
-        if (session.state === "failed" || session.state === "aborted") {
-          return yield* new UploadNotCompletable({ state: session.state })
-        }
-        const sorted = yield* normalizeParts(parts)
-        const declared = sorted.reduce((sum, part) => sum + part.sizeBytes, 0)
-        if (declared !== session.expectedSizeBytes) {
-          return yield* new UploadSizeMismatch({ declared, expected: session.expectedSizeBytes })
-        }
-
-        /** A completion that reached storage but not the database left the assembled object. */
-        const recover = <E>(
-          otherwise: Effect.Effect<never, E>
-        ): Effect.Effect<UploadSession, E | UploadStorageGone | UploadNotFound | UploadNotCompletable> =>
-          Effect.gen(function*() {
-            const size = yield* stagedSize(session)
-            if (Option.isNone(size)) return yield* otherwise
-            if (size.value !== session.expectedSizeBytes) {
-              return yield* new UploadStorageGone({
-                detail: `the assembled object is ${size.value} bytes, expected ${session.expectedSizeBytes}`
-              })
-            }
-            yield* Effect.logInfo("upload completion recovered from the assembled staging object").pipe(
-              Effect.annotateLogs({ upload_id: id })
-            )
-            return yield* markCompleted(session)
+    // Concurrent retries of one complete in this process take turns, so the second finds the
+    // session completed instead of racing the store's assembly of the same object (S3
+    // servers may answer a concurrent CompleteMultipartUpload before the object is visible).
+    // Across replicas the store's answer and `recover` below settle it.
+    const completing = new Map<string, { readonly lock: Effect.Semaphore; users: number }>()
+    const oneAtATime = <A, E, R>(id: string, effect: Effect.Effect<A, E, R>) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => {
+          const entry = completing.get(id) ?? { lock: Effect.unsafeMakeSemaphore(1), users: 0 }
+          entry.users += 1
+          completing.set(id, entry)
+          return entry
+        }),
+        (entry) => entry.lock.withPermits(1)(effect),
+        (entry) =>
+          Effect.sync(() => {
+            entry.users -= 1
+            if (entry.users === 0) completing.delete(id)
           })
+      )
 
-        if ((yield* now).getTime() >= session.expiresAt.getTime()) {
-          return yield* recover(Effect.fail(new UploadExpired({ expiresAt: session.expiresAt })))
-        }
+    const complete: UploadsShape["complete"] = (id, parts) =>
+      oneAtATime(
+        id,
+        Effect.gen(function*() {
+          const session = yield* findSession(id)
+          if (isTerminalOrFurther(session.state)) return session
+          if (session.state === "failed" || session.state === "aborted") {
+            return yield* new UploadNotCompletable({ state: session.state })
+          }
+          const sorted = yield* normalizeParts(parts)
+          const declared = sorted.reduce((sum, part) => sum + part.sizeBytes, 0)
+          if (declared !== session.expectedSizeBytes) {
+            return yield* new UploadSizeMismatch({ declared, expected: session.expectedSizeBytes })
+          }
 
-        const stored = yield* store.completeMultipartUpload(
-          session.stagingKey,
-          session.storageUploadId,
-          sorted.map((part) => ({ partNumber: part.number, etag: part.etag }))
-        ).pipe(Effect.either)
-        if (stored._tag === "Left") {
-          receivedHashes.forget(id)
-          const error = stored.left
-          // Whatever the store says — upload gone (NoSuchUpload after a crash or a concurrent
-          // retry), a part missing because a concurrent retry consumed it, or an error after
-          // the object was assembled — an assembled object of the right size means the
-          // completion happened.
-          return yield* recover<PartListRejected | UploadStorageGone>(
-            error._tag === "InvalidPartList"
-              ? Effect.fail(new PartListRejected({ reason: error.reason }))
-              : error._tag === "BlobNotFound"
-              ? Effect.fail(new UploadStorageGone({ detail: "the storage multipart upload no longer exists" }))
-              : Effect.die(error)
-          )
-        }
-        // The bytes were hashed on the way in and the assembled object is exactly those parts:
-        // tell the worker, pinned to the ETag of the object just assembled.
-        const hashed = receivedHashes.digestFor(id, sorted)
-        const received = hashed !== undefined && hashed.sizeBytes === stored.right.sizeBytes
-          ? { digest: hashed.digest, sizeBytes: hashed.sizeBytes, etag: stored.right.etag }
-          : undefined
-        return yield* markCompleted(session, received)
-      }).pipe(Effect.withSpan("uploads.complete", { attributes: { "imgsrv.upload.parts": parts.length } }))
+          /** A completion that reached storage but not the database left the assembled object. */
+          const recover = <E>(
+            otherwise: Effect.Effect<never, E>
+          ): Effect.Effect<UploadSession, E | UploadStorageGone | UploadNotFound | UploadNotCompletable> =>
+            Effect.gen(function*() {
+              const size = yield* stagedSize(session)
+              if (Option.isNone(size)) return yield* otherwise
+              if (size.value !== session.expectedSizeBytes) {
+                return yield* new UploadStorageGone({
+                  detail: `the assembled object is ${size.value} bytes, expected ${session.expectedSizeBytes}`
+                })
+              }
+              yield* Effect.logInfo("upload completion recovered from the assembled staging object").pipe(
+                Effect.annotateLogs({ upload_id: id })
+              )
+              return yield* markCompleted(session)
+            })
+
+          if ((yield* now).getTime() >= session.expiresAt.getTime()) {
+            return yield* recover(Effect.fail(new UploadExpired({ expiresAt: session.expiresAt })))
+          }
+
+          const stored = yield* store.completeMultipartUpload(
+            session.stagingKey,
+            session.storageUploadId,
+            sorted.map((part) => ({ partNumber: part.number, etag: part.etag }))
+          ).pipe(Effect.either)
+          if (stored._tag === "Left") {
+            receivedHashes.forget(id)
+            const error = stored.left
+            // Whatever the store says — upload gone (NoSuchUpload after a crash or a concurrent
+            // retry), a part missing because a concurrent retry consumed it, or an error after
+            // the object was assembled — an assembled object of the right size means the
+            // completion happened.
+            return yield* recover<PartListRejected | UploadStorageGone>(
+              error._tag === "InvalidPartList"
+                ? Effect.fail(new PartListRejected({ reason: error.reason }))
+                : error._tag === "BlobNotFound"
+                ? Effect.fail(new UploadStorageGone({ detail: "the storage multipart upload no longer exists" }))
+                : Effect.die(error)
+            )
+          }
+          // The bytes were hashed on the way in and the assembled object is exactly those parts:
+          // tell the worker, pinned to the ETag of the object just assembled.
+          const hashed = receivedHashes.digestFor(id, sorted)
+          const received = hashed !== undefined && hashed.sizeBytes === stored.right.sizeBytes
+            ? { digest: hashed.digest, sizeBytes: hashed.sizeBytes, etag: stored.right.etag }
+            : undefined
+          return yield* markCompleted(session, received)
+        })
+      ).pipe(Effect.withSpan("uploads.complete", { attributes: { "imgsrv.upload.parts": parts.length } }))
 
     const abort: UploadsShape["abort"] = (id) =>
       Effect.gen(function*() {

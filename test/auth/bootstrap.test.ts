@@ -105,7 +105,7 @@ describe("bootstrap in one process", () => {
       expect(seeded.bootstrapBanner()).toBe("")
       await seeded.close()
 
-      // Recovery documented in the README: remove the auth-manager assignments, restart.
+      // Recovery documented in docs/publishers.md (bootstrap): remove the auth-manager assignments, restart.
       const client = new pg.Client({ connectionString: db.url })
       await client.connect()
       await client.query("DELETE FROM auth_principal_roles WHERE role_id = 'auth-manager'")

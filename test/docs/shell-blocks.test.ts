@@ -1,20 +1,39 @@
-import { readFileSync } from "node:fs"
+import { readdirSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { sessionScript, shellBlocksOf } from "../support/doc-blocks.js"
 import { describeRun, runBash, type ServedImgsrv, startServedImgsrv } from "../support/shell.js"
 
 /**
- * Every shell example of the documentation runs, copied as it is, against a real imgsrv:
+ * Every shell example of the pages in PAGES runs, copied as it is, against a real imgsrv:
  * each page's `sh`/`bash` blocks in order in one bash session (`$API` is the server, the
  * server's stdout is `imgsrv.out`), except the blocks marked `<!-- doc-test skip: reason -->`
  * (test/support/doc-blocks.ts). The test names say how many blocks ran and were skipped.
  */
 
-/** The documentation pages, relative to the repository root. */
-const PAGES = ["README.md"]
+/**
+ * The documentation pages whose examples run, relative to the repository root; each is its own
+ * session against a fresh server. The tutorial runs in tutorial.test.ts, on both stores.
+ */
+const PAGES = ["README.md", "docs/publishers.md"]
 
 const root = fileURLToPath(new URL("../..", import.meta.url))
+
+/** Every page for readers (the README and docs/*.md), run or not, has well-formed fences and markers. */
+const READER_PAGES = [
+  "README.md",
+  ...readdirSync(`${root}docs`).filter((name) => name.endsWith(".md")).map((name) => `docs/${name}`)
+]
+
+describe("the documentation pages", () => {
+  it("name the language of every fence and put skip markers right before shell blocks", () => {
+    expect(READER_PAGES).toEqual(expect.arrayContaining([...PAGES, "docs/tutorial.md", "docs/operators.md"]))
+    const problems = READER_PAGES.flatMap((page) =>
+      shellBlocksOf(page, readFileSync(`${root}${page}`, "utf8")).problems
+    )
+    expect(problems).toEqual([])
+  })
+})
 
 for (const page of PAGES) {
   const { blocks, problems } = shellBlocksOf(page, readFileSync(`${root}${page}`, "utf8"))

@@ -28,7 +28,7 @@ import { type RecordedCall, recordingApp, routeLabelOf, runTutorialFlow, type Tu
  * `/metrics` after one tutorial flow (plus an aborted upload and one whose bytes do not
  * match its digest): every series of the reference catalogue (domain.md §7.2) and ours,
  * with values that match what the test did; label sets stay bounded however many
- * distinct digests are uploaded; and the README's list of series is the exposition's.
+ * distinct digests are uploaded; and the list of series in docs/reference/metrics.md is the exposition's.
  */
 
 const root = fileURLToPath(new URL("../..", import.meta.url))
@@ -254,14 +254,10 @@ describe("the metrics listener after a tutorial flow", () => {
     }
   })
 
-  it("documents in the README exactly the series the listener exposes", () => {
-    const readme = readFileSync(path.join(root, "README.md"), "utf8")
-    const start = readme.indexOf("\n## Operate")
-    expect(start).toBeGreaterThan(-1)
-    const end = readme.indexOf("\n## ", start + 1)
-    const section = readme.slice(start, end === -1 ? undefined : end)
+  it("documents in docs/reference/metrics.md exactly the series the listener exposes", () => {
+    const page = readFileSync(path.join(root, "docs", "reference", "metrics.md"), "utf8")
     const documented = new Set(
-      [...section.matchAll(/^\| `([a-z_]+)`/gm)].map((m) => m[1]!)
+      [...page.matchAll(/^\| `([a-z_]+)`/gm)].map((m) => m[1]!)
     )
     // Series that exist only once something happened that a healthy flow does not do:
     // a failed attempt, or work waiting or running at scrape time (covered by the
@@ -279,10 +275,11 @@ describe("the metrics listener after a tutorial flow", () => {
       "imgsrv_webhook_delivery_attempt_duration_seconds"
     ]
     const exposed = new Set(after.types.keys())
-    expect([...exposed].filter((name) => !documented.has(name)), "exposed but not in the README").toEqual([])
+    expect([...exposed].filter((name) => !documented.has(name)), "exposed but not in docs/reference/metrics.md")
+      .toEqual([])
     expect(
       [...documented].filter((name) => !exposed.has(name) && !conditional.includes(name)),
-      "in the README but not exposed"
+      "in docs/reference/metrics.md but not exposed"
     ).toEqual([])
     // The conditional ones are documented and really exist in the code.
     const sources = readdirSync(path.join(root, "src"), { recursive: true, encoding: "utf8" })
@@ -290,7 +287,7 @@ describe("the metrics listener after a tutorial flow", () => {
       .map((f) => readFileSync(path.join(root, "src", f), "utf8"))
       .join("\n")
     for (const name of conditional) {
-      expect(documented.has(name), `${name} is not in the README`).toBe(true)
+      expect(documented.has(name), `${name} is not in docs/reference/metrics.md`).toBe(true)
       expect(sources.includes(`"${name}"`), `${name} is not in src/`).toBe(true)
     }
   })

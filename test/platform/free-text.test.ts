@@ -5,7 +5,7 @@ import { startTestApp, type TestApp } from "../support/harness.js"
 import { beginUpload, putPart, sha256Digest, testBytes } from "../support/uploads.js"
 
 /**
- * Free text is bounded wherever it enters (README, request limits): display names, token
+ * Free text is bounded wherever it enters (docs/operators.md, request limits): display names, token
  * names, filename hints, audiences and claim names 256 characters, descriptions 4096, URLs
  * 2048, principal attributes 16 KiB of JSON, 64 forwarded claims. At the limit a value is
  * stored; one character more is a 400 naming the field, and nothing is stored.

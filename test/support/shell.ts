@@ -7,7 +7,7 @@ import { freePort, type ImgsrvProcess, spawnImgsrv, waitForStatus } from "./proc
 /**
  * Real clients against a real server: an imgsrv process (fresh database, its own data dir,
  * the filesystem store or a fresh S3 bucket) and `bash` running scripts with `curl` and
- * `jq`, as a user pastes them. The tutorial script, the README's shell blocks and the
+ * `jq`, as a user pastes them. The tutorial, the documentation's shell blocks and the
  * access-log tests all start their server here.
  */
 
@@ -21,7 +21,7 @@ export interface ServedImgsrv {
   readonly adminToken: string
   /**
    * A scratch directory for scripts, holding `imgsrv.out`: the server's stdout, as
-   * `npm start > imgsrv.out` leaves it in the README.
+   * `npm start > imgsrv.out` leaves it in the tutorial.
    */
   readonly workDir: string
   /** The server's database, for tests that seed rows by SQL. */

@@ -10,14 +10,16 @@
  *    the same artifacts from memory (no middleware, no database)          — target ≥ 0.5×;
  *  - a bare Node `http` handler sending the same bytes (reported beside it).
  *
- * Then it profiles imgsrv under the same load (V8 CPU profiler, in this process) and
- * prints where the time goes, by package.
+ * It also reads CPU per request (this process and PostgreSQL's processes, from /proc), then
+ * profiles imgsrv under the same load (V8 CPU profiler, in this process) and prints where the
+ * time goes, by owner and by function (profile.ts); `--save-profile FILE` keeps the profile.
  */
 import { HttpApi, HttpApiBuilder, HttpApiEndpoint, HttpApiGroup, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Either, Exit, Layer, ManagedRuntime, Redacted, Schema, Scope } from "effect"
 import { randomBytes, randomUUID } from "node:crypto"
-import { chmod, mkdtemp, rm } from "node:fs/promises"
+import { readdirSync, readFileSync } from "node:fs"
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises"
 import * as http from "node:http"
 import { Session } from "node:inspector/promises"
 import { tmpdir } from "node:os"
@@ -27,7 +29,8 @@ import { AppLive } from "../../src/app.js"
 import { ArtifactList } from "../../src/catalog/schema.js"
 import { defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
 import { startEmbeddedPostgres } from "../../src/platform/storage/embedded-postgres.js"
-import { bareServer, findWrk, listen, out, rps, wrkRun } from "./load.js"
+import { bareServer, findWrk, listen, type Load, out, rps, wrkRun } from "./load.js"
+import { printAnalysis } from "./profile.js"
 
 const SECONDS = (() => {
   const i = process.argv.indexOf("--seconds")
@@ -65,35 +68,61 @@ const seed = async (db: pg.Client) => {
   await db.query("UPDATE image_versions SET state = 'published', published_at = now() WHERE id = $1", [versionId])
 }
 
-/** Self time by where the code lives: our sources, or the package in node_modules. */
-const selfTimeByOwner = (profile: {
-  nodes: ReadonlyArray<{ id: number; callFrame: { url: string; functionName: string } }>
-  samples?: ReadonlyArray<number>
-}) => {
-  const byId = new Map(profile.nodes.map((n) => [n.id, n]))
-  const counts = new Map<string, number>()
-  for (const id of profile.samples ?? []) {
-    const url = byId.get(id)?.callFrame.url ?? ""
-    const fn = byId.get(id)?.callFrame.functionName ?? ""
-    const owner = url.includes("/node_modules/")
-      ? url.split("/node_modules/").pop()!.split("/").slice(0, url.includes("/node_modules/@") ? 2 : 1).join("/")
-      : url.includes("/src/")
-      ? `imgsrv src/${url.split("/src/").pop()}`
-      : url.startsWith("node:")
-      ? "node internals"
-      : fn === "(garbage collector)"
-      ? "garbage collector"
-      : fn === "(idle)"
-      ? "idle"
-      : fn === "(program)"
-      ? "program (native, I/O)"
-      : url === ""
-      ? `native ${fn}`
-      : url
-    counts.set(owner, (counts.get(owner) ?? 0) + 1)
+/** CPU seconds (user + system) of a process, from /proc (clock ticks of 10 ms). */
+const cpuSecondsOf = (pid: number): number => {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ").pop()!.split(" ")
+    return (Number(fields[11]) + Number(fields[12])) / 100
+  } catch {
+    return 0 // exited meanwhile
   }
-  const total = profile.samples?.length ?? 1
-  return [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([owner, n]) => ({ owner, share: n / total }))
+}
+
+/** The embedded PostgreSQL: its postmaster (command line names `dataDir`) and its children. */
+const postgresPids = (dataDir: string): ReadonlyArray<number> => {
+  const pids = readdirSync("/proc").filter((name) => /^\d+$/.test(name)).map(Number)
+  const parentOf = (pid: number) => {
+    try {
+      return Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ").pop()!.split(" ")[1])
+    } catch {
+      return -1
+    }
+  }
+  const cmdline = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8")
+    } catch {
+      return ""
+    }
+  }
+  const postmaster = pids.find((pid) => cmdline(pid).includes(dataDir) && cmdline(pid).includes("postgres"))
+  return postmaster === undefined ? [] : [postmaster, ...pids.filter((pid) => parentOf(pid) === postmaster)]
+}
+
+/**
+ * CPU per request of one wrk run: this process (the servers in it) and PostgreSQL. Unlike
+ * req/s, CPU per request hardly moves when other work shares the machine.
+ */
+const cpuPerRequest = async (
+  run: (onMeasuredRun: () => void) => Promise<Load>,
+  dataDir: string
+) => {
+  let ownBefore = 0
+  let pgBefore = 0
+  let pids: ReadonlyArray<number> = []
+  const load = await run(() => {
+    pids = postgresPids(dataDir)
+    const usage = process.cpuUsage()
+    ownBefore = (usage.user + usage.system) / 1e6
+    pgBefore = pids.reduce((sum, pid) => sum + cpuSecondsOf(pid), 0)
+  })
+  const usage = process.cpuUsage()
+  const requests = Math.max(load.ok + load.failed, 1)
+  return {
+    load,
+    nodeMicros: (((usage.user + usage.system) / 1e6 - ownBefore) / requests) * 1e6,
+    postgresMicros: ((pids.reduce((sum, pid) => sum + cpuSecondsOf(pid), 0) - pgBefore) / requests) * 1e6
+  }
 }
 
 const main = async () => {
@@ -153,10 +182,16 @@ const main = async () => {
     const bare = await bareServer(body, { "content-type": "application/json" })
 
     const options = { connections: CONNECTIONS, seconds: SECONDS }
-    const viaImgsrv = await wrkRun(wrk, `${base}${route}`, options)
-    const viaMinimal = await wrkRun(wrk, `http://127.0.0.1:${minimalPort}${route}`, options)
-    const viaBare = await wrkRun(wrk, bare.url, options)
-    const healthz = await wrkRun(wrk, `${base}/healthz`, options)
+    const measured = (url: string) =>
+      cpuPerRequest((onMeasuredRun) => wrkRun(wrk, url, { ...options, onMeasuredRun }), dir)
+    const imgsrvCpu = await measured(`${base}${route}`)
+    const minimalCpu = await measured(`http://127.0.0.1:${minimalPort}${route}`)
+    const bareCpu = await measured(bare.url)
+    const healthzCpu = await measured(`${base}/healthz`)
+    const viaImgsrv = imgsrvCpu.load
+    const viaMinimal = minimalCpu.load
+    const viaBare = bareCpu.load
+    const healthz = healthzCpu.load
 
     out(`imgsrv uncached API path — wrk -t1 -c${CONNECTIONS} -d${SECONDS}s, body ${body.byteLength} B`)
     const ratio = rps(viaImgsrv) / rps(viaMinimal)
@@ -175,6 +210,18 @@ const main = async () => {
         `${(rps(healthz) / rps(viaMinimal)).toFixed(2)}× the minimal HttpApi route`
     )
 
+    const micros = (value: number) => `${value.toFixed(0)} µs`
+    out(
+      `  CPU per request (this process + PostgreSQL; robust to other load): imgsrv ${
+        micros(imgsrvCpu.nodeMicros)
+      } + PostgreSQL ${micros(imgsrvCpu.postgresMicros)}; minimal HttpApi ${micros(minimalCpu.nodeMicros)}; ` +
+        `bare Node ${micros(bareCpu.nodeMicros)}; /healthz through imgsrv ${micros(healthzCpu.nodeMicros)} → ` +
+        `minimal/imgsrv (node CPU only) ${(minimalCpu.nodeMicros / imgsrvCpu.nodeMicros).toFixed(2)}, ` +
+        `minimal/(imgsrv + PostgreSQL) ${
+          (minimalCpu.nodeMicros / (imgsrvCpu.nodeMicros + imgsrvCpu.postgresMicros)).toFixed(2)
+        }; load average ${readFileSync("/proc/loadavg", "utf8").split(" ")[0]}`
+    )
+
     // Where imgsrv's time goes under the same load.
     const session = new Session()
     session.connect()
@@ -184,10 +231,10 @@ const main = async () => {
     await wrkRun(wrk, `${base}${route}`, options)
     const { profile } = await session.post("Profiler.stop")
     session.disconnect()
-    out("  profile of imgsrv under that load (self time by owner, top 12):")
-    for (const { owner, share } of selfTimeByOwner(profile).slice(0, 12)) {
-      out(`    ${(share * 100).toFixed(1).padStart(5)} %  ${owner}`)
-    }
+    const saveAt = process.argv.indexOf("--save-profile")
+    if (saveAt !== -1) await writeFile(process.argv[saveAt + 1]!, JSON.stringify(profile))
+    out("  profile of imgsrv under that load:")
+    printAnalysis(profile, 20, out)
 
     await bare.close()
     await minimal.dispose()

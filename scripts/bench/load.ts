@@ -30,7 +30,13 @@ export const rps = (load: Load) => load.ok / (load.ms / 1000)
 export const wrkRun = (
   wrk: string,
   url: string,
-  options: { readonly connections: number; readonly seconds: number; readonly headers?: Record<string, string> }
+  options: {
+    readonly connections: number
+    readonly seconds: number
+    readonly headers?: Record<string, string>
+    /** Called after the warm-up, right before the measured run (e.g. to read CPU counters). */
+    readonly onMeasuredRun?: () => void
+  }
 ): Promise<Load> => {
   const headerArgs = Object.entries(options.headers ?? {}).flatMap(([k, v]) => ["-H", `${k}: ${v}`])
   const run = (seconds: number) =>
@@ -42,7 +48,10 @@ export const wrkRun = (
         (error, stdout) => error ? reject(error) : resolve(stdout)
       )
     })
-  return run(1).then(() => run(options.seconds)).then((output) => {
+  return run(1).then(() => {
+    options.onMeasuredRun?.()
+    return run(options.seconds)
+  }).then((output) => {
     const number = (pattern: RegExp) => Number(pattern.exec(output)?.[1] ?? "0")
     const requests = number(/(\d+) requests in/)
     const seconds = number(/requests in ([\d.]+)(?:s)/)

@@ -185,6 +185,20 @@ const rssTracker = (pid: number) => {
   }
 }
 
+/**
+ * CPU seconds (user + system) a process has used, from /proc (clock ticks of 10 ms): with
+ * wall time, it says whether a path is CPU-bound and where the CPU went (server or client).
+ */
+const processCpuSeconds = (pid: number): number => {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ").pop()!.split(" ")
+  // utime and stime are fields 14 and 15 of stat(5); after "comm)" they are at 11 and 12.
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+const ownCpuSeconds = () => {
+  const usage = process.cpuUsage()
+  return (usage.user + usage.system) / 1e6
+}
+
 /** Event-loop delay of the server since the previous call (see lag-probe.ts). */
 const serverLag = async (server: Server) => {
   await rm(server.lagFile, { force: true })
@@ -430,18 +444,28 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
       const promotedReceived: Array<number> = []
       const promotedStreamed: Array<number> = []
       const hashing: Array<number> = []
+      // CPU seconds per upload: the server's and this process's (the client), and the direct path's.
+      const serverCpu: Array<number> = []
+      const clientCpu: Array<number> = []
+      const directCpu: Array<number> = []
       const promotionSeconds = () => metric(server, "imgsrv_cas_promotion_duration_seconds_sum", "outcome=\"ready\"")
       for (let round = 0; round < repeat; round++) {
         const file = makeFile(`${kind}-a-${round}`, 4)
         const swapped = makeFile(`${kind}-a-${round}-swapped`, 4)
+        let cpuBefore = ownCpuSeconds()
         let started = performance.now()
         await Effect.runPromise(directUpload(direct, file))
         straight.push(performance.now() - started)
+        directCpu.push(ownCpuSeconds() - cpuBefore)
 
         let promotedBefore = await promotionSeconds()
+        cpuBefore = ownCpuSeconds()
+        const serverCpuBefore = processCpuSeconds(server.child.pid!)
         started = performance.now()
         let id = await uploadThroughImgsrv(server, token, file)
         through.push(performance.now() - started)
+        serverCpu.push(processCpuSeconds(server.child.pid!) - serverCpuBefore)
+        clientCpu.push(ownCpuSeconds() - cpuBefore)
         await waitReady(server, id)
         promotedReceived.push(((await promotionSeconds()) - promotedBefore) * 1000)
 
@@ -468,6 +492,12 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
       say(
         `    ratio direct/imgsrv = ${a.toFixed(2)}  (target ≥ 0.8) ${a >= 0.8 ? "OK" : "MISSED"}; ` +
           `without hashing on the way in ${aSwapped.toFixed(2)}`
+      )
+      say(
+        `    CPU per upload (medians): through imgsrv — server ${median(serverCpu).toFixed(2)} s + client ` +
+          `${median(clientCpu).toFixed(2)} s in ${seconds(median(through))} wall; direct ${
+            median(directCpu).toFixed(2)
+          } s in ${seconds(median(straight))} wall; load average ${readFileSync("/proc/loadavg", "utf8").split(" ")[0]}`
       )
       say(
         `(b) promotion of 256 MiB, claim→ready in the worker: streaming pass ${seconds(median(promotedStreamed))} ` +

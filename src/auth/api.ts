@@ -5,6 +5,7 @@ import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as HttpApiSecurity from "@effect/platform/HttpApiSecurity"
 import * as OpenApi from "@effect/platform/OpenApi"
 import { Context, Schema } from "effect"
+import { InvalidPageRequest, PageParams } from "../contract/pagination.js"
 import { InvalidRequest, Problem } from "../contract/problem.js"
 import {
   ApiTokenNotFound,
@@ -78,8 +79,14 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.get("listPrincipals", "/v1/auth/principals")
+      .setUrlParams(PageParams)
       .addSuccess(PrincipalList)
-      .annotate(OpenApi.Description, "Every principal (bootstrap, local, OIDC-provisioned) with its current roles.")
+      .addError(Problem(InvalidPageRequest))
+      .annotate(
+        OpenApi.Description,
+        "Every principal (bootstrap, local, OIDC-provisioned) with its current roles, by id. Paginated like " +
+          "`GET /v1/images`."
+      )
   )
   .add(
     HttpApiEndpoint.post("createPrincipal", "/v1/auth/principals")
@@ -126,9 +133,15 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   .add(
     HttpApiEndpoint.get("listApiTokens", "/v1/auth/principals/:principal_id/api-tokens")
       .setPath(PrincipalPath)
+      .setUrlParams(PageParams)
       .addSuccess(ApiTokenList)
+      .addError(Problem(InvalidPageRequest))
       .addError(Problem(PrincipalNotFound))
-      .annotate(OpenApi.Description, "Token metadata (never the plaintext), revoked and expired tokens included.")
+      .annotate(
+        OpenApi.Description,
+        "Token metadata (never the plaintext), revoked and expired tokens included, by id. Paginated like " +
+          "`GET /v1/images`."
+      )
   )
   .add(
     HttpApiEndpoint.del("revokeApiToken", "/v1/auth/api-tokens/:token_id")
@@ -139,7 +152,10 @@ export class AuthGroup extends HttpApiGroup.make("auth")
   )
   .add(
     HttpApiEndpoint.get("listRules", "/v1/auth/oidc-provisioning-rules")
+      .setUrlParams(PageParams)
       .addSuccess(RuleList)
+      .addError(Problem(InvalidPageRequest))
+      .annotate(OpenApi.Description, "Provisioning rules by id. Paginated like `GET /v1/images`.")
   )
   .add(
     HttpApiEndpoint.post("createRule", "/v1/auth/oidc-provisioning-rules")

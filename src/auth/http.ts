@@ -1,11 +1,16 @@
 import { HttpApiBuilder, HttpApp, HttpServerResponse } from "@effect/platform"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
+import { cursorField, paginate } from "../platform/http/pagination.js"
 import { apiOf } from "../platform/http/routes.js"
 import { AuthGroup } from "./api.js"
 import { CurrentPrincipal } from "./middleware.js"
 import { AuthManagement } from "./service.js"
 
 /** Handlers of `/v1/auth/*`: call the management service with the acting principal; no rules here. */
+
+/** Principals, tokens and rules are listed by id: the cursor is the last id served. */
+const IdKey = Schema.String
+const byId = (item: { readonly id: string }) => item.id
 
 /** Responses carrying a token plaintext must never be stored by a cache. */
 const noStore = HttpApp.appendPreResponseHandler((_request, response) =>
@@ -20,7 +25,11 @@ export const AuthHandlersLive = HttpApiBuilder.group(
       const management = yield* AuthManagement
       return handlers
         .handle("listRoles", () => Effect.succeed({ roles: management.listRoles() }))
-        .handle("listPrincipals", () => Effect.map(management.listPrincipals, (principals) => ({ principals })))
+        .handle("listPrincipals", () =>
+          Effect.map(
+            paginate(IdKey, byId, management.listPrincipals),
+            ({ items, next_cursor }) => ({ principals: items, ...cursorField(next_cursor) })
+          ))
         .handle("createPrincipal", ({ payload }) =>
           Effect.flatMap(CurrentPrincipal, (actor) => management.createPrincipal(payload, actor)))
         .handle("getPrincipal", ({ path }) =>
@@ -39,12 +48,19 @@ export const AuthHandlersLive = HttpApiBuilder.group(
             return issued
           }))
         .handle("listApiTokens", ({ path }) =>
-          Effect.map(management.listTokens(path.principal_id), (tokens) => ({ api_tokens: tokens })))
+          Effect.map(
+            paginate(IdKey, byId, (after, limit) =>
+              management.listTokens(path.principal_id, after, limit)),
+            ({ items, next_cursor }) => ({ api_tokens: items, ...cursorField(next_cursor) })
+          ))
         .handle("revokeApiToken", ({ path }) =>
           Effect.flatMap(CurrentPrincipal, (actor) =>
             management.revokeToken(path.token_id, actor)))
         .handle("listRules", () =>
-          Effect.map(management.listRules, (rules) => ({ rules })))
+          Effect.map(
+            paginate(IdKey, byId, management.listRules),
+            ({ items, next_cursor }) => ({ rules: items, ...cursorField(next_cursor) })
+          ))
         .handle("createRule", ({ payload }) =>
           Effect.flatMap(CurrentPrincipal, (actor) =>
             management.createRule(payload, actor)))

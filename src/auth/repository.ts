@@ -114,7 +114,8 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
   // Principals and roles
   readonly insertPrincipal: (principal: NewPrincipal) => Sql<PrincipalRow>
   readonly findPrincipal: (id: string) => Sql<Option.Option<PrincipalWithRolesRow>>
-  readonly listPrincipals: Sql<ReadonlyArray<PrincipalWithRolesRow>>
+  /** At most `limit` principals after the id `after`, by id (keyset). */
+  readonly listPrincipals: (after: Option.Option<string>, limit: number) => Sql<ReadonlyArray<PrincipalWithRolesRow>>
   readonly assignRole: (principalId: string, roleId: RoleId) => Sql<void>
   readonly unassignRole: (principalId: string, roleId: RoleId) => Sql<boolean>
   readonly holdsRole: (principalId: string, roleId: RoleId) => Sql<boolean>
@@ -125,7 +126,12 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
   readonly findToken: (id: string) => Sql<Option.Option<TokenRow>>
   readonly touchToken: (id: string) => Sql<void>
   readonly insertToken: (token: NewToken) => Sql<TokenRow>
-  readonly listTokens: (principalId: string) => Sql<ReadonlyArray<TokenRow>>
+  /** At most `limit` tokens of the principal after the id `after`, by id (keyset). */
+  readonly listTokens: (
+    principalId: string,
+    after: Option.Option<string>,
+    limit: number
+  ) => Sql<ReadonlyArray<TokenRow>>
   /** Sets `revoked_at` unless already set (the first revocation time is kept). */
   readonly revokeToken: (id: string) => Sql<Option.Option<TokenRow>>
   readonly principalForIdentity: (provider: string, subject: string) => Sql<Option.Option<PrincipalRow>>
@@ -138,7 +144,8 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
   /** Inside a transaction: the provider row, locked until commit (inserted first when absent). */
   readonly lockProvider: (seed: ProviderRow) => Sql<ProviderRow>
   readonly updateProvider: (provider: ProviderRow) => Sql<void>
-  readonly listRules: Sql<ReadonlyArray<RuleRow>>
+  /** At most `limit` rules after the id `after`, by id (keyset). */
+  readonly listRules: (after: Option.Option<string>, limit: number) => Sql<ReadonlyArray<RuleRow>>
   readonly findRule: (id: string) => Sql<Option.Option<RuleRow>>
   readonly enabledRulesFor: (provider: string) => Sql<ReadonlyArray<RuleRow>>
   /** Inserts a rule with its roles; false when the id is taken. */
@@ -171,7 +178,8 @@ export const AuthRepositoryLive = Layer.effect(
 
     const jsonb = (value: unknown) => value === null ? null : JSON.stringify(value)
 
-    const principalsWithRoles = (where: string, params: ReadonlyArray<unknown> = []) =>
+    // `limit`: a page's LIMIT, bound as the statement's last parameter.
+    const principalsWithRoles = (where: string, params: ReadonlyArray<unknown> = [], limit?: number) =>
       sql.unsafe<PrincipalWithRolesRow>(
         `SELECT p.id, p.kind, p.display_name, p.attributes, p.created_at,
                 COALESCE(array_agg(pr.role_id ORDER BY pr.role_id) FILTER (WHERE pr.role_id IS NOT NULL), '{}') AS role_ids
@@ -179,11 +187,12 @@ export const AuthRepositoryLive = Layer.effect(
          LEFT JOIN auth_principal_roles pr ON pr.principal_id = p.id
          ${where}
          GROUP BY p.id
-         ORDER BY p.id`,
-        params
+         ORDER BY p.id
+         ${limit === undefined ? "" : `LIMIT $${params.length + 1}`}`,
+        limit === undefined ? params : [...params, limit]
       )
 
-    const ruleRows = (where: string, params: ReadonlyArray<unknown> = []) =>
+    const ruleRows = (where: string, params: ReadonlyArray<unknown> = [], limit?: number) =>
       sql.unsafe<RuleRow>(
         `SELECT r.id, r.display_name, r.provider, r.audience, r.forwarded_claims, r.condition, r.enabled,
                 COALESCE(array_agg(rr.role_id ORDER BY rr.role_id) FILTER (WHERE rr.role_id IS NOT NULL), '{}') AS role_ids
@@ -191,8 +200,9 @@ export const AuthRepositoryLive = Layer.effect(
          LEFT JOIN auth_provisioning_rule_roles rr ON rr.rule_id = r.id
          ${where}
          GROUP BY r.id
-         ORDER BY r.id`,
-        params
+         ORDER BY r.id
+         ${limit === undefined ? "" : `LIMIT $${params.length + 1}`}`,
+        limit === undefined ? params : [...params, limit]
       )
 
     const writeRuleRoles = (ruleId: string, roleIds: ReadonlyArray<RoleId>) =>
@@ -227,7 +237,11 @@ export const AuthRepositoryLive = Layer.effect(
           VALUES (${p.id}, ${p.kind}, ${p.displayName}, ${jsonb(p.attributes)}::jsonb)
           RETURNING *`.pipe(Effect.map((rows) => rows[0]!)),
       findPrincipal: (id) => principalsWithRoles("WHERE p.id = $1", [id]).pipe(Effect.map(firstOption)),
-      listPrincipals: principalsWithRoles(""),
+      listPrincipals: (after, limit) =>
+        Option.match(after, {
+          onNone: () => principalsWithRoles("", [], limit),
+          onSome: (id) => principalsWithRoles("WHERE p.id > $1", [id], limit)
+        }),
       assignRole: (principalId, roleId) =>
         sql`INSERT INTO auth_principal_roles (principal_id, role_id) VALUES (${principalId}, ${roleId})
             ON CONFLICT DO NOTHING`.pipe(Effect.asVoid),
@@ -256,8 +270,14 @@ export const AuthRepositoryLive = Layer.effect(
           INSERT INTO auth_api_tokens (id, principal_id, name, secret_hash, expires_at)
           VALUES (${t.id}, ${t.principalId}, ${t.name}, ${Buffer.from(t.secretHash)}, ${t.expiresAt})
           RETURNING *`.pipe(Effect.map((rows) => rows[0]!)),
-      listTokens: (principalId) =>
-        sql<TokenRow>`SELECT * FROM auth_api_tokens WHERE principal_id = ${principalId} ORDER BY id`,
+      listTokens: (principalId, after, limit) =>
+        sql<TokenRow>`
+          SELECT * FROM auth_api_tokens
+          WHERE principal_id = ${principalId} AND ${
+          Option.match(after, { onNone: () => sql.literal("TRUE"), onSome: (id) => sql`id > ${id}` })
+        }
+          ORDER BY id
+          LIMIT ${limit}`,
       revokeToken: (id) =>
         sql<TokenRow>`
           UPDATE auth_api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = ${id}
@@ -299,7 +319,11 @@ export const AuthRepositoryLive = Layer.effect(
               supported_signing_algorithms = ${p.supported_signing_algorithms},
               forwarded_claims = ${JSON.stringify(p.forwarded_claims)}::jsonb, updated_at = now()
           WHERE issuer = ${p.issuer}`.pipe(Effect.asVoid),
-      listRules: ruleRows(""),
+      listRules: (after, limit) =>
+        Option.match(after, {
+          onNone: () => ruleRows("", [], limit),
+          onSome: (id) => ruleRows("WHERE r.id > $1", [id], limit)
+        }),
       findRule: (id) => ruleRows("WHERE r.id = $1", [id]).pipe(Effect.map(firstOption)),
       enabledRulesFor: (provider) => ruleRows("WHERE r.enabled AND r.provider = $1", [provider]),
       insertRule: (rule) =>

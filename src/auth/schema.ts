@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { nextCursorField } from "../contract/pagination.js"
 import { boundedText, strictBody, TEXT_LIMITS } from "../contract/params.js"
 import { TimestampString } from "../contract/timestamp.js"
 
@@ -90,9 +91,10 @@ export const PrincipalView = Schema.Struct({
 }).annotations({ identifier: "Principal" })
 export type PrincipalView = typeof PrincipalView.Type
 
-export const PrincipalList = Schema.Struct({ principals: Schema.Array(PrincipalView) }).annotations({
-  identifier: "PrincipalList"
-})
+export const PrincipalList = Schema.Struct({ principals: Schema.Array(PrincipalView), next_cursor: nextCursorField })
+  .annotations({
+    identifier: "PrincipalList"
+  })
 
 /** Largest `attributes` of a principal, as JSON text: they are stored and listed with it. */
 export const MAX_ATTRIBUTES_BYTES = 16 * 1024
@@ -138,9 +140,10 @@ export const IssuedApiToken = Schema.Struct({
 }).annotations({ identifier: "IssuedApiToken" })
 export type IssuedApiToken = typeof IssuedApiToken.Type
 
-export const ApiTokenList = Schema.Struct({ api_tokens: Schema.Array(ApiTokenView) }).annotations({
-  identifier: "ApiTokenList"
-})
+export const ApiTokenList = Schema.Struct({ api_tokens: Schema.Array(ApiTokenView), next_cursor: nextCursorField })
+  .annotations({
+    identifier: "ApiTokenList"
+  })
 
 /** Most claims one rule may forward to its condition. */
 export const MAX_FORWARDED_CLAIMS = 64
@@ -175,7 +178,7 @@ export const RuleView = Schema.Struct({
 }).annotations({ identifier: "OIDCProvisioningRule" })
 export type RuleView = typeof RuleView.Type
 
-export const RuleList = Schema.Struct({ rules: Schema.Array(RuleView) }).annotations({
+export const RuleList = Schema.Struct({ rules: Schema.Array(RuleView), next_cursor: nextCursorField }).annotations({
   identifier: "OIDCProvisioningRuleList"
 })
 

@@ -50,7 +50,8 @@ import { mintToken, randomBase32 } from "./tokens.js"
  */
 export class AuthManagement extends Context.Tag("imgsrv/AuthManagement")<AuthManagement, {
   readonly listRoles: () => ReadonlyArray<RoleView>
-  readonly listPrincipals: Effect.Effect<ReadonlyArray<PrincipalView>>
+  /** At most `limit` principals after the id `after`, by id. */
+  readonly listPrincipals: (after: Option.Option<string>, limit: number) => Effect.Effect<ReadonlyArray<PrincipalView>>
   readonly getPrincipal: (id: string) => Effect.Effect<PrincipalView, PrincipalNotFound>
   readonly createPrincipal: (
     request: CreatePrincipalRequest,
@@ -71,9 +72,15 @@ export class AuthManagement extends Context.Tag("imgsrv/AuthManagement")<AuthMan
     request: IssueApiTokenRequest,
     actor: Principal
   ) => Effect.Effect<IssuedApiToken, InvalidRequest | PrincipalNotFound>
-  readonly listTokens: (principalId: string) => Effect.Effect<ReadonlyArray<ApiTokenView>, PrincipalNotFound>
+  /** At most `limit` tokens of the principal after the id `after`, by id. */
+  readonly listTokens: (
+    principalId: string,
+    after: Option.Option<string>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<ApiTokenView>, PrincipalNotFound>
   readonly revokeToken: (tokenId: string, actor: Principal) => Effect.Effect<void, ApiTokenNotFound>
-  readonly listRules: Effect.Effect<ReadonlyArray<RuleView>>
+  /** At most `limit` rules after the id `after`, by id. */
+  readonly listRules: (after: Option.Option<string>, limit: number) => Effect.Effect<ReadonlyArray<RuleView>>
   readonly getRule: (id: string) => Effect.Effect<RuleView, RuleNotFound>
   readonly createRule: (
     request: SaveRuleRequest,
@@ -284,10 +291,10 @@ export const AuthManagementLive = Layer.effect(
         }
       })
 
-    const listTokens = (principalId: string) =>
+    const listTokens = (principalId: string, after: Option.Option<string>, limit: number) =>
       Effect.gen(function*() {
         yield* principalOrFail(principalId)
-        return (yield* repo.listTokens(principalId)).map(tokenView)
+        return (yield* repo.listTokens(principalId, after, limit)).map(tokenView)
       })
 
     const revokeToken = (tokenId: string, actor: Principal) =>
@@ -437,18 +444,20 @@ export const AuthManagementLive = Layer.effect(
 
     return AuthManagement.of({
       listRoles,
-      listPrincipals: orDie(Effect.map(repo.listPrincipals, (rows) => rows.map(principalView))),
+      listPrincipals: (after, limit) =>
+        orDie(Effect.map(repo.listPrincipals(after, limit), (rows) => rows.map(principalView))),
       getPrincipal: (id) => orDie(Effect.map(principalOrFail(id), principalView)),
       createPrincipal: (request, actor) => orDie(createPrincipal(request, actor)),
       assignRole: (principalId, roleId, actor) => orDie(assignRole(principalId, roleId, actor)),
       unassignRole: (principalId, roleId, actor) => orDie(unassignRole(principalId, roleId, actor)),
       issueToken: (principalId, request, actor) => orDie(issueToken(principalId, request, actor)),
-      listTokens: (principalId) => orDie(listTokens(principalId)),
+      listTokens: (principalId, after, limit) => orDie(listTokens(principalId, after, limit)),
       revokeToken: (tokenId, actor) => orDie(revokeToken(tokenId, actor)),
-      listRules: orDie(Effect.gen(function*() {
-        const rules = yield* repo.listRules
-        return yield* Effect.forEach(rules, viewOf)
-      })),
+      listRules: (after, limit) =>
+        orDie(Effect.gen(function*() {
+          const rules = yield* repo.listRules(after, limit)
+          return yield* Effect.forEach(rules, viewOf)
+        })),
       getRule: (id) =>
         orDie(Effect.gen(function*() {
           const rule = yield* repo.findRule(id)

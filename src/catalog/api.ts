@@ -6,7 +6,7 @@ import { Schema } from "effect"
 import { RequireContentWrite } from "../auth/api.js"
 import { Forbidden } from "../auth/errors.js"
 import { NotModified } from "../contract/http.js"
-import { InvalidPageRequest } from "../contract/pagination.js"
+import { InvalidPageRequest, pageParamFields, PageParams } from "../contract/pagination.js"
 import { UuidString } from "../contract/params.js"
 import { InvalidRequest, Problem, RangeNotSatisfiable } from "../contract/problem.js"
 import {
@@ -88,6 +88,7 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
   )
   .add(
     HttpApiEndpoint.get("listImages", "/v1/images")
+      .setUrlParams(PageParams)
       .addSuccess(ImageList)
       .addError(Problem(InvalidPageRequest))
       .annotate(
@@ -132,13 +133,20 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
   .add(
     HttpApiEndpoint.get("listVersions", "/v1/images/:name/versions")
       .setPath(NamePath)
+      .setUrlParams(Schema.Struct({
+        ...pageParamFields,
+        include_yanked: Schema.optional(Schema.String).annotations({
+          description: "`true` lists yanked versions too (default `false`)."
+        })
+      }))
       .addSuccess(VersionList)
       .addError(invalid)
+      .addError(Problem(InvalidPageRequest))
       .addError(Problem(ImageNotFound))
       .annotate(
         OpenApi.Description,
         "Published versions, newest first; yanked ones only with `?include_yanked=true`. 404 when the image has " +
-          "no published version."
+          "no published version. Paginated like `GET /v1/images`."
       )
   )
   .add(
@@ -204,10 +212,15 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
   .add(
     HttpApiEndpoint.get("listArtifacts", "/v1/images/:name/versions/:version/artifacts")
       .setPath(VersionPath)
+      .setUrlParams(PageParams)
       .addSuccess(ArtifactList)
       .addError(invalid)
+      .addError(Problem(InvalidPageRequest))
       .addError(Problem(VersionNotFound))
-      .annotate(OpenApi.Description, "Artifacts of a published version.")
+      .annotate(
+        OpenApi.Description,
+        "Artifacts of a published version, in manifest order. Paginated like `GET /v1/images`."
+      )
   )
   .add(
     HttpApiEndpoint.post("addArtifact", "/v1/images/:name/versions/:version/artifacts")
@@ -376,6 +389,7 @@ export const CatalogGroup = HttpApiGroup.make("catalog")
   .add(
     HttpApiEndpoint.get("listAliases", "/v1/images/:name/aliases")
       .setPath(NamePath)
+      .setUrlParams(PageParams)
       .addSuccess(AliasList)
       .addError(invalid)
       .addError(Problem(InvalidPageRequest))

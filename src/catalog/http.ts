@@ -6,7 +6,7 @@ import { decodeParam } from "../contract/params.js"
 import { InvalidRequest } from "../contract/problem.js"
 import { serveBlob } from "../platform/http/download.js"
 import { ImmutableResponses } from "../platform/http/fast-path.js"
-import { pageOf, pageRequest } from "../platform/http/pagination.js"
+import { cursorField, pageOf, pageRequest, paginate } from "../platform/http/pagination.js"
 import { apiOf } from "../platform/http/routes.js"
 import { casKey } from "../platform/storage/blob-store/keys.js"
 import { CatalogGroup } from "./api.js"
@@ -16,6 +16,7 @@ import {
   AliasName,
   aliasToWire,
   ArtifactIdParam,
+  ArtifactListKey,
   artifactToWire,
   AttachmentIdParam,
   attachmentToWire,
@@ -25,10 +26,11 @@ import {
   imageToWire,
   manifestToWire,
   RefString,
+  VersionListKey,
   VersionString,
   versionToWire
 } from "./schema.js"
-import type { DownloadTarget, ManifestRows } from "./schema.js"
+import type { ArtifactRow, DownloadTarget, ManifestRows, VersionPageRow } from "./schema.js"
 import { Catalog } from "./service.js"
 
 /** Handlers of the catalog group: validate path parameters, call the service, encode. */
@@ -182,8 +184,12 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
           Effect.gen(function*() {
             const name = yield* nameOf(path)
             const includeYanked = yield* includeYankedOf(yield* HttpServerRequest.HttpServerRequest)
-            const rows = yield* catalog.listVersions(name, includeYanked)
-            return { versions: rows.map(versionToWire) }
+            const { items, next_cursor } = yield* paginate(
+              VersionListKey,
+              (row: VersionPageRow) => ({ created_at: row.created_at_key, version: row.version, id: row.id }),
+              (after, limit) => catalog.listVersions(name, after, limit, includeYanked)
+            )
+            return { versions: items.map(versionToWire), ...cursorField(next_cursor) }
           }))
         .handle("getManifest", ({ path, request }) =>
           decodeVersionPath(path).pipe(
@@ -201,10 +207,21 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             )
           ))
         .handle("listArtifacts", ({ path }) =>
-          decodeVersionPath(path).pipe(
-            Effect.flatMap(([name, version]) => catalog.listArtifacts(name, version)),
-            Effect.map((rows) => ({ artifacts: rows.map(artifactToWire) }))
-          ))
+          Effect.gen(function*() {
+            const [name, version] = yield* decodeVersionPath(path)
+            const { items, next_cursor } = yield* paginate(
+              ArtifactListKey,
+              (row: ArtifactRow) => ({
+                variant: row.variant,
+                operating_system: row.operating_system,
+                architecture: row.architecture,
+                format: row.format,
+                id: row.id
+              }),
+              (after, limit) => catalog.listArtifacts(name, version, after, limit)
+            )
+            return { artifacts: items.map(artifactToWire), ...cursorField(next_cursor) }
+          }))
         .handle("addArtifact", ({ path, payload }) =>
           decodeVersionPath(path).pipe(
             Effect.flatMap(([name, version]) => catalog.addArtifact(name, version, payload)),

@@ -6,10 +6,13 @@ import { classifyConstraint, type ConstraintViolation } from "../platform/storag
 import type {
   AliasRow,
   ArtifactFormat,
+  ArtifactListKey,
   ArtifactRow,
   AttachmentRow,
   ImageRow,
   ManifestRows,
+  VersionListKey,
+  VersionPageRow,
   VersionRow
 } from "./schema.js"
 
@@ -91,11 +94,18 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
     version: string,
     lock?: RowLock
   ) => Effect.Effect<Option.Option<ImageVersionRows>, SqlError.SqlError>
-  /** Published versions of an image, newest `created_at` first, then version, id; yanked ones on request. */
-  readonly listPublishedVersions: (
+  /**
+   * At most `limit` published versions of an image after the key, newest `created_at`
+   * first, then version, id (keyset), yanked ones on request; each with `created_at_key`,
+   * its `created_at` as PostgreSQL text (microseconds) for the cursor. A `null` limit lists
+   * them all (the retention preview, which plans over every version).
+   */
+  readonly listPublishedVersionsPage: (
     imageId: string,
-    includeYanked?: boolean
-  ) => Effect.Effect<ReadonlyArray<VersionRow>, SqlError.SqlError>
+    after: Option.Option<VersionListKey>,
+    limit: number | null,
+    includeYanked: boolean
+  ) => Effect.Effect<ReadonlyArray<VersionPageRow>, SqlError.SqlError>
   /**
    * Sets (`reason`) or clears (null) the yank of a published version, keeping an existing
    * yank as it is; the caller holds the row lock. The guard refuses anything but a published row.
@@ -118,11 +128,14 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
   readonly listArtifacts: (versionId: string) => Effect.Effect<ReadonlyArray<ArtifactRow>, SqlError.SqlError>
   /**
    * The artifacts of `name`/`version` in manifest order, when that version is published
-   * (None otherwise), in one round trip: the hot read of the API (issue 15).
+   * (None otherwise), in one round trip: the hot read of the API (issue 15). One page:
+   * at most `limit` artifacts after the key (keyset).
    */
   readonly listPublishedArtifacts: (
     name: string,
-    version: string
+    version: string,
+    after: Option.Option<ArtifactListKey>,
+    limit: number
   ) => Effect.Effect<Option.Option<ReadonlyArray<ArtifactRow>>, SqlError.SqlError>
   readonly findArtifact: (
     versionId: string,
@@ -264,11 +277,20 @@ export const CatalogRepositoryLive = Layer.effect(
       findVersion: (name, version, lock = "none") =>
         versionQuery(name, version, lock).pipe(Effect.map((rows) => first(rows).pipe(Option.map(splitJoined)))),
 
-      listPublishedVersions: (imageId, includeYanked = false) =>
-        sql<VersionRow>`
-          SELECT * FROM image_versions
-          WHERE image_id = ${imageId} AND state = 'published' AND (${includeYanked} OR yanked_at IS NULL)
-          ORDER BY created_at DESC, version COLLATE "C", id`,
+      listPublishedVersionsPage: (imageId, after, limit, includeYanked) =>
+        sql<VersionPageRow>`
+          SELECT *, created_at::text AS created_at_key FROM image_versions
+          WHERE image_id = ${imageId} AND state = 'published' AND (${includeYanked} OR yanked_at IS NULL) AND ${
+          Option.match(after, {
+            onNone: () => sql.literal("TRUE"),
+            // Mixed directions (created_at descending, the rest ascending): no single row comparison.
+            onSome: (key) =>
+              sql`(created_at < ${key.created_at}::timestamptz OR (created_at = ${key.created_at}::timestamptz
+                   AND (version COLLATE "C", id) > (${key.version} COLLATE "C", ${key.id}::uuid)))`
+          })
+        }
+          ORDER BY created_at DESC, version COLLATE "C", id
+          LIMIT ${limit}`,
 
       setYank: (versionId, reason) =>
         classifyConstraint(sql<VersionRow>`
@@ -316,17 +338,27 @@ export const CatalogRepositoryLive = Layer.effect(
           ORDER BY variant COLLATE "C", operating_system COLLATE "C", architecture COLLATE "C",
                    format COLLATE "C", id`,
 
-      listPublishedArtifacts: (name, version) =>
+      listPublishedArtifacts: (name, version, after, limit) =>
         // One row per artifact, or one row of NULLs for a published version without any
         // (a published version always has one; the LEFT JOIN keeps the answer exact anyway).
         sql<{ readonly found_state: string } & { readonly [K in keyof ArtifactRow]: ArtifactRow[K] | null }>`
           SELECT v.state AS found_state, a.*
           FROM image_versions v
           JOIN images i ON i.id = v.image_id
-          LEFT JOIN release_artifacts a ON a.version_id = v.id
+          LEFT JOIN release_artifacts a ON a.version_id = v.id AND ${
+          Option.match(after, {
+            onNone: () => sql.literal("TRUE"),
+            onSome: (key) =>
+              sql`(a.variant COLLATE "C", a.operating_system COLLATE "C", a.architecture COLLATE "C",
+                   a.format COLLATE "C", a.id)
+                > (${key.variant} COLLATE "C", ${key.operating_system} COLLATE "C", ${key.architecture} COLLATE "C",
+                   ${key.format} COLLATE "C", ${key.id}::uuid)`
+          })
+        }
           WHERE i.name = ${name} AND v.version = ${version}
           ORDER BY a.variant COLLATE "C", a.operating_system COLLATE "C", a.architecture COLLATE "C",
-                   a.format COLLATE "C", a.id`.pipe(
+                   a.format COLLATE "C", a.id
+          LIMIT ${limit}`.pipe(
           Effect.map((rows) => {
             if (rows.length === 0 || rows[0]!.found_state !== "published") return Option.none()
             const artifacts: Array<ArtifactRow> = []

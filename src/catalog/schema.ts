@@ -1,7 +1,7 @@
 import { Effect, Schema } from "effect"
 import { Sha256Digest } from "../contract/digest.js"
 import { MediaType } from "../contract/media-type.js"
-import { nextCursorField } from "../contract/pagination.js"
+import { nextCursorField, PgTimestampText } from "../contract/pagination.js"
 import { decodeParam, nonBlank, strictBody, TEXT_LIMITS, UuidParam, UuidString } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 
@@ -199,22 +199,36 @@ export const ImageList = Schema.Struct({ images: Schema.Array(Image), next_curso
 
 /** Where a page of the image list ends (platform/http/pagination.ts). */
 export const ImageListKey = Schema.Struct({ name: Schema.String, id: Schema.UUID })
-export const VersionList = Schema.Struct({ versions: Schema.Array(ImageVersion) }).annotations({
-  identifier: "VersionList"
-})
-export const ArtifactList = Schema.Struct({ artifacts: Schema.Array(Artifact) }).annotations({
-  identifier: "ArtifactList"
-})
+export const VersionList = Schema.Struct({ versions: Schema.Array(ImageVersion), next_cursor: nextCursorField })
+  .annotations({
+    identifier: "VersionList"
+  })
+export const ArtifactList = Schema.Struct({ artifacts: Schema.Array(Artifact), next_cursor: nextCursorField })
+  .annotations({
+    identifier: "ArtifactList"
+  })
 export const AliasList = Schema.Struct({ aliases: Schema.Array(Alias), next_cursor: nextCursorField }).annotations({
   identifier: "AliasList"
 })
 
 /** Where a page of an alias list ends (platform/http/pagination.ts). */
 export const AliasListKey = Schema.Struct({ alias: Schema.String, id: Schema.UUID })
+/** Sort key of the version list (newest first): `created_at` as PostgreSQL text, microseconds kept. */
+export const VersionListKey = Schema.Struct({ created_at: PgTimestampText, version: Schema.String, id: Schema.UUID })
+/** Sort key of the artifact list: the manifest order. */
+export const ArtifactListKey = Schema.Struct({
+  variant: Schema.String,
+  operating_system: Schema.String,
+  architecture: Schema.String,
+  format: Schema.String,
+  id: Schema.UUID
+})
 export type ImageList = typeof ImageList.Type
 export type VersionList = typeof VersionList.Type
 export type ArtifactList = typeof ArtifactList.Type
 export type AliasList = typeof AliasList.Type
+export type VersionListKey = typeof VersionListKey.Type
+export type ArtifactListKey = typeof ArtifactListKey.Type
 
 // ---------------------------------------------------------------------------------
 // Rows (what the repository returns).
@@ -240,6 +254,11 @@ export interface VersionRow {
   readonly yank_reason: string | null
   readonly created_at: Date
   readonly updated_at: Date
+}
+
+/** A listed version with its `created_at` as PostgreSQL text (microseconds), the cursor's sort key. */
+export interface VersionPageRow extends VersionRow {
+  readonly created_at_key: string
 }
 
 export interface ArtifactRow {

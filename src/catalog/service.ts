@@ -30,6 +30,7 @@ import {
 import { CatalogRepository, type ImageVersionRows } from "./repository.js"
 import type {
   AliasRow,
+  ArtifactListKey,
   ArtifactRow,
   AttachmentRow,
   CreateArtifactRequest,
@@ -38,6 +39,8 @@ import type {
   DownloadTarget,
   ImageRow,
   ManifestRows,
+  VersionListKey,
+  VersionPageRow,
   VersionRow
 } from "./schema.js"
 import { ARTIFACT_FILE_NAMES } from "./schema.js"
@@ -86,19 +89,28 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   /** Deletes an image with its drafts and aliases, unless a version is published or publishing. */
   readonly deleteImage: (name: string) => Effect.Effect<void, ImageNotFound | ImageNotDeletable>
   /**
-   * Published versions, newest first, without the yanked ones unless `includeYanked`; an
-   * image without any published version (yanked or not) is "not found".
+   * At most `limit` published versions after the key, newest first, without the yanked
+   * ones unless `includeYanked`; an image without any published version (yanked or not) is
+   * "not found" (only on the first page: later pages may be empty).
    */
   readonly listVersions: (
     name: string,
-    includeYanked?: boolean
-  ) => Effect.Effect<ReadonlyArray<VersionRow>, ImageNotFound>
+    after: Option.Option<VersionListKey>,
+    limit: number,
+    includeYanked: boolean
+  ) => Effect.Effect<ReadonlyArray<VersionPageRow>, ImageNotFound>
   /** The manifest of the exact version, in any state (drafts are readable by name). */
   readonly getManifest: (name: string, version: string) => Effect.Effect<ManifestRows, VersionNotFound>
   /** A published manifest by exact version first, then by alias. */
   readonly resolveRef: (name: string, ref: string) => Effect.Effect<ManifestRows, RefNotFound>
 
-  readonly listArtifacts: (name: string, version: string) => Effect.Effect<ReadonlyArray<ArtifactRow>, VersionNotFound>
+  /** At most `limit` artifacts of a published version after the key, in manifest order. */
+  readonly listArtifacts: (
+    name: string,
+    version: string,
+    after: Option.Option<ArtifactListKey>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<ArtifactRow>, VersionNotFound>
   readonly getArtifact: (
     name: string,
     version: string,
@@ -485,13 +497,18 @@ export const CatalogLive = Layer.scoped(
           )
         })).pipe(Effect.withSpan("catalog.deleteImage")),
 
-      listVersions: (name, includeYanked = false) =>
+      listVersions: (name, after, limit, includeYanked) =>
         Effect.gen(function*() {
           const image = yield* findImage(name)
-          const versions = yield* repo.listPublishedVersions(image.id, includeYanked).pipe(Effect.orDie)
+          const versions = yield* repo.listPublishedVersionsPage(image.id, after, limit, includeYanked).pipe(
+            Effect.orDie
+          )
           // No published version at all (yanked ones included) means "not found"; an image
-          // whose published versions are all yanked lists none.
-          if (versions.length === 0 && !(yield* repo.hasPublishedVersion(image.id).pipe(Effect.orDie))) {
+          // whose published versions are all yanked lists none. Later pages may be empty.
+          if (
+            versions.length === 0 && Option.isNone(after) &&
+            !(yield* repo.hasPublishedVersion(image.id).pipe(Effect.orDie))
+          ) {
             return yield* new ImageNotFound({ name })
           }
           return versions
@@ -523,8 +540,8 @@ export const CatalogLive = Layer.scoped(
           return yield* manifestOf(target.value)
         }).pipe(Effect.withSpan("catalog.resolveRef")),
 
-      listArtifacts: (name, version) =>
-        repo.listPublishedArtifacts(name, version).pipe(
+      listArtifacts: (name, version, after, limit) =>
+        repo.listPublishedArtifacts(name, version, after, limit).pipe(
           Effect.orDie,
           Effect.flatMap(Option.match({
             onNone: () => Effect.fail(versionNotFound(name, version, true)),

@@ -1,5 +1,5 @@
 import { Effect, Either } from "effect"
-import { ImgsrvClient, request, retryTransient } from "../client/client.js"
+import { allPages, ImgsrvClient, request, retryTransient } from "../client/client.js"
 import type { ClientError } from "../client/errors.js"
 import { type CommandSpec, formatBytes, type Parsed, table, type UsageError } from "./args.js"
 import { checkImage, type CommandContext, splitRef } from "./context.js"
@@ -40,7 +40,11 @@ export const images = (
 ): Effect.Effect<void, ClientError | UsageError, ImgsrvClient> =>
   Effect.gen(function*() {
     const client = yield* ImgsrvClient
-    const list = yield* request("list the images", retryTransient(client.api.catalog.listImages()))
+    const pages = yield* allPages((urlParams) =>
+      request("list the images", retryTransient(client.api.catalog.listImages({ urlParams })))
+    )
+    // The whole list, as one document of the API's shape (without a cursor: nothing follows).
+    const list = { images: pages.flatMap((page) => page.images) }
     if (context.json) return json(context, list)
     context.out(table(
       ["NAME", "DISPLAY NAME", "UPDATED"],
@@ -55,10 +59,13 @@ export const versions = (
   Effect.gen(function*() {
     const image = yield* fromEither(checkImage(parsed.operands[0]!))
     const client = yield* ImgsrvClient
-    const list = yield* request(
-      "list the versions",
-      retryTransient(client.api.catalog.listVersions({ path: { name: image } }))
+    const pages = yield* allPages((urlParams) =>
+      request(
+        "list the versions",
+        retryTransient(client.api.catalog.listVersions({ path: { name: image }, urlParams }))
+      )
     )
+    const list = { versions: pages.flatMap((page) => page.versions) }
     if (context.json) return json(context, list)
     context.out(table(
       ["VERSION", "STATE", "PUBLISHED"],

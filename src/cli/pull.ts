@@ -39,7 +39,8 @@ export const resolveManifest = (image: string, ref: string | undefined) =>
     if (target === undefined) {
       const list = yield* request(
         "list the versions",
-        retryTransient(client.api.catalog.listVersions({ path: { name: image } }))
+        // Newest first: the first page (of one) holds the newest.
+        retryTransient(client.api.catalog.listVersions({ path: { name: image }, urlParams: { limit: "1" } }))
       )
       const newest = list.versions.find((v) => v.state === "published")
       if (newest === undefined) return yield* new UsageError({ reason: `${image} has no published version` })

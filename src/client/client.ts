@@ -189,3 +189,27 @@ export const endpointOf = (group: keyof typeof ImgsrvApi.groups, name: string): 
   if (endpoint === undefined) throw new Error(`ImgsrvApi has no endpoint ${group}.${name}`)
   return endpoint
 }
+
+/** The page size `allPages` asks for: the most a list answers (fewest round trips). */
+export const ALL_PAGES_LIMIT = 1000
+
+/**
+ * Every page of a paginated list (issue 15), following `next_cursor` until a page has
+ * none. `page` sends one request with the given query, e.g.
+ * `(urlParams) => client.api.catalog.listImages({ urlParams })`. Each cursor names the last
+ * item served, so items inserted meanwhile never make a page repeat or skip an item that
+ * existed throughout.
+ */
+export const allPages = <P extends { readonly next_cursor?: string | undefined }, E, R>(
+  page: (urlParams: { readonly limit: string; readonly cursor?: string }) => Effect.Effect<P, E, R>
+): Effect.Effect<ReadonlyArray<P>, E, R> =>
+  Effect.gen(function*() {
+    const pages: Array<P> = []
+    let cursor: string | undefined
+    do {
+      const next = yield* page({ limit: String(ALL_PAGES_LIMIT), ...(cursor === undefined ? {} : { cursor }) })
+      pages.push(next)
+      cursor = next.next_cursor
+    } while (cursor !== undefined)
+    return pages
+  })

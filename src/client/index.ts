@@ -19,6 +19,8 @@
  * ```
  */
 export {
+  ALL_PAGES_LIMIT,
+  allPages,
   type ClientOptions,
   endpointOf,
   endpointPath,

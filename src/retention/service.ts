@@ -203,7 +203,9 @@ export const RetentionLive = Layer.effect(
         Effect.gen(function*() {
           const image = yield* findImage(name)
           const rules = yield* findRules(image)
-          const versions = yield* catalog.listPublishedVersions(image.id, true).pipe(Effect.orDie)
+          const versions = yield* catalog.listPublishedVersionsPage(image.id, Option.none(), null, true).pipe(
+            Effect.orDie
+          )
           const aliased = yield* aliasedVersions(image.id).pipe(Effect.orDie)
           return planRetention(rules, versions, aliased, yield* Clock.currentTimeMillis)
         }).pipe(Effect.withSpan("retention.preview")),

@@ -4,6 +4,7 @@ import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
 import * as OpenApi from "@effect/platform/OpenApi"
 import { Schema } from "effect"
 import { RequireAuthManage, RequireContentWrite } from "../auth/api.js"
+import { InvalidPageRequest, PageParams } from "../contract/pagination.js"
 import { UuidString } from "../contract/params.js"
 import { InvalidRequest, Problem } from "../contract/problem.js"
 import { DeliveryInProgress, DeliveryNotFound, WebhookDisabled, WebhookNotFound, WebhookUrlRefused } from "./errors.js"
@@ -26,7 +27,6 @@ import {
 
 const WebhookPath = Schema.Struct({ webhook_id: UuidString })
 const DeliveryPath = Schema.Struct({ webhook_id: UuidString, delivery_id: UuidString })
-const LimitParams = Schema.Struct({ limit: Schema.optional(Schema.String) })
 
 export class WebhooksGroup extends HttpApiGroup.make("webhooks")
   // Every route needs `auth.manage`; on the group, it still runs before any decoding (401/403 first).
@@ -47,8 +47,13 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
   )
   .add(
     HttpApiEndpoint.get("listWebhooks", "/v1/webhooks")
+      .setUrlParams(PageParams)
       .addSuccess(WebhookList)
-      .annotate(OpenApi.Description, "Every subscription, oldest first (secrets are never listed).")
+      .addError(Problem(InvalidPageRequest))
+      .annotate(
+        OpenApi.Description,
+        "Every subscription, oldest first (secrets are never listed). Paginated like `GET /v1/images`."
+      )
   )
   .add(
     HttpApiEndpoint.get("getWebhook", "/v1/webhooks/:webhook_id")
@@ -101,13 +106,14 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
   .add(
     HttpApiEndpoint.get("listWebhookDeliveries", "/v1/webhooks/:webhook_id/deliveries")
       .setPath(WebhookPath)
-      .setUrlParams(LimitParams)
+      .setUrlParams(PageParams)
       .addSuccess(DeliveryList)
+      .addError(Problem(InvalidPageRequest))
       .addError(Problem(WebhookNotFound))
       .annotate(
         OpenApi.Description,
-        "The delivery log, newest first (`limit`, default 100, at most 1000): status, attempts, last response " +
-          "code or error, next attempt."
+        "The delivery log, newest first: status, attempts, last response code or error, next attempt. " +
+          "Paginated like `GET /v1/images`."
       )
   )
   .add(
@@ -138,7 +144,8 @@ export class EventsGroup extends HttpApiGroup.make("events")
       .annotate(
         OpenApi.Description,
         "Events in order, oldest first, after the event `after` (its id; omitted: from the start), at most " +
-          "`limit` (default 100, at most 1000). Pass `next_after` back to continue; an empty page means caught up."
+          "`limit` (default 100, at most 1000). Pass `next_after` back to continue; an empty page means caught up. " +
+          "When more events follow already, `Link: <…>; rel=\"next\"` names the next page."
       )
   )
   .annotate(OpenApi.Description, "The event feed")

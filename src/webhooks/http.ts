@@ -2,16 +2,20 @@ import { HttpApiBuilder, HttpApp, HttpServerResponse } from "@effect/platform"
 import { Effect, Schema } from "effect"
 import { CurrentPrincipal } from "../auth/middleware.js"
 import { decodeParam } from "../contract/params.js"
+import { cursorField, linkNext, paginate } from "../platform/http/pagination.js"
 import { apiOf } from "../platform/http/routes.js"
 import { EventsGroup, WebhooksGroup } from "./api.js"
 import {
-  DELIVERY_LOG_LIMIT,
   DeliveryIdParam,
+  DeliveryListKey,
+  type DeliveryPageRow,
   deliveryToWire,
   EventIdParam,
   eventToWire,
   FEED_LIMIT,
+  type SubscriptionPageRow,
   WebhookIdParam,
+  WebhookListKey,
   webhookToWire,
   webhookWithSecret
 } from "./schema.js"
@@ -51,7 +55,15 @@ export const WebhooksHandlersLive = HttpApiBuilder.group(
             yield* noStore
             return webhookWithSecret(created)
           }))
-        .handle("listWebhooks", () => Effect.map(webhooks.list, (rows) => ({ webhooks: rows.map(webhookToWire) })))
+        .handle("listWebhooks", () =>
+          Effect.map(
+            paginate(
+              WebhookListKey,
+              (row: SubscriptionPageRow) => ({ created_at: row.created_at_key, id: row.id }),
+              webhooks.list
+            ),
+            ({ items, next_cursor }) => ({ webhooks: items.map(webhookToWire), ...cursorField(next_cursor) })
+          ))
         .handle("getWebhook", ({ path }) => idOf(path).pipe(Effect.flatMap(webhooks.get), Effect.map(webhookToWire)))
         .handle("updateWebhook", ({ path, payload }) =>
           idOf(path).pipe(
@@ -66,12 +78,19 @@ export const WebhooksHandlersLive = HttpApiBuilder.group(
             return webhookWithSecret(rotated)
           }))
         .handle("pingWebhook", ({ path }) => idOf(path).pipe(Effect.flatMap(webhooks.ping), Effect.map(deliveryToWire)))
-        .handle("listWebhookDeliveries", ({ path, urlParams }) =>
+        .handle("listWebhookDeliveries", ({ path }) =>
           Effect.gen(function*() {
             const id = yield* idOf(path)
-            const limit = yield* limitOf(urlParams.limit, DELIVERY_LOG_LIMIT)
-            const rows = yield* webhooks.deliveries(id, limit)
-            return { deliveries: rows.map(deliveryToWire) }
+            const { items, next_cursor } = yield* paginate(
+              DeliveryListKey,
+              (row: DeliveryPageRow) => ({
+                created_at: row.created_at_key,
+                event_tx: row.event_tx_key,
+                event_seq: row.event_seq_key
+              }),
+              (after, limit) => webhooks.deliveries(id, after, limit)
+            )
+            return { deliveries: items.map(deliveryToWire), ...cursorField(next_cursor) }
           }))
         .handle("redeliverWebhook", ({ path }) =>
           Effect.gen(function*() {
@@ -92,9 +111,14 @@ export const EventsHandlersLive = HttpApiBuilder.group(
         Effect.gen(function*() {
           const after = urlParams.after === undefined ? undefined : yield* decodeParam(EventIdParam, urlParams.after)
           const limit = yield* limitOf(urlParams.limit, FEED_LIMIT)
-          const rows = yield* webhooks.feed(after, limit)
+          // One more than asked says whether more events follow now (then `Link: rel="next"`).
+          const fetched = yield* webhooks.feed(after, limit + 1)
+          const rows = fetched.slice(0, limit)
           const last = rows[rows.length - 1]
           const nextAfter = last?.id ?? after
+          // The feed keeps its own keyset cursor, `after` (an event id, also `next_after` on an
+          // empty page, so a tailing client resumes where it is): the link carries it.
+          if (fetched.length > limit) yield* linkNext({ after: last!.id, limit: String(limit) })
           return { events: rows.map(eventToWire), ...(nextAfter !== undefined ? { next_after: nextAfter } : {}) }
         }))
     })

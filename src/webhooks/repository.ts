@@ -1,7 +1,16 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError, Statement } from "@effect/sql"
 import { Context, Effect, Layer, Option } from "effect"
-import type { ClaimedDelivery, DeliveryRow, EventRow, SubscriptionRow } from "./schema.js"
+import type {
+  ClaimedDelivery,
+  DeliveryListKey,
+  DeliveryPageRow,
+  DeliveryRow,
+  EventRow,
+  SubscriptionPageRow,
+  SubscriptionRow,
+  WebhookListKey
+} from "./schema.js"
 
 /**
  * SQL of events (the feed), webhook subscriptions and deliveries (the log and the work
@@ -46,14 +55,23 @@ export class WebhookRepository extends Context.Tag("imgsrv/WebhookRepository")<W
     readonly secret: string
     readonly createdBy: string
   }) => Sql<SubscriptionRow>
-  readonly listSubscriptions: Sql<ReadonlyArray<SubscriptionRow>>
+  /** At most `limit` subscriptions after the key, oldest first (keyset). */
+  readonly listSubscriptions: (
+    after: Option.Option<WebhookListKey>,
+    limit: number
+  ) => Sql<ReadonlyArray<SubscriptionPageRow>>
   readonly findSubscription: (id: string) => Sql<Option.Option<SubscriptionRow>>
   readonly updateSubscription: (id: string, patch: SubscriptionPatch) => Sql<Option.Option<SubscriptionRow>>
   readonly deleteSubscription: (id: string) => Sql<boolean>
   /** New current secret; the old one signs beside it for `overlapMillis`. */
   readonly rotateSecret: (id: string, secret: string, overlapMillis: number) => Sql<Option.Option<SubscriptionRow>>
 
-  readonly listDeliveries: (subscriptionId: string, limit: number) => Sql<ReadonlyArray<DeliveryRow>>
+  /** At most `limit` deliveries of the subscription after the key, newest first (keyset). */
+  readonly listDeliveries: (
+    subscriptionId: string,
+    after: Option.Option<DeliveryListKey>,
+    limit: number
+  ) => Sql<ReadonlyArray<DeliveryPageRow>>
   readonly findDelivery: (subscriptionId: string, deliveryId: string) => Sql<Option.Option<DeliveryRow>>
   readonly findDeliveryOfEvent: (subscriptionId: string, eventId: string) => Sql<Option.Option<DeliveryRow>>
   /**
@@ -124,7 +142,17 @@ export const WebhookRepositoryLive = Layer.effect(
                   ${s.secret}, ${s.createdBy})
           RETURNING *`.pipe(Effect.map((rows) => rows[0]!)),
 
-      listSubscriptions: sql<SubscriptionRow>`SELECT * FROM webhook_subscriptions ORDER BY created_at, id`,
+      listSubscriptions: (after, limit) =>
+        sql<SubscriptionPageRow>`
+          SELECT *, created_at::text AS created_at_key FROM webhook_subscriptions
+          WHERE ${
+          Option.match(after, {
+            onNone: () => sql.literal("TRUE"),
+            onSome: (key) => sql`(created_at, id) > (${key.created_at}::timestamptz, ${key.id}::uuid)`
+          })
+        }
+          ORDER BY created_at, id
+          LIMIT ${limit}`,
 
       findSubscription: (id) =>
         sql<SubscriptionRow>`SELECT * FROM webhook_subscriptions WHERE id = ${id}`.pipe(Effect.map(first)),
@@ -166,12 +194,21 @@ export const WebhookRepositoryLive = Layer.effect(
           WHERE id = ${id}
           RETURNING *`.pipe(Effect.map(first)),
 
-      listDeliveries: (subscriptionId, limit) =>
-        sql<DeliveryRow>`
+      listDeliveries: (subscriptionId, after, limit) =>
+        sql<DeliveryPageRow>`
           SELECT d.id, d.subscription_id, d.event_id, e.type AS event_type, d.status, d.attempts, d.last_attempt_at,
-                 d.last_response_status, d.last_error, d.next_attempt_at, d.delivered_at, d.created_at, d.updated_at
+                 d.last_response_status, d.last_error, d.next_attempt_at, d.delivered_at, d.created_at, d.updated_at,
+                 d.created_at::text AS created_at_key, d.event_tx::text AS event_tx_key,
+                 d.event_seq::text AS event_seq_key
           FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
-          WHERE d.subscription_id = ${subscriptionId}
+          WHERE d.subscription_id = ${subscriptionId} AND ${
+          Option.match(after, {
+            onNone: () => sql.literal("TRUE"),
+            onSome: (key) =>
+              sql`(d.created_at, d.event_tx, d.event_seq)
+                < (${key.created_at}::timestamptz, ${key.event_tx}::xid8, ${key.event_seq}::bigint)`
+          })
+        }
           ORDER BY d.created_at DESC, d.event_tx DESC, d.event_seq DESC
           LIMIT ${limit}`,
 

@@ -1,5 +1,6 @@
 import { Schema } from "effect"
 import { ImageName } from "../catalog/schema.js"
+import { nextCursorField, PgTimestampText } from "../contract/pagination.js"
 import { nonBlank, strictBody, TEXT_LIMITS, UuidParam, UuidString } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 
@@ -155,9 +156,11 @@ export const WebhookWithSecret = Schema.Struct({
 }).annotations({ identifier: "WebhookWithSecret" })
 export type WebhookWithSecret = typeof WebhookWithSecret.Type
 
-export const WebhookList = Schema.Struct({ webhooks: Schema.Array(Webhook) }).annotations({
-  identifier: "WebhookList"
-})
+export const WebhookList = Schema.Struct({ webhooks: Schema.Array(Webhook), next_cursor: nextCursorField })
+  .annotations({ identifier: "WebhookList" })
+/** Sort key of the subscription list (oldest first): `created_at` as PostgreSQL text, then id. */
+export const WebhookListKey = Schema.Struct({ created_at: PgTimestampText, id: Schema.UUID })
+export type WebhookListKey = typeof WebhookListKey.Type
 
 export interface SubscriptionRow {
   readonly id: string
@@ -174,6 +177,11 @@ export interface SubscriptionRow {
   readonly failing_since: Date | null
   readonly created_at: Date
   readonly updated_at: Date
+}
+
+/** A listed subscription with its `created_at` as PostgreSQL text (microseconds), the cursor's sort key. */
+export interface SubscriptionPageRow extends SubscriptionRow {
+  readonly created_at_key: string
 }
 
 export const webhookToWire = (row: SubscriptionRow): Webhook => ({
@@ -222,9 +230,19 @@ export const Delivery = Schema.Struct({
 }).annotations({ identifier: "WebhookDelivery" })
 export type Delivery = typeof Delivery.Type
 
-export const DeliveryList = Schema.Struct({ deliveries: Schema.Array(Delivery) }).annotations({
-  identifier: "WebhookDeliveryList"
+export const DeliveryList = Schema.Struct({ deliveries: Schema.Array(Delivery), next_cursor: nextCursorField })
+  .annotations({ identifier: "WebhookDeliveryList" })
+/**
+ * Sort key of the delivery log (newest first): `created_at` as PostgreSQL text, then the
+ * event's position (transaction id and sequence, as text: both exceed a JavaScript number's
+ * exact range in principle).
+ */
+export const DeliveryListKey = Schema.Struct({
+  created_at: PgTimestampText,
+  event_tx: Schema.String.pipe(Schema.pattern(/^\d{1,20}$/)),
+  event_seq: Schema.String.pipe(Schema.pattern(/^\d{1,19}$/))
 })
+export type DeliveryListKey = typeof DeliveryListKey.Type
 
 export interface DeliveryRow {
   readonly id: string
@@ -240,6 +258,13 @@ export interface DeliveryRow {
   readonly delivered_at: Date | null
   readonly created_at: Date
   readonly updated_at: Date
+}
+
+/** A delivery of the log with its sort key as text (see `DeliveryListKey`). */
+export interface DeliveryPageRow extends DeliveryRow {
+  readonly created_at_key: string
+  readonly event_tx_key: string
+  readonly event_seq_key: string
 }
 
 export const deliveryToWire = (row: DeliveryRow): Delivery => ({
@@ -259,8 +284,6 @@ export const deliveryToWire = (row: DeliveryRow): Delivery => ({
   created_at: formatTimestamp(row.created_at),
   updated_at: formatTimestamp(row.updated_at)
 })
-
-export const DELIVERY_LOG_LIMIT = { default: 100, max: 1000 } as const
 
 /** A claimed delivery with what sending it needs (the worker's unit of work). */
 export interface ClaimedDelivery {

@@ -13,11 +13,15 @@ import { WebhookRepository } from "./repository.js"
 import type { SubscriptionPatch } from "./repository.js"
 import {
   type CreateWebhookRequest,
+  type DeliveryListKey,
+  type DeliveryPageRow,
   type DeliveryRow,
   type EventRow,
   PING_EVENT_TYPE,
+  type SubscriptionPageRow,
   type SubscriptionRow,
-  type UpdateWebhookRequest
+  type UpdateWebhookRequest,
+  type WebhookListKey
 } from "./schema.js"
 import { generateSecret } from "./signing.js"
 
@@ -40,7 +44,11 @@ export class Webhooks extends Context.Tag("imgsrv/Webhooks")<Webhooks, {
     request: CreateWebhookRequest,
     actor: Principal
   ) => Effect.Effect<SubscriptionRow, WebhookUrlRefused>
-  readonly list: Effect.Effect<ReadonlyArray<SubscriptionRow>>
+  /** At most `limit` subscriptions after the key, oldest first. */
+  readonly list: (
+    after: Option.Option<WebhookListKey>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<SubscriptionPageRow>>
   readonly get: (id: string) => Effect.Effect<SubscriptionRow, WebhookNotFound>
   readonly update: (
     id: string,
@@ -51,7 +59,12 @@ export class Webhooks extends Context.Tag("imgsrv/Webhooks")<Webhooks, {
   readonly rotateSecret: (id: string) => Effect.Effect<SubscriptionRow, WebhookNotFound>
   /** Queues a `webhook.ping` for this subscription only (not ordered behind its other deliveries). */
   readonly ping: (id: string) => Effect.Effect<DeliveryRow, WebhookNotFound | WebhookDisabled>
-  readonly deliveries: (id: string, limit: number) => Effect.Effect<ReadonlyArray<DeliveryRow>, WebhookNotFound>
+  /** At most `limit` deliveries of the log after the key, newest first. */
+  readonly deliveries: (
+    id: string,
+    after: Option.Option<DeliveryListKey>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<DeliveryPageRow>, WebhookNotFound>
   readonly redeliver: (
     id: string,
     deliveryId: string
@@ -109,7 +122,7 @@ export const WebhooksLive = Layer.effect(
           return row
         }).pipe(Effect.withSpan("webhooks.create")),
 
-      list: repo.listSubscriptions.pipe(Effect.orDie, Effect.withSpan("webhooks.list")),
+      list: (after, limit) => repo.listSubscriptions(after, limit).pipe(Effect.orDie, Effect.withSpan("webhooks.list")),
 
       get: (id) => find(id).pipe(Effect.withSpan("webhooks.get")),
 
@@ -168,9 +181,9 @@ export const WebhooksLive = Layer.effect(
           return delivery.value
         }).pipe(Effect.withSpan("webhooks.ping")),
 
-      deliveries: (id, limit) =>
+      deliveries: (id, after, limit) =>
         find(id).pipe(
-          Effect.zipRight(repo.listDeliveries(id, limit).pipe(Effect.orDie)),
+          Effect.zipRight(repo.listDeliveries(id, after, limit).pipe(Effect.orDie)),
           Effect.withSpan("webhooks.deliveries")
         ),
 

@@ -43,7 +43,7 @@ const putObject = (key: ReturnType<typeof casKey>, bytes: Uint8Array) =>
     yield* store.completeMultipartUpload(key, uploadId, [{ partNumber: 1, etag: part.etag }])
   })
 
-const withClient = async <A>(url: string, f: (client: pg.Client) => Promise<A>): Promise<A> => {
+export const withClient = async <A>(url: string, f: (client: pg.Client) => Promise<A>): Promise<A> => {
   const client = new pg.Client({ connectionString: url })
   await client.connect()
   try {

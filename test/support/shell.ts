@@ -24,6 +24,8 @@ export interface ServedImgsrv {
    * `npm start > imgsrv.out` leaves it in the tutorial.
    */
   readonly workDir: string
+  /** The server's database, for tests that seed rows by SQL. */
+  readonly databaseUrl: string
   readonly proc: ImgsrvProcess
   /** Requests to the server, for tests that drive it from TypeScript too. */
   readonly client: ApiClient
@@ -78,6 +80,7 @@ export const startServedImgsrv = async (
       baseUrl,
       adminToken,
       workDir,
+      databaseUrl: db.url,
       proc,
       client,
       writerToken: () => writerToken(client, adminToken),

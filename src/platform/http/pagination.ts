@@ -24,7 +24,13 @@ export const MAX_PAGE_LIMIT = 1000
 
 // The wire half (error and body field) lives in the contract, which the typed client imports.
 import { InvalidPageRequest } from "../../contract/pagination.js"
-export { InvalidPageRequest, nextCursorField } from "../../contract/pagination.js"
+export {
+  InvalidPageRequest,
+  nextCursorField,
+  pageParamFields,
+  PageParams,
+  PgTimestampText
+} from "../../contract/pagination.js"
 
 export interface PageRequest<K> {
   readonly limit: number
@@ -35,14 +41,25 @@ export interface PageRequest<K> {
 const encodeCursor = <K, I>(key: Schema.Schema<K, I>, value: K): string =>
   Buffer.from(JSON.stringify(Schema.encodeSync(key)(value)), "utf8").toString("base64url")
 
+/** The first page of the default size: what a request without a query asks for. */
+const FIRST_PAGE: PageRequest<never> = { limit: DEFAULT_PAGE_LIMIT, after: Option.none() }
+
 /** `limit` and `cursor` of the request's query, checked; a bad value is a 400 naming it. */
 export const pageRequest = <K, I>(
   key: Schema.Schema<K, I>
 ): Effect.Effect<PageRequest<K>, InvalidPageRequest, HttpServerRequest.HttpServerRequest> =>
-  Effect.gen(function*() {
-    const request = yield* HttpServerRequest.HttpServerRequest
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+    // Lists sit on hot read paths (issue 15 item 5): no query, no parsing.
     const q = request.url.indexOf("?")
-    const query = new URLSearchParams(q === -1 ? "" : request.url.slice(q + 1))
+    return q === -1 ? Effect.succeed(FIRST_PAGE) : parsePageQuery(key, request.url.slice(q + 1))
+  })
+
+const parsePageQuery = <K, I>(
+  key: Schema.Schema<K, I>,
+  queryText: string
+): Effect.Effect<PageRequest<K>, InvalidPageRequest> =>
+  Effect.gen(function*() {
+    const query = new URLSearchParams(queryText)
     const limitText = query.get("limit")
     let limit = DEFAULT_PAGE_LIMIT
     if (limitText !== null) {
@@ -76,18 +93,51 @@ export const pageOf = <Row, K, I>(
   never,
   HttpServerRequest.HttpServerRequest
 > =>
-  Effect.gen(function*() {
-    if (rows.length <= page.limit) return { items: rows }
+  rows.length <= page.limit ? Effect.succeed({ items: rows }) : Effect.gen(function*() {
     const items = rows.slice(0, page.limit)
     const next = encodeCursor(key, keyOf(items[items.length - 1]!))
+    yield* linkNext({ limit: String(page.limit), cursor: next })
+    return { items, next_cursor: next }
+  })
+
+/**
+ * Sets `Link: <…>; rel="next"` to this request's path and query with `params` replaced (the
+ * event feed uses it with its own `after` parameter).
+ */
+export const linkNext = (
+  params: Readonly<Record<string, string>>
+): Effect.Effect<void, never, HttpServerRequest.HttpServerRequest> =>
+  Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     const q = request.url.indexOf("?")
     const query = new URLSearchParams(q === -1 ? "" : request.url.slice(q + 1))
-    query.set("limit", String(page.limit))
-    query.set("cursor", next)
+    for (const [name, value] of Object.entries(params)) query.set(name, value)
     const target = `${q === -1 ? request.url : request.url.slice(0, q)}?${query.toString()}`
     yield* HttpApp.appendPreResponseHandler((_request, response) =>
       Effect.succeed(HttpServerResponse.setHeader(response, "link", `<${target}>; rel="next"`))
     )
-    return { items, next_cursor: next }
   })
+
+/**
+ * One page of a list, the whole recipe: the request's `limit`/`cursor` (400 when bad),
+ * `fetch(after, limit + 1)` from the repository, then `pageOf`. The handler maps the items
+ * to the wire and spreads `cursorField(next_cursor)` into its body.
+ */
+export const paginate = <Row, K, I, E, R>(
+  key: Schema.Schema<K, I>,
+  keyOf: (row: Row) => K,
+  fetch: (after: Option.Option<K>, limit: number) => Effect.Effect<ReadonlyArray<Row>, E, R>
+): Effect.Effect<
+  { readonly items: ReadonlyArray<Row>; readonly next_cursor?: string },
+  E | InvalidPageRequest,
+  R | HttpServerRequest.HttpServerRequest
+> =>
+  Effect.gen(function*() {
+    const page = yield* pageRequest(key)
+    const rows = yield* fetch(page.after, page.limit + 1)
+    return yield* pageOf(rows, page, key, keyOf)
+  })
+
+/** `{ next_cursor }` when there is one, `{}` on the last page (the field is optional on the wire). */
+export const cursorField = (next_cursor: string | undefined): { readonly next_cursor?: string } =>
+  next_cursor === undefined ? {} : { next_cursor }

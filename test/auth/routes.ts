@@ -211,7 +211,9 @@ export const AUTH_MANAGE_ROUTES: ReadonlyArray<ProtectedRoute> = [
     method: "POST",
     template: "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
     invalidPath: "/v1/webhooks/not-a-uuid/deliveries/not-a-uuid/redeliver"
-  }
+  },
+  // Garbage collection (docs/gc.md).
+  { method: "POST", template: "/v1/admin/gc", invalidPath: "/v1/admin/gc", invalidBody: "{\"dry_run\":\"yes\"}" }
 ]
 
 /** Anonymous routes of the API listener (spec/auth.md §2.4), as the OpenAPI document writes them. */

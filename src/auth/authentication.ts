@@ -89,10 +89,7 @@ export const AuthenticationLive = Layer.effect(
           if (Option.isSome(found)) return found.value
         }
         return yield* refuse("no authenticator accepted the credential")
-      }).pipe(
-        Effect.catchTag("SqlError", (error) => Effect.die(error)),
-        Effect.withSpan("auth.authenticate")
-      )
+      }).pipe(Effect.withSpan("auth.authenticate"))
 
     const authorize = (principal: Principal, action: Action) =>
       Effect.gen(function*() {
@@ -113,7 +110,7 @@ export const AuthenticationLive = Layer.effect(
           return yield* new Forbidden({ action })
         }
         yield* Effect.logDebug("authorization allowed").pipe(Effect.annotateLogs(attributes))
-      }).pipe(Effect.catchTag("SqlError", (error) => Effect.die(error)))
+      })
 
     return { authenticate, authorize }
   })

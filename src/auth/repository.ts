@@ -1,7 +1,7 @@
-import { SqlClient } from "@effect/sql"
-import type { SqlError } from "@effect/sql"
+import { SqlClient, SqlError } from "@effect/sql"
 import { Context, Effect, Layer, Option } from "effect"
 import { createHash } from "node:crypto"
+import { RuleAlreadyExists, RuleNotFound } from "./errors.js"
 import type { PrincipalKind, RoleId } from "./schema.js"
 
 export interface TokenRow {
@@ -77,7 +77,8 @@ export interface RuleRecord {
   readonly roleIds: ReadonlyArray<RoleId>
 }
 
-type Sql<A> = Effect.Effect<A, SqlError.SqlError>
+/** Infrastructure failures are defects here: callers see only the expected outcomes. */
+type Sql<A, E = never> = Effect.Effect<A, E>
 
 /**
  * Advisory lock guarding "somebody holds auth-manager": bootstrap and the
@@ -91,10 +92,14 @@ const AUTH_MANAGER_LOCK_KEY = "7596490406398948685"
 const identityLockKey = (provider: string, subject: string) =>
   createHash("sha256").update(`${provider}\u0000${subject}`, "utf8").digest().readBigInt64BE(0).toString()
 
-/** SQL of the auth control plane. No rules here: see authentication.ts, service.ts, bootstrap.ts. */
+/**
+ * SQL of the auth control plane. No rules here: see authentication.ts, service.ts, bootstrap.ts.
+ * The SQL boundary: a failing statement dies (a 500 without internal text, the cause in the
+ * log), and the one expected outcome of a write (a taken or missing id) is the domain error.
+ */
 export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRepository, {
   /** Runs `effect` in one transaction (nested calls join the outer one). */
-  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError.SqlError, R>
+  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** Inside a transaction: waits for, then holds until commit, the auth-manager lock. */
   readonly lockAuthManagers: Sql<void>
   /** Inside a transaction: serialises provisioning of one OIDC identity across replicas. */
@@ -148,11 +153,11 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
   readonly listRules: (after: Option.Option<string>, limit: number) => Sql<ReadonlyArray<RuleRow>>
   readonly findRule: (id: string) => Sql<Option.Option<RuleRow>>
   readonly enabledRulesFor: (provider: string) => Sql<ReadonlyArray<RuleRow>>
-  /** Inserts a rule with its roles; false when the id is taken. */
-  readonly insertRule: (rule: RuleRecord) => Sql<boolean>
-  /** Replaces a rule and its roles; false when it does not exist. */
-  readonly replaceRule: (rule: RuleRecord) => Sql<boolean>
-  readonly deleteRule: (id: string) => Sql<boolean>
+  /** Inserts a rule with its roles. */
+  readonly insertRule: (rule: RuleRecord) => Sql<void, RuleAlreadyExists>
+  /** Replaces a rule and its roles. */
+  readonly replaceRule: (rule: RuleRecord) => Sql<void, RuleNotFound>
+  readonly deleteRule: (id: string) => Sql<void, RuleNotFound>
   /** The oldest principal provisioned for `provider`/`subject` by one of `ruleIds`. */
   readonly findRulePrincipal: (
     provider: string,
@@ -170,6 +175,14 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
 }>() {}
 
 const firstOption = <A>(rows: ReadonlyArray<A>) => Option.fromNullable(rows[0])
+
+/** Turns only the SQL failures into defects (for effects that carry other errors too). */
+const dieOnSqlError = <A, E, R>(effect: Effect.Effect<A, E | SqlError.SqlError, R>): Effect.Effect<A, E, R> =>
+  Effect.catchIf(
+    effect,
+    (error): error is SqlError.SqlError => error instanceof SqlError.SqlError,
+    (error) => Effect.die(error)
+  ) as Effect.Effect<A, E, R>
 
 export const AuthRepositoryLive = Layer.effect(
   AuthRepository,
@@ -214,10 +227,17 @@ export const AuthRepositoryLive = Layer.effect(
       })
 
     return AuthRepository.of({
-      transaction: (effect) => sql.withTransaction(effect),
-      lockAuthManagers: sql`SELECT pg_advisory_xact_lock(${AUTH_MANAGER_LOCK_KEY}::bigint)`.pipe(Effect.asVoid),
+      // BEGIN/COMMIT failures die too; the wrapped effect's own errors pass through.
+      transaction: (effect) => dieOnSqlError(sql.withTransaction(effect)),
+      lockAuthManagers: sql`SELECT pg_advisory_xact_lock(${AUTH_MANAGER_LOCK_KEY}::bigint)`.pipe(
+        Effect.asVoid,
+        Effect.orDie
+      ),
       lockIdentity: (provider, subject) =>
-        sql`SELECT pg_advisory_xact_lock(${identityLockKey(provider, subject)}::bigint)`.pipe(Effect.asVoid),
+        sql`SELECT pg_advisory_xact_lock(${identityLockKey(provider, subject)}::bigint)`.pipe(
+          Effect.asVoid,
+          Effect.orDie
+        ),
       ensureBuiltInRoles: (roles) =>
         Effect.forEach(roles, (role) =>
           Effect.gen(function*() {
@@ -229,47 +249,50 @@ export const AuthRepositoryLive = Layer.effect(
               yield* sql`INSERT INTO auth_role_actions (role_id, action) VALUES (${role.id}, ${action})
                          ON CONFLICT DO NOTHING`
             }
-          }), { discard: true }),
+          }), { discard: true }).pipe(Effect.orDie),
 
       insertPrincipal: (p) =>
         sql<PrincipalRow>`
           INSERT INTO auth_principals (id, kind, display_name, attributes)
           VALUES (${p.id}, ${p.kind}, ${p.displayName}, ${jsonb(p.attributes)}::jsonb)
-          RETURNING *`.pipe(Effect.map((rows) => rows[0]!)),
-      findPrincipal: (id) => principalsWithRoles("WHERE p.id = $1", [id]).pipe(Effect.map(firstOption)),
+          RETURNING *`.pipe(Effect.map((rows) => rows[0]!), Effect.orDie),
+      findPrincipal: (id) => principalsWithRoles("WHERE p.id = $1", [id]).pipe(Effect.map(firstOption), Effect.orDie),
       listPrincipals: (after, limit) =>
         Option.match(after, {
           onNone: () => principalsWithRoles("", [], limit),
           onSome: (id) => principalsWithRoles("WHERE p.id > $1", [id], limit)
-        }),
+        }).pipe(Effect.orDie),
       assignRole: (principalId, roleId) =>
         sql`INSERT INTO auth_principal_roles (principal_id, role_id) VALUES (${principalId}, ${roleId})
-            ON CONFLICT DO NOTHING`.pipe(Effect.asVoid),
+            ON CONFLICT DO NOTHING`.pipe(Effect.asVoid, Effect.orDie),
       unassignRole: (principalId, roleId) =>
         sql<{ principal_id: string }>`
           DELETE FROM auth_principal_roles WHERE principal_id = ${principalId} AND role_id = ${roleId}
-          RETURNING principal_id`.pipe(Effect.map((rows) => rows.length > 0)),
+          RETURNING principal_id`.pipe(Effect.map((rows) => rows.length > 0), Effect.orDie),
       holdsRole: (principalId, roleId) =>
         sql<{ held: boolean }>`
           SELECT EXISTS (SELECT 1 FROM auth_principal_roles WHERE principal_id = ${principalId} AND role_id = ${roleId}) AS held`
-          .pipe(Effect.map((rows) => rows[0]?.held === true)),
+          .pipe(Effect.map((rows) => rows[0]?.held === true), Effect.orDie),
       countRoleHolders: (roleId) =>
         sql<{ n: number }>`SELECT count(*)::int AS n FROM auth_principal_roles WHERE role_id = ${roleId}`.pipe(
-          Effect.map((rows) => rows[0]?.n ?? 0)
+          Effect.map((rows) => rows[0]?.n ?? 0),
+          Effect.orDie
         ),
       actionsOf: (principalId) =>
         sql<{ action: string }>`
           SELECT DISTINCT ra.action FROM auth_principal_roles pr
           JOIN auth_role_actions ra ON ra.role_id = pr.role_id
-          WHERE pr.principal_id = ${principalId}`.pipe(Effect.map((rows) => rows.map((r) => r.action))),
+          WHERE pr.principal_id = ${principalId}`.pipe(Effect.map((rows) => rows.map((r) => r.action)), Effect.orDie),
 
-      findToken: (id) => sql<TokenRow>`SELECT * FROM auth_api_tokens WHERE id = ${id}`.pipe(Effect.map(firstOption)),
-      touchToken: (id) => sql`UPDATE auth_api_tokens SET last_used_at = now() WHERE id = ${id}`.pipe(Effect.asVoid),
+      findToken: (id) =>
+        sql<TokenRow>`SELECT * FROM auth_api_tokens WHERE id = ${id}`.pipe(Effect.map(firstOption), Effect.orDie),
+      touchToken: (id) =>
+        sql`UPDATE auth_api_tokens SET last_used_at = now() WHERE id = ${id}`.pipe(Effect.asVoid, Effect.orDie),
       insertToken: (t) =>
         sql<TokenRow>`
           INSERT INTO auth_api_tokens (id, principal_id, name, secret_hash, expires_at)
           VALUES (${t.id}, ${t.principalId}, ${t.name}, ${Buffer.from(t.secretHash)}, ${t.expiresAt})
-          RETURNING *`.pipe(Effect.map((rows) => rows[0]!)),
+          RETURNING *`.pipe(Effect.map((rows) => rows[0]!), Effect.orDie),
       listTokens: (principalId, after, limit) =>
         sql<TokenRow>`
           SELECT * FROM auth_api_tokens
@@ -277,29 +300,29 @@ export const AuthRepositoryLive = Layer.effect(
           Option.match(after, { onNone: () => sql.literal("TRUE"), onSome: (id) => sql`id > ${id}` })
         }
           ORDER BY id
-          LIMIT ${limit}`,
+          LIMIT ${limit}`.pipe(Effect.orDie),
       revokeToken: (id) =>
         sql<TokenRow>`
           UPDATE auth_api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = ${id}
-          RETURNING *`.pipe(Effect.map(firstOption)),
+          RETURNING *`.pipe(Effect.map(firstOption), Effect.orDie),
       principalForIdentity: (provider, subject) =>
         sql<PrincipalRow>`
           SELECT p.* FROM auth_external_identities i
           JOIN auth_principals p ON p.id = i.principal_id
-          WHERE i.provider = ${provider} AND i.subject = ${subject}`.pipe(Effect.map(firstOption)),
+          WHERE i.provider = ${provider} AND i.subject = ${subject}`.pipe(Effect.map(firstOption), Effect.orDie),
       linkIdentity: (provider, subject, principalId) =>
         sql`INSERT INTO auth_external_identities (provider, subject, principal_id)
-            VALUES (${provider}, ${subject}, ${principalId})`.pipe(Effect.asVoid),
+            VALUES (${provider}, ${subject}, ${principalId})`.pipe(Effect.asVoid, Effect.orDie),
       linkIdentityIfAbsent: (provider, subject, principalId) =>
         sql<{ provider: string }>`
           INSERT INTO auth_external_identities (provider, subject, principal_id)
           VALUES (${provider}, ${subject}, ${principalId})
-          ON CONFLICT DO NOTHING RETURNING provider`.pipe(Effect.map((rows) => rows.length > 0)),
+          ON CONFLICT DO NOTHING RETURNING provider`.pipe(Effect.map((rows) => rows.length > 0), Effect.orDie),
 
       findProvider: (issuer) =>
         sql<ProviderRow>`
           SELECT issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims
-          FROM auth_oidc_providers WHERE issuer = ${issuer}`.pipe(Effect.map(firstOption)),
+          FROM auth_oidc_providers WHERE issuer = ${issuer}`.pipe(Effect.map(firstOption), Effect.orDie),
       lockProvider: (seed) =>
         Effect.gen(function*() {
           yield* sql`
@@ -311,21 +334,21 @@ export const AuthRepositoryLive = Layer.effect(
             SELECT issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims
             FROM auth_oidc_providers WHERE issuer = ${seed.issuer} FOR UPDATE`
           return rows[0]!
-        }),
+        }).pipe(Effect.orDie),
       updateProvider: (p) =>
         sql`
           UPDATE auth_oidc_providers
           SET jwks_url = ${p.jwks_url}, audiences = ${p.audiences},
               supported_signing_algorithms = ${p.supported_signing_algorithms},
               forwarded_claims = ${JSON.stringify(p.forwarded_claims)}::jsonb, updated_at = now()
-          WHERE issuer = ${p.issuer}`.pipe(Effect.asVoid),
+          WHERE issuer = ${p.issuer}`.pipe(Effect.asVoid, Effect.orDie),
       listRules: (after, limit) =>
         Option.match(after, {
           onNone: () => ruleRows("", [], limit),
           onSome: (id) => ruleRows("WHERE r.id > $1", [id], limit)
-        }),
-      findRule: (id) => ruleRows("WHERE r.id = $1", [id]).pipe(Effect.map(firstOption)),
-      enabledRulesFor: (provider) => ruleRows("WHERE r.enabled AND r.provider = $1", [provider]),
+        }).pipe(Effect.orDie),
+      findRule: (id) => ruleRows("WHERE r.id = $1", [id]).pipe(Effect.map(firstOption), Effect.orDie),
+      enabledRulesFor: (provider) => ruleRows("WHERE r.enabled AND r.provider = $1", [provider]).pipe(Effect.orDie),
       insertRule: (rule) =>
         Effect.gen(function*() {
           const inserted = yield* sql<{ id: string }>`
@@ -333,10 +356,9 @@ export const AuthRepositoryLive = Layer.effect(
             VALUES (${rule.id}, ${rule.displayName}, ${rule.provider}, ${rule.audience}, ${rule.forwardedClaims},
                     ${rule.condition}, ${rule.enabled})
             ON CONFLICT (id) DO NOTHING RETURNING id`
-          if (inserted.length === 0) return false
+          if (inserted.length === 0) return yield* new RuleAlreadyExists({ ruleId: rule.id })
           yield* writeRuleRoles(rule.id, rule.roleIds)
-          return true
-        }),
+        }).pipe(dieOnSqlError),
       replaceRule: (rule) =>
         Effect.gen(function*() {
           const updated = yield* sql<{ id: string }>`
@@ -345,13 +367,13 @@ export const AuthRepositoryLive = Layer.effect(
                 forwarded_claims = ${rule.forwardedClaims}, condition = ${rule.condition}, enabled = ${rule.enabled},
                 updated_at = now()
             WHERE id = ${rule.id} RETURNING id`
-          if (updated.length === 0) return false
+          if (updated.length === 0) return yield* new RuleNotFound({ ruleId: rule.id })
           yield* writeRuleRoles(rule.id, rule.roleIds)
-          return true
-        }),
+        }).pipe(dieOnSqlError),
       deleteRule: (id) =>
         sql<{ id: string }>`DELETE FROM auth_provisioning_rules WHERE id = ${id} RETURNING id`.pipe(
-          Effect.map((rows) => rows.length > 0)
+          Effect.orDie,
+          Effect.flatMap((rows) => rows.length > 0 ? Effect.void : Effect.fail(new RuleNotFound({ ruleId: id })))
         ),
       findRulePrincipal: (provider, subject, ruleIds) =>
         sql<PrincipalRow>`
@@ -360,12 +382,12 @@ export const AuthRepositoryLive = Layer.effect(
             AND attributes->>'subject' = ${subject}
             AND attributes->>'provisioning_rule_id' = ANY(${ruleIds}::text[])
           ORDER BY created_at, id
-          LIMIT 1`.pipe(Effect.map(firstOption)),
+          LIMIT 1`.pipe(Effect.map(firstOption), Effect.orDie),
       ruleIdKnown: (ruleId) =>
         sql<{ known: boolean }>`
           SELECT EXISTS (SELECT 1 FROM auth_provisioning_rules WHERE id = ${ruleId})
               OR EXISTS (SELECT 1 FROM auth_principals WHERE attributes->>'provisioning_rule_id' = ${ruleId}) AS known`
-          .pipe(Effect.map((rows) => rows[0]?.known === true)),
+          .pipe(Effect.map((rows) => rows[0]?.known === true), Effect.orDie),
       principalsProvisionedBy: (ruleId, roleId, forUpdate) =>
         Effect.gen(function*() {
           if (forUpdate) {
@@ -381,7 +403,7 @@ export const AuthRepositoryLive = Layer.effect(
               AND EXISTS (SELECT 1 FROM auth_principal_roles h WHERE h.principal_id = p.id AND h.role_id = $2)`,
             [ruleId, roleId]
           )
-        })
+        }).pipe(Effect.orDie)
     })
   })
 )

@@ -1,4 +1,3 @@
-import { SqlError } from "@effect/sql"
 import { Context, Effect, Either, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import { formatTimestamp } from "../contract/timestamp.js"
@@ -155,14 +154,6 @@ const fromEither = <A>(either: Either.Either<A, string>) =>
 
 const checkRole = (roleId: string): Effect.Effect<RoleId, UnknownRole> =>
   isRoleId(roleId) ? Effect.succeed(roleId) : Effect.fail(new UnknownRole({ roleId }))
-
-/** Storage failures are defects: a 500 without internal text, the cause in the log. */
-const orDie = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, Exclude<E, SqlError.SqlError>, R> =>
-  Effect.catchIf(
-    effect,
-    (error: E): error is Extract<E, SqlError.SqlError> => error instanceof SqlError.SqlError,
-    (error) => Effect.die(error)
-  ) as Effect.Effect<A, Exclude<E, SqlError.SqlError>, R>
 
 /** Only the two built-in roles, and OIDC rules can only ever grant content-writer (spec/auth.md §5.1). */
 const RULE_ROLES: ReadonlyArray<RoleId> = ["content-writer"]
@@ -342,7 +333,7 @@ export const AuthManagementLive = Layer.effect(
     const saveRule = <E>(
       id: string,
       request: SaveRuleRequest,
-      write: (rule: RuleRecord) => Effect.Effect<void, E | SqlError.SqlError>
+      write: (rule: RuleRecord) => Effect.Effect<void, E>
     ) =>
       Effect.gen(function*() {
         const rule = yield* prepareRule(id, request)
@@ -376,9 +367,7 @@ export const AuthManagementLive = Layer.effect(
           return yield* invalid(`id must be ${RULE_ID_RULE}`)
         }
         if (Option.isSome(yield* repo.findRule(id))) return yield* new RuleAlreadyExists({ ruleId: id })
-        const view = yield* saveRule(id, request, (rule) =>
-          Effect.flatMap(repo.insertRule(rule), (inserted) =>
-            inserted ? Effect.void : Effect.fail(new RuleAlreadyExists({ ruleId: id }))))
+        const view = yield* saveRule(id, request, repo.insertRule)
         yield* audit("oidc provisioning rule created", "auth.create_oidc_provisioning_rule", actor, {
           rule_id: view.id,
           issuer_url: view.issuer_url,
@@ -391,9 +380,7 @@ export const AuthManagementLive = Layer.effect(
     const replaceRule = (id: string, request: SaveRuleRequest, actor: Principal) =>
       Effect.gen(function*() {
         if (Option.isNone(yield* repo.findRule(id))) return yield* new RuleNotFound({ ruleId: id })
-        const view = yield* saveRule(id, request, (rule) =>
-          Effect.flatMap(repo.replaceRule(rule), (replaced) =>
-            replaced ? Effect.void : Effect.fail(new RuleNotFound({ ruleId: id }))))
+        const view = yield* saveRule(id, request, repo.replaceRule)
         yield* audit("oidc provisioning rule updated", "auth.update_oidc_provisioning_rule", actor, {
           rule_id: view.id,
           issuer_url: view.issuer_url,
@@ -405,7 +392,7 @@ export const AuthManagementLive = Layer.effect(
 
     const deleteRule = (id: string, actor: Principal) =>
       Effect.gen(function*() {
-        if (!(yield* repo.deleteRule(id))) return yield* new RuleNotFound({ ruleId: id })
+        yield* repo.deleteRule(id)
         yield* audit("oidc provisioning rule deleted", "auth.delete_oidc_provisioning_rule", actor, { rule_id: id })
       })
 
@@ -445,29 +432,25 @@ export const AuthManagementLive = Layer.effect(
     return AuthManagement.of({
       listRoles,
       listPrincipals: (after, limit) =>
-        orDie(Effect.map(repo.listPrincipals(after, limit), (rows) => rows.map(principalView))),
-      getPrincipal: (id) => orDie(Effect.map(principalOrFail(id), principalView)),
-      createPrincipal: (request, actor) => orDie(createPrincipal(request, actor)),
-      assignRole: (principalId, roleId, actor) => orDie(assignRole(principalId, roleId, actor)),
-      unassignRole: (principalId, roleId, actor) => orDie(unassignRole(principalId, roleId, actor)),
-      issueToken: (principalId, request, actor) => orDie(issueToken(principalId, request, actor)),
-      listTokens: (principalId, after, limit) => orDie(listTokens(principalId, after, limit)),
-      revokeToken: (tokenId, actor) => orDie(revokeToken(tokenId, actor)),
-      listRules: (after, limit) =>
-        orDie(Effect.gen(function*() {
-          const rules = yield* repo.listRules(after, limit)
-          return yield* Effect.forEach(rules, viewOf)
-        })),
+        Effect.map(repo.listPrincipals(after, limit), (rows) => rows.map(principalView)),
+      getPrincipal: (id) => Effect.map(principalOrFail(id), principalView),
+      createPrincipal,
+      assignRole,
+      unassignRole,
+      issueToken,
+      listTokens,
+      revokeToken,
+      listRules: (after, limit) => Effect.flatMap(repo.listRules(after, limit), Effect.forEach(viewOf)),
       getRule: (id) =>
-        orDie(Effect.gen(function*() {
+        Effect.gen(function*() {
           const rule = yield* repo.findRule(id)
           if (Option.isNone(rule)) return yield* new RuleNotFound({ ruleId: id })
           return yield* viewOf(rule.value)
-        })),
-      createRule: (request, actor) => orDie(createRule(request, actor)),
-      replaceRule: (id, request, actor) => orDie(replaceRule(id, request, actor)),
-      deleteRule: (id, actor) => orDie(deleteRule(id, actor)),
-      reconcileRule: (ruleId, apply, actor) => orDie(reconcileRule(ruleId, apply, actor))
+        }),
+      createRule,
+      replaceRule,
+      deleteRule,
+      reconcileRule
     })
   })
 )

@@ -152,10 +152,7 @@ export const OidcAuthenticatorsLive = Layer.effect(
             })
           )
         )
-      }).pipe(
-        Effect.annotateLogs({ authenticator: "oidc" }),
-        Effect.catchTag("SqlError", (error) => Effect.die(error))
-      )
+      }).pipe(Effect.annotateLogs({ authenticator: "oidc" }))
 
     return { authenticators: [authenticate] }
   })

@@ -228,7 +228,7 @@ export const OidcVerifierLive = Layer.scoped(
           return Option.none<VerifiedIdentity>()
         }
         if (typeof issuer !== "string" || issuer === "") return yield* reject("no iss claim")
-        const found = yield* repo.findProvider(issuer).pipe(Effect.orDie)
+        const found = yield* repo.findProvider(issuer)
         if (Option.isNone(found)) return yield* reject("issuer is not trusted")
         const provider = found.value
         const algorithms = effectiveAlgorithms(provider)

@@ -1,70 +1,84 @@
-import { SqlClient, SqlError } from "@effect/sql"
-import { Context, Effect, Layer, Option } from "effect"
+import { SqlClient, SqlError, SqlSchema } from "@effect/sql"
+import { Context, Effect, Layer, Option, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { RuleAlreadyExists, RuleNotFound } from "./errors.js"
-import type { PrincipalKind, RoleId } from "./schema.js"
+import { PrincipalKind, type RoleId } from "./schema.js"
 
-export interface TokenRow {
-  readonly id: string
-  readonly principal_id: string
-  readonly name: string
-  readonly secret_hash: Uint8Array
-  readonly expires_at: Date
-  readonly last_used_at: Date | null
-  readonly revoked_at: Date | null
-  readonly created_at: Date
-}
+// Rows are decoded with these schemas (SqlSchema): a row that does not match means the
+// database and the code disagree, a defect like any other SQL failure.
 
-export interface PrincipalRow {
-  readonly id: string
-  readonly kind: PrincipalKind
-  readonly display_name: string
-  readonly attributes: Record<string, unknown> | null
-  readonly created_at: Date
-}
+export const TokenRow = Schema.Struct({
+  id: Schema.String,
+  principal_id: Schema.String,
+  name: Schema.String,
+  secret_hash: Schema.Uint8ArrayFromSelf,
+  expires_at: Schema.DateFromSelf,
+  last_used_at: Schema.NullOr(Schema.DateFromSelf),
+  revoked_at: Schema.NullOr(Schema.DateFromSelf),
+  created_at: Schema.DateFromSelf
+})
+export type TokenRow = typeof TokenRow.Type
+
+export const PrincipalRow = Schema.Struct({
+  id: Schema.String,
+  kind: PrincipalKind,
+  display_name: Schema.String,
+  attributes: Schema.NullOr(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
+  created_at: Schema.DateFromSelf
+})
+export type PrincipalRow = typeof PrincipalRow.Type
 
 /** A principal with its current role ids (sorted). */
-export interface PrincipalWithRolesRow extends PrincipalRow {
-  readonly role_ids: ReadonlyArray<string>
-}
+export const PrincipalWithRolesRow = Schema.Struct({
+  ...PrincipalRow.fields,
+  role_ids: Schema.Array(Schema.String)
+})
+export type PrincipalWithRolesRow = typeof PrincipalWithRolesRow.Type
 
 /** The trust record of one OIDC issuer, shared by every rule naming it (spec/auth.md §5.2). */
-export interface ProviderRow {
-  readonly issuer: string
-  readonly jwks_url: string
-  readonly audiences: ReadonlyArray<string>
-  readonly supported_signing_algorithms: ReadonlyArray<string>
+export const ProviderRow = Schema.Struct({
+  issuer: Schema.String,
+  jwks_url: Schema.String,
+  audiences: Schema.Array(Schema.String),
+  supported_signing_algorithms: Schema.Array(Schema.String),
   /** Top-level claim names exposed to conditions. */
-  readonly forwarded_claims: ReadonlyArray<string>
-}
+  forwarded_claims: Schema.Array(Schema.String)
+})
+export type ProviderRow = typeof ProviderRow.Type
 
-export interface RuleRow {
-  readonly id: string
-  readonly display_name: string
-  readonly provider: string
-  readonly audience: string
+export const RuleRow = Schema.Struct({
+  id: Schema.String,
+  display_name: Schema.String,
+  provider: Schema.String,
+  audience: Schema.String,
   /** The claims this rule asked for (the provider holds the issuer-wide union). */
-  readonly forwarded_claims: ReadonlyArray<string>
+  forwarded_claims: Schema.Array(Schema.String),
   /** Stored with the audience guard prepended. */
-  readonly condition: string
-  readonly enabled: boolean
-  readonly role_ids: ReadonlyArray<string>
-}
+  condition: Schema.String,
+  enabled: Schema.Boolean,
+  role_ids: Schema.Array(Schema.String)
+})
+export type RuleRow = typeof RuleRow.Type
 
-export interface NewPrincipal {
-  readonly id: string
-  readonly kind: PrincipalKind
-  readonly displayName: string
-  readonly attributes: Record<string, unknown> | null
-}
+export const NewPrincipal = Schema.Struct({
+  id: Schema.String,
+  kind: PrincipalKind,
+  displayName: Schema.String,
+  attributes: Schema.NullOr(Schema.Record({ key: Schema.String, value: Schema.Unknown }))
+})
+export type NewPrincipal = typeof NewPrincipal.Type
 
-export interface NewToken {
-  readonly id: string
-  readonly principalId: string
-  readonly name: string
-  readonly secretHash: Uint8Array
-  readonly expiresAt: Date
-}
+export const NewToken = Schema.Struct({
+  id: Schema.String,
+  principalId: Schema.String,
+  name: Schema.String,
+  secretHash: Schema.Uint8ArrayFromSelf,
+  expiresAt: Schema.DateFromSelf
+})
+export type NewToken = typeof NewToken.Type
+
+/** A keyset page request: at most `limit` rows after the id `after`. */
+const Page = Schema.Struct({ after: Schema.OptionFromSelf(Schema.String), limit: Schema.Number })
 
 export interface RuleRecord {
   readonly id: string
@@ -174,8 +188,6 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
   ) => Sql<ReadonlyArray<PrincipalWithRolesRow>>
 }>() {}
 
-const firstOption = <A>(rows: ReadonlyArray<A>) => Option.fromNullable(rows[0])
-
 /** Turns only the SQL failures into defects (for effects that carry other errors too). */
 const dieOnSqlError = <A, E, R>(effect: Effect.Effect<A, E | SqlError.SqlError, R>): Effect.Effect<A, E, R> =>
   Effect.catchIf(
@@ -193,7 +205,7 @@ export const AuthRepositoryLive = Layer.effect(
 
     // `limit`: a page's LIMIT, bound as the statement's last parameter.
     const principalsWithRoles = (where: string, params: ReadonlyArray<unknown> = [], limit?: number) =>
-      sql.unsafe<PrincipalWithRolesRow>(
+      sql.unsafe(
         `SELECT p.id, p.kind, p.display_name, p.attributes, p.created_at,
                 COALESCE(array_agg(pr.role_id ORDER BY pr.role_id) FILTER (WHERE pr.role_id IS NOT NULL), '{}') AS role_ids
          FROM auth_principals p
@@ -206,7 +218,7 @@ export const AuthRepositoryLive = Layer.effect(
       )
 
     const ruleRows = (where: string, params: ReadonlyArray<unknown> = [], limit?: number) =>
-      sql.unsafe<RuleRow>(
+      sql.unsafe(
         `SELECT r.id, r.display_name, r.provider, r.audience, r.forwarded_claims, r.condition, r.enabled,
                 COALESCE(array_agg(rr.role_id ORDER BY rr.role_id) FILTER (WHERE rr.role_id IS NOT NULL), '{}') AS role_ids
          FROM auth_provisioning_rules r
@@ -225,6 +237,132 @@ export const AuthRepositoryLive = Layer.effect(
           yield* sql`INSERT INTO auth_provisioning_rule_roles (rule_id, role_id) VALUES (${ruleId}, ${roleId})`
         }
       })
+
+    const findPrincipal = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: PrincipalWithRolesRow,
+      execute: (id) => principalsWithRoles("WHERE p.id = $1", [id])
+    })
+    const listPrincipals = SqlSchema.findAll({
+      Request: Page,
+      Result: PrincipalWithRolesRow,
+      execute: ({ after, limit }) =>
+        Option.match(after, {
+          onNone: () => principalsWithRoles("", [], limit),
+          onSome: (id) => principalsWithRoles("WHERE p.id > $1", [id], limit)
+        })
+    })
+    const provisionedHolders = SqlSchema.findAll({
+      Request: Schema.Struct({ ruleId: Schema.String, roleId: Schema.String }),
+      Result: PrincipalWithRolesRow,
+      execute: ({ roleId, ruleId }) =>
+        principalsWithRoles(
+          `WHERE p.attributes->>'provisioning_rule_id' = $1
+            AND EXISTS (SELECT 1 FROM auth_principal_roles h WHERE h.principal_id = p.id AND h.role_id = $2)`,
+          [ruleId, roleId]
+        )
+    })
+    const insertPrincipal = SqlSchema.single({
+      Request: NewPrincipal,
+      Result: PrincipalRow,
+      execute: (p) =>
+        sql`
+          INSERT INTO auth_principals (id, kind, display_name, attributes)
+          VALUES (${p.id}, ${p.kind}, ${p.displayName}, ${jsonb(p.attributes)}::jsonb)
+          RETURNING *`
+    })
+    const principalForIdentity = SqlSchema.findOne({
+      Request: Schema.Struct({ provider: Schema.String, subject: Schema.String }),
+      Result: PrincipalRow,
+      execute: ({ provider, subject }) =>
+        sql`
+          SELECT p.* FROM auth_external_identities i
+          JOIN auth_principals p ON p.id = i.principal_id
+          WHERE i.provider = ${provider} AND i.subject = ${subject}`
+    })
+    const findRulePrincipal = SqlSchema.findOne({
+      Request: Schema.Struct({ provider: Schema.String, subject: Schema.String, ruleIds: Schema.Array(Schema.String) }),
+      Result: PrincipalRow,
+      execute: ({ provider, ruleIds, subject }) =>
+        sql`
+          SELECT * FROM auth_principals
+          WHERE attributes->>'provider' = ${provider}
+            AND attributes->>'subject' = ${subject}
+            AND attributes->>'provisioning_rule_id' = ANY(${ruleIds}::text[])
+          ORDER BY created_at, id
+          LIMIT 1`
+    })
+
+    const findToken = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: TokenRow,
+      execute: (id) => sql`SELECT * FROM auth_api_tokens WHERE id = ${id}`
+    })
+    const insertToken = SqlSchema.single({
+      Request: NewToken,
+      Result: TokenRow,
+      execute: (t) =>
+        sql`
+          INSERT INTO auth_api_tokens (id, principal_id, name, secret_hash, expires_at)
+          VALUES (${t.id}, ${t.principalId}, ${t.name}, ${Buffer.from(t.secretHash)}, ${t.expiresAt})
+          RETURNING *`
+    })
+    const listTokens = SqlSchema.findAll({
+      Request: Schema.Struct({ principalId: Schema.String, ...Page.fields }),
+      Result: TokenRow,
+      execute: ({ after, limit, principalId }) =>
+        sql`
+          SELECT * FROM auth_api_tokens
+          WHERE principal_id = ${principalId} AND ${
+          Option.match(after, { onNone: () => sql.literal("TRUE"), onSome: (id) => sql`id > ${id}` })
+        }
+          ORDER BY id
+          LIMIT ${limit}`
+    })
+    const revokeToken = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: TokenRow,
+      execute: (id) =>
+        sql`
+          UPDATE auth_api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = ${id}
+          RETURNING *`
+    })
+
+    const findProvider = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: ProviderRow,
+      execute: (issuer) =>
+        sql`
+          SELECT issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims
+          FROM auth_oidc_providers WHERE issuer = ${issuer}`
+    })
+    const lockedProvider = SqlSchema.single({
+      Request: Schema.String,
+      Result: ProviderRow,
+      execute: (issuer) =>
+        sql`
+          SELECT issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims
+          FROM auth_oidc_providers WHERE issuer = ${issuer} FOR UPDATE`
+    })
+    const listRules = SqlSchema.findAll({
+      Request: Page,
+      Result: RuleRow,
+      execute: ({ after, limit }) =>
+        Option.match(after, {
+          onNone: () => ruleRows("", [], limit),
+          onSome: (id) => ruleRows("WHERE r.id > $1", [id], limit)
+        })
+    })
+    const findRule = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: RuleRow,
+      execute: (id) => ruleRows("WHERE r.id = $1", [id])
+    })
+    const enabledRulesFor = SqlSchema.findAll({
+      Request: Schema.String,
+      Result: RuleRow,
+      execute: (provider) => ruleRows("WHERE r.enabled AND r.provider = $1", [provider])
+    })
 
     return AuthRepository.of({
       // BEGIN/COMMIT failures die too; the wrapped effect's own errors pass through.
@@ -251,17 +389,9 @@ export const AuthRepositoryLive = Layer.effect(
             }
           }), { discard: true }).pipe(Effect.orDie),
 
-      insertPrincipal: (p) =>
-        sql<PrincipalRow>`
-          INSERT INTO auth_principals (id, kind, display_name, attributes)
-          VALUES (${p.id}, ${p.kind}, ${p.displayName}, ${jsonb(p.attributes)}::jsonb)
-          RETURNING *`.pipe(Effect.map((rows) => rows[0]!), Effect.orDie),
-      findPrincipal: (id) => principalsWithRoles("WHERE p.id = $1", [id]).pipe(Effect.map(firstOption), Effect.orDie),
-      listPrincipals: (after, limit) =>
-        Option.match(after, {
-          onNone: () => principalsWithRoles("", [], limit),
-          onSome: (id) => principalsWithRoles("WHERE p.id > $1", [id], limit)
-        }).pipe(Effect.orDie),
+      insertPrincipal: (p) => insertPrincipal(p).pipe(Effect.orDie),
+      findPrincipal: (id) => findPrincipal(id).pipe(Effect.orDie),
+      listPrincipals: (after, limit) => listPrincipals({ after, limit }).pipe(Effect.orDie),
       assignRole: (principalId, roleId) =>
         sql`INSERT INTO auth_principal_roles (principal_id, role_id) VALUES (${principalId}, ${roleId})
             ON CONFLICT DO NOTHING`.pipe(Effect.asVoid, Effect.orDie),
@@ -284,32 +414,13 @@ export const AuthRepositoryLive = Layer.effect(
           JOIN auth_role_actions ra ON ra.role_id = pr.role_id
           WHERE pr.principal_id = ${principalId}`.pipe(Effect.map((rows) => rows.map((r) => r.action)), Effect.orDie),
 
-      findToken: (id) =>
-        sql<TokenRow>`SELECT * FROM auth_api_tokens WHERE id = ${id}`.pipe(Effect.map(firstOption), Effect.orDie),
+      findToken: (id) => findToken(id).pipe(Effect.orDie),
       touchToken: (id) =>
         sql`UPDATE auth_api_tokens SET last_used_at = now() WHERE id = ${id}`.pipe(Effect.asVoid, Effect.orDie),
-      insertToken: (t) =>
-        sql<TokenRow>`
-          INSERT INTO auth_api_tokens (id, principal_id, name, secret_hash, expires_at)
-          VALUES (${t.id}, ${t.principalId}, ${t.name}, ${Buffer.from(t.secretHash)}, ${t.expiresAt})
-          RETURNING *`.pipe(Effect.map((rows) => rows[0]!), Effect.orDie),
-      listTokens: (principalId, after, limit) =>
-        sql<TokenRow>`
-          SELECT * FROM auth_api_tokens
-          WHERE principal_id = ${principalId} AND ${
-          Option.match(after, { onNone: () => sql.literal("TRUE"), onSome: (id) => sql`id > ${id}` })
-        }
-          ORDER BY id
-          LIMIT ${limit}`.pipe(Effect.orDie),
-      revokeToken: (id) =>
-        sql<TokenRow>`
-          UPDATE auth_api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = ${id}
-          RETURNING *`.pipe(Effect.map(firstOption), Effect.orDie),
-      principalForIdentity: (provider, subject) =>
-        sql<PrincipalRow>`
-          SELECT p.* FROM auth_external_identities i
-          JOIN auth_principals p ON p.id = i.principal_id
-          WHERE i.provider = ${provider} AND i.subject = ${subject}`.pipe(Effect.map(firstOption), Effect.orDie),
+      insertToken: (t) => insertToken(t).pipe(Effect.orDie),
+      listTokens: (principalId, after, limit) => listTokens({ principalId, after, limit }).pipe(Effect.orDie),
+      revokeToken: (id) => revokeToken(id).pipe(Effect.orDie),
+      principalForIdentity: (provider, subject) => principalForIdentity({ provider, subject }).pipe(Effect.orDie),
       linkIdentity: (provider, subject, principalId) =>
         sql`INSERT INTO auth_external_identities (provider, subject, principal_id)
             VALUES (${provider}, ${subject}, ${principalId})`.pipe(Effect.asVoid, Effect.orDie),
@@ -319,10 +430,7 @@ export const AuthRepositoryLive = Layer.effect(
           VALUES (${provider}, ${subject}, ${principalId})
           ON CONFLICT DO NOTHING RETURNING provider`.pipe(Effect.map((rows) => rows.length > 0), Effect.orDie),
 
-      findProvider: (issuer) =>
-        sql<ProviderRow>`
-          SELECT issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims
-          FROM auth_oidc_providers WHERE issuer = ${issuer}`.pipe(Effect.map(firstOption), Effect.orDie),
+      findProvider: (issuer) => findProvider(issuer).pipe(Effect.orDie),
       lockProvider: (seed) =>
         Effect.gen(function*() {
           yield* sql`
@@ -330,10 +438,7 @@ export const AuthRepositoryLive = Layer.effect(
             VALUES (${seed.issuer}, ${seed.jwks_url}, ${seed.audiences}, ${seed.supported_signing_algorithms},
                     ${JSON.stringify(seed.forwarded_claims)}::jsonb)
             ON CONFLICT (issuer) DO NOTHING`
-          const rows = yield* sql<ProviderRow>`
-            SELECT issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims
-            FROM auth_oidc_providers WHERE issuer = ${seed.issuer} FOR UPDATE`
-          return rows[0]!
+          return yield* lockedProvider(seed.issuer)
         }).pipe(Effect.orDie),
       updateProvider: (p) =>
         sql`
@@ -342,13 +447,9 @@ export const AuthRepositoryLive = Layer.effect(
               supported_signing_algorithms = ${p.supported_signing_algorithms},
               forwarded_claims = ${JSON.stringify(p.forwarded_claims)}::jsonb, updated_at = now()
           WHERE issuer = ${p.issuer}`.pipe(Effect.asVoid, Effect.orDie),
-      listRules: (after, limit) =>
-        Option.match(after, {
-          onNone: () => ruleRows("", [], limit),
-          onSome: (id) => ruleRows("WHERE r.id > $1", [id], limit)
-        }).pipe(Effect.orDie),
-      findRule: (id) => ruleRows("WHERE r.id = $1", [id]).pipe(Effect.map(firstOption), Effect.orDie),
-      enabledRulesFor: (provider) => ruleRows("WHERE r.enabled AND r.provider = $1", [provider]).pipe(Effect.orDie),
+      listRules: (after, limit) => listRules({ after, limit }).pipe(Effect.orDie),
+      findRule: (id) => findRule(id).pipe(Effect.orDie),
+      enabledRulesFor: (provider) => enabledRulesFor(provider).pipe(Effect.orDie),
       insertRule: (rule) =>
         Effect.gen(function*() {
           const inserted = yield* sql<{ id: string }>`
@@ -376,13 +477,7 @@ export const AuthRepositoryLive = Layer.effect(
           Effect.flatMap((rows) => rows.length > 0 ? Effect.void : Effect.fail(new RuleNotFound({ ruleId: id })))
         ),
       findRulePrincipal: (provider, subject, ruleIds) =>
-        sql<PrincipalRow>`
-          SELECT * FROM auth_principals
-          WHERE attributes->>'provider' = ${provider}
-            AND attributes->>'subject' = ${subject}
-            AND attributes->>'provisioning_rule_id' = ANY(${ruleIds}::text[])
-          ORDER BY created_at, id
-          LIMIT 1`.pipe(Effect.map(firstOption), Effect.orDie),
+        findRulePrincipal({ provider, subject, ruleIds }).pipe(Effect.orDie),
       ruleIdKnown: (ruleId) =>
         sql<{ known: boolean }>`
           SELECT EXISTS (SELECT 1 FROM auth_provisioning_rules WHERE id = ${ruleId})
@@ -398,11 +493,7 @@ export const AuthRepositoryLive = Layer.effect(
               WHERE pr.role_id = ${roleId} AND p.attributes->>'provisioning_rule_id' = ${ruleId}
               FOR UPDATE OF pr`
           }
-          return yield* principalsWithRoles(
-            `WHERE p.attributes->>'provisioning_rule_id' = $1
-              AND EXISTS (SELECT 1 FROM auth_principal_roles h WHERE h.principal_id = p.id AND h.role_id = $2)`,
-            [ruleId, roleId]
-          )
+          return yield* provisionedHolders({ ruleId, roleId })
         }).pipe(Effect.orDie)
     })
   })

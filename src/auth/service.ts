@@ -1,5 +1,4 @@
 import { Context, Effect, Either, Layer, Option } from "effect"
-import { randomUUID } from "node:crypto"
 import { formatTimestamp } from "../contract/timestamp.js"
 import { InvalidRequest } from "../platform/http/problem.js"
 import {
@@ -39,7 +38,7 @@ import {
   type RuleView,
   type SaveRuleRequest
 } from "./schema.js"
-import { mintToken, randomBase32 } from "./tokens.js"
+import { AuthIds } from "./tokens.js"
 
 /**
  * The auth management rules behind `/v1/auth/*` (spec/auth.md §7): principals, role
@@ -163,6 +162,7 @@ export const AuthManagementLive = Layer.effect(
   Effect.gen(function*() {
     const repo = yield* AuthRepository
     const http = yield* OidcHttp
+    const ids = yield* AuthIds
 
     const audit = (message: string, operation: string, actor: Principal, attributes: Record<string, unknown>) =>
       Effect.logInfo(message).pipe(
@@ -203,7 +203,7 @@ export const AuthManagementLive = Layer.effect(
           return yield* invalid(`attribute ${JSON.stringify(reserved[0])} is reserved for the server`)
         }
         const row = yield* repo.insertPrincipal({
-          id: `principal_${randomBase32()}`,
+          id: yield* ids.principalId,
           kind: request.kind as PrincipalKind,
           displayName,
           attributes: Object.keys(attributes).length > 0 ? attributes : null
@@ -256,7 +256,7 @@ export const AuthManagementLive = Layer.effect(
         const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
         if (expiresAt.getTime() <= now) return yield* invalid("expires_at must be in the future")
         yield* principalOrFail(principalId)
-        const minted = mintToken()
+        const minted = yield* ids.token
         const row = yield* repo.transaction(Effect.gen(function*() {
           const inserted = yield* repo.insertToken({
             id: minted.id,
@@ -362,7 +362,7 @@ export const AuthManagementLive = Layer.effect(
 
     const createRule = (request: SaveRuleRequest, actor: Principal) =>
       Effect.gen(function*() {
-        const id = (request.id ?? "").trim() || randomUUID()
+        const id = (request.id ?? "").trim() || (yield* ids.ruleId)
         if (!RULE_ID.test(id)) {
           return yield* invalid(`id must be ${RULE_ID_RULE}`)
         }

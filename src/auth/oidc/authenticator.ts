@@ -3,7 +3,7 @@ import { createHash } from "node:crypto"
 import { BearerAuthenticators, refuse } from "../authentication.js"
 import { AuthRepository, type PrincipalRow, type RuleRow } from "../repository.js"
 import { GITHUB_ACTIONS_ISSUER, type Principal, type PrincipalKind, type RoleId } from "../schema.js"
-import { randomBase32 } from "../tokens.js"
+import { AuthIds } from "../tokens.js"
 import { compileCondition } from "./conditions.js"
 import { OidcVerifier, type VerifiedIdentity } from "./verifier.js"
 
@@ -72,6 +72,7 @@ export const OidcAuthenticatorsLive = Layer.effect(
   Effect.gen(function*() {
     const repo = yield* AuthRepository
     const verifier = yield* OidcVerifier
+    const ids = yield* AuthIds
 
     const resolve = (identity: VerifiedIdentity) =>
       Effect.gen(function*() {
@@ -112,7 +113,7 @@ export const OidcAuthenticatorsLive = Layer.effect(
             return { resolution: "existing_rule_principal", row: existing.value }
           }
           const row = yield* repo.insertPrincipal({
-            id: `principal_${randomBase32()}`,
+            id: yield* ids.principalId,
             kind: shape.kind,
             displayName: shape.displayName,
             attributes: { provider: identity.provider, subject: identity.subject, provisioning_rule_id: ruleIds[0]! }

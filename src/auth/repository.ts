@@ -7,56 +7,60 @@ import { PrincipalKind, type RoleId } from "./schema.js"
 // Rows are decoded with these schemas (SqlSchema): a row that does not match means the
 // database and the code disagree, a defect like any other SQL failure.
 
+/** A snake_case column decoded into a camelCase field of the domain type. */
+const column = <A, I, R>(schema: Schema.Schema<A, I, R>, key: string) =>
+  Schema.propertySignature(schema).pipe(Schema.fromKey(key))
+
 export const TokenRow = Schema.Struct({
   id: Schema.String,
-  principal_id: Schema.String,
+  principalId: column(Schema.String, "principal_id"),
   name: Schema.String,
-  secret_hash: Schema.Uint8ArrayFromSelf,
-  expires_at: Schema.DateFromSelf,
-  last_used_at: Schema.NullOr(Schema.DateFromSelf),
-  revoked_at: Schema.NullOr(Schema.DateFromSelf),
-  created_at: Schema.DateFromSelf
+  secretHash: column(Schema.Uint8ArrayFromSelf, "secret_hash"),
+  expiresAt: column(Schema.DateFromSelf, "expires_at"),
+  lastUsedAt: column(Schema.NullOr(Schema.DateFromSelf), "last_used_at"),
+  revokedAt: column(Schema.NullOr(Schema.DateFromSelf), "revoked_at"),
+  createdAt: column(Schema.DateFromSelf, "created_at")
 })
 export type TokenRow = typeof TokenRow.Type
 
 export const PrincipalRow = Schema.Struct({
   id: Schema.String,
   kind: PrincipalKind,
-  display_name: Schema.String,
+  displayName: column(Schema.String, "display_name"),
   attributes: Schema.NullOr(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
-  created_at: Schema.DateFromSelf
+  createdAt: column(Schema.DateFromSelf, "created_at")
 })
 export type PrincipalRow = typeof PrincipalRow.Type
 
 /** A principal with its current role ids (sorted). */
 export const PrincipalWithRolesRow = Schema.Struct({
   ...PrincipalRow.fields,
-  role_ids: Schema.Array(Schema.String)
+  roleIds: column(Schema.Array(Schema.String), "role_ids")
 })
 export type PrincipalWithRolesRow = typeof PrincipalWithRolesRow.Type
 
 /** The trust record of one OIDC issuer, shared by every rule naming it (spec/auth.md §5.2). */
 export const ProviderRow = Schema.Struct({
   issuer: Schema.String,
-  jwks_url: Schema.String,
+  jwksUrl: column(Schema.String, "jwks_url"),
   audiences: Schema.Array(Schema.String),
-  supported_signing_algorithms: Schema.Array(Schema.String),
+  supportedSigningAlgorithms: column(Schema.Array(Schema.String), "supported_signing_algorithms"),
   /** Top-level claim names exposed to conditions. */
-  forwarded_claims: Schema.Array(Schema.String)
+  forwardedClaims: column(Schema.Array(Schema.String), "forwarded_claims")
 })
 export type ProviderRow = typeof ProviderRow.Type
 
 export const RuleRow = Schema.Struct({
   id: Schema.String,
-  display_name: Schema.String,
+  displayName: column(Schema.String, "display_name"),
   provider: Schema.String,
   audience: Schema.String,
   /** The claims this rule asked for (the provider holds the issuer-wide union). */
-  forwarded_claims: Schema.Array(Schema.String),
+  forwardedClaims: column(Schema.Array(Schema.String), "forwarded_claims"),
   /** Stored with the audience guard prepended. */
   condition: Schema.String,
   enabled: Schema.Boolean,
-  role_ids: Schema.Array(Schema.String)
+  roleIds: column(Schema.Array(Schema.String), "role_ids")
 })
 export type RuleRow = typeof RuleRow.Type
 
@@ -435,17 +439,17 @@ export const AuthRepositoryLive = Layer.effect(
         Effect.gen(function*() {
           yield* sql`
             INSERT INTO auth_oidc_providers (issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims)
-            VALUES (${seed.issuer}, ${seed.jwks_url}, ${seed.audiences}, ${seed.supported_signing_algorithms},
-                    ${JSON.stringify(seed.forwarded_claims)}::jsonb)
+            VALUES (${seed.issuer}, ${seed.jwksUrl}, ${seed.audiences}, ${seed.supportedSigningAlgorithms},
+                    ${JSON.stringify(seed.forwardedClaims)}::jsonb)
             ON CONFLICT (issuer) DO NOTHING`
           return yield* lockedProvider(seed.issuer)
         }).pipe(Effect.orDie),
       updateProvider: (p) =>
         sql`
           UPDATE auth_oidc_providers
-          SET jwks_url = ${p.jwks_url}, audiences = ${p.audiences},
-              supported_signing_algorithms = ${p.supported_signing_algorithms},
-              forwarded_claims = ${JSON.stringify(p.forwarded_claims)}::jsonb, updated_at = now()
+          SET jwks_url = ${p.jwksUrl}, audiences = ${p.audiences},
+              supported_signing_algorithms = ${p.supportedSigningAlgorithms},
+              forwarded_claims = ${JSON.stringify(p.forwardedClaims)}::jsonb, updated_at = now()
           WHERE issuer = ${p.issuer}`.pipe(Effect.asVoid, Effect.orDie),
       listRules: (after, limit) => listRules({ after, limit }).pipe(Effect.orDie),
       findRule: (id) => findRule(id).pipe(Effect.orDie),

@@ -111,30 +111,30 @@ export const parseRfc3339 = (text: string): Date | undefined => {
 const principalView = (row: PrincipalWithRolesRow): PrincipalView => ({
   id: row.id,
   kind: row.kind,
-  display_name: row.display_name,
+  display_name: row.displayName,
   ...(row.attributes !== null && Object.keys(row.attributes).length > 0 ? { attributes: row.attributes } : {}),
-  role_ids: [...row.role_ids]
+  role_ids: [...row.roleIds]
 })
 
 const tokenView = (row: TokenRow): ApiTokenView => ({
   id: row.id,
-  principal_id: row.principal_id,
+  principal_id: row.principalId,
   name: row.name,
-  expires_at: formatTimestamp(row.expires_at),
-  ...(row.last_used_at !== null ? { last_used_at: formatTimestamp(row.last_used_at) } : {}),
-  ...(row.revoked_at !== null ? { revoked_at: formatTimestamp(row.revoked_at) } : {})
+  expires_at: formatTimestamp(row.expiresAt),
+  ...(row.lastUsedAt !== null ? { last_used_at: formatTimestamp(row.lastUsedAt) } : {}),
+  ...(row.revokedAt !== null ? { revoked_at: formatTimestamp(row.revokedAt) } : {})
 })
 
 const ruleView = (rule: RuleRow, provider: Option.Option<ProviderRow>): RuleView => {
-  const forwarded = Option.match(provider, { onNone: () => rule.forwarded_claims, onSome: (p) => p.forwarded_claims })
+  const forwarded = Option.match(provider, { onNone: () => rule.forwardedClaims, onSome: (p) => p.forwardedClaims })
   return {
     id: rule.id,
-    display_name: rule.display_name,
+    display_name: rule.displayName,
     issuer_url: rule.provider,
     audience: rule.audience,
     ...(forwarded.length > 0 ? { forwarded_claims: [...forwarded] } : {}),
     condition: unguardedCondition(rule.audience, rule.condition),
-    assign_role_ids: [...rule.role_ids],
+    assign_role_ids: [...rule.roleIds],
     enabled: rule.enabled
   }
 }
@@ -213,7 +213,7 @@ export const AuthManagementLive = Layer.effect(
           principal_kind: row.kind,
           role_count: 0
         })
-        return principalView({ ...row, role_ids: [] })
+        return principalView({ ...row, roleIds: [] })
       })
 
     const assignRole = (principalId: string, roleId: string, actor: Principal) =>
@@ -271,13 +271,13 @@ export const AuthManagementLive = Layer.effect(
         yield* audit("api token issued", "auth.issue_api_token", actor, {
           token_id: row.id,
           principal_id: principalId,
-          expires_at: formatTimestamp(row.expires_at)
+          expires_at: formatTimestamp(row.expiresAt)
         })
         return {
           id: row.id,
-          principal_id: row.principal_id,
+          principal_id: row.principalId,
           name: row.name,
-          expires_at: formatTimestamp(row.expires_at),
+          expires_at: formatTimestamp(row.expiresAt),
           plaintext: minted.plaintext
         }
       })
@@ -294,7 +294,7 @@ export const AuthManagementLive = Layer.effect(
         if (Option.isNone(revoked)) return yield* new ApiTokenNotFound({ tokenId })
         yield* audit("api token revoked", "auth.revoke_api_token", actor, {
           token_id: tokenId,
-          principal_id: revoked.value.principal_id
+          principal_id: revoked.value.principalId
         })
       })
 
@@ -341,18 +341,18 @@ export const AuthManagementLive = Layer.effect(
         return yield* repo.transaction(Effect.gen(function*() {
           const stored = yield* repo.lockProvider({
             issuer: discovered.issuer,
-            jwks_url: discovered.jwksUrl,
+            jwksUrl: discovered.jwksUrl,
             audiences: [rule.audience],
-            supported_signing_algorithms: discovered.algorithms,
-            forwarded_claims: rule.forwardedClaims
+            supportedSigningAlgorithms: discovered.algorithms,
+            forwardedClaims: rule.forwardedClaims
           })
           // Audiences and claims only ever grow; keys and algorithms follow the fresh discovery.
           yield* repo.updateProvider({
             issuer: discovered.issuer,
-            jwks_url: discovered.jwksUrl,
+            jwksUrl: discovered.jwksUrl,
             audiences: union(stored.audiences, [rule.audience]),
-            supported_signing_algorithms: discovered.algorithms,
-            forwarded_claims: union(stored.forwarded_claims, rule.forwardedClaims)
+            supportedSigningAlgorithms: discovered.algorithms,
+            forwardedClaims: union(stored.forwardedClaims, rule.forwardedClaims)
           })
           yield* write(rule)
           const row = yield* repo.findRule(id)
@@ -410,7 +410,7 @@ export const AuthManagementLive = Layer.effect(
             const after: Array<PrincipalWithRolesRow> = []
             for (const principal of affected) {
               yield* repo.unassignRole(principal.id, "content-writer")
-              after.push({ ...principal, role_ids: principal.role_ids.filter((r) => r !== "content-writer") })
+              after.push({ ...principal, roleIds: principal.roleIds.filter((r) => r !== "content-writer") })
             }
             return after
           }))

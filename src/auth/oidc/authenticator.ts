@@ -52,7 +52,7 @@ export const oidcPrincipalShape = (issuer: string, subject: string): { kind: Pri
 const asPrincipal = (row: PrincipalRow): Principal => ({
   id: row.id,
   kind: row.kind,
-  displayName: row.display_name,
+  displayName: row.displayName,
   credential: "oidc",
   transient: false
 })
@@ -60,7 +60,7 @@ const asPrincipal = (row: PrincipalRow): Principal => ({
 /** The rules an identity matches that grant content-writer, in rule-id order. */
 export const matchingRules = (rules: ReadonlyArray<RuleRow>, identity: VerifiedIdentity) =>
   rules.filter((rule) =>
-    rule.enabled && rule.provider === identity.provider && rule.role_ids.includes("content-writer") &&
+    rule.enabled && rule.provider === identity.provider && rule.roleIds.includes("content-writer") &&
     compileCondition(rule.condition).matches({
       identity: { provider: identity.provider, subject: identity.subject, credential_id: identity.credentialId },
       claims: identity.claims
@@ -98,7 +98,7 @@ export const OidcAuthenticatorsLive = Layer.effect(
           })
         }
         const ruleIds = rules.map((r) => r.id)
-        const roles = [...new Set(rules.flatMap((r) => r.role_ids))].sort() as Array<RoleId>
+        const roles = [...new Set(rules.flatMap((r) => r.roleIds))].sort() as Array<RoleId>
 
         // One transaction under a per-identity lock: concurrent first logins of one
         // identity (parallel CI jobs) provision one principal, never two.

@@ -55,10 +55,10 @@ export const AuthenticationLive = Layer.effect(
         const token = yield* repo.findToken(parsed.id)
         if (Option.isNone(token)) return yield* refuse("token not found")
         const row = token.value
-        if (!secretMatches(parsed.secret, row.secret_hash)) return yield* refuse("secret mismatch")
-        if (row.revoked_at !== null) return yield* refuse("token revoked")
+        if (!secretMatches(parsed.secret, row.secretHash)) return yield* refuse("secret mismatch")
+        if (row.revokedAt !== null) return yield* refuse("token revoked")
         const now = yield* DateTime.now
-        if (DateTime.toEpochMillis(now) >= row.expires_at.getTime()) return yield* refuse("token expired")
+        if (DateTime.toEpochMillis(now) >= row.expiresAt.getTime()) return yield* refuse("token expired")
         // Best effort: a failed bump never fails the request.
         yield* repo.touchToken(row.id).pipe(
           Effect.catchAllCause((cause) => Effect.logWarning("could not record token use", cause))
@@ -68,7 +68,7 @@ export const AuthenticationLive = Layer.effect(
         return Option.some<Principal>({
           id: principal.value.id,
           kind: principal.value.kind,
-          displayName: principal.value.display_name,
+          displayName: principal.value.displayName,
           credential: "api-token",
           transient: false
         })
@@ -89,10 +89,7 @@ export const AuthenticationLive = Layer.effect(
           if (Option.isSome(found)) return found.value
         }
         return yield* refuse("no authenticator accepted the credential")
-      }).pipe(
-        Effect.catchTag("SqlError", (error) => Effect.die(error)),
-        Effect.withSpan("auth.authenticate")
-      )
+      }).pipe(Effect.withSpan("auth.authenticate"))
 
     const authorize = (principal: Principal, action: Action) =>
       Effect.gen(function*() {
@@ -113,7 +110,7 @@ export const AuthenticationLive = Layer.effect(
           return yield* new Forbidden({ action })
         }
         yield* Effect.logDebug("authorization allowed").pipe(Effect.annotateLogs(attributes))
-      }).pipe(Effect.catchTag("SqlError", (error) => Effect.die(error)))
+      })
 
     return { authenticate, authorize }
   })

@@ -2,7 +2,7 @@ import { Context, DateTime, Duration, Effect, Layer, Option } from "effect"
 import { formatTimestamp } from "../contract/timestamp.js"
 import { AuthRepository } from "./repository.js"
 import { BUILT_IN_ROLES } from "./schema.js"
-import { mintToken, randomBase32 } from "./tokens.js"
+import { AuthIds } from "./tokens.js"
 
 /**
  * First start: when no principal holds `auth-manager`, create the principal
@@ -51,6 +51,7 @@ export const bootstrapBanner = (result: BootstrapResult): string =>
 /** Runs bootstrap; Some when this call created the bootstrap principal. */
 export const runBootstrap = Effect.gen(function*() {
   const repo = yield* AuthRepository
+  const ids = yield* AuthIds
   const created = yield* repo.transaction(Effect.gen(function*() {
     yield* repo.lockAuthManagers
     yield* repo.ensureBuiltInRoles(BUILT_IN_ROLES)
@@ -61,12 +62,12 @@ export const runBootstrap = Effect.gen(function*() {
       Math.floor(DateTime.toEpochMillis(DateTime.addDuration(now, BOOTSTRAP_TOKEN_TTL)) / 1000) * 1000
     )
     const principal = yield* repo.insertPrincipal({
-      id: `principal_${randomBase32()}`,
+      id: yield* ids.principalId,
       kind: "service",
       displayName: BOOTSTRAP_PRINCIPAL_NAME,
       attributes: { bootstrap: true }
     })
-    const token = mintToken()
+    const token = yield* ids.token
     yield* repo.insertToken({
       id: token.id,
       principalId: principal.id,

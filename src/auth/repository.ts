@@ -1,70 +1,88 @@
-import { SqlClient } from "@effect/sql"
-import type { SqlError } from "@effect/sql"
-import { Context, Effect, Layer, Option } from "effect"
+import { SqlClient, SqlError, SqlSchema } from "@effect/sql"
+import { Context, Effect, Layer, Option, Schema } from "effect"
 import { createHash } from "node:crypto"
-import type { PrincipalKind, RoleId } from "./schema.js"
+import { RuleAlreadyExists, RuleNotFound } from "./errors.js"
+import { PrincipalKind, type RoleId } from "./schema.js"
 
-export interface TokenRow {
-  readonly id: string
-  readonly principal_id: string
-  readonly name: string
-  readonly secret_hash: Uint8Array
-  readonly expires_at: Date
-  readonly last_used_at: Date | null
-  readonly revoked_at: Date | null
-  readonly created_at: Date
-}
+// Rows are decoded with these schemas (SqlSchema): a row that does not match means the
+// database and the code disagree, a defect like any other SQL failure.
 
-export interface PrincipalRow {
-  readonly id: string
-  readonly kind: PrincipalKind
-  readonly display_name: string
-  readonly attributes: Record<string, unknown> | null
-  readonly created_at: Date
-}
+/** A snake_case column decoded into a camelCase field of the domain type. */
+const column = <A, I, R>(schema: Schema.Schema<A, I, R>, key: string) =>
+  Schema.propertySignature(schema).pipe(Schema.fromKey(key))
+
+export const TokenRow = Schema.Struct({
+  id: Schema.String,
+  principalId: column(Schema.String, "principal_id"),
+  name: Schema.String,
+  secretHash: column(Schema.Uint8ArrayFromSelf, "secret_hash"),
+  expiresAt: column(Schema.DateFromSelf, "expires_at"),
+  lastUsedAt: column(Schema.NullOr(Schema.DateFromSelf), "last_used_at"),
+  revokedAt: column(Schema.NullOr(Schema.DateFromSelf), "revoked_at"),
+  createdAt: column(Schema.DateFromSelf, "created_at")
+})
+export type TokenRow = typeof TokenRow.Type
+
+export const PrincipalRow = Schema.Struct({
+  id: Schema.String,
+  kind: PrincipalKind,
+  displayName: column(Schema.String, "display_name"),
+  attributes: Schema.NullOr(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
+  createdAt: column(Schema.DateFromSelf, "created_at")
+})
+export type PrincipalRow = typeof PrincipalRow.Type
 
 /** A principal with its current role ids (sorted). */
-export interface PrincipalWithRolesRow extends PrincipalRow {
-  readonly role_ids: ReadonlyArray<string>
-}
+export const PrincipalWithRolesRow = Schema.Struct({
+  ...PrincipalRow.fields,
+  roleIds: column(Schema.Array(Schema.String), "role_ids")
+})
+export type PrincipalWithRolesRow = typeof PrincipalWithRolesRow.Type
 
 /** The trust record of one OIDC issuer, shared by every rule naming it (spec/auth.md §5.2). */
-export interface ProviderRow {
-  readonly issuer: string
-  readonly jwks_url: string
-  readonly audiences: ReadonlyArray<string>
-  readonly supported_signing_algorithms: ReadonlyArray<string>
+export const ProviderRow = Schema.Struct({
+  issuer: Schema.String,
+  jwksUrl: column(Schema.String, "jwks_url"),
+  audiences: Schema.Array(Schema.String),
+  supportedSigningAlgorithms: column(Schema.Array(Schema.String), "supported_signing_algorithms"),
   /** Top-level claim names exposed to conditions. */
-  readonly forwarded_claims: ReadonlyArray<string>
-}
+  forwardedClaims: column(Schema.Array(Schema.String), "forwarded_claims")
+})
+export type ProviderRow = typeof ProviderRow.Type
 
-export interface RuleRow {
-  readonly id: string
-  readonly display_name: string
-  readonly provider: string
-  readonly audience: string
+export const RuleRow = Schema.Struct({
+  id: Schema.String,
+  displayName: column(Schema.String, "display_name"),
+  provider: Schema.String,
+  audience: Schema.String,
   /** The claims this rule asked for (the provider holds the issuer-wide union). */
-  readonly forwarded_claims: ReadonlyArray<string>
+  forwardedClaims: column(Schema.Array(Schema.String), "forwarded_claims"),
   /** Stored with the audience guard prepended. */
-  readonly condition: string
-  readonly enabled: boolean
-  readonly role_ids: ReadonlyArray<string>
-}
+  condition: Schema.String,
+  enabled: Schema.Boolean,
+  roleIds: column(Schema.Array(Schema.String), "role_ids")
+})
+export type RuleRow = typeof RuleRow.Type
 
-export interface NewPrincipal {
-  readonly id: string
-  readonly kind: PrincipalKind
-  readonly displayName: string
-  readonly attributes: Record<string, unknown> | null
-}
+export const NewPrincipal = Schema.Struct({
+  id: Schema.String,
+  kind: PrincipalKind,
+  displayName: Schema.String,
+  attributes: Schema.NullOr(Schema.Record({ key: Schema.String, value: Schema.Unknown }))
+})
+export type NewPrincipal = typeof NewPrincipal.Type
 
-export interface NewToken {
-  readonly id: string
-  readonly principalId: string
-  readonly name: string
-  readonly secretHash: Uint8Array
-  readonly expiresAt: Date
-}
+export const NewToken = Schema.Struct({
+  id: Schema.String,
+  principalId: Schema.String,
+  name: Schema.String,
+  secretHash: Schema.Uint8ArrayFromSelf,
+  expiresAt: Schema.DateFromSelf
+})
+export type NewToken = typeof NewToken.Type
+
+/** A keyset page request: at most `limit` rows after the id `after`. */
+const Page = Schema.Struct({ after: Schema.OptionFromSelf(Schema.String), limit: Schema.Number })
 
 export interface RuleRecord {
   readonly id: string
@@ -77,7 +95,8 @@ export interface RuleRecord {
   readonly roleIds: ReadonlyArray<RoleId>
 }
 
-type Sql<A> = Effect.Effect<A, SqlError.SqlError>
+/** Infrastructure failures are defects here: callers see only the expected outcomes. */
+type Sql<A, E = never> = Effect.Effect<A, E>
 
 /**
  * Advisory lock guarding "somebody holds auth-manager": bootstrap and the
@@ -91,10 +110,14 @@ const AUTH_MANAGER_LOCK_KEY = "7596490406398948685"
 const identityLockKey = (provider: string, subject: string) =>
   createHash("sha256").update(`${provider}\u0000${subject}`, "utf8").digest().readBigInt64BE(0).toString()
 
-/** SQL of the auth control plane. No rules here: see authentication.ts, service.ts, bootstrap.ts. */
+/**
+ * SQL of the auth control plane. No rules here: see authentication.ts, service.ts, bootstrap.ts.
+ * The SQL boundary: a failing statement dies (a 500 without internal text, the cause in the
+ * log), and the one expected outcome of a write (a taken or missing id) is the domain error.
+ */
 export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRepository, {
   /** Runs `effect` in one transaction (nested calls join the outer one). */
-  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError.SqlError, R>
+  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** Inside a transaction: waits for, then holds until commit, the auth-manager lock. */
   readonly lockAuthManagers: Sql<void>
   /** Inside a transaction: serialises provisioning of one OIDC identity across replicas. */
@@ -148,11 +171,11 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
   readonly listRules: (after: Option.Option<string>, limit: number) => Sql<ReadonlyArray<RuleRow>>
   readonly findRule: (id: string) => Sql<Option.Option<RuleRow>>
   readonly enabledRulesFor: (provider: string) => Sql<ReadonlyArray<RuleRow>>
-  /** Inserts a rule with its roles; false when the id is taken. */
-  readonly insertRule: (rule: RuleRecord) => Sql<boolean>
-  /** Replaces a rule and its roles; false when it does not exist. */
-  readonly replaceRule: (rule: RuleRecord) => Sql<boolean>
-  readonly deleteRule: (id: string) => Sql<boolean>
+  /** Inserts a rule with its roles. */
+  readonly insertRule: (rule: RuleRecord) => Sql<void, RuleAlreadyExists>
+  /** Replaces a rule and its roles. */
+  readonly replaceRule: (rule: RuleRecord) => Sql<void, RuleNotFound>
+  readonly deleteRule: (id: string) => Sql<void, RuleNotFound>
   /** The oldest principal provisioned for `provider`/`subject` by one of `ruleIds`. */
   readonly findRulePrincipal: (
     provider: string,
@@ -169,7 +192,13 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
   ) => Sql<ReadonlyArray<PrincipalWithRolesRow>>
 }>() {}
 
-const firstOption = <A>(rows: ReadonlyArray<A>) => Option.fromNullable(rows[0])
+/** Turns only the SQL failures into defects (for effects that carry other errors too). */
+const dieOnSqlError = <A, E, R>(effect: Effect.Effect<A, E | SqlError.SqlError, R>): Effect.Effect<A, E, R> =>
+  Effect.catchIf(
+    effect,
+    (error): error is SqlError.SqlError => error instanceof SqlError.SqlError,
+    (error) => Effect.die(error)
+  ) as Effect.Effect<A, E, R>
 
 export const AuthRepositoryLive = Layer.effect(
   AuthRepository,
@@ -180,7 +209,7 @@ export const AuthRepositoryLive = Layer.effect(
 
     // `limit`: a page's LIMIT, bound as the statement's last parameter.
     const principalsWithRoles = (where: string, params: ReadonlyArray<unknown> = [], limit?: number) =>
-      sql.unsafe<PrincipalWithRolesRow>(
+      sql.unsafe(
         `SELECT p.id, p.kind, p.display_name, p.attributes, p.created_at,
                 COALESCE(array_agg(pr.role_id ORDER BY pr.role_id) FILTER (WHERE pr.role_id IS NOT NULL), '{}') AS role_ids
          FROM auth_principals p
@@ -193,7 +222,7 @@ export const AuthRepositoryLive = Layer.effect(
       )
 
     const ruleRows = (where: string, params: ReadonlyArray<unknown> = [], limit?: number) =>
-      sql.unsafe<RuleRow>(
+      sql.unsafe(
         `SELECT r.id, r.display_name, r.provider, r.audience, r.forwarded_claims, r.condition, r.enabled,
                 COALESCE(array_agg(rr.role_id ORDER BY rr.role_id) FILTER (WHERE rr.role_id IS NOT NULL), '{}') AS role_ids
          FROM auth_provisioning_rules r
@@ -213,11 +242,144 @@ export const AuthRepositoryLive = Layer.effect(
         }
       })
 
+    const findPrincipal = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: PrincipalWithRolesRow,
+      execute: (id) => principalsWithRoles("WHERE p.id = $1", [id])
+    })
+    const listPrincipals = SqlSchema.findAll({
+      Request: Page,
+      Result: PrincipalWithRolesRow,
+      execute: ({ after, limit }) =>
+        Option.match(after, {
+          onNone: () => principalsWithRoles("", [], limit),
+          onSome: (id) => principalsWithRoles("WHERE p.id > $1", [id], limit)
+        })
+    })
+    const provisionedHolders = SqlSchema.findAll({
+      Request: Schema.Struct({ ruleId: Schema.String, roleId: Schema.String }),
+      Result: PrincipalWithRolesRow,
+      execute: ({ roleId, ruleId }) =>
+        principalsWithRoles(
+          `WHERE p.attributes->>'provisioning_rule_id' = $1
+            AND EXISTS (SELECT 1 FROM auth_principal_roles h WHERE h.principal_id = p.id AND h.role_id = $2)`,
+          [ruleId, roleId]
+        )
+    })
+    const insertPrincipal = SqlSchema.single({
+      Request: NewPrincipal,
+      Result: PrincipalRow,
+      execute: (p) =>
+        sql`
+          INSERT INTO auth_principals (id, kind, display_name, attributes)
+          VALUES (${p.id}, ${p.kind}, ${p.displayName}, ${jsonb(p.attributes)}::jsonb)
+          RETURNING *`
+    })
+    const principalForIdentity = SqlSchema.findOne({
+      Request: Schema.Struct({ provider: Schema.String, subject: Schema.String }),
+      Result: PrincipalRow,
+      execute: ({ provider, subject }) =>
+        sql`
+          SELECT p.* FROM auth_external_identities i
+          JOIN auth_principals p ON p.id = i.principal_id
+          WHERE i.provider = ${provider} AND i.subject = ${subject}`
+    })
+    const findRulePrincipal = SqlSchema.findOne({
+      Request: Schema.Struct({ provider: Schema.String, subject: Schema.String, ruleIds: Schema.Array(Schema.String) }),
+      Result: PrincipalRow,
+      execute: ({ provider, ruleIds, subject }) =>
+        sql`
+          SELECT * FROM auth_principals
+          WHERE attributes->>'provider' = ${provider}
+            AND attributes->>'subject' = ${subject}
+            AND attributes->>'provisioning_rule_id' = ANY(${ruleIds}::text[])
+          ORDER BY created_at, id
+          LIMIT 1`
+    })
+
+    const findToken = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: TokenRow,
+      execute: (id) => sql`SELECT * FROM auth_api_tokens WHERE id = ${id}`
+    })
+    const insertToken = SqlSchema.single({
+      Request: NewToken,
+      Result: TokenRow,
+      execute: (t) =>
+        sql`
+          INSERT INTO auth_api_tokens (id, principal_id, name, secret_hash, expires_at)
+          VALUES (${t.id}, ${t.principalId}, ${t.name}, ${Buffer.from(t.secretHash)}, ${t.expiresAt})
+          RETURNING *`
+    })
+    const listTokens = SqlSchema.findAll({
+      Request: Schema.Struct({ principalId: Schema.String, ...Page.fields }),
+      Result: TokenRow,
+      execute: ({ after, limit, principalId }) =>
+        sql`
+          SELECT * FROM auth_api_tokens
+          WHERE principal_id = ${principalId} AND ${
+          Option.match(after, { onNone: () => sql.literal("TRUE"), onSome: (id) => sql`id > ${id}` })
+        }
+          ORDER BY id
+          LIMIT ${limit}`
+    })
+    const revokeToken = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: TokenRow,
+      execute: (id) =>
+        sql`
+          UPDATE auth_api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = ${id}
+          RETURNING *`
+    })
+
+    const findProvider = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: ProviderRow,
+      execute: (issuer) =>
+        sql`
+          SELECT issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims
+          FROM auth_oidc_providers WHERE issuer = ${issuer}`
+    })
+    const lockedProvider = SqlSchema.single({
+      Request: Schema.String,
+      Result: ProviderRow,
+      execute: (issuer) =>
+        sql`
+          SELECT issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims
+          FROM auth_oidc_providers WHERE issuer = ${issuer} FOR UPDATE`
+    })
+    const listRules = SqlSchema.findAll({
+      Request: Page,
+      Result: RuleRow,
+      execute: ({ after, limit }) =>
+        Option.match(after, {
+          onNone: () => ruleRows("", [], limit),
+          onSome: (id) => ruleRows("WHERE r.id > $1", [id], limit)
+        })
+    })
+    const findRule = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: RuleRow,
+      execute: (id) => ruleRows("WHERE r.id = $1", [id])
+    })
+    const enabledRulesFor = SqlSchema.findAll({
+      Request: Schema.String,
+      Result: RuleRow,
+      execute: (provider) => ruleRows("WHERE r.enabled AND r.provider = $1", [provider])
+    })
+
     return AuthRepository.of({
-      transaction: (effect) => sql.withTransaction(effect),
-      lockAuthManagers: sql`SELECT pg_advisory_xact_lock(${AUTH_MANAGER_LOCK_KEY}::bigint)`.pipe(Effect.asVoid),
+      // BEGIN/COMMIT failures die too; the wrapped effect's own errors pass through.
+      transaction: (effect) => dieOnSqlError(sql.withTransaction(effect)),
+      lockAuthManagers: sql`SELECT pg_advisory_xact_lock(${AUTH_MANAGER_LOCK_KEY}::bigint)`.pipe(
+        Effect.asVoid,
+        Effect.orDie
+      ),
       lockIdentity: (provider, subject) =>
-        sql`SELECT pg_advisory_xact_lock(${identityLockKey(provider, subject)}::bigint)`.pipe(Effect.asVoid),
+        sql`SELECT pg_advisory_xact_lock(${identityLockKey(provider, subject)}::bigint)`.pipe(
+          Effect.asVoid,
+          Effect.orDie
+        ),
       ensureBuiltInRoles: (roles) =>
         Effect.forEach(roles, (role) =>
           Effect.gen(function*() {
@@ -229,103 +391,69 @@ export const AuthRepositoryLive = Layer.effect(
               yield* sql`INSERT INTO auth_role_actions (role_id, action) VALUES (${role.id}, ${action})
                          ON CONFLICT DO NOTHING`
             }
-          }), { discard: true }),
+          }), { discard: true }).pipe(Effect.orDie),
 
-      insertPrincipal: (p) =>
-        sql<PrincipalRow>`
-          INSERT INTO auth_principals (id, kind, display_name, attributes)
-          VALUES (${p.id}, ${p.kind}, ${p.displayName}, ${jsonb(p.attributes)}::jsonb)
-          RETURNING *`.pipe(Effect.map((rows) => rows[0]!)),
-      findPrincipal: (id) => principalsWithRoles("WHERE p.id = $1", [id]).pipe(Effect.map(firstOption)),
-      listPrincipals: (after, limit) =>
-        Option.match(after, {
-          onNone: () => principalsWithRoles("", [], limit),
-          onSome: (id) => principalsWithRoles("WHERE p.id > $1", [id], limit)
-        }),
+      insertPrincipal: (p) => insertPrincipal(p).pipe(Effect.orDie),
+      findPrincipal: (id) => findPrincipal(id).pipe(Effect.orDie),
+      listPrincipals: (after, limit) => listPrincipals({ after, limit }).pipe(Effect.orDie),
       assignRole: (principalId, roleId) =>
         sql`INSERT INTO auth_principal_roles (principal_id, role_id) VALUES (${principalId}, ${roleId})
-            ON CONFLICT DO NOTHING`.pipe(Effect.asVoid),
+            ON CONFLICT DO NOTHING`.pipe(Effect.asVoid, Effect.orDie),
       unassignRole: (principalId, roleId) =>
         sql<{ principal_id: string }>`
           DELETE FROM auth_principal_roles WHERE principal_id = ${principalId} AND role_id = ${roleId}
-          RETURNING principal_id`.pipe(Effect.map((rows) => rows.length > 0)),
+          RETURNING principal_id`.pipe(Effect.map((rows) => rows.length > 0), Effect.orDie),
       holdsRole: (principalId, roleId) =>
         sql<{ held: boolean }>`
           SELECT EXISTS (SELECT 1 FROM auth_principal_roles WHERE principal_id = ${principalId} AND role_id = ${roleId}) AS held`
-          .pipe(Effect.map((rows) => rows[0]?.held === true)),
+          .pipe(Effect.map((rows) => rows[0]?.held === true), Effect.orDie),
       countRoleHolders: (roleId) =>
         sql<{ n: number }>`SELECT count(*)::int AS n FROM auth_principal_roles WHERE role_id = ${roleId}`.pipe(
-          Effect.map((rows) => rows[0]?.n ?? 0)
+          Effect.map((rows) => rows[0]?.n ?? 0),
+          Effect.orDie
         ),
       actionsOf: (principalId) =>
         sql<{ action: string }>`
           SELECT DISTINCT ra.action FROM auth_principal_roles pr
           JOIN auth_role_actions ra ON ra.role_id = pr.role_id
-          WHERE pr.principal_id = ${principalId}`.pipe(Effect.map((rows) => rows.map((r) => r.action))),
+          WHERE pr.principal_id = ${principalId}`.pipe(Effect.map((rows) => rows.map((r) => r.action)), Effect.orDie),
 
-      findToken: (id) => sql<TokenRow>`SELECT * FROM auth_api_tokens WHERE id = ${id}`.pipe(Effect.map(firstOption)),
-      touchToken: (id) => sql`UPDATE auth_api_tokens SET last_used_at = now() WHERE id = ${id}`.pipe(Effect.asVoid),
-      insertToken: (t) =>
-        sql<TokenRow>`
-          INSERT INTO auth_api_tokens (id, principal_id, name, secret_hash, expires_at)
-          VALUES (${t.id}, ${t.principalId}, ${t.name}, ${Buffer.from(t.secretHash)}, ${t.expiresAt})
-          RETURNING *`.pipe(Effect.map((rows) => rows[0]!)),
-      listTokens: (principalId, after, limit) =>
-        sql<TokenRow>`
-          SELECT * FROM auth_api_tokens
-          WHERE principal_id = ${principalId} AND ${
-          Option.match(after, { onNone: () => sql.literal("TRUE"), onSome: (id) => sql`id > ${id}` })
-        }
-          ORDER BY id
-          LIMIT ${limit}`,
-      revokeToken: (id) =>
-        sql<TokenRow>`
-          UPDATE auth_api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = ${id}
-          RETURNING *`.pipe(Effect.map(firstOption)),
-      principalForIdentity: (provider, subject) =>
-        sql<PrincipalRow>`
-          SELECT p.* FROM auth_external_identities i
-          JOIN auth_principals p ON p.id = i.principal_id
-          WHERE i.provider = ${provider} AND i.subject = ${subject}`.pipe(Effect.map(firstOption)),
+      findToken: (id) => findToken(id).pipe(Effect.orDie),
+      touchToken: (id) =>
+        sql`UPDATE auth_api_tokens SET last_used_at = now() WHERE id = ${id}`.pipe(Effect.asVoid, Effect.orDie),
+      insertToken: (t) => insertToken(t).pipe(Effect.orDie),
+      listTokens: (principalId, after, limit) => listTokens({ principalId, after, limit }).pipe(Effect.orDie),
+      revokeToken: (id) => revokeToken(id).pipe(Effect.orDie),
+      principalForIdentity: (provider, subject) => principalForIdentity({ provider, subject }).pipe(Effect.orDie),
       linkIdentity: (provider, subject, principalId) =>
         sql`INSERT INTO auth_external_identities (provider, subject, principal_id)
-            VALUES (${provider}, ${subject}, ${principalId})`.pipe(Effect.asVoid),
+            VALUES (${provider}, ${subject}, ${principalId})`.pipe(Effect.asVoid, Effect.orDie),
       linkIdentityIfAbsent: (provider, subject, principalId) =>
         sql<{ provider: string }>`
           INSERT INTO auth_external_identities (provider, subject, principal_id)
           VALUES (${provider}, ${subject}, ${principalId})
-          ON CONFLICT DO NOTHING RETURNING provider`.pipe(Effect.map((rows) => rows.length > 0)),
+          ON CONFLICT DO NOTHING RETURNING provider`.pipe(Effect.map((rows) => rows.length > 0), Effect.orDie),
 
-      findProvider: (issuer) =>
-        sql<ProviderRow>`
-          SELECT issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims
-          FROM auth_oidc_providers WHERE issuer = ${issuer}`.pipe(Effect.map(firstOption)),
+      findProvider: (issuer) => findProvider(issuer).pipe(Effect.orDie),
       lockProvider: (seed) =>
         Effect.gen(function*() {
           yield* sql`
             INSERT INTO auth_oidc_providers (issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims)
-            VALUES (${seed.issuer}, ${seed.jwks_url}, ${seed.audiences}, ${seed.supported_signing_algorithms},
-                    ${JSON.stringify(seed.forwarded_claims)}::jsonb)
+            VALUES (${seed.issuer}, ${seed.jwksUrl}, ${seed.audiences}, ${seed.supportedSigningAlgorithms},
+                    ${JSON.stringify(seed.forwardedClaims)}::jsonb)
             ON CONFLICT (issuer) DO NOTHING`
-          const rows = yield* sql<ProviderRow>`
-            SELECT issuer, jwks_url, audiences, supported_signing_algorithms, forwarded_claims
-            FROM auth_oidc_providers WHERE issuer = ${seed.issuer} FOR UPDATE`
-          return rows[0]!
-        }),
+          return yield* lockedProvider(seed.issuer)
+        }).pipe(Effect.orDie),
       updateProvider: (p) =>
         sql`
           UPDATE auth_oidc_providers
-          SET jwks_url = ${p.jwks_url}, audiences = ${p.audiences},
-              supported_signing_algorithms = ${p.supported_signing_algorithms},
-              forwarded_claims = ${JSON.stringify(p.forwarded_claims)}::jsonb, updated_at = now()
-          WHERE issuer = ${p.issuer}`.pipe(Effect.asVoid),
-      listRules: (after, limit) =>
-        Option.match(after, {
-          onNone: () => ruleRows("", [], limit),
-          onSome: (id) => ruleRows("WHERE r.id > $1", [id], limit)
-        }),
-      findRule: (id) => ruleRows("WHERE r.id = $1", [id]).pipe(Effect.map(firstOption)),
-      enabledRulesFor: (provider) => ruleRows("WHERE r.enabled AND r.provider = $1", [provider]),
+          SET jwks_url = ${p.jwksUrl}, audiences = ${p.audiences},
+              supported_signing_algorithms = ${p.supportedSigningAlgorithms},
+              forwarded_claims = ${JSON.stringify(p.forwardedClaims)}::jsonb, updated_at = now()
+          WHERE issuer = ${p.issuer}`.pipe(Effect.asVoid, Effect.orDie),
+      listRules: (after, limit) => listRules({ after, limit }).pipe(Effect.orDie),
+      findRule: (id) => findRule(id).pipe(Effect.orDie),
+      enabledRulesFor: (provider) => enabledRulesFor(provider).pipe(Effect.orDie),
       insertRule: (rule) =>
         Effect.gen(function*() {
           const inserted = yield* sql<{ id: string }>`
@@ -333,10 +461,9 @@ export const AuthRepositoryLive = Layer.effect(
             VALUES (${rule.id}, ${rule.displayName}, ${rule.provider}, ${rule.audience}, ${rule.forwardedClaims},
                     ${rule.condition}, ${rule.enabled})
             ON CONFLICT (id) DO NOTHING RETURNING id`
-          if (inserted.length === 0) return false
+          if (inserted.length === 0) return yield* new RuleAlreadyExists({ ruleId: rule.id })
           yield* writeRuleRoles(rule.id, rule.roleIds)
-          return true
-        }),
+        }).pipe(dieOnSqlError),
       replaceRule: (rule) =>
         Effect.gen(function*() {
           const updated = yield* sql<{ id: string }>`
@@ -345,27 +472,21 @@ export const AuthRepositoryLive = Layer.effect(
                 forwarded_claims = ${rule.forwardedClaims}, condition = ${rule.condition}, enabled = ${rule.enabled},
                 updated_at = now()
             WHERE id = ${rule.id} RETURNING id`
-          if (updated.length === 0) return false
+          if (updated.length === 0) return yield* new RuleNotFound({ ruleId: rule.id })
           yield* writeRuleRoles(rule.id, rule.roleIds)
-          return true
-        }),
+        }).pipe(dieOnSqlError),
       deleteRule: (id) =>
         sql<{ id: string }>`DELETE FROM auth_provisioning_rules WHERE id = ${id} RETURNING id`.pipe(
-          Effect.map((rows) => rows.length > 0)
+          Effect.orDie,
+          Effect.flatMap((rows) => rows.length > 0 ? Effect.void : Effect.fail(new RuleNotFound({ ruleId: id })))
         ),
       findRulePrincipal: (provider, subject, ruleIds) =>
-        sql<PrincipalRow>`
-          SELECT * FROM auth_principals
-          WHERE attributes->>'provider' = ${provider}
-            AND attributes->>'subject' = ${subject}
-            AND attributes->>'provisioning_rule_id' = ANY(${ruleIds}::text[])
-          ORDER BY created_at, id
-          LIMIT 1`.pipe(Effect.map(firstOption)),
+        findRulePrincipal({ provider, subject, ruleIds }).pipe(Effect.orDie),
       ruleIdKnown: (ruleId) =>
         sql<{ known: boolean }>`
           SELECT EXISTS (SELECT 1 FROM auth_provisioning_rules WHERE id = ${ruleId})
               OR EXISTS (SELECT 1 FROM auth_principals WHERE attributes->>'provisioning_rule_id' = ${ruleId}) AS known`
-          .pipe(Effect.map((rows) => rows[0]?.known === true)),
+          .pipe(Effect.map((rows) => rows[0]?.known === true), Effect.orDie),
       principalsProvisionedBy: (ruleId, roleId, forUpdate) =>
         Effect.gen(function*() {
           if (forUpdate) {
@@ -376,12 +497,8 @@ export const AuthRepositoryLive = Layer.effect(
               WHERE pr.role_id = ${roleId} AND p.attributes->>'provisioning_rule_id' = ${ruleId}
               FOR UPDATE OF pr`
           }
-          return yield* principalsWithRoles(
-            `WHERE p.attributes->>'provisioning_rule_id' = $1
-              AND EXISTS (SELECT 1 FROM auth_principal_roles h WHERE h.principal_id = p.id AND h.role_id = $2)`,
-            [ruleId, roleId]
-          )
-        })
+          return yield* provisionedHolders({ ruleId, roleId })
+        }).pipe(Effect.orDie)
     })
   })
 )

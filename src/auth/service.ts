@@ -1,6 +1,4 @@
-import { SqlError } from "@effect/sql"
 import { Context, Effect, Either, Layer, Option } from "effect"
-import { randomUUID } from "node:crypto"
 import { formatTimestamp } from "../contract/timestamp.js"
 import { InvalidRequest } from "../platform/http/problem.js"
 import {
@@ -40,7 +38,7 @@ import {
   type RuleView,
   type SaveRuleRequest
 } from "./schema.js"
-import { mintToken, randomBase32 } from "./tokens.js"
+import { AuthIds } from "./tokens.js"
 
 /**
  * The auth management rules behind `/v1/auth/*` (spec/auth.md §7): principals, role
@@ -113,30 +111,30 @@ export const parseRfc3339 = (text: string): Date | undefined => {
 const principalView = (row: PrincipalWithRolesRow): PrincipalView => ({
   id: row.id,
   kind: row.kind,
-  display_name: row.display_name,
+  display_name: row.displayName,
   ...(row.attributes !== null && Object.keys(row.attributes).length > 0 ? { attributes: row.attributes } : {}),
-  role_ids: [...row.role_ids]
+  role_ids: [...row.roleIds]
 })
 
 const tokenView = (row: TokenRow): ApiTokenView => ({
   id: row.id,
-  principal_id: row.principal_id,
+  principal_id: row.principalId,
   name: row.name,
-  expires_at: formatTimestamp(row.expires_at),
-  ...(row.last_used_at !== null ? { last_used_at: formatTimestamp(row.last_used_at) } : {}),
-  ...(row.revoked_at !== null ? { revoked_at: formatTimestamp(row.revoked_at) } : {})
+  expires_at: formatTimestamp(row.expiresAt),
+  ...(row.lastUsedAt !== null ? { last_used_at: formatTimestamp(row.lastUsedAt) } : {}),
+  ...(row.revokedAt !== null ? { revoked_at: formatTimestamp(row.revokedAt) } : {})
 })
 
 const ruleView = (rule: RuleRow, provider: Option.Option<ProviderRow>): RuleView => {
-  const forwarded = Option.match(provider, { onNone: () => rule.forwarded_claims, onSome: (p) => p.forwarded_claims })
+  const forwarded = Option.match(provider, { onNone: () => rule.forwardedClaims, onSome: (p) => p.forwardedClaims })
   return {
     id: rule.id,
-    display_name: rule.display_name,
+    display_name: rule.displayName,
     issuer_url: rule.provider,
     audience: rule.audience,
     ...(forwarded.length > 0 ? { forwarded_claims: [...forwarded] } : {}),
     condition: unguardedCondition(rule.audience, rule.condition),
-    assign_role_ids: [...rule.role_ids],
+    assign_role_ids: [...rule.roleIds],
     enabled: rule.enabled
   }
 }
@@ -156,14 +154,6 @@ const fromEither = <A>(either: Either.Either<A, string>) =>
 const checkRole = (roleId: string): Effect.Effect<RoleId, UnknownRole> =>
   isRoleId(roleId) ? Effect.succeed(roleId) : Effect.fail(new UnknownRole({ roleId }))
 
-/** Storage failures are defects: a 500 without internal text, the cause in the log. */
-const orDie = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, Exclude<E, SqlError.SqlError>, R> =>
-  Effect.catchIf(
-    effect,
-    (error: E): error is Extract<E, SqlError.SqlError> => error instanceof SqlError.SqlError,
-    (error) => Effect.die(error)
-  ) as Effect.Effect<A, Exclude<E, SqlError.SqlError>, R>
-
 /** Only the two built-in roles, and OIDC rules can only ever grant content-writer (spec/auth.md §5.1). */
 const RULE_ROLES: ReadonlyArray<RoleId> = ["content-writer"]
 
@@ -172,6 +162,7 @@ export const AuthManagementLive = Layer.effect(
   Effect.gen(function*() {
     const repo = yield* AuthRepository
     const http = yield* OidcHttp
+    const ids = yield* AuthIds
 
     const audit = (message: string, operation: string, actor: Principal, attributes: Record<string, unknown>) =>
       Effect.logInfo(message).pipe(
@@ -212,7 +203,7 @@ export const AuthManagementLive = Layer.effect(
           return yield* invalid(`attribute ${JSON.stringify(reserved[0])} is reserved for the server`)
         }
         const row = yield* repo.insertPrincipal({
-          id: `principal_${randomBase32()}`,
+          id: yield* ids.principalId,
           kind: request.kind as PrincipalKind,
           displayName,
           attributes: Object.keys(attributes).length > 0 ? attributes : null
@@ -222,7 +213,7 @@ export const AuthManagementLive = Layer.effect(
           principal_kind: row.kind,
           role_count: 0
         })
-        return principalView({ ...row, role_ids: [] })
+        return principalView({ ...row, roleIds: [] })
       })
 
     const assignRole = (principalId: string, roleId: string, actor: Principal) =>
@@ -265,7 +256,7 @@ export const AuthManagementLive = Layer.effect(
         const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
         if (expiresAt.getTime() <= now) return yield* invalid("expires_at must be in the future")
         yield* principalOrFail(principalId)
-        const minted = mintToken()
+        const minted = yield* ids.token
         const row = yield* repo.transaction(Effect.gen(function*() {
           const inserted = yield* repo.insertToken({
             id: minted.id,
@@ -280,13 +271,13 @@ export const AuthManagementLive = Layer.effect(
         yield* audit("api token issued", "auth.issue_api_token", actor, {
           token_id: row.id,
           principal_id: principalId,
-          expires_at: formatTimestamp(row.expires_at)
+          expires_at: formatTimestamp(row.expiresAt)
         })
         return {
           id: row.id,
-          principal_id: row.principal_id,
+          principal_id: row.principalId,
           name: row.name,
-          expires_at: formatTimestamp(row.expires_at),
+          expires_at: formatTimestamp(row.expiresAt),
           plaintext: minted.plaintext
         }
       })
@@ -303,7 +294,7 @@ export const AuthManagementLive = Layer.effect(
         if (Option.isNone(revoked)) return yield* new ApiTokenNotFound({ tokenId })
         yield* audit("api token revoked", "auth.revoke_api_token", actor, {
           token_id: tokenId,
-          principal_id: revoked.value.principal_id
+          principal_id: revoked.value.principalId
         })
       })
 
@@ -342,7 +333,7 @@ export const AuthManagementLive = Layer.effect(
     const saveRule = <E>(
       id: string,
       request: SaveRuleRequest,
-      write: (rule: RuleRecord) => Effect.Effect<void, E | SqlError.SqlError>
+      write: (rule: RuleRecord) => Effect.Effect<void, E>
     ) =>
       Effect.gen(function*() {
         const rule = yield* prepareRule(id, request)
@@ -350,18 +341,18 @@ export const AuthManagementLive = Layer.effect(
         return yield* repo.transaction(Effect.gen(function*() {
           const stored = yield* repo.lockProvider({
             issuer: discovered.issuer,
-            jwks_url: discovered.jwksUrl,
+            jwksUrl: discovered.jwksUrl,
             audiences: [rule.audience],
-            supported_signing_algorithms: discovered.algorithms,
-            forwarded_claims: rule.forwardedClaims
+            supportedSigningAlgorithms: discovered.algorithms,
+            forwardedClaims: rule.forwardedClaims
           })
           // Audiences and claims only ever grow; keys and algorithms follow the fresh discovery.
           yield* repo.updateProvider({
             issuer: discovered.issuer,
-            jwks_url: discovered.jwksUrl,
+            jwksUrl: discovered.jwksUrl,
             audiences: union(stored.audiences, [rule.audience]),
-            supported_signing_algorithms: discovered.algorithms,
-            forwarded_claims: union(stored.forwarded_claims, rule.forwardedClaims)
+            supportedSigningAlgorithms: discovered.algorithms,
+            forwardedClaims: union(stored.forwardedClaims, rule.forwardedClaims)
           })
           yield* write(rule)
           const row = yield* repo.findRule(id)
@@ -371,14 +362,12 @@ export const AuthManagementLive = Layer.effect(
 
     const createRule = (request: SaveRuleRequest, actor: Principal) =>
       Effect.gen(function*() {
-        const id = (request.id ?? "").trim() || randomUUID()
+        const id = (request.id ?? "").trim() || (yield* ids.ruleId)
         if (!RULE_ID.test(id)) {
           return yield* invalid(`id must be ${RULE_ID_RULE}`)
         }
         if (Option.isSome(yield* repo.findRule(id))) return yield* new RuleAlreadyExists({ ruleId: id })
-        const view = yield* saveRule(id, request, (rule) =>
-          Effect.flatMap(repo.insertRule(rule), (inserted) =>
-            inserted ? Effect.void : Effect.fail(new RuleAlreadyExists({ ruleId: id }))))
+        const view = yield* saveRule(id, request, repo.insertRule)
         yield* audit("oidc provisioning rule created", "auth.create_oidc_provisioning_rule", actor, {
           rule_id: view.id,
           issuer_url: view.issuer_url,
@@ -391,9 +380,7 @@ export const AuthManagementLive = Layer.effect(
     const replaceRule = (id: string, request: SaveRuleRequest, actor: Principal) =>
       Effect.gen(function*() {
         if (Option.isNone(yield* repo.findRule(id))) return yield* new RuleNotFound({ ruleId: id })
-        const view = yield* saveRule(id, request, (rule) =>
-          Effect.flatMap(repo.replaceRule(rule), (replaced) =>
-            replaced ? Effect.void : Effect.fail(new RuleNotFound({ ruleId: id }))))
+        const view = yield* saveRule(id, request, repo.replaceRule)
         yield* audit("oidc provisioning rule updated", "auth.update_oidc_provisioning_rule", actor, {
           rule_id: view.id,
           issuer_url: view.issuer_url,
@@ -405,7 +392,7 @@ export const AuthManagementLive = Layer.effect(
 
     const deleteRule = (id: string, actor: Principal) =>
       Effect.gen(function*() {
-        if (!(yield* repo.deleteRule(id))) return yield* new RuleNotFound({ ruleId: id })
+        yield* repo.deleteRule(id)
         yield* audit("oidc provisioning rule deleted", "auth.delete_oidc_provisioning_rule", actor, { rule_id: id })
       })
 
@@ -423,7 +410,7 @@ export const AuthManagementLive = Layer.effect(
             const after: Array<PrincipalWithRolesRow> = []
             for (const principal of affected) {
               yield* repo.unassignRole(principal.id, "content-writer")
-              after.push({ ...principal, role_ids: principal.role_ids.filter((r) => r !== "content-writer") })
+              after.push({ ...principal, roleIds: principal.roleIds.filter((r) => r !== "content-writer") })
             }
             return after
           }))
@@ -445,29 +432,25 @@ export const AuthManagementLive = Layer.effect(
     return AuthManagement.of({
       listRoles,
       listPrincipals: (after, limit) =>
-        orDie(Effect.map(repo.listPrincipals(after, limit), (rows) => rows.map(principalView))),
-      getPrincipal: (id) => orDie(Effect.map(principalOrFail(id), principalView)),
-      createPrincipal: (request, actor) => orDie(createPrincipal(request, actor)),
-      assignRole: (principalId, roleId, actor) => orDie(assignRole(principalId, roleId, actor)),
-      unassignRole: (principalId, roleId, actor) => orDie(unassignRole(principalId, roleId, actor)),
-      issueToken: (principalId, request, actor) => orDie(issueToken(principalId, request, actor)),
-      listTokens: (principalId, after, limit) => orDie(listTokens(principalId, after, limit)),
-      revokeToken: (tokenId, actor) => orDie(revokeToken(tokenId, actor)),
-      listRules: (after, limit) =>
-        orDie(Effect.gen(function*() {
-          const rules = yield* repo.listRules(after, limit)
-          return yield* Effect.forEach(rules, viewOf)
-        })),
+        Effect.map(repo.listPrincipals(after, limit), (rows) => rows.map(principalView)),
+      getPrincipal: (id) => Effect.map(principalOrFail(id), principalView),
+      createPrincipal,
+      assignRole,
+      unassignRole,
+      issueToken,
+      listTokens,
+      revokeToken,
+      listRules: (after, limit) => Effect.flatMap(repo.listRules(after, limit), Effect.forEach(viewOf)),
       getRule: (id) =>
-        orDie(Effect.gen(function*() {
+        Effect.gen(function*() {
           const rule = yield* repo.findRule(id)
           if (Option.isNone(rule)) return yield* new RuleNotFound({ ruleId: id })
           return yield* viewOf(rule.value)
-        })),
-      createRule: (request, actor) => orDie(createRule(request, actor)),
-      replaceRule: (id, request, actor) => orDie(replaceRule(id, request, actor)),
-      deleteRule: (id, actor) => orDie(deleteRule(id, actor)),
-      reconcileRule: (ruleId, apply, actor) => orDie(reconcileRule(ruleId, apply, actor))
+        }),
+      createRule,
+      replaceRule,
+      deleteRule,
+      reconcileRule
     })
   })
 )

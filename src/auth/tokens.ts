@@ -1,4 +1,5 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto"
+import { Context, Effect } from "effect"
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto"
 
 /**
  * API tokens are `imgsrv_at_<ID>_<SECRET>`: ID and SECRET are 26 characters of
@@ -31,6 +32,18 @@ export const mintToken = (): MintedToken => {
   const secret = randomBase32()
   return { id, secret, plaintext: `${TOKEN_PREFIX}${id}_${secret}`, secretHash: hashSecret(secret) }
 }
+
+/**
+ * Where auth gets fresh randomness: principal ids, default rule ids and API tokens. A
+ * Reference, so production needs no wiring while a test can provide fixed values.
+ */
+export class AuthIds extends Context.Reference<AuthIds>()("imgsrv/AuthIds", {
+  defaultValue: () => ({
+    principalId: Effect.sync(() => `principal_${randomBase32()}`),
+    ruleId: Effect.sync((): string => randomUUID()),
+    token: Effect.sync(mintToken)
+  })
+}) {}
 
 /** Splits a presented token into id and secret, or undefined when it is not an imgsrv API token. */
 export const parseToken = (presented: string): { readonly id: string; readonly secret: string } | undefined => {

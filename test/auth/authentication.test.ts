@@ -96,7 +96,7 @@ layer(Live)("API token authentication", (it) => {
       const before = Date.now()
       // Authenticated although the principal holds no role: the bump precedes authorization.
       yield* auth.authenticate(bearer(token.plaintext))
-      const used = (yield* repo.findToken(token.id)).pipe((o) => o._tag === "Some" ? o.value.last_used_at : null)
+      const used = (yield* repo.findToken(token.id)).pipe((o) => o._tag === "Some" ? o.value.lastUsedAt : null)
       expect(used).not.toBeNull()
       expect(used!.getTime()).toBeGreaterThanOrEqual(before - 1000)
       expect(used!.getTime()).toBeLessThanOrEqual(Date.now() + 1000)

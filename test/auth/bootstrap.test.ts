@@ -4,7 +4,9 @@ import { tmpdir } from "node:os"
 import * as path from "node:path"
 import pg from "pg"
 import { describe, expect, it } from "vitest"
+import { BootstrapOutput, runBootstrap } from "../../src/auth/bootstrap.js"
 import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
+import { AuthIds, hashSecret, TOKEN_PREFIX } from "../../src/auth/tokens.js"
 import { DatabaseLive, migrate } from "../../src/platform/storage/database.js"
 import { createDatabase, startTestApp } from "../support/harness.js"
 import { freePort, type ImgsrvProcess, spawnImgsrv, waitForStatus } from "../support/process.js"
@@ -81,6 +83,44 @@ describe("bootstrap across replicas", () => {
 })
 
 describe("bootstrap in one process", () => {
+  it("takes the principal id and the token from AuthIds, so a test can fix them", async () => {
+    const db = await createDatabase()
+    try {
+      const id = "A".repeat(26)
+      const secret = "B".repeat(26)
+      const written: Array<string> = []
+      const result = await Effect.runPromise(
+        Effect.gen(function*() {
+          yield* migrate()
+          return yield* runBootstrap
+        }).pipe(
+          Effect.provideService(AuthIds, {
+            principalId: Effect.succeed("principal_FIXED"),
+            ruleId: Effect.succeed("rule-fixed"),
+            token: Effect.succeed({
+              id,
+              secret,
+              plaintext: `${TOKEN_PREFIX}${id}_${secret}`,
+              secretHash: hashSecret(secret)
+            })
+          }),
+          Effect.provideService(BootstrapOutput, { write: (text) => void written.push(text) }),
+          Effect.provide(
+            AuthRepositoryLive.pipe(Layer.provideMerge(DatabaseLive({ url: Redacted.make(db.url), maxConnections: 2 })))
+          )
+        )
+      )
+      expect(result._tag).toBe("Some")
+      expect(written.join("")).toMatch(
+        new RegExp(
+          `^imgsrv bootstrap token \\(one-time\\): imgsrv_at_${id}_${secret}\nprincipal_id: principal_FIXED\ntoken_id: ${id}\n`
+        )
+      )
+    } finally {
+      await db.drop()
+    }
+  })
+
   it("prints nothing when an auth-manager already exists, and again after the role is lost (recovery)", async () => {
     const db = await createDatabase()
     try {

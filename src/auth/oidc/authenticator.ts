@@ -3,7 +3,7 @@ import { createHash } from "node:crypto"
 import { BearerAuthenticators, refuse } from "../authentication.js"
 import { AuthRepository, type PrincipalRow, type RuleRow } from "../repository.js"
 import { GITHUB_ACTIONS_ISSUER, type Principal, type PrincipalKind, type RoleId } from "../schema.js"
-import { randomBase32 } from "../tokens.js"
+import { AuthIds } from "../tokens.js"
 import { compileCondition } from "./conditions.js"
 import { OidcVerifier, type VerifiedIdentity } from "./verifier.js"
 
@@ -52,7 +52,7 @@ export const oidcPrincipalShape = (issuer: string, subject: string): { kind: Pri
 const asPrincipal = (row: PrincipalRow): Principal => ({
   id: row.id,
   kind: row.kind,
-  displayName: row.display_name,
+  displayName: row.displayName,
   credential: "oidc",
   transient: false
 })
@@ -60,7 +60,7 @@ const asPrincipal = (row: PrincipalRow): Principal => ({
 /** The rules an identity matches that grant content-writer, in rule-id order. */
 export const matchingRules = (rules: ReadonlyArray<RuleRow>, identity: VerifiedIdentity) =>
   rules.filter((rule) =>
-    rule.enabled && rule.provider === identity.provider && rule.role_ids.includes("content-writer") &&
+    rule.enabled && rule.provider === identity.provider && rule.roleIds.includes("content-writer") &&
     compileCondition(rule.condition).matches({
       identity: { provider: identity.provider, subject: identity.subject, credential_id: identity.credentialId },
       claims: identity.claims
@@ -72,6 +72,7 @@ export const OidcAuthenticatorsLive = Layer.effect(
   Effect.gen(function*() {
     const repo = yield* AuthRepository
     const verifier = yield* OidcVerifier
+    const ids = yield* AuthIds
 
     const resolve = (identity: VerifiedIdentity) =>
       Effect.gen(function*() {
@@ -97,7 +98,7 @@ export const OidcAuthenticatorsLive = Layer.effect(
           })
         }
         const ruleIds = rules.map((r) => r.id)
-        const roles = [...new Set(rules.flatMap((r) => r.role_ids))].sort() as Array<RoleId>
+        const roles = [...new Set(rules.flatMap((r) => r.roleIds))].sort() as Array<RoleId>
 
         // One transaction under a per-identity lock: concurrent first logins of one
         // identity (parallel CI jobs) provision one principal, never two.
@@ -112,7 +113,7 @@ export const OidcAuthenticatorsLive = Layer.effect(
             return { resolution: "existing_rule_principal", row: existing.value }
           }
           const row = yield* repo.insertPrincipal({
-            id: `principal_${randomBase32()}`,
+            id: yield* ids.principalId,
             kind: shape.kind,
             displayName: shape.displayName,
             attributes: { provider: identity.provider, subject: identity.subject, provisioning_rule_id: ruleIds[0]! }
@@ -152,10 +153,7 @@ export const OidcAuthenticatorsLive = Layer.effect(
             })
           )
         )
-      }).pipe(
-        Effect.annotateLogs({ authenticator: "oidc" }),
-        Effect.catchTag("SqlError", (error) => Effect.die(error))
-      )
+      }).pipe(Effect.annotateLogs({ authenticator: "oidc" }))
 
     return { authenticators: [authenticate] }
   })

@@ -102,11 +102,11 @@ export const usableKeys = (jwks: unknown, algorithms: ReadonlyArray<string>) =>
     return usable as ReadonlyArray<UsableKey>
   })
 
-const cacheKey = (provider: ProviderRow) => JSON.stringify([provider.jwks_url, effectiveAlgorithms(provider)])
+const cacheKey = (provider: ProviderRow) => JSON.stringify([provider.jwksUrl, effectiveAlgorithms(provider)])
 
 /** The provider's algorithms; an issuer that advertised none signs with RS256. */
 const effectiveAlgorithms = (provider: ProviderRow): ReadonlyArray<string> =>
-  provider.supported_signing_algorithms.length === 0 ? ["RS256"] : provider.supported_signing_algorithms
+  provider.supportedSigningAlgorithms.length === 0 ? ["RS256"] : provider.supportedSigningAlgorithms
 
 /** The forwarded claims present in `payload`, deep-copied (always `aud` when present). */
 export const forwardedClaims = (payload: Record<string, unknown>, names: ReadonlyArray<string>) => {
@@ -171,7 +171,7 @@ export const OidcVerifierLive = Layer.scoped(
     /** The client sees a generic 503; the operator's log says which issuer and why. */
     const unavailable = (provider: ProviderRow) => (reason: string) =>
       Effect.logWarning("OIDC signing keys unavailable").pipe(
-        Effect.annotateLogs({ identity_provider: provider.issuer, jwks_url: provider.jwks_url, reason }),
+        Effect.annotateLogs({ identity_provider: provider.issuer, jwks_url: provider.jwksUrl, reason }),
         Effect.zipRight(Effect.fail(new IdentityProviderUnavailable({ issuer: provider.issuer, reason })))
       )
 
@@ -228,7 +228,7 @@ export const OidcVerifierLive = Layer.scoped(
           return Option.none<VerifiedIdentity>()
         }
         if (typeof issuer !== "string" || issuer === "") return yield* reject("no iss claim")
-        const found = yield* repo.findProvider(issuer).pipe(Effect.orDie)
+        const found = yield* repo.findProvider(issuer)
         if (Option.isNone(found)) return yield* reject("issuer is not trusted")
         const provider = found.value
         const algorithms = effectiveAlgorithms(provider)
@@ -261,7 +261,7 @@ export const OidcVerifierLive = Layer.scoped(
         return Option.some<VerifiedIdentity>({
           provider: provider.issuer,
           subject,
-          claims: forwardedClaims(payload, provider.forwarded_claims),
+          claims: forwardedClaims(payload, provider.forwardedClaims),
           credentialId: typeof jti === "string" ? jti : ""
         })
       }).pipe(Effect.withSpan("auth.oidc_verify"))

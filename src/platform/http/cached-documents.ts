@@ -1,17 +1,8 @@
-import { Context, Effect, FiberRef, FiberRefs, Layer, LogLevel, Runtime } from "effect"
-import type { IncomingMessage, ServerResponse } from "node:http"
-import {
-  accessLog,
-  announcesBody,
-  type ClientPolicy,
-  headerValue,
-  type HttpMetrics,
-  NO_CLIENT_POLICY,
-  requestIdFrom
-} from "./access-log.js"
-import { clientAddressOf } from "./client-address.js"
+import { Context, Layer, type Runtime } from "effect"
+import { type ClientPolicy, headerValue, type HttpMetrics, NO_CLIENT_POLICY } from "./access-log.js"
 import { ifNoneMatchMatches } from "./download.js"
-import { pathnameOf, type RouteTable } from "./routes.js"
+import { answerFromMemory } from "./fast-path.js"
+import type { RouteTable } from "./routes.js"
 
 /**
  * Cached documents: responses that do change, but rarely, and are read far more often
@@ -81,84 +72,45 @@ export const CachedDocumentsLive = (routes: RouteTable) =>
   Layer.sync(CachedDocuments, () => makeCachedDocuments(routes))
 
 /**
- * The listener's look at a request for a cached document (http-server.ts): a GET or HEAD
- * without a body, of a registered path whose document is current, is answered here and
- * `true` is returned; anything else returns `false` untouched, for the Effect app.
- *
- * What a client and an operator observe is what the app would produce: status (200, or
- * 304 for a matching `If-None-Match`), body and headers, `X-Request-ID`, the HTTP metrics,
- * the access-log line, and the general rate limit (a refused request is left to the app,
- * which answers the 429). Not used while tracing is on, where every request gets its span.
+ * `answerFromMemory` (fast-path.ts) for the cached documents: a registered path whose
+ * document is current is answered with 200, or 304 for a matching `If-None-Match`.
  */
 export const answerCached = (
   documents: CachedDocuments["Type"],
   runtime: Runtime.Runtime<never>,
   metrics: HttpMetrics,
   clients: ClientPolicy = NO_CLIENT_POLICY
-) => {
-  const minimumLevel = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
-  const logs = !LogLevel.lessThan(LogLevel.Info, minimumLevel)
-  const runLog = Runtime.runSync(runtime)
-  return (request: IncomingMessage, response: ServerResponse): boolean => {
-    const method = request.method
-    if (method !== "GET" && method !== "HEAD") return false
-    const url = request.url ?? ""
-    const registered = documents.lookup(pathnameOf(url))
-    if (registered === undefined) return false
-    const document = registered.source.current()
-    if (document === undefined || announcesBody(request.headers)) return false
-    const remoteAddr = request.socket.remoteAddress ?? ""
-    const clientAddr = clientAddressOf(
-      remoteAddr,
-      headerValue(request.headers["x-forwarded-for"]),
-      clients.trustedProxies
-    )
-    const refusal = clients.rateLimiter?.admit({
-      clientAddress: clientAddr,
-      authorization: request.headers.authorization,
-      protected: false,
-      exempt: false,
-      hasBody: false
-    })
-    if (refusal !== undefined) return false
-    const started = performance.now()
-    metrics.trackActive(method, 1)
-    const requestId = requestIdFrom(headerValue(request.headers["x-request-id"]))
-    const notModified = ifNoneMatchMatches(headerValue(request.headers["if-none-match"]), document.etag)
-    const status = notModified ? 304 : 200
-    if (notModified) {
-      response.writeHead(304, { "x-request-id": requestId, ...document.headers, etag: document.etag })
-      response.end()
-    } else {
-      response.writeHead(200, {
-        "x-request-id": requestId,
-        ...document.headers,
-        etag: document.etag,
-        "content-type": document.contentType,
-        "content-length": String(document.body.byteLength)
-      })
-      if (method === "HEAD") response.end()
-      else response.end(document.body)
-    }
-    registered.source.served(status)
-    const seconds = (performance.now() - started) / 1000
-    metrics.record(method, registered.route, status, seconds)
-    metrics.trackActive(method, -1)
-    if (logs) {
-      runLog(
-        accessLog(LogLevel.Info, {
-          method,
-          route: registered.route,
-          url,
-          status,
-          seconds,
-          bytes: method === "HEAD" || notModified ? 0 : document.body.byteLength,
-          clientAddr,
-          remoteAddr,
-          userAgent: request.headers["user-agent"]
-        }).pipe(Effect.annotateLogs("request_id", requestId))
-      )
-    }
-    return true
-  }
-}
+) =>
+  answerFromMemory(
+    (pathname, request) => {
+      const registered = documents.lookup(pathname)
+      const document = registered?.source.current()
+      if (registered === undefined || document === undefined) return undefined
+      return {
+        route: registered.route,
+        write: (response, requestId, method) => {
+          const notModified = ifNoneMatchMatches(headerValue(request.headers["if-none-match"]), document.etag)
+          if (notModified) {
+            response.writeHead(304, { "x-request-id": requestId, ...document.headers, etag: document.etag })
+            response.end()
+          } else {
+            response.writeHead(200, {
+              "x-request-id": requestId,
+              ...document.headers,
+              etag: document.etag,
+              "content-type": document.contentType,
+              "content-length": String(document.body.byteLength)
+            })
+            if (method === "HEAD") response.end()
+            else response.end(document.body)
+          }
+          const status = notModified ? 304 : 200
+          registered.source.served(status)
+          return { status, bytes: method === "HEAD" || notModified ? 0 : document.body.byteLength }
+        }
+      }
+    },
+    runtime,
+    metrics,
+    clients
+  )

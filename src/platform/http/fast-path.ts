@@ -95,20 +95,33 @@ export const makeImmutableResponses = (
 export const ImmutableResponsesLive = (routes: RouteTable) =>
   Layer.sync(ImmutableResponses, () => makeImmutableResponses(routes))
 
+/** What a response answered from memory sends, once the request qualifies. */
+export interface MemoryAnswer {
+  /** Route label for the metrics and the access log. */
+  readonly route: string
+  /** Writes status, headers (after `X-Request-ID`) and, unless HEAD, the body. */
+  readonly write: (
+    response: ServerResponse,
+    requestId: string,
+    method: "GET" | "HEAD"
+  ) => { readonly status: number; readonly bytes: number }
+}
+
 /**
- * The listener's first look at a request (http-server.ts): a GET or HEAD without a body
- * whose path has a remembered immutable response is answered here, from memory, and
- * `true` is returned; anything else returns `false` untouched, for the Effect app.
+ * The listener's look at a request before the Effect app (http-server.ts), shared by every
+ * response kept in memory (the immutable manifests below, the Simple Streams documents in
+ * cached-documents.ts): a GET or HEAD without a body for which `find` has an answer is
+ * answered here and `true` is returned; anything else returns `false` untouched, for the app.
  *
  * What a client and an operator observe is what the app would produce for it: the same
- * status, body and headers (`content-type`, `content-length`, `X-Request-ID` echoed or
- * generated; HEAD without the body), the same HTTP metrics with the route template, and
- * the same access-log line at the same level through the same logger, and the same
- * general rate limit (a request it refuses is left to the app, which answers the 429).
- * Not used while tracing is on, where every request must produce its span.
+ * status, body and headers (`X-Request-ID` echoed or generated; HEAD without the body), the
+ * same HTTP metrics with the route template, the same access-log line at the same level
+ * through the same logger, and the same general rate limit (a request it refuses is left to
+ * the app, which answers the 429). Not used while tracing is on, where every request must
+ * produce its span.
  */
-export const answerImmutable = (
-  responses: ImmutableResponses["Type"],
+export const answerFromMemory = (
+  find: (pathname: string, request: IncomingMessage) => MemoryAnswer | undefined,
   runtime: Runtime.Runtime<never>,
   metrics: HttpMetrics,
   clients: ClientPolicy = NO_CLIENT_POLICY
@@ -120,8 +133,8 @@ export const answerImmutable = (
     const method = request.method
     if (method !== "GET" && method !== "HEAD") return false
     const url = request.url ?? ""
-    const hit = responses.lookup(pathnameOf(url))
-    if (hit === undefined) return false
+    const answer = find(pathnameOf(url), request)
+    if (answer === undefined) return false
     // A request carrying a body is left to the app, which knows what to do with it.
     if (announcesBody(request.headers)) return false
     const remoteAddr = request.socket.remoteAddress ?? ""
@@ -142,26 +155,19 @@ export const answerImmutable = (
     const started = performance.now()
     metrics.trackActive(method, 1)
     const requestId = requestIdFrom(headerValue(request.headers["x-request-id"]))
-    // The header order the app's responses have (its own header is set first, see serverMiddleware).
-    response.writeHead(200, {
-      "x-request-id": requestId,
-      "content-type": hit.contentType,
-      "content-length": String(hit.body.byteLength)
-    })
-    if (method === "HEAD") response.end()
-    else response.end(hit.body)
+    const { bytes, status } = answer.write(response, requestId, method)
     const seconds = (performance.now() - started) / 1000
-    metrics.record(method, hit.route, 200, seconds)
+    metrics.record(method, answer.route, status, seconds)
     metrics.trackActive(method, -1)
     if (logs) {
       runLog(
         accessLog(LogLevel.Info, {
           method,
-          route: hit.route,
+          route: answer.route,
           url,
-          status: 200,
+          status,
           seconds,
-          bytes: method === "HEAD" ? 0 : hit.body.byteLength,
+          bytes,
           clientAddr,
           remoteAddr,
           userAgent: request.headers["user-agent"]
@@ -171,3 +177,33 @@ export const answerImmutable = (
     return true
   }
 }
+
+/** `answerFromMemory` for the immutable responses: a published version's manifest. */
+export const answerImmutable = (
+  responses: ImmutableResponses["Type"],
+  runtime: Runtime.Runtime<never>,
+  metrics: HttpMetrics,
+  clients: ClientPolicy = NO_CLIENT_POLICY
+) =>
+  answerFromMemory(
+    (pathname) => {
+      const hit = responses.lookup(pathname)
+      return hit === undefined ? undefined : {
+        route: hit.route,
+        write: (response, requestId, method) => {
+          // The header order the app's responses have (its own header is set first, see serverMiddleware).
+          response.writeHead(200, {
+            "x-request-id": requestId,
+            "content-type": hit.contentType,
+            "content-length": String(hit.body.byteLength)
+          })
+          if (method === "HEAD") response.end()
+          else response.end(hit.body)
+          return { status: 200, bytes: method === "HEAD" ? 0 : hit.body.byteLength }
+        }
+      }
+    },
+    runtime,
+    metrics,
+    clients
+  )

@@ -1,8 +1,13 @@
-import { SqlClient } from "@effect/sql"
-import type { SqlError } from "@effect/sql"
+import { SqlClient, SqlError } from "@effect/sql"
 import { Context, Duration, Effect, Layer, Option } from "effect"
 import type { VersionState } from "../catalog/schema.js"
-import { classifyConstraint, type ConstraintViolation } from "../platform/storage/sql-errors.js"
+import {
+  type CheckViolation,
+  classifyConstraint,
+  type ForeignKeyViolation,
+  type UniqueViolation
+} from "../platform/storage/sql-errors.js"
+import { PublishPreconditionFailed, StepFailed } from "./errors.js"
 import {
   type ClaimedStep,
   type JobRow,
@@ -15,6 +20,10 @@ import {
 /**
  * SQL of publish jobs, steps, leases and the Simple Streams projection rows. No rules
  * here: the service and the worker decide what the rows mean.
+ *
+ * This is the SQL boundary: a database that fails is a defect here (the worker loop and
+ * the failure renderer handle defects), and the only failures a method declares are the
+ * constraint violations its callers expect, already translated to domain errors.
  */
 
 /** An artifact of a version with the size of the verified blob it cites (null: no such blob). */
@@ -45,6 +54,28 @@ export interface LabelledCount {
   readonly value: number
 }
 
+/** Infrastructure failures (and any other SqlError left) become defects; domain errors pass. */
+const dieOnSqlError = <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, Exclude<E, SqlError.SqlError>, R> =>
+  Effect.catchAll(
+    effect,
+    (error) =>
+      error instanceof SqlError.SqlError ? Effect.die(error) : Effect.fail(error as Exclude<E, SqlError.SqlError>)
+  )
+
+/**
+ * For the few callers that tolerate a failing database (the lease heartbeat keeps beating,
+ * a scrape drops the series): the repository's SqlError defect back as a failure.
+ */
+export const databaseFailure = <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | SqlError.SqlError, R> =>
+  Effect.catchSomeDefect(
+    effect,
+    (defect) => defect instanceof SqlError.SqlError ? Option.some(Effect.fail(defect)) : Option.none()
+  )
+
 const milliseconds = (lease: Duration.Duration) => Math.max(1, Math.round(Duration.toMillis(lease)))
 
 export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<PublishRepository, {
@@ -52,35 +83,43 @@ export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<P
   readonly blobFacts: (versionId: string) => Effect.Effect<{
     readonly artifacts: ReadonlyArray<ArtifactBlobFact>
     readonly attachments: ReadonlyArray<AttachmentBlobFact>
-  }, SqlError.SqlError>
-  readonly versionState: (versionId: string) => Effect.Effect<Option.Option<VersionState>, SqlError.SqlError>
-  /** draft → publishing (the guard trigger re-checks publishability). */
-  readonly markPublishing: (versionId: string) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
-  /** A queued job with its three queued steps. */
+  }>
+  readonly versionState: (versionId: string) => Effect.Effect<Option.Option<VersionState>>
+  /**
+   * Runs `effect` in a transaction (or joins the caller's); a failing database, in the
+   * transaction or in `effect`, is a defect.
+   */
+  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, Exclude<E, SqlError.SqlError>, R>
+  /**
+   * draft → publishing. The guard trigger re-checks publishability; it only disagrees with
+   * the service's check on a race, and its refusal is the precondition failure.
+   */
+  readonly markPublishing: (versionId: string) => Effect.Effect<void, PublishPreconditionFailed>
+  /** A queued job with its three queued steps; one job per version, so a second one is refused. */
   readonly insertJob: (job: {
     readonly id: string
     readonly versionId: string
     readonly stepIds: ReadonlyArray<string>
     readonly traceParent: string | undefined
-  }) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
-  readonly findJob: (jobId: string) => Effect.Effect<Option.Option<JobWithSteps>, SqlError.SqlError>
+  }) => Effect.Effect<void, PublishPreconditionFailed>
+  readonly findJob: (jobId: string) => Effect.Effect<Option.Option<JobWithSteps>>
   /** The job and its version's state, both rows locked FOR UPDATE (retry). */
   readonly lockJob: (
     jobId: string
-  ) => Effect.Effect<Option.Option<{ readonly job: JobRow; readonly versionState: VersionState }>, SqlError.SqlError>
-  readonly stepsOf: (jobId: string) => Effect.Effect<ReadonlyArray<StepRow>, SqlError.SqlError>
+  ) => Effect.Effect<Option.Option<{ readonly job: JobRow; readonly versionState: VersionState }>>
+  readonly stepsOf: (jobId: string) => Effect.Effect<ReadonlyArray<StepRow>>
   /** Job → queued; every not-succeeded step from `fromSequence` on → queued with no lock. */
   readonly requeue: (
     jobId: string,
     fromSequence: number,
     traceParent: string | undefined
-  ) => Effect.Effect<void, SqlError.SqlError>
+  ) => Effect.Effect<void>
   /**
    * Job → abandoned, the version's Simple Streams rows deleted (while it is still
    * publishing, the only state their guard lets them change in) and the version → draft.
    * The caller holds the job and version row locks (`lockJob`).
    */
-  readonly abandon: (jobId: string, versionId: string) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
+  readonly abandon: (jobId: string, versionId: string) => Effect.Effect<void>
 
   /**
    * Claims the next runnable step (queued and due, or running with an expired lease,
@@ -90,36 +129,39 @@ export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<P
   readonly claimNextStep: (
     workerId: string,
     lease: Duration.Duration
-  ) => Effect.Effect<Option.Option<ClaimedStep>, SqlError.SqlError>
+  ) => Effect.Effect<Option.Option<ClaimedStep>>
   /** Pushes the lease forward; false when the lease is no longer ours. */
   readonly renewLease: (
     step: ClaimedStep,
     workerId: string,
     lease: Duration.Duration
-  ) => Effect.Effect<boolean, SqlError.SqlError>
+  ) => Effect.Effect<boolean>
   /**
    * Step → succeeded, fenced on the claim (`locked_by`, `attempt_count`): false, and nothing
    * written, when the lease is no longer ours. The fencing write of an outcome transaction.
    */
-  readonly succeedStep: (step: ClaimedStep, workerId: string) => Effect.Effect<boolean, SqlError.SqlError>
+  readonly succeedStep: (step: ClaimedStep, workerId: string) => Effect.Effect<boolean>
   /** Step → failed and its job → failed with the same message, fenced like `succeedStep`. */
-  readonly failStep: (step: ClaimedStep, workerId: string, message: string) => Effect.Effect<boolean, SqlError.SqlError>
-  readonly earlierBlockingStepsSucceeded: (jobId: string, sequence: number) => Effect.Effect<boolean, SqlError.SqlError>
-  /** publishing → published with published_at = now(); false when the version was not publishing. */
-  readonly markPublished: (versionId: string) => Effect.Effect<boolean, SqlError.SqlError | ConstraintViolation>
-  readonly succeedJob: (jobId: string) => Effect.Effect<void, SqlError.SqlError>
-  /** Replaces the version's projection rows (delete + insert). */
+  readonly failStep: (step: ClaimedStep, workerId: string, message: string) => Effect.Effect<boolean>
+  readonly earlierBlockingStepsSucceeded: (jobId: string, sequence: number) => Effect.Effect<boolean>
+  /**
+   * publishing → published with published_at = now(); false when the version was not
+   * publishing. A guard refusing it fails the step with the guard's words.
+   */
+  readonly markPublished: (versionId: string) => Effect.Effect<boolean, StepFailed>
+  readonly succeedJob: (jobId: string) => Effect.Effect<void>
+  /** Replaces the version's projection rows (delete + insert); rows a constraint refuses fail the step. */
   readonly replaceProjection: (
     versionId: string,
     rows: ReadonlyArray<ProjectionRow>
-  ) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
+  ) => Effect.Effect<void, StepFailed>
 
   // Scrape-time figures (domain.md §7.2).
-  readonly jobCounts: Effect.Effect<ReadonlyArray<LabelledCount>, SqlError.SqlError>
-  readonly stepCounts: Effect.Effect<ReadonlyArray<LabelledCount>, SqlError.SqlError>
-  readonly oldestStepAges: Effect.Effect<ReadonlyArray<LabelledCount>, SqlError.SqlError>
-  readonly versionsPublishing: Effect.Effect<number, SqlError.SqlError>
-  readonly projectionRows: Effect.Effect<number, SqlError.SqlError>
+  readonly jobCounts: Effect.Effect<ReadonlyArray<LabelledCount>>
+  readonly stepCounts: Effect.Effect<ReadonlyArray<LabelledCount>>
+  readonly oldestStepAges: Effect.Effect<ReadonlyArray<LabelledCount>>
+  readonly versionsPublishing: Effect.Effect<number>
+  readonly projectionRows: Effect.Effect<number>
 }>() {}
 
 export const PublishRepositoryLive = Layer.effect(
@@ -140,9 +182,18 @@ export const PublishRepositoryLive = Layer.effect(
     const count = (query: Effect.Effect<ReadonlyArray<{ readonly n: number }>, SqlError.SqlError>) =>
       Effect.map(query, (rows) => Number(rows[0]?.n ?? 0))
 
+    /** A constraint refusing projection rows or the final state change: the step fails with its words. */
+    const stepFailure = (prefix: string) => ({
+      CheckViolation: (v: CheckViolation) => Effect.fail(new StepFailed({ message: `${prefix}${v.detail}` })),
+      ForeignKeyViolation: (v: ForeignKeyViolation) => Effect.fail(new StepFailed({ message: `${prefix}${v.detail}` })),
+      UniqueViolation: (v: UniqueViolation) => Effect.fail(new StepFailed({ message: `${prefix}${v.constraint}` }))
+    })
+
     return PublishRepository.of({
+      transaction: (effect) => dieOnSqlError(sql.withTransaction(effect)),
+
       blobFacts: (versionId) =>
-        Effect.all({
+        dieOnSqlError(Effect.all({
           artifacts: sql<ArtifactBlobFact>`
             SELECT a.id, a.variant, a.operating_system, a.architecture, a.format,
                    a.primary_blob_digest AS digest, a.primary_blob_size_bytes AS declared_size,
@@ -159,23 +210,38 @@ export const PublishRepositoryLive = Layer.effect(
             LEFT JOIN cas_blobs b ON b.digest = t.blob_digest
             WHERE a.version_id = ${versionId}
             ORDER BY t.name COLLATE "C", t.id`
-        }),
+        })),
 
       versionState: (versionId) =>
         sql<{ state: VersionState }>`SELECT state FROM image_versions WHERE id = ${versionId}`.pipe(
-          Effect.map((rows) => Option.fromNullable(rows[0]?.state))
+          Effect.map((rows) => Option.fromNullable(rows[0]?.state)),
+          dieOnSqlError
         ),
 
       markPublishing: (versionId) =>
         classifyConstraint(
           sql`UPDATE image_versions SET state = 'publishing', updated_at = now() WHERE id = ${versionId}`
-        ).pipe(Effect.asVoid),
+        ).pipe(
+          Effect.asVoid,
+          Effect.catchTags({
+            CheckViolation: (v) => Effect.fail(new PublishPreconditionFailed({ reason: v.detail })),
+            ForeignKeyViolation: Effect.die,
+            UniqueViolation: Effect.die
+          }),
+          dieOnSqlError
+        ),
 
       insertJob: (job) =>
         Effect.gen(function*() {
           yield* classifyConstraint(
             sql`INSERT INTO publish_jobs (id, version_id, state) VALUES (${job.id}, ${job.versionId}, 'queued')`
-          )
+          ).pipe(Effect.catchTags({
+            // One job per version: a unique violation means another publish won.
+            UniqueViolation: () =>
+              Effect.fail(new PublishPreconditionFailed({ reason: "version already has a publish job" })),
+            CheckViolation: Effect.die,
+            ForeignKeyViolation: Effect.die
+          }))
           yield* sql`INSERT INTO publish_job_steps ${
             sql.insert(PUBLISH_STEPS.map((step, i) => ({
               id: job.stepIds[i]!,
@@ -187,7 +253,7 @@ export const PublishRepositoryLive = Layer.effect(
               trace_parent: job.traceParent ?? null
             })))
           }`
-        }),
+        }).pipe(dieOnSqlError),
 
       findJob: (jobId) =>
         Effect.gen(function*() {
@@ -200,7 +266,7 @@ export const PublishRepositoryLive = Layer.effect(
           const job = jobs[0]
           if (job === undefined) return Option.none()
           return Option.some({ job, steps: yield* stepsOf(jobId) })
-        }),
+        }).pipe(dieOnSqlError),
 
       lockJob: (jobId) =>
         sql<JobRow & { version_state: VersionState }>`
@@ -209,14 +275,17 @@ export const PublishRepositoryLive = Layer.effect(
           JOIN image_versions v ON v.id = j.version_id
           JOIN images i ON i.id = v.image_id
           WHERE j.id = ${jobId}
-          FOR UPDATE OF j, v`.pipe(Effect.map((rows) => {
-          const row = rows[0]
-          if (row === undefined) return Option.none()
-          const { version_state, ...job } = row
-          return Option.some({ job, versionState: version_state })
-        })),
+          FOR UPDATE OF j, v`.pipe(
+          Effect.map((rows) => {
+            const row = rows[0]
+            if (row === undefined) return Option.none()
+            const { version_state, ...job } = row
+            return Option.some({ job, versionState: version_state })
+          }),
+          dieOnSqlError
+        ),
 
-      stepsOf,
+      stepsOf: (jobId) => dieOnSqlError(stepsOf(jobId)),
 
       requeue: (jobId, fromSequence, traceParent) =>
         Effect.gen(function*() {
@@ -228,14 +297,14 @@ export const PublishRepositoryLive = Layer.effect(
             SET state = 'queued', run_after = now(), locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
                 finished_at = NULL, failure_message = NULL, trace_parent = ${traceParent ?? null}, updated_at = now()
             WHERE job_id = ${jobId} AND sequence >= ${fromSequence} AND state <> 'succeeded'`
-        }),
+        }).pipe(dieOnSqlError),
 
       abandon: (jobId, versionId) =>
         classifyConstraint(Effect.gen(function*() {
           yield* sql`DELETE FROM incus_projection_items WHERE version_id = ${versionId}`
           yield* sql`UPDATE publish_jobs SET state = 'abandoned', updated_at = now() WHERE id = ${jobId}`
           yield* sql`UPDATE image_versions SET state = 'draft', updated_at = now() WHERE id = ${versionId}`
-        })),
+        })).pipe(Effect.orDie),
 
       claimNextStep: (workerId, lease) =>
         Effect.gen(function*() {
@@ -272,14 +341,14 @@ export const PublishRepositoryLive = Layer.effect(
             UPDATE publish_jobs SET state = 'running', started_at = COALESCE(started_at, now()), updated_at = now()
             WHERE id = ${step.job_id} AND state = 'queued'`
           return Option.some(step)
-        }),
+        }).pipe(dieOnSqlError),
 
       renewLease: (step, workerId, lease) =>
         sql<{ id: string }>`
           UPDATE publish_job_steps
           SET lease_expires_at = now() + ${milliseconds(lease)} * interval '1 millisecond'
           WHERE ${claimed(step, workerId)}
-          RETURNING id`.pipe(Effect.map((rows) => rows.length > 0)),
+          RETURNING id`.pipe(Effect.map((rows) => rows.length > 0), dieOnSqlError),
 
       succeedStep: (step, workerId) =>
         sql<{ id: string }>`
@@ -287,7 +356,7 @@ export const PublishRepositoryLive = Layer.effect(
           SET state = 'succeeded', finished_at = now(), failure_message = NULL,
               locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = now()
           WHERE ${claimed(step, workerId)}
-          RETURNING id`.pipe(Effect.map((rows) => rows.length > 0)),
+          RETURNING id`.pipe(Effect.map((rows) => rows.length > 0), dieOnSqlError),
 
       failStep: (step, workerId, message) =>
         Effect.gen(function*() {
@@ -302,25 +371,29 @@ export const PublishRepositoryLive = Layer.effect(
             UPDATE publish_jobs SET state = 'failed', failure_message = ${message}, finished_at = now(), updated_at = now()
             WHERE id = ${step.job_id} AND state IN ('queued', 'running')`
           return true
-        }),
+        }).pipe(dieOnSqlError),
 
       earlierBlockingStepsSucceeded: (jobId, sequence) =>
         sql<{ ok: boolean }>`
           SELECT NOT EXISTS (
             SELECT 1 FROM publish_job_steps
             WHERE job_id = ${jobId} AND blocking AND sequence < ${sequence} AND state <> 'succeeded'
-          ) AS ok`.pipe(Effect.map((rows) => rows[0]?.ok === true)),
+          ) AS ok`.pipe(Effect.map((rows) => rows[0]?.ok === true), dieOnSqlError),
 
       markPublished: (versionId) =>
         classifyConstraint(sql<{ id: string }>`
           UPDATE image_versions SET state = 'published', published_at = now(), updated_at = now()
           WHERE id = ${versionId} AND state = 'publishing'
-          RETURNING id`).pipe(Effect.map((rows) => rows.length > 0)),
+          RETURNING id`).pipe(
+          Effect.map((rows) => rows.length > 0),
+          Effect.catchTags(stepFailure("finalize publish: ")),
+          dieOnSqlError
+        ),
 
       succeedJob: (jobId) =>
         sql`
           UPDATE publish_jobs SET state = 'succeeded', finished_at = now(), failure_message = NULL, updated_at = now()
-          WHERE id = ${jobId}`.pipe(Effect.asVoid),
+          WHERE id = ${jobId}`.pipe(Effect.asVoid, dieOnSqlError),
 
       replaceProjection: (versionId, rows) =>
         classifyConstraint(Effect.gen(function*() {
@@ -341,28 +414,28 @@ export const PublishRepositoryLive = Layer.effect(
               combined_sha256: r.combinedSha256
             })))
           }`
-        })),
+        })).pipe(Effect.catchTags(stepFailure("incus materialization: store rows: ")), dieOnSqlError),
 
-      jobCounts: sql<LabelledCount>`
-        SELECT '' AS label, state, count(*)::float8 AS value FROM publish_jobs GROUP BY state`,
+      jobCounts: dieOnSqlError(sql<LabelledCount>`
+        SELECT '' AS label, state, count(*)::float8 AS value FROM publish_jobs GROUP BY state`),
 
-      stepCounts: sql<LabelledCount>`
-        SELECT name AS label, state, count(*)::float8 AS value FROM publish_job_steps GROUP BY name, state`,
+      stepCounts: dieOnSqlError(sql<LabelledCount>`
+        SELECT name AS label, state, count(*)::float8 AS value FROM publish_job_steps GROUP BY name, state`),
 
-      oldestStepAges: sql<LabelledCount>`
+      oldestStepAges: dieOnSqlError(sql<LabelledCount>`
         SELECT name AS label, 'queued' AS state,
                EXTRACT(EPOCH FROM now() - min(run_after))::float8 AS value
         FROM publish_job_steps WHERE state = 'queued' AND run_after <= now() GROUP BY name
         UNION ALL
         SELECT name AS label, 'running' AS state,
                EXTRACT(EPOCH FROM now() - min(locked_at))::float8 AS value
-        FROM publish_job_steps WHERE state = 'running' GROUP BY name`,
+        FROM publish_job_steps WHERE state = 'running' GROUP BY name`),
 
-      versionsPublishing: count(
+      versionsPublishing: dieOnSqlError(count(
         sql<{ n: number }>`SELECT count(*) AS n FROM image_versions WHERE state = 'publishing'`
-      ),
+      )),
 
-      projectionRows: count(sql<{ n: number }>`SELECT count(*) AS n FROM incus_projection_items`)
+      projectionRows: dieOnSqlError(count(sql<{ n: number }>`SELECT count(*) AS n FROM incus_projection_items`))
     })
   })
 )

@@ -1,6 +1,6 @@
 import { Effect, Layer } from "effect"
 import { registerCollector, type Sample } from "../platform/observability/metrics.js"
-import { PublishRepository } from "./repository.js"
+import { databaseFailure, PublishRepository } from "./repository.js"
 
 /**
  * Durable publishing state as gauges computed at scrape time (domain.md §7.2): only
@@ -14,7 +14,7 @@ export const PublishMetricsLive = Layer.effectDiscard(Effect.gen(function*() {
       const [jobs, steps, ages, publishing, projection] = yield* Effect.all(
         [repo.jobCounts, repo.stepCounts, repo.oldestStepAges, repo.versionsPublishing, repo.projectionRows],
         { concurrency: 2 }
-      )
+      ).pipe(databaseFailure)
       const samples: Array<Sample> = [
         ...jobs.map((r): Sample => ({
           name: "imgsrv_publish_jobs",

@@ -1,4 +1,5 @@
-import { SqlClient, type SqlError } from "@effect/sql"
+import type { SqlError } from "@effect/sql"
+import { SqlClient } from "@effect/sql"
 import { Cause, Clock, Effect, Metric, Option } from "effect"
 import { CatalogRepository } from "../catalog/repository.js"
 import { AppConfig } from "../platform/config/config.js"
@@ -11,7 +12,7 @@ import { publishJobFailed, versionPublished } from "../webhooks/events.js"
 import { recordEvent } from "../webhooks/outbox.js"
 import { StepFailed } from "./errors.js"
 import { computeProjection } from "./incus-index.js"
-import { PublishRepository } from "./repository.js"
+import { databaseFailure, PublishRepository } from "./repository.js"
 import type { ClaimedStep } from "./schema.js"
 import { publishabilityProblem, PublishWake } from "./service.js"
 
@@ -62,13 +63,13 @@ export const publishJob = Effect.gen(function*() {
   const documents = yield* Effect.serviceOption(CachedDocuments)
 
   /** One unit of work for the loop `workerId`: claim a step, run it, record the outcome. */
-  const runOnce = (workerId: string): Effect.Effect<RunOutcome, SqlError.SqlError> => {
+  const runOnce = (workerId: string): Effect.Effect<RunOutcome> => {
     /**
      * Runs `body` in a transaction after `fence`, the claim's conditional write: when it
      * finds the lease gone nothing of `body` runs and the transaction rolls back.
      */
-    const fenced = <A, E>(fence: Effect.Effect<boolean, SqlError.SqlError>, body: Effect.Effect<A, E>) =>
-      sql.withTransaction(Effect.gen(function*() {
+    const fenced = <A, E>(fence: Effect.Effect<boolean>, body: Effect.Effect<A, E>) =>
+      repo.transaction(Effect.gen(function*() {
         if (!(yield* fence)) return yield* new LeaseLost()
         return yield* body
       }))
@@ -102,20 +103,7 @@ export const publishJob = Effect.gen(function*() {
         const manifest = yield* catalog.loadManifest(found.value)
         // Hashing may stream gigabytes: it runs outside any transaction, under the heartbeat.
         const rows = yield* computeProjection(manifest).pipe(Effect.provideService(BlobStore, store))
-        yield* fenced(
-          succeeded(step),
-          Effect.gen(function*() {
-            yield* repo.replaceProjection(step.version_id, rows).pipe(
-              Effect.catchTags({
-                CheckViolation: (v) => new StepFailed({ message: `incus materialization: store rows: ${v.detail}` }),
-                ForeignKeyViolation: (v) =>
-                  new StepFailed({ message: `incus materialization: store rows: ${v.detail}` }),
-                UniqueViolation: (v) =>
-                  new StepFailed({ message: `incus materialization: store rows: ${v.constraint}` })
-              })
-            )
-          })
-        )
+        yield* fenced(succeeded(step), repo.replaceProjection(step.version_id, rows))
       })
 
     const finalizePublish = (step: ClaimedStep) =>
@@ -128,13 +116,7 @@ export const publishJob = Effect.gen(function*() {
               message: "finalize publish: previous blocking publish steps have not succeeded"
             })
           }
-          const published = yield* repo.markPublished(step.version_id).pipe(
-            Effect.catchTags({
-              CheckViolation: (v) => new StepFailed({ message: `finalize publish: ${v.detail}` }),
-              ForeignKeyViolation: (v) => new StepFailed({ message: `finalize publish: ${v.detail}` }),
-              UniqueViolation: (v) => new StepFailed({ message: `finalize publish: ${v.constraint}` })
-            })
-          )
+          const published = yield* repo.markPublished(step.version_id)
           if (!published) return yield* new StepFailed({ message: "finalize publish: version is not publishing" })
           yield* repo.succeedJob(step.job_id)
           // version.published commits with the version's state, in this fenced transaction.
@@ -151,19 +133,22 @@ export const publishJob = Effect.gen(function*() {
         : step.name === "incus_index"
         ? incusIndex(step)
         : finalizePublish(step)
-      return work.pipe(
-        // A database hiccup fails the step like any other error (the reference does the
-        // same); the operator retries. The text stays in the log.
-        Effect.catchTag("SqlError", (error) =>
-          Effect.logError("publish step hit a database error").pipe(
-            Effect.annotateLogs({ step: step.name, job_id: step.job_id, cause: error }),
-            Effect.zipRight(Effect.fail(new StepFailed({ message: `${step.name}: database error` })))
-          ))
-      )
+      // A database hiccup fails the step like any other error (the reference does the
+      // same); the operator retries. The text stays in the log. The repositories make it a
+      // defect; the catalog's, read outside a transaction, still a failure.
+      const databaseError = (error: SqlError.SqlError) =>
+        Effect.logError("publish step hit a database error").pipe(
+          Effect.annotateLogs({ step: step.name, job_id: step.job_id, cause: error }),
+          Effect.zipRight(Effect.fail(new StepFailed({ message: `${step.name}: database error` })))
+        )
+      return work.pipe(databaseFailure, Effect.catchTag("SqlError", databaseError))
     }
 
     const heartbeat = (step: ClaimedStep) =>
-      leaseHeartbeat(lease, repo.renewLease(step, workerId, lease), { job: PUBLISH_JOB, step_id: step.id })
+      leaseHeartbeat(lease, databaseFailure(repo.renewLease(step, workerId, lease)), {
+        job: PUBLISH_JOB,
+        step_id: step.id
+      })
 
     /** Records a failure under the lease; false when the lease was lost meanwhile. */
     const recordFailure = (step: ClaimedStep, message: string) =>
@@ -227,7 +212,7 @@ export const publishJob = Effect.gen(function*() {
       })
 
     return Effect.gen(function*() {
-      const claimed = yield* sql.withTransaction(repo.claimNextStep(workerId, lease))
+      const claimed = yield* repo.transaction(repo.claimNextStep(workerId, lease))
       if (Option.isNone(claimed)) return "idle" as RunOutcome
       const step = claimed.value
       yield* runStep(step).pipe(
@@ -248,7 +233,7 @@ export const publishJob = Effect.gen(function*() {
     runOnce,
     wake: yield* PublishWake,
     enabledBy: "--publish-worker-enabled"
-  } satisfies Job<SqlError.SqlError, never>
+  } satisfies Job<never, never>
 })
 
 /** The publish loop, when `--publish-worker-enabled` (default true). */

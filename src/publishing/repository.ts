@@ -1,49 +1,89 @@
-import { SqlClient } from "@effect/sql"
-import type { SqlError } from "@effect/sql"
-import { Context, Duration, Effect, Layer, Option } from "effect"
-import type { VersionState } from "../catalog/schema.js"
-import { classifyConstraint, type ConstraintViolation } from "../platform/storage/sql-errors.js"
+import { SqlClient, SqlError, SqlSchema } from "@effect/sql"
+import { Context, Duration, Effect, Layer, Option, ParseResult, Schema } from "effect"
+import { VersionState } from "../catalog/schema.js"
 import {
-  type ClaimedStep,
-  type JobRow,
-  type JobWithSteps,
-  type ProjectionRow,
-  PUBLISH_STEPS,
-  type StepRow
-} from "./schema.js"
+  type CheckViolation,
+  classifyConstraint,
+  type ForeignKeyViolation,
+  type UniqueViolation
+} from "../platform/storage/sql-errors.js"
+import { PublishPreconditionFailed, StepFailed } from "./errors.js"
+import { ClaimedStep, JobRow, type JobWithSteps, type ProjectionRow, PUBLISH_STEPS, StepRow } from "./schema.js"
 
 /**
  * SQL of publish jobs, steps, leases and the Simple Streams projection rows. No rules
  * here: the service and the worker decide what the rows mean.
+ *
+ * This is the SQL boundary: a database that fails is a defect here (the worker loop and
+ * the failure renderer handle defects), and the only failures a method declares are the
+ * constraint violations its callers expect, already translated to domain errors.
  */
 
 /** An artifact of a version with the size of the verified blob it cites (null: no such blob). */
-export interface ArtifactBlobFact {
-  readonly id: string
-  readonly variant: string
-  readonly operating_system: string
-  readonly architecture: string
-  readonly format: string
-  readonly digest: string
-  readonly declared_size: number
-  readonly verified_size: number | null
-}
+export const ArtifactBlobFact = Schema.Struct({
+  id: Schema.String,
+  variant: Schema.String,
+  operating_system: Schema.String,
+  architecture: Schema.String,
+  format: Schema.String,
+  digest: Schema.String,
+  declared_size: Schema.Number,
+  verified_size: Schema.NullOr(Schema.Number)
+})
+export type ArtifactBlobFact = typeof ArtifactBlobFact.Type
 
 /** An attachment of a version's artifact with the size of the verified blob it cites. */
-export interface AttachmentBlobFact {
-  readonly id: string
-  readonly artifact_id: string
-  readonly name: string
-  readonly digest: string
-  readonly declared_size: number
-  readonly verified_size: number | null
-}
+export const AttachmentBlobFact = Schema.Struct({
+  id: Schema.String,
+  artifact_id: Schema.String,
+  name: Schema.String,
+  digest: Schema.String,
+  declared_size: Schema.Number,
+  verified_size: Schema.NullOr(Schema.Number)
+})
+export type AttachmentBlobFact = typeof AttachmentBlobFact.Type
 
-export interface LabelledCount {
-  readonly label: string
-  readonly state: string
-  readonly value: number
-}
+export const LabelledCount = Schema.Struct({
+  label: Schema.String,
+  state: Schema.String,
+  value: Schema.Number
+})
+export type LabelledCount = typeof LabelledCount.Type
+
+const LockedJobRow = Schema.Struct({ ...JobRow.fields, version_state: VersionState })
+const StateRow = Schema.Struct({ state: VersionState })
+const IdRow = Schema.Struct({ id: Schema.String })
+const OkRow = Schema.Struct({ ok: Schema.Boolean })
+const CountRow = Schema.Struct({ n: Schema.Number })
+
+type Infrastructure = SqlError.SqlError | ParseResult.ParseError
+
+/**
+ * Infrastructure failures (and any other SqlError left) become defects, and so does a row
+ * that does not match its schema (the code and the database disagree); domain errors pass.
+ */
+const dieOnSqlError = <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, Exclude<E, Infrastructure>, R> =>
+  Effect.catchAll(
+    effect,
+    (error) =>
+      error instanceof SqlError.SqlError || ParseResult.isParseError(error)
+        ? Effect.die(error)
+        : Effect.fail(error as Exclude<E, Infrastructure>)
+  )
+
+/**
+ * For the few callers that tolerate a failing database (the lease heartbeat keeps beating,
+ * a scrape drops the series): the repository's SqlError defect back as a failure.
+ */
+export const databaseFailure = <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | SqlError.SqlError, R> =>
+  Effect.catchSomeDefect(
+    effect,
+    (defect) => defect instanceof SqlError.SqlError ? Option.some(Effect.fail(defect)) : Option.none()
+  )
 
 const milliseconds = (lease: Duration.Duration) => Math.max(1, Math.round(Duration.toMillis(lease)))
 
@@ -52,35 +92,43 @@ export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<P
   readonly blobFacts: (versionId: string) => Effect.Effect<{
     readonly artifacts: ReadonlyArray<ArtifactBlobFact>
     readonly attachments: ReadonlyArray<AttachmentBlobFact>
-  }, SqlError.SqlError>
-  readonly versionState: (versionId: string) => Effect.Effect<Option.Option<VersionState>, SqlError.SqlError>
-  /** draft → publishing (the guard trigger re-checks publishability). */
-  readonly markPublishing: (versionId: string) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
-  /** A queued job with its three queued steps. */
+  }>
+  readonly versionState: (versionId: string) => Effect.Effect<Option.Option<VersionState>>
+  /**
+   * Runs `effect` in a transaction (or joins the caller's); a failing database, in the
+   * transaction or in `effect`, is a defect.
+   */
+  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, Exclude<E, Infrastructure>, R>
+  /**
+   * draft → publishing. The guard trigger re-checks publishability; it only disagrees with
+   * the service's check on a race, and its refusal is the precondition failure.
+   */
+  readonly markPublishing: (versionId: string) => Effect.Effect<void, PublishPreconditionFailed>
+  /** A queued job with its three queued steps; one job per version, so a second one is refused. */
   readonly insertJob: (job: {
     readonly id: string
     readonly versionId: string
     readonly stepIds: ReadonlyArray<string>
     readonly traceParent: string | undefined
-  }) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
-  readonly findJob: (jobId: string) => Effect.Effect<Option.Option<JobWithSteps>, SqlError.SqlError>
+  }) => Effect.Effect<void, PublishPreconditionFailed>
+  readonly findJob: (jobId: string) => Effect.Effect<Option.Option<JobWithSteps>>
   /** The job and its version's state, both rows locked FOR UPDATE (retry). */
   readonly lockJob: (
     jobId: string
-  ) => Effect.Effect<Option.Option<{ readonly job: JobRow; readonly versionState: VersionState }>, SqlError.SqlError>
-  readonly stepsOf: (jobId: string) => Effect.Effect<ReadonlyArray<StepRow>, SqlError.SqlError>
+  ) => Effect.Effect<Option.Option<{ readonly job: JobRow; readonly versionState: VersionState }>>
+  readonly stepsOf: (jobId: string) => Effect.Effect<ReadonlyArray<StepRow>>
   /** Job → queued; every not-succeeded step from `fromSequence` on → queued with no lock. */
   readonly requeue: (
     jobId: string,
     fromSequence: number,
     traceParent: string | undefined
-  ) => Effect.Effect<void, SqlError.SqlError>
+  ) => Effect.Effect<void>
   /**
    * Job → abandoned, the version's Simple Streams rows deleted (while it is still
    * publishing, the only state their guard lets them change in) and the version → draft.
    * The caller holds the job and version row locks (`lockJob`).
    */
-  readonly abandon: (jobId: string, versionId: string) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
+  readonly abandon: (jobId: string, versionId: string) => Effect.Effect<void>
 
   /**
    * Claims the next runnable step (queued and due, or running with an expired lease,
@@ -90,36 +138,39 @@ export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<P
   readonly claimNextStep: (
     workerId: string,
     lease: Duration.Duration
-  ) => Effect.Effect<Option.Option<ClaimedStep>, SqlError.SqlError>
+  ) => Effect.Effect<Option.Option<ClaimedStep>>
   /** Pushes the lease forward; false when the lease is no longer ours. */
   readonly renewLease: (
     step: ClaimedStep,
     workerId: string,
     lease: Duration.Duration
-  ) => Effect.Effect<boolean, SqlError.SqlError>
+  ) => Effect.Effect<boolean>
   /**
    * Step → succeeded, fenced on the claim (`locked_by`, `attempt_count`): false, and nothing
    * written, when the lease is no longer ours. The fencing write of an outcome transaction.
    */
-  readonly succeedStep: (step: ClaimedStep, workerId: string) => Effect.Effect<boolean, SqlError.SqlError>
+  readonly succeedStep: (step: ClaimedStep, workerId: string) => Effect.Effect<boolean>
   /** Step → failed and its job → failed with the same message, fenced like `succeedStep`. */
-  readonly failStep: (step: ClaimedStep, workerId: string, message: string) => Effect.Effect<boolean, SqlError.SqlError>
-  readonly earlierBlockingStepsSucceeded: (jobId: string, sequence: number) => Effect.Effect<boolean, SqlError.SqlError>
-  /** publishing → published with published_at = now(); false when the version was not publishing. */
-  readonly markPublished: (versionId: string) => Effect.Effect<boolean, SqlError.SqlError | ConstraintViolation>
-  readonly succeedJob: (jobId: string) => Effect.Effect<void, SqlError.SqlError>
-  /** Replaces the version's projection rows (delete + insert). */
+  readonly failStep: (step: ClaimedStep, workerId: string, message: string) => Effect.Effect<boolean>
+  readonly earlierBlockingStepsSucceeded: (jobId: string, sequence: number) => Effect.Effect<boolean>
+  /**
+   * publishing → published with published_at = now(); false when the version was not
+   * publishing. A guard refusing it fails the step with the guard's words.
+   */
+  readonly markPublished: (versionId: string) => Effect.Effect<boolean, StepFailed>
+  readonly succeedJob: (jobId: string) => Effect.Effect<void>
+  /** Replaces the version's projection rows (delete + insert); rows a constraint refuses fail the step. */
   readonly replaceProjection: (
     versionId: string,
     rows: ReadonlyArray<ProjectionRow>
-  ) => Effect.Effect<void, SqlError.SqlError | ConstraintViolation>
+  ) => Effect.Effect<void, StepFailed>
 
   // Scrape-time figures (domain.md §7.2).
-  readonly jobCounts: Effect.Effect<ReadonlyArray<LabelledCount>, SqlError.SqlError>
-  readonly stepCounts: Effect.Effect<ReadonlyArray<LabelledCount>, SqlError.SqlError>
-  readonly oldestStepAges: Effect.Effect<ReadonlyArray<LabelledCount>, SqlError.SqlError>
-  readonly versionsPublishing: Effect.Effect<number, SqlError.SqlError>
-  readonly projectionRows: Effect.Effect<number, SqlError.SqlError>
+  readonly jobCounts: Effect.Effect<ReadonlyArray<LabelledCount>>
+  readonly stepCounts: Effect.Effect<ReadonlyArray<LabelledCount>>
+  readonly oldestStepAges: Effect.Effect<ReadonlyArray<LabelledCount>>
+  readonly versionsPublishing: Effect.Effect<number>
+  readonly projectionRows: Effect.Effect<number>
 }>() {}
 
 export const PublishRepositoryLive = Layer.effect(
@@ -127,55 +178,136 @@ export const PublishRepositoryLive = Layer.effect(
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
 
-    const stepsOf = (jobId: string) =>
-      sql<StepRow>`
-        SELECT id, job_id, name, state, blocking, sequence, attempt_count, started_at, finished_at,
-               failure_message, created_at, updated_at
-        FROM publish_job_steps WHERE job_id = ${jobId} ORDER BY sequence`
+    const stepsOf = SqlSchema.findAll({
+      Request: Schema.String,
+      Result: StepRow,
+      execute: (jobId) =>
+        sql`
+          SELECT id, job_id, name, state, blocking, sequence, attempt_count, started_at, finished_at,
+                 failure_message, created_at, updated_at
+          FROM publish_job_steps WHERE job_id = ${jobId} ORDER BY sequence`
+    })
+
+    const artifactFacts = SqlSchema.findAll({
+      Request: Schema.String,
+      Result: ArtifactBlobFact,
+      execute: (versionId) =>
+        sql`
+          SELECT a.id, a.variant, a.operating_system, a.architecture, a.format,
+                 a.primary_blob_digest AS digest, a.primary_blob_size_bytes AS declared_size,
+                 b.size_bytes AS verified_size
+          FROM release_artifacts a LEFT JOIN cas_blobs b ON b.digest = a.primary_blob_digest
+          WHERE a.version_id = ${versionId}
+          ORDER BY a.variant COLLATE "C", a.operating_system COLLATE "C", a.architecture COLLATE "C",
+                   a.format COLLATE "C", a.id`
+    })
+
+    const attachmentFacts = SqlSchema.findAll({
+      Request: Schema.String,
+      Result: AttachmentBlobFact,
+      execute: (versionId) =>
+        sql`
+          SELECT t.id, t.artifact_id, t.name, t.blob_digest AS digest, t.blob_size_bytes AS declared_size,
+                 b.size_bytes AS verified_size
+          FROM artifact_attachments t
+          JOIN release_artifacts a ON a.id = t.artifact_id
+          LEFT JOIN cas_blobs b ON b.digest = t.blob_digest
+          WHERE a.version_id = ${versionId}
+          ORDER BY t.name COLLATE "C", t.id`
+    })
+
+    const findVersionState = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: StateRow,
+      execute: (versionId) => sql`SELECT state FROM image_versions WHERE id = ${versionId}`
+    })
+
+    const findJobRow = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: JobRow,
+      execute: (jobId) =>
+        sql`
+          SELECT j.*, i.name AS image_name, v.version
+          FROM publish_jobs j
+          JOIN image_versions v ON v.id = j.version_id
+          JOIN images i ON i.id = v.image_id
+          WHERE j.id = ${jobId}`
+    })
+
+    const lockJobRow = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: LockedJobRow,
+      execute: (jobId) =>
+        sql`
+          SELECT j.*, i.name AS image_name, v.version, v.state AS version_state
+          FROM publish_jobs j
+          JOIN image_versions v ON v.id = j.version_id
+          JOIN images i ON i.id = v.image_id
+          WHERE j.id = ${jobId}
+          FOR UPDATE OF j, v`
+    })
+
+    const gauge = (execute: () => Effect.Effect<ReadonlyArray<unknown>, SqlError.SqlError>) =>
+      dieOnSqlError(SqlSchema.findAll({ Request: Schema.Void, Result: LabelledCount, execute })(undefined))
+
+    // count(*) always answers one row: no row at all is a defect like any other.
+    const count = (execute: () => Effect.Effect<ReadonlyArray<unknown>, SqlError.SqlError>) =>
+      SqlSchema.single({ Request: Schema.Void, Result: CountRow, execute })(undefined).pipe(
+        Effect.map((row) => row.n),
+        Effect.orDie
+      )
+
+    /** Whether a conditional UPDATE … RETURNING id matched its row. */
+    const matched = (query: Effect.Effect<ReadonlyArray<unknown>, SqlError.SqlError>) =>
+      SqlSchema.findOne({ Request: Schema.Void, Result: IdRow, execute: () => query })(undefined).pipe(
+        Effect.map(Option.isSome),
+        Effect.catchTag("ParseError", Effect.die)
+      )
 
     /** The fencing token of a claim: the step is still running, by this worker, in this attempt. */
     const claimed = (step: ClaimedStep, workerId: string) =>
       sql`id = ${step.id} AND state = 'running' AND locked_by = ${workerId} AND attempt_count = ${step.attempt_count}`
 
-    const count = (query: Effect.Effect<ReadonlyArray<{ readonly n: number }>, SqlError.SqlError>) =>
-      Effect.map(query, (rows) => Number(rows[0]?.n ?? 0))
+    /** A constraint refusing projection rows or the final state change: the step fails with its words. */
+    const stepFailure = (prefix: string) => ({
+      CheckViolation: (v: CheckViolation) => Effect.fail(new StepFailed({ message: `${prefix}${v.detail}` })),
+      ForeignKeyViolation: (v: ForeignKeyViolation) => Effect.fail(new StepFailed({ message: `${prefix}${v.detail}` })),
+      UniqueViolation: (v: UniqueViolation) => Effect.fail(new StepFailed({ message: `${prefix}${v.constraint}` }))
+    })
 
     return PublishRepository.of({
+      transaction: (effect) => dieOnSqlError(sql.withTransaction(effect)),
+
       blobFacts: (versionId) =>
-        Effect.all({
-          artifacts: sql<ArtifactBlobFact>`
-            SELECT a.id, a.variant, a.operating_system, a.architecture, a.format,
-                   a.primary_blob_digest AS digest, a.primary_blob_size_bytes AS declared_size,
-                   b.size_bytes AS verified_size
-            FROM release_artifacts a LEFT JOIN cas_blobs b ON b.digest = a.primary_blob_digest
-            WHERE a.version_id = ${versionId}
-            ORDER BY a.variant COLLATE "C", a.operating_system COLLATE "C", a.architecture COLLATE "C",
-                     a.format COLLATE "C", a.id`,
-          attachments: sql<AttachmentBlobFact>`
-            SELECT t.id, t.artifact_id, t.name, t.blob_digest AS digest, t.blob_size_bytes AS declared_size,
-                   b.size_bytes AS verified_size
-            FROM artifact_attachments t
-            JOIN release_artifacts a ON a.id = t.artifact_id
-            LEFT JOIN cas_blobs b ON b.digest = t.blob_digest
-            WHERE a.version_id = ${versionId}
-            ORDER BY t.name COLLATE "C", t.id`
-        }),
+        dieOnSqlError(Effect.all({ artifacts: artifactFacts(versionId), attachments: attachmentFacts(versionId) })),
 
       versionState: (versionId) =>
-        sql<{ state: VersionState }>`SELECT state FROM image_versions WHERE id = ${versionId}`.pipe(
-          Effect.map((rows) => Option.fromNullable(rows[0]?.state))
-        ),
+        findVersionState(versionId).pipe(Effect.map(Option.map((row) => row.state)), dieOnSqlError),
 
       markPublishing: (versionId) =>
         classifyConstraint(
           sql`UPDATE image_versions SET state = 'publishing', updated_at = now() WHERE id = ${versionId}`
-        ).pipe(Effect.asVoid),
+        ).pipe(
+          Effect.asVoid,
+          Effect.catchTags({
+            CheckViolation: (v) => Effect.fail(new PublishPreconditionFailed({ reason: v.detail })),
+            ForeignKeyViolation: Effect.die,
+            UniqueViolation: Effect.die
+          }),
+          dieOnSqlError
+        ),
 
       insertJob: (job) =>
         Effect.gen(function*() {
           yield* classifyConstraint(
             sql`INSERT INTO publish_jobs (id, version_id, state) VALUES (${job.id}, ${job.versionId}, 'queued')`
-          )
+          ).pipe(Effect.catchTags({
+            // One job per version: a unique violation means another publish won.
+            UniqueViolation: () =>
+              Effect.fail(new PublishPreconditionFailed({ reason: "version already has a publish job" })),
+            CheckViolation: Effect.die,
+            ForeignKeyViolation: Effect.die
+          }))
           yield* sql`INSERT INTO publish_job_steps ${
             sql.insert(PUBLISH_STEPS.map((step, i) => ({
               id: job.stepIds[i]!,
@@ -187,36 +319,22 @@ export const PublishRepositoryLive = Layer.effect(
               trace_parent: job.traceParent ?? null
             })))
           }`
-        }),
+        }).pipe(dieOnSqlError),
 
       findJob: (jobId) =>
         Effect.gen(function*() {
-          const jobs = yield* sql<JobRow>`
-            SELECT j.*, i.name AS image_name, v.version
-            FROM publish_jobs j
-            JOIN image_versions v ON v.id = j.version_id
-            JOIN images i ON i.id = v.image_id
-            WHERE j.id = ${jobId}`
-          const job = jobs[0]
-          if (job === undefined) return Option.none()
-          return Option.some({ job, steps: yield* stepsOf(jobId) })
-        }),
+          const job = yield* findJobRow(jobId)
+          if (Option.isNone(job)) return Option.none()
+          return Option.some({ job: job.value, steps: yield* stepsOf(jobId) })
+        }).pipe(dieOnSqlError),
 
       lockJob: (jobId) =>
-        sql<JobRow & { version_state: VersionState }>`
-          SELECT j.*, i.name AS image_name, v.version, v.state AS version_state
-          FROM publish_jobs j
-          JOIN image_versions v ON v.id = j.version_id
-          JOIN images i ON i.id = v.image_id
-          WHERE j.id = ${jobId}
-          FOR UPDATE OF j, v`.pipe(Effect.map((rows) => {
-          const row = rows[0]
-          if (row === undefined) return Option.none()
-          const { version_state, ...job } = row
-          return Option.some({ job, versionState: version_state })
-        })),
+        lockJobRow(jobId).pipe(
+          Effect.map(Option.map(({ version_state, ...job }) => ({ job, versionState: version_state }))),
+          dieOnSqlError
+        ),
 
-      stepsOf,
+      stepsOf: (jobId) => dieOnSqlError(stepsOf(jobId)),
 
       requeue: (jobId, fromSequence, traceParent) =>
         Effect.gen(function*() {
@@ -228,18 +346,22 @@ export const PublishRepositoryLive = Layer.effect(
             SET state = 'queued', run_after = now(), locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
                 finished_at = NULL, failure_message = NULL, trace_parent = ${traceParent ?? null}, updated_at = now()
             WHERE job_id = ${jobId} AND sequence >= ${fromSequence} AND state <> 'succeeded'`
-        }),
+        }).pipe(dieOnSqlError),
 
       abandon: (jobId, versionId) =>
         classifyConstraint(Effect.gen(function*() {
           yield* sql`DELETE FROM incus_projection_items WHERE version_id = ${versionId}`
           yield* sql`UPDATE publish_jobs SET state = 'abandoned', updated_at = now() WHERE id = ${jobId}`
           yield* sql`UPDATE image_versions SET state = 'draft', updated_at = now() WHERE id = ${versionId}`
-        })),
+        })).pipe(Effect.orDie),
 
       claimNextStep: (workerId, lease) =>
         Effect.gen(function*() {
-          const claimed = yield* sql<ClaimedStep>`
+          const claimed = yield* SqlSchema.findOne({
+            Request: Schema.Void,
+            Result: ClaimedStep,
+            execute: () =>
+              sql`
             WITH next AS (
               SELECT s.id FROM publish_job_steps s
               JOIN publish_jobs j ON j.id = s.job_id
@@ -266,61 +388,70 @@ export const PublishRepositoryLive = Layer.effect(
             JOIN publish_jobs j ON j.id = c.job_id
             JOIN image_versions v ON v.id = j.version_id
             JOIN images i ON i.id = v.image_id`
-          const step = claimed[0]
-          if (step === undefined) return Option.none()
+          })(undefined)
+          if (Option.isNone(claimed)) return Option.none()
+          const step = claimed.value
           yield* sql`
             UPDATE publish_jobs SET state = 'running', started_at = COALESCE(started_at, now()), updated_at = now()
             WHERE id = ${step.job_id} AND state = 'queued'`
           return Option.some(step)
-        }),
+        }).pipe(dieOnSqlError),
 
       renewLease: (step, workerId, lease) =>
-        sql<{ id: string }>`
+        matched(sql`
           UPDATE publish_job_steps
           SET lease_expires_at = now() + ${milliseconds(lease)} * interval '1 millisecond'
           WHERE ${claimed(step, workerId)}
-          RETURNING id`.pipe(Effect.map((rows) => rows.length > 0)),
+          RETURNING id`).pipe(dieOnSqlError),
 
       succeedStep: (step, workerId) =>
-        sql<{ id: string }>`
+        matched(sql`
           UPDATE publish_job_steps
           SET state = 'succeeded', finished_at = now(), failure_message = NULL,
               locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = now()
           WHERE ${claimed(step, workerId)}
-          RETURNING id`.pipe(Effect.map((rows) => rows.length > 0)),
+          RETURNING id`).pipe(dieOnSqlError),
 
       failStep: (step, workerId, message) =>
         Effect.gen(function*() {
-          const failed = yield* sql<{ id: string }>`
+          const failed = yield* matched(sql`
             UPDATE publish_job_steps
             SET state = 'failed', finished_at = now(), failure_message = ${message},
                 locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = now()
             WHERE ${claimed(step, workerId)}
-            RETURNING id`
-          if (failed.length === 0) return false
+            RETURNING id`)
+          if (!failed) return false
           yield* sql`
             UPDATE publish_jobs SET state = 'failed', failure_message = ${message}, finished_at = now(), updated_at = now()
             WHERE id = ${step.job_id} AND state IN ('queued', 'running')`
           return true
-        }),
+        }).pipe(dieOnSqlError),
 
       earlierBlockingStepsSucceeded: (jobId, sequence) =>
-        sql<{ ok: boolean }>`
+        SqlSchema.single({
+          Request: Schema.Void,
+          Result: OkRow,
+          execute: () =>
+            sql`
           SELECT NOT EXISTS (
             SELECT 1 FROM publish_job_steps
             WHERE job_id = ${jobId} AND blocking AND sequence < ${sequence} AND state <> 'succeeded'
-          ) AS ok`.pipe(Effect.map((rows) => rows[0]?.ok === true)),
+          ) AS ok`
+        })(undefined).pipe(Effect.map((row) => row.ok), Effect.orDie),
 
       markPublished: (versionId) =>
-        classifyConstraint(sql<{ id: string }>`
+        classifyConstraint(matched(sql`
           UPDATE image_versions SET state = 'published', published_at = now(), updated_at = now()
           WHERE id = ${versionId} AND state = 'publishing'
-          RETURNING id`).pipe(Effect.map((rows) => rows.length > 0)),
+          RETURNING id`)).pipe(
+          Effect.catchTags(stepFailure("finalize publish: ")),
+          dieOnSqlError
+        ),
 
       succeedJob: (jobId) =>
         sql`
           UPDATE publish_jobs SET state = 'succeeded', finished_at = now(), failure_message = NULL, updated_at = now()
-          WHERE id = ${jobId}`.pipe(Effect.asVoid),
+          WHERE id = ${jobId}`.pipe(Effect.asVoid, dieOnSqlError),
 
       replaceProjection: (versionId, rows) =>
         classifyConstraint(Effect.gen(function*() {
@@ -341,28 +472,32 @@ export const PublishRepositoryLive = Layer.effect(
               combined_sha256: r.combinedSha256
             })))
           }`
-        })),
+        })).pipe(Effect.catchTags(stepFailure("incus materialization: store rows: ")), dieOnSqlError),
 
-      jobCounts: sql<LabelledCount>`
-        SELECT '' AS label, state, count(*)::float8 AS value FROM publish_jobs GROUP BY state`,
+      jobCounts: gauge(() =>
+        sql`
+        SELECT '' AS label, state, count(*)::float8 AS value FROM publish_jobs GROUP BY state`
+      ),
 
-      stepCounts: sql<LabelledCount>`
-        SELECT name AS label, state, count(*)::float8 AS value FROM publish_job_steps GROUP BY name, state`,
+      stepCounts: gauge(() =>
+        sql`
+        SELECT name AS label, state, count(*)::float8 AS value FROM publish_job_steps GROUP BY name, state`
+      ),
 
-      oldestStepAges: sql<LabelledCount>`
+      oldestStepAges: gauge(() =>
+        sql`
         SELECT name AS label, 'queued' AS state,
                EXTRACT(EPOCH FROM now() - min(run_after))::float8 AS value
         FROM publish_job_steps WHERE state = 'queued' AND run_after <= now() GROUP BY name
         UNION ALL
         SELECT name AS label, 'running' AS state,
                EXTRACT(EPOCH FROM now() - min(locked_at))::float8 AS value
-        FROM publish_job_steps WHERE state = 'running' GROUP BY name`,
-
-      versionsPublishing: count(
-        sql<{ n: number }>`SELECT count(*) AS n FROM image_versions WHERE state = 'publishing'`
+        FROM publish_job_steps WHERE state = 'running' GROUP BY name`
       ),
 
-      projectionRows: count(sql<{ n: number }>`SELECT count(*) AS n FROM incus_projection_items`)
+      versionsPublishing: count(() => sql`SELECT count(*) AS n FROM image_versions WHERE state = 'publishing'`),
+
+      projectionRows: count(() => sql`SELECT count(*) AS n FROM incus_projection_items`)
     })
   })
 )

@@ -69,53 +69,60 @@ export type PublishJob = typeof PublishJob.Type
 // Rows.
 // ---------------------------------------------------------------------------------
 
-export interface JobRow {
-  readonly id: string
-  readonly version_id: string
-  readonly state: JobState
-  readonly started_at: Date | null
-  readonly finished_at: Date | null
-  readonly failure_message: string | null
-  readonly created_at: Date
-  readonly updated_at: Date
+// Rows as the repository decodes them (`SqlSchema`), and the domain type of each entity:
+// a row that does not match its schema is a defect (code and database disagree).
+
+export const JobRow = Schema.Struct({
+  id: Schema.String,
+  version_id: Schema.String,
+  state: JobState,
+  started_at: Schema.NullOr(Schema.DateFromSelf),
+  finished_at: Schema.NullOr(Schema.DateFromSelf),
+  failure_message: Schema.NullOr(Schema.String),
+  created_at: Schema.DateFromSelf,
+  updated_at: Schema.DateFromSelf,
   /** Joined from the version and its image. */
-  readonly image_name: string
-  readonly version: string
-}
+  image_name: Schema.String,
+  version: Schema.String
+})
+export type JobRow = typeof JobRow.Type
 
-export interface StepRow {
-  readonly id: string
-  readonly job_id: string
-  readonly name: StepName
-  readonly state: StepState
-  readonly blocking: boolean
-  readonly sequence: number
-  readonly attempt_count: number
-  readonly started_at: Date | null
-  readonly finished_at: Date | null
-  readonly failure_message: string | null
-  readonly created_at: Date
-  readonly updated_at: Date
-}
+export const StepRow = Schema.Struct({
+  id: Schema.String,
+  job_id: Schema.String,
+  name: StepName,
+  state: StepState,
+  blocking: Schema.Boolean,
+  sequence: Schema.Number,
+  attempt_count: Schema.Number,
+  started_at: Schema.NullOr(Schema.DateFromSelf),
+  finished_at: Schema.NullOr(Schema.DateFromSelf),
+  failure_message: Schema.NullOr(Schema.String),
+  created_at: Schema.DateFromSelf,
+  updated_at: Schema.DateFromSelf
+})
+export type StepRow = typeof StepRow.Type
 
-export interface JobWithSteps {
-  readonly job: JobRow
-  readonly steps: ReadonlyArray<StepRow>
-}
+export const JobWithSteps = Schema.Struct({
+  job: JobRow,
+  steps: Schema.Array(StepRow)
+})
+export type JobWithSteps = typeof JobWithSteps.Type
 
 /** A step a worker has just claimed: the lease it holds and what the step works on. */
-export interface ClaimedStep {
-  readonly id: string
-  readonly job_id: string
-  readonly name: StepName
-  readonly sequence: number
+export const ClaimedStep = Schema.Struct({
+  id: Schema.String,
+  job_id: Schema.String,
+  name: StepName,
+  sequence: Schema.Number,
   /** Fencing token together with the worker id: a re-claim increments it. */
-  readonly attempt_count: number
-  readonly trace_parent: string | null
-  readonly version_id: string
-  readonly image_name: string
-  readonly version: string
-}
+  attempt_count: Schema.Number,
+  trace_parent: Schema.NullOr(Schema.String),
+  version_id: Schema.String,
+  image_name: Schema.String,
+  version: Schema.String
+})
+export type ClaimedStep = typeof ClaimedStep.Type
 
 /**
  * One Simple Streams row computed by `incus_index` (incus_projection_items): an Incus
@@ -137,43 +144,95 @@ export interface ProjectionRow {
 }
 
 // ---------------------------------------------------------------------------------
-// Encoding.
+// Encoding: the wire shapes declared as transformations of the domain types.
 // ---------------------------------------------------------------------------------
 
+/** A nullable column as an optional wire member: absent (not undefined) when null. */
+const present = <K extends string, A>(key: K, value: A | null) =>
+  (value === null ? {} : { [key]: value }) as Partial<Record<K, A>>
 const optionalTimestamp = <K extends string>(key: K, value: Date | null) =>
-  (value === null ? {} : { [key]: formatTimestamp(value) }) as Partial<Record<K, string>>
+  present(key, value === null ? null : formatTimestamp(value))
+const parsedTimestamp = (value: string | undefined) => (value === undefined ? null : new Date(value))
 
-export const stepToWire = (row: StepRow): PublishJobStep => ({
-  id: row.id,
-  job_id: row.job_id,
-  name: row.name,
-  state: row.state,
-  blocking: row.blocking,
-  sequence: row.sequence,
-  attempt_count: row.attempt_count,
-  ...optionalTimestamp("started_at", row.started_at),
-  ...optionalTimestamp("finished_at", row.finished_at),
-  ...(row.failure_message !== null ? { failure_message: row.failure_message } : {}),
-  created_at: formatTimestamp(row.created_at),
-  updated_at: formatTimestamp(row.updated_at)
+/** The wire step of a step row (`failure_message`, `started_at`, `finished_at` absent when null). */
+export const PublishJobStepFromRow = Schema.transform(StepRow, PublishJobStep, {
+  strict: true,
+  decode: (row) => ({
+    id: row.id,
+    job_id: row.job_id,
+    name: row.name,
+    state: row.state,
+    blocking: row.blocking,
+    sequence: row.sequence,
+    attempt_count: row.attempt_count,
+    ...optionalTimestamp("started_at", row.started_at),
+    ...optionalTimestamp("finished_at", row.finished_at),
+    ...present("failure_message", row.failure_message),
+    created_at: formatTimestamp(row.created_at),
+    updated_at: formatTimestamp(row.updated_at)
+  }),
+  encode: (wire) => ({
+    id: wire.id,
+    job_id: wire.job_id,
+    name: wire.name,
+    state: wire.state,
+    blocking: wire.blocking,
+    sequence: wire.sequence,
+    attempt_count: wire.attempt_count,
+    started_at: parsedTimestamp(wire.started_at),
+    finished_at: parsedTimestamp(wire.finished_at),
+    failure_message: wire.failure_message ?? null,
+    created_at: new Date(wire.created_at),
+    updated_at: new Date(wire.updated_at)
+  })
 })
 
-export const jobToWire = ({ job, steps }: JobWithSteps): PublishJob => {
-  const ordered = [...steps].sort((a, b) => a.sequence - b.sequence)
-  const failedStep = job.state === "failed" ? ordered.find((s) => s.state === "failed") : undefined
-  return {
-    id: job.id,
-    job_id: job.id,
-    version_id: job.version_id,
-    image_name: job.image_name,
-    version: job.version,
-    state: job.state,
-    ...optionalTimestamp("started_at", job.started_at),
-    ...optionalTimestamp("finished_at", job.finished_at),
-    ...(job.failure_message !== null ? { failure_message: job.failure_message, reason: job.failure_message } : {}),
-    ...(failedStep !== undefined ? { failed_step: failedStep.name } : {}),
-    created_at: formatTimestamp(job.created_at),
-    updated_at: formatTimestamp(job.updated_at),
-    steps: ordered.map(stepToWire)
+/**
+ * The wire job of a job with its steps: steps in sequence order, `failed_step` the first
+ * failed one of a failed job, `reason` a copy of `failure_message`, `job_id` of `id`.
+ */
+export const PublishJobFromRows = Schema.transform(
+  Schema.Struct({ job: JobRow, steps: Schema.Array(PublishJobStepFromRow) }),
+  PublishJob,
+  {
+    strict: true,
+    decode: ({ job, steps }) => {
+      const ordered = [...steps].sort((a, b) => a.sequence - b.sequence)
+      const failedStep = job.state === "failed" ? ordered.find((s) => s.state === "failed") : undefined
+      return {
+        id: job.id,
+        job_id: job.id,
+        version_id: job.version_id,
+        image_name: job.image_name,
+        version: job.version,
+        state: job.state,
+        ...optionalTimestamp("started_at", job.started_at),
+        ...optionalTimestamp("finished_at", job.finished_at),
+        ...present("failure_message", job.failure_message),
+        ...present("reason", job.failure_message),
+        ...present("failed_step", failedStep?.name ?? null),
+        created_at: formatTimestamp(job.created_at),
+        updated_at: formatTimestamp(job.updated_at),
+        steps: ordered
+      }
+    },
+    encode: (wire) => ({
+      job: {
+        id: wire.id,
+        version_id: wire.version_id,
+        image_name: wire.image_name,
+        version: wire.version,
+        state: wire.state,
+        started_at: parsedTimestamp(wire.started_at),
+        finished_at: parsedTimestamp(wire.finished_at),
+        failure_message: wire.failure_message ?? null,
+        created_at: new Date(wire.created_at),
+        updated_at: new Date(wire.updated_at)
+      },
+      steps: wire.steps
+    })
   }
-}
+)
+
+/** A job as the API and the webhook events show it. */
+export const jobToWire: (job: JobWithSteps) => PublishJob = Schema.decodeSync(PublishJobFromRows)

@@ -1,4 +1,3 @@
-import { SqlClient } from "@effect/sql"
 import { Context, Effect, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
 import { VersionNotFound } from "../catalog/errors.js"
@@ -120,14 +119,12 @@ export class Publishing extends Context.Tag("imgsrv/Publishing")<Publishing, {
 export const PublishingLive = Layer.effect(
   Publishing,
   Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
     const catalog = yield* CatalogRepository
     const repo = yield* PublishRepository
     const wake = yield* PublishWake
 
     const loadJob = (jobId: string) =>
       repo.findJob(jobId).pipe(
-        Effect.orDie,
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(new PublishJobNotFound({ jobId })),
           onSome: Effect.succeed
@@ -141,7 +138,7 @@ export const PublishingLive = Layer.effect(
           const jobId = randomUUID()
           // The job is read back inside the transaction: the response shows it as queued,
           // whatever the (immediately woken) worker does next.
-          const job = yield* sql.withTransaction(Effect.gen(function*() {
+          const job = yield* repo.transaction(Effect.gen(function*() {
             const found = yield* catalog.findVersion(name, version, "update")
             if (Option.isNone(found)) return yield* new VersionNotFound({ name, version, published: false })
             const target = found.value.version
@@ -151,31 +148,16 @@ export const PublishingLive = Layer.effect(
             }
             const problem = publishabilityProblem(name, version, yield* repo.blobFacts(target.id))
             if (Option.isSome(problem)) return yield* new PublishPreconditionFailed({ reason: problem.value })
-            yield* repo.markPublishing(target.id).pipe(
-              Effect.catchTags({
-                // The guard trigger re-checks publishability; it only disagrees on a race.
-                CheckViolation: (v) => Effect.fail(new PublishPreconditionFailed({ reason: v.detail })),
-                ForeignKeyViolation: Effect.die,
-                UniqueViolation: Effect.die
-              })
-            )
+            yield* repo.markPublishing(target.id)
             yield* repo.insertJob({
               id: jobId,
               versionId: target.id,
               stepIds: [randomUUID(), randomUUID(), randomUUID()],
               traceParent
-            }).pipe(
-              Effect.catchTags({
-                // One job per version: a unique violation means another publish won.
-                UniqueViolation: () =>
-                  Effect.fail(new PublishPreconditionFailed({ reason: "version already has a publish job" })),
-                CheckViolation: Effect.die,
-                ForeignKeyViolation: Effect.die
-              })
-            )
+            })
             // Just inserted in this transaction: it cannot be missing.
             return yield* loadJob(jobId).pipe(Effect.orDie)
-          })).pipe(Effect.catchTag("SqlError", Effect.die))
+          }))
           yield* wake.wake
           yield* Effect.logInfo("publish job queued").pipe(
             Effect.annotateLogs({ job_id: jobId, image: name, version })
@@ -188,7 +170,7 @@ export const PublishingLive = Layer.effect(
       retry: (jobId) =>
         Effect.gen(function*() {
           const traceParent = yield* currentTraceParent
-          const job = yield* sql.withTransaction(Effect.gen(function*() {
+          const job = yield* repo.transaction(Effect.gen(function*() {
             const locked = yield* repo.lockJob(jobId)
             if (Option.isNone(locked)) return yield* new PublishJobNotFound({ jobId })
             const { job, versionState } = locked.value
@@ -205,7 +187,7 @@ export const PublishingLive = Layer.effect(
             }
             yield* repo.requeue(jobId, firstFailed.sequence, traceParent)
             return yield* loadJob(jobId)
-          })).pipe(Effect.catchTag("SqlError", Effect.die))
+          }))
           yield* wake.wake
           yield* Effect.logInfo("publish job re-queued").pipe(Effect.annotateLogs({ job_id: jobId }))
           return job
@@ -215,7 +197,7 @@ export const PublishingLive = Layer.effect(
         Effect.gen(function*() {
           // The job and version rows are locked as retry locks them, so an abandon and a
           // retry of the same job serialise; a failed job is never claimed by the worker.
-          const job = yield* sql.withTransaction(Effect.gen(function*() {
+          const job = yield* repo.transaction(Effect.gen(function*() {
             const locked = yield* repo.lockJob(jobId)
             if (Option.isNone(locked)) return yield* new PublishJobNotFound({ jobId })
             const { job, versionState } = locked.value
@@ -226,9 +208,9 @@ export const PublishingLive = Layer.effect(
             if (versionState !== "publishing") {
               return yield* Effect.dieMessage(`failed job ${jobId} has a ${versionState} version`)
             }
-            yield* repo.abandon(jobId, job.version_id).pipe(Effect.orDie)
+            yield* repo.abandon(jobId, job.version_id)
             return yield* loadJob(jobId)
-          })).pipe(Effect.catchTag("SqlError", Effect.die))
+          }))
           yield* Effect.logInfo("publish job abandoned").pipe(
             Effect.annotateLogs({ job_id: jobId, image: job.job.image_name, version: job.job.version })
           )

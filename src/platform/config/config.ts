@@ -96,7 +96,7 @@ export interface GcSettings {
 /** PEM files of the API listener's certificate and key: HTTPS when set (platform/http/tls.ts). */
 /** Retention rules (src/retention/worker.ts, docs/lifecycle.md). */
 export interface RetentionSettings {
-  readonly worker: WorkerLoopSettings
+  readonly worker: LoopSettings
   /** Time between two applications of one image's rules. */
   readonly interval: Duration.Duration
 }
@@ -507,9 +507,8 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
         errorBackoff: Duration.seconds(5),
         errorBackoffMax: Duration.minutes(1),
         circuitBreakerFailures: 10,
-        circuitBreakerCooldown: Duration.minutes(1),
-        // A run holds its image's row lock for its transaction; there is no lease column to renew.
-        lease: retentionInterval
+        // No lease: a run holds its image's row lock for its one transaction.
+        circuitBreakerCooldown: Duration.minutes(1)
       },
       interval: retentionInterval
     }

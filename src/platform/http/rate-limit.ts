@@ -32,8 +32,6 @@ export interface RateLimitSettings {
   readonly requests: Option.Option<Rate>
 }
 
-export const NO_RATE_LIMITS: RateLimitSettings = { authFailures: Option.none(), requests: Option.none() }
-
 /** Buckets kept per limit at most (a few MiB); the least recently used go first. */
 export const MAX_BUCKETS = 65_536
 

@@ -1,6 +1,7 @@
-import { SqlClient, SqlError, SqlSchema } from "@effect/sql"
+import { SqlClient, SqlSchema } from "@effect/sql"
 import { Context, Effect, Layer, Option, Schema } from "effect"
 import { createHash } from "node:crypto"
+import { dieOnSqlError } from "../platform/storage/sql-errors.js"
 import { RuleAlreadyExists, RuleNotFound } from "./errors.js"
 import { PrincipalKind, type RoleId } from "./schema.js"
 
@@ -191,14 +192,6 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
     forUpdate: boolean
   ) => Sql<ReadonlyArray<PrincipalWithRolesRow>>
 }>() {}
-
-/** Turns only the SQL failures into defects (for effects that carry other errors too). */
-const dieOnSqlError = <A, E, R>(effect: Effect.Effect<A, E | SqlError.SqlError, R>): Effect.Effect<A, E, R> =>
-  Effect.catchIf(
-    effect,
-    (error): error is SqlError.SqlError => error instanceof SqlError.SqlError,
-    (error) => Effect.die(error)
-  ) as Effect.Effect<A, E, R>
 
 export const AuthRepositoryLive = Layer.effect(
   AuthRepository,

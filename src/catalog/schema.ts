@@ -2,7 +2,7 @@ import { Effect, Schema } from "effect"
 import { Sha256Digest } from "../contract/digest.js"
 import { MediaType } from "../contract/media-type.js"
 import { nextCursorField, PgTimestampText } from "../contract/pagination.js"
-import { decodeParam, nonBlank, strictBody, TEXT_LIMITS, UuidParam, UuidString } from "../contract/params.js"
+import { decodeParam, nonBlank, strictBody, TEXT_LIMITS, UuidId, UuidParam, UuidString } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 
 /**
@@ -29,6 +29,16 @@ export const AliasName = patterned("alias", ALIAS).annotations({ identifier: "Al
 export const RefString = patterned("ref", VERSION)
 
 const tokenOf = (field: string) => patterned(field, TOKEN)
+
+/** Ids of the catalog's entities; publishing, retention and streams cite them too. */
+export const ImageId = UuidId("ImageId", "image id")
+export type ImageId = typeof ImageId.Type
+export const VersionId = UuidId("VersionId", "version id")
+export type VersionId = typeof VersionId.Type
+export const ArtifactId = UuidId("ArtifactId", "artifact id")
+export type ArtifactId = typeof ArtifactId.Type
+export const AttachmentId = UuidId("AttachmentId", "attachment id")
+export type AttachmentId = typeof AttachmentId.Type
 
 export const ArtifactIdParam = UuidParam("artifact id")
 export const AttachmentIdParam = UuidParam("attachment id")

@@ -45,6 +45,14 @@ export const UuidParam = (label: string) =>
  */
 export const UuidString = Schema.String.annotations({ jsonSchema: { type: "string", format: "uuid" } })
 
+/**
+ * An id imgsrv mints, as a canonical UUID carrying the entity's brand, so an `ImageId` cannot
+ * be passed where a `VersionId` is expected. Decoding one (a path parameter) refuses anything
+ * else with "`label` must be a UUID"; rows and responses carry it as a plain string.
+ */
+export const UuidId = <const B extends string>(brand: B, label: string) =>
+  UuidString.pipe(Schema.pattern(CANONICAL_UUID, { message: () => `${label} must be a UUID` }), Schema.brand(brand))
+
 /** Request body schemas refuse unknown members (api.md §1.3: strict JSON, unknown fields → 400). */
 export const strictBody = { parseOptions: { onExcessProperty: "error" } } as const
 

@@ -1,10 +1,14 @@
-import { SqlClient, SqlError, SqlSchema } from "@effect/sql"
-import { Context, Duration, Effect, Layer, Option, ParseResult, Schema } from "effect"
+import type { SqlError } from "@effect/sql"
+import { SqlClient, SqlSchema } from "@effect/sql"
+import { Context, Duration, Effect, Layer, Option, Schema } from "effect"
 import { VersionState } from "../catalog/schema.js"
 import {
   type CheckViolation,
   classifyConstraint,
+  databaseFailure,
+  dieOnSqlError,
   type ForeignKeyViolation,
+  type Infrastructure,
   type UniqueViolation
 } from "../platform/storage/sql-errors.js"
 import { PublishPreconditionFailed, StepFailed } from "./errors.js"
@@ -56,34 +60,7 @@ const IdRow = Schema.Struct({ id: Schema.String })
 const OkRow = Schema.Struct({ ok: Schema.Boolean })
 const CountRow = Schema.Struct({ n: Schema.Number })
 
-type Infrastructure = SqlError.SqlError | ParseResult.ParseError
-
-/**
- * Infrastructure failures (and any other SqlError left) become defects, and so does a row
- * that does not match its schema (the code and the database disagree); domain errors pass.
- */
-const dieOnSqlError = <A, E, R>(
-  effect: Effect.Effect<A, E, R>
-): Effect.Effect<A, Exclude<E, Infrastructure>, R> =>
-  Effect.catchAll(
-    effect,
-    (error) =>
-      error instanceof SqlError.SqlError || ParseResult.isParseError(error)
-        ? Effect.die(error)
-        : Effect.fail(error as Exclude<E, Infrastructure>)
-  )
-
-/**
- * For the few callers that tolerate a failing database (the lease heartbeat keeps beating,
- * a scrape drops the series): the repository's SqlError defect back as a failure.
- */
-export const databaseFailure = <A, E, R>(
-  effect: Effect.Effect<A, E, R>
-): Effect.Effect<A, E | SqlError.SqlError, R> =>
-  Effect.catchSomeDefect(
-    effect,
-    (defect) => defect instanceof SqlError.SqlError ? Option.some(Effect.fail(defect)) : Option.none()
-  )
+export { databaseFailure }
 
 const milliseconds = (lease: Duration.Duration) => Math.max(1, Math.round(Duration.toMillis(lease)))
 

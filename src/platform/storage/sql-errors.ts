@@ -1,5 +1,5 @@
-import type { SqlError } from "@effect/sql"
-import { Cause, Data, Effect, Predicate } from "effect"
+import { SqlError } from "@effect/sql"
+import { Cause, Data, Effect, Option, ParseResult, Predicate } from "effect"
 import { isConnectionFailure } from "./connection-errors.js"
 
 /**
@@ -88,3 +88,34 @@ export const isDatabaseUnavailable = (error: SqlError.SqlError): boolean => {
   if (isConnectionFailure(error.cause)) return true
   return typeof message === "string" && LOST_CONNECTION_MESSAGES.some((text) => message.includes(text))
 }
+
+/** What a repository turns into a defect: the database failing, or a row its schema refuses. */
+export type Infrastructure = SqlError.SqlError | ParseResult.ParseError
+
+/**
+ * The repositories' boundary: a failing database (any SqlError left) is a defect, and so is
+ * a row that does not match its schema (the code and the database disagree); the domain
+ * errors a repository translated its expected constraints into pass through.
+ */
+export const dieOnSqlError = <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, Exclude<E, Infrastructure>, R> =>
+  Effect.catchAll(
+    effect,
+    (error) =>
+      error instanceof SqlError.SqlError || ParseResult.isParseError(error)
+        ? Effect.die(error)
+        : Effect.fail(error as Exclude<E, Infrastructure>)
+  )
+
+/**
+ * For the few callers that tolerate a failing database (a lease heartbeat keeps beating, a
+ * scrape drops the series): a repository's SqlError defect back as a failure.
+ */
+export const databaseFailure = <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | SqlError.SqlError, R> =>
+  Effect.catchSomeDefect(
+    effect,
+    (defect) => defect instanceof SqlError.SqlError ? Option.some(Effect.fail(defect)) : Option.none()
+  )

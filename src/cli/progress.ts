@@ -30,6 +30,25 @@ interface Bar {
   finished: string | undefined
 }
 
+/** Moves a file's bar to `event`: a new phase starts a new bar (its rate counts from here). */
+const track = (
+  bars: Map<string, Bar>,
+  event: Extract<ClientEvent, { readonly event: "progress" }>,
+  t: number
+): void => {
+  const bar = bars.get(event.file)
+  if (bar === undefined || bar.phase !== event.phase) {
+    bars.set(event.file, {
+      phase: event.phase,
+      done: event.done_bytes,
+      total: event.total_bytes,
+      since: t,
+      from: event.done_bytes,
+      finished: undefined
+    })
+  } else bar.done = event.done_bytes
+}
+
 const rateOf = (bar: Bar, now: number) => {
   const seconds = (now - bar.since) / 1000
   return seconds > 0 ? (bar.done - bar.from) / seconds : 0
@@ -92,18 +111,8 @@ export const lineReporter = (write: (text: string) => void, now: () => number = 
   return {
     sink: (event) => {
       if (event.event === "progress") {
-        const bar = bars.get(event.file)
         const t = now()
-        if (bar === undefined || bar.phase !== event.phase) {
-          bars.set(event.file, {
-            phase: event.phase,
-            done: event.done_bytes,
-            total: event.total_bytes,
-            since: t,
-            from: event.done_bytes,
-            finished: undefined
-          })
-        } else bar.done = event.done_bytes
+        track(bars, event, t)
         if (t - lastLine >= LINE_INTERVAL_MS) {
           lastLine = t
           write(`${describe(event.file, bars.get(event.file)!, t, undefined)}\n`)
@@ -142,17 +151,7 @@ export const ttyReporter = (stream: NodeJS.WriteStream, now: () => number = Date
     sink: (event) => {
       const t = now()
       if (event.event === "progress") {
-        const bar = bars.get(event.file)
-        if (bar === undefined || bar.phase !== event.phase) {
-          bars.set(event.file, {
-            phase: event.phase,
-            done: event.done_bytes,
-            total: event.total_bytes,
-            since: t,
-            from: event.done_bytes,
-            finished: undefined
-          })
-        } else bar.done = event.done_bytes
+        track(bars, event, t)
         draw(false)
         return
       }

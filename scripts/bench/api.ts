@@ -14,9 +14,9 @@
  * profiles imgsrv under the same load (V8 CPU profiler, in this process) and prints where the
  * time goes, by owner and by function (profile.ts); `--save-profile FILE` keeps the profile.
  */
-import { HttpApi, HttpApiBuilder, HttpApiEndpoint, HttpApiGroup, HttpServer } from "@effect/platform"
+import { HttpApi, HttpApiBuilder, HttpApiEndpoint, HttpApiGroup } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Effect, Either, Exit, Layer, ManagedRuntime, Redacted, Schema, Scope } from "effect"
+import { Effect, Exit, Layer, ManagedRuntime, Redacted, Schema, Scope } from "effect"
 import { randomBytes, randomUUID } from "node:crypto"
 import { readdirSync, readFileSync } from "node:fs"
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises"
@@ -25,10 +25,9 @@ import { Session } from "node:inspector/promises"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import pg from "pg"
-import { AppLive } from "../../src/app.js"
 import { ArtifactList } from "../../src/catalog/schema.js"
-import { defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
 import { startEmbeddedPostgres } from "../../src/platform/storage/embedded-postgres.js"
+import { runBench, startInProcessApp } from "./harness.js"
 import { bareServer, findWrk, listen, type Load, out, rps, wrkRun } from "./load.js"
 import { printAnalysis } from "./profile.js"
 
@@ -136,19 +135,7 @@ const main = async () => {
       startEmbeddedPostgres(path.join(dir, "postgres"), { database: "postgres" }).pipe(Scope.extend(pgScope))
     )
     const dbUrl = Redacted.value(postgres.url)
-    const parsed = parseAppConfig({
-      ...defaultRawSettings(),
-      "listen": "127.0.0.1:0",
-      "metrics-listen": "",
-      "log-format": "json",
-      "verbosity": "error",
-      "data-dir": dir,
-      "postgres-url": dbUrl
-    })
-    if (Either.isLeft(parsed)) throw new Error(parsed.left.message)
-    const app = ManagedRuntime.make(AppLive(parsed.right))
-    const address = await app.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
-    const base = `http://127.0.0.1:${address._tag === "TcpAddress" ? address.port : 0}`
+    const { app, base } = await startInProcessApp(dir, dbUrl)
     const db = new pg.Client({ connectionString: dbUrl })
     await db.connect()
     await seed(db)
@@ -245,10 +232,4 @@ const main = async () => {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    process.stderr.write(`bench failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`)
-    process.exit(1)
-  }
-)
+runBench(main)

@@ -22,6 +22,7 @@ import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { startEmbeddedPostgres } from "../../src/platform/storage/embedded-postgres.js"
 import { freePort } from "../../test/support/process.js"
+import { runBench } from "./harness.js"
 import { median, out } from "./load.js"
 
 const root = fileURLToPath(new URL("../..", import.meta.url))
@@ -164,10 +165,4 @@ const main = async () => {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    process.stderr.write(`bench failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`)
-    process.exit(1)
-  }
-)
+runBench(main)

@@ -21,8 +21,7 @@
  * there: the worker-thread client needs more CPU per request than a bare handler, so it
  * cannot load a fast server to its limit (see `findWrk`).
  */
-import { HttpServer } from "@effect/platform"
-import { Effect, Either, Exit, Layer, ManagedRuntime, Redacted, Scope, Stream } from "effect"
+import { Effect, Exit, Redacted, Scope, Stream } from "effect"
 import { execFile } from "node:child_process"
 import { createHash, randomBytes, randomUUID } from "node:crypto"
 import { createReadStream, existsSync } from "node:fs"
@@ -32,18 +31,14 @@ import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { Worker } from "node:worker_threads"
 import pg from "pg"
-import { AppLive } from "../../src/app.js"
-import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
-import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
 import { digestFromHex } from "../../src/contract/digest.js"
-import { defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
 import { BlobStore } from "../../src/platform/storage/blob-store/blob-store.js"
 import { makeFilesystemBlobStore } from "../../src/platform/storage/blob-store/filesystem.js"
 import { casKey } from "../../src/platform/storage/blob-store/keys.js"
 import { makeS3BlobStore } from "../../src/platform/storage/blob-store/s3.js"
-import { DatabaseLive } from "../../src/platform/storage/database.js"
 import { startEmbeddedPostgres } from "../../src/platform/storage/embedded-postgres.js"
 import { type S3TestServer, startS3Server } from "../../test/support/s3-server.js"
+import { mintWriterToken, runBench, startInProcessApp } from "./harness.js"
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -192,14 +187,7 @@ const main = async () => {
       s3 = await startS3Server()
       await s3.createBucket(bucket)
     }
-    const parsed = parseAppConfig({
-      ...defaultRawSettings(),
-      "listen": "127.0.0.1:0",
-      "metrics-listen": "",
-      "log-format": "json",
-      "verbosity": "error",
-      "data-dir": dir,
-      "postgres-url": dbUrl,
+    const { app, base, config } = await startInProcessApp(dir, dbUrl, {
       "publish-worker-poll-interval": "100ms",
       ...(s3 === undefined ? {} : {
         "s3-endpoint": s3.endpoint,
@@ -208,44 +196,16 @@ const main = async () => {
         "s3-secret-access-key": s3.secretAccessKey,
         "s3-path-style": "true"
       })
+    }, (config) => {
+      if (config.storage._tag !== STORE) throw new Error(`expected the ${STORE} store, got ${config.storage._tag}`)
     })
-    if (Either.isLeft(parsed)) throw new Error(parsed.left.message)
-    const config = parsed.right
-    if (config.storage._tag !== STORE) throw new Error(`expected the ${STORE} store, got ${config.storage._tag}`)
     /** Where a direct read of `key` goes: the file, or the object's URL on the S3 server (anonymous GET). */
     const directSource = (key: string) =>
       config.storage._tag === "filesystem"
         ? { mode: "file" as const, path: path.join(config.storage.root, key) }
         : { mode: "download" as const, url: `http://${s3!.endpoint}/${bucket}/${key}` }
-    const app = ManagedRuntime.make(AppLive(config))
-    const address = await app.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
-    const base = `http://127.0.0.1:${address._tag === "TcpAddress" ? address.port : 0}`
 
-    // A content-writer token, created like an operator would through the auth store.
-    const auth = ManagedRuntime.make(
-      AuthRepositoryLive.pipe(Layer.provide(DatabaseLive({ url: Redacted.make(dbUrl), maxConnections: 2 })))
-    )
-    const token = await auth.runPromise(Effect.gen(function*() {
-      const repo = yield* AuthRepository
-      const principal = yield* repo.insertPrincipal({
-        id: `principal_${randomBase32()}`,
-        kind: "service",
-        displayName: "bench",
-        attributes: null
-      })
-      const minted = mintToken()
-      yield* repo.insertToken({
-        id: minted.id,
-        principalId: principal.id,
-        name: "bench",
-        secretHash: minted.secretHash,
-        expiresAt: new Date(Date.now() + 3_600_000)
-      })
-      yield* repo.linkIdentity("api-token", minted.id, principal.id)
-      yield* repo.assignRole(principal.id, "content-writer")
-      return minted.plaintext
-    }))
-    await auth.dispose()
+    const token = await mintWriterToken(dbUrl, 3_600_000)
 
     const db = new pg.Client({ connectionString: dbUrl })
     await db.connect()
@@ -537,10 +497,4 @@ const main = async () => {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    process.stderr.write(`bench failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`)
-    process.exit(1)
-  }
-)
+runBench(main)

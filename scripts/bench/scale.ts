@@ -15,19 +15,17 @@
  *
  * req/s uses `wrk` (`apt-get install wrk`); without it the figure is skipped.
  */
-import { HttpServer } from "@effect/platform"
-import { Effect, Either, Exit, Layer, Logger, LogLevel, ManagedRuntime, Redacted, Scope } from "effect"
+import { Effect, Exit, Layer, Logger, LogLevel, ManagedRuntime, Redacted, Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import { chmod, mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import pg from "pg"
-import { AppLive } from "../../src/app.js"
-import { defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
 import { DatabaseLive } from "../../src/platform/storage/database.js"
 import { startEmbeddedPostgres } from "../../src/platform/storage/embedded-postgres.js"
 import { StreamsRepository, StreamsRepositoryLive } from "../../src/streams/repository.js"
 import { renderDocuments } from "../../src/streams/service.js"
+import { runBench, startInProcessApp } from "./harness.js"
 import { bareServer, findWrk, median, out, rps, wrkRun } from "./load.js"
 
 const argument = (name: string, fallback: string) => {
@@ -113,19 +111,7 @@ const main = async () => {
       startEmbeddedPostgres(path.join(dir, "postgres"), { database: "postgres" }).pipe(Scope.extend(pgScope))
     )
     const dbUrl = Redacted.value(postgres.url)
-    const parsed = parseAppConfig({
-      ...defaultRawSettings(),
-      "listen": "127.0.0.1:0",
-      "metrics-listen": "",
-      "log-format": "json",
-      "verbosity": "error",
-      "data-dir": dir,
-      "postgres-url": dbUrl
-    })
-    if (Either.isLeft(parsed)) throw new Error(parsed.left.message)
-    const app = ManagedRuntime.make(AppLive(parsed.right))
-    const address = await app.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
-    const base = `http://127.0.0.1:${address._tag === "TcpAddress" ? address.port : 0}`
+    const { app, base } = await startInProcessApp(dir, dbUrl)
     const imagesUrl = `${base}/streams/v1/images.json`
 
     const db = new pg.Client({ connectionString: dbUrl })
@@ -246,10 +232,4 @@ const main = async () => {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    process.stderr.write(`bench failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`)
-    process.exit(1)
-  }
-)
+runBench(main)

@@ -14,7 +14,7 @@
  *
  *   npx tsx scripts/bench/uploads.ts [--store filesystem|s3|both] [--skip-10g] [--repeat 3]
  */
-import { Effect, Exit, Layer, ManagedRuntime, Redacted, Scope, Stream } from "effect"
+import { Effect, Exit, Redacted, Scope, Stream } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { createHash, randomBytes, randomUUID } from "node:crypto"
 import { createReadStream, readFileSync } from "node:fs"
@@ -23,16 +23,14 @@ import * as http from "node:http"
 import { tmpdir } from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
-import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
 import type { BlobStore } from "../../src/platform/storage/blob-store/blob-store.js"
 import { makeFilesystemBlobStore } from "../../src/platform/storage/blob-store/filesystem.js"
 import { stagingKey } from "../../src/platform/storage/blob-store/keys.js"
 import { makeS3BlobStore } from "../../src/platform/storage/blob-store/s3.js"
-import { DatabaseLive } from "../../src/platform/storage/database.js"
 import { startEmbeddedPostgres } from "../../src/platform/storage/embedded-postgres.js"
 import { freePort } from "../../test/support/process.js"
 import { type S3TestServer, startS3Server } from "../../test/support/s3-server.js"
+import { mintWriterToken, runBench } from "./harness.js"
 
 const MiB = 1024 * 1024
 const PART = 64 * MiB
@@ -385,33 +383,7 @@ const benchStore = async (kind: "filesystem" | "s3", pg: { createDatabase: (name
   const server = await startServer(env, dataDir)
   const scope = Effect.runSync(Scope.make())
   try {
-    // A content-writer token, made the way the harness does (the schema exists now).
-    const auth = ManagedRuntime.make(
-      AuthRepositoryLive.pipe(
-        Layer.provide(Layer.orDie(DatabaseLive({ url: Redacted.make(dbUrl), maxConnections: 1 })))
-      )
-    )
-    const token = await auth.runPromise(Effect.gen(function*() {
-      const repo = yield* AuthRepository
-      const principal = yield* repo.insertPrincipal({
-        id: `bench_${randomBase32()}`,
-        kind: "service",
-        displayName: "bench",
-        attributes: null
-      })
-      const minted = mintToken()
-      yield* repo.insertToken({
-        id: minted.id,
-        principalId: principal.id,
-        name: "bench",
-        secretHash: minted.secretHash,
-        expiresAt: new Date(Date.now() + 86_400_000)
-      })
-      yield* repo.linkIdentity("api-token", minted.id, principal.id)
-      yield* repo.assignRole(principal.id, "content-writer")
-      return minted.plaintext
-    }))
-    await auth.dispose()
+    const token = await mintWriterToken(dbUrl, 86_400_000)
 
     const direct = await Effect.runPromise(
       (kind === "s3"
@@ -648,7 +620,4 @@ const main = async () => {
   }
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`benchmark failed: ${error instanceof Error ? error.stack : String(error)}\n`)
-  process.exit(1)
-})
+runBench(main)

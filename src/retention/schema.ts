@@ -1,6 +1,7 @@
 import { HttpApiSchema } from "@effect/platform"
 import { Schema } from "effect"
 import { ImageId } from "../catalog/schema.js"
+import { optionalTimestamp, parsedTimestamp, present } from "../contract/optional-members.js"
 import { strictBody } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 
@@ -99,12 +100,6 @@ export type DueRetentionRules = typeof DueRetentionRules.Type
 // Encoding: the wire shapes declared as transformations of the domain types.
 // ---------------------------------------------------------------------------------
 
-/** A nullable column as an optional wire member: absent (not undefined) when null. */
-const present = <K extends string, A>(key: K, value: A | null) =>
-  (value === null ? {} : { [key]: value }) as Partial<Record<K, A>>
-const optionalTimestamp = <K extends string>(key: K, value: Date | null) =>
-  present(key, value === null ? null : formatTimestamp(value))
-
 /** What the wire shows of a rules row (not the image id, not its creation time). */
 const ShownRules = RetentionRulesRow.pick(
   "keep_last",
@@ -137,7 +132,7 @@ export const RetentionRulesFromRow = Schema.transform(
         yank_older_than: wire.yank_older_than ?? null,
         retire_yanked_after: wire.retire_yanked_after ?? null,
         next_run_at: new Date(wire.next_run_at),
-        last_run_at: wire.last_run_at === undefined ? null : new Date(wire.last_run_at),
+        last_run_at: parsedTimestamp(wire.last_run_at),
         updated_at: new Date(wire.updated_at)
       }
     })

@@ -5,6 +5,7 @@ import { randomUUID } from "node:crypto"
 import { retryDelayMillis } from "../../src/webhooks/delivery-worker.js"
 import { recordEvent } from "../../src/webhooks/outbox.js"
 import { WebhookRepository, WebhookRepositoryLive } from "../../src/webhooks/repository.js"
+import { type EventType, SubscriptionId } from "../../src/webhooks/schema.js"
 import { generateSecret, sign } from "../../src/webhooks/signing.js"
 import { TestDatabaseLive } from "../support/harness.js"
 
@@ -16,10 +17,10 @@ import { TestDatabaseLive } from "../support/harness.js"
 
 const RepositoryLive = WebhookRepositoryLive.pipe(Layer.provideMerge(TestDatabaseLive))
 
-const subscription = (events: ReadonlyArray<string>, images: ReadonlyArray<string> = []) =>
+const subscription = (events: ReadonlyArray<EventType>, images: ReadonlyArray<string> = []) =>
   Effect.flatMap(WebhookRepository, (repo) =>
     repo.insertSubscription({
-      id: randomUUID(),
+      id: SubscriptionId.make(randomUUID()),
       url: "http://receiver.test/hook",
       eventTypes: events,
       imageNames: images,

@@ -2,10 +2,9 @@ import { HttpApiBuilder } from "@effect/platform"
 import { Effect } from "effect"
 import { ImageName } from "../catalog/schema.js"
 import { decodeParam } from "../contract/params.js"
-import { formatTimestamp } from "../contract/timestamp.js"
 import { apiOf } from "../platform/http/routes.js"
 import { RetentionGroup } from "./api.js"
-import { rulesToWire } from "./schema.js"
+import { previewToWire, rulesToWire } from "./schema.js"
 import { Retention } from "./service.js"
 
 /** Handlers of the retention group: validate the name, call the service, encode. */
@@ -28,21 +27,10 @@ export const RetentionHandlersLive = HttpApiBuilder.group(
             Effect.map(({ image, rules }) => rulesToWire(image.name, rules))
           ))
         .handle("previewRetention", ({ path }) =>
-          Effect.gen(function*() {
-            const name = yield* nameOf(path)
-            const plan = yield* retention.preview(name)
-            return {
-              image: name,
-              yank: plan.yank.map(({ reason, version }) => ({
-                version: version.version,
-                published_at: formatTimestamp(version.published_at!),
-                reason
-              })),
-              retire: plan.retire.map((version) => ({
-                version: version.version,
-                yanked_at: formatTimestamp(version.yanked_at!)
-              }))
-            }
-          }))
+          nameOf(path).pipe(
+            Effect.flatMap((name) =>
+              retention.preview(name).pipe(Effect.map((plan) => previewToWire({ image: name, ...plan })))
+            )
+          ))
     })
 )

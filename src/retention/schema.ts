@@ -1,5 +1,7 @@
 import { HttpApiSchema } from "@effect/platform"
 import { Schema } from "effect"
+import { ImageId } from "../catalog/schema.js"
+import { optionalTimestamp, parsedTimestamp, present } from "../contract/optional-members.js"
 import { strictBody } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 
@@ -74,26 +76,121 @@ export type RetentionPreview = typeof RetentionPreview.Type
 // Rows
 // ---------------------------------------------------------------------------------
 
-export interface RetentionRulesRow {
-  readonly image_id: string
-  readonly keep_last: number | null
-  readonly yank_older_than: string | null
-  readonly retire_yanked_after: string | null
-  readonly next_run_at: Date
-  readonly last_run_at: Date | null
-  readonly created_at: Date
-  readonly updated_at: Date
-}
+// Rows as the repository decodes them (`SqlSchema`); a row that does not match its schema
+// is a defect (code and database disagree).
 
-export const rulesToWire = (imageName: string, row: RetentionRulesRow): RetentionRules => ({
-  image: imageName,
-  ...(row.keep_last !== null ? { keep_last: row.keep_last } : {}),
-  ...(row.yank_older_than !== null ? { yank_older_than: row.yank_older_than } : {}),
-  ...(row.retire_yanked_after !== null ? { retire_yanked_after: row.retire_yanked_after } : {}),
-  next_run_at: formatTimestamp(row.next_run_at),
-  ...(row.last_run_at !== null ? { last_run_at: formatTimestamp(row.last_run_at) } : {}),
-  updated_at: formatTimestamp(row.updated_at)
+/** An image's retention rules (`image_retention_rules`). */
+export const RetentionRulesRow = Schema.Struct({
+  image_id: ImageId,
+  keep_last: Schema.NullOr(Schema.Number),
+  yank_older_than: Schema.NullOr(Schema.String),
+  retire_yanked_after: Schema.NullOr(Schema.String),
+  next_run_at: Schema.DateFromSelf,
+  last_run_at: Schema.NullOr(Schema.DateFromSelf),
+  created_at: Schema.DateFromSelf,
+  updated_at: Schema.DateFromSelf
 })
+export type RetentionRulesRow = typeof RetentionRulesRow.Type
+
+/** Due rules a run has claimed, with the image's name. */
+export const DueRetentionRules = Schema.Struct({ ...RetentionRulesRow.fields, image_name: Schema.String })
+export type DueRetentionRules = typeof DueRetentionRules.Type
+
+// ---------------------------------------------------------------------------------
+// Encoding: the wire shapes declared as transformations of the domain types.
+// ---------------------------------------------------------------------------------
+
+/** What the wire shows of a rules row (not the image id, not its creation time). */
+const ShownRules = RetentionRulesRow.pick(
+  "keep_last",
+  "yank_older_than",
+  "retire_yanked_after",
+  "next_run_at",
+  "last_run_at",
+  "updated_at"
+)
+
+/** The wire rules of an image's rules row (unset rules and a never-run `last_run_at` absent). */
+export const RetentionRulesFromRow = Schema.transform(
+  Schema.Struct({ image: Schema.String, rules: ShownRules }),
+  RetentionRules,
+  {
+    strict: true,
+    decode: ({ image, rules }) => ({
+      image,
+      ...present("keep_last", rules.keep_last),
+      ...present("yank_older_than", rules.yank_older_than),
+      ...present("retire_yanked_after", rules.retire_yanked_after),
+      next_run_at: formatTimestamp(rules.next_run_at),
+      ...optionalTimestamp("last_run_at", rules.last_run_at),
+      updated_at: formatTimestamp(rules.updated_at)
+    }),
+    encode: (wire) => ({
+      image: wire.image,
+      rules: {
+        keep_last: wire.keep_last ?? null,
+        yank_older_than: wire.yank_older_than ?? null,
+        retire_yanked_after: wire.retire_yanked_after ?? null,
+        next_run_at: new Date(wire.next_run_at),
+        last_run_at: parsedTimestamp(wire.last_run_at),
+        updated_at: new Date(wire.updated_at)
+      }
+    })
+  }
+)
+
+/** The rules of an image as the API shows them. */
+export const rulesToWire = (image: string, rules: RetentionRulesRow): RetentionRules =>
+  Schema.decodeSync(RetentionRulesFromRow)({ image, rules })
+
+/** What the preview shows of a planned version: its version, and when it was published and yanked. */
+const PlannedVersion = Schema.Struct({
+  version: Schema.String,
+  published_at: Schema.NullOr(Schema.DateFromSelf),
+  yanked_at: Schema.NullOr(Schema.DateFromSelf)
+})
+
+/** A version's time a plan relies on: a published version has `published_at`, a retired one `yanked_at`. */
+const plannedTime = (time: Date | null): string => formatTimestamp(time!)
+
+/** The preview of a plan: what the next run yanks (with why) and retires, newest first. */
+export const RetentionPreviewFromPlan = Schema.transform(
+  Schema.Struct({
+    image: Schema.String,
+    yank: Schema.Array(Schema.Struct({ version: PlannedVersion, reason: Schema.String })),
+    retire: Schema.Array(PlannedVersion)
+  }),
+  RetentionPreview,
+  {
+    strict: true,
+    decode: ({ image, retire, yank }) => ({
+      image,
+      yank: yank.map(({ reason, version }) => ({
+        version: version.version,
+        published_at: plannedTime(version.published_at),
+        reason
+      })),
+      retire: retire.map((version) => ({ version: version.version, yanked_at: plannedTime(version.yanked_at) }))
+    }),
+    encode: (wire) => ({
+      image: wire.image,
+      yank: wire.yank.map(({ published_at, reason, version }) => ({
+        version: { version, published_at: new Date(published_at), yanked_at: null },
+        reason
+      })),
+      retire: wire.retire.map(({ version, yanked_at }) => ({
+        version,
+        published_at: null,
+        yanked_at: new Date(yanked_at)
+      }))
+    })
+  }
+)
+
+/** What the next run of an image's rules does, as the preview shows it. */
+export const previewToWire: (plan: typeof RetentionPreviewFromPlan.Encoded) => RetentionPreview = Schema.decodeSync(
+  RetentionPreviewFromPlan
+)
 
 // ---------------------------------------------------------------------------------
 // Errors

@@ -1,15 +1,21 @@
 import { SqlClient } from "@effect/sql"
-import type { SqlError } from "@effect/sql"
 import { Clock, Context, Duration, Effect, Layer, Metric, MetricLabel, Option } from "effect"
 import { ImageNotFound } from "../catalog/errors.js"
 import { CatalogRepository } from "../catalog/repository.js"
-import type { ImageRow, VersionRow } from "../catalog/schema.js"
+import { ImageId, type ImageRow, type VersionRow } from "../catalog/schema.js"
 import { retireLocked, yankLocked } from "../catalog/service.js"
 import { AppConfig } from "../platform/config/config.js"
 import { withLinkedSpan } from "../platform/observability/tracing.js"
+import { dieOnSqlError } from "../platform/storage/sql-errors.js"
 import type { RunOutcome } from "../platform/worker.js"
 import { RetentionRepository } from "./repository.js"
-import { durationMillis, RetentionRulesNotFound, type RetentionRulesRequest, type RetentionRulesRow } from "./schema.js"
+import {
+  type DueRetentionRules,
+  durationMillis,
+  RetentionRulesNotFound,
+  type RetentionRulesRequest,
+  type RetentionRulesRow
+} from "./schema.js"
 
 /**
  * Retention rules (docs/lifecycle.md). One pure function, `planRetention`, decides what a
@@ -99,7 +105,7 @@ export class Retention extends Context.Tag("imgsrv/Retention")<Retention, {
   /** What the next run would do now. */
   readonly preview: (name: string) => Effect.Effect<RetentionPlan, ImageNotFound | RetentionRulesNotFound>
   /** Applies the rules of at most one due image: `worked` when it ran them, `idle` when none is due. */
-  readonly runOnce: Effect.Effect<RunOutcome, SqlError.SqlError>
+  readonly runOnce: Effect.Effect<RunOutcome>
 }>() {}
 
 export const RetentionLive = Layer.effect(
@@ -111,9 +117,11 @@ export const RetentionLive = Layer.effect(
     const config = yield* AppConfig
     const interval = Duration.toMillis(config.retention.interval)
 
+    // The catalog repository's reads outside a transaction: a failing database is a defect
+    // here as in every repository (a no-op once the catalog's own methods die on it).
     const findImage = (name: string) =>
       catalog.findImage(name).pipe(
-        Effect.orDie,
+        dieOnSqlError,
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(new ImageNotFound({ name })),
           onSome: Effect.succeed
@@ -121,19 +129,18 @@ export const RetentionLive = Layer.effect(
       )
 
     const findRules = (image: ImageRow) =>
-      repo.findRules(image.id).pipe(
-        Effect.orDie,
+      repo.findRules(ImageId.make(image.id)).pipe(
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(new RetentionRulesNotFound({ name: image.name })),
           onSome: Effect.succeed
         }))
       )
 
-    const aliasedVersions = (imageId: string) =>
+    const aliasedVersions = (imageId: ImageId) =>
       catalog.listAliases(imageId).pipe(Effect.map((aliases) => new Set(aliases.map((a) => a.version_id))))
 
     /** One run for a claimed image, in the claim's transaction. */
-    const apply = (rules: RetentionRulesRow, imageName: string) =>
+    const apply = (rules: DueRetentionRules) =>
       Effect.gen(function*() {
         // The image row first (as alias changes and yanks lock it), then its versions.
         yield* catalog.lockAliasesOf(rules.image_id)
@@ -143,21 +150,23 @@ export const RetentionLive = Layer.effect(
         const plan = planRetention(rules, versions, aliased, now)
         for (const { reason, version } of plan.yank) {
           // Aliased versions are not in the plan, and alias changes wait for the image lock.
-          yield* yankLocked(catalog, sql, imageName, version, reason).pipe(
+          yield* yankLocked(catalog, sql, rules.image_name, version, reason).pipe(
             Effect.catchTag("VersionAliased", Effect.die)
           )
         }
-        for (const version of plan.retire) yield* retireLocked(catalog, sql, imageName, version)
+        for (const version of plan.retire) yield* retireLocked(catalog, sql, rules.image_name, version)
         yield* repo.markRun(rules.image_id, new Date(now), new Date(now + interval))
         return plan
       })
 
     const runOnce = Effect.gen(function*() {
       const now = new Date(yield* Clock.currentTimeMillis)
-      const result = yield* sql.withTransaction(Effect.gen(function*() {
+      // Whatever fails inside rolls the run back, and a failing database is a defect (the
+      // loop logs it and backs off like any error).
+      const result = yield* repo.transaction(Effect.gen(function*() {
         const due = yield* repo.claimDue(now)
         if (Option.isNone(due)) return Option.none()
-        const plan = yield* apply(due.value, due.value.image_name).pipe(
+        const plan = yield* apply(due.value).pipe(
           withLinkedSpan("retention.run", null, { "imgsrv.image.name": due.value.image_name })
         )
         return Option.some({ image: due.value.image_name, plan })
@@ -190,11 +199,11 @@ export const RetentionLive = Layer.effect(
         Effect.gen(function*() {
           const image = yield* findImage(name)
           const rules = yield* repo.upsertRules({
-            imageId: image.id,
+            imageId: ImageId.make(image.id),
             keepLast: request.keep_last ?? null,
             yankOlderThan: request.yank_older_than ?? null,
             retireYankedAfter: request.retire_yanked_after ?? null
-          }).pipe(Effect.orDie)
+          })
           yield* Effect.logInfo("retention rules set").pipe(Effect.annotateLogs({ image: name, ...request }))
           return { image, rules }
         }).pipe(Effect.withSpan("retention.putRules")),
@@ -204,9 +213,9 @@ export const RetentionLive = Layer.effect(
           const image = yield* findImage(name)
           const rules = yield* findRules(image)
           const versions = yield* catalog.listPublishedVersionsPage(image.id, Option.none(), null, true).pipe(
-            Effect.orDie
+            dieOnSqlError
           )
-          const aliased = yield* aliasedVersions(image.id).pipe(Effect.orDie)
+          const aliased = yield* aliasedVersions(ImageId.make(image.id)).pipe(dieOnSqlError)
           return planRetention(rules, versions, aliased, yield* Clock.currentTimeMillis)
         }).pipe(Effect.withSpan("retention.preview")),
 

@@ -1,7 +1,7 @@
-import type { SqlError } from "@effect/sql"
 import { Clock, Duration, Effect, Metric, Option, Random } from "effect"
 import { buildInfo } from "../build-info.js"
 import { AppConfig, type WebhookSettings } from "../platform/config/config.js"
+import { databaseFailure } from "../platform/storage/sql-errors.js"
 import { type Job, leaseHeartbeat, type RunOutcome, workerLayer } from "../platform/worker.js"
 import type { SendFailed } from "./errors.js"
 import { attemptDuration, deliveryAttempts, deliveryOutcomes, subscriptionsDisabled } from "./metrics.js"
@@ -74,14 +74,16 @@ export const buildRequest = (claim: ClaimedDelivery, timestampSeconds: number) =
 
 export const makeDeliveryRunOnce = (
   settings: WebhookSettings
-): Effect.Effect<(workerId: string) => Effect.Effect<RunOutcome, SqlError.SqlError>, never, WebhookRepository> =>
+): Effect.Effect<(workerId: string) => Effect.Effect<RunOutcome>, never, WebhookRepository> =>
   Effect.gen(function*() {
     const repo = yield* WebhookRepository
     const leaseMillis = Duration.toMillis(settings.worker.lease)
     const windowMillis = Duration.toMillis(settings.retryWindow)
 
+    // A renewal the database fails is logged and tried again at the next beat (the lease
+    // bounds how long): the repository's defect back as a failure the heartbeat tolerates.
     const heartbeat = (claim: ClaimedDelivery) =>
-      leaseHeartbeat(settings.worker.lease, repo.renew(claim, leaseMillis), {
+      leaseHeartbeat(settings.worker.lease, databaseFailure(repo.renew(claim, leaseMillis)), {
         job: WEBHOOK_DELIVERY_JOB,
         delivery_id: claim.id
       })
@@ -190,7 +192,7 @@ export const webhookDeliveryJob = Effect.gen(function*() {
     wake: yield* DeliveryWake,
     concurrency: settings.concurrency,
     enabledBy: "--webhook-worker-enabled"
-  } satisfies Job<SqlError.SqlError, never>
+  } satisfies Job<never, never>
 })
 
 /** The delivery loops, when `--webhook-worker-enabled` (default true). */

@@ -6,15 +6,15 @@ import { cursorField, linkNext, paginate } from "../platform/http/pagination.js"
 import { apiOf } from "../platform/http/routes.js"
 import { EventsGroup, WebhooksGroup } from "./api.js"
 import {
-  DeliveryIdParam,
+  DeliveryId,
   DeliveryListKey,
   type DeliveryPageRow,
   deliveryToWire,
   EventIdParam,
   eventToWire,
   FEED_LIMIT,
+  SubscriptionId,
   type SubscriptionPageRow,
-  WebhookIdParam,
   WebhookListKey,
   webhookToWire,
   webhookWithSecret
@@ -46,7 +46,7 @@ export const WebhooksHandlersLive = HttpApiBuilder.group(
   (handlers) =>
     Effect.gen(function*() {
       const webhooks = yield* Webhooks
-      const idOf = (path: { readonly webhook_id: string }) => decodeParam(WebhookIdParam, path.webhook_id)
+      const idOf = (path: { readonly webhook_id: string }) => decodeParam(SubscriptionId, path.webhook_id)
       return handlers
         .handle("createWebhook", ({ payload }) =>
           Effect.gen(function*() {
@@ -95,7 +95,7 @@ export const WebhooksHandlersLive = HttpApiBuilder.group(
         .handle("redeliverWebhook", ({ path }) =>
           Effect.gen(function*() {
             const id = yield* idOf(path)
-            const deliveryId = yield* decodeParam(DeliveryIdParam, path.delivery_id)
+            const deliveryId = yield* decodeParam(DeliveryId, path.delivery_id)
             return deliveryToWire(yield* webhooks.redeliver(id, deliveryId))
           }))
     })

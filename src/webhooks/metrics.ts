@@ -1,5 +1,6 @@
 import { Effect, Layer, Metric, Option } from "effect"
 import { latencyBoundaries, registerCollector, type Sample } from "../platform/observability/metrics.js"
+import { databaseFailure } from "../platform/storage/sql-errors.js"
 import { WebhookRepository } from "./repository.js"
 
 const DELIVERY_STATUSES = ["pending", "sending", "delivered", "failed"] as const
@@ -41,9 +42,10 @@ export const WebhookMetricsLive = Layer.effectDiscard(Effect.gen(function*() {
   yield* registerCollector(
     "webhooks",
     Effect.gen(function*() {
+      // A failing database drops these series from the scrape (the collector's failure), as before.
       const [statuses, oldest] = yield* Effect.all([repo.deliveriesByStatus, repo.oldestPendingAge], {
         concurrency: 2
-      })
+      }).pipe(databaseFailure)
       const samples: Array<Sample> = [
         // Every status, at 0 when it has no rows: an empty queue is a depth of 0, not a gap.
         ...DELIVERY_STATUSES.map((status): Sample => ({

@@ -1,7 +1,7 @@
-import type { SqlClient, SqlError } from "@effect/sql"
-import { Effect } from "effect"
-import { randomUUID } from "node:crypto"
-import type { NewEvent } from "./schema.js"
+import { type SqlClient, SqlSchema } from "@effect/sql"
+import { Effect, Schema } from "effect"
+import { freshUuid } from "../platform/fresh-ids.js"
+import { EventId, type NewEvent } from "./schema.js"
 
 /**
  * The outbox: `recordEvent` writes an event, and one pending delivery per enabled
@@ -13,9 +13,13 @@ import type { NewEvent } from "./schema.js"
  * Callers run it inside their own `sql.withTransaction(...)`: @effect/sql routes every
  * statement of the fiber to the transaction's connection, so passing the same SqlClient
  * is all it takes. Called outside a transaction it is its own (atomic) statement pair.
+ *
+ * It is the events' SQL boundary: a failing database is a defect (it rolls the caller's
+ * transaction back like any failure; a worker that tolerates a failing database turns it
+ * back into a failure with `databaseFailure`).
  */
 export interface RecordedEvent {
-  readonly id: string
+  readonly id: EventId
   /** Deliveries queued for it (subscriptions that match its type and image). */
   readonly deliveries: number
 }
@@ -23,12 +27,16 @@ export interface RecordedEvent {
 export const recordEvent = (
   sql: SqlClient.SqlClient,
   event: NewEvent
-): Effect.Effect<RecordedEvent, SqlError.SqlError> =>
+): Effect.Effect<RecordedEvent> =>
   Effect.gen(function*() {
-    const id = randomUUID()
+    const id = EventId.make(yield* freshUuid)
     const subscriptionId = event.subscriptionId ?? null
     // One statement: the event and its fan-out cannot be separated even without a transaction.
-    const rows = yield* sql<{ n: number }>`
+    const fanned = SqlSchema.single({
+      Request: Schema.Void,
+      Result: Schema.Struct({ n: Schema.Number }),
+      execute: () =>
+        sql`
       WITH inserted AS (
         INSERT INTO events (id, type, image_name, payload, subscription_id)
         VALUES (${id}, ${event.type}, ${event.imageName}, ${JSON.stringify(event.data)}::jsonb, ${subscriptionId})
@@ -46,5 +54,8 @@ export const recordEvent = (
         RETURNING id
       )
       SELECT count(*)::int AS n FROM fanned`
-    return { id, deliveries: Number(rows[0]?.n ?? 0) }
+    })
+    // count(*) always answers one row: none at all is a defect like a failing database.
+    const { n } = yield* fanned(undefined).pipe(Effect.orDie)
+    return { id, deliveries: n }
   })

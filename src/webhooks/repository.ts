@@ -1,31 +1,38 @@
-import { SqlClient } from "@effect/sql"
+import { SqlClient, SqlSchema } from "@effect/sql"
 import type { SqlError, Statement } from "@effect/sql"
-import { Context, Effect, Layer, Option } from "effect"
-import type {
+import { Context, Effect, Layer, Option, Schema } from "effect"
+import { dieOnSqlError } from "../platform/storage/sql-errors.js"
+import type { EventType } from "./schema.js"
+import {
   ClaimedDelivery,
-  DeliveryListKey,
+  type DeliveryId,
+  type DeliveryListKey,
   DeliveryPageRow,
   DeliveryRow,
+  type EventId,
   EventRow,
+  type SubscriptionId,
   SubscriptionPageRow,
   SubscriptionRow,
-  WebhookListKey
+  type WebhookListKey
 } from "./schema.js"
 
 /**
  * SQL of events (the feed), webhook subscriptions and deliveries (the log and the work
- * queue). No rules here: the service and the delivery worker decide what to write.
+ * queue). No rules here: the service and the delivery worker decide what to write. Rows
+ * are decoded with their schemas; every method dies on infrastructure failure (a failing
+ * database, a row its schema refuses) — none has an expected constraint failure to translate.
  *
  * "Stable" events: only those whose writing transaction is older than every transaction
  * still running (`tx < pg_snapshot_xmin(pg_current_snapshot())`), read in (tx, seq)
  * order — see migrations/0007_events_webhooks.sql for why.
  */
 
-type Sql<A> = Effect.Effect<A, SqlError.SqlError>
+type Sql<A> = Effect.Effect<A>
 
 export interface SubscriptionPatch {
   readonly url?: string
-  readonly eventTypes?: ReadonlyArray<string>
+  readonly eventTypes?: ReadonlyArray<EventType>
   readonly imageNames?: ReadonlyArray<string>
   /** undefined: unchanged; null: cleared. */
   readonly description?: string | null
@@ -40,16 +47,20 @@ export interface AttemptFailure {
   readonly retryDelayMillis: number | null
 }
 
-export interface LabelledCount {
-  readonly label: string
-  readonly value: number
-}
+const LabelledCount = Schema.Struct({ label: Schema.String, value: Schema.Number })
+export type LabelledCount = typeof LabelledCount.Type
+
+/** What an UPDATE … RETURNING id answers when it matched its row. */
+const IdRow = Schema.Struct({ id: Schema.String })
+const FoundRow = Schema.Struct({ found: Schema.Boolean })
+const AgeRow = Schema.Struct({ age: Schema.NullOr(Schema.Number) })
+const FailureRun = Schema.Struct({ failing_since: Schema.DateFromSelf, now: Schema.DateFromSelf })
 
 export class WebhookRepository extends Context.Tag("imgsrv/WebhookRepository")<WebhookRepository, {
   readonly insertSubscription: (s: {
-    readonly id: string
+    readonly id: SubscriptionId
     readonly url: string
-    readonly eventTypes: ReadonlyArray<string>
+    readonly eventTypes: ReadonlyArray<EventType>
     readonly imageNames: ReadonlyArray<string>
     readonly description: string | null
     readonly secret: string
@@ -60,25 +71,32 @@ export class WebhookRepository extends Context.Tag("imgsrv/WebhookRepository")<W
     after: Option.Option<WebhookListKey>,
     limit: number
   ) => Sql<ReadonlyArray<SubscriptionPageRow>>
-  readonly findSubscription: (id: string) => Sql<Option.Option<SubscriptionRow>>
-  readonly updateSubscription: (id: string, patch: SubscriptionPatch) => Sql<Option.Option<SubscriptionRow>>
-  readonly deleteSubscription: (id: string) => Sql<boolean>
+  readonly findSubscription: (id: SubscriptionId) => Sql<Option.Option<SubscriptionRow>>
+  readonly updateSubscription: (id: SubscriptionId, patch: SubscriptionPatch) => Sql<Option.Option<SubscriptionRow>>
+  readonly deleteSubscription: (id: SubscriptionId) => Sql<boolean>
   /** New current secret; the old one signs beside it for `overlapMillis`. */
-  readonly rotateSecret: (id: string, secret: string, overlapMillis: number) => Sql<Option.Option<SubscriptionRow>>
+  readonly rotateSecret: (
+    id: SubscriptionId,
+    secret: string,
+    overlapMillis: number
+  ) => Sql<Option.Option<SubscriptionRow>>
 
   /** At most `limit` deliveries of the subscription after the key, newest first (keyset). */
   readonly listDeliveries: (
-    subscriptionId: string,
+    subscriptionId: SubscriptionId,
     after: Option.Option<DeliveryListKey>,
     limit: number
   ) => Sql<ReadonlyArray<DeliveryPageRow>>
-  readonly findDelivery: (subscriptionId: string, deliveryId: string) => Sql<Option.Option<DeliveryRow>>
-  readonly findDeliveryOfEvent: (subscriptionId: string, eventId: string) => Sql<Option.Option<DeliveryRow>>
+  readonly findDelivery: (subscriptionId: SubscriptionId, deliveryId: DeliveryId) => Sql<Option.Option<DeliveryRow>>
+  readonly findDeliveryOfEvent: (subscriptionId: SubscriptionId, eventId: EventId) => Sql<Option.Option<DeliveryRow>>
   /**
    * Due now, outside the per-endpoint order, with a fresh retry window; None when there is
    * no such delivery or it is being sent.
    */
-  readonly requeueDelivery: (subscriptionId: string, deliveryId: string) => Sql<Option.Option<DeliveryRow>>
+  readonly requeueDelivery: (
+    subscriptionId: SubscriptionId,
+    deliveryId: DeliveryId
+  ) => Sql<Option.Option<DeliveryRow>>
 
   /**
    * Claims the next deliverable delivery (`FOR UPDATE SKIP LOCKED` plus a lease): due
@@ -100,12 +118,12 @@ export class WebhookRepository extends Context.Tag("imgsrv/WebhookRepository")<W
     claim: ClaimedDelivery,
     failure: AttemptFailure
   ) => Sql<Option.Option<{ readonly failingSince: Date; readonly now: Date }>>
-  readonly disableSubscription: (id: string, reason: string) => Sql<void>
+  readonly disableSubscription: (id: SubscriptionId, reason: string) => Sql<void>
 
   /** Whether an event of the public feed has this id. */
-  readonly feedEventExists: (id: string) => Sql<boolean>
+  readonly feedEventExists: (id: EventId) => Sql<boolean>
   /** Stable public events after `after` (or from the start), in order. */
-  readonly feed: (after: string | undefined, limit: number) => Sql<ReadonlyArray<EventRow>>
+  readonly feed: (after: EventId | undefined, limit: number) => Sql<ReadonlyArray<EventRow>>
 
   // Scrape-time figures.
   readonly deliveriesByStatus: Sql<ReadonlyArray<LabelledCount>>
@@ -116,7 +134,22 @@ export class WebhookRepository extends Context.Tag("imgsrv/WebhookRepository")<W
   readonly oldestPendingAge: Sql<Option.Option<number>>
 }>() {}
 
-const first = <A>(rows: ReadonlyArray<A>): Option.Option<A> => Option.fromNullable(rows[0])
+type Query = Effect.Effect<ReadonlyArray<unknown>, SqlError.SqlError>
+
+/** The rows of `query` as `Result` decodes them; a failing database or a refused row is a defect. */
+const all = <A, I>(Result: Schema.Schema<A, I>, query: Query): Sql<ReadonlyArray<A>> =>
+  dieOnSqlError(SqlSchema.findAll({ Request: Schema.Void, Result, execute: () => query })(undefined))
+
+/** The first row of `query`, if any, as `Result` decodes it. */
+const first = <A, I>(Result: Schema.Schema<A, I>, query: Query): Sql<Option.Option<A>> =>
+  dieOnSqlError(SqlSchema.findOne({ Request: Schema.Void, Result, execute: () => query })(undefined))
+
+/** The one row `query` always answers (an aggregate, a RETURNING insert): none at all is a defect. */
+const single = <A, I>(Result: Schema.Schema<A, I>, query: Query): Sql<A> =>
+  SqlSchema.single({ Request: Schema.Void, Result, execute: () => query })(undefined).pipe(Effect.orDie)
+
+/** Whether a conditional UPDATE/DELETE … RETURNING id matched its row. */
+const matched = (query: Query): Sql<boolean> => first(IdRow, query).pipe(Effect.map(Option.isSome))
 
 export const WebhookRepositoryLive = Layer.effect(
   WebhookRepository,
@@ -124,11 +157,14 @@ export const WebhookRepositoryLive = Layer.effect(
     const sql = yield* SqlClient.SqlClient
 
     const deliverySelect = (where: Statement.Fragment) =>
-      sql<DeliveryRow>`
+      first(
+        DeliveryRow,
+        sql`
         SELECT d.id, d.subscription_id, d.event_id, e.type AS event_type, d.status, d.attempts, d.last_attempt_at,
                d.last_response_status, d.last_error, d.next_attempt_at, d.delivered_at, d.created_at, d.updated_at
         FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
         WHERE ${where}`
+      )
 
     const claimed = (claim: ClaimedDelivery) =>
       sql`d.id = ${claim.id} AND d.status = 'sending' AND d.locked_by = ${claim.locked_by}
@@ -136,30 +172,37 @@ export const WebhookRepositoryLive = Layer.effect(
 
     return WebhookRepository.of({
       insertSubscription: (s) =>
-        sql<SubscriptionRow>`
+        single(
+          SubscriptionRow,
+          sql`
           INSERT INTO webhook_subscriptions (id, url, event_types, image_names, description, secret, created_by)
           VALUES (${s.id}, ${s.url}, ${s.eventTypes}::text[], ${s.imageNames}::text[], ${s.description},
                   ${s.secret}, ${s.createdBy})
-          RETURNING *`.pipe(Effect.map((rows) => rows[0]!)),
+          RETURNING *`
+        ),
 
       listSubscriptions: (after, limit) =>
-        sql<SubscriptionPageRow>`
+        all(
+          SubscriptionPageRow,
+          sql`
           SELECT *, created_at::text AS created_at_key FROM webhook_subscriptions
           WHERE ${
-          Option.match(after, {
-            onNone: () => sql.literal("TRUE"),
-            onSome: (key) => sql`(created_at, id) > (${key.created_at}::timestamptz, ${key.id}::uuid)`
-          })
-        }
+            Option.match(after, {
+              onNone: () => sql.literal("TRUE"),
+              onSome: (key) => sql`(created_at, id) > (${key.created_at}::timestamptz, ${key.id}::uuid)`
+            })
+          }
           ORDER BY created_at, id
-          LIMIT ${limit}`,
+          LIMIT ${limit}`
+        ),
 
-      findSubscription: (id) =>
-        sql<SubscriptionRow>`SELECT * FROM webhook_subscriptions WHERE id = ${id}`.pipe(Effect.map(first)),
+      findSubscription: (id) => first(SubscriptionRow, sql`SELECT * FROM webhook_subscriptions WHERE id = ${id}`),
 
       updateSubscription: (id, patch) => {
         const enabled = patch.enabled
-        return sql<SubscriptionRow>`
+        return first(
+          SubscriptionRow,
+          sql`
           UPDATE webhook_subscriptions SET
             url = COALESCE(${patch.url ?? null}, url),
             event_types = COALESCE(${patch.eventTypes ?? null}::text[], event_types),
@@ -178,64 +221,64 @@ export const WebhookRepositoryLive = Layer.effect(
             failing_since = CASE WHEN ${enabled?.value === true} THEN NULL ELSE failing_since END,
             updated_at = now()
           WHERE id = ${id}
-          RETURNING *`.pipe(Effect.map(first))
+          RETURNING *`
+        )
       },
 
-      deleteSubscription: (id) =>
-        sql<{ id: string }>`DELETE FROM webhook_subscriptions WHERE id = ${id} RETURNING id`.pipe(
-          Effect.map((rows) => rows.length > 0)
-        ),
+      deleteSubscription: (id) => matched(sql`DELETE FROM webhook_subscriptions WHERE id = ${id} RETURNING id`),
 
       rotateSecret: (id, secret, overlapMillis) =>
-        sql<SubscriptionRow>`
+        first(
+          SubscriptionRow,
+          sql`
           UPDATE webhook_subscriptions
           SET previous_secret = secret, secret = ${secret},
               previous_secret_expires_at = now() + ${overlapMillis} * interval '1 millisecond', updated_at = now()
           WHERE id = ${id}
-          RETURNING *`.pipe(Effect.map(first)),
+          RETURNING *`
+        ),
 
       listDeliveries: (subscriptionId, after, limit) =>
-        sql<DeliveryPageRow>`
+        all(
+          DeliveryPageRow,
+          sql`
           SELECT d.id, d.subscription_id, d.event_id, e.type AS event_type, d.status, d.attempts, d.last_attempt_at,
                  d.last_response_status, d.last_error, d.next_attempt_at, d.delivered_at, d.created_at, d.updated_at,
                  d.created_at::text AS created_at_key, d.event_tx::text AS event_tx_key,
                  d.event_seq::text AS event_seq_key
           FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
           WHERE d.subscription_id = ${subscriptionId} AND ${
-          Option.match(after, {
-            onNone: () => sql.literal("TRUE"),
-            onSome: (key) =>
-              sql`(d.created_at, d.event_tx, d.event_seq)
+            Option.match(after, {
+              onNone: () => sql.literal("TRUE"),
+              onSome: (key) =>
+                sql`(d.created_at, d.event_tx, d.event_seq)
                 < (${key.created_at}::timestamptz, ${key.event_tx}::xid8, ${key.event_seq}::bigint)`
-          })
-        }
+            })
+          }
           ORDER BY d.created_at DESC, d.event_tx DESC, d.event_seq DESC
-          LIMIT ${limit}`,
-
-      findDelivery: (subscriptionId, deliveryId) =>
-        deliverySelect(sql`d.subscription_id = ${subscriptionId} AND d.id = ${deliveryId}`).pipe(Effect.map(first)),
-
-      findDeliveryOfEvent: (subscriptionId, eventId) =>
-        deliverySelect(sql`d.subscription_id = ${subscriptionId} AND d.event_id = ${eventId}`).pipe(
-          Effect.map(first)
+          LIMIT ${limit}`
         ),
 
+      findDelivery: (subscriptionId, deliveryId) =>
+        deliverySelect(sql`d.subscription_id = ${subscriptionId} AND d.id = ${deliveryId}`),
+
+      findDeliveryOfEvent: (subscriptionId, eventId) =>
+        deliverySelect(sql`d.subscription_id = ${subscriptionId} AND d.event_id = ${eventId}`),
+
       requeueDelivery: (subscriptionId, deliveryId) =>
-        sql<{ id: string }>`
+        matched(sql`
           UPDATE webhook_deliveries
           SET ordered = CASE WHEN status = 'pending' THEN ordered ELSE false END,
               status = 'pending', next_attempt_at = now(), retry_until = NULL, updated_at = now()
           WHERE subscription_id = ${subscriptionId} AND id = ${deliveryId} AND status <> 'sending'
-          RETURNING id`.pipe(
-          Effect.flatMap((rows) =>
-            rows.length === 0
-              ? Effect.succeed(Option.none())
-              : deliverySelect(sql`d.id = ${deliveryId}`).pipe(Effect.map(first))
-          )
+          RETURNING id`).pipe(
+          Effect.flatMap((requeued) => requeued ? deliverySelect(sql`d.id = ${deliveryId}`) : Effect.succeedNone)
         ),
 
       claim: (workerId, leaseMillis, windowMillis) =>
-        sql<ClaimedDelivery>`
+        first(
+          ClaimedDelivery,
+          sql`
           WITH next AS (
             SELECT d.id FROM webhook_deliveries d
             JOIN webhook_subscriptions s ON s.id = d.subscription_id
@@ -265,86 +308,93 @@ export const WebhookRepositoryLive = Layer.effect(
                  s.previous_secret_expires_at, e.type AS event_type, e.payload, e.occurred_at
           FROM claimed c
           JOIN webhook_subscriptions s ON s.id = c.subscription_id
-          JOIN events e ON e.id = c.event_id`.pipe(Effect.map(first)),
+          JOIN events e ON e.id = c.event_id`
+        ),
 
       renew: (claim, leaseMillis) =>
-        sql<{ id: string }>`
+        matched(sql`
           UPDATE webhook_deliveries d SET lease_expires_at = now() + ${leaseMillis} * interval '1 millisecond'
           WHERE ${claimed(claim)}
-          RETURNING d.id`.pipe(Effect.map((rows) => rows.length > 0)),
+          RETURNING d.id`),
 
       recordDelivered: (claim, responseStatus) =>
         sql.withTransaction(Effect.gen(function*() {
-          const rows = yield* sql<{ id: string }>`
+          const delivered = yield* matched(sql`
             UPDATE webhook_deliveries d
             SET status = 'delivered', delivered_at = now(), last_response_status = ${responseStatus},
                 last_error = NULL, next_attempt_at = NULL, locked_by = NULL, lease_expires_at = NULL,
                 updated_at = now()
             WHERE ${claimed(claim)}
-            RETURNING d.id`
-          if (rows.length === 0) return false
+            RETURNING d.id`)
+          if (!delivered) return false
           yield* sql`
             UPDATE webhook_subscriptions SET failing_since = NULL
             WHERE id = ${claim.subscription_id} AND failing_since IS NOT NULL`
           return true
-        })),
+        })).pipe(dieOnSqlError),
 
       recordFailedAttempt: (claim, failure) =>
         sql.withTransaction(Effect.gen(function*() {
           const retry = failure.retryDelayMillis
-          const rows = yield* sql<{ id: string }>`
+          const recorded = yield* matched(sql`
             UPDATE webhook_deliveries d
             SET status = ${retry === null ? "failed" : "pending"},
                 next_attempt_at = ${retry === null ? null : sql`now() + ${retry} * interval '1 millisecond'`},
                 last_response_status = ${failure.responseStatus}, last_error = ${failure.error},
                 locked_by = NULL, lease_expires_at = NULL, updated_at = now()
             WHERE ${claimed(claim)}
-            RETURNING d.id`
-          if (rows.length === 0) return Option.none()
-          const run = yield* sql<{ failing_since: Date; now: Date }>`
+            RETURNING d.id`)
+          if (!recorded) return Option.none()
+          const run = yield* first(
+            FailureRun,
+            sql`
             UPDATE webhook_subscriptions SET failing_since = COALESCE(failing_since, now())
             WHERE id = ${claim.subscription_id}
             RETURNING failing_since, now() AS now`
-          const row = run[0]
-          return row === undefined
-            ? Option.none()
-            : Option.some({ failingSince: row.failing_since, now: row.now })
-        })),
+          )
+          return Option.map(run, (row) => ({ failingSince: row.failing_since, now: row.now }))
+        })).pipe(dieOnSqlError),
 
       disableSubscription: (id, reason) =>
         sql`
           UPDATE webhook_subscriptions
           SET enabled = false, disabled_reason = ${reason}, disabled_at = now(), updated_at = now()
-          WHERE id = ${id} AND enabled`.pipe(Effect.asVoid),
+          WHERE id = ${id} AND enabled`.pipe(Effect.asVoid, dieOnSqlError),
 
       feedEventExists: (id) =>
-        sql<{ found: boolean }>`
-          SELECT EXISTS (SELECT 1 FROM events WHERE id = ${id} AND subscription_id IS NULL) AS found`.pipe(
-          Effect.map((rows) => rows[0]?.found === true)
-        ),
+        single(
+          FoundRow,
+          sql`SELECT EXISTS (SELECT 1 FROM events WHERE id = ${id} AND subscription_id IS NULL) AS found`
+        ).pipe(Effect.map((row) => row.found)),
 
       feed: (after, limit) =>
-        sql<EventRow>`
+        all(
+          EventRow,
+          sql`
           SELECT e.id, e.type, e.payload, e.occurred_at FROM events e
           WHERE e.subscription_id IS NULL
             AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
             ${
-          after === undefined
-            ? sql``
-            : sql`AND (e.tx, e.seq) > (SELECT c.tx, c.seq FROM events c WHERE c.id = ${after})`
-        }
+            after === undefined
+              ? sql``
+              : sql`AND (e.tx, e.seq) > (SELECT c.tx, c.seq FROM events c WHERE c.id = ${after})`
+          }
           ORDER BY e.tx, e.seq
-          LIMIT ${limit}`,
+          LIMIT ${limit}`
+        ),
 
-      deliveriesByStatus: sql<LabelledCount>`
-        SELECT status AS label, count(*)::float8 AS value FROM webhook_deliveries GROUP BY status`,
+      deliveriesByStatus: all(
+        LabelledCount,
+        sql`SELECT status AS label, count(*)::float8 AS value FROM webhook_deliveries GROUP BY status`
+      ),
 
-      oldestPendingAge: sql<{ age: number | null }>`
+      oldestPendingAge: single(
+        AgeRow,
+        sql`
         SELECT EXTRACT(EPOCH FROM now() - min(d.created_at))::float8 AS age
         FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
-        WHERE d.status IN ('pending', 'sending') AND s.enabled`.pipe(
-        Effect.map((rows) => Option.fromNullable(rows[0]?.age))
-      )
+        WHERE d.status IN ('pending', 'sending') AND s.enabled`
+      ).pipe(Effect.map((row) => Option.fromNullable(row.age)))
     })
   })
 )

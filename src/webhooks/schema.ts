@@ -1,13 +1,28 @@
 import { Schema } from "effect"
 import { ImageName } from "../catalog/schema.js"
+import { optionalTimestamp, parsedTimestamp, present } from "../contract/optional-members.js"
 import { nextCursorField, PgTimestampText } from "../contract/pagination.js"
-import { nonBlank, strictBody, TEXT_LIMITS, UuidParam, UuidString } from "../contract/params.js"
+import { nonBlank, strictBody, TEXT_LIMITS, UuidId, UuidString } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 
 /**
  * Events, webhook subscriptions and deliveries (issue 14, docs/webhooks.md): the wire
  * shapes, the rows, and the event types with the payload each one carries.
  */
+
+// ---------------------------------------------------------------------------------
+// Ids
+// ---------------------------------------------------------------------------------
+
+/** A webhook subscription (`/v1/webhooks/{webhook_id}`). */
+export const SubscriptionId = UuidId("SubscriptionId", "webhook id")
+export type SubscriptionId = typeof SubscriptionId.Type
+/** An event: the feed's `after` cursor and every delivery's `webhook-id` header. */
+export const EventId = UuidId("EventId", "event id")
+export type EventId = typeof EventId.Type
+/** One delivery of an event to one subscription. */
+export const DeliveryId = UuidId("DeliveryId", "delivery id")
+export type DeliveryId = typeof DeliveryId.Type
 
 // ---------------------------------------------------------------------------------
 // Event types
@@ -53,7 +68,7 @@ export interface NewEvent {
   /** The JSON `data` of the event: the resource's public fields and its `url`. */
   readonly data: Readonly<Record<string, unknown>>
   /** Only for pings: the one subscription the event is for. */
-  readonly subscriptionId?: string
+  readonly subscriptionId?: SubscriptionId
 }
 
 // ---------------------------------------------------------------------------------
@@ -77,30 +92,37 @@ export const EventPage = Schema.Struct({
 }).annotations({ identifier: "EventPage" })
 export type EventPage = typeof EventPage.Type
 
-export interface EventRow {
-  readonly id: string
-  readonly type: string
-  readonly payload: Readonly<Record<string, unknown>>
-  readonly occurred_at: Date
-}
+/** An event as the feed and the delivery worker read it (`events`). */
+export const EventRow = Schema.Struct({
+  id: EventId,
+  type: Schema.String,
+  payload: Schema.Record({ key: Schema.String, value: Schema.Unknown }),
+  occurred_at: Schema.DateFromSelf
+})
+export type EventRow = typeof EventRow.Type
 
-export const eventToWire = (row: EventRow): EventJson => ({
-  id: row.id,
-  type: row.type,
-  timestamp: formatTimestamp(row.occurred_at),
-  data: row.payload
+/** The wire event (webhook body and feed entry) of an event row. */
+export const EventFromRow = Schema.transform(EventRow, EventJson, {
+  strict: true,
+  decode: (row) => ({ id: row.id, type: row.type, timestamp: formatTimestamp(row.occurred_at), data: row.payload }),
+  encode: (wire) => ({
+    id: EventId.make(wire.id),
+    type: wire.type,
+    payload: wire.data,
+    occurred_at: new Date(wire.timestamp)
+  })
 })
 
-export const EventIdParam = UuidParam("after")
+export const eventToWire: (row: EventRow) => EventJson = Schema.decodeSync(EventFromRow)
+
+/** The feed's `after` cursor: an event id, refused as "after must be a UUID". */
+export const EventIdParam = UuidId("EventId", "after")
 
 export const FEED_LIMIT = { default: 100, max: 1000 } as const
 
 // ---------------------------------------------------------------------------------
 // Subscriptions
 // ---------------------------------------------------------------------------------
-
-export const WebhookIdParam = UuidParam("webhook id")
-export const DeliveryIdParam = UuidParam("delivery id")
 
 const WebhookUrl = nonBlank("url", TEXT_LIMITS.url)
 
@@ -162,49 +184,98 @@ export const WebhookList = Schema.Struct({ webhooks: Schema.Array(Webhook), next
 export const WebhookListKey = Schema.Struct({ created_at: PgTimestampText, id: Schema.UUID })
 export type WebhookListKey = typeof WebhookListKey.Type
 
-export interface SubscriptionRow {
-  readonly id: string
-  readonly url: string
-  readonly event_types: ReadonlyArray<string>
-  readonly image_names: ReadonlyArray<string>
-  readonly description: string | null
-  readonly secret: string
-  readonly previous_secret: string | null
-  readonly previous_secret_expires_at: Date | null
-  readonly enabled: boolean
-  readonly disabled_reason: string | null
-  readonly disabled_at: Date | null
-  readonly failing_since: Date | null
-  readonly created_at: Date
-  readonly updated_at: Date
-}
+/** A subscription row (`webhook_subscriptions`): the domain type of a subscription. */
+export const SubscriptionRow = Schema.Struct({
+  id: SubscriptionId,
+  url: Schema.String,
+  event_types: Schema.Array(EventType),
+  image_names: Schema.Array(Schema.String),
+  description: Schema.NullOr(Schema.String),
+  secret: Schema.String,
+  previous_secret: Schema.NullOr(Schema.String),
+  previous_secret_expires_at: Schema.NullOr(Schema.DateFromSelf),
+  enabled: Schema.Boolean,
+  disabled_reason: Schema.NullOr(Schema.String),
+  disabled_at: Schema.NullOr(Schema.DateFromSelf),
+  failing_since: Schema.NullOr(Schema.DateFromSelf),
+  created_at: Schema.DateFromSelf,
+  updated_at: Schema.DateFromSelf
+})
+export type SubscriptionRow = typeof SubscriptionRow.Type
 
 /** A listed subscription with its `created_at` as PostgreSQL text (microseconds), the cursor's sort key. */
-export interface SubscriptionPageRow extends SubscriptionRow {
-  readonly created_at_key: string
-}
+export const SubscriptionPageRow = Schema.Struct({ ...SubscriptionRow.fields, created_at_key: Schema.String })
+export type SubscriptionPageRow = typeof SubscriptionPageRow.Type
 
-export const webhookToWire = (row: SubscriptionRow): Webhook => ({
+/** What the API shows of a subscription (never its secrets). */
+const ShownSubscription = SubscriptionRow.pick(
+  "id",
+  "url",
+  "event_types",
+  "image_names",
+  "description",
+  "enabled",
+  "disabled_reason",
+  "disabled_at",
+  "failing_since",
+  "previous_secret_expires_at",
+  "created_at",
+  "updated_at"
+)
+
+const shownSubscription = (row: typeof ShownSubscription.Type): Webhook => ({
   id: row.id,
   url: row.url,
-  events: row.event_types as ReadonlyArray<EventType>,
+  events: row.event_types,
   images: row.image_names,
-  ...(row.description !== null ? { description: row.description } : {}),
+  ...present("description", row.description),
   enabled: row.enabled,
-  ...(row.disabled_reason !== null ? { disabled_reason: row.disabled_reason } : {}),
-  ...(row.disabled_at !== null ? { disabled_at: formatTimestamp(row.disabled_at) } : {}),
-  ...(row.failing_since !== null ? { failing_since: formatTimestamp(row.failing_since) } : {}),
-  ...(row.previous_secret_expires_at !== null
-    ? { previous_secret_expires_at: formatTimestamp(row.previous_secret_expires_at) }
-    : {}),
+  ...present("disabled_reason", row.disabled_reason),
+  ...optionalTimestamp("disabled_at", row.disabled_at),
+  ...optionalTimestamp("failing_since", row.failing_since),
+  ...optionalTimestamp("previous_secret_expires_at", row.previous_secret_expires_at),
   created_at: formatTimestamp(row.created_at),
   updated_at: formatTimestamp(row.updated_at)
 })
 
-export const webhookWithSecret = (row: SubscriptionRow): WebhookWithSecret => ({
-  ...webhookToWire(row),
-  secret: row.secret
+const subscriptionShown = (wire: Webhook): typeof ShownSubscription.Type => ({
+  id: SubscriptionId.make(wire.id),
+  url: wire.url,
+  event_types: wire.events,
+  image_names: wire.images,
+  description: wire.description ?? null,
+  enabled: wire.enabled,
+  disabled_reason: wire.disabled_reason ?? null,
+  disabled_at: parsedTimestamp(wire.disabled_at),
+  failing_since: parsedTimestamp(wire.failing_since),
+  previous_secret_expires_at: parsedTimestamp(wire.previous_secret_expires_at),
+  created_at: new Date(wire.created_at),
+  updated_at: new Date(wire.updated_at)
 })
+
+/** The wire subscription of a row: unset fields absent, the secrets never shown. */
+export const WebhookFromRow = Schema.transform(ShownSubscription, Webhook, {
+  strict: true,
+  decode: shownSubscription,
+  encode: subscriptionShown
+})
+
+/** The answer of create and rotate-secret: the subscription with its (current) secret. */
+export const WebhookWithSecretFromRow = Schema.transform(
+  Schema.Struct({ ...ShownSubscription.fields, secret: Schema.String }),
+  WebhookWithSecret,
+  {
+    strict: true,
+    decode: (row) => ({ ...shownSubscription(row), secret: row.secret }),
+    encode: (wire) => ({ ...subscriptionShown(wire), secret: wire.secret })
+  }
+)
+
+export const webhookToWire: (row: SubscriptionRow) => Webhook = Schema.decodeSync(WebhookFromRow)
+
+export const webhookWithSecret: (row: SubscriptionRow) => WebhookWithSecret = Schema.decodeSync(
+  WebhookWithSecretFromRow
+)
 
 // ---------------------------------------------------------------------------------
 // Deliveries
@@ -244,65 +315,89 @@ export const DeliveryListKey = Schema.Struct({
 })
 export type DeliveryListKey = typeof DeliveryListKey.Type
 
-export interface DeliveryRow {
-  readonly id: string
-  readonly subscription_id: string
-  readonly event_id: string
-  readonly event_type: string
-  readonly status: DeliveryStatus
-  readonly attempts: number
-  readonly last_attempt_at: Date | null
-  readonly last_response_status: number | null
-  readonly last_error: string | null
-  readonly next_attempt_at: Date | null
-  readonly delivered_at: Date | null
-  readonly created_at: Date
-  readonly updated_at: Date
-}
+/** A delivery with its event's type (`webhook_deliveries` joined with `events`). */
+export const DeliveryRow = Schema.Struct({
+  id: DeliveryId,
+  subscription_id: SubscriptionId,
+  event_id: EventId,
+  event_type: Schema.String,
+  status: DeliveryStatus,
+  attempts: Schema.Number,
+  last_attempt_at: Schema.NullOr(Schema.DateFromSelf),
+  last_response_status: Schema.NullOr(Schema.Number),
+  last_error: Schema.NullOr(Schema.String),
+  next_attempt_at: Schema.NullOr(Schema.DateFromSelf),
+  delivered_at: Schema.NullOr(Schema.DateFromSelf),
+  created_at: Schema.DateFromSelf,
+  updated_at: Schema.DateFromSelf
+})
+export type DeliveryRow = typeof DeliveryRow.Type
 
 /** A delivery of the log with its sort key as text (see `DeliveryListKey`). */
-export interface DeliveryPageRow extends DeliveryRow {
-  readonly created_at_key: string
-  readonly event_tx_key: string
-  readonly event_seq_key: string
-}
+export const DeliveryPageRow = Schema.Struct({
+  ...DeliveryRow.fields,
+  created_at_key: Schema.String,
+  event_tx_key: Schema.String,
+  event_seq_key: Schema.String
+})
+export type DeliveryPageRow = typeof DeliveryPageRow.Type
 
-export const deliveryToWire = (row: DeliveryRow): Delivery => ({
-  id: row.id,
-  webhook_id: row.subscription_id,
-  event_id: row.event_id,
-  event_type: row.event_type,
-  status: row.status,
-  attempts: row.attempts,
-  ...(row.last_attempt_at !== null ? { last_attempt_at: formatTimestamp(row.last_attempt_at) } : {}),
-  ...(row.last_response_status !== null ? { last_response_status: row.last_response_status } : {}),
-  ...(row.last_error !== null ? { last_error: row.last_error } : {}),
-  ...(row.status === "pending" && row.next_attempt_at !== null
-    ? { next_attempt_at: formatTimestamp(row.next_attempt_at) }
-    : {}),
-  ...(row.delivered_at !== null ? { delivered_at: formatTimestamp(row.delivered_at) } : {}),
-  created_at: formatTimestamp(row.created_at),
-  updated_at: formatTimestamp(row.updated_at)
+/** The wire delivery of a row: `webhook_id` is the subscription; `next_attempt_at` only while pending. */
+export const DeliveryFromRow = Schema.transform(DeliveryRow, Delivery, {
+  strict: true,
+  decode: (row) => ({
+    id: row.id,
+    webhook_id: row.subscription_id,
+    event_id: row.event_id,
+    event_type: row.event_type,
+    status: row.status,
+    attempts: row.attempts,
+    ...optionalTimestamp("last_attempt_at", row.last_attempt_at),
+    ...present("last_response_status", row.last_response_status),
+    ...present("last_error", row.last_error),
+    ...optionalTimestamp("next_attempt_at", row.status === "pending" ? row.next_attempt_at : null),
+    ...optionalTimestamp("delivered_at", row.delivered_at),
+    created_at: formatTimestamp(row.created_at),
+    updated_at: formatTimestamp(row.updated_at)
+  }),
+  encode: (wire) => ({
+    id: DeliveryId.make(wire.id),
+    subscription_id: SubscriptionId.make(wire.webhook_id),
+    event_id: EventId.make(wire.event_id),
+    event_type: wire.event_type,
+    status: wire.status,
+    attempts: wire.attempts,
+    last_attempt_at: parsedTimestamp(wire.last_attempt_at),
+    last_response_status: wire.last_response_status ?? null,
+    last_error: wire.last_error ?? null,
+    next_attempt_at: parsedTimestamp(wire.next_attempt_at),
+    delivered_at: parsedTimestamp(wire.delivered_at),
+    created_at: new Date(wire.created_at),
+    updated_at: new Date(wire.updated_at)
+  })
 })
 
+export const deliveryToWire: (row: DeliveryRow) => Delivery = Schema.decodeSync(DeliveryFromRow)
+
 /** A claimed delivery with what sending it needs (the worker's unit of work). */
-export interface ClaimedDelivery {
-  readonly id: string
-  readonly subscription_id: string
-  readonly event_id: string
-  readonly attempts: number
-  readonly locked_by: string
-  readonly retry_until: Date
+export const ClaimedDelivery = Schema.Struct({
+  id: DeliveryId,
+  subscription_id: SubscriptionId,
+  event_id: EventId,
+  attempts: Schema.Number,
+  locked_by: Schema.String,
+  retry_until: Schema.DateFromSelf,
   /** The database's clock at the claim (retry decisions use one clock for every replica). */
-  readonly db_now: Date
-  readonly url: string
-  readonly secret: string
-  readonly previous_secret: string | null
-  readonly previous_secret_expires_at: Date | null
-  readonly event_type: string
-  readonly payload: Readonly<Record<string, unknown>>
-  readonly occurred_at: Date
-}
+  db_now: Schema.DateFromSelf,
+  url: Schema.String,
+  secret: Schema.String,
+  previous_secret: Schema.NullOr(Schema.String),
+  previous_secret_expires_at: Schema.NullOr(Schema.DateFromSelf),
+  event_type: Schema.String,
+  payload: Schema.Record({ key: Schema.String, value: Schema.Unknown }),
+  occurred_at: Schema.DateFromSelf
+})
+export type ClaimedDelivery = typeof ClaimedDelivery.Type
 
 /** Free-text bound of `last_error` and `disabled_reason` (they are shown in listings). */
 export const boundedReason = (text: string, max = 500): string => {

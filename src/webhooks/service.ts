@@ -1,8 +1,8 @@
 import { SqlClient } from "@effect/sql"
 import { Context, Duration, Effect, Layer, Option } from "effect"
-import { randomUUID } from "node:crypto"
 import type { Principal } from "../auth/schema.js"
 import { AppConfig } from "../platform/config/config.js"
+import { freshUuid } from "../platform/fresh-ids.js"
 import { InvalidRequest } from "../platform/http/problem.js"
 import { makeWakeSignal, type WakeSignal } from "../platform/worker.js"
 import { checkTargetUrl } from "./address-guard.js"
@@ -13,11 +13,14 @@ import { WebhookRepository } from "./repository.js"
 import type { SubscriptionPatch } from "./repository.js"
 import {
   type CreateWebhookRequest,
+  type DeliveryId,
   type DeliveryListKey,
   type DeliveryPageRow,
   type DeliveryRow,
+  type EventId,
   type EventRow,
   PING_EVENT_TYPE,
+  SubscriptionId,
   type SubscriptionPageRow,
   type SubscriptionRow,
   type UpdateWebhookRequest,
@@ -49,28 +52,28 @@ export class Webhooks extends Context.Tag("imgsrv/Webhooks")<Webhooks, {
     after: Option.Option<WebhookListKey>,
     limit: number
   ) => Effect.Effect<ReadonlyArray<SubscriptionPageRow>>
-  readonly get: (id: string) => Effect.Effect<SubscriptionRow, WebhookNotFound>
+  readonly get: (id: SubscriptionId) => Effect.Effect<SubscriptionRow, WebhookNotFound>
   readonly update: (
-    id: string,
+    id: SubscriptionId,
     request: UpdateWebhookRequest
   ) => Effect.Effect<SubscriptionRow, WebhookNotFound | WebhookUrlRefused>
-  readonly remove: (id: string) => Effect.Effect<void, WebhookNotFound>
+  readonly remove: (id: SubscriptionId) => Effect.Effect<void, WebhookNotFound>
   /** A new secret; the previous one keeps signing for `SECRET_OVERLAP`. */
-  readonly rotateSecret: (id: string) => Effect.Effect<SubscriptionRow, WebhookNotFound>
+  readonly rotateSecret: (id: SubscriptionId) => Effect.Effect<SubscriptionRow, WebhookNotFound>
   /** Queues a `webhook.ping` for this subscription only (not ordered behind its other deliveries). */
-  readonly ping: (id: string) => Effect.Effect<DeliveryRow, WebhookNotFound | WebhookDisabled>
+  readonly ping: (id: SubscriptionId) => Effect.Effect<DeliveryRow, WebhookNotFound | WebhookDisabled>
   /** At most `limit` deliveries of the log after the key, newest first. */
   readonly deliveries: (
-    id: string,
+    id: SubscriptionId,
     after: Option.Option<DeliveryListKey>,
     limit: number
   ) => Effect.Effect<ReadonlyArray<DeliveryPageRow>, WebhookNotFound>
   readonly redeliver: (
-    id: string,
-    deliveryId: string
+    id: SubscriptionId,
+    deliveryId: DeliveryId
   ) => Effect.Effect<DeliveryRow, WebhookNotFound | DeliveryNotFound | DeliveryInProgress | WebhookDisabled>
   /** Public events after `after` (an event id) in order; 400 when `after` names no event. */
-  readonly feed: (after: string | undefined, limit: number) => Effect.Effect<ReadonlyArray<EventRow>, InvalidRequest>
+  readonly feed: (after: EventId | undefined, limit: number) => Effect.Effect<ReadonlyArray<EventRow>, InvalidRequest>
 }>() {}
 
 /** What is logged of a target: scheme and host only (paths and queries may carry tokens). */
@@ -92,9 +95,8 @@ export const WebhooksLive = Layer.effect(
     const wake = yield* DeliveryWake
     const allowPrivate = config.webhooks.allowPrivateNetworks
 
-    const find = (id: string) =>
+    const find = (id: SubscriptionId) =>
       repo.findSubscription(id).pipe(
-        Effect.orDie,
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(new WebhookNotFound({ webhookId: id })),
           onSome: Effect.succeed
@@ -108,21 +110,21 @@ export const WebhooksLive = Layer.effect(
         Effect.gen(function*() {
           const url = yield* checkTargetUrl(request.url, allowPrivate)
           const row = yield* repo.insertSubscription({
-            id: randomUUID(),
+            id: SubscriptionId.make(yield* freshUuid),
             url: url.href,
             eventTypes: dedupe(request.events),
             imageNames: dedupe(request.images ?? []),
             description: request.description ?? null,
             secret: generateSecret(),
             createdBy: actor.id
-          }).pipe(Effect.orDie)
+          })
           yield* Effect.logInfo("webhook subscription created").pipe(
             Effect.annotateLogs({ webhook_id: row.id, target: loggableTarget(row.url), actor: actor.id })
           )
           return row
         }).pipe(Effect.withSpan("webhooks.create")),
 
-      list: (after, limit) => repo.listSubscriptions(after, limit).pipe(Effect.orDie, Effect.withSpan("webhooks.list")),
+      list: (after, limit) => repo.listSubscriptions(after, limit).pipe(Effect.withSpan("webhooks.list")),
 
       get: (id) => find(id).pipe(Effect.withSpan("webhooks.get")),
 
@@ -141,7 +143,7 @@ export const WebhooksLive = Layer.effect(
               ? { enabled: { value: true } as const }
               : { enabled: { value: false, reason: "disabled through the API" } as const })
           }
-          const updated = yield* repo.updateSubscription(id, patch).pipe(Effect.orDie)
+          const updated = yield* repo.updateSubscription(id, patch)
           if (Option.isNone(updated)) return yield* new WebhookNotFound({ webhookId: id })
           if (request.enabled === true) yield* wake.wake
           return updated.value
@@ -149,16 +151,14 @@ export const WebhooksLive = Layer.effect(
 
       remove: (id) =>
         Effect.gen(function*() {
-          const deleted = yield* repo.deleteSubscription(id).pipe(Effect.orDie)
+          const deleted = yield* repo.deleteSubscription(id)
           if (!deleted) return yield* new WebhookNotFound({ webhookId: id })
           yield* Effect.logInfo("webhook subscription deleted").pipe(Effect.annotateLogs({ webhook_id: id }))
         }).pipe(Effect.withSpan("webhooks.delete")),
 
       rotateSecret: (id) =>
         Effect.gen(function*() {
-          const rotated = yield* repo.rotateSecret(id, generateSecret(), Duration.toMillis(SECRET_OVERLAP)).pipe(
-            Effect.orDie
-          )
+          const rotated = yield* repo.rotateSecret(id, generateSecret(), Duration.toMillis(SECRET_OVERLAP))
           if (Option.isNone(rotated)) return yield* new WebhookNotFound({ webhookId: id })
           yield* Effect.logInfo("webhook secret rotated").pipe(Effect.annotateLogs({ webhook_id: id }))
           return rotated.value
@@ -173,8 +173,8 @@ export const WebhooksLive = Layer.effect(
             imageName: null,
             subscriptionId: id,
             data: { webhook_id: id, url: `/v1/webhooks/${id}` }
-          }).pipe(Effect.orDie)
-          const delivery = yield* repo.findDeliveryOfEvent(id, event.id).pipe(Effect.orDie)
+          })
+          const delivery = yield* repo.findDeliveryOfEvent(id, event.id)
           // Disabled (or deleted) between the two statements.
           if (Option.isNone(delivery)) return yield* new WebhookDisabled({ webhookId: id })
           yield* wake.wake
@@ -183,7 +183,7 @@ export const WebhooksLive = Layer.effect(
 
       deliveries: (id, after, limit) =>
         find(id).pipe(
-          Effect.zipRight(repo.listDeliveries(id, after, limit).pipe(Effect.orDie)),
+          Effect.zipRight(repo.listDeliveries(id, after, limit)),
           Effect.withSpan("webhooks.deliveries")
         ),
 
@@ -191,22 +191,22 @@ export const WebhooksLive = Layer.effect(
         Effect.gen(function*() {
           const subscription = yield* find(id)
           if (!subscription.enabled) return yield* new WebhookDisabled({ webhookId: id })
-          const requeued = yield* repo.requeueDelivery(id, deliveryId).pipe(Effect.orDie)
+          const requeued = yield* repo.requeueDelivery(id, deliveryId)
           if (Option.isSome(requeued)) {
             yield* wake.wake
             return requeued.value
           }
-          const existing = yield* repo.findDelivery(id, deliveryId).pipe(Effect.orDie)
+          const existing = yield* repo.findDelivery(id, deliveryId)
           if (Option.isNone(existing)) return yield* new DeliveryNotFound({ webhookId: id, deliveryId })
           return yield* new DeliveryInProgress({ deliveryId })
         }).pipe(Effect.withSpan("webhooks.redeliver")),
 
       feed: (after, limit) =>
         Effect.gen(function*() {
-          if (after !== undefined && !(yield* repo.feedEventExists(after).pipe(Effect.orDie))) {
+          if (after !== undefined && !(yield* repo.feedEventExists(after))) {
             return yield* new InvalidRequest({ detail: `after: no event ${after}` })
           }
-          return yield* repo.feed(after, limit).pipe(Effect.orDie)
+          return yield* repo.feed(after, limit)
         }).pipe(Effect.withSpan("webhooks.feed"))
     })
   })

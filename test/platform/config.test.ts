@@ -4,7 +4,12 @@ import { ConfigProvider, Duration, Effect, Either, Layer, Option, Redacted } fro
 import { readFileSync } from "node:fs"
 import { configurationPage, configurationPagePath } from "../../scripts/docs/configuration.js"
 import { resolveConfig } from "../../src/cli/serve.js"
-import { defaultRawSettings, parseAppConfig, parseGoDuration } from "../../src/platform/config/config.js"
+import {
+  defaultRawSettings,
+  type LoopSettings,
+  parseAppConfig,
+  parseGoDuration
+} from "../../src/platform/config/config.js"
 import { settings } from "../../src/platform/config/settings.js"
 
 const withEnv = (env: Record<string, string>) =>
@@ -135,6 +140,26 @@ describe("configuration", () => {
       for (const flag of ["cas-promotion-lease", "publish-job-lease", "shutdown-timeout"]) {
         expect(yield* errorOf([`--${flag}`, "soon"])).toContain(`--${flag}`)
       }
+    }))
+
+  it.effect("gives the retention loop its own backoff and breaker settings (defaults: 5s, 1m, 10, 1m)", () =>
+    Effect.gen(function*() {
+      const figures = (loop: LoopSettings) => [
+        Duration.toMillis(loop.pollInterval),
+        Duration.toMillis(loop.errorBackoff),
+        Duration.toMillis(loop.errorBackoffMax),
+        loop.circuitBreakerFailures,
+        Duration.toMillis(loop.circuitBreakerCooldown)
+      ]
+      expect(figures((yield* configOf([])).retention.worker)).toEqual([60_000, 5_000, 60_000, 10, 60_000])
+      const set = (yield* configOf(
+        ["--retention-error-backoff", "2s", "--retention-circuit-breaker-failures=3", "--retention-interval=30s"],
+        { IMGSRV_RETENTION_ERROR_BACKOFF_MAX: "10s", IMGSRV_RETENTION_CIRCUIT_BREAKER_COOLDOWN: "5m" }
+      )).retention.worker
+      expect(figures(set)).toEqual([30_000, 2_000, 10_000, 3, 300_000])
+      expect(yield* errorOf(["--retention-error-backoff", "soon"])).toContain(
+        "--retention-error-backoff (IMGSRV_RETENTION_ERROR_BACKOFF)"
+      )
     }))
 
   it("parses Go-style durations", () => {

@@ -2,9 +2,11 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Deferred, Duration, Effect, Fiber, Layer, Option } from "effect"
 import { randomUUID } from "node:crypto"
+import { FreshIds } from "../../src/platform/fresh-ids.js"
 import { retryDelayMillis } from "../../src/webhooks/delivery-worker.js"
 import { recordEvent } from "../../src/webhooks/outbox.js"
 import { WebhookRepository, WebhookRepositoryLive } from "../../src/webhooks/repository.js"
+import { type EventType, SubscriptionId } from "../../src/webhooks/schema.js"
 import { generateSecret, sign } from "../../src/webhooks/signing.js"
 import { TestDatabaseLive } from "../support/harness.js"
 
@@ -16,10 +18,10 @@ import { TestDatabaseLive } from "../support/harness.js"
 
 const RepositoryLive = WebhookRepositoryLive.pipe(Layer.provideMerge(TestDatabaseLive))
 
-const subscription = (events: ReadonlyArray<string>, images: ReadonlyArray<string> = []) =>
+const subscription = (events: ReadonlyArray<EventType>, images: ReadonlyArray<string> = []) =>
   Effect.flatMap(WebhookRepository, (repo) =>
     repo.insertSubscription({
-      id: randomUUID(),
+      id: SubscriptionId.make(randomUUID()),
       url: "http://receiver.test/hook",
       eventTypes: events,
       imageNames: images,
@@ -71,6 +73,19 @@ layer(RepositoryLive)("the outbox", (it) => {
         SELECT subscription_id FROM webhook_deliveries WHERE event_id = ${recorded.id} ORDER BY subscription_id`
       expect(targets.map((t) => t.subscription_id).sort()).toEqual([all.id, onlyMine.id].sort())
       expect(targets.map((t) => t.subscription_id)).not.toContain(onlyOther.id)
+    }))
+
+  it.effect("takes the event's id from FreshIds (a test can fix it)", () =>
+    Effect.gen(function*() {
+      yield* clean
+      const sql = yield* SqlClient.SqlClient
+      const fixed = "00000000-0000-4000-8000-00000000e7e1"
+      const recorded = yield* recordEvent(sql, aliasEvent("fixed")).pipe(
+        Effect.provideService(FreshIds, { uuid: Effect.succeed(fixed) })
+      )
+      expect(recorded.id).toBe(fixed)
+      const [row] = yield* sql<{ id: string }>`SELECT id FROM events`
+      expect(row!.id).toBe(fixed)
     }))
 
   it.effect("never lets a reader see an event before one an older transaction commits later", () =>

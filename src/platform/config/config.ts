@@ -504,11 +504,20 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
         enabled: yield* parseBoolean("retention-enabled", raw["retention-enabled"]),
         // Due images are looked for at least every minute, so new rules apply soon.
         pollInterval: Duration.min(retentionInterval, Duration.minutes(1)),
-        errorBackoff: Duration.seconds(5),
-        errorBackoffMax: Duration.minutes(1),
-        circuitBreakerFailures: 10,
         // No lease: a run holds its image's row lock for its one transaction.
-        circuitBreakerCooldown: Duration.minutes(1)
+        errorBackoff: yield* parsePositiveDuration("retention-error-backoff", raw["retention-error-backoff"]),
+        errorBackoffMax: yield* parsePositiveDuration(
+          "retention-error-backoff-max",
+          raw["retention-error-backoff-max"]
+        ),
+        circuitBreakerFailures: yield* parseCount(
+          "retention-circuit-breaker-failures",
+          raw["retention-circuit-breaker-failures"]
+        ),
+        circuitBreakerCooldown: yield* parsePositiveDuration(
+          "retention-circuit-breaker-cooldown",
+          raw["retention-circuit-breaker-cooldown"]
+        )
       },
       interval: retentionInterval
     }

@@ -612,6 +612,38 @@ export const settings = [
     kind: "duration",
     description:
       "How often an image's retention rules are applied (new or changed rules are applied within a minute, or this interval if shorter)."
+  },
+  {
+    section: "Retention",
+    flag: "retention-error-backoff",
+    env: "IMGSRV_RETENTION_ERROR_BACKOFF",
+    default: "5s",
+    kind: "duration",
+    description: "First delay after a failed run (it rolled back; the image's rules stay due)."
+  },
+  {
+    section: "Retention",
+    flag: "retention-error-backoff-max",
+    env: "IMGSRV_RETENTION_ERROR_BACKOFF_MAX",
+    default: "1m",
+    kind: "duration",
+    description: "Backoff ceiling."
+  },
+  {
+    section: "Retention",
+    flag: "retention-circuit-breaker-failures",
+    env: "IMGSRV_RETENTION_CIRCUIT_BREAKER_FAILURES",
+    default: "10",
+    kind: "count",
+    description: "Consecutive failures that open the circuit breaker."
+  },
+  {
+    section: "Retention",
+    flag: "retention-circuit-breaker-cooldown",
+    env: "IMGSRV_RETENTION_CIRCUIT_BREAKER_COOLDOWN",
+    default: "1m",
+    kind: "duration",
+    description: "Pause while the breaker is open."
   }
 ] as const satisfies ReadonlyArray<Setting>
 

@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { optionalTimestamp, parsedTimestamp, present } from "../contract/optional-members.js"
 import { UuidParam, UuidString } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 import type { RootFtype } from "../streams/schema.js"
@@ -146,13 +147,6 @@ export interface ProjectionRow {
 // ---------------------------------------------------------------------------------
 // Encoding: the wire shapes declared as transformations of the domain types.
 // ---------------------------------------------------------------------------------
-
-/** A nullable column as an optional wire member: absent (not undefined) when null. */
-const present = <K extends string, A>(key: K, value: A | null) =>
-  (value === null ? {} : { [key]: value }) as Partial<Record<K, A>>
-const optionalTimestamp = <K extends string>(key: K, value: Date | null) =>
-  present(key, value === null ? null : formatTimestamp(value))
-const parsedTimestamp = (value: string | undefined) => (value === undefined ? null : new Date(value))
 
 /** The wire step of a step row (`failure_message`, `started_at`, `finished_at` absent when null). */
 export const PublishJobStepFromRow = Schema.transform(StepRow, PublishJobStep, {

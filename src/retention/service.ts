@@ -3,7 +3,7 @@ import type { SqlError } from "@effect/sql"
 import { Clock, Context, Duration, Effect, Layer, Metric, MetricLabel, Option } from "effect"
 import { ImageNotFound } from "../catalog/errors.js"
 import { CatalogRepository } from "../catalog/repository.js"
-import type { ImageRow, VersionRow } from "../catalog/schema.js"
+import { ImageId, type ImageRow, type VersionRow } from "../catalog/schema.js"
 import { retireLocked, yankLocked } from "../catalog/service.js"
 import { AppConfig } from "../platform/config/config.js"
 import { withLinkedSpan } from "../platform/observability/tracing.js"
@@ -129,16 +129,16 @@ export const RetentionLive = Layer.effect(
         }))
       )
 
-    const aliasedVersions = (imageId: string) =>
+    const aliasedVersions = (imageId: ImageId) =>
       catalog.listAliases(imageId).pipe(Effect.map((aliases) => new Set(aliases.map((a) => a.version_id))))
 
     /** One run for a claimed image, in the claim's transaction. */
     const apply = (rules: RetentionRulesRow, imageName: string) =>
       Effect.gen(function*() {
         // The image row first (as alias changes and yanks lock it), then its versions.
-        yield* catalog.lockAliasesOf(rules.image_id)
-        const versions = yield* catalog.lockVersionsOf(rules.image_id)
-        const aliased = yield* aliasedVersions(rules.image_id)
+        yield* catalog.lockAliasesOf(ImageId.make(rules.image_id))
+        const versions = yield* catalog.lockVersionsOf(ImageId.make(rules.image_id))
+        const aliased = yield* aliasedVersions(ImageId.make(rules.image_id))
         const now = yield* Clock.currentTimeMillis
         const plan = planRetention(rules, versions, aliased, now)
         for (const { reason, version } of plan.yank) {

@@ -390,55 +390,56 @@ export const ImageVersionFromRow = Schema.transform(Schema.typeSchema(VersionRow
   })
 })
 
-export const ArtifactFromRow = Schema.transform(Schema.typeSchema(ArtifactRow), Artifact, {
-  strict: true,
-  decode: ({ created_at, updated_at, ...row }) => ({
-    ...row,
-    created_at: formatTimestamp(created_at),
-    updated_at: formatTimestamp(updated_at)
-  }),
-  encode: ({ created_at, updated_at, ...wire }) => ({
-    ...wire,
-    id: ArtifactId.make(wire.id),
-    version_id: VersionId.make(wire.version_id),
-    primary_blob_digest: Sha256Digest.make(wire.primary_blob_digest),
-    created_at: new Date(created_at),
-    updated_at: new Date(updated_at)
-  })
-})
+interface Stamped {
+  readonly created_at: Date
+  readonly updated_at: Date
+}
+interface WireStamped {
+  readonly created_at: string
+  readonly updated_at: string
+}
 
-export const AttachmentFromRow = Schema.transform(Schema.typeSchema(AttachmentRow), Attachment, {
-  strict: true,
-  decode: ({ created_at, updated_at, ...row }) => ({
-    ...row,
-    created_at: formatTimestamp(created_at),
-    updated_at: formatTimestamp(updated_at)
-  }),
-  encode: ({ created_at, updated_at, ...wire }) => ({
-    ...wire,
-    id: AttachmentId.make(wire.id),
-    artifact_id: ArtifactId.make(wire.artifact_id),
-    blob_digest: Sha256Digest.make(wire.blob_digest),
-    created_at: new Date(created_at),
-    updated_at: new Date(updated_at)
+/**
+ * A wire shape that is its row with `created_at` and `updated_at` as wire timestamps (the
+ * wire schema checks the result); `rowOf` restores the row's branded members from the wire.
+ */
+const stampedFromRow = <Row extends Stamped, Wire extends WireStamped>(
+  row: Schema.Schema<Row>,
+  wire: Schema.Schema<Wire>,
+  rowOf: (wire: Omit<Wire, keyof WireStamped>) => Omit<Row, keyof Stamped>
+) =>
+  Schema.transform(row, wire, {
+    strict: true,
+    // TypeScript cannot relate a generic row's rest to the wire type; the wire schema checks it.
+    decode: ({ created_at, updated_at, ...rest }) =>
+      ({
+        ...rest,
+        created_at: formatTimestamp(created_at),
+        updated_at: formatTimestamp(updated_at)
+      }) as unknown as Wire,
+    encode: ({ created_at, updated_at, ...rest }) =>
+      ({ ...rowOf(rest), created_at: new Date(created_at), updated_at: new Date(updated_at) }) as Row
   })
-})
 
-export const AliasFromRow = Schema.transform(Schema.typeSchema(AliasRow), Alias, {
-  strict: true,
-  decode: ({ created_at, updated_at, ...row }) => ({
-    ...row,
-    created_at: formatTimestamp(created_at),
-    updated_at: formatTimestamp(updated_at)
-  }),
-  encode: ({ created_at, updated_at, ...wire }) => ({
-    ...wire,
-    image_id: ImageId.make(wire.image_id),
-    version_id: VersionId.make(wire.version_id),
-    created_at: new Date(created_at),
-    updated_at: new Date(updated_at)
-  })
-})
+export const ArtifactFromRow = stampedFromRow(Schema.typeSchema(ArtifactRow), Artifact, (wire) => ({
+  ...wire,
+  id: ArtifactId.make(wire.id),
+  version_id: VersionId.make(wire.version_id),
+  primary_blob_digest: Sha256Digest.make(wire.primary_blob_digest)
+}))
+
+export const AttachmentFromRow = stampedFromRow(Schema.typeSchema(AttachmentRow), Attachment, (wire) => ({
+  ...wire,
+  id: AttachmentId.make(wire.id),
+  artifact_id: ArtifactId.make(wire.artifact_id),
+  blob_digest: Sha256Digest.make(wire.blob_digest)
+}))
+
+export const AliasFromRow = stampedFromRow(Schema.typeSchema(AliasRow), Alias, (wire) => ({
+  ...wire,
+  image_id: ImageId.make(wire.image_id),
+  version_id: VersionId.make(wire.version_id)
+}))
 
 /** The wire manifest of its rows: each part encoded by its own transformation. */
 export const ManifestFromRows = Schema.Struct({

@@ -472,11 +472,7 @@ export const CatalogRepositoryLive = Layer.effect(
         ).pipe(
           Effect.map((rows) => {
             if (rows.length === 0 || rows[0]!.found_state !== "published") return Option.none()
-            const artifacts: Array<ArtifactRow> = []
-            for (const { found_state: _, ...row } of rows) {
-              if (row.id !== null) artifacts.push(row as ArtifactRow)
-            }
-            return Option.some(artifacts)
+            return Option.some(rows.flatMap(({ found_state: _, ...row }) => "variant" in row ? [row] : []))
           }),
           dieOnSqlError
         ),

@@ -26,6 +26,7 @@ import {
 import { CatalogRepository, type ImageVersionRows } from "./repository.js"
 import {
   type AliasRow,
+  ARTIFACT_FILE_NAMES,
   ArtifactId,
   type ArtifactListKey,
   type ArtifactRow,
@@ -43,7 +44,6 @@ import {
   type VersionPageRow,
   type VersionRow
 } from "./schema.js"
-import { ARTIFACT_FILE_NAMES } from "./schema.js"
 
 /**
  * The catalog's rules (api.md §2.5–2.8, §2.10): what is visible to whom, what can be

@@ -15,10 +15,10 @@ import {
   AliasListKey,
   AliasName,
   aliasToWire,
-  ArtifactIdParam,
+  ArtifactId,
   ArtifactListKey,
   artifactToWire,
-  AttachmentIdParam,
+  AttachmentId,
   attachmentToWire,
   decodeVersionPath,
   ImageListKey,
@@ -41,7 +41,7 @@ const artifactPathOf = (path: { readonly name: string; readonly version: string;
   Effect.all([
     decodeParam(ImageName, path.name),
     decodeParam(VersionString, path.version),
-    decodeParam(ArtifactIdParam, path.artifact_id)
+    decodeParam(ArtifactId, path.artifact_id)
   ])
 
 const aliasPathOf = (path: { readonly name: string; readonly alias: string }) =>
@@ -118,7 +118,7 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
           Effect.flatMap(([name, version, artifactId]) => catalog.artifactDownload(name, version, artifactId))
         )
       const attachmentTarget = (path: AttachmentPathParams) =>
-        Effect.all([artifactPathOf(path), decodeParam(AttachmentIdParam, path.attachment_id)]).pipe(
+        Effect.all([artifactPathOf(path), decodeParam(AttachmentId, path.attachment_id)]).pipe(
           Effect.flatMap(([[name, version, artifactId], attachmentId]) =>
             catalog.attachmentDownload(name, version, artifactId, attachmentId)
           )
@@ -242,7 +242,7 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             Effect.map(attachmentToWire)
           ))
         .handle("deleteAttachment", ({ path }) =>
-          Effect.all([artifactPathOf(path), decodeParam(AttachmentIdParam, path.attachment_id)]).pipe(
+          Effect.all([artifactPathOf(path), decodeParam(AttachmentId, path.attachment_id)]).pipe(
             Effect.flatMap(([[name, version, artifactId], attachmentId]) =>
               catalog.deleteAttachment(name, version, artifactId, attachmentId)
             )

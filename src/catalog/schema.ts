@@ -1,8 +1,9 @@
 import { Effect, Schema } from "effect"
 import { Sha256Digest } from "../contract/digest.js"
 import { MediaType } from "../contract/media-type.js"
+import { optionalTimestamp, parsedTimestamp, present } from "../contract/optional-members.js"
 import { nextCursorField, PgTimestampText } from "../contract/pagination.js"
-import { decodeParam, nonBlank, strictBody, TEXT_LIMITS, UuidId, UuidParam, UuidString } from "../contract/params.js"
+import { decodeParam, nonBlank, strictBody, TEXT_LIMITS, UuidId, UuidString } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 
 /**
@@ -39,9 +40,6 @@ export const ArtifactId = UuidId("ArtifactId", "artifact id")
 export type ArtifactId = typeof ArtifactId.Type
 export const AttachmentId = UuidId("AttachmentId", "attachment id")
 export type AttachmentId = typeof AttachmentId.Type
-
-export const ArtifactIdParam = UuidParam("artifact id")
-export const AttachmentIdParam = UuidParam("attachment id")
 
 /** int64 ≥ 0 that survives a JSON round trip exactly (imgsrv never needs more than 2^53 − 1). */
 const sizeBytes = (field: string) =>
@@ -241,79 +239,87 @@ export type VersionListKey = typeof VersionListKey.Type
 export type ArtifactListKey = typeof ArtifactListKey.Type
 
 // ---------------------------------------------------------------------------------
-// Rows (what the repository returns).
+// Rows, as the repository decodes them (`SqlSchema`): the domain type of each entity. A
+// row that does not match its schema is a defect (the code and the database disagree).
 // ---------------------------------------------------------------------------------
 
-export interface ImageRow {
-  readonly id: string
-  readonly name: string
-  readonly display_name: string | null
-  readonly description: string | null
-  readonly created_at: Date
-  readonly updated_at: Date
-}
+const Timestamp = Schema.DateFromSelf
+const NullableTimestamp = Schema.NullOr(Schema.DateFromSelf)
 
-export interface VersionRow {
-  readonly id: string
-  readonly image_id: string
-  readonly version: string
-  readonly state: VersionState
-  readonly published_at: Date | null
+export const ImageRow = Schema.Struct({
+  id: ImageId,
+  name: Schema.String,
+  display_name: Schema.NullOr(Schema.String),
+  description: Schema.NullOr(Schema.String),
+  created_at: Timestamp,
+  updated_at: Timestamp
+})
+export type ImageRow = typeof ImageRow.Type
+
+export const VersionRow = Schema.Struct({
+  id: VersionId,
+  image_id: ImageId,
+  version: Schema.String,
+  state: VersionState,
+  published_at: NullableTimestamp,
   /** Set while a published version is yanked (with `yank_reason`). */
-  readonly yanked_at: Date | null
-  readonly yank_reason: string | null
-  readonly created_at: Date
-  readonly updated_at: Date
-}
+  yanked_at: NullableTimestamp,
+  yank_reason: Schema.NullOr(Schema.String),
+  created_at: Timestamp,
+  updated_at: Timestamp
+})
+export type VersionRow = typeof VersionRow.Type
 
 /** A listed version with its `created_at` as PostgreSQL text (microseconds), the cursor's sort key. */
-export interface VersionPageRow extends VersionRow {
-  readonly created_at_key: string
-}
+export const VersionPageRow = Schema.Struct({ ...VersionRow.fields, created_at_key: Schema.String })
+export type VersionPageRow = typeof VersionPageRow.Type
 
-export interface ArtifactRow {
-  readonly id: string
-  readonly version_id: string
-  readonly variant: string
-  readonly operating_system: string
-  readonly architecture: string
-  readonly format: ArtifactFormat
-  readonly primary_blob_digest: string
-  readonly primary_blob_size_bytes: number
-  readonly primary_media_type: string
-  readonly created_at: Date
-  readonly updated_at: Date
-}
+export const ArtifactRow = Schema.Struct({
+  id: ArtifactId,
+  version_id: VersionId,
+  variant: Schema.String,
+  operating_system: Schema.String,
+  architecture: Schema.String,
+  format: ArtifactFormat,
+  primary_blob_digest: Sha256Digest,
+  primary_blob_size_bytes: Schema.Number,
+  primary_media_type: Schema.String,
+  created_at: Timestamp,
+  updated_at: Timestamp
+})
+export type ArtifactRow = typeof ArtifactRow.Type
 
-export interface AttachmentRow {
-  readonly id: string
-  readonly artifact_id: string
-  readonly name: string
-  readonly media_type: string
-  readonly blob_digest: string
-  readonly blob_size_bytes: number
-  readonly created_at: Date
-  readonly updated_at: Date
-}
+export const AttachmentRow = Schema.Struct({
+  id: AttachmentId,
+  artifact_id: ArtifactId,
+  name: Schema.String,
+  media_type: Schema.String,
+  blob_digest: Sha256Digest,
+  blob_size_bytes: Schema.Number,
+  created_at: Timestamp,
+  updated_at: Timestamp
+})
+export type AttachmentRow = typeof AttachmentRow.Type
 
-export interface AliasRow {
-  readonly id: string
-  readonly image_id: string
-  readonly alias: string
-  readonly version_id: string
-  readonly version: string
-  readonly created_at: Date
-  readonly updated_at: Date
-}
+export const AliasRow = Schema.Struct({
+  id: Schema.String,
+  image_id: ImageId,
+  alias: Schema.String,
+  version_id: VersionId,
+  /** Joined from the version it points at. */
+  version: Schema.String,
+  created_at: Timestamp,
+  updated_at: Timestamp
+})
+export type AliasRow = typeof AliasRow.Type
 
 /** A version manifest as rows: the image, the version, artifacts with their attachments. */
-export interface ManifestRows {
-  readonly image: ImageRow
-  readonly version: VersionRow
-  readonly artifacts: ReadonlyArray<
-    { readonly artifact: ArtifactRow; readonly attachments: ReadonlyArray<AttachmentRow> }
-  >
-}
+export const ManifestRows = Schema.Struct({
+  image: ImageRow,
+  version: VersionRow,
+  artifacts: Schema.Array(Schema.Struct({ artifact: ArtifactRow, attachments: Schema.Array(AttachmentRow) }))
+})
+export type ManifestRows = typeof ManifestRows.Type
 
 /** What a download needs to know about a published artifact or attachment. */
 export interface DownloadTarget {
@@ -327,74 +333,127 @@ export interface DownloadTarget {
 }
 
 // ---------------------------------------------------------------------------------
-// Encoding rows for the wire.
+// Encoding: the wire shapes declared as transformations of the domain types.
 // ---------------------------------------------------------------------------------
 
-export const imageToWire = (row: ImageRow): Image => ({
-  id: row.id,
-  name: row.name,
-  ...(row.display_name !== null ? { display_name: row.display_name } : {}),
-  ...(row.description !== null ? { description: row.description } : {}),
-  created_at: formatTimestamp(row.created_at),
-  updated_at: formatTimestamp(row.updated_at)
+/** The wire image of an image row (`display_name`, `description` absent when null). */
+export const ImageFromRow = Schema.transform(Schema.typeSchema(ImageRow), Image, {
+  strict: true,
+  decode: (row) => ({
+    id: row.id,
+    name: row.name,
+    ...present("display_name", row.display_name),
+    ...present("description", row.description),
+    created_at: formatTimestamp(row.created_at),
+    updated_at: formatTimestamp(row.updated_at)
+  }),
+  encode: (wire) => ({
+    id: ImageId.make(wire.id),
+    name: wire.name,
+    display_name: wire.display_name ?? null,
+    description: wire.description ?? null,
+    created_at: new Date(wire.created_at),
+    updated_at: new Date(wire.updated_at)
+  })
 })
 
-export const versionToWire = (row: VersionRow): ImageVersion => ({
-  id: row.id,
-  image_id: row.image_id,
-  version: row.version,
-  state: row.state,
-  ...(row.published_at !== null ? { published_at: formatTimestamp(row.published_at) } : {}),
-  ...(row.yanked_at !== null
-    ? { yanked: true as const, yanked_at: formatTimestamp(row.yanked_at), yank_reason: row.yank_reason ?? "" }
-    : {}),
-  created_at: formatTimestamp(row.created_at),
-  updated_at: formatTimestamp(row.updated_at)
+/**
+ * The wire version of a version row: `published_at` absent until published; a yanked one
+ * carries `yanked: true`, `yanked_at` and `yank_reason`, the others none of the three.
+ */
+export const ImageVersionFromRow = Schema.transform(Schema.typeSchema(VersionRow), ImageVersion, {
+  strict: true,
+  decode: (row) => ({
+    id: row.id,
+    image_id: row.image_id,
+    version: row.version,
+    state: row.state,
+    ...optionalTimestamp("published_at", row.published_at),
+    ...(row.yanked_at === null ? {} : {
+      yanked: true as const,
+      yanked_at: formatTimestamp(row.yanked_at),
+      yank_reason: row.yank_reason ?? ""
+    }),
+    created_at: formatTimestamp(row.created_at),
+    updated_at: formatTimestamp(row.updated_at)
+  }),
+  encode: (wire) => ({
+    id: VersionId.make(wire.id),
+    image_id: ImageId.make(wire.image_id),
+    version: wire.version,
+    state: wire.state,
+    published_at: parsedTimestamp(wire.published_at),
+    yanked_at: parsedTimestamp(wire.yanked_at),
+    yank_reason: wire.yank_reason ?? null,
+    created_at: new Date(wire.created_at),
+    updated_at: new Date(wire.updated_at)
+  })
 })
 
-export const artifactToWire = (row: ArtifactRow): Artifact => ({
-  id: row.id,
-  version_id: row.version_id,
-  variant: row.variant,
-  operating_system: row.operating_system,
-  architecture: row.architecture,
-  format: row.format,
-  primary_blob_digest: row.primary_blob_digest,
-  primary_blob_size_bytes: row.primary_blob_size_bytes,
-  primary_media_type: row.primary_media_type,
-  created_at: formatTimestamp(row.created_at),
-  updated_at: formatTimestamp(row.updated_at)
+interface Stamped {
+  readonly created_at: Date
+  readonly updated_at: Date
+}
+interface WireStamped {
+  readonly created_at: string
+  readonly updated_at: string
+}
+
+/**
+ * A wire shape that is its row with `created_at` and `updated_at` as wire timestamps (the
+ * wire schema checks the result); `rowOf` restores the row's branded members from the wire.
+ */
+const stampedFromRow = <Row extends Stamped, Wire extends WireStamped>(
+  row: Schema.Schema<Row>,
+  wire: Schema.Schema<Wire>,
+  rowOf: (wire: Omit<Wire, keyof WireStamped>) => Omit<Row, keyof Stamped>
+) =>
+  Schema.transform(row, wire, {
+    strict: true,
+    // TypeScript cannot relate a generic row's rest to the wire type; the wire schema checks it.
+    decode: ({ created_at, updated_at, ...rest }) =>
+      ({
+        ...rest,
+        created_at: formatTimestamp(created_at),
+        updated_at: formatTimestamp(updated_at)
+      }) as unknown as Wire,
+    encode: ({ created_at, updated_at, ...rest }) =>
+      ({ ...rowOf(rest), created_at: new Date(created_at), updated_at: new Date(updated_at) }) as Row
+  })
+
+export const ArtifactFromRow = stampedFromRow(Schema.typeSchema(ArtifactRow), Artifact, (wire) => ({
+  ...wire,
+  id: ArtifactId.make(wire.id),
+  version_id: VersionId.make(wire.version_id),
+  primary_blob_digest: Sha256Digest.make(wire.primary_blob_digest)
+}))
+
+export const AttachmentFromRow = stampedFromRow(Schema.typeSchema(AttachmentRow), Attachment, (wire) => ({
+  ...wire,
+  id: AttachmentId.make(wire.id),
+  artifact_id: ArtifactId.make(wire.artifact_id),
+  blob_digest: Sha256Digest.make(wire.blob_digest)
+}))
+
+export const AliasFromRow = stampedFromRow(Schema.typeSchema(AliasRow), Alias, (wire) => ({
+  ...wire,
+  image_id: ImageId.make(wire.image_id),
+  version_id: VersionId.make(wire.version_id)
+}))
+
+/** The wire manifest of its rows: each part encoded by its own transformation. */
+export const ManifestFromRows = Schema.Struct({
+  image: ImageFromRow,
+  version: ImageVersionFromRow,
+  artifacts: Schema.Array(Schema.Struct({ artifact: ArtifactFromRow, attachments: Schema.Array(AttachmentFromRow) }))
 })
 
-export const attachmentToWire = (row: AttachmentRow): Attachment => ({
-  id: row.id,
-  artifact_id: row.artifact_id,
-  name: row.name,
-  media_type: row.media_type,
-  blob_digest: row.blob_digest,
-  blob_size_bytes: row.blob_size_bytes,
-  created_at: formatTimestamp(row.created_at),
-  updated_at: formatTimestamp(row.updated_at)
-})
-
-export const aliasToWire = (row: AliasRow): Alias => ({
-  id: row.id,
-  image_id: row.image_id,
-  alias: row.alias,
-  version_id: row.version_id,
-  version: row.version,
-  created_at: formatTimestamp(row.created_at),
-  updated_at: formatTimestamp(row.updated_at)
-})
-
-export const manifestToWire = (rows: ManifestRows): Manifest => ({
-  image: imageToWire(rows.image),
-  version: versionToWire(rows.version),
-  artifacts: rows.artifacts.map(({ artifact, attachments }) => ({
-    artifact: artifactToWire(artifact),
-    attachments: attachments.map(attachmentToWire)
-  }))
-})
+export const imageToWire: (row: ImageRow) => Image = Schema.decodeSync(ImageFromRow)
+export const versionToWire: (row: VersionRow) => ImageVersion = Schema.decodeSync(ImageVersionFromRow)
+export const artifactToWire: (row: ArtifactRow) => Artifact = Schema.decodeSync(ArtifactFromRow)
+export const attachmentToWire: (row: AttachmentRow) => Attachment = Schema.decodeSync(AttachmentFromRow)
+export const aliasToWire: (row: AliasRow) => Alias = Schema.decodeSync(AliasFromRow)
+export const manifestToWire: (rows: ManifestRows) => Manifest = Schema.decodeSync(ManifestFromRows)
 
 /** The image name and version of a version path, validated (400 naming the field). */
 export const decodeVersionPath = (path: { readonly name: string; readonly version: string }) =>

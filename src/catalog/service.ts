@@ -1,22 +1,19 @@
 import { SqlClient } from "@effect/sql"
-import type { SqlError } from "@effect/sql"
 import { Context, Duration, Effect, Layer, Option, Schedule } from "effect"
-import { randomUUID } from "node:crypto"
-import type { Sha256Digest } from "../contract/digest.js"
+import { freshUuid } from "../platform/fresh-ids.js"
 import { ImmutableResponses } from "../platform/http/fast-path.js"
 import { untracedPoll } from "../platform/observability/tracing.js"
-import type { ConstraintViolation } from "../platform/storage/sql-errors.js"
+import { dieOnSqlError } from "../platform/storage/sql-errors.js"
 import { aliasDeleted, aliasUpdated, versionRetired, versionUnyanked, versionYanked } from "../webhooks/events.js"
 import { recordEvent } from "../webhooks/outbox.js"
+import type { NewEvent } from "../webhooks/schema.js"
+import type { ArtifactIdentityTaken, AttachmentNameTaken, ImageNameTaken, VersionTaken } from "./errors.js"
 import {
   AliasNotFound,
   AliasTargetNotPublished,
   AliasTargetYanked,
-  ArtifactIdentityTaken,
   ArtifactNotFound,
-  AttachmentNameTaken,
   AttachmentNotFound,
-  ImageNameTaken,
   ImageNotDeletable,
   ImageNotFound,
   RefNotFound,
@@ -24,33 +21,36 @@ import {
   VersionNotDeletable,
   VersionNotDraft,
   VersionNotFound,
-  VersionNotYankable,
-  VersionTaken
+  VersionNotYankable
 } from "./errors.js"
 import { CatalogRepository, type ImageVersionRows } from "./repository.js"
-import type {
-  AliasRow,
-  ArtifactListKey,
-  ArtifactRow,
-  AttachmentRow,
-  CreateArtifactRequest,
-  CreateAttachmentRequest,
-  CreateImageRequest,
-  DownloadTarget,
-  ImageRow,
-  ManifestRows,
-  VersionListKey,
-  VersionPageRow,
-  VersionRow
+import {
+  type AliasRow,
+  ARTIFACT_FILE_NAMES,
+  ArtifactId,
+  type ArtifactListKey,
+  type ArtifactRow,
+  AttachmentId,
+  type AttachmentRow,
+  type CreateArtifactRequest,
+  type CreateAttachmentRequest,
+  type CreateImageRequest,
+  type DownloadTarget,
+  ImageId,
+  type ImageRow,
+  type ManifestRows,
+  VersionId,
+  type VersionListKey,
+  type VersionPageRow,
+  type VersionRow
 } from "./schema.js"
-import { ARTIFACT_FILE_NAMES } from "./schema.js"
 
 /**
  * The catalog's rules (api.md §2.5–2.8, §2.10): what is visible to whom, what can be
  * edited when, and what identity collisions mean. Names, versions and ids arrive
  * already validated by the HTTP layer. The database enforces the same lifecycle with
  * guard triggers (migrations/0003_catalog.sql); the checks here give precise errors,
- * and a guard firing anyway (a race) is mapped to the same 412.
+ * and a guard firing anyway (a race) is mapped to the same 412 (by the repository).
  */
 export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   readonly createImage: (request: CreateImageRequest) => Effect.Effect<ImageRow, ImageNameTaken>
@@ -114,7 +114,7 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   readonly getArtifact: (
     name: string,
     version: string,
-    artifactId: string
+    artifactId: ArtifactId
   ) => Effect.Effect<ArtifactRow, VersionNotFound | ArtifactNotFound>
   readonly addArtifact: (
     name: string,
@@ -124,19 +124,19 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   readonly deleteArtifact: (
     name: string,
     version: string,
-    artifactId: string
+    artifactId: ArtifactId
   ) => Effect.Effect<void, VersionNotFound | ArtifactNotFound | VersionNotDraft>
   readonly addAttachment: (
     name: string,
     version: string,
-    artifactId: string,
+    artifactId: ArtifactId,
     request: CreateAttachmentRequest
   ) => Effect.Effect<AttachmentRow, VersionNotFound | ArtifactNotFound | VersionNotDraft | AttachmentNameTaken>
   readonly deleteAttachment: (
     name: string,
     version: string,
-    artifactId: string,
-    attachmentId: string
+    artifactId: ArtifactId,
+    attachmentId: AttachmentId
   ) => Effect.Effect<void, VersionNotFound | ArtifactNotFound | AttachmentNotFound | VersionNotDraft>
 
   readonly putAlias: (
@@ -161,14 +161,14 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
   readonly artifactDownload: (
     name: string,
     version: string,
-    artifactId: string
+    artifactId: ArtifactId
   ) => Effect.Effect<DownloadTarget, VersionNotFound | ArtifactNotFound>
   /** The blob behind an attachment of a published artifact. */
   readonly attachmentDownload: (
     name: string,
     version: string,
-    artifactId: string,
-    attachmentId: string
+    artifactId: ArtifactId,
+    attachmentId: AttachmentId
   ) => Effect.Effect<DownloadTarget, VersionNotFound | ArtifactNotFound | AttachmentNotFound>
 }>() {}
 
@@ -226,17 +226,14 @@ export const yankLocked = (
   imageName: string,
   version: VersionRow,
   reason: string
-): Effect.Effect<VersionRow, VersionAliased | SqlError.SqlError> =>
+): Effect.Effect<VersionRow, VersionAliased> =>
   Effect.gen(function*() {
     const aliases = yield* repo.aliasesOf(version.id)
     if (aliases.length > 0) {
       return yield* new VersionAliased({ name: imageName, version: version.version, aliases })
     }
-    // The guard refusing now would mean the checks above were wrong: a bug.
-    const yanked = yield* repo.setYank(version.id, reason).pipe(
-      Effect.catchTags({ CheckViolation: Effect.die, ForeignKeyViolation: Effect.die, UniqueViolation: Effect.die })
-    )
-    yield* recordEvent(sql, versionYanked(imageName, yanked))
+    const yanked = yield* repo.setYank(version.id, reason)
+    yield* dieOnSqlError(recordEvent(sql, versionYanked(imageName, yanked)))
     yield* Effect.logInfo("version yanked").pipe(
       Effect.annotateLogs({ image: imageName, version: version.version, reason })
     )
@@ -252,14 +249,12 @@ export const retireLocked = (
   sql: SqlClient.SqlClient,
   imageName: string,
   version: VersionRow
-): Effect.Effect<void, SqlError.SqlError> =>
+): Effect.Effect<void> =>
   Effect.gen(function*() {
-    const retired = yield* repo.retireVersion(version.id).pipe(
-      Effect.catchTags({ CheckViolation: Effect.die, ForeignKeyViolation: Effect.die, UniqueViolation: Effect.die })
-    )
+    const retired = yield* repo.retireVersion(version.id)
     // The row is locked and was seen yanked: anything else is a bug.
     if (!retired) return yield* Effect.dieMessage(`version ${version.id} was not a yanked published version`)
-    yield* recordEvent(sql, versionRetired(imageName, version))
+    yield* dieOnSqlError(recordEvent(sql, versionRetired(imageName, version)))
     yield* Effect.logInfo("version retired").pipe(
       Effect.annotateLogs({ image: imageName, version: version.version })
     )
@@ -278,7 +273,6 @@ export const CatalogLive = Layer.scoped(
     /** Any version (any state), or VersionNotFound. */
     const findVersion = (name: string, version: string, lock: "none" | "share" = "none") =>
       repo.findVersion(name, version, lock).pipe(
-        Effect.orDie,
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(versionNotFound(name, version, false)),
           onSome: Effect.succeed
@@ -288,7 +282,6 @@ export const CatalogLive = Layer.scoped(
     /** A version that is published; drafts and publishing versions are "not found". */
     const findPublishedVersion = (name: string, version: string) =>
       repo.findVersion(name, version).pipe(
-        Effect.orDie,
         Effect.flatMap((found) =>
           Option.isSome(found) && found.value.version.state === "published"
             ? Effect.succeed(found.value)
@@ -298,7 +291,6 @@ export const CatalogLive = Layer.scoped(
 
     const findImage = (name: string) =>
       repo.findImage(name).pipe(
-        Effect.orDie,
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(new ImageNotFound({ name })),
           onSome: Effect.succeed
@@ -312,17 +304,8 @@ export const CatalogLive = Layer.scoped(
           new VersionNotDraft({ name: found.image.name, version: found.version.version, state: found.version.state })
         )
 
-    /** A guard trigger refusing a manifest edit means the version left `draft` under us. */
-    const guardRefusal = (found: ImageVersionRows) => (violation: ConstraintViolation) =>
-      violation._tag === "CheckViolation"
-        ? Effect.fail(
-          new VersionNotDraft({ name: found.image.name, version: found.version.version, state: "not draft" })
-        )
-        : Effect.die(violation)
-
-    const findArtifactIn = (found: ImageVersionRows, artifactId: string) =>
+    const findArtifactIn = (found: ImageVersionRows, artifactId: ArtifactId) =>
       repo.findArtifact(found.version.id, artifactId).pipe(
-        Effect.orDie,
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(new ArtifactNotFound({ artifactId })),
           onSome: Effect.succeed
@@ -330,8 +313,7 @@ export const CatalogLive = Layer.scoped(
       )
 
     const manifests = makePublishedManifestCache()
-    const manifestOf = (found: ImageVersionRows) =>
-      repo.loadManifest(found).pipe(Effect.orDie, Effect.map(manifests.remember))
+    const manifestOf = (found: ImageVersionRows) => repo.loadManifest(found).pipe(Effect.map(manifests.remember))
 
     /** Drops every remembered published manifest (this cache and the listener's). */
     const forgetPublishedManifests = Effect.sync(() => {
@@ -356,36 +338,29 @@ export const CatalogLive = Layer.scoped(
       Effect.forkScoped
     )
 
-    const transaction = <A, E>(effect: Effect.Effect<A, E>) =>
-      sql.withTransaction(effect).pipe(
-        Effect.catchTag("SqlError", Effect.die)
-      )
+    const transaction = repo.transaction
+    /** Records a webhook event in the caller's transaction. */
+    const record = (event: NewEvent) => dieOnSqlError(recordEvent(sql, event))
 
     return Catalog.of({
       createImage: (request) =>
-        repo.insertImage({
-          id: randomUUID(),
-          name: request.name,
-          displayName: request.display_name,
-          description: request.description
-        }).pipe(
-          Effect.catchTags({
-            UniqueViolation: () => Effect.fail(new ImageNameTaken({ name: request.name })),
-            CheckViolation: Effect.die,
-            ForeignKeyViolation: Effect.die,
-            SqlError: Effect.die
-          }),
-          Effect.withSpan("catalog.createImage")
-        ),
+        Effect.gen(function*() {
+          return yield* repo.insertImage({
+            id: ImageId.make(yield* freshUuid),
+            name: request.name,
+            displayName: request.display_name,
+            description: request.description
+          })
+        }).pipe(Effect.withSpan("catalog.createImage")),
 
-      listImages: repo.listPublishedImages.pipe(Effect.orDie, Effect.withSpan("catalog.listImages")),
+      listImages: repo.listPublishedImages.pipe(Effect.withSpan("catalog.listImages")),
       listImagesPage: (after, limit) =>
-        repo.listPublishedImagesPage(after, limit).pipe(Effect.orDie, Effect.withSpan("catalog.listImages")),
+        repo.listPublishedImagesPage(after, limit).pipe(Effect.withSpan("catalog.listImages")),
 
       getImage: (name) =>
         Effect.gen(function*() {
           const image = yield* findImage(name)
-          const visible = yield* repo.hasPublishedVersion(image.id).pipe(Effect.orDie)
+          const visible = yield* repo.hasPublishedVersion(image.id)
           if (!visible) return yield* new ImageNotFound({ name })
           return image
         }).pipe(Effect.withSpan("catalog.getImage")),
@@ -393,15 +368,7 @@ export const CatalogLive = Layer.scoped(
       createVersion: (name, version) =>
         Effect.gen(function*() {
           const image = yield* findImage(name)
-          return yield* repo.insertVersion({ id: randomUUID(), imageId: image.id, version }).pipe(
-            Effect.catchTags({
-              UniqueViolation: () => Effect.fail(new VersionTaken({ name, version })),
-              CheckViolation: Effect.die,
-              // The image was deleted between the lookup and the insert.
-              ForeignKeyViolation: () => Effect.fail(new ImageNotFound({ name })),
-              SqlError: Effect.die
-            })
-          )
+          return yield* repo.insertVersion({ id: VersionId.make(yield* freshUuid), image, version })
         }).pipe(Effect.withSpan("catalog.createVersion")),
 
       // Both deletes lock FOR UPDATE the version rows they check, as publish does: a
@@ -411,12 +378,12 @@ export const CatalogLive = Layer.scoped(
       // insert conflict with, so no new row can appear under an image being deleted.
       deleteVersion: (name, version, authorizeRetire) =>
         transaction(Effect.gen(function*() {
-          const found = yield* repo.findVersion(name, version, "update").pipe(Effect.orDie)
+          const found = yield* repo.findVersion(name, version, "update")
           if (Option.isNone(found)) return yield* versionNotFound(name, version, false)
           const state = found.value.version.state
           if (state === "published" && found.value.version.yanked_at !== null) {
             yield* authorizeRetire
-            yield* retireLocked(repo, sql, name, found.value.version).pipe(Effect.orDie)
+            yield* retireLocked(repo, sql, name, found.value.version)
             return true
           }
           if (state !== "draft") {
@@ -428,8 +395,7 @@ export const CatalogLive = Layer.scoped(
                 : "the version is being published (abandon its failed publish job first)"
             })
           }
-          // A guard refusing here would mean the locked draft changed state: a bug.
-          yield* repo.deleteVersions([found.value.version.id]).pipe(Effect.orDie)
+          yield* repo.deleteVersions([found.value.version.id])
           yield* Effect.logInfo("draft version deleted").pipe(Effect.annotateLogs({ image: name, version }))
           return false
         })).pipe(
@@ -442,15 +408,15 @@ export const CatalogLive = Layer.scoped(
         transaction(Effect.gen(function*() {
           // The image row first (alias changes lock it too), then the version row.
           const image = yield* findImage(name)
-          yield* repo.lockAliasesOf(image.id).pipe(Effect.orDie)
-          const found = yield* repo.findVersion(name, version, "update").pipe(Effect.orDie)
+          yield* repo.lockAliasesOf(image.id)
+          const found = yield* repo.findVersion(name, version, "update")
           if (Option.isNone(found)) return yield* versionNotFound(name, version, false)
           const row = found.value.version
           if (row.state !== "published") {
             return yield* new VersionNotYankable({ name, version, state: row.state })
           }
           if (row.yanked_at !== null) return row
-          return yield* yankLocked(repo, sql, name, row, reason).pipe(Effect.catchTag("SqlError", Effect.die))
+          return yield* yankLocked(repo, sql, name, row, reason)
         })).pipe(
           Effect.tap(() => forgetPublishedManifests),
           Effect.catchTag("ImageNotFound", () => Effect.fail(versionNotFound(name, version, false))),
@@ -459,15 +425,15 @@ export const CatalogLive = Layer.scoped(
 
       unyankVersion: (name, version) =>
         transaction(Effect.gen(function*() {
-          const found = yield* repo.findVersion(name, version, "update").pipe(Effect.orDie)
+          const found = yield* repo.findVersion(name, version, "update")
           if (Option.isNone(found)) return yield* versionNotFound(name, version, false)
           const row = found.value.version
           if (row.state !== "published") {
             return yield* new VersionNotYankable({ name, version, state: row.state })
           }
           if (row.yanked_at === null) return row
-          const unyanked = yield* repo.setYank(row.id, null).pipe(Effect.orDie)
-          yield* recordEvent(sql, versionUnyanked(name, unyanked)).pipe(Effect.orDie)
+          const unyanked = yield* repo.setYank(row.id, null)
+          yield* record(versionUnyanked(name, unyanked))
           yield* Effect.logInfo("version unyanked").pipe(Effect.annotateLogs({ image: name, version }))
           return unyanked
         })).pipe(
@@ -479,9 +445,9 @@ export const CatalogLive = Layer.scoped(
 
       deleteImage: (name) =>
         transaction(Effect.gen(function*() {
-          const image = yield* repo.lockImage(name).pipe(Effect.orDie)
+          const image = yield* repo.lockImage(name)
           if (Option.isNone(image)) return yield* new ImageNotFound({ name })
-          const versions = yield* repo.lockVersionsOf(image.value.id).pipe(Effect.orDie)
+          const versions = yield* repo.lockVersionsOf(image.value.id)
           const kept = versions.filter((v) => v.state !== "draft")
           if (kept.length > 0) {
             return yield* new ImageNotDeletable({
@@ -490,8 +456,8 @@ export const CatalogLive = Layer.scoped(
                 "only images whose versions are all drafts can be deleted"
             })
           }
-          yield* repo.deleteVersions(versions.map((v) => v.id)).pipe(Effect.orDie)
-          yield* repo.deleteImage(image.value.id).pipe(Effect.orDie)
+          yield* repo.deleteVersions(versions.map((v) => v.id))
+          yield* repo.deleteImage(image.value.id)
           yield* Effect.logInfo("image deleted").pipe(
             Effect.annotateLogs({ image: name, drafts: versions.length })
           )
@@ -500,14 +466,12 @@ export const CatalogLive = Layer.scoped(
       listVersions: (name, after, limit, includeYanked) =>
         Effect.gen(function*() {
           const image = yield* findImage(name)
-          const versions = yield* repo.listPublishedVersionsPage(image.id, after, limit, includeYanked).pipe(
-            Effect.orDie
-          )
+          const versions = yield* repo.listPublishedVersionsPage(image.id, after, limit, includeYanked)
           // No published version at all (yanked ones included) means "not found"; an image
           // whose published versions are all yanked lists none. Later pages may be empty.
           if (
             versions.length === 0 && Option.isNone(after) &&
-            !(yield* repo.hasPublishedVersion(image.id).pipe(Effect.orDie))
+            !(yield* repo.hasPublishedVersion(image.id))
           ) {
             return yield* new ImageNotFound({ name })
           }
@@ -524,16 +488,16 @@ export const CatalogLive = Layer.scoped(
         Effect.gen(function*() {
           const cachedExact = manifests.get(name, ref)
           if (cachedExact !== undefined) return cachedExact
-          const exact = yield* repo.findVersion(name, ref).pipe(Effect.orDie)
+          const exact = yield* repo.findVersion(name, ref)
           if (Option.isSome(exact) && exact.value.version.state === "published") return yield* manifestOf(exact.value)
-          const image = yield* repo.findImage(name).pipe(Effect.orDie)
+          const image = yield* repo.findImage(name)
           if (Option.isNone(image)) return yield* new RefNotFound({ name, ref })
-          const alias = yield* repo.findAlias(image.value.id, ref).pipe(Effect.orDie)
+          const alias = yield* repo.findAlias(image.value.id, ref)
           if (Option.isNone(alias)) return yield* new RefNotFound({ name, ref })
           // Aliases only ever target published, not yanked versions (DB guard); a retired one is gone.
           const cachedTarget = manifests.get(name, alias.value.version)
           if (cachedTarget !== undefined) return cachedTarget
-          const target = yield* repo.findVersion(name, alias.value.version).pipe(Effect.orDie)
+          const target = yield* repo.findVersion(name, alias.value.version)
           if (Option.isNone(target) || target.value.version.state !== "published") {
             return yield* new RefNotFound({ name, ref })
           }
@@ -542,7 +506,6 @@ export const CatalogLive = Layer.scoped(
 
       listArtifacts: (name, version, after, limit) =>
         repo.listPublishedArtifacts(name, version, after, limit).pipe(
-          Effect.orDie,
           Effect.flatMap(Option.match({
             onNone: () => Effect.fail(versionNotFound(name, version, true)),
             onSome: Effect.succeed
@@ -561,27 +524,16 @@ export const CatalogLive = Layer.scoped(
           // FOR SHARE: a concurrent publish (FOR UPDATE) waits for this edit, or this waits for it.
           const found = yield* findVersion(name, version, "share")
           yield* requireDraft(found)
-          const identity = {
+          return yield* repo.insertArtifact(found, {
+            id: ArtifactId.make(yield* freshUuid),
             variant: normaliseVariant(request.variant),
             operatingSystem: request.operating_system,
             architecture: request.architecture,
-            format: request.format
-          }
-          return yield* repo.insertArtifact({
-            id: randomUUID(),
-            versionId: found.version.id,
-            ...identity,
+            format: request.format,
             primaryBlobDigest: request.primary_blob_digest,
             primaryBlobSizeBytes: request.primary_blob_size_bytes,
             primaryMediaType: request.primary_media_type
-          }).pipe(
-            Effect.catchTags({
-              UniqueViolation: () => Effect.fail(new ArtifactIdentityTaken(identity)),
-              CheckViolation: (v) => guardRefusal(found)(v),
-              ForeignKeyViolation: Effect.die,
-              SqlError: Effect.die
-            })
-          )
+          })
         })).pipe(Effect.withSpan("catalog.addArtifact")),
 
       deleteArtifact: (name, version, artifactId) =>
@@ -589,14 +541,7 @@ export const CatalogLive = Layer.scoped(
           const found = yield* findVersion(name, version, "share")
           yield* findArtifactIn(found, artifactId)
           yield* requireDraft(found)
-          const deleted = yield* repo.deleteArtifact(found.version.id, artifactId).pipe(
-            Effect.catchTags({
-              CheckViolation: (v) => guardRefusal(found)(v),
-              ForeignKeyViolation: Effect.die,
-              UniqueViolation: Effect.die,
-              SqlError: Effect.die
-            })
-          )
+          const deleted = yield* repo.deleteArtifact(found, artifactId)
           if (!deleted) return yield* new ArtifactNotFound({ artifactId })
         })).pipe(Effect.withSpan("catalog.deleteArtifact")),
 
@@ -605,39 +550,24 @@ export const CatalogLive = Layer.scoped(
           const found = yield* findVersion(name, version, "share")
           yield* findArtifactIn(found, artifactId)
           yield* requireDraft(found)
-          return yield* repo.insertAttachment({
-            id: randomUUID(),
+          return yield* repo.insertAttachment(found, {
+            id: AttachmentId.make(yield* freshUuid),
             artifactId,
             name: request.name,
             mediaType: request.media_type,
             blobDigest: request.blob_digest,
             blobSizeBytes: request.blob_size_bytes
-          }).pipe(
-            Effect.catchTags({
-              UniqueViolation: () => Effect.fail(new AttachmentNameTaken({ name: request.name })),
-              CheckViolation: (v) => guardRefusal(found)(v),
-              // The artifact vanished between lookup and insert (deleted concurrently).
-              ForeignKeyViolation: () => Effect.fail(new ArtifactNotFound({ artifactId })),
-              SqlError: Effect.die
-            })
-          )
+          })
         })).pipe(Effect.withSpan("catalog.addAttachment")),
 
       deleteAttachment: (name, version, artifactId, attachmentId) =>
         transaction(Effect.gen(function*() {
           const found = yield* findVersion(name, version, "share")
           yield* findArtifactIn(found, artifactId)
-          const attachment = yield* repo.findAttachment(artifactId, attachmentId).pipe(Effect.orDie)
+          const attachment = yield* repo.findAttachment(artifactId, attachmentId)
           if (Option.isNone(attachment)) return yield* new AttachmentNotFound({ attachmentId })
           yield* requireDraft(found)
-          const deleted = yield* repo.deleteAttachment(artifactId, attachmentId).pipe(
-            Effect.catchTags({
-              CheckViolation: (v) => guardRefusal(found)(v),
-              ForeignKeyViolation: Effect.die,
-              UniqueViolation: Effect.die,
-              SqlError: Effect.die
-            })
-          )
+          const deleted = yield* repo.deleteAttachment(found, artifactId, attachmentId)
           if (!deleted) return yield* new AttachmentNotFound({ attachmentId })
         })).pipe(Effect.withSpan("catalog.deleteAttachment")),
 
@@ -648,59 +578,42 @@ export const CatalogLive = Layer.scoped(
           if (target.version.state !== "published") {
             return yield* new AliasTargetNotPublished({ name, version, state: target.version.state })
           }
-          yield* repo.lockAliasesOf(image.id).pipe(Effect.orDie)
+          yield* repo.lockAliasesOf(image.id)
           // Checked under the image lock, which a yank takes first: no yank slips in between.
-          const locked = yield* repo.findVersion(name, version, "share").pipe(Effect.orDie)
+          const locked = yield* repo.findVersion(name, version, "share")
           if (Option.isNone(locked)) return yield* versionNotFound(name, version, false)
           if (locked.value.version.yanked_at !== null) return yield* new AliasTargetYanked({ name, version })
-          const before = yield* repo.findAlias(image.id, alias).pipe(Effect.orDie)
+          const before = yield* repo.findAlias(image.id, alias)
           const after = yield* repo.upsertAlias({
-            id: randomUUID(),
+            id: yield* freshUuid,
             imageId: image.id,
             alias,
             versionId: target.version.id
           })
-            .pipe(
-              Effect.catchTags({
-                // Published is terminal, so the guard can only fire on a bug.
-                CheckViolation: Effect.die,
-                ForeignKeyViolation: Effect.die,
-                UniqueViolation: Effect.die,
-                SqlError: Effect.die
-              })
-            )
           // Created or moved: alias.updated, in this transaction. Re-pointing at the same version is no change.
           const previous = Option.map(before, (row) => row.version_id)
           if (Option.isNone(previous) || previous.value !== after.version_id) {
-            yield* recordEvent(
-              sql,
-              aliasUpdated(
-                name,
-                after,
-                Option.getOrUndefined(Option.map(before, (row) => row.version))
-              )
-            )
-              .pipe(Effect.orDie)
+            yield* record(aliasUpdated(name, after, Option.getOrUndefined(Option.map(before, (row) => row.version))))
           }
           return after
         })).pipe(Effect.withSpan("catalog.putAlias")),
 
       listAliases: (name) =>
         findImage(name).pipe(
-          Effect.flatMap((image) => repo.listAliases(image.id).pipe(Effect.orDie)),
+          Effect.flatMap((image) => repo.listAliases(image.id)),
           Effect.withSpan("catalog.listAliases")
         ),
 
       listAliasesPage: (name, after, limit) =>
         findImage(name).pipe(
-          Effect.flatMap((image) => repo.listAliasesPage(image.id, after, limit).pipe(Effect.orDie)),
+          Effect.flatMap((image) => repo.listAliasesPage(image.id, after, limit)),
           Effect.withSpan("catalog.listAliases")
         ),
 
       getAlias: (name, alias) =>
         Effect.gen(function*() {
           const image = yield* findImage(name)
-          const found = yield* repo.findAlias(image.id, alias).pipe(Effect.orDie)
+          const found = yield* repo.findAlias(image.id, alias)
           if (Option.isNone(found)) return yield* new AliasNotFound({ name, alias })
           return found.value
         }).pipe(Effect.withSpan("catalog.getAlias")),
@@ -708,12 +621,12 @@ export const CatalogLive = Layer.scoped(
       deleteAlias: (name, alias) =>
         transaction(Effect.gen(function*() {
           const image = yield* findImage(name)
-          yield* repo.lockAliasesOf(image.id).pipe(Effect.orDie)
-          const existing = yield* repo.findAlias(image.id, alias).pipe(Effect.orDie)
-          const deleted = Option.isSome(existing) && (yield* repo.deleteAlias(image.id, alias).pipe(Effect.orDie))
+          yield* repo.lockAliasesOf(image.id)
+          const existing = yield* repo.findAlias(image.id, alias)
+          const deleted = Option.isSome(existing) && (yield* repo.deleteAlias(image.id, alias))
           if (!deleted || Option.isNone(existing)) return yield* new AliasNotFound({ name, alias })
           // alias.deleted, in this transaction.
-          yield* recordEvent(sql, aliasDeleted(name, existing.value)).pipe(Effect.orDie)
+          yield* record(aliasDeleted(name, existing.value))
         })).pipe(Effect.withSpan("catalog.deleteAlias")),
 
       artifactDownload: (name, version, artifactId) =>
@@ -721,7 +634,7 @@ export const CatalogLive = Layer.scoped(
           const found = yield* findPublishedVersion(name, version)
           const artifact = yield* findArtifactIn(found, artifactId)
           return {
-            digest: artifact.primary_blob_digest as Sha256Digest,
+            digest: artifact.primary_blob_digest,
             sizeBytes: artifact.primary_blob_size_bytes,
             mediaType: artifact.primary_media_type,
             updatedAt: artifact.updated_at,
@@ -733,10 +646,10 @@ export const CatalogLive = Layer.scoped(
         Effect.gen(function*() {
           const found = yield* findPublishedVersion(name, version)
           yield* findArtifactIn(found, artifactId)
-          const attachment = yield* repo.findAttachment(artifactId, attachmentId).pipe(Effect.orDie)
+          const attachment = yield* repo.findAttachment(artifactId, attachmentId)
           if (Option.isNone(attachment)) return yield* new AttachmentNotFound({ attachmentId })
           return {
-            digest: attachment.value.blob_digest as Sha256Digest,
+            digest: attachment.value.blob_digest,
             sizeBytes: attachment.value.blob_size_bytes,
             mediaType: attachment.value.media_type,
             updatedAt: attachment.value.updated_at,

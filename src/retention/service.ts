@@ -143,9 +143,9 @@ export const RetentionLive = Layer.effect(
     const apply = (rules: DueRetentionRules) =>
       Effect.gen(function*() {
         // The image row first (as alias changes and yanks lock it), then its versions.
-        yield* catalog.lockAliasesOf(rules.image_id)
-        const versions = yield* catalog.lockVersionsOf(rules.image_id)
-        const aliased = yield* aliasedVersions(rules.image_id)
+        yield* catalog.lockAliasesOf(ImageId.make(rules.image_id))
+        const versions = yield* catalog.lockVersionsOf(ImageId.make(rules.image_id))
+        const aliased = yield* aliasedVersions(ImageId.make(rules.image_id))
         const now = yield* Clock.currentTimeMillis
         const plan = planRetention(rules, versions, aliased, now)
         for (const { reason, version } of plan.yank) {

@@ -2,7 +2,7 @@ import { Schema } from "effect"
 import { Sha256Digest } from "../contract/digest.js"
 import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../contract/limits.js"
 import { MediaType } from "../contract/media-type.js"
-import { boundedText, nonBlank, strictBody, TEXT_LIMITS, UuidString } from "../contract/params.js"
+import { boundedText, nonBlank, strictBody, TEXT_LIMITS, UuidId, UuidString } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 import type { StorageKey } from "../platform/storage/blob-store/keys.js"
 
@@ -40,6 +40,10 @@ export const recommendedPartSize = (size: number): number => {
 // Domain
 // ---------------------------------------------------------------------------------
 
+/** An upload session's id (also the `upload_id` path parameter, and its staging key). */
+export const UploadId = UuidId("UploadId", "upload id")
+export type UploadId = typeof UploadId.Type
+
 export const UploadState = Schema.Literal(
   "created",
   "uploading",
@@ -62,7 +66,7 @@ export const FailureReason = Schema.Literal("digest_mismatch", "size_mismatch", 
 export type FailureReason = typeof FailureReason.Type
 
 export interface UploadSession {
-  readonly id: string
+  readonly id: UploadId
   readonly expectedDigest: Sha256Digest
   readonly expectedSizeBytes: number
   readonly state: UploadState
@@ -78,7 +82,7 @@ export interface UploadSession {
 }
 
 export interface UploadPart {
-  readonly uploadId: string
+  readonly uploadId: UploadId
   readonly partNumber: number
   readonly etag: string
   readonly sizeBytes: number

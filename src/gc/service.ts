@@ -1,5 +1,4 @@
-import type { SqlError } from "@effect/sql"
-import { Clock, Context, Duration, Effect, Layer, Metric, Option } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Layer, Metric, Option } from "effect"
 import { AppConfig } from "../platform/config/config.js"
 import {
   BlobStore,
@@ -10,8 +9,8 @@ import {
 import { isWellFormedKey } from "../platform/storage/blob-store/keys.js"
 import { GcAlreadyRunning } from "./errors.js"
 import { gcCandidates, gcReclaimedBlobs, gcReclaimedBytes, type GcRunOutcome, gcRuns } from "./metrics.js"
-import { type CollectableBlob, GcRepository } from "./repository.js"
-import type { GcReport } from "./schema.js"
+import { GcRepository } from "./repository.js"
+import type { CollectableBlob, GcReport } from "./schema.js"
 
 /**
  * The garbage collector of CAS blobs (issue 16; docs/gc.md).
@@ -63,7 +62,7 @@ export class GarbageCollector extends Context.Tag("imgsrv/gc/GarbageCollector")<
   /** One run. Fails with `GcAlreadyRunning` when another run holds the lock (dry runs take none). */
   readonly run: (
     options: GcRunOptions
-  ) => Effect.Effect<GcReport, GcAlreadyRunning | SqlError.SqlError | BlobStoreError>
+  ) => Effect.Effect<GcReport, GcAlreadyRunning | BlobStoreError>
 }>() {}
 
 /** Session states that still accept parts (their multipart upload is live). */
@@ -219,16 +218,18 @@ export const GarbageCollectorLive = Layer.effect(
             )
           )
         ),
-        Effect.tapError((error) =>
-          error._tag === "GcAlreadyRunning"
-            ? count("skipped")
-            : Effect.zipRight(
-              count("failed"),
-              Effect.logError("garbage collection run failed").pipe(
-                Effect.annotateLogs({ trigger: options.trigger, error })
-              )
+        // Defects count too: a failing database is one (the repository is the SQL boundary).
+        Effect.tapErrorCause((cause) => {
+          if (Cause.isInterruptedOnly(cause)) return Effect.void
+          const failure = Cause.failureOption(cause)
+          if (Option.isSome(failure) && failure.value._tag === "GcAlreadyRunning") return count("skipped")
+          return Effect.zipRight(
+            count("failed"),
+            Effect.logError("garbage collection run failed").pipe(
+              Effect.annotateLogs({ trigger: options.trigger, error: Cause.squash(cause) })
             )
-        ),
+          )
+        }),
         Effect.withSpan("gc.run", { attributes: { "imgsrv.gc.dry_run": options.dryRun } }),
         Effect.annotateLogs({ component: "gc" })
       )

@@ -10,7 +10,7 @@ import { isWellFormedKey } from "../platform/storage/blob-store/keys.js"
 import { GcAlreadyRunning } from "./errors.js"
 import { gcCandidates, gcReclaimedBlobs, gcReclaimedBytes, type GcRunOutcome, gcRuns } from "./metrics.js"
 import { GcRepository } from "./repository.js"
-import type { CollectableBlob, GcReport } from "./schema.js"
+import { type CollectableBlob, type GcReport, reportToWire } from "./schema.js"
 
 /**
  * The garbage collector of CAS blobs (issue 16; docs/gc.md).
@@ -204,15 +204,10 @@ export const GarbageCollectorLive = Layer.effect(
           Effect.zipRight(
             count(report.dryRun ? "dry_run" : "completed"),
             Effect.logInfo(report.dryRun ? "garbage collection dry run" : "garbage collection run").pipe(
+              // The report as the API answers it, so the log line and the answer read the same.
               Effect.annotateLogs({
                 trigger: options.trigger,
-                blobs: report.blobs,
-                bytes: report.bytes,
-                staging_objects: report.stagingObjects,
-                staging_bytes: report.stagingBytes,
-                multipart_uploads: report.multipartUploads,
-                multipart_listing_supported: report.multipartListingSupported,
-                pending_deletions: report.pendingDeletions,
+                ...reportToWire(report),
                 duration_ms: report.finishedAt.getTime() - report.startedAt.getTime()
               })
             )

@@ -4,7 +4,7 @@ import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../contract/limits.js"
 import { MediaType } from "../contract/media-type.js"
 import { boundedText, nonBlank, strictBody, TEXT_LIMITS, UuidId, UuidString } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
-import { isWellFormedKey, type StorageKey } from "../platform/storage/blob-store/keys.js"
+import type { StorageKey } from "../platform/storage/blob-store/keys.js"
 
 /**
  * Wire and domain shapes of uploads and CAS blobs (api.md §2.1, §2.3; domain.md §1.2).
@@ -65,11 +65,13 @@ export type UploadState = typeof UploadState.Type
 export const FailureReason = Schema.Literal("digest_mismatch", "size_mismatch", "staged_object_missing")
 export type FailureReason = typeof FailureReason.Type
 
-/** A bucket-relative object key as `keys.ts` builds them (the domain carries the staging key). */
-const StorageKeySchema = Schema.declare(
-  (value: unknown): value is StorageKey => typeof value === "string" && isWellFormedKey(value),
-  { identifier: "StorageKey" }
-)
+/**
+ * The session's staging key, built by `keys.ts` only (from the session id). Carried, not
+ * checked: this module is part of the client's import graph, which never reaches `platform/`.
+ */
+const StorageKeySchema = Schema.declare((value: unknown): value is StorageKey => typeof value === "string", {
+  identifier: "StorageKey"
+})
 
 export const UploadSession = Schema.Struct({
   id: UploadId,

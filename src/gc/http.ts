@@ -14,7 +14,7 @@ export const GcHandlersLive = HttpApiBuilder.group(
       const collector = yield* GarbageCollector
       return handlers.handle("runGc", ({ payload }) =>
         collector.run({ dryRun: payload.dry_run, trigger: "api" }).pipe(
-          Effect.catchTags({ SqlError: Effect.die, BlobStoreError: Effect.die }),
+          Effect.catchTag("BlobStoreError", Effect.die),
           Effect.map(reportToWire)
         ))
     })

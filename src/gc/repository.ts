@@ -1,13 +1,17 @@
-import { SqlClient } from "@effect/sql"
-import type { SqlError } from "@effect/sql"
+import { SqlClient, type SqlError, SqlSchema } from "@effect/sql"
 import { Context, Effect, Layer, Option, Schema, type Scope } from "effect"
-import { Sha256Digest } from "../contract/digest.js"
+import type { Sha256Digest } from "../contract/digest.js"
+import { dieOnSqlError } from "../platform/storage/sql-errors.js"
 import { recordEvent } from "../webhooks/outbox.js"
+import { CollectableBlob, SessionClaim } from "./schema.js"
 
 /**
  * SQL of the garbage collector (migration 0009). No rules here: the protocol is in
  * `service.ts`. "Collectable" is one SQL predicate (`collectable`), used both to list
  * candidates and to re-check one under its digest lock, so the two cannot disagree.
+ *
+ * This is the SQL boundary: a database that fails (or a row that does not match its schema)
+ * is a defect here; the collector expects no constraint to refuse it.
  */
 
 /** Session-level advisory lock held for a whole run: one collector at a time across replicas. */
@@ -15,57 +19,31 @@ const RUN_LOCK_KEY = "7596490406398950223"
 /** Must match `gc_digest_lock_key()` in migrations/0009_gc.sql. */
 const DIGEST_LOCK_NAMESPACE = 26467
 
-const BlobRow = Schema.Struct({
-  digest: Sha256Digest,
-  size_bytes: Schema.Number,
-  storage_key: Schema.String
-})
-const blobRows = Schema.decodeUnknownSync(Schema.Array(BlobRow))
-
-export interface CollectableBlob {
-  readonly digest: Sha256Digest
-  readonly sizeBytes: number
-  readonly storageKey: string
-}
-
-const toBlob = (row: typeof BlobRow.Type): CollectableBlob => ({
-  digest: row.digest,
-  sizeBytes: Number(row.size_bytes),
-  storageKey: row.storage_key
-})
-
-/** What a staging object or multipart upload belongs to, by staging key. */
-export interface SessionClaim {
-  readonly stagingKey: string
-  readonly storageUploadId: string
-  readonly state: string
-}
-
-type Sql<A> = Effect.Effect<A, SqlError.SqlError>
+const LockRow = Schema.Struct({ locked: Schema.Boolean })
 
 export class GcRepository extends Context.Tag("imgsrv/gc/GcRepository")<GcRepository, {
   /**
    * Tries to take the run lock on a connection of its own, held until the scope closes
    * (PostgreSQL drops it with the connection if the process dies). False: someone else has it.
    */
-  readonly acquireRunLock: Effect.Effect<boolean, SqlError.SqlError, Scope.Scope>
+  readonly acquireRunLock: Effect.Effect<boolean, never, Scope.Scope>
   /** Blobs collectable now (`graceMillis` after their last reference), oldest digest order. */
-  readonly candidates: (graceMillis: number) => Sql<ReadonlyArray<CollectableBlob>>
+  readonly candidates: (graceMillis: number) => Effect.Effect<ReadonlyArray<CollectableBlob>>
   /**
    * One transaction: the digest's lock exclusive, the blob re-checked (still collectable,
    * row locked), then its tombstone written, the row deleted, `blob.collected` recorded.
    * None when it is no longer collectable.
    */
-  readonly collect: (digest: Sha256Digest, graceMillis: number) => Sql<Option.Option<CollectableBlob>>
+  readonly collect: (digest: Sha256Digest, graceMillis: number) => Effect.Effect<Option.Option<CollectableBlob>>
   /** Tombstones: collections whose object may still be in the store. */
-  readonly tombstones: Sql<ReadonlyArray<CollectableBlob>>
-  readonly deleteTombstone: (digest: Sha256Digest) => Sql<void>
+  readonly tombstones: Effect.Effect<ReadonlyArray<CollectableBlob>>
+  readonly deleteTombstone: (digest: Sha256Digest) => Effect.Effect<void>
   /** "Unreferenced since" marks of digests that have no blob row (nothing to collect). */
-  readonly pruneReleases: Sql<number>
+  readonly pruneReleases: Effect.Effect<number>
   /** The sessions owning these staging keys. */
-  readonly sessionsByStagingKey: (keys: ReadonlyArray<string>) => Sql<ReadonlyArray<SessionClaim>>
+  readonly sessionsByStagingKey: (keys: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<SessionClaim>>
   /** The sessions owning these store multipart upload ids. */
-  readonly sessionsByUploadId: (ids: ReadonlyArray<string>) => Sql<ReadonlyArray<SessionClaim>>
+  readonly sessionsByUploadId: (ids: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<SessionClaim>>
 }>() {}
 
 export const GcRepositoryLive = Layer.effect(
@@ -93,12 +71,23 @@ export const GcRepositoryLive = Layer.effect(
           (SELECT r.released_at FROM cas_blob_releases r WHERE r.digest = b.digest)
         ) <= clock_timestamp() - ${graceMillis} * interval '1 millisecond'`
 
-    const claims = (rows: ReadonlyArray<Record<string, unknown>>): ReadonlyArray<SessionClaim> =>
-      rows.map((r) => ({
-        stagingKey: String(r["staging_key"]),
-        storageUploadId: String(r["storage_upload_id"]),
-        state: String(r["state"])
-      }))
+    const blobs = (execute: () => Effect.Effect<ReadonlyArray<unknown>, SqlError.SqlError>) =>
+      SqlSchema.findAll({ Request: Schema.Void, Result: CollectableBlob, execute })(undefined)
+
+    const claimsBy = (column: "staging_key" | "storage_upload_id") =>
+      SqlSchema.findAll({
+        Request: Schema.Array(Schema.String),
+        Result: SessionClaim,
+        execute: (values) =>
+          sql`SELECT staging_key, storage_upload_id, state FROM upload_sessions WHERE ${sql(column)} IN ${
+            sql.in(values)
+          }`
+      })
+    const claims = (column: "staging_key" | "storage_upload_id") => {
+      const find = claimsBy(column)
+      return (values: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<SessionClaim>> =>
+        values.length === 0 ? Effect.succeed([]) : dieOnSqlError(find(values))
+    }
 
     return GcRepository.of({
       acquireRunLock: Effect.gen(function*() {
@@ -108,7 +97,7 @@ export const GcRepositoryLive = Layer.effect(
           [RUN_LOCK_KEY],
           undefined
         )
-        const locked = (rows[0] as { locked?: unknown } | undefined)?.locked === true
+        const { locked } = yield* Schema.decodeUnknown(LockRow)(rows[0])
         if (locked) {
           yield* Effect.addFinalizer(() =>
             connection.execute("SELECT pg_advisory_unlock($1::bigint)", [RUN_LOCK_KEY], undefined).pipe(
@@ -117,25 +106,27 @@ export const GcRepositoryLive = Layer.effect(
           )
         }
         return locked
-      }),
+      }).pipe(dieOnSqlError),
 
       candidates: (graceMillis) =>
-        sql`
-          SELECT b.digest, b.size_bytes, b.storage_key FROM cas_blobs b
-          WHERE ${collectable(graceMillis)}
-          ORDER BY b.digest`.pipe(Effect.map((rows) => blobRows(rows).map(toBlob))),
+        dieOnSqlError(blobs(() =>
+          sql`
+            SELECT b.digest, b.size_bytes, b.storage_key FROM cas_blobs b
+            WHERE ${collectable(graceMillis)}
+            ORDER BY b.digest`
+        )),
 
       collect: (digest, graceMillis) =>
         sql.withTransaction(Effect.gen(function*() {
           yield* sql`SELECT pg_advisory_xact_lock(${DIGEST_LOCK_NAMESPACE}::int, hashtext(${digest}))`
           // A new statement after the lock: its snapshot holds every reference committed before.
-          const rows = yield* sql`
-            SELECT b.digest, b.size_bytes, b.storage_key FROM cas_blobs b
-            WHERE b.digest = ${digest} AND ${collectable(graceMillis)}
-            FOR UPDATE OF b`
-          const found = blobRows(rows)[0]
-          if (found === undefined) return Option.none()
-          const blob = toBlob(found)
+          const [blob] = yield* blobs(() =>
+            sql`
+              SELECT b.digest, b.size_bytes, b.storage_key FROM cas_blobs b
+              WHERE b.digest = ${digest} AND ${collectable(graceMillis)}
+              FOR UPDATE OF b`
+          )
+          if (blob === undefined) return Option.none()
           yield* sql`
             INSERT INTO gc_blob_deletions (digest, storage_key, size_bytes)
             VALUES (${blob.digest}, ${blob.storageKey}, ${blob.sizeBytes})`
@@ -147,31 +138,22 @@ export const GcRepositoryLive = Layer.effect(
             data: { blob: { digest: blob.digest, size_bytes: blob.sizeBytes }, url: `/v1/blobs/${blob.digest}` }
           })
           return Option.some(blob)
-        })),
+        })).pipe(dieOnSqlError),
 
-      tombstones: sql`SELECT digest, size_bytes, storage_key FROM gc_blob_deletions ORDER BY deleted_at, digest`.pipe(
-        Effect.map((rows) => blobRows(rows).map(toBlob))
+      tombstones: dieOnSqlError(
+        blobs(() => sql`SELECT digest, size_bytes, storage_key FROM gc_blob_deletions ORDER BY deleted_at, digest`)
       ),
 
-      deleteTombstone: (digest) => sql`DELETE FROM gc_blob_deletions WHERE digest = ${digest}`.pipe(Effect.asVoid),
+      deleteTombstone: (digest) =>
+        sql`DELETE FROM gc_blob_deletions WHERE digest = ${digest}`.pipe(Effect.asVoid, dieOnSqlError),
 
       pruneReleases: sql`
         DELETE FROM cas_blob_releases r
         WHERE NOT EXISTS (SELECT 1 FROM cas_blobs b WHERE b.digest = r.digest)
-        RETURNING r.digest`.pipe(Effect.map((rows) => rows.length)),
+        RETURNING r.digest`.pipe(Effect.map((rows) => rows.length), dieOnSqlError),
 
-      sessionsByStagingKey: (keys) =>
-        keys.length === 0
-          ? Effect.succeed([])
-          : sql`SELECT staging_key, storage_upload_id, state FROM upload_sessions WHERE staging_key IN ${sql.in(keys)}`
-            .pipe(Effect.map(claims)),
-
-      sessionsByUploadId: (ids) =>
-        ids.length === 0
-          ? Effect.succeed([])
-          : sql`SELECT staging_key, storage_upload_id, state FROM upload_sessions WHERE storage_upload_id IN ${
-            sql.in(ids)
-          }`.pipe(Effect.map(claims))
+      sessionsByStagingKey: claims("staging_key"),
+      sessionsByUploadId: claims("storage_upload_id")
     })
   })
 )

@@ -1,5 +1,4 @@
-import type { SqlError } from "@effect/sql"
-import { Clock, Context, Duration, Effect, Layer, Metric, Option } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Layer, Metric, Option } from "effect"
 import { AppConfig } from "../platform/config/config.js"
 import {
   BlobStore,
@@ -10,8 +9,8 @@ import {
 import { isWellFormedKey } from "../platform/storage/blob-store/keys.js"
 import { GcAlreadyRunning } from "./errors.js"
 import { gcCandidates, gcReclaimedBlobs, gcReclaimedBytes, type GcRunOutcome, gcRuns } from "./metrics.js"
-import { type CollectableBlob, GcRepository } from "./repository.js"
-import type { GcReport } from "./schema.js"
+import { GcRepository } from "./repository.js"
+import { type CollectableBlob, type GcReport, reportToWire } from "./schema.js"
 
 /**
  * The garbage collector of CAS blobs (issue 16; docs/gc.md).
@@ -63,7 +62,7 @@ export class GarbageCollector extends Context.Tag("imgsrv/gc/GarbageCollector")<
   /** One run. Fails with `GcAlreadyRunning` when another run holds the lock (dry runs take none). */
   readonly run: (
     options: GcRunOptions
-  ) => Effect.Effect<GcReport, GcAlreadyRunning | SqlError.SqlError | BlobStoreError>
+  ) => Effect.Effect<GcReport, GcAlreadyRunning | BlobStoreError>
 }>() {}
 
 /** Session states that still accept parts (their multipart upload is live). */
@@ -205,30 +204,27 @@ export const GarbageCollectorLive = Layer.effect(
           Effect.zipRight(
             count(report.dryRun ? "dry_run" : "completed"),
             Effect.logInfo(report.dryRun ? "garbage collection dry run" : "garbage collection run").pipe(
+              // The report as the API answers it, so the log line and the answer read the same.
               Effect.annotateLogs({
                 trigger: options.trigger,
-                blobs: report.blobs,
-                bytes: report.bytes,
-                staging_objects: report.stagingObjects,
-                staging_bytes: report.stagingBytes,
-                multipart_uploads: report.multipartUploads,
-                multipart_listing_supported: report.multipartListingSupported,
-                pending_deletions: report.pendingDeletions,
+                ...reportToWire(report),
                 duration_ms: report.finishedAt.getTime() - report.startedAt.getTime()
               })
             )
           )
         ),
-        Effect.tapError((error) =>
-          error._tag === "GcAlreadyRunning"
-            ? count("skipped")
-            : Effect.zipRight(
-              count("failed"),
-              Effect.logError("garbage collection run failed").pipe(
-                Effect.annotateLogs({ trigger: options.trigger, error })
-              )
+        // Defects count too: a failing database is one (the repository is the SQL boundary).
+        Effect.tapErrorCause((cause) => {
+          if (Cause.isInterruptedOnly(cause)) return Effect.void
+          const failure = Cause.failureOption(cause)
+          if (Option.isSome(failure) && failure.value._tag === "GcAlreadyRunning") return count("skipped")
+          return Effect.zipRight(
+            count("failed"),
+            Effect.logError("garbage collection run failed").pipe(
+              Effect.annotateLogs({ trigger: options.trigger, error: Cause.squash(cause) })
             )
-        ),
+          )
+        }),
         Effect.withSpan("gc.run", { attributes: { "imgsrv.gc.dry_run": options.dryRun } }),
         Effect.annotateLogs({ component: "gc" })
       )

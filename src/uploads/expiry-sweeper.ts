@@ -1,4 +1,3 @@
-import type { SqlError } from "@effect/sql"
 import { Clock, Context, Duration, Effect, Layer, Metric, Option, Ref } from "effect"
 import { AppConfig } from "../platform/config/config.js"
 import { withLinkedSpan } from "../platform/observability/tracing.js"
@@ -35,7 +34,7 @@ export const TEMPORARY_SWEEP_INTERVAL = Duration.minutes(10)
 
 export class UploadExpirySweeper extends Context.Tag("imgsrv/uploads/UploadExpirySweeper")<UploadExpirySweeper, {
   /** Sweeps at most one expired session: `worked` when it aborted one, `idle` when none is due. */
-  readonly runOnce: Effect.Effect<RunOutcome, SqlError.SqlError | BlobStoreError>
+  readonly runOnce: Effect.Effect<RunOutcome, BlobStoreError>
 }>() {}
 
 export const UploadExpirySweeperLive = Layer.effect(
@@ -127,7 +126,7 @@ export const uploadExpiryJob = Effect.gen(function*() {
     settings: config.uploadExpiry,
     runOnce: () => sweeper.runOnce,
     enabledBy: "--upload-expiry-enabled"
-  } satisfies Job<SqlError.SqlError | BlobStoreError, never>
+  } satisfies Job<BlobStoreError, never>
 })
 
 /** The sweeper's loop, when `--upload-expiry-enabled` (default true). */

@@ -1,13 +1,20 @@
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
 import { Effect, Layer } from "effect"
 import { Sha256Digest } from "../contract/digest.js"
-import { decodeParam, UuidParam } from "../contract/params.js"
+import { decodeParam } from "../contract/params.js"
 import { serveBlob } from "../platform/http/download.js"
 import { apiOf } from "../platform/http/routes.js"
 import { casKey } from "../platform/storage/blob-store/keys.js"
 import { BlobsGroup, UploadsGroup } from "./api.js"
 import { UploadInvalidInput } from "./errors.js"
-import { MAX_PART_NUMBER, MAX_PART_SIZE_BYTES, partToJson, sessionToJson, UploadSessionJson } from "./schema.js"
+import {
+  MAX_PART_NUMBER,
+  MAX_PART_SIZE_BYTES,
+  partToJson,
+  sessionToJson,
+  UploadId,
+  UploadSessionJson
+} from "./schema.js"
 import { Uploads } from "./service.js"
 
 /**
@@ -15,7 +22,7 @@ import { Uploads } from "./service.js"
  * service, encode. No rules live here.
  */
 
-const uploadId = (value: string) => decodeParam(UuidParam("upload id"), value)
+const uploadId = (value: string) => decodeParam(UploadId, value)
 
 const INTEGER = /^[+-]?\d+$/
 const DIGITS = /^\d+$/

@@ -1,5 +1,6 @@
 import { Effect, Layer, Metric, MetricBoundaries, Option } from "effect"
 import { registerCollector, type Sample } from "../platform/observability/metrics.js"
+import { databaseFailure } from "../platform/storage/sql-errors.js"
 import { UploadRepository } from "./repository.js"
 
 /**
@@ -80,7 +81,7 @@ export const UploadMetricsLive = Layer.effectDiscard(Effect.gen(function*() {
       const [sessions, jobs, ages, blobs] = yield* Effect.all(
         [repo.sessionsByState, repo.jobsByState, repo.oldestJobAges, repo.blobTotals],
         { concurrency: 2 }
-      )
+      ).pipe(databaseFailure)
       return [
         ...sessions.map((s) =>
           gauge("imgsrv_upload_sessions", "Upload sessions by state.", s.value, { state: s.label })

@@ -1,15 +1,14 @@
-import { SqlClient, type SqlError } from "@effect/sql"
+import type { SqlError } from "@effect/sql"
 import { Context, Data, Duration, Effect, Layer, Metric, Option } from "effect"
 import { createHash } from "node:crypto"
 import { digestFromHex, type Sha256Digest } from "../contract/digest.js"
-import { BLOB_BEING_COLLECTED_SQLSTATE, claimDigestForBlob, isSqlState } from "../gc/claims.js"
 import { AppConfig } from "../platform/config/config.js"
 import { withLinkedSpan } from "../platform/observability/tracing.js"
 import { BlobStore, type BlobStoreError, readAll } from "../platform/storage/blob-store/blob-store.js"
 import { casKey, type StorageKey } from "../platform/storage/blob-store/keys.js"
+import { databaseFailure } from "../platform/storage/sql-errors.js"
 import { type Job, leaseHeartbeat, type RunOutcome, workerLayer } from "../platform/worker.js"
 import { uploadFailed, uploadReady } from "../webhooks/events.js"
-import { recordEvent } from "../webhooks/outbox.js"
 import {
   promotionDuration,
   promotionVerifications,
@@ -67,7 +66,10 @@ interface Hashed {
 type Outcome = "ready" | "failed" | "lease_lost"
 
 export class CasPromotion extends Context.Tag("imgsrv/uploads/CasPromotion")<CasPromotion, {
-  /** Claims and promotes at most one upload (the runner's unit of work). */
+  /**
+   * Claims and promotes at most one upload (the runner's unit of work). A database failing
+   * during the promotion is a failure here, not a defect: the job is given back at once.
+   */
   readonly runOnce: (workerId: string) => Effect.Effect<RunOutcome, PromotionRetry | BlobStoreError | SqlError.SqlError>
 }>() {}
 
@@ -77,7 +79,6 @@ export const CasPromotionLive = Layer.effect(
     const repo = yield* UploadRepository
     const store = yield* BlobStore
     const config = yield* AppConfig
-    const sql = yield* SqlClient.SqlClient
     const leaseMillis = Duration.toMillis(config.casPromotion.lease)
     const retryAfterMillis = Duration.toMillis(config.casPromotion.errorBackoff)
 
@@ -134,7 +135,7 @@ export const CasPromotionLive = Layer.effect(
         const recorded = yield* repo.recordFailed(
           job,
           { reason, message },
-          recordEvent(sql, uploadFailed(session, { reason, message }))
+          uploadFailed(session, { reason, message })
         )
         if (!recorded) return "lease_lost" as const
         yield* Metric.increment(Metric.tagged(uploadsFailed, "reason", reason))
@@ -152,7 +153,7 @@ export const CasPromotionLive = Layer.effect(
         // describes an object no collector is about to delete. upload.ready commits with
         // the session's state, or not at all.
         const recorded = yield* repo.transaction(Effect.gen(function*() {
-          yield* claimDigestForBlob(sql, session.expectedDigest)
+          yield* repo.claimDigestForBlob(session.expectedDigest)
           const present = yield* statOption(casKey(session.expectedDigest))
           if (Option.isNone(present) || present.value.sizeBytes !== session.expectedSizeBytes) {
             return yield* new PromotionRetry({ reason: "the CAS object was garbage-collected meanwhile" })
@@ -161,11 +162,10 @@ export const CasPromotionLive = Layer.effect(
             digest: session.expectedDigest,
             sizeBytes: session.expectedSizeBytes,
             mediaType: session.mediaTypeHint
-          }, recordEvent(sql, uploadReady(session)))
+          }, uploadReady(session))
         })).pipe(
-          Effect.catchIf(
-            (error): error is SqlError.SqlError =>
-              error._tag === "SqlError" && isSqlState(BLOB_BEING_COLLECTED_SQLSTATE)(error),
+          Effect.catchTag(
+            "BlobBeingCollected",
             (error) => new PromotionRetry({ reason: "a garbage collection of this digest is finishing", cause: error })
           )
         )
@@ -204,7 +204,7 @@ export const CasPromotionLive = Layer.effect(
     const promote = (
       job: ClaimedJob,
       session: UploadSession
-    ): Effect.Effect<Outcome, PromotionRetry | BlobStoreError | SqlError.SqlError> =>
+    ): Effect.Effect<Outcome, PromotionRetry | BlobStoreError> =>
       Effect.gen(function*() {
         const target = casKey(session.expectedDigest)
         const verified = yield* verifyStaged(job, session)
@@ -269,8 +269,9 @@ export const CasPromotionLive = Layer.effect(
         return yield* recordSuccess(job, session, "moved")
       })
 
+    // A failing database does not stop the beat (the lease may still be renewed in time).
     const heartbeat = (job: ClaimedJob) =>
-      leaseHeartbeat(config.casPromotion.lease, repo.heartbeat(job, leaseMillis), {
+      leaseHeartbeat(config.casPromotion.lease, databaseFailure(repo.heartbeat(job, leaseMillis)), {
         job: "cas-promotion",
         upload_id: job.uploadId
       })
@@ -300,7 +301,8 @@ export const CasPromotionLive = Layer.effect(
         const started = performance.now()
         const observe = (outcome: string) =>
           Metric.update(Metric.tagged(promotionDuration, "outcome", outcome), (performance.now() - started) / 1000)
-        const result = yield* Effect.raceFirst(promote(job, session.value), heartbeat(job)).pipe(
+        // A failing database is one more reason to give the job back (below), so it is a failure here.
+        const result = yield* Effect.raceFirst(databaseFailure(promote(job, session.value)), heartbeat(job)).pipe(
           withLinkedSpan("cas.promote", job.traceParent, {
             "imgsrv.upload.id": job.uploadId,
             "imgsrv.cas.attempt": job.attemptCount
@@ -327,7 +329,7 @@ export const CasPromotionLive = Layer.effect(
         yield* observe("retry")
         // Give the job back at once (rather than waiting for the lease) so any replica can
         // retry it after the backoff; the runner logs the error and backs off.
-        yield* repo.releaseJob(job, retryAfterMillis, error.message).pipe(
+        yield* databaseFailure(repo.releaseJob(job, retryAfterMillis, error.message)).pipe(
           Effect.catchAll((releaseError) =>
             Effect.logWarning("releasing a cas promotion job failed; its lease will expire").pipe(
               Effect.annotateLogs({ error: releaseError })

@@ -1,10 +1,20 @@
-import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
+import { SqlClient, SqlSchema } from "@effect/sql"
 import { Context, Data, Effect, Layer, Option, Schema } from "effect"
 import { Sha256Digest } from "../contract/digest.js"
+import {
+  type BlobBeingCollected,
+  type BlobNotTrusted,
+  claimDigestForBlob,
+  refusedUntrusted,
+  refusedWhileCollected
+} from "../gc/claims.js"
 import { stripQuotes } from "../platform/storage/blob-store/blob-store.js"
 import { casKey, stagingKey } from "../platform/storage/blob-store/keys.js"
-import { type CasBlob, FailureReason, type UploadPart, type UploadSession, UploadState } from "./schema.js"
+import { dieOnSqlError, type Infrastructure } from "../platform/storage/sql-errors.js"
+import { recordEvent } from "../webhooks/outbox.js"
+import type { NewEvent } from "../webhooks/schema.js"
+import { type CasBlob, FailureReason, UploadId, type UploadPart, type UploadSession, UploadState } from "./schema.js"
 
 /**
  * SQL of uploads, CAS blobs and the promotion queue (domain.md §1.2). No rules here:
@@ -13,12 +23,16 @@ import { type CasBlob, FailureReason, type UploadPart, type UploadSession, Uploa
  * on the state they leave, so a concurrent caller can never skip a step; callers learn
  * from an empty result that someone else got there first.
  *
+ * This is the SQL boundary: a database that fails (or a row that does not match its
+ * schema) is a defect here, and the only failures a method declares are the garbage
+ * collector's refusals its callers expect (`BlobNotTrusted`, `BlobBeingCollected`).
+ *
  * Clocks: session lifetimes (`created_at`, `expires_at`) use the application clock the
  * service passes in; leases use the database's `now()`, the one clock every replica shares.
  */
 
 const SessionRow = Schema.Struct({
-  id: Schema.String,
+  id: UploadId,
   expected_digest: Sha256Digest,
   expected_size_bytes: Schema.Number,
   state: UploadState,
@@ -33,7 +47,7 @@ const SessionRow = Schema.Struct({
 })
 
 const PartRow = Schema.Struct({
-  upload_id: Schema.String,
+  upload_id: UploadId,
   part_number: Schema.Number,
   etag: Schema.String,
   size_bytes: Schema.Number
@@ -48,7 +62,7 @@ const BlobRow = Schema.Struct({
 
 const JobRow = Schema.Struct({
   id: Schema.String,
-  upload_id: Schema.String,
+  upload_id: UploadId,
   attempt_count: Schema.Number,
   locked_by: Schema.String,
   trace_parent: Schema.NullOr(Schema.String),
@@ -57,15 +71,24 @@ const JobRow = Schema.Struct({
   received_etag: Schema.NullOr(Schema.String)
 })
 
-// Rows that do not match their schema mean the database and the code disagree: a defect.
-const decodeRows = <A, I>(schema: Schema.Schema<A, I>) => {
-  const decode = Schema.decodeUnknownSync(Schema.Array(schema))
-  return (rows: ReadonlyArray<unknown>): ReadonlyArray<A> => decode(rows)
-}
-const sessionRows = decodeRows(SessionRow)
-const partRows = decodeRows(PartRow)
-const blobRows = decodeRows(BlobRow)
-const jobRows = decodeRows(JobRow)
+const IdRow = Schema.Struct({ id: Schema.String })
+const StateCountRow = Schema.Struct({ state: Schema.String, n: Schema.Number })
+const AgesRow = Schema.Struct({ queued: Schema.NullOr(Schema.Number), running: Schema.NullOr(Schema.Number) })
+const TotalsRow = Schema.Struct({ n: Schema.Number, bytes: Schema.Number })
+
+type Query = Effect.Effect<ReadonlyArray<unknown>, SqlError.SqlError>
+
+// The rows of one statement, decoded (SqlSchema): a row that does not match its schema is a
+// ParseError, which the boundary turns into a defect (the database and the code disagree).
+const all = <A, I>(Result: Schema.Schema<A, I>) => (query: Query) =>
+  SqlSchema.findAll({ Request: Schema.Void, Result, execute: () => query })(undefined)
+const first = <A, I>(Result: Schema.Schema<A, I>) => (query: Query) =>
+  SqlSchema.findOne({ Request: Schema.Void, Result, execute: () => query })(undefined)
+/** For aggregates, which always answer one row: none at all is a defect like any other. */
+const single = <A, I>(Result: Schema.Schema<A, I>) => (query: Query) =>
+  SqlSchema.single({ Request: Schema.Void, Result, execute: () => query })(undefined).pipe(
+    Effect.catchTag("NoSuchElementException", Effect.die)
+  )
 
 const toSession = (row: typeof SessionRow.Type): UploadSession => ({
   id: row.id,
@@ -98,7 +121,7 @@ const toBlob = (row: typeof BlobRow.Type): CasBlob => ({
   verifiedAt: row.verified_at
 })
 
-const firstSession = (rows: ReadonlyArray<unknown>) => Option.map(Option.fromNullable(sessionRows(rows)[0]), toSession)
+const oneSession = (query: Query) => first(SessionRow)(query).pipe(Effect.map(Option.map(toSession)))
 
 /** Internal: a fenced statement found the claim gone, so its transaction rolls back. */
 class ClaimLost extends Data.TaggedError("ClaimLost")<{}> {}
@@ -106,7 +129,7 @@ class ClaimLost extends Data.TaggedError("ClaimLost")<{}> {}
 /** A claimed promotion job: the pair (`lockedBy`, `attemptCount`) is its fencing token. */
 export interface ClaimedJob {
   readonly id: string
-  readonly uploadId: string
+  readonly uploadId: UploadId
   readonly attemptCount: number
   readonly lockedBy: string
   readonly traceParent: string | null
@@ -122,7 +145,7 @@ export interface ReceivedObject {
 }
 
 export interface NewSession {
-  readonly id: string
+  readonly id: UploadId
   readonly expectedDigest: Sha256Digest
   readonly expectedSizeBytes: number
   readonly storageUploadId: string
@@ -137,47 +160,61 @@ export interface Sample {
   readonly value: number
 }
 
-type Sql<A> = Effect.Effect<A, SqlError.SqlError>
-
 export class UploadRepository extends Context.Tag("imgsrv/UploadRepository")<UploadRepository, {
-  /** Runs `effect` in one transaction (a savepoint when already inside one). */
-  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError.SqlError, R>
+  /**
+   * Runs `effect` in one transaction (a savepoint when already inside one); a failing
+   * database, in the transaction or in `effect`, is a defect.
+   */
+  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, Exclude<E, Infrastructure>, R>
 
   // --- sessions -------------------------------------------------------------------
-  readonly insertCreatedSession: (session: NewSession) => Sql<UploadSession>
-  /** A session born `ready` because the digest is already trusted: no staging, no job. */
-  readonly insertReadySession: (session: NewSession) => Sql<UploadSession>
-  readonly findSession: (id: string) => Sql<Option.Option<UploadSession>>
-  readonly listParts: (id: string) => Sql<ReadonlyArray<UploadPart>>
+  readonly insertCreatedSession: (session: NewSession) => Effect.Effect<UploadSession>
+  /**
+   * A session born `ready` because the digest is already trusted (no staging, no job), and
+   * `alsoRecord(session)` (the upload.ready event) in the same transaction. `BlobNotTrusted`
+   * when the collector deleted the blob row meanwhile: nothing is written.
+   */
+  readonly insertReadySession: (
+    session: NewSession,
+    alsoRecord: (inserted: UploadSession) => NewEvent
+  ) => Effect.Effect<UploadSession, BlobNotTrusted>
+  readonly findSession: (id: UploadId) => Effect.Effect<Option.Option<UploadSession>>
+  readonly listParts: (id: UploadId) => Effect.Effect<ReadonlyArray<UploadPart>>
   /**
    * Records an accepted part (upsert: a re-PUT replaces) and moves `created → uploading`,
    * in one transaction. None when the session no longer accepts parts.
    */
-  readonly recordPart: (part: UploadPart) => Sql<Option.Option<UploadPart>>
+  readonly recordPart: (part: UploadPart) => Effect.Effect<Option.Option<UploadPart>>
   /**
    * `created|uploading → completed` and queues its one promotion job, in one transaction.
    * None when the session had already left those states.
    */
   readonly markCompleted: (
-    id: string,
+    id: UploadId,
     job: {
       readonly id: string
       readonly traceParent: string | undefined
       readonly received: ReceivedObject | undefined
     }
-  ) => Sql<Option.Option<UploadSession>>
+  ) => Effect.Effect<Option.Option<UploadSession>>
   /** `created|uploading → aborted`. None when the session had already left those states. */
-  readonly markAborted: (id: string) => Sql<Option.Option<UploadSession>>
+  readonly markAborted: (id: UploadId) => Effect.Effect<Option.Option<UploadSession>>
   /**
    * Inside a transaction: locks the session that expired longest ago and still accepts
    * parts, skipping rows other replicas hold.
    */
-  readonly lockNextExpired: (now: Date) => Sql<Option.Option<UploadSession>>
+  readonly lockNextExpired: (now: Date) => Effect.Effect<Option.Option<UploadSession>>
   /** Defers the next sweep of a session whose storage could not be cleaned. */
-  readonly deferSweep: (id: string, retryAfterMillis: number) => Sql<void>
+  readonly deferSweep: (id: UploadId, retryAfterMillis: number) => Effect.Effect<void>
 
   // --- CAS blobs ------------------------------------------------------------------
-  readonly findBlob: (digest: Sha256Digest) => Sql<Option.Option<CasBlob>>
+  readonly findBlob: (digest: Sha256Digest) => Effect.Effect<Option.Option<CasBlob>>
+  /**
+   * Inside a transaction: the digest's garbage-collection lock, shared until commit
+   * (`claimDigestForBlob` in src/gc/claims.ts); `BlobBeingCollected` while a collection
+   * of the digest is unfinished.
+   */
+  readonly claimDigestForBlob: (digest: Sha256Digest) => Effect.Effect<void, BlobBeingCollected>
 
   // --- promotion queue ------------------------------------------------------------
   /**
@@ -185,24 +222,25 @@ export class UploadRepository extends Context.Tag("imgsrv/UploadRepository")<Upl
    * `FOR UPDATE SKIP LOCKED`, takes a lease of `leaseMillis` and moves its session
    * `completed → ingesting`, in one transaction.
    */
-  readonly claimJob: (workerId: string, leaseMillis: number) => Sql<
+  readonly claimJob: (workerId: string, leaseMillis: number) => Effect.Effect<
     Option.Option<{
       readonly job: ClaimedJob
       readonly session: Option.Option<UploadSession>
     }>
   >
   /** Pushes the lease forward; false when the job is no longer held by this claim. */
-  readonly heartbeat: (job: ClaimedJob, leaseMillis: number) => Sql<boolean>
+  readonly heartbeat: (job: ClaimedJob, leaseMillis: number) => Effect.Effect<boolean>
   /**
    * One transaction: the blob row (first writer wins), session `ready`, job `succeeded`,
    * and `alsoWhenSessionChanged` (the upload.ready event) when the session moved.
-   * False — and nothing written — when the claim was lost.
+   * False — and nothing written — when the claim was lost; `BlobBeingCollected` (nothing
+   * written) while a collection of the digest is unfinished.
    */
   readonly recordPromoted: (job: ClaimedJob, blob: {
     readonly digest: Sha256Digest
     readonly sizeBytes: number
     readonly mediaType: string | null
-  }, alsoWhenSessionChanged?: Sql<unknown>) => Sql<boolean>
+  }, alsoWhenSessionChanged?: NewEvent) => Effect.Effect<boolean, BlobBeingCollected>
   /**
    * One transaction: session `failed` with its reason, job `failed`, and
    * `alsoWhenSessionChanged` (the upload.failed event) when the session moved. False when
@@ -211,18 +249,20 @@ export class UploadRepository extends Context.Tag("imgsrv/UploadRepository")<Upl
   readonly recordFailed: (job: ClaimedJob, failure: {
     readonly reason: FailureReason
     readonly message: string
-  }, alsoWhenSessionChanged?: Sql<unknown>) => Sql<boolean>
+  }, alsoWhenSessionChanged?: NewEvent) => Effect.Effect<boolean>
   /** Gives the job back to the queue after a transient error, due again in `retryAfterMillis`. */
-  readonly releaseJob: (job: ClaimedJob, retryAfterMillis: number, message: string) => Sql<boolean>
+  readonly releaseJob: (job: ClaimedJob, retryAfterMillis: number, message: string) => Effect.Effect<boolean>
   /** Finishes a job whose session cannot be promoted (not `completed`/`ingesting`). */
-  readonly dropJob: (job: ClaimedJob, message: string) => Sql<boolean>
+  readonly dropJob: (job: ClaimedJob, message: string) => Effect.Effect<boolean>
 
   // --- scrape-time figures --------------------------------------------------------
-  readonly sessionsByState: Sql<ReadonlyArray<Sample>>
-  readonly jobsByState: Sql<ReadonlyArray<Sample>>
+  readonly sessionsByState: Effect.Effect<ReadonlyArray<Sample>>
+  readonly jobsByState: Effect.Effect<ReadonlyArray<Sample>>
   /** Seconds since the oldest due queued job became due / the oldest running job was claimed. */
-  readonly oldestJobAges: Sql<{ readonly queued: Option.Option<number>; readonly running: Option.Option<number> }>
-  readonly blobTotals: Sql<{ readonly count: number; readonly bytes: number }>
+  readonly oldestJobAges: Effect.Effect<
+    { readonly queued: Option.Option<number>; readonly running: Option.Option<number> }
+  >
+  readonly blobTotals: Effect.Effect<{ readonly count: number; readonly bytes: number }>
 }>() {}
 
 export const UploadRepositoryLive = Layer.effect(
@@ -231,7 +271,7 @@ export const UploadRepositoryLive = Layer.effect(
     const sql = yield* SqlClient.SqlClient
 
     const insertSession = (s: NewSession, state: "created" | "ready") =>
-      sql`
+      oneSession(sql`
         INSERT INTO upload_sessions (
           id, expected_digest, expected_size_bytes, state, storage_upload_id, staging_key,
           media_type_hint, filename_hint, expires_at, created_at, updated_at,
@@ -242,62 +282,78 @@ export const UploadRepositoryLive = Layer.effect(
           ${state === "ready" ? s.createdAt : null}, ${state === "ready" ? s.createdAt : null},
           ${state === "ready" ? s.expectedDigest : null}
         )
-        RETURNING *`.pipe(Effect.map((rows) => toSession(sessionRows(rows)[0]!)))
+        RETURNING *`).pipe(
+        // INSERT … RETURNING answers its row, or fails.
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.dieMessage("INSERT INTO upload_sessions returned no row"),
+          onSome: Effect.succeed
+        }))
+      )
 
     const claimed = (job: ClaimedJob) =>
       sql`id = ${job.id} AND state = 'running' AND locked_by = ${job.lockedBy} AND attempt_count = ${job.attemptCount}`
 
-    /** Fails (rolling the transaction back) when the claim was lost. */
-    const requireClaim = (rows: ReadonlyArray<unknown>) =>
-      rows.length === 1 ? Effect.void : Effect.fail(new ClaimLost())
+    /** Whether a conditional statement … RETURNING id matched its row. */
+    const matched = (query: Query) => all(IdRow)(query).pipe(Effect.map((rows) => rows.length > 0))
 
-    const fenced = <A>(effect: Effect.Effect<A, SqlError.SqlError | ClaimLost>): Sql<boolean> =>
+    /** Fails (rolling the transaction back) when the claim was lost. */
+    const requireClaim = (query: Query) =>
+      Effect.flatMap(matched(query), (held) => held ? Effect.void : Effect.fail(new ClaimLost()))
+
+    const fenced = (
+      effect: Effect.Effect<unknown, Infrastructure | ClaimLost>
+    ): Effect.Effect<boolean, Infrastructure> =>
       sql.withTransaction(effect).pipe(
         Effect.as(true),
         Effect.catchTag("ClaimLost", () => Effect.succeed(false))
       )
 
-    const countBy = (rows: ReadonlyArray<{ readonly state: string; readonly n: number }>): ReadonlyArray<Sample> =>
-      rows.map((r) => ({ label: r.state, value: Number(r.n) }))
+    const countBy = (query: Query) =>
+      all(StateCountRow)(query).pipe(
+        Effect.map((rows): ReadonlyArray<Sample> => rows.map((r) => ({ label: r.state, value: r.n }))),
+        dieOnSqlError
+      )
 
     return UploadRepository.of({
-      transaction: (effect) => sql.withTransaction(effect),
+      transaction: (effect) => dieOnSqlError(sql.withTransaction(effect)),
 
-      insertCreatedSession: (s) => insertSession(s, "created"),
-      insertReadySession: (s) => insertSession(s, "ready"),
+      insertCreatedSession: (s) => dieOnSqlError(insertSession(s, "created")),
+      insertReadySession: (s, alsoRecord) =>
+        sql.withTransaction(
+          insertSession(s, "ready").pipe(Effect.tap((inserted) => recordEvent(sql, alsoRecord(inserted))))
+        ).pipe(refusedUntrusted, dieOnSqlError),
 
-      findSession: (id) => sql`SELECT * FROM upload_sessions WHERE id = ${id}`.pipe(Effect.map(firstSession)),
+      findSession: (id) => dieOnSqlError(oneSession(sql`SELECT * FROM upload_sessions WHERE id = ${id}`)),
 
       listParts: (id) =>
-        sql`SELECT * FROM upload_parts WHERE upload_id = ${id} ORDER BY part_number`.pipe(
-          Effect.map((rows) => partRows(rows).map(toPart))
+        all(PartRow)(sql`SELECT * FROM upload_parts WHERE upload_id = ${id} ORDER BY part_number`).pipe(
+          Effect.map((rows) => rows.map(toPart)),
+          dieOnSqlError
         ),
 
       recordPart: (part) =>
         sql.withTransaction(Effect.gen(function*() {
-          const moved = yield* sql`
+          const moved = yield* matched(sql`
             UPDATE upload_sessions SET state = 'uploading', updated_at = now()
             WHERE id = ${part.uploadId} AND state IN ('created', 'uploading')
-            RETURNING id`
-          if (moved.length === 0) return Option.none()
-          const rows = yield* sql`
+            RETURNING id`)
+          if (!moved) return Option.none()
+          const row = yield* first(PartRow)(sql`
             INSERT INTO upload_parts (upload_id, part_number, etag, size_bytes)
             VALUES (${part.uploadId}, ${part.partNumber}, ${part.etag}, ${part.sizeBytes})
             ON CONFLICT (upload_id, part_number)
             DO UPDATE SET etag = EXCLUDED.etag, size_bytes = EXCLUDED.size_bytes, updated_at = now()
-            RETURNING *`
-          return Option.some(toPart(partRows(rows)[0]!))
-        })),
+            RETURNING *`)
+          return Option.map(row, toPart)
+        })).pipe(dieOnSqlError),
 
       markCompleted: (id, job) =>
         sql.withTransaction(Effect.gen(function*() {
-          const session = firstSession(
-            yield* sql`
-              UPDATE upload_sessions
-              SET state = 'completed', completed_at = COALESCE(completed_at, now()), updated_at = now()
-              WHERE id = ${id} AND state IN ('created', 'uploading')
-              RETURNING *`
-          )
+          const session = yield* oneSession(sql`
+            UPDATE upload_sessions
+            SET state = 'completed', completed_at = COALESCE(completed_at, now()), updated_at = now()
+            WHERE id = ${id} AND state IN ('created', 'uploading')
+            RETURNING *`)
           if (Option.isNone(session)) return session
           // The unique upload_id is the backstop: one job per session, whatever happens.
           yield* sql`
@@ -309,36 +365,39 @@ export const UploadRepositoryLive = Layer.effect(
             )
             ON CONFLICT (upload_id) DO NOTHING`
           return session
-        })),
+        })).pipe(dieOnSqlError),
 
       markAborted: (id) =>
-        sql`
+        dieOnSqlError(oneSession(sql`
           UPDATE upload_sessions SET state = 'aborted', aborted_at = now(), updated_at = now()
           WHERE id = ${id} AND state IN ('created', 'uploading')
-          RETURNING *`.pipe(Effect.map(firstSession)),
+          RETURNING *`)),
 
       lockNextExpired: (now) =>
-        sql`
+        dieOnSqlError(oneSession(sql`
           SELECT * FROM upload_sessions
           WHERE state IN ('created', 'uploading') AND expires_at <= ${now}
             AND (sweep_retry_at IS NULL OR sweep_retry_at <= now())
           ORDER BY expires_at, id
           LIMIT 1
-          FOR UPDATE SKIP LOCKED`.pipe(Effect.map(firstSession)),
+          FOR UPDATE SKIP LOCKED`)),
 
       deferSweep: (id, retryAfterMillis) =>
         sql`
           UPDATE upload_sessions SET sweep_retry_at = now() + ${retryAfterMillis} * interval '1 millisecond'
-          WHERE id = ${id}`.pipe(Effect.asVoid),
+          WHERE id = ${id}`.pipe(Effect.asVoid, dieOnSqlError),
 
       findBlob: (digest) =>
-        sql`SELECT * FROM cas_blobs WHERE digest = ${digest}`.pipe(
-          Effect.map((rows) => Option.map(Option.fromNullable(blobRows(rows)[0]), toBlob))
+        first(BlobRow)(sql`SELECT * FROM cas_blobs WHERE digest = ${digest}`).pipe(
+          Effect.map(Option.map(toBlob)),
+          dieOnSqlError
         ),
+
+      claimDigestForBlob: (digest) => dieOnSqlError(claimDigestForBlob(sql, digest)),
 
       claimJob: (workerId, leaseMillis) =>
         sql.withTransaction(Effect.gen(function*() {
-          const rows = yield* sql`
+          const claimedRow = yield* first(JobRow)(sql`
             WITH next AS (
               SELECT id FROM cas_ingest_jobs
               WHERE (state = 'queued' AND run_after <= now())
@@ -358,16 +417,14 @@ export const UploadRepositoryLive = Layer.effect(
             FROM next
             WHERE j.id = next.id
             RETURNING j.id, j.upload_id, j.attempt_count, j.locked_by, j.trace_parent,
-                      j.received_digest, j.received_size_bytes, j.received_etag`
-          const row = jobRows(rows)[0]
-          if (row === undefined) return Option.none()
-          const session = firstSession(
-            yield* sql`
-              UPDATE upload_sessions
-              SET state = 'ingesting', ingest_started_at = COALESCE(ingest_started_at, now()), updated_at = now()
-              WHERE id = ${row.upload_id} AND state IN ('completed', 'ingesting')
-              RETURNING *`
-          )
+                      j.received_digest, j.received_size_bytes, j.received_etag`)
+          if (Option.isNone(claimedRow)) return Option.none()
+          const row = claimedRow.value
+          const session = yield* oneSession(sql`
+            UPDATE upload_sessions
+            SET state = 'ingesting', ingest_started_at = COALESCE(ingest_started_at, now()), updated_at = now()
+            WHERE id = ${row.upload_id} AND state IN ('completed', 'ingesting')
+            RETURNING *`)
           const job: ClaimedJob = {
             id: row.id,
             uploadId: row.upload_id,
@@ -379,14 +436,14 @@ export const UploadRepositoryLive = Layer.effect(
               : null
           }
           return Option.some({ job, session })
-        })),
+        })).pipe(dieOnSqlError),
 
       heartbeat: (job, leaseMillis) =>
-        sql`
+        matched(sql`
           UPDATE cas_ingest_jobs
           SET lease_expires_at = now() + ${leaseMillis} * interval '1 millisecond', updated_at = now()
           WHERE ${claimed(job)}
-          RETURNING id`.pipe(Effect.map((rows) => rows.length === 1)),
+          RETURNING id`).pipe(dieOnSqlError),
 
       recordPromoted: (job, blob, alsoWhenSessionChanged) =>
         fenced(Effect.gen(function*() {
@@ -394,79 +451,74 @@ export const UploadRepositoryLive = Layer.effect(
             INSERT INTO cas_blobs (digest, size_bytes, storage_key, media_type, verified_at)
             VALUES (${blob.digest}, ${blob.sizeBytes}, ${casKey(blob.digest)}, ${blob.mediaType}, now())
             ON CONFLICT (digest) DO NOTHING`
-          yield* requireClaim(
-            yield* sql`
-              UPDATE cas_ingest_jobs
-              SET state = 'succeeded', blob_digest = ${blob.digest}, finished_at = now(), failure_message = NULL,
-                  locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = now()
-              WHERE ${claimed(job)}
-              RETURNING id`
-          )
-          const changed = yield* sql`
+          yield* requireClaim(sql`
+            UPDATE cas_ingest_jobs
+            SET state = 'succeeded', blob_digest = ${blob.digest}, finished_at = now(), failure_message = NULL,
+                locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = now()
+            WHERE ${claimed(job)}
+            RETURNING id`)
+          const changed = yield* matched(sql`
             UPDATE upload_sessions
             SET state = 'ready', ready_at = now(), ready_blob_digest = ${blob.digest}, updated_at = now()
             WHERE id = ${job.uploadId} AND state = 'ingesting'
-            RETURNING id`
-          if (changed.length > 0 && alsoWhenSessionChanged !== undefined) yield* alsoWhenSessionChanged
-        })),
+            RETURNING id`)
+          if (changed && alsoWhenSessionChanged !== undefined) yield* recordEvent(sql, alsoWhenSessionChanged)
+        })).pipe(refusedWhileCollected, dieOnSqlError),
 
       recordFailed: (job, failure, alsoWhenSessionChanged) =>
         fenced(Effect.gen(function*() {
-          yield* requireClaim(
-            yield* sql`
-              UPDATE cas_ingest_jobs
-              SET state = 'failed', finished_at = now(), failure_message = ${failure.message},
-                  locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = now()
-              WHERE ${claimed(job)}
-              RETURNING id`
-          )
-          const changed = yield* sql`
+          yield* requireClaim(sql`
+            UPDATE cas_ingest_jobs
+            SET state = 'failed', finished_at = now(), failure_message = ${failure.message},
+                locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = now()
+            WHERE ${claimed(job)}
+            RETURNING id`)
+          const changed = yield* matched(sql`
             UPDATE upload_sessions
             SET state = 'failed', failed_at = now(), failure_reason = ${failure.reason},
                 failure_message = ${failure.message}, updated_at = now()
             WHERE id = ${job.uploadId} AND state = 'ingesting'
-            RETURNING id`
-          if (changed.length > 0 && alsoWhenSessionChanged !== undefined) yield* alsoWhenSessionChanged
-        })),
+            RETURNING id`)
+          if (changed && alsoWhenSessionChanged !== undefined) yield* recordEvent(sql, alsoWhenSessionChanged)
+        })).pipe(dieOnSqlError),
 
       releaseJob: (job, retryAfterMillis, message) =>
-        sql`
+        matched(sql`
           UPDATE cas_ingest_jobs
           SET state = 'queued', run_after = now() + ${retryAfterMillis} * interval '1 millisecond',
               failure_message = ${message}, locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
               updated_at = now()
           WHERE ${claimed(job)}
-          RETURNING id`.pipe(Effect.map((rows) => rows.length === 1)),
+          RETURNING id`).pipe(dieOnSqlError),
 
       dropJob: (job, message) =>
-        sql`
+        matched(sql`
           UPDATE cas_ingest_jobs
           SET state = 'failed', finished_at = now(), failure_message = ${message},
               locked_by = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = now()
           WHERE ${claimed(job)}
-          RETURNING id`.pipe(Effect.map((rows) => rows.length === 1)),
+          RETURNING id`).pipe(dieOnSqlError),
 
-      sessionsByState: sql<{ state: string; n: number }>`
-        SELECT state, count(*)::int AS n FROM upload_sessions GROUP BY state ORDER BY state`.pipe(Effect.map(countBy)),
+      sessionsByState: countBy(sql`
+        SELECT state, count(*)::int AS n FROM upload_sessions GROUP BY state ORDER BY state`),
 
-      jobsByState: sql<{ state: string; n: number }>`
-        SELECT state, count(*)::int AS n FROM cas_ingest_jobs GROUP BY state ORDER BY state`.pipe(Effect.map(countBy)),
+      jobsByState: countBy(sql`
+        SELECT state, count(*)::int AS n FROM cas_ingest_jobs GROUP BY state ORDER BY state`),
 
-      oldestJobAges: sql<{ queued: number | null; running: number | null }>`
+      oldestJobAges: single(AgesRow)(sql`
         SELECT
           (SELECT extract(epoch FROM now() - min(run_after))::float8 FROM cas_ingest_jobs
             WHERE state = 'queued' AND run_after <= now()) AS queued,
           (SELECT extract(epoch FROM now() - min(locked_at))::float8 FROM cas_ingest_jobs
-            WHERE state = 'running') AS running`.pipe(
-        Effect.map((rows) => ({
-          queued: Option.fromNullable(rows[0]?.queued ?? null),
-          running: Option.fromNullable(rows[0]?.running ?? null)
-        }))
+            WHERE state = 'running') AS running`).pipe(
+        Effect.map((row) => ({ queued: Option.fromNullable(row.queued), running: Option.fromNullable(row.running) })),
+        dieOnSqlError
       ),
 
-      blobTotals: sql<{ n: number; bytes: number }>`
-        SELECT count(*)::int AS n, COALESCE(sum(size_bytes), 0)::float8 AS bytes FROM cas_blobs`.pipe(
-        Effect.map((rows) => ({ count: Number(rows[0]?.n ?? 0), bytes: Number(rows[0]?.bytes ?? 0) }))
+      blobTotals: single(TotalsRow)(sql`
+        SELECT count(*)::int AS n, COALESCE(sum(size_bytes), 0)::float8 AS bytes FROM cas_blobs`).pipe(
+        Effect.map((row) => ({ count: row.n, bytes: row.bytes })),
+        dieOnSqlError
       )
     })
   })

@@ -1,8 +1,8 @@
-import { Schema } from "effect"
+import { ParseResult, Schema } from "effect"
 import { Sha256Digest } from "../contract/digest.js"
 import { MAX_PART_BYTES, MAX_PART_NUMBER } from "../contract/limits.js"
 import { MediaType } from "../contract/media-type.js"
-import { boundedText, nonBlank, strictBody, TEXT_LIMITS, UuidString } from "../contract/params.js"
+import { boundedText, nonBlank, strictBody, TEXT_LIMITS, UuidId, UuidString } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 import type { StorageKey } from "../platform/storage/blob-store/keys.js"
 
@@ -40,6 +40,10 @@ export const recommendedPartSize = (size: number): number => {
 // Domain
 // ---------------------------------------------------------------------------------
 
+/** An upload session's id (also the `upload_id` path parameter, and its staging key). */
+export const UploadId = UuidId("UploadId", "upload id")
+export type UploadId = typeof UploadId.Type
+
 export const UploadState = Schema.Literal(
   "created",
   "uploading",
@@ -61,35 +65,46 @@ export type UploadState = typeof UploadState.Type
 export const FailureReason = Schema.Literal("digest_mismatch", "size_mismatch", "staged_object_missing")
 export type FailureReason = typeof FailureReason.Type
 
-export interface UploadSession {
-  readonly id: string
-  readonly expectedDigest: Sha256Digest
-  readonly expectedSizeBytes: number
-  readonly state: UploadState
-  readonly storageUploadId: string
-  readonly stagingKey: StorageKey
-  readonly mediaTypeHint: string | null
-  readonly filenameHint: string | null
-  readonly expiresAt: Date
-  readonly completedAt: Date | null
-  readonly failureReason: FailureReason | null
-  readonly createdAt: Date
-  readonly updatedAt: Date
-}
+/**
+ * The session's staging key, built by `keys.ts` only (from the session id). Carried, not
+ * checked: this module is part of the client's import graph, which never reaches `platform/`.
+ */
+const StorageKeySchema = Schema.declare((value: unknown): value is StorageKey => typeof value === "string", {
+  identifier: "StorageKey"
+})
 
-export interface UploadPart {
-  readonly uploadId: string
-  readonly partNumber: number
-  readonly etag: string
-  readonly sizeBytes: number
-}
+export const UploadSession = Schema.Struct({
+  id: UploadId,
+  expectedDigest: Sha256Digest,
+  expectedSizeBytes: Schema.Number,
+  state: UploadState,
+  storageUploadId: Schema.String,
+  stagingKey: StorageKeySchema,
+  mediaTypeHint: Schema.NullOr(Schema.String),
+  filenameHint: Schema.NullOr(Schema.String),
+  expiresAt: Schema.DateFromSelf,
+  completedAt: Schema.NullOr(Schema.DateFromSelf),
+  failureReason: Schema.NullOr(FailureReason),
+  createdAt: Schema.DateFromSelf,
+  updatedAt: Schema.DateFromSelf
+})
+export type UploadSession = typeof UploadSession.Type
 
-export interface CasBlob {
-  readonly digest: Sha256Digest
-  readonly sizeBytes: number
-  readonly mediaType: string | null
-  readonly verifiedAt: Date
-}
+export const UploadPart = Schema.Struct({
+  uploadId: UploadId,
+  partNumber: Schema.Number,
+  etag: Schema.String,
+  sizeBytes: Schema.Number
+})
+export type UploadPart = typeof UploadPart.Type
+
+export const CasBlob = Schema.Struct({
+  digest: Sha256Digest,
+  sizeBytes: Schema.Number,
+  mediaType: Schema.NullOr(Schema.String),
+  verifiedAt: Schema.DateFromSelf
+})
+export type CasBlob = typeof CasBlob.Type
 
 /** One entry of a complete request, as the client sent it (validated by the service). */
 export interface CompletedPart {
@@ -179,33 +194,83 @@ export const UploadPartJson = Schema.Struct({
 }).annotations({ identifier: "UploadPart" })
 export type UploadPartJson = typeof UploadPartJson.Type
 
+// ---------------------------------------------------------------------------------
+// Encoding: the wire shapes declared as transformations of the domain types.
+// ---------------------------------------------------------------------------------
+
+/** A nullable member as an optional wire member: absent (not undefined) when null. */
+const present = <K extends string, A>(key: K, value: A | null) =>
+  (value === null ? {} : { [key]: value }) as Partial<Record<K, A>>
+
+export const UploadPartFromDomain = Schema.transformOrFail(UploadPart, UploadPartJson, {
+  strict: true,
+  decode: (part) =>
+    ParseResult.succeed({
+      upload_id: part.uploadId,
+      part_number: part.partNumber,
+      etag: part.etag,
+      size_bytes: part.sizeBytes
+    }),
+  encode: (wire) =>
+    ParseResult.map(ParseResult.decodeUnknown(UploadId)(wire.upload_id), (uploadId) => ({
+      uploadId,
+      partNumber: wire.part_number,
+      etag: wire.etag,
+      sizeBytes: wire.size_bytes
+    }))
+})
+
+/** A part as a status response lists it; one way only (the summary has no upload id). */
+const UploadPartSummaryFromDomain = Schema.transformOrFail(UploadPart, UploadPartSummaryJson, {
+  strict: true,
+  decode: (part) => ParseResult.succeed({ number: part.partNumber, etag: part.etag, size_bytes: part.sizeBytes }),
+  encode: (wire, _, ast) =>
+    ParseResult.fail(new ParseResult.Forbidden(ast, wire, "a part summary cannot be rebuilt without its upload id"))
+})
+
+/**
+ * The wire session of a session (`failure_reason` only on a failed one), with the parts
+ * received so far when given and the part-size bounds when `bounds`. One way only: the
+ * storage upload id, the staging key and most timestamps are not on the wire.
+ */
+export const UploadSessionFromDomain = Schema.transformOrFail(
+  Schema.Struct({
+    session: UploadSession,
+    parts: Schema.optional(Schema.Array(UploadPartSummaryFromDomain)),
+    bounds: Schema.optional(Schema.Boolean)
+  }),
+  UploadSessionJson,
+  {
+    strict: true,
+    decode: ({ bounds, parts, session }) =>
+      ParseResult.succeed({
+        id: session.id,
+        expected_digest: session.expectedDigest,
+        expected_size_bytes: session.expectedSizeBytes,
+        state: session.state,
+        expires_at: formatTimestamp(session.expiresAt),
+        ...present("media_type_hint", session.mediaTypeHint),
+        ...present("filename_hint", session.filenameHint),
+        ...present("failure_reason", session.state === "failed" ? session.failureReason : null),
+        ...(parts === undefined ? {} : { parts }),
+        ...(bounds === true
+          ? {
+            min_part_size_bytes: MIN_PART_SIZE_BYTES,
+            max_part_size_bytes: MAX_PART_SIZE_BYTES,
+            recommended_part_size_bytes: recommendedPartSize(session.expectedSizeBytes)
+          }
+          : {})
+      }),
+    encode: (wire, _, ast) =>
+      ParseResult.fail(new ParseResult.Forbidden(ast, wire, "an upload session cannot be rebuilt from its wire form"))
+  }
+)
+
+const encodeSession = Schema.decodeSync(UploadSessionFromDomain)
+
 export const sessionToJson = (
   session: UploadSession,
   extra: { readonly parts?: ReadonlyArray<UploadPart>; readonly bounds?: boolean } = {}
-): UploadSessionJson => ({
-  id: session.id,
-  expected_digest: session.expectedDigest,
-  expected_size_bytes: session.expectedSizeBytes,
-  state: session.state,
-  expires_at: formatTimestamp(session.expiresAt),
-  ...(session.mediaTypeHint === null ? {} : { media_type_hint: session.mediaTypeHint }),
-  ...(session.filenameHint === null ? {} : { filename_hint: session.filenameHint }),
-  ...(session.state === "failed" && session.failureReason !== null ? { failure_reason: session.failureReason } : {}),
-  ...(extra.parts === undefined
-    ? {}
-    : { parts: extra.parts.map((p) => ({ number: p.partNumber, etag: p.etag, size_bytes: p.sizeBytes })) }),
-  ...(extra.bounds === true
-    ? {
-      min_part_size_bytes: MIN_PART_SIZE_BYTES,
-      max_part_size_bytes: MAX_PART_SIZE_BYTES,
-      recommended_part_size_bytes: recommendedPartSize(session.expectedSizeBytes)
-    }
-    : {})
-})
+): UploadSessionJson => encodeSession({ session, ...extra })
 
-export const partToJson = (part: UploadPart): UploadPartJson => ({
-  upload_id: part.uploadId,
-  part_number: part.partNumber,
-  etag: part.etag,
-  size_bytes: part.sizeBytes
-})
+export const partToJson: (part: UploadPart) => UploadPartJson = Schema.decodeSync(UploadPartFromDomain)

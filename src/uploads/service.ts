@@ -1,15 +1,12 @@
-import { SqlClient } from "@effect/sql"
 import { Clock, Context, Data, Duration, Effect, Layer, Metric, Option, Stream } from "effect"
-import { randomUUID } from "node:crypto"
 import type { Sha256Digest } from "../contract/digest.js"
-import { BLOB_NOT_TRUSTED_SQLSTATE, isSqlState } from "../gc/claims.js"
 import { AppConfig } from "../platform/config/config.js"
+import { freshUuid } from "../platform/fresh-ids.js"
 import { currentTraceParent } from "../platform/observability/tracing.js"
 import { BlobStore, stripQuotes } from "../platform/storage/blob-store/blob-store.js"
 import { stagingKey } from "../platform/storage/blob-store/keys.js"
 import { makeWakeSignal, type WakeSignal } from "../platform/worker.js"
 import { uploadReady } from "../webhooks/events.js"
-import { recordEvent } from "../webhooks/outbox.js"
 import {
   CasBlobNotFound,
   PartBodyIncomplete,
@@ -33,6 +30,7 @@ import {
   MAX_PART_NUMBER,
   MAX_PART_SIZE_BYTES,
   MIN_PART_SIZE_BYTES,
+  UploadId,
   type UploadPart,
   type UploadSession
 } from "./schema.js"
@@ -70,7 +68,7 @@ export type UploadsShape = {
     request: BeginUpload
   ) => Effect.Effect<{ readonly session: UploadSession; readonly created: boolean }, TrustedBlobSizeMismatch>
   /** The session and the parts received so far (for clients that resume). */
-  readonly status: (id: string) => Effect.Effect<
+  readonly status: (id: UploadId) => Effect.Effect<
     { readonly session: UploadSession; readonly parts: ReadonlyArray<UploadPart> },
     UploadNotFound
   >
@@ -79,13 +77,13 @@ export type UploadsShape = {
    * `contentLength` bytes fails with `PartBodyIncomplete` and records nothing.
    */
   readonly putPart: <E>(
-    id: string,
+    id: UploadId,
     partNumber: number,
     body: Stream.Stream<Uint8Array, E>,
     contentLength: number
   ) => Effect.Effect<UploadPart, UploadNotFound | UploadNotAcceptingParts | UploadExpired | PartBodyIncomplete>
   /** Retry-safe: a completed (or further) session is returned unchanged before `parts` is looked at. */
-  readonly complete: (id: string, parts: ReadonlyArray<CompletedPart>) => Effect.Effect<
+  readonly complete: (id: UploadId, parts: ReadonlyArray<CompletedPart>) => Effect.Effect<
     UploadSession,
     | UploadNotFound
     | UploadNotCompletable
@@ -96,7 +94,7 @@ export type UploadsShape = {
     | UploadStorageGone
   >
   /** Idempotent: aborting an aborted session returns it. */
-  readonly abort: (id: string) => Effect.Effect<UploadSession, UploadNotFound | UploadNotAbortable>
+  readonly abort: (id: UploadId) => Effect.Effect<UploadSession, UploadNotFound | UploadNotAbortable>
   /** A verified blob, for `/v1/blobs/{digest}`. */
   readonly trustedBlob: (digest: Sha256Digest) => Effect.Effect<CasBlob, CasBlobNotFound>
 }
@@ -145,7 +143,6 @@ export const UploadsLive = Layer.effect(
   Uploads,
   Effect.gen(function*() {
     const repo = yield* UploadRepository
-    const sql = yield* SqlClient.SqlClient
     const store = yield* BlobStore
     const config = yield* AppConfig
     const wake = yield* PromotionWake
@@ -154,9 +151,8 @@ export const UploadsLive = Layer.effect(
 
     const now = Clock.currentTimeMillis.pipe(Effect.map((ms) => new Date(ms)))
 
-    const findSession = (id: string) =>
+    const findSession = (id: UploadId) =>
       repo.findSession(id).pipe(
-        Effect.orDie,
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(new UploadNotFound({ uploadId: id })),
           onSome: Effect.succeed
@@ -168,12 +164,12 @@ export const UploadsLive = Layer.effect(
       store.stat(session.stagingKey).pipe(
         Effect.map((info) => Option.some(info.sizeBytes)),
         Effect.catchTag("BlobNotFound", () => Effect.succeedNone),
-        Effect.orDie
+        Effect.catchTag("BlobStoreError", Effect.die)
       )
 
     const begin: UploadsShape["begin"] = (request) =>
       Effect.gen(function*() {
-        const id = randomUUID()
+        const id = UploadId.make(yield* freshUuid)
         const createdAt = yield* now
         const base = {
           id,
@@ -184,7 +180,7 @@ export const UploadsLive = Layer.effect(
           createdAt,
           expiresAt: new Date(createdAt.getTime() + ttlMillis)
         }
-        const trusted = yield* repo.findBlob(request.expectedDigest).pipe(Effect.orDie)
+        const trusted = yield* repo.findBlob(request.expectedDigest)
         if (Option.isSome(trusted)) {
           if (trusted.value.sizeBytes !== request.expectedSizeBytes) {
             return yield* new TrustedBlobSizeMismatch({
@@ -196,14 +192,9 @@ export const UploadsLive = Layer.effect(
           // Ready at once (the bytes are already trusted): upload.ready commits with the session.
           // The garbage collector may have deleted the blob since it was read: the database
           // then refuses the ready session (src/gc/service.ts) and this becomes an ordinary upload.
-          const ready = yield* repo.transaction(
-            repo.insertReadySession({ ...base, storageUploadId: `ready:${id}` }).pipe(
-              Effect.tap((inserted) => recordEvent(sql, uploadReady(inserted)))
-            )
-          ).pipe(
+          const ready = yield* repo.insertReadySession({ ...base, storageUploadId: `ready:${id}` }, uploadReady).pipe(
             Effect.map(Option.some),
-            Effect.catchIf(isSqlState(BLOB_NOT_TRUSTED_SQLSTATE), () => Effect.succeedNone),
-            Effect.orDie
+            Effect.catchTag("BlobNotTrusted", () => Effect.succeedNone)
           )
           if (Option.isSome(ready)) {
             yield* Metric.increment(Metric.tagged(uploadsBegun, "result", "ready"))
@@ -214,16 +205,18 @@ export const UploadsLive = Layer.effect(
         // multipart upload that no session row knows about.
         const session = yield* Effect.uninterruptible(Effect.gen(function*() {
           const key = stagingKey(id)
-          const storageUploadId = yield* store.createMultipartUpload(key).pipe(Effect.orDie)
+          const storageUploadId = yield* store.createMultipartUpload(key).pipe(
+            Effect.catchTag("BlobStoreError", Effect.die)
+          )
+          // The database failing is a defect, so the cleanup runs on any failure.
           return yield* repo.insertCreatedSession({ ...base, storageUploadId }).pipe(
-            Effect.tapError(() =>
+            Effect.onError(() =>
               store.abortMultipartUpload(key, storageUploadId).pipe(
                 Effect.catchAll((error) =>
                   Effect.logWarning("aborting the multipart upload of a session that was not recorded failed", error)
                 )
               )
-            ),
-            Effect.orDie
+            )
           )
         }))
         yield* Metric.increment(Metric.tagged(uploadsBegun, "result", "created"))
@@ -235,7 +228,7 @@ export const UploadsLive = Layer.effect(
     const status: UploadsShape["status"] = (id) =>
       Effect.gen(function*() {
         const session = yield* findSession(id)
-        const parts = yield* repo.listParts(id).pipe(Effect.orDie)
+        const parts = yield* repo.listParts(id)
         return { session, parts }
       })
 
@@ -302,7 +295,7 @@ export const UploadsLive = Layer.effect(
           partNumber,
           etag: stored.etag,
           sizeBytes: stored.sizeBytes
-        }).pipe(Effect.orDie)
+        })
         if (Option.isNone(recorded)) {
           const current = yield* findSession(id)
           return yield* new UploadNotAcceptingParts({ state: current.state })
@@ -316,9 +309,7 @@ export const UploadsLive = Layer.effect(
     const markCompleted = (session: UploadSession, received?: ReceivedObject) =>
       Effect.gen(function*() {
         const traceParent = yield* currentTraceParent
-        const updated = yield* repo.markCompleted(session.id, { id: randomUUID(), traceParent, received }).pipe(
-          Effect.orDie
-        )
+        const updated = yield* repo.markCompleted(session.id, { id: yield* freshUuid, traceParent, received })
         receivedHashes.forget(session.id)
         if (Option.isNone(updated)) {
           // A concurrent complete (or abort) got there first.
@@ -335,8 +326,8 @@ export const UploadsLive = Layer.effect(
     // session completed instead of racing the store's assembly of the same object (S3
     // servers may answer a concurrent CompleteMultipartUpload before the object is visible).
     // Across replicas the store's answer and `recover` below settle it.
-    const completing = new Map<string, { readonly lock: Effect.Semaphore; users: number }>()
-    const oneAtATime = <A, E, R>(id: string, effect: Effect.Effect<A, E, R>) =>
+    const completing = new Map<UploadId, { readonly lock: Effect.Semaphore; users: number }>()
+    const oneAtATime = <A, E, R>(id: UploadId, effect: Effect.Effect<A, E, R>) =>
       Effect.acquireUseRelease(
         Effect.sync(() => {
           const entry = completing.get(id) ?? { lock: Effect.unsafeMakeSemaphore(1), users: 0 }
@@ -430,11 +421,11 @@ export const UploadsLive = Layer.effect(
         // Storage first: if it fails the session stays abortable and the client retries.
         yield* store.abortMultipartUpload(session.stagingKey, session.storageUploadId).pipe(
           Effect.catchTag("BlobNotFound", () => Effect.void),
-          Effect.orDie
+          Effect.catchTag("BlobStoreError", Effect.die)
         )
         // A completion that reached storage but not the database left an assembled object.
-        yield* store.delete(session.stagingKey).pipe(Effect.orDie)
-        const aborted = yield* repo.markAborted(id).pipe(Effect.orDie)
+        yield* store.delete(session.stagingKey).pipe(Effect.catchTag("BlobStoreError", Effect.die))
+        const aborted = yield* repo.markAborted(id)
         if (Option.isNone(aborted)) {
           const current = yield* findSession(id)
           if (current.state === "aborted") return current
@@ -446,7 +437,6 @@ export const UploadsLive = Layer.effect(
 
     const trustedBlob: UploadsShape["trustedBlob"] = (digest) =>
       repo.findBlob(digest).pipe(
-        Effect.orDie,
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(new CasBlobNotFound({ digest })),
           onSome: Effect.succeed

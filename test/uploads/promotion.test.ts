@@ -309,6 +309,31 @@ for (const store of STORES) {
         await flaky.dispose()
       }
     })
+
+    it("a database failure while recording the outcome gives the job back at once and is reported to the runner", async () => {
+      const upload = await completed(testBytes(1000, 107))
+      const worker = workerOn(app)
+      try {
+        // A real database error in the outcome transaction: the blob row's table is not there.
+        await query(app, "ALTER TABLE cas_blobs RENAME TO cas_blobs_away")
+        try {
+          await expect(worker.runOnce("w/cas-promotion")).rejects.toThrow(/Failed to execute statement/)
+        } finally {
+          await query(app, "ALTER TABLE cas_blobs_away RENAME TO cas_blobs")
+        }
+        // Given back (not left to its lease), due after the backoff.
+        expect(await jobOf(app, upload.id)).toEqual({ state: "queued", attempt_count: 1, locked_by: null })
+        expect((await getUpload(app, upload.id)).state).toBe("ingesting")
+        expect(await worker.runOnce("w/cas-promotion")).toBe("idle")
+        await query(app, "UPDATE cas_ingest_jobs SET run_after = now() WHERE upload_id = $1", [upload.id])
+        expect(await worker.runOnce("w/cas-promotion")).toBe("worked")
+        expect((await getUpload(app, upload.id)).state).toBe("ready")
+        expect(await jobOf(app, upload.id)).toEqual({ state: "succeeded", attempt_count: 2, locked_by: null })
+        expect(await blobRows(app, upload.digest)).toBe(1)
+      } finally {
+        await worker.dispose()
+      }
+    })
   })
 }
 

@@ -7,9 +7,10 @@ import { closeSync, constants, openSync } from "node:fs"
 import { rm } from "node:fs/promises"
 import * as path from "node:path"
 import { CatalogRepositoryLive } from "../../src/catalog/repository.js"
+import { VersionId } from "../../src/catalog/schema.js"
 import { casKey } from "../../src/platform/storage/blob-store/keys.js"
 import { PublishRepository, PublishRepositoryLive } from "../../src/publishing/repository.js"
-import type { ClaimedStep, PublishJob } from "../../src/publishing/schema.js"
+import { type ClaimedStep, JobId, type PublishJob, StepId } from "../../src/publishing/schema.js"
 import { addArtifact, addAttachment, createDraft, createImage, startPublish, waitForJob } from "../catalog/fixtures.js"
 import { restoreBlobBytes, seedBlob, type SeededBlob, withDatabase } from "../support/blobs.js"
 import { createDatabase, startTestApp, tempDir, type TestApp, TestDatabaseLive } from "../support/harness.js"
@@ -37,8 +38,8 @@ const queuedJob = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   const repo = yield* PublishRepository
   const imageId = randomUUID()
-  const versionId = randomUUID()
-  const jobId = randomUUID()
+  const versionId = VersionId.make(randomUUID())
+  const jobId = JobId.make(randomUUID())
   const digest = `sha256:${randomUUID().replace(/-/g, "").repeat(2)}`
   yield* sql`INSERT INTO images (id, name) VALUES (${imageId}, ${`lease-${imageId.slice(0, 8)}`})`
   yield* sql`INSERT INTO image_versions (id, image_id, version) VALUES (${versionId}, ${imageId}, '1')`
@@ -52,7 +53,7 @@ const queuedJob = Effect.gen(function*() {
     repo.insertJob({
       id: jobId,
       versionId,
-      stepIds: [randomUUID(), randomUUID(), randomUUID()],
+      stepIds: [StepId.make(randomUUID()), StepId.make(randomUUID()), StepId.make(randomUUID())],
       traceParent: undefined
     })
   )

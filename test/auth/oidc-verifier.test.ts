@@ -5,7 +5,7 @@ import { checkHttpsUrl, discoverIssuer, discoveryUrl, usableAlgorithms } from ".
 import { makeOidcHttp, OidcHttp } from "../../src/auth/oidc/http.js"
 import { OidcVerifier, OidcVerifierLive, usableKeys } from "../../src/auth/oidc/verifier.js"
 import { AuthRepositoryLive } from "../../src/auth/repository.js"
-import type { Principal } from "../../src/auth/schema.js"
+import { type Principal, PrincipalId } from "../../src/auth/schema.js"
 import { AuthManagement, AuthManagementLive } from "../../src/auth/service.js"
 import { TestDatabaseLive } from "../support/harness.js"
 import { createTestCertificate, startTestIssuer, type TestIssuer } from "./oidc-issuer.js"
@@ -17,7 +17,7 @@ import { createTestCertificate, startTestIssuer, type TestIssuer } from "./oidc-
  */
 
 const actor: Principal = {
-  id: "principal_TEST",
+  id: PrincipalId.make("principal_TEST"),
   kind: "service",
   displayName: "test",
   credential: "api-token",

@@ -1,13 +1,11 @@
-import { SqlClient } from "@effect/sql"
 import { expect, layer } from "@effect/vitest"
 import { Effect, Layer, Ref } from "effect"
-import { randomUUID } from "node:crypto"
 import { CatalogRepositoryLive } from "../../src/catalog/repository.js"
 import { FreshIds } from "../../src/platform/fresh-ids.js"
-import { casKey } from "../../src/platform/storage/blob-store/keys.js"
 import { PublishRepositoryLive } from "../../src/publishing/repository.js"
 import { Publishing, PublishingLive, PublishWakeLive } from "../../src/publishing/service.js"
 import { TestDatabaseLive } from "../support/harness.js"
+import { publishableDraft } from "./drafts.js"
 
 /**
  * A publish takes its job and step ids from `FreshIds` (src/platform/fresh-ids.ts), so a
@@ -18,22 +16,6 @@ const ServiceLive = PublishingLive.pipe(
   Layer.provideMerge(Layer.mergeAll(PublishRepositoryLive, CatalogRepositoryLive, PublishWakeLive)),
   Layer.provideMerge(TestDatabaseLive)
 )
-
-/** A publishable draft (one artifact citing a verified blob of its size), set up with plain SQL. */
-const publishableDraft = (name: string) =>
-  Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    const imageId = randomUUID()
-    const versionId = randomUUID()
-    const digest = `sha256:${randomUUID().replace(/-/g, "").repeat(2)}`
-    yield* sql`INSERT INTO images (id, name) VALUES (${imageId}, ${name})`
-    yield* sql`INSERT INTO image_versions (id, image_id, version) VALUES (${versionId}, ${imageId}, '1')`
-    yield* sql`INSERT INTO cas_blobs (digest, size_bytes, storage_key)
-               VALUES (${digest}, 1, ${casKey(digest as Parameters<typeof casKey>[0])})`
-    yield* sql`INSERT INTO release_artifacts (id, version_id, operating_system, architecture, format,
-                 primary_blob_digest, primary_blob_size_bytes, primary_media_type)
-               VALUES (${randomUUID()}, ${versionId}, 'linux', 'x86_64', 'raw', ${digest}, 1, 'x')`
-  })
 
 layer(ServiceLive)("publish ids", (it) => {
   it.effect("come from FreshIds, in order: the job's, then its three steps'", () =>

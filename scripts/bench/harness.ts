@@ -2,6 +2,7 @@ import { HttpServer } from "@effect/platform"
 import { Effect, Either, Layer, ManagedRuntime, Redacted } from "effect"
 import { AppLive } from "../../src/app.js"
 import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
+import { PrincipalId } from "../../src/auth/schema.js"
 import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
 import { type AppConfigShape, defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
 import { DatabaseLive } from "../../src/platform/storage/database.js"
@@ -58,7 +59,7 @@ export const mintWriterToken = async (dbUrl: string, ttlMs: number): Promise<str
     return await auth.runPromise(Effect.gen(function*() {
       const repo = yield* AuthRepository
       const principal = yield* repo.insertPrincipal({
-        id: `principal_${randomBase32()}`,
+        id: PrincipalId.make(`principal_${randomBase32()}`),
         kind: "service",
         displayName: "bench",
         attributes: null

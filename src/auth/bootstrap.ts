@@ -1,7 +1,7 @@
 import { Context, DateTime, Duration, Effect, Layer, Option } from "effect"
 import { formatTimestamp } from "../contract/timestamp.js"
 import { AuthRepository } from "./repository.js"
-import { BUILT_IN_ROLES } from "./schema.js"
+import { BUILT_IN_ROLES, type PrincipalId, type TokenId } from "./schema.js"
 import { AuthIds } from "./tokens.js"
 
 /**
@@ -32,8 +32,8 @@ export class BootstrapOutput extends Context.Reference<BootstrapOutput>()("imgsr
 }) {}
 
 export interface BootstrapResult {
-  readonly principalId: string
-  readonly tokenId: string
+  readonly principalId: PrincipalId
+  readonly tokenId: TokenId
   readonly expiresAt: Date
   readonly plaintext: string
 }

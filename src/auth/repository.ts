@@ -3,7 +3,7 @@ import { Context, Effect, Layer, Option, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { dieOnSqlError } from "../platform/storage/sql-errors.js"
 import { RuleAlreadyExists, RuleNotFound } from "./errors.js"
-import { PrincipalKind, type RoleId } from "./schema.js"
+import { PrincipalId, PrincipalKind, RoleId, RuleId, TokenId } from "./schema.js"
 
 // Rows are decoded with these schemas (SqlSchema): a row that does not match means the
 // database and the code disagree, a defect like any other SQL failure.
@@ -13,8 +13,8 @@ const column = <A, I, R>(schema: Schema.Schema<A, I, R>, key: string) =>
   Schema.propertySignature(schema).pipe(Schema.fromKey(key))
 
 export const TokenRow = Schema.Struct({
-  id: Schema.String,
-  principalId: column(Schema.String, "principal_id"),
+  id: TokenId,
+  principalId: column(PrincipalId, "principal_id"),
   name: Schema.String,
   secretHash: column(Schema.Uint8ArrayFromSelf, "secret_hash"),
   expiresAt: column(Schema.DateFromSelf, "expires_at"),
@@ -25,7 +25,7 @@ export const TokenRow = Schema.Struct({
 export type TokenRow = typeof TokenRow.Type
 
 export const PrincipalRow = Schema.Struct({
-  id: Schema.String,
+  id: PrincipalId,
   kind: PrincipalKind,
   displayName: column(Schema.String, "display_name"),
   attributes: Schema.NullOr(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
@@ -36,7 +36,7 @@ export type PrincipalRow = typeof PrincipalRow.Type
 /** A principal with its current role ids (sorted). */
 export const PrincipalWithRolesRow = Schema.Struct({
   ...PrincipalRow.fields,
-  roleIds: column(Schema.Array(Schema.String), "role_ids")
+  roleIds: column(Schema.Array(RoleId), "role_ids")
 })
 export type PrincipalWithRolesRow = typeof PrincipalWithRolesRow.Type
 
@@ -52,7 +52,7 @@ export const ProviderRow = Schema.Struct({
 export type ProviderRow = typeof ProviderRow.Type
 
 export const RuleRow = Schema.Struct({
-  id: Schema.String,
+  id: RuleId,
   displayName: column(Schema.String, "display_name"),
   provider: Schema.String,
   audience: Schema.String,
@@ -61,12 +61,12 @@ export const RuleRow = Schema.Struct({
   /** Stored with the audience guard prepended. */
   condition: Schema.String,
   enabled: Schema.Boolean,
-  roleIds: column(Schema.Array(Schema.String), "role_ids")
+  roleIds: column(Schema.Array(RoleId), "role_ids")
 })
 export type RuleRow = typeof RuleRow.Type
 
 export const NewPrincipal = Schema.Struct({
-  id: Schema.String,
+  id: PrincipalId,
   kind: PrincipalKind,
   displayName: Schema.String,
   attributes: Schema.NullOr(Schema.Record({ key: Schema.String, value: Schema.Unknown }))
@@ -74,8 +74,8 @@ export const NewPrincipal = Schema.Struct({
 export type NewPrincipal = typeof NewPrincipal.Type
 
 export const NewToken = Schema.Struct({
-  id: Schema.String,
-  principalId: Schema.String,
+  id: TokenId,
+  principalId: PrincipalId,
   name: Schema.String,
   secretHash: Schema.Uint8ArrayFromSelf,
   expiresAt: Schema.DateFromSelf
@@ -86,7 +86,7 @@ export type NewToken = typeof NewToken.Type
 const Page = Schema.Struct({ after: Schema.OptionFromSelf(Schema.String), limit: Schema.Number })
 
 export interface RuleRecord {
-  readonly id: string
+  readonly id: RuleId
   readonly displayName: string
   readonly provider: string
   readonly audience: string
@@ -137,31 +137,31 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
 
   // Principals and roles
   readonly insertPrincipal: (principal: NewPrincipal) => Sql<PrincipalRow>
-  readonly findPrincipal: (id: string) => Sql<Option.Option<PrincipalWithRolesRow>>
+  readonly findPrincipal: (id: PrincipalId) => Sql<Option.Option<PrincipalWithRolesRow>>
   /** At most `limit` principals after the id `after`, by id (keyset). */
   readonly listPrincipals: (after: Option.Option<string>, limit: number) => Sql<ReadonlyArray<PrincipalWithRolesRow>>
-  readonly assignRole: (principalId: string, roleId: RoleId) => Sql<void>
-  readonly unassignRole: (principalId: string, roleId: RoleId) => Sql<boolean>
-  readonly holdsRole: (principalId: string, roleId: RoleId) => Sql<boolean>
+  readonly assignRole: (principalId: PrincipalId, roleId: RoleId) => Sql<void>
+  readonly unassignRole: (principalId: PrincipalId, roleId: RoleId) => Sql<boolean>
+  readonly holdsRole: (principalId: PrincipalId, roleId: RoleId) => Sql<boolean>
   readonly countRoleHolders: (roleId: RoleId) => Sql<number>
-  readonly actionsOf: (principalId: string) => Sql<ReadonlyArray<string>>
+  readonly actionsOf: (principalId: PrincipalId) => Sql<ReadonlyArray<string>>
 
   // API tokens and identity links
-  readonly findToken: (id: string) => Sql<Option.Option<TokenRow>>
-  readonly touchToken: (id: string) => Sql<void>
+  readonly findToken: (id: TokenId) => Sql<Option.Option<TokenRow>>
+  readonly touchToken: (id: TokenId) => Sql<void>
   readonly insertToken: (token: NewToken) => Sql<TokenRow>
   /** At most `limit` tokens of the principal after the id `after`, by id (keyset). */
   readonly listTokens: (
-    principalId: string,
+    principalId: PrincipalId,
     after: Option.Option<string>,
     limit: number
   ) => Sql<ReadonlyArray<TokenRow>>
   /** Sets `revoked_at` unless already set (the first revocation time is kept). */
-  readonly revokeToken: (id: string) => Sql<Option.Option<TokenRow>>
+  readonly revokeToken: (id: TokenId) => Sql<Option.Option<TokenRow>>
   readonly principalForIdentity: (provider: string, subject: string) => Sql<Option.Option<PrincipalRow>>
-  readonly linkIdentity: (provider: string, subject: string, principalId: string) => Sql<void>
+  readonly linkIdentity: (provider: string, subject: string, principalId: PrincipalId) => Sql<void>
   /** Links unless the identity is linked already; true when this call created the link. */
-  readonly linkIdentityIfAbsent: (provider: string, subject: string, principalId: string) => Sql<boolean>
+  readonly linkIdentityIfAbsent: (provider: string, subject: string, principalId: PrincipalId) => Sql<boolean>
 
   // OIDC providers and provisioning rules
   readonly findProvider: (issuer: string) => Sql<Option.Option<ProviderRow>>
@@ -170,24 +170,24 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
   readonly updateProvider: (provider: ProviderRow) => Sql<void>
   /** At most `limit` rules after the id `after`, by id (keyset). */
   readonly listRules: (after: Option.Option<string>, limit: number) => Sql<ReadonlyArray<RuleRow>>
-  readonly findRule: (id: string) => Sql<Option.Option<RuleRow>>
+  readonly findRule: (id: RuleId) => Sql<Option.Option<RuleRow>>
   readonly enabledRulesFor: (provider: string) => Sql<ReadonlyArray<RuleRow>>
   /** Inserts a rule with its roles. */
   readonly insertRule: (rule: RuleRecord) => Sql<void, RuleAlreadyExists>
   /** Replaces a rule and its roles. */
   readonly replaceRule: (rule: RuleRecord) => Sql<void, RuleNotFound>
-  readonly deleteRule: (id: string) => Sql<void, RuleNotFound>
+  readonly deleteRule: (id: RuleId) => Sql<void, RuleNotFound>
   /** The oldest principal provisioned for `provider`/`subject` by one of `ruleIds`. */
   readonly findRulePrincipal: (
     provider: string,
     subject: string,
-    ruleIds: ReadonlyArray<string>
+    ruleIds: ReadonlyArray<RuleId>
   ) => Sql<Option.Option<PrincipalRow>>
   /** Whether `ruleId` names a rule, or a deleted one that provisioned principals (reconciliation's subjects). */
-  readonly ruleIdKnown: (ruleId: string) => Sql<boolean>
+  readonly ruleIdKnown: (ruleId: RuleId) => Sql<boolean>
   /** Principals whose `provisioning_rule_id` is `ruleId` and who hold `roleId`, locked when `forUpdate`. */
   readonly principalsProvisionedBy: (
-    ruleId: string,
+    ruleId: RuleId,
     roleId: RoleId,
     forUpdate: boolean
   ) => Sql<ReadonlyArray<PrincipalWithRolesRow>>
@@ -227,7 +227,7 @@ export const AuthRepositoryLive = Layer.effect(
         limit === undefined ? params : [...params, limit]
       )
 
-    const writeRuleRoles = (ruleId: string, roleIds: ReadonlyArray<RoleId>) =>
+    const writeRuleRoles = (ruleId: RuleId, roleIds: ReadonlyArray<RoleId>) =>
       Effect.gen(function*() {
         yield* sql`DELETE FROM auth_provisioning_rule_roles WHERE rule_id = ${ruleId}`
         for (const roleId of roleIds) {
@@ -236,7 +236,7 @@ export const AuthRepositoryLive = Layer.effect(
       })
 
     const findPrincipal = SqlSchema.findOne({
-      Request: Schema.String,
+      Request: PrincipalId,
       Result: PrincipalWithRolesRow,
       execute: (id) => principalsWithRoles("WHERE p.id = $1", [id])
     })
@@ -250,7 +250,7 @@ export const AuthRepositoryLive = Layer.effect(
         })
     })
     const provisionedHolders = SqlSchema.findAll({
-      Request: Schema.Struct({ ruleId: Schema.String, roleId: Schema.String }),
+      Request: Schema.Struct({ ruleId: RuleId, roleId: RoleId }),
       Result: PrincipalWithRolesRow,
       execute: ({ roleId, ruleId }) =>
         principalsWithRoles(
@@ -278,7 +278,7 @@ export const AuthRepositoryLive = Layer.effect(
           WHERE i.provider = ${provider} AND i.subject = ${subject}`
     })
     const findRulePrincipal = SqlSchema.findOne({
-      Request: Schema.Struct({ provider: Schema.String, subject: Schema.String, ruleIds: Schema.Array(Schema.String) }),
+      Request: Schema.Struct({ provider: Schema.String, subject: Schema.String, ruleIds: Schema.Array(RuleId) }),
       Result: PrincipalRow,
       execute: ({ provider, ruleIds, subject }) =>
         sql`
@@ -291,7 +291,7 @@ export const AuthRepositoryLive = Layer.effect(
     })
 
     const findToken = SqlSchema.findOne({
-      Request: Schema.String,
+      Request: TokenId,
       Result: TokenRow,
       execute: (id) => sql`SELECT * FROM auth_api_tokens WHERE id = ${id}`
     })
@@ -305,7 +305,7 @@ export const AuthRepositoryLive = Layer.effect(
           RETURNING *`
     })
     const listTokens = SqlSchema.findAll({
-      Request: Schema.Struct({ principalId: Schema.String, ...Page.fields }),
+      Request: Schema.Struct({ principalId: PrincipalId, ...Page.fields }),
       Result: TokenRow,
       execute: ({ after, limit, principalId }) =>
         sql`
@@ -317,7 +317,7 @@ export const AuthRepositoryLive = Layer.effect(
           LIMIT ${limit}`
     })
     const revokeToken = SqlSchema.findOne({
-      Request: Schema.String,
+      Request: TokenId,
       Result: TokenRow,
       execute: (id) =>
         sql`
@@ -351,7 +351,7 @@ export const AuthRepositoryLive = Layer.effect(
         })
     })
     const findRule = SqlSchema.findOne({
-      Request: Schema.String,
+      Request: RuleId,
       Result: RuleRow,
       execute: (id) => ruleRows("WHERE r.id = $1", [id])
     })

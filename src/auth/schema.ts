@@ -14,9 +14,29 @@ export type RoleId = typeof RoleId.Type
 export const PrincipalKind = Schema.Literal("user", "service")
 export type PrincipalKind = typeof PrincipalKind.Type
 
+// Ids of auth's entities. imgsrv mints `principal_<base32>` principal ids and UUID rule ids,
+// but a principal or rule id may be any non-empty text (what the database checks): rules
+// can be created with a chosen id, principals seeded by an operator.
+
+export const PrincipalId = Schema.NonEmptyString.pipe(Schema.brand("PrincipalId"))
+export type PrincipalId = typeof PrincipalId.Type
+
+/**
+ * The ID part of an API token (26 base32 characters when minted; `parseToken` and the
+ * database check the format). Not refined here: a path parameter that is no token id
+ * still goes to the lookup, whose refusals (404, or 400 for text PostgreSQL cannot
+ * store) are the API's answers.
+ */
+export const TokenId = Schema.String.pipe(Schema.brand("TokenId"))
+export type TokenId = typeof TokenId.Type
+
+export const RuleId = Schema.NonEmptyString.pipe(Schema.brand("RuleId"))
+export type RuleId = typeof RuleId.Type
+
 /** Who is calling, as resolved by the authentication pipeline for one request. */
 export interface Principal {
-  readonly id: string
+  /** A transient OIDC principal's id (`transient:<issuer>:<subject>`) names no stored principal. */
+  readonly id: PrincipalId
   readonly kind: PrincipalKind
   readonly displayName: string
   /** How the caller authenticated; a transient OIDC principal is never authorized. */

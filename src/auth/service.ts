@@ -1,4 +1,4 @@
-import { Context, Effect, Either, Layer, Option } from "effect"
+import { Clock, Context, Effect, Either, Layer, Option } from "effect"
 import { formatTimestamp } from "../contract/timestamp.js"
 import { InvalidRequest } from "../platform/http/problem.js"
 import {
@@ -29,14 +29,17 @@ import {
   type IssueApiTokenRequest,
   type IssuedApiToken,
   type Principal,
+  type PrincipalId,
   PrincipalKind,
   type PrincipalView,
   type ReconciliationView,
   RESERVED_ATTRIBUTES,
   type RoleId,
   type RoleView,
+  RuleId,
   type RuleView,
-  type SaveRuleRequest
+  type SaveRuleRequest,
+  type TokenId
 } from "./schema.js"
 import { AuthIds } from "./tokens.js"
 
@@ -50,46 +53,47 @@ export class AuthManagement extends Context.Tag("imgsrv/AuthManagement")<AuthMan
   readonly listRoles: () => ReadonlyArray<RoleView>
   /** At most `limit` principals after the id `after`, by id. */
   readonly listPrincipals: (after: Option.Option<string>, limit: number) => Effect.Effect<ReadonlyArray<PrincipalView>>
-  readonly getPrincipal: (id: string) => Effect.Effect<PrincipalView, PrincipalNotFound>
+  readonly getPrincipal: (id: PrincipalId) => Effect.Effect<PrincipalView, PrincipalNotFound>
   readonly createPrincipal: (
     request: CreatePrincipalRequest,
     actor: Principal
   ) => Effect.Effect<PrincipalView, InvalidRequest>
   readonly assignRole: (
-    principalId: string,
+    principalId: PrincipalId,
     roleId: string,
     actor: Principal
   ) => Effect.Effect<void, UnknownRole | PrincipalNotFound>
   readonly unassignRole: (
-    principalId: string,
+    principalId: PrincipalId,
     roleId: string,
     actor: Principal
   ) => Effect.Effect<void, UnknownRole | PrincipalNotFound | LastAuthManager>
   readonly issueToken: (
-    principalId: string,
+    principalId: PrincipalId,
     request: IssueApiTokenRequest,
     actor: Principal
   ) => Effect.Effect<IssuedApiToken, InvalidRequest | PrincipalNotFound>
   /** At most `limit` tokens of the principal after the id `after`, by id. */
   readonly listTokens: (
-    principalId: string,
+    principalId: PrincipalId,
     after: Option.Option<string>,
     limit: number
   ) => Effect.Effect<ReadonlyArray<ApiTokenView>, PrincipalNotFound>
-  readonly revokeToken: (tokenId: string, actor: Principal) => Effect.Effect<void, ApiTokenNotFound>
+  readonly revokeToken: (tokenId: TokenId, actor: Principal) => Effect.Effect<void, ApiTokenNotFound>
   /** At most `limit` rules after the id `after`, by id. */
   readonly listRules: (after: Option.Option<string>, limit: number) => Effect.Effect<ReadonlyArray<RuleView>>
-  readonly getRule: (id: string) => Effect.Effect<RuleView, RuleNotFound>
+  readonly getRule: (id: RuleId) => Effect.Effect<RuleView, RuleNotFound>
   readonly createRule: (
     request: SaveRuleRequest,
     actor: Principal
   ) => Effect.Effect<RuleView, InvalidRequest | RuleAlreadyExists | IssuerDiscoveryFailed>
   readonly replaceRule: (
-    id: string,
+    id: RuleId,
     request: SaveRuleRequest,
     actor: Principal
   ) => Effect.Effect<RuleView, InvalidRequest | RuleNotFound | IssuerDiscoveryFailed>
-  readonly deleteRule: (id: string, actor: Principal) => Effect.Effect<void, RuleNotFound>
+  readonly deleteRule: (id: RuleId, actor: Principal) => Effect.Effect<void, RuleNotFound>
+  /** `ruleId` as the path carries it: checked here, with the 400s of a malformed id. */
   readonly reconcileRule: (
     ruleId: string,
     apply: boolean,
@@ -169,7 +173,7 @@ export const AuthManagementLive = Layer.effect(
         Effect.annotateLogs({ operation, actor_principal_id: actor.id, ...attributes })
       )
 
-    const principalOrFail = (id: string) =>
+    const principalOrFail = (id: PrincipalId) =>
       repo.findPrincipal(id).pipe(
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(new PrincipalNotFound({ principalId: id })),
@@ -216,7 +220,7 @@ export const AuthManagementLive = Layer.effect(
         return principalView({ ...row, roleIds: [] })
       })
 
-    const assignRole = (principalId: string, roleId: string, actor: Principal) =>
+    const assignRole = (principalId: PrincipalId, roleId: string, actor: Principal) =>
       Effect.gen(function*() {
         const role = yield* checkRole(roleId)
         yield* principalOrFail(principalId)
@@ -224,7 +228,7 @@ export const AuthManagementLive = Layer.effect(
         yield* audit("principal role assigned", "auth.assign_role", actor, { principal_id: principalId, role_id: role })
       })
 
-    const unassignRole = (principalId: string, roleId: string, actor: Principal) =>
+    const unassignRole = (principalId: PrincipalId, roleId: string, actor: Principal) =>
       Effect.gen(function*() {
         const role = yield* checkRole(roleId)
         yield* principalOrFail(principalId)
@@ -246,14 +250,14 @@ export const AuthManagementLive = Layer.effect(
         })
       })
 
-    const issueToken = (principalId: string, request: IssueApiTokenRequest, actor: Principal) =>
+    const issueToken = (principalId: PrincipalId, request: IssueApiTokenRequest, actor: Principal) =>
       Effect.gen(function*() {
         if (request.expires_at === undefined || request.expires_at.trim() === "") {
           return yield* invalid("expires_at is required (an RFC 3339 timestamp in the future)")
         }
         const expiresAt = parseRfc3339(request.expires_at)
         if (expiresAt === undefined) return yield* invalid("expires_at must be an RFC 3339 timestamp")
-        const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+        const now = yield* Clock.currentTimeMillis
         if (expiresAt.getTime() <= now) return yield* invalid("expires_at must be in the future")
         yield* principalOrFail(principalId)
         const minted = yield* ids.token
@@ -282,13 +286,13 @@ export const AuthManagementLive = Layer.effect(
         }
       })
 
-    const listTokens = (principalId: string, after: Option.Option<string>, limit: number) =>
+    const listTokens = (principalId: PrincipalId, after: Option.Option<string>, limit: number) =>
       Effect.gen(function*() {
         yield* principalOrFail(principalId)
         return (yield* repo.listTokens(principalId, after, limit)).map(tokenView)
       })
 
-    const revokeToken = (tokenId: string, actor: Principal) =>
+    const revokeToken = (tokenId: TokenId, actor: Principal) =>
       Effect.gen(function*() {
         const revoked = yield* repo.revokeToken(tokenId)
         if (Option.isNone(revoked)) return yield* new ApiTokenNotFound({ tokenId })
@@ -299,7 +303,7 @@ export const AuthManagementLive = Layer.effect(
       })
 
     /** Validates a rule request and turns it into what is stored (before any network call). */
-    const prepareRule = (id: string, request: SaveRuleRequest) =>
+    const prepareRule = (id: RuleId, request: SaveRuleRequest) =>
       Effect.gen(function*() {
         const displayName = request.display_name.trim()
         if (displayName === "") return yield* invalid("display_name is required")
@@ -331,7 +335,7 @@ export const AuthManagementLive = Layer.effect(
      * trust record as it was.
      */
     const saveRule = <E>(
-      id: string,
+      id: RuleId,
       request: SaveRuleRequest,
       write: (rule: RuleRecord) => Effect.Effect<void, E>
     ) =>
@@ -362,10 +366,11 @@ export const AuthManagementLive = Layer.effect(
 
     const createRule = (request: SaveRuleRequest, actor: Principal) =>
       Effect.gen(function*() {
-        const id = (request.id ?? "").trim() || (yield* ids.ruleId)
-        if (!RULE_ID.test(id)) {
+        const chosen = (request.id ?? "").trim() || (yield* ids.ruleId)
+        if (!RULE_ID.test(chosen)) {
           return yield* invalid(`id must be ${RULE_ID_RULE}`)
         }
+        const id = RuleId.make(chosen)
         if (Option.isSome(yield* repo.findRule(id))) return yield* new RuleAlreadyExists({ ruleId: id })
         const view = yield* saveRule(id, request, repo.insertRule)
         yield* audit("oidc provisioning rule created", "auth.create_oidc_provisioning_rule", actor, {
@@ -377,7 +382,7 @@ export const AuthManagementLive = Layer.effect(
         return view
       })
 
-    const replaceRule = (id: string, request: SaveRuleRequest, actor: Principal) =>
+    const replaceRule = (id: RuleId, request: SaveRuleRequest, actor: Principal) =>
       Effect.gen(function*() {
         if (Option.isNone(yield* repo.findRule(id))) return yield* new RuleNotFound({ ruleId: id })
         const view = yield* saveRule(id, request, repo.replaceRule)
@@ -390,7 +395,7 @@ export const AuthManagementLive = Layer.effect(
         return view
       })
 
-    const deleteRule = (id: string, actor: Principal) =>
+    const deleteRule = (id: RuleId, actor: Principal) =>
       Effect.gen(function*() {
         yield* repo.deleteRule(id)
         yield* audit("oidc provisioning rule deleted", "auth.delete_oidc_provisioning_rule", actor, { rule_id: id })
@@ -398,9 +403,10 @@ export const AuthManagementLive = Layer.effect(
 
     const reconcileRule = (rawRuleId: string, apply: boolean, actor: Principal) =>
       Effect.gen(function*() {
-        const ruleId = rawRuleId.trim()
-        if (ruleId === "") return yield* invalid("rule id is required")
-        if (!RULE_ID.test(ruleId)) return yield* invalid(`rule id must be ${RULE_ID_RULE}`)
+        const trimmed = rawRuleId.trim()
+        if (trimmed === "") return yield* invalid("rule id is required")
+        if (!RULE_ID.test(trimmed)) return yield* invalid(`rule id must be ${RULE_ID_RULE}`)
+        const ruleId = RuleId.make(trimmed)
         // Meant for after a rule is disabled or deleted: a deleted rule is still known by the
         // principals it provisioned. An id nothing ever carried is a typo, not an empty result.
         if (!(yield* repo.ruleIdKnown(ruleId))) return yield* new RuleNotFound({ ruleId })

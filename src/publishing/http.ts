@@ -4,7 +4,7 @@ import { decodeVersionPath } from "../catalog/schema.js"
 import { decodeParam } from "../contract/params.js"
 import { apiOf } from "../platform/http/routes.js"
 import { PublishGroup } from "./api.js"
-import { jobToWire, PublishJobIdParam } from "./schema.js"
+import { JobId, jobToWire } from "./schema.js"
 import { Publishing } from "./service.js"
 
 /** Handlers of the publish group: validate path parameters, call the service, encode. */
@@ -21,17 +21,17 @@ export const PublishHandlersLive = HttpApiBuilder.group(
             Effect.map(jobToWire)
           ))
         .handle("getPublishJob", ({ path }) =>
-          decodeParam(PublishJobIdParam, path.job_id).pipe(
+          decodeParam(JobId, path.job_id).pipe(
             Effect.flatMap(publishing.getJob),
             Effect.map(jobToWire)
           ))
         .handle("retryPublishJob", ({ path }) =>
-          decodeParam(PublishJobIdParam, path.job_id).pipe(
+          decodeParam(JobId, path.job_id).pipe(
             Effect.flatMap(publishing.retry),
             Effect.map(jobToWire)
           ))
         .handle("abandonPublishJob", ({ path }) =>
-          decodeParam(PublishJobIdParam, path.job_id).pipe(
+          decodeParam(JobId, path.job_id).pipe(
             Effect.flatMap(publishing.abandon),
             Effect.map(jobToWire)
           ))

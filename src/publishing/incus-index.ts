@@ -1,6 +1,13 @@
 import { Effect } from "effect"
 import { createHash, type Hash } from "node:crypto"
-import { ARTIFACT_FILE_NAMES, INCUS_METADATA_ATTACHMENT, type ManifestRows } from "../catalog/schema.js"
+import {
+  ARTIFACT_FILE_NAMES,
+  ArtifactId,
+  AttachmentId,
+  INCUS_METADATA_ATTACHMENT,
+  type ManifestRows,
+  VersionId
+} from "../catalog/schema.js"
 import { digestHex, type Sha256Digest } from "../contract/digest.js"
 import { BlobStore, readAll } from "../platform/storage/blob-store/blob-store.js"
 import { casKey } from "../platform/storage/blob-store/keys.js"
@@ -105,9 +112,9 @@ export const computeProjection = (
         memo.set(key, combined)
       }
       rows.push({
-        artifactId: artifact.id,
-        versionId: manifest.version.id,
-        metadataAttachmentId: metadata.id,
+        artifactId: ArtifactId.make(artifact.id),
+        versionId: VersionId.make(manifest.version.id),
+        metadataAttachmentId: AttachmentId.make(metadata.id),
         metadataPath: metadataPath(image, version, artifact.id, metadata.id, metadata.name),
         rootFtype,
         rootPath: rootPath(image, version, artifact.id, ARTIFACT_FILE_NAMES[artifact.format]),

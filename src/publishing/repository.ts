@@ -1,7 +1,7 @@
 import type { SqlError } from "@effect/sql"
 import { SqlClient, SqlSchema } from "@effect/sql"
 import { Context, Duration, Effect, Layer, Option, Schema } from "effect"
-import { VersionState } from "../catalog/schema.js"
+import { ArtifactId, AttachmentId, VersionId, VersionState } from "../catalog/schema.js"
 import {
   type CheckViolation,
   classifyConstraint,
@@ -12,7 +12,16 @@ import {
   type UniqueViolation
 } from "../platform/storage/sql-errors.js"
 import { PublishPreconditionFailed, StepFailed } from "./errors.js"
-import { ClaimedStep, JobRow, type JobWithSteps, type ProjectionRow, PUBLISH_STEPS, StepRow } from "./schema.js"
+import {
+  ClaimedStep,
+  JobId,
+  JobRow,
+  type JobWithSteps,
+  type ProjectionRow,
+  PUBLISH_STEPS,
+  type StepId,
+  StepRow
+} from "./schema.js"
 
 /**
  * SQL of publish jobs, steps, leases and the Simple Streams projection rows. No rules
@@ -25,7 +34,7 @@ import { ClaimedStep, JobRow, type JobWithSteps, type ProjectionRow, PUBLISH_STE
 
 /** An artifact of a version with the size of the verified blob it cites (null: no such blob). */
 export const ArtifactBlobFact = Schema.Struct({
-  id: Schema.String,
+  id: ArtifactId,
   variant: Schema.String,
   operating_system: Schema.String,
   architecture: Schema.String,
@@ -38,8 +47,8 @@ export type ArtifactBlobFact = typeof ArtifactBlobFact.Type
 
 /** An attachment of a version's artifact with the size of the verified blob it cites. */
 export const AttachmentBlobFact = Schema.Struct({
-  id: Schema.String,
-  artifact_id: Schema.String,
+  id: AttachmentId,
+  artifact_id: ArtifactId,
   name: Schema.String,
   digest: Schema.String,
   declared_size: Schema.Number,
@@ -66,11 +75,11 @@ const milliseconds = (lease: Duration.Duration) => Math.max(1, Math.round(Durati
 
 export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<PublishRepository, {
   /** The blobs a version's manifest cites, matched against `cas_blobs` by digest. */
-  readonly blobFacts: (versionId: string) => Effect.Effect<{
+  readonly blobFacts: (versionId: VersionId) => Effect.Effect<{
     readonly artifacts: ReadonlyArray<ArtifactBlobFact>
     readonly attachments: ReadonlyArray<AttachmentBlobFact>
   }>
-  readonly versionState: (versionId: string) => Effect.Effect<Option.Option<VersionState>>
+  readonly versionState: (versionId: VersionId) => Effect.Effect<Option.Option<VersionState>>
   /**
    * Runs `effect` in a transaction (or joins the caller's); a failing database, in the
    * transaction or in `effect`, is a defect.
@@ -80,23 +89,23 @@ export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<P
    * draft → publishing. The guard trigger re-checks publishability; it only disagrees with
    * the service's check on a race, and its refusal is the precondition failure.
    */
-  readonly markPublishing: (versionId: string) => Effect.Effect<void, PublishPreconditionFailed>
+  readonly markPublishing: (versionId: VersionId) => Effect.Effect<void, PublishPreconditionFailed>
   /** A queued job with its three queued steps; one job per version, so a second one is refused. */
   readonly insertJob: (job: {
-    readonly id: string
-    readonly versionId: string
-    readonly stepIds: ReadonlyArray<string>
+    readonly id: JobId
+    readonly versionId: VersionId
+    readonly stepIds: ReadonlyArray<StepId>
     readonly traceParent: string | undefined
   }) => Effect.Effect<void, PublishPreconditionFailed>
-  readonly findJob: (jobId: string) => Effect.Effect<Option.Option<JobWithSteps>>
+  readonly findJob: (jobId: JobId) => Effect.Effect<Option.Option<JobWithSteps>>
   /** The job and its version's state, both rows locked FOR UPDATE (retry). */
   readonly lockJob: (
-    jobId: string
+    jobId: JobId
   ) => Effect.Effect<Option.Option<{ readonly job: JobRow; readonly versionState: VersionState }>>
-  readonly stepsOf: (jobId: string) => Effect.Effect<ReadonlyArray<StepRow>>
+  readonly stepsOf: (jobId: JobId) => Effect.Effect<ReadonlyArray<StepRow>>
   /** Job → queued; every not-succeeded step from `fromSequence` on → queued with no lock. */
   readonly requeue: (
-    jobId: string,
+    jobId: JobId,
     fromSequence: number,
     traceParent: string | undefined
   ) => Effect.Effect<void>
@@ -105,7 +114,7 @@ export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<P
    * publishing, the only state their guard lets them change in) and the version → draft.
    * The caller holds the job and version row locks (`lockJob`).
    */
-  readonly abandon: (jobId: string, versionId: string) => Effect.Effect<void>
+  readonly abandon: (jobId: JobId, versionId: VersionId) => Effect.Effect<void>
 
   /**
    * Claims the next runnable step (queued and due, or running with an expired lease,
@@ -129,16 +138,16 @@ export class PublishRepository extends Context.Tag("imgsrv/PublishRepository")<P
   readonly succeedStep: (step: ClaimedStep, workerId: string) => Effect.Effect<boolean>
   /** Step → failed and its job → failed with the same message, fenced like `succeedStep`. */
   readonly failStep: (step: ClaimedStep, workerId: string, message: string) => Effect.Effect<boolean>
-  readonly earlierBlockingStepsSucceeded: (jobId: string, sequence: number) => Effect.Effect<boolean>
+  readonly earlierBlockingStepsSucceeded: (jobId: JobId, sequence: number) => Effect.Effect<boolean>
   /**
    * publishing → published with published_at = now(); false when the version was not
    * publishing. A guard refusing it fails the step with the guard's words.
    */
-  readonly markPublished: (versionId: string) => Effect.Effect<boolean, StepFailed>
-  readonly succeedJob: (jobId: string) => Effect.Effect<void>
+  readonly markPublished: (versionId: VersionId) => Effect.Effect<boolean, StepFailed>
+  readonly succeedJob: (jobId: JobId) => Effect.Effect<void>
   /** Replaces the version's projection rows (delete + insert); rows a constraint refuses fail the step. */
   readonly replaceProjection: (
-    versionId: string,
+    versionId: VersionId,
     rows: ReadonlyArray<ProjectionRow>
   ) => Effect.Effect<void, StepFailed>
 
@@ -156,7 +165,7 @@ export const PublishRepositoryLive = Layer.effect(
     const sql = yield* SqlClient.SqlClient
 
     const stepsOf = SqlSchema.findAll({
-      Request: Schema.String,
+      Request: JobId,
       Result: StepRow,
       execute: (jobId) =>
         sql`
@@ -166,7 +175,7 @@ export const PublishRepositoryLive = Layer.effect(
     })
 
     const artifactFacts = SqlSchema.findAll({
-      Request: Schema.String,
+      Request: VersionId,
       Result: ArtifactBlobFact,
       execute: (versionId) =>
         sql`
@@ -180,7 +189,7 @@ export const PublishRepositoryLive = Layer.effect(
     })
 
     const attachmentFacts = SqlSchema.findAll({
-      Request: Schema.String,
+      Request: VersionId,
       Result: AttachmentBlobFact,
       execute: (versionId) =>
         sql`
@@ -194,13 +203,13 @@ export const PublishRepositoryLive = Layer.effect(
     })
 
     const findVersionState = SqlSchema.findOne({
-      Request: Schema.String,
+      Request: VersionId,
       Result: StateRow,
       execute: (versionId) => sql`SELECT state FROM image_versions WHERE id = ${versionId}`
     })
 
     const findJobRow = SqlSchema.findOne({
-      Request: Schema.String,
+      Request: JobId,
       Result: JobRow,
       execute: (jobId) =>
         sql`
@@ -212,7 +221,7 @@ export const PublishRepositoryLive = Layer.effect(
     })
 
     const lockJobRow = SqlSchema.findOne({
-      Request: Schema.String,
+      Request: JobId,
       Result: LockedJobRow,
       execute: (jobId) =>
         sql`

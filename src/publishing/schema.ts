@@ -1,6 +1,8 @@
 import { Schema } from "effect"
+import type { ArtifactId, AttachmentId } from "../catalog/schema.js"
+import { VersionId } from "../catalog/schema.js"
 import { optionalTimestamp, parsedTimestamp, present } from "../contract/optional-members.js"
-import { UuidParam, UuidString } from "../contract/params.js"
+import { UuidId, UuidString } from "../contract/params.js"
 import { formatTimestamp, TimestampString } from "../contract/timestamp.js"
 import type { RootFtype } from "../streams/schema.js"
 
@@ -10,7 +12,11 @@ import type { RootFtype } from "../streams/schema.js"
  * worker runs strictly in sequence order.
  */
 
-export const PublishJobIdParam = UuidParam("publish job id")
+/** A publish job's id; decoding the path parameter refuses anything else with "publish job id must be a UUID". */
+export const JobId = UuidId("JobId", "publish job id")
+export type JobId = typeof JobId.Type
+export const StepId = UuidId("StepId", "publish step id")
+export type StepId = typeof StepId.Type
 
 /** `abandoned`: a failed job given up on (its version went back to draft); it never changes again. */
 export const JobState = Schema.Literal("queued", "running", "succeeded", "failed", "abandoned")
@@ -74,8 +80,8 @@ export type PublishJob = typeof PublishJob.Type
 // a row that does not match its schema is a defect (code and database disagree).
 
 export const JobRow = Schema.Struct({
-  id: Schema.String,
-  version_id: Schema.String,
+  id: JobId,
+  version_id: VersionId,
   state: JobState,
   started_at: Schema.NullOr(Schema.DateFromSelf),
   finished_at: Schema.NullOr(Schema.DateFromSelf),
@@ -89,8 +95,8 @@ export const JobRow = Schema.Struct({
 export type JobRow = typeof JobRow.Type
 
 export const StepRow = Schema.Struct({
-  id: Schema.String,
-  job_id: Schema.String,
+  id: StepId,
+  job_id: JobId,
   name: StepName,
   state: StepState,
   blocking: Schema.Boolean,
@@ -112,14 +118,14 @@ export type JobWithSteps = typeof JobWithSteps.Type
 
 /** A step a worker has just claimed: the lease it holds and what the step works on. */
 export const ClaimedStep = Schema.Struct({
-  id: Schema.String,
-  job_id: Schema.String,
+  id: StepId,
+  job_id: JobId,
   name: StepName,
   sequence: Schema.Number,
   /** Fencing token together with the worker id: a re-claim increments it. */
   attempt_count: Schema.Number,
   trace_parent: Schema.NullOr(Schema.String),
-  version_id: Schema.String,
+  version_id: VersionId,
   image_name: Schema.String,
   version: Schema.String
 })
@@ -130,9 +136,9 @@ export type ClaimedStep = typeof ClaimedStep.Type
  * image, i.e. a metadata tarball and a root file (VM disk or container rootfs).
  */
 export interface ProjectionRow {
-  readonly artifactId: string
-  readonly versionId: string
-  readonly metadataAttachmentId: string
+  readonly artifactId: ArtifactId
+  readonly versionId: VersionId
+  readonly metadataAttachmentId: AttachmentId
   readonly metadataPath: string
   readonly rootFtype: RootFtype
   readonly rootPath: string
@@ -166,8 +172,8 @@ export const PublishJobStepFromRow = Schema.transform(StepRow, PublishJobStep, {
     updated_at: formatTimestamp(row.updated_at)
   }),
   encode: (wire) => ({
-    id: wire.id,
-    job_id: wire.job_id,
+    id: StepId.make(wire.id),
+    job_id: JobId.make(wire.job_id),
     name: wire.name,
     state: wire.state,
     blocking: wire.blocking,
@@ -212,8 +218,8 @@ export const PublishJobFromRows = Schema.transform(
     },
     encode: (wire) => ({
       job: {
-        id: wire.id,
-        version_id: wire.version_id,
+        id: JobId.make(wire.id),
+        version_id: VersionId.make(wire.version_id),
         image_name: wire.image_name,
         version: wire.version,
         state: wire.state,

@@ -1,8 +1,8 @@
 import { Context, Effect, Layer, Option } from "effect"
-import { randomUUID } from "node:crypto"
 import { VersionNotFound } from "../catalog/errors.js"
 import { CatalogRepository } from "../catalog/repository.js"
-import { INCUS_METADATA_ATTACHMENT } from "../catalog/schema.js"
+import { INCUS_METADATA_ATTACHMENT, VersionId } from "../catalog/schema.js"
+import { freshUuid } from "../platform/fresh-ids.js"
 import { currentTraceParent } from "../platform/observability/tracing.js"
 import { makeWakeSignal, type WakeSignal } from "../platform/worker.js"
 import { productName, type RootFtype, rootFtypeOf } from "../streams/schema.js"
@@ -13,7 +13,7 @@ import {
   PublishPreconditionFailed
 } from "./errors.js"
 import { type ArtifactBlobFact, type AttachmentBlobFact, PublishRepository } from "./repository.js"
-import type { JobWithSteps } from "./schema.js"
+import { JobId, type JobWithSteps, StepId } from "./schema.js"
 
 /**
  * Publishing rules (api.md §2.9, §3.2–3.3): the synchronous publish that freezes a
@@ -109,11 +109,11 @@ export class Publishing extends Context.Tag("imgsrv/Publishing")<Publishing, {
     name: string,
     version: string
   ) => Effect.Effect<JobWithSteps, VersionNotFound | PublishPreconditionFailed>
-  readonly getJob: (jobId: string) => Effect.Effect<JobWithSteps, PublishJobNotFound>
+  readonly getJob: (jobId: JobId) => Effect.Effect<JobWithSteps, PublishJobNotFound>
   /** Re-queues a failed job from its first failed step; earlier succeeded steps are not re-run. */
-  readonly retry: (jobId: string) => Effect.Effect<JobWithSteps, PublishJobNotFound | PublishJobNotRetryable>
+  readonly retry: (jobId: JobId) => Effect.Effect<JobWithSteps, PublishJobNotFound | PublishJobNotRetryable>
   /** Gives up on a failed job: the job becomes `abandoned` and its version a draft again (editable). */
-  readonly abandon: (jobId: string) => Effect.Effect<JobWithSteps, PublishJobNotFound | PublishJobNotAbandonable>
+  readonly abandon: (jobId: JobId) => Effect.Effect<JobWithSteps, PublishJobNotFound | PublishJobNotAbandonable>
 }>() {}
 
 export const PublishingLive = Layer.effect(
@@ -123,7 +123,7 @@ export const PublishingLive = Layer.effect(
     const repo = yield* PublishRepository
     const wake = yield* PublishWake
 
-    const loadJob = (jobId: string) =>
+    const loadJob = (jobId: JobId) =>
       repo.findJob(jobId).pipe(
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(new PublishJobNotFound({ jobId })),
@@ -135,24 +135,26 @@ export const PublishingLive = Layer.effect(
       publish: (name, version) =>
         Effect.gen(function*() {
           const traceParent = yield* currentTraceParent
-          const jobId = randomUUID()
+          const jobId = JobId.make(yield* freshUuid)
+          const stepIds = [StepId.make(yield* freshUuid), StepId.make(yield* freshUuid), StepId.make(yield* freshUuid)]
           // The job is read back inside the transaction: the response shows it as queued,
           // whatever the (immediately woken) worker does next.
           const job = yield* repo.transaction(Effect.gen(function*() {
             const found = yield* catalog.findVersion(name, version, "update")
             if (Option.isNone(found)) return yield* new VersionNotFound({ name, version, published: false })
             const target = found.value.version
+            const versionId = VersionId.make(target.id)
             if (target.state !== "draft") {
               // Not idempotent (decision D5): clients retry failed jobs instead.
               return yield* new PublishPreconditionFailed({ reason: `version is not draft (it is ${target.state})` })
             }
-            const problem = publishabilityProblem(name, version, yield* repo.blobFacts(target.id))
+            const problem = publishabilityProblem(name, version, yield* repo.blobFacts(versionId))
             if (Option.isSome(problem)) return yield* new PublishPreconditionFailed({ reason: problem.value })
-            yield* repo.markPublishing(target.id)
+            yield* repo.markPublishing(versionId)
             yield* repo.insertJob({
               id: jobId,
-              versionId: target.id,
-              stepIds: [randomUUID(), randomUUID(), randomUUID()],
+              versionId,
+              stepIds,
               traceParent
             })
             // Just inserted in this transaction: it cannot be missing.

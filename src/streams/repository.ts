@@ -1,15 +1,16 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
 import { Context, Effect, Layer } from "effect"
+import type { ArtifactId, ImageId, VersionId } from "../catalog/schema.js"
 import type { RootFtype } from "./schema.js"
 
 /** SQL of the Simple Streams read side (domain.md §5.2). No rules here. */
 
 /** A projection row of a published version (one Incus image), joined with what the documents show. */
 export interface StreamRow {
-  readonly artifact_id: string
-  readonly version_id: string
-  readonly image_id: string
+  readonly artifact_id: ArtifactId
+  readonly version_id: VersionId
+  readonly image_id: ImageId
   readonly image_name: string
   readonly display_name: string | null
   readonly version: string
@@ -30,7 +31,7 @@ export interface StreamRow {
 }
 
 export interface AliasTarget {
-  readonly version_id: string
+  readonly version_id: VersionId
   readonly alias: string
 }
 

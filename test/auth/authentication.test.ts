@@ -3,7 +3,7 @@ import { expect, layer } from "@effect/vitest"
 import { Effect, Exit, Layer, TestClock } from "effect"
 import { Authentication, AuthenticationLive, NoExtraAuthenticators } from "../../src/auth/authentication.js"
 import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
-import type { RoleId } from "../../src/auth/schema.js"
+import { PrincipalId, type RoleId } from "../../src/auth/schema.js"
 import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
 import { TestDatabaseLive } from "../support/harness.js"
 
@@ -23,7 +23,7 @@ const seed = (roles: ReadonlyArray<RoleId>, expiresAt: Date, options: { readonly
   Effect.gen(function*() {
     const repo = yield* AuthRepository
     const principal = yield* repo.insertPrincipal({
-      id: `principal_${randomBase32()}`,
+      id: PrincipalId.make(`principal_${randomBase32()}`),
       kind: "service",
       displayName: "test",
       attributes: null

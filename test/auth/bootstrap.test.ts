@@ -6,6 +6,7 @@ import pg from "pg"
 import { describe, expect, it } from "vitest"
 import { BootstrapOutput, runBootstrap } from "../../src/auth/bootstrap.js"
 import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
+import { PrincipalId, RuleId, TokenId } from "../../src/auth/schema.js"
 import { AuthIds, hashSecret, TOKEN_PREFIX } from "../../src/auth/tokens.js"
 import { DatabaseLive, migrate } from "../../src/platform/storage/database.js"
 import { createDatabase, startTestApp } from "../support/harness.js"
@@ -86,7 +87,7 @@ describe("bootstrap in one process", () => {
   it("takes the principal id and the token from AuthIds, so a test can fix them", async () => {
     const db = await createDatabase()
     try {
-      const id = "A".repeat(26)
+      const id = TokenId.make("A".repeat(26))
       const secret = "B".repeat(26)
       const written: Array<string> = []
       const result = await Effect.runPromise(
@@ -95,8 +96,8 @@ describe("bootstrap in one process", () => {
           return yield* runBootstrap
         }).pipe(
           Effect.provideService(AuthIds, {
-            principalId: Effect.succeed("principal_FIXED"),
-            ruleId: Effect.succeed("rule-fixed"),
+            principalId: Effect.succeed(PrincipalId.make("principal_FIXED")),
+            ruleId: Effect.succeed(RuleId.make("rule-fixed")),
             token: Effect.succeed({
               id,
               secret,
@@ -129,12 +130,12 @@ describe("bootstrap in one process", () => {
           yield* migrate()
           const repo = yield* AuthRepository
           yield* repo.insertPrincipal({
-            id: "principal_SEEDED",
+            id: PrincipalId.make("principal_SEEDED"),
             kind: "user",
             displayName: "seeded admin",
             attributes: null
           })
-          yield* repo.assignRole("principal_SEEDED", "auth-manager")
+          yield* repo.assignRole(PrincipalId.make("principal_SEEDED"), "auth-manager")
         }).pipe(
           Effect.provide(
             AuthRepositoryLive.pipe(Layer.provideMerge(DatabaseLive({ url: Redacted.make(db.url), maxConnections: 2 })))

@@ -5,8 +5,9 @@ import { checkHttpsUrl, discoverIssuer, discoveryUrl, usableAlgorithms } from ".
 import { makeOidcHttp, OidcHttp } from "../../src/auth/oidc/http.js"
 import { OidcVerifier, OidcVerifierLive, usableKeys } from "../../src/auth/oidc/verifier.js"
 import { AuthRepositoryLive } from "../../src/auth/repository.js"
-import type { Principal } from "../../src/auth/schema.js"
+import { type Principal, PrincipalId } from "../../src/auth/schema.js"
 import { AuthManagement, AuthManagementLive } from "../../src/auth/service.js"
+import { FreshIds } from "../../src/platform/fresh-ids.js"
 import { TestDatabaseLive } from "../support/harness.js"
 import { createTestCertificate, startTestIssuer, type TestIssuer } from "./oidc-issuer.js"
 
@@ -17,7 +18,7 @@ import { createTestCertificate, startTestIssuer, type TestIssuer } from "./oidc-
  */
 
 const actor: Principal = {
-  id: "principal_TEST",
+  id: PrincipalId.make("principal_TEST"),
   kind: "service",
   displayName: "test",
   credential: "api-token",
@@ -228,5 +229,24 @@ describe("usable keys", () => {
         /no usable signing key/
       )
       expect(yield* Effect.flip(usableKeys({ nope: [] }, ["RS256"]))).toMatch(/keys list/)
+    }))
+})
+
+describe("provisioning rule ids", () => {
+  it.scoped("a rule created without an id gets a fresh UUID from FreshIds, so a test can fix it", () =>
+    Effect.gen(function*() {
+      const { issuer, services } = yield* issuerFixture
+      const fixed = "00000000-0000-4000-8000-000000000007"
+      const view = yield* Effect.flatMap(AuthManagement, (management) =>
+        management.createRule({
+          display_name: "r",
+          issuer_url: issuer.issuer,
+          audience: "imgsrv-api",
+          condition: "true"
+        }, actor)).pipe(
+          Effect.provideService(FreshIds, { uuid: Effect.succeed(fixed) }),
+          Effect.provide(services)
+        )
+      expect(view.id).toBe(fixed)
     }))
 })

@@ -2,6 +2,7 @@ import { FastCheck as fc } from "effect"
 import { createHash } from "node:crypto"
 import { describe, expect, it } from "vitest"
 import { bootstrapBanner } from "../../src/auth/bootstrap.js"
+import { PrincipalId } from "../../src/auth/schema.js"
 import { parseRfc3339 } from "../../src/auth/service.js"
 import {
   bearerCredential,
@@ -122,7 +123,7 @@ describe("the bootstrap banner", () => {
   it("puts the token line first and names principal, token and expiry", () => {
     const token = mintToken()
     const banner = bootstrapBanner({
-      principalId: "principal_X",
+      principalId: PrincipalId.make("principal_X"),
       tokenId: token.id,
       expiresAt: new Date("2026-05-11T12:00:00Z"),
       plaintext: token.plaintext

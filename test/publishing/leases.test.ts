@@ -9,11 +9,12 @@ import * as path from "node:path"
 import { CatalogRepositoryLive } from "../../src/catalog/repository.js"
 import { casKey } from "../../src/platform/storage/blob-store/keys.js"
 import { PublishRepository, PublishRepositoryLive } from "../../src/publishing/repository.js"
-import type { ClaimedStep, PublishJob } from "../../src/publishing/schema.js"
+import { type ClaimedStep, JobId, type PublishJob, StepId } from "../../src/publishing/schema.js"
 import { addArtifact, addAttachment, createDraft, createImage, startPublish, waitForJob } from "../catalog/fixtures.js"
 import { restoreBlobBytes, seedBlob, type SeededBlob, withDatabase } from "../support/blobs.js"
 import { createDatabase, startTestApp, tempDir, type TestApp, TestDatabaseLive } from "../support/harness.js"
 import { freePort, spawnImgsrv } from "../support/process.js"
+import { publishableDraft } from "./drafts.js"
 
 /**
  * Step leases (api.md §2.9 "Worker semantics", our improvement over the reference's
@@ -34,25 +35,15 @@ const RepositoriesLive = Layer.mergeAll(PublishRepositoryLive, CatalogRepository
 
 /** A version in `publishing` with a queued job, set up with plain SQL. */
 const queuedJob = Effect.gen(function*() {
-  const sql = yield* SqlClient.SqlClient
   const repo = yield* PublishRepository
-  const imageId = randomUUID()
-  const versionId = randomUUID()
-  const jobId = randomUUID()
-  const digest = `sha256:${randomUUID().replace(/-/g, "").repeat(2)}`
-  yield* sql`INSERT INTO images (id, name) VALUES (${imageId}, ${`lease-${imageId.slice(0, 8)}`})`
-  yield* sql`INSERT INTO image_versions (id, image_id, version) VALUES (${versionId}, ${imageId}, '1')`
-  yield* sql`INSERT INTO cas_blobs (digest, size_bytes, storage_key)
-             VALUES (${digest}, 1, ${casKey(digest as Parameters<typeof casKey>[0])})`
-  yield* sql`INSERT INTO release_artifacts (id, version_id, operating_system, architecture, format,
-               primary_blob_digest, primary_blob_size_bytes, primary_media_type)
-             VALUES (${randomUUID()}, ${versionId}, 'linux', 'x86_64', 'raw', ${digest}, 1, 'x')`
+  const versionId = yield* publishableDraft(`lease-${randomUUID().slice(0, 8)}`)
+  const jobId = JobId.make(randomUUID())
   yield* Effect.orDie(repo.markPublishing(versionId))
   yield* Effect.orDie(
     repo.insertJob({
       id: jobId,
       versionId,
-      stepIds: [randomUUID(), randomUUID(), randomUUID()],
+      stepIds: [StepId.make(randomUUID()), StepId.make(randomUUID()), StepId.make(randomUUID())],
       traceParent: undefined
     })
   )

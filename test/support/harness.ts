@@ -11,7 +11,7 @@ import { inject } from "vitest"
 import { AppLive } from "../../src/app.js"
 import { BootstrapOutput } from "../../src/auth/bootstrap.js"
 import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
-import type { RoleId } from "../../src/auth/schema.js"
+import { PrincipalId, type RoleId } from "../../src/auth/schema.js"
 import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
 import { type AppConfigShape, defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
 import type { RawSettings } from "../../src/platform/config/settings.js"
@@ -208,7 +208,7 @@ export const startTestApp = async (options: {
     tokenRuntime.runPromise(Effect.gen(function*() {
       const repo = yield* AuthRepository
       const principal = yield* repo.insertPrincipal({
-        id: `principal_${randomBase32()}`,
+        id: PrincipalId.make(`principal_${randomBase32()}`),
         kind: "service",
         displayName: `test ${roles.join("+") || "no roles"}`,
         attributes: null

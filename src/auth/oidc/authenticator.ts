@@ -2,7 +2,7 @@ import { Effect, Layer, Option } from "effect"
 import { createHash } from "node:crypto"
 import { BearerAuthenticators, refuse } from "../authentication.js"
 import { AuthRepository, type PrincipalRow, type RuleRow } from "../repository.js"
-import { GITHUB_ACTIONS_ISSUER, type Principal, type PrincipalKind, type RoleId } from "../schema.js"
+import { GITHUB_ACTIONS_ISSUER, type Principal, PrincipalId, type PrincipalKind } from "../schema.js"
 import { AuthIds } from "../tokens.js"
 import { compileCondition } from "./conditions.js"
 import { OidcVerifier, type VerifiedIdentity } from "./verifier.js"
@@ -90,7 +90,7 @@ export const OidcAuthenticatorsLive = Layer.effect(
         const shape = oidcPrincipalShape(identity.provider, identity.subject)
         if (rules.length === 0) {
           return yield* resolved("transient", {
-            id: `transient:${identity.provider}:${identity.subject}`,
+            id: PrincipalId.make(`transient:${identity.provider}:${identity.subject}`),
             kind: shape.kind,
             displayName: shape.displayName,
             credential: "oidc",
@@ -98,7 +98,7 @@ export const OidcAuthenticatorsLive = Layer.effect(
           })
         }
         const ruleIds = rules.map((r) => r.id)
-        const roles = [...new Set(rules.flatMap((r) => r.roleIds))].sort() as Array<RoleId>
+        const roles = [...new Set(rules.flatMap((r) => r.roleIds))].sort()
 
         // One transaction under a per-identity lock: concurrent first logins of one
         // identity (parallel CI jobs) provision one principal, never two.

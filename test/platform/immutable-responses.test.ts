@@ -18,11 +18,12 @@ import { startOtlpReceiver } from "../support/otlp-receiver.js"
 import { freePort } from "../support/process.js"
 
 /**
- * Immutable responses (platform/http/fast-path.ts): a published manifest, once produced by the app,
- * is answered by the listener from memory. These tests pin down that this path is taken,
- * and that a client and an operator cannot tell it from the app: same status, body and
- * headers, HEAD, X-Request-ID, access-log line and HTTP metrics; and that nothing that can
- * change (drafts, alias refs) or that is not the exact remembered request is answered.
+ * Immutable responses (platform/http/fast-path.ts): a published manifest, once the app has read
+ * it into the manifest cache (catalog/manifest-cache.ts), is answered by the listener from
+ * memory. These tests pin down that this path is taken, and that a client and an operator
+ * cannot tell it from the app: same status, body and headers, HEAD, X-Request-ID, access-log
+ * line and HTTP metrics; and that nothing that can change (drafts, alias refs) or that is
+ * another spelling or route is answered.
  */
 
 const encoder = new TextEncoder()

@@ -1,18 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import {
-  Cache,
-  Context,
-  Data,
-  Duration,
-  Effect,
-  Exit,
-  FiberRef,
-  Layer,
-  Option,
-  Runtime,
-  Schedule,
-  Tracer
-} from "effect"
+import { Cache, Context, Data, Duration, Effect, Exit, Fiber, FiberRef, Layer, Option, Schedule, Tracer } from "effect"
 import { ImmutableResponses } from "../platform/http/fast-path.js"
 import type { RouteTable } from "../platform/http/routes.js"
 import { untracedPoll } from "../platform/observability/tracing.js"
@@ -131,21 +118,19 @@ export const makePublishedManifests = (options: {
     // clears the cache completes into the old one, never into the one requests read next,
     // and effect's Cache keeps its recency list across `invalidateAll` (until it evicts).
     let cache = yield* fresh
-    const runSync = Runtime.runSync(yield* Effect.runtime<never>())
 
     const peek = (name: string, version: string): EncodedManifest | undefined => {
       const key = keyOf(name, version)
       const current = cache
+      // Synchronous for the listener, which answers before any fiber runs; the Cache needs
+      // nothing but the Clock, so the default runtime (cheaper to start than the app's).
       // `contains` first: a miss of `getOptionComplete` records an access that the Cache
       // forgets only when it next evicts, and the listener asks for every manifest path.
-      // A load in flight or one that found no published version is not a cached manifest.
-      return runSync(
-        current.contains(key).pipe(
-          Effect.flatMap((cached) => cached ? current.getOptionComplete(key) : Effect.succeedNone),
-          Effect.map(Option.getOrUndefined),
-          Effect.catchAllCause(() => Effect.succeed(undefined))
-        )
+      // A load in flight, or one that found no published version, is not a cached manifest.
+      const exit = Effect.runSyncExit(
+        Effect.flatMap(current.contains(key), (cached) => cached ? current.getOptionComplete(key) : Effect.succeedNone)
       )
+      return Exit.isSuccess(exit) ? Option.getOrUndefined(exit.value) : undefined
     }
 
     const service = PublishedManifests.of({
@@ -155,9 +140,11 @@ export const makePublishedManifests = (options: {
           Effect.flatMap((span) =>
             Effect.locally(Effect.suspend(() => cache.get(keyOf(name, version))), loadingFor, span)
           ),
-          // Concurrent requests for a manifest share one load: a client going away must not
-          // interrupt the load the others wait for. It ends with its queries.
-          Effect.uninterruptible,
+          // Concurrent requests for a manifest share one load, so it runs in a fiber of its
+          // own: a client going away interrupts its wait, not the load the others wait for
+          // (which ends with its queries).
+          Effect.forkDaemon,
+          Effect.flatMap(Fiber.join),
           Effect.map(Option.some),
           Effect.catchTag("NotPublished", () => Effect.succeedNone)
         ),

@@ -156,6 +156,21 @@ describe("the published-manifest cache", () => {
     expect(Option.isSome(await Effect.runPromise(Fiber.join(loading)))).toBe(true)
     expect(manifests.peek("b", "1")).toBeUndefined()
   })
+
+  it("shares one load between concurrent requests, and one going away does not end it for the others", async () => {
+    const { hold, loads, manifests } = cacheOver([rowsOf("shared", "1", "published")])
+    const gate = Effect.runSync(Deferred.make<void>())
+    hold(gate)
+    const first = Effect.runFork(manifests.get("shared", "1"))
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    const second = Effect.runFork(manifests.get("shared", "1"))
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    await Effect.runPromise(Fiber.interrupt(first))
+    Effect.runSync(Deferred.succeed(gate, undefined))
+    expect(Option.isSome(await Effect.runPromise(Fiber.join(second)))).toBe(true)
+    expect(loads).toEqual(["shared/1"])
+    expect(manifests.peek("shared", "1")).toBeDefined()
+  })
 })
 
 /** node:http, since fetch refuses a GET with a body. */

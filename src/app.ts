@@ -5,12 +5,11 @@ import { Effect, Layer, Option } from "effect"
 import { DOCS_PATH, DOCS_ROUTES, ImgsrvApi, OPENAPI_PATH, OpsOnlyApi } from "./api.js"
 import { AuthApiLive, AuthBackgroundLive, AuthLive, AuthStartupLive } from "./auth/layers.js"
 import { buildInfo } from "./build-info.js"
-import { CatalogApiLive, CatalogBackgroundLive, CatalogSharedLive } from "./catalog/layers.js"
+import { CatalogApiLive, CatalogBackgroundLive, CatalogCacheLive, CatalogSharedLive } from "./catalog/layers.js"
 import { GcApiLive, GcBackgroundLive } from "./gc/layers.js"
 import { AppConfig, type AppConfigShape, describeConfig } from "./platform/config/config.js"
 import { apiMiddleware } from "./platform/http/api-middleware.js"
 import { CachedDocumentsLive } from "./platform/http/cached-documents.js"
-import { ImmutableResponsesLive } from "./platform/http/fast-path.js"
 import {
   AlwaysLive,
   Liveness,
@@ -175,8 +174,9 @@ const FullServiceLive = (config: AppConfigShape) => {
   )
   return Layer.mergeAll(server, BackgroundLive).pipe(
     Layer.provide(SharedDomainLive),
-    // Also an output of the service: tests look into it (the listener answers from it).
-    Layer.provideMerge(ImmutableResponsesLive(routes)),
+    // The published manifests, encoded: read by the catalog and the listener (catalog/manifest-cache.ts).
+    // Also an output of the service: tests look into it.
+    Layer.provideMerge(CatalogCacheLive(routes)),
     // The Simple Streams documents, kept rendered and served by the listener (streams/cache.ts).
     Layer.provideMerge(CachedDocumentsLive(routes)),
     Layer.provide(BlobStoreFromConfig(config)),

@@ -5,12 +5,12 @@ import { CurrentPrincipal } from "../auth/middleware.js"
 import { decodeParam } from "../contract/params.js"
 import { InvalidRequest } from "../contract/problem.js"
 import { serveBlob } from "../platform/http/download.js"
-import { ImmutableResponses } from "../platform/http/fast-path.js"
 import { cursorField, pageOf, pageRequest, paginate } from "../platform/http/pagination.js"
 import { apiOf } from "../platform/http/routes.js"
 import { casKey } from "../platform/storage/blob-store/keys.js"
 import { CatalogGroup } from "./api.js"
 import { DownloadFileNotFound } from "./errors.js"
+import { PublishedManifests } from "./manifest-cache.js"
 import {
   AliasListKey,
   AliasName,
@@ -24,7 +24,6 @@ import {
   ImageListKey,
   ImageName,
   imageToWire,
-  manifestToWire,
   RefString,
   VersionListKey,
   VersionString,
@@ -85,31 +84,13 @@ type AttachmentPathParams = ArtifactPathParams & { readonly attachment_id: strin
 const ARTIFACT_ROUTE = "GET /v1/images/{name}/versions/{version}/artifacts/{artifact_id}"
 const ATTACHMENT_ROUTE = `${ARTIFACT_ROUTE}/attachments/{attachment_id}`
 
-/**
- * The JSON of a manifest. A published manifest is immutable and the service hands out
- * one cached row object per published version, so its encoding is kept alongside it
- * (a WeakMap: it lives exactly as long as the service's cache entry) — hot manifest
- * reads skip schema encoding and serialisation. The bytes are what the schema encoder
- * would produce: `manifestToWire` builds the wire shape exactly.
- */
-const encodedManifests = new WeakMap<ManifestRows, Uint8Array>()
-const encoder = new TextEncoder()
-const encodeManifest = (rows: ManifestRows) => {
-  let body = encodedManifests.get(rows)
-  if (body === undefined) {
-    body = encoder.encode(JSON.stringify(manifestToWire(rows)))
-    if (rows.version.state === "published") encodedManifests.set(rows, body)
-  }
-  return body
-}
-
 export const CatalogHandlersLive = HttpApiBuilder.group(
   apiOf(CatalogGroup),
   "catalog",
   (handlers) =>
     Effect.gen(function*() {
       const catalog = yield* Catalog
-      const immutable = yield* ImmutableResponses
+      const manifests = yield* PublishedManifests
       const authentication = yield* Authentication
 
       // `…/download` and `…/download/{file_name}` serve through one implementation.
@@ -125,24 +106,11 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
         )
 
       /**
-       * The manifest response. When the request path can only ever mean this published
-       * manifest — `versions/{version}` of a published version, or `refs/{ref}` where the
-       * ref is that version itself (an exact version wins over an alias, and published
-       * versions never change or go away) — the listener may answer that path from memory
-       * from now on (platform/http/fast-path.ts `ImmutableResponses`). A ref resolved through an
-       * alias can move, so it is never remembered.
+       * The manifest response: a published manifest's JSON comes from the cache
+       * (manifest-cache.ts), which the listener also answers its paths from.
        */
-      const manifestResponse = (
-        rows: ManifestRows,
-        request: HttpServerRequest.HttpServerRequest,
-        pathMeansThisVersion: boolean
-      ) => {
-        const body = encodeManifest(rows)
-        if (rows.version.state === "published" && pathMeansThisVersion) {
-          immutable.remember(request.url, body, "application/json")
-        }
-        return HttpServerResponse.uint8Array(body, { contentType: "application/json" })
-      }
+      const manifestResponse = (rows: ManifestRows) =>
+        HttpServerResponse.uint8Array(manifests.bodyOf(rows), { contentType: "application/json" })
 
       return handlers
         .handle("createImage", ({ payload }) => catalog.createImage(payload).pipe(Effect.map(imageToWire)))
@@ -191,20 +159,17 @@ export const CatalogHandlersLive = HttpApiBuilder.group(
             )
             return { versions: items.map(versionToWire), ...cursorField(next_cursor) }
           }))
-        .handle("getManifest", ({ path, request }) =>
+        .handle("getManifest", ({ path }) =>
           decodeVersionPath(path).pipe(
             Effect.flatMap(([name, version]) => catalog.getManifest(name, version)),
-            Effect.map((rows) => manifestResponse(rows, request, true))
+            Effect.map(manifestResponse)
           ))
-        .handle("resolveRef", ({ path, request }) =>
+        .handle("resolveRef", ({ path }) =>
           Effect.all([decodeParam(ImageName, path.name), decodeParam(RefString, path.ref)]).pipe(
             Effect.flatMap(([name, ref]) =>
-              catalog.resolveRef(name, ref).pipe(
-                Effect.map((rows) =>
-                  manifestResponse(rows, request, rows.version.version === ref)
-                )
-              )
-            )
+              catalog.resolveRef(name, ref)
+            ),
+            Effect.map(manifestResponse)
           ))
         .handle("listArtifacts", ({ path }) =>
           Effect.gen(function*() {

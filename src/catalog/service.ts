@@ -1,8 +1,6 @@
 import { SqlClient } from "@effect/sql"
-import { Context, Duration, Effect, Layer, Option, Schedule } from "effect"
+import { Context, Effect, Layer, Option } from "effect"
 import { freshUuid } from "../platform/fresh-ids.js"
-import { ImmutableResponses } from "../platform/http/fast-path.js"
-import { untracedPoll } from "../platform/observability/tracing.js"
 import { dieOnSqlError } from "../platform/storage/sql-errors.js"
 import { aliasDeleted, aliasUpdated, versionRetired, versionUnyanked, versionYanked } from "../webhooks/events.js"
 import { recordEvent } from "../webhooks/outbox.js"
@@ -23,6 +21,7 @@ import {
   VersionNotFound,
   VersionNotYankable
 } from "./errors.js"
+import { PublishedManifests } from "./manifest-cache.js"
 import { CatalogRepository, type ImageVersionRows } from "./repository.js"
 import {
   type AliasRow,
@@ -176,43 +175,6 @@ export class Catalog extends Context.Tag("imgsrv/Catalog")<Catalog, {
 export const normaliseVariant = (variant: string | undefined): string =>
   variant === undefined || variant === "" ? "default" : variant
 
-/** How many published manifests the in-process cache keeps (least recently used evicted). */
-const PUBLISHED_MANIFEST_CACHE_SIZE = 1024
-
-/**
- * Published manifests change only by a yank, an unyank or a retirement — the database
- * refuses anything else — so they are cached by image name and version: a hot manifest
- * (CI pipelines resolving `latest`, Incus hosts) costs no database round trip. Drafts and
- * publishing versions are never cached. Those three changes empty the cache (`clear`):
- * here at once, on every replica when it sees the published epoch move (`watchPublishedEpoch`).
- */
-const makePublishedManifestCache = () => {
-  const entries = new Map<string, ManifestRows>()
-  const keyOf = (name: string, version: string) => `${name}\u0000${version}`
-  return {
-    get: (name: string, version: string): ManifestRows | undefined => {
-      const key = keyOf(name, version)
-      const hit = entries.get(key)
-      if (hit !== undefined) {
-        // Map iteration order is insertion order: re-inserting marks it most recent.
-        entries.delete(key)
-        entries.set(key, hit)
-      }
-      return hit
-    },
-    remember: (rows: ManifestRows): ManifestRows => {
-      if (rows.version.state !== "published") return rows
-      entries.set(keyOf(rows.image.name, rows.version.version), rows)
-      if (entries.size > PUBLISHED_MANIFEST_CACHE_SIZE) entries.delete(entries.keys().next().value!)
-      return rows
-    },
-    clear: () => entries.clear()
-  }
-}
-
-/** How often a replica reads the published epoch (migration 0008) to drop stale manifests. */
-export const PUBLISHED_EPOCH_POLL_INTERVAL = Duration.seconds(1)
-
 type Repository = CatalogRepository["Type"]
 
 /**
@@ -265,7 +227,7 @@ export const CatalogLive = Layer.scoped(
   Effect.gen(function*() {
     const repo = yield* CatalogRepository
     const sql = yield* SqlClient.SqlClient
-    const immutable = yield* Effect.serviceOption(ImmutableResponses)
+    const manifests = yield* PublishedManifests
 
     const versionNotFound = (name: string, version: string, published: boolean) =>
       new VersionNotFound({ name, version, published })
@@ -312,31 +274,17 @@ export const CatalogLive = Layer.scoped(
         }))
       )
 
-    const manifests = makePublishedManifestCache()
-    const manifestOf = (found: ImageVersionRows) => repo.loadManifest(found).pipe(Effect.map(manifests.remember))
+    /** A published manifest goes through the cache (manifest-cache.ts); other states never do. */
+    const manifestOf = (found: ImageVersionRows) => {
+      const load = repo.loadManifest(found)
+      return found.version.state !== "published" ? load : manifests.get(found.image.name, found.version.version).pipe(
+        // No longer published since `found` was read: answered as read, not cached.
+        Effect.flatMap(Option.match({ onNone: () => load, onSome: (cached) => Effect.succeed(cached.rows) }))
+      )
+    }
 
-    /** Drops every remembered published manifest (this cache and the listener's). */
-    const forgetPublishedManifests = Effect.sync(() => {
-      manifests.clear()
-      Option.map(immutable, (responses) => responses.clear())
-    })
-
-    // Another replica's yank, unyank or retirement moves the published epoch: drop what
-    // this one remembers. Reading it is a poll (untraced); a failed read is retried.
-    const readEpoch = sql<{ epoch: string }>`SELECT published_epoch::text AS epoch FROM catalog_generation`.pipe(
-      Effect.map((rows) => rows[0]?.epoch ?? "")
-    )
-    let epoch = yield* untracedPoll(readEpoch).pipe(Effect.orElseSucceed(() => ""))
-    yield* untracedPoll(readEpoch).pipe(
-      Effect.flatMap((seen) => {
-        if (seen === epoch) return Effect.void
-        epoch = seen
-        return forgetPublishedManifests
-      }),
-      Effect.catchAllCause((cause) => Effect.logDebug("reading the published epoch failed", cause)),
-      Effect.repeat(Schedule.spaced(PUBLISHED_EPOCH_POLL_INTERVAL)),
-      Effect.forkScoped
-    )
+    /** Drops every cached published manifest (the listener answers from the same cache). */
+    const forgetPublishedManifests = manifests.clear
 
     const transaction = repo.transaction
     /** Records a webhook event in the caller's transaction. */
@@ -480,14 +428,16 @@ export const CatalogLive = Layer.scoped(
 
       getManifest: (name, version) =>
         Effect.suspend(() => {
-          const hit = manifests.get(name, version)
-          return hit !== undefined ? Effect.succeed(hit) : findVersion(name, version).pipe(Effect.flatMap(manifestOf))
+          const hit = manifests.peek(name, version)
+          return hit !== undefined
+            ? Effect.succeed(hit.rows)
+            : findVersion(name, version).pipe(Effect.flatMap(manifestOf))
         }).pipe(Effect.withSpan("catalog.getManifest")),
 
       resolveRef: (name, ref) =>
         Effect.gen(function*() {
-          const cachedExact = manifests.get(name, ref)
-          if (cachedExact !== undefined) return cachedExact
+          const cachedExact = manifests.peek(name, ref)
+          if (cachedExact !== undefined) return cachedExact.rows
           const exact = yield* repo.findVersion(name, ref)
           if (Option.isSome(exact) && exact.value.version.state === "published") return yield* manifestOf(exact.value)
           const image = yield* repo.findImage(name)
@@ -495,8 +445,8 @@ export const CatalogLive = Layer.scoped(
           const alias = yield* repo.findAlias(image.value.id, ref)
           if (Option.isNone(alias)) return yield* new RefNotFound({ name, ref })
           // Aliases only ever target published, not yanked versions (DB guard); a retired one is gone.
-          const cachedTarget = manifests.get(name, alias.value.version)
-          if (cachedTarget !== undefined) return cachedTarget
+          const cachedTarget = manifests.peek(name, alias.value.version)
+          if (cachedTarget !== undefined) return cachedTarget.rows
           const target = yield* repo.findVersion(name, alias.value.version)
           if (Option.isNone(target) || target.value.version.state !== "published") {
             return yield* new RefNotFound({ name, ref })

@@ -8,8 +8,9 @@ import { RetentionWorkerLive } from "./worker.js"
 /**
  * How retention plugs into the app (`src/app.ts`). `RetentionSharedLive` is one retention
  * service for the handlers and the loop (its repositories are stateless SQL; the catalog
- * repository is the one yank and retire go through). Needs the SqlClient, AppConfig and
- * `ImmutableResponses` (a yank or retire clears the remembered manifests).
+ * repository is the one yank and retire go through). Needs the SqlClient and AppConfig. Its
+ * yanks and retirements reach the published-manifest cache as another replica's do, by the
+ * published epoch (catalog/manifest-cache.ts).
  */
 
 /** One `Retention` service for the handlers and the loop. */

@@ -1,10 +1,13 @@
 import { expect, layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { randomUUID } from "node:crypto"
+import { CatalogGroup } from "../../src/catalog/api.js"
+import { PublishedManifestsLive } from "../../src/catalog/manifest-cache.js"
 import { CatalogRepository, CatalogRepositoryLive } from "../../src/catalog/repository.js"
 import { ArtifactId, AttachmentId, ImageId, VersionId } from "../../src/catalog/schema.js"
 import { Catalog, CatalogLive } from "../../src/catalog/service.js"
 import { FreshIds } from "../../src/platform/fresh-ids.js"
+import { apiOf, makeRouteTable } from "../../src/platform/http/routes.js"
 import { TestDatabaseLive } from "../support/harness.js"
 
 /**
@@ -13,6 +16,7 @@ import { TestDatabaseLive } from "../support/harness.js"
  */
 
 const CatalogTestLive = CatalogLive.pipe(
+  Layer.provide(PublishedManifestsLive(makeRouteTable(apiOf(CatalogGroup)))),
   Layer.provideMerge(CatalogRepositoryLive),
   Layer.provideMerge(TestDatabaseLive)
 )

@@ -1,13 +1,15 @@
 import { HttpApi, HttpApiEndpoint, HttpApiGroup } from "@effect/platform"
-import { Effect, Logger, LogLevel } from "effect"
+import { Deferred, Effect, Fiber, Logger, LogLevel, Option } from "effect"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest"
 import { RequireContentWrite } from "../../src/auth/middleware.js"
-import type { Manifest } from "../../src/catalog/schema.js"
+import { CatalogGroup } from "../../src/catalog/api.js"
+import { makePublishedManifests } from "../../src/catalog/manifest-cache.js"
+import { ImageId, type Manifest, type ManifestRows, manifestToWire, VersionId } from "../../src/catalog/schema.js"
 import { makeHttpMetrics } from "../../src/platform/http/access-log.js"
-import { answerImmutable, makeImmutableResponses } from "../../src/platform/http/fast-path.js"
-import { API_ID, makeRouteTable } from "../../src/platform/http/routes.js"
+import { answerImmutable, ImmutableResponses } from "../../src/platform/http/fast-path.js"
+import { API_ID, apiOf, makeRouteTable, type RouteTable } from "../../src/platform/http/routes.js"
 import { addArtifact, createDraft, expectStatus, publishVersion } from "../catalog/fixtures.js"
 import { counterOf, scrapeExposition } from "../observability/exposition.js"
 import { seedBlob, type SeededBlob } from "../support/blobs.js"
@@ -16,53 +18,158 @@ import { startOtlpReceiver } from "../support/otlp-receiver.js"
 import { freePort } from "../support/process.js"
 
 /**
- * Immutable responses (platform/http/fast-path.ts): a published manifest, once produced by the app,
- * is answered by the listener from memory. These tests pin down that this path is taken,
- * and that a client and an operator cannot tell it from the app: same status, body and
- * headers, HEAD, X-Request-ID, access-log line and HTTP metrics; and that nothing that can
- * change (drafts, alias refs) or that is not the exact remembered request is answered.
+ * Immutable responses (platform/http/fast-path.ts): a published manifest, once the app has read
+ * it into the manifest cache (catalog/manifest-cache.ts), is answered by the listener from
+ * memory. These tests pin down that this path is taken, and that a client and an operator
+ * cannot tell it from the app: same status, body and headers, HEAD, X-Request-ID, access-log
+ * line and HTTP metrics; and that nothing that can change (drafts, alias refs) or that is
+ * another spelling or route is answered.
  */
 
 const encoder = new TextEncoder()
 
-const TestApi = HttpApi.make(API_ID)
-  .add(
-    HttpApiGroup.make("things")
-      .add(HttpApiEndpoint.get("thing", "/v1/things/:name"))
-      .add(HttpApiEndpoint.post("makeThing", "/v1/things/:name"))
-      .add(HttpApiEndpoint.get("secret", "/v1/secrets/:name").middleware(RequireContentWrite))
-  )
-const routes = makeRouteTable(TestApi)
+const catalogRoutes = makeRouteTable(apiOf(CatalogGroup))
+const at = new Date("2026-01-02T03:04:05.000Z")
+const rowsOf = (name: string, version: string, state: "draft" | "published"): ManifestRows => ({
+  image: {
+    id: ImageId.make("6f1c2a34-0000-4000-8000-000000000001"),
+    name,
+    display_name: null,
+    description: null,
+    created_at: at,
+    updated_at: at
+  },
+  version: {
+    id: VersionId.make("6f1c2a34-0000-4000-8000-000000000002"),
+    image_id: ImageId.make("6f1c2a34-0000-4000-8000-000000000001"),
+    version,
+    state,
+    published_at: state === "published" ? at : null,
+    yanked_at: null,
+    yank_reason: null,
+    created_at: at,
+    updated_at: at
+  },
+  artifacts: []
+})
 
-describe("the remembered responses", () => {
-  it("accept only 200s of anonymous GET routes, keyed by path without the query", () => {
-    const responses = makeImmutableResponses(routes)
-    responses.remember("/v1/things/a?x=1", encoder.encode("a"), "application/json")
-    responses.remember("/v1/secrets/a", encoder.encode("secret"), "application/json")
-    responses.remember("/v1/nowhere", encoder.encode("?"), "application/json")
-    expect(responses.lookup("/v1/things/a")).toEqual({
-      body: encoder.encode("a"),
+/** The cache over stored rows (name/version → rows), counting the loads that reach them. */
+const cacheOver = (stored: ReadonlyArray<ManifestRows>, options: { capacity?: number; routes?: RouteTable } = {}) => {
+  const loads: Array<string> = []
+  let gate: Deferred.Deferred<void> | undefined
+  const built = Effect.runSync(makePublishedManifests({
+    routes: options.routes ?? catalogRoutes,
+    capacity: options.capacity ?? 16,
+    loadPublished: (name, version) =>
+      Effect.gen(function*() {
+        loads.push(`${name}/${version}`)
+        if (gate !== undefined) yield* Deferred.await(gate)
+        const rows = stored.find((r) => r.image.name === name && r.version.version === version)
+        return rows?.version.state === "published" ? Option.some(rows) : Option.none()
+      })
+  }))
+  return { ...built, loads, hold: (deferred: Deferred.Deferred<void>) => (gate = deferred) }
+}
+
+describe("the published-manifest cache", () => {
+  it("answers the manifest paths of a cached published version, a ref naming it too, never a draft", () => {
+    const published = rowsOf("fixed", "1.0", "published")
+    const { loads, manifests, responses } = cacheOver([published, rowsOf("fixed", "2.0", "draft")])
+    expect(responses.lookup("/v1/images/fixed/versions/1.0")).toBeUndefined()
+
+    const loaded = Effect.runSync(manifests.get("fixed", "1.0"))
+    const body = encoder.encode(JSON.stringify(manifestToWire(published)))
+    expect(Option.map(loaded, (m) => m.body)).toEqual(Option.some(body))
+    expect(Effect.runSync(manifests.get("fixed", "1.0"))).toEqual(loaded)
+    expect(loads).toEqual(["fixed/1.0"])
+    expect(responses.lookup("/v1/images/fixed/versions/1.0")).toEqual({
+      body,
       contentType: "application/json",
-      route: "GET /v1/things/{name}"
+      route: "GET /v1/images/{name}/versions/{version}"
     })
-    expect(responses.lookup("/v1/things/a?x=1")).toBeUndefined()
-    expect(responses.lookup("/v1/secrets/a")).toBeUndefined()
-    expect(responses.lookup("/v1/nowhere")).toBeUndefined()
+    expect(responses.lookup("/v1/images/fixed/refs/1.0")).toEqual({
+      body,
+      contentType: "application/json",
+      route: "GET /v1/images/{name}/refs/{ref}"
+    })
+    // The encoding handed to the app is the cached one.
+    expect(manifests.bodyOf(Option.getOrThrow(loaded).rows)).toBe(Option.getOrThrow(loaded).body)
+    expect(manifests.bodyOf(published)).toEqual(body)
+
+    // Another spelling, another route or another image: left to the app.
+    for (
+      const path of [
+        "/v1/images/fixed/versions/1%2E0",
+        "/v1/images/fixed/versions/1.0/",
+        "/v1/images/fixed/versions/1.0/artifacts",
+        "/v1/images/other/versions/1.0",
+        "/v1/images/fixed"
+      ]
+    ) {
+      expect(responses.lookup(path), path).toBeUndefined()
+    }
+
+    // A draft is loaded each time and never cached.
+    expect(Effect.runSync(manifests.get("fixed", "2.0"))).toEqual(Option.none())
+    expect(Effect.runSync(manifests.get("fixed", "2.0"))).toEqual(Option.none())
+    expect(manifests.peek("fixed", "2.0")).toBeUndefined()
+    expect(responses.lookup("/v1/images/fixed/versions/2.0")).toBeUndefined()
+    expect(loads).toEqual(["fixed/1.0", "fixed/2.0", "fixed/2.0"])
   })
 
-  it("stay within their entry and byte bounds, evicting the least recently used", () => {
-    const responses = makeImmutableResponses(routes, { entries: 2, bytes: 10, entryBytes: 6 })
-    responses.remember("/v1/things/a", encoder.encode("aaa"), "application/json")
-    responses.remember("/v1/things/b", encoder.encode("bbb"), "application/json")
-    expect(responses.lookup("/v1/things/a")).toBeDefined() // a is now the most recent
-    responses.remember("/v1/things/c", encoder.encode("ccc"), "application/json")
-    expect(responses.lookup("/v1/things/b")).toBeUndefined()
-    expect(responses.lookup("/v1/things/a")).toBeDefined()
-    responses.remember("/v1/things/d", encoder.encode("dddddd"), "application/json") // 3 + 6 > 10: c and a go
-    expect(responses.lookup("/v1/things/c")).toBeUndefined()
-    expect(responses.lookup("/v1/things/d")).toBeDefined()
-    responses.remember("/v1/things/e", encoder.encode("eeeeeee"), "application/json") // over entryBytes
-    expect(responses.lookup("/v1/things/e")).toBeUndefined()
+  it("answers only anonymous routes", () => {
+    const guarded = makeRouteTable(
+      HttpApi.make(API_ID).add(
+        HttpApiGroup.make("catalog").add(
+          HttpApiEndpoint.get("getManifest", "/v1/images/:name/versions/:version").middleware(RequireContentWrite)
+        )
+      )
+    )
+    const { manifests, responses } = cacheOver([rowsOf("fixed", "1.0", "published")], { routes: guarded })
+    expect(Option.isSome(Effect.runSync(manifests.get("fixed", "1.0")))).toBe(true)
+    expect(responses.lookup("/v1/images/fixed/versions/1.0")).toBeUndefined()
+  })
+
+  it("stays within its entry bound", () => {
+    const stored = ["a", "b", "c", "d", "e"].map((name) => rowsOf(name, "1", "published"))
+    const { manifests } = cacheOver(stored, { capacity: 2 })
+    for (const rows of stored) Effect.runSync(manifests.get(rows.image.name, "1"))
+    expect(stored.filter((rows) => manifests.peek(rows.image.name, "1") !== undefined).length).toBeLessThanOrEqual(2)
+    expect(manifests.peek("e", "1")).toBeDefined()
+  })
+
+  it("forgets everything when cleared, and a load in flight then does not land", async () => {
+    const { hold, manifests, responses } = cacheOver([rowsOf("a", "1", "published"), rowsOf("b", "1", "published")])
+    Effect.runSync(manifests.get("a", "1"))
+    expect(responses.lookup("/v1/images/a/versions/1")).toBeDefined()
+    Effect.runSync(manifests.clear)
+    expect(responses.lookup("/v1/images/a/versions/1")).toBeUndefined()
+    expect(manifests.peek("a", "1")).toBeUndefined()
+
+    const gate = Effect.runSync(Deferred.make<void>())
+    hold(gate)
+    const loading = Effect.runFork(manifests.get("b", "1"))
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    Effect.runSync(manifests.clear)
+    Effect.runSync(Deferred.succeed(gate, undefined))
+    // The request that loaded it gets it; the cache read next does not have it.
+    expect(Option.isSome(await Effect.runPromise(Fiber.join(loading)))).toBe(true)
+    expect(manifests.peek("b", "1")).toBeUndefined()
+  })
+
+  it("shares one load between concurrent requests, and one going away does not end it for the others", async () => {
+    const { hold, loads, manifests } = cacheOver([rowsOf("shared", "1", "published")])
+    const gate = Effect.runSync(Deferred.make<void>())
+    hold(gate)
+    const first = Effect.runFork(manifests.get("shared", "1"))
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    const second = Effect.runFork(manifests.get("shared", "1"))
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    await Effect.runPromise(Fiber.interrupt(first))
+    Effect.runSync(Deferred.succeed(gate, undefined))
+    expect(Option.isSome(await Effect.runPromise(Fiber.join(second)))).toBe(true)
+    expect(loads).toEqual(["shared/1"])
+    expect(manifests.peek("shared", "1")).toBeDefined()
   })
 })
 
@@ -81,8 +188,13 @@ const send = (method: string, url: string, body?: string) =>
 describe("the listener's early answer", () => {
   /** A Node server answering from `responses` first, counting what reaches the "app". */
   const serve = async () => {
-    const responses = makeImmutableResponses(routes)
-    responses.remember("/v1/things/a", encoder.encode("{\"a\":1}"), "application/json")
+    const body = encoder.encode("{\"a\":1}")
+    const responses = ImmutableResponses.of({
+      lookup: (pathname) =>
+        pathname === "/v1/things/a"
+          ? { body, contentType: "application/json", route: "GET /v1/things/{name}" }
+          : undefined
+    })
     const runtime = Effect.runSync(Effect.runtime<never>().pipe(Effect.provide(Logger.minimumLogLevel(LogLevel.None))))
     const early = answerImmutable(responses, runtime, makeHttpMetrics(() => ({ address: "127.0.0.1", port: 0 })))
     let reachedApp = 0

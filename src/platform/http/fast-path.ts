@@ -1,4 +1,4 @@
-import { Context, Effect, FiberRef, FiberRefs, Layer, LogLevel, Runtime } from "effect"
+import { Context, Effect, FiberRef, FiberRefs, LogLevel, Runtime } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import {
   accessLog,
@@ -10,11 +10,11 @@ import {
   requestIdFrom
 } from "./access-log.js"
 import { clientAddressOf } from "./client-address.js"
-import { pathnameOf, type RouteTable } from "./routes.js"
+import { pathnameOf } from "./routes.js"
 
 // Immutable responses: answered by the listener before the Effect app runs.
 
-/** A remembered response body with what the access log and the metrics need. */
+/** A response body kept in memory with what the access log and the metrics need. */
 export interface ImmutableResponse {
   readonly body: Uint8Array
   readonly contentType: string
@@ -23,77 +23,20 @@ export interface ImmutableResponse {
 }
 
 /**
- * Responses that do not change for a given request path — the manifest of a
- * published version is the case today; only a yank, unyank or retirement changes one, and
- * the catalog then calls `clear` — kept encoded so that the listener answers a
- * GET or HEAD of that exact path without running the Effect app (see
+ * Responses that do not change for a given request path — the manifest of a published
+ * version is the case today (catalog/manifest-cache.ts provides this, from its one cache of
+ * encoded manifests, and empties it on a yank, unyank or retirement) — kept encoded so that
+ * the listener answers a GET or HEAD of that path without running the Effect app (see
  * `answerImmutable`; the app stays the only place where such a response is made).
  *
- * An entry may only be added for a 200 the app has just produced for a GET of an
- * anonymous route, from the path alone: no header, query parameter or principal
- * changed it, and no later write but a yank, unyank or retirement (which clears them)
- * can. Entries are keyed by the raw request path (what the router decoded into the
- * parameters that produced the body), so any spelling of a path maps to exactly the
- * response the app gave for it.
+ * `lookup` may only answer a path with the 200 the app gives a GET of it on an anonymous
+ * route, from the path alone: no header, query parameter or principal changes it, and no
+ * later write but one that empties the cache can.
  */
 export class ImmutableResponses extends Context.Tag("imgsrv/ImmutableResponses")<ImmutableResponses, {
-  /** Remembers `body` as the response to GET `url` (its query is ignored, like the routes do). */
-  readonly remember: (url: string, body: Uint8Array, contentType: string) => void
-  /** The remembered response for `pathname` (no query), if any. */
+  /** The response to a GET or HEAD of `pathname` (no query), if it is kept. */
   readonly lookup: (pathname: string) => ImmutableResponse | undefined
-  /** Forgets everything: a published version was yanked, unyanked or retired (catalog/service.ts). */
-  readonly clear: () => void
 }>() {}
-
-/** Bounds of the remembered responses (least recently used evicted first). */
-export const IMMUTABLE_RESPONSE_LIMITS = { entries: 1024, bytes: 32 * 1024 * 1024, entryBytes: 1024 * 1024 }
-
-export const makeImmutableResponses = (
-  routes: RouteTable,
-  limits: { readonly entries: number; readonly bytes: number; readonly entryBytes: number } = IMMUTABLE_RESPONSE_LIMITS
-): ImmutableResponses["Type"] => {
-  // A Map iterates in insertion order; re-inserting on a hit makes it an LRU.
-  const entries = new Map<string, ImmutableResponse>()
-  let bytes = 0
-  const evict = (pathname: string) => {
-    const entry = entries.get(pathname)
-    if (entry === undefined) return
-    entries.delete(pathname)
-    bytes -= entry.body.byteLength
-  }
-  return ImmutableResponses.of({
-    remember: (url, body, contentType) => {
-      const pathname = pathnameOf(url)
-      // Only an anonymous GET route's answer can be replayed to anyone asking.
-      const route = routes.match("GET", pathname)
-      if (route === undefined || route.protected) return
-      if (body.byteLength > limits.entryBytes) return
-      evict(pathname)
-      entries.set(pathname, { body, contentType, route: route.label })
-      bytes += body.byteLength
-      while (entries.size > limits.entries || bytes > limits.bytes) {
-        const oldest = entries.keys().next()
-        if (oldest.done) break
-        evict(oldest.value)
-      }
-    },
-    lookup: (pathname) => {
-      const hit = entries.get(pathname)
-      if (hit !== undefined) {
-        entries.delete(pathname)
-        entries.set(pathname, hit)
-      }
-      return hit
-    },
-    clear: () => {
-      entries.clear()
-      bytes = 0
-    }
-  })
-}
-
-export const ImmutableResponsesLive = (routes: RouteTable) =>
-  Layer.sync(ImmutableResponses, () => makeImmutableResponses(routes))
 
 /** What a response answered from memory sends, once the request qualifies. */
 export interface MemoryAnswer {

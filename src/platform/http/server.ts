@@ -18,7 +18,7 @@ import { makeApiNodeServer } from "./tls.js"
  * The `HttpServer` of the API: @effect/platform-node's listener (listen, address,
  * close), with request dispatch of our own. Each request is first offered to the
  * cached documents (cached-documents.ts — the Simple Streams documents) and the
- * immutable responses (http.ts `answerImmutable` — a published manifest), answered
+ * immutable responses (fast-path.ts `answerImmutable` — a published manifest), answered
  * from memory without the cost of running the Effect app, and otherwise handed to the
  * app exactly as `NodeHttpServer.layer` would. WebSocket upgrades are not offered
  * (the API has none): an `Upgrade` request is an ordinary request.

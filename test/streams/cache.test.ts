@@ -56,7 +56,8 @@ describe("Simple Streams documents on two replicas of one database", () => {
 
   beforeAll(async () => {
     a = await startTestApp()
-    b = await startTestApp({ databaseUrl: a.databaseUrl })
+    // A replica shares the database and the blob store: either may run the other's publish job.
+    b = await startTestApp({ databaseUrl: a.databaseUrl, dataDir: a.dataDir })
     token = await a.tokenFor("content-writer")
   })
   afterAll(async () => {

@@ -11,13 +11,22 @@ import { pgErrorOf } from "../platform/storage/sql-errors.js"
  */
 
 /** A collection of the digest is unfinished (tombstone, SQLSTATE 55IM1): retry later. */
-export class BlobBeingCollected extends Data.TaggedError("BlobBeingCollected")<{ readonly detail: string }> {}
+export class BlobBeingCollected extends Data.TaggedError("BlobBeingCollected")<{ readonly detail: string }> {
+  // The log line of a retried promotion shows it: say what the database said.
+  override get message() {
+    return this.detail
+  }
+}
 
 /**
  * A session was to become `ready` for a digest that has no blob row (SQLSTATE 55IM2): the
  * blob was collected meanwhile.
  */
-export class BlobNotTrusted extends Data.TaggedError("BlobNotTrusted")<{ readonly detail: string }> {}
+export class BlobNotTrusted extends Data.TaggedError("BlobNotTrusted")<{ readonly detail: string }> {
+  override get message() {
+    return this.detail
+  }
+}
 
 const refusal =
   <T>(code: string, make: (detail: string) => T) =>

@@ -162,6 +162,33 @@ describe("configuration", () => {
       )
     }))
 
+  it.effect("gives the webhook and GC loops their own backoff and breaker settings (today's values by default)", () =>
+    Effect.gen(function*() {
+      const figures = (loop: LoopSettings) => [
+        Duration.toMillis(loop.errorBackoff),
+        Duration.toMillis(loop.errorBackoffMax),
+        loop.circuitBreakerFailures,
+        Duration.toMillis(loop.circuitBreakerCooldown)
+      ]
+      const defaults = yield* configOf([])
+      expect(figures(defaults.webhooks.worker)).toEqual([5_000, 60_000, 10, 60_000])
+      expect(figures(defaults.gc.worker)).toEqual([5_000, 300_000, 10, 300_000])
+      expect(Duration.toMillis(defaults.gc.worker.pollInterval)).toBe(Duration.toMillis(defaults.gc.interval))
+      const set = yield* configOf(
+        ["--webhook-worker-error-backoff=1s", "--webhook-worker-circuit-breaker-failures", "4", "--gc-interval=2m"],
+        { IMGSRV_GC_ERROR_BACKOFF_MAX: "10m", IMGSRV_GC_CIRCUIT_BREAKER_COOLDOWN: "30s" }
+      )
+      expect(figures(set.webhooks.worker)).toEqual([1_000, 60_000, 4, 60_000])
+      // A failed collection is retried before the next scheduled run would start.
+      expect(figures(set.gc.worker)).toEqual([5_000, 120_000, 10, 30_000])
+      expect(yield* errorOf(["--gc-circuit-breaker-failures", "many"])).toContain(
+        "--gc-circuit-breaker-failures (IMGSRV_GC_CIRCUIT_BREAKER_FAILURES)"
+      )
+      expect(yield* errorOf(["--webhook-worker-error-backoff-max", "later"])).toContain(
+        "--webhook-worker-error-backoff-max (IMGSRV_WEBHOOK_WORKER_ERROR_BACKOFF_MAX)"
+      )
+    }))
+
   it("parses Go-style durations", () => {
     expect(Option.map(parseGoDuration("500ms"), Duration.toMillis)).toEqual(Option.some(500))
     expect(Option.map(parseGoDuration("1h30m"), Duration.toMillis)).toEqual(Option.some(5_400_000))

@@ -66,6 +66,14 @@ export interface LoopSettings {
   readonly circuitBreakerCooldown: Duration.Duration
 }
 
+/** The background loops, by the prefix of their flags (`<prefix>-error-backoff`, …). */
+type LoopPrefix = "cas-promotion" | "upload-expiry" | "publish-worker" | "webhook-worker" | "gc" | "retention"
+/** A loop's backoff after a failed run and its circuit breaker. */
+type LoopBackoff = Pick<
+  LoopSettings,
+  "errorBackoff" | "errorBackoffMax" | "circuitBreakerFailures" | "circuitBreakerCooldown"
+>
+
 /** A loop whose job claims work under a lease. */
 export interface WorkerLoopSettings extends LoopSettings {
   readonly lease: Duration.Duration
@@ -86,8 +94,8 @@ export interface WebhookSettings {
 
 /** Garbage collection of CAS blobs (src/gc/, docs/gc.md). */
 export interface GcSettings {
-  /** The background loop; `POST /v1/admin/gc` works either way. */
-  readonly enabled: boolean
+  /** The background loop (`enabled`; it runs every `interval`); `POST /v1/admin/gc` works either way. */
+  readonly worker: LoopSettings
   readonly interval: Duration.Duration
   /** How long a blob stays unreferenced before it may be deleted (zero: at once). */
   readonly gracePeriod: Duration.Duration
@@ -401,59 +409,43 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
     const oidcCaFile = raw["oidc-ca-file"].trim() === ""
       ? Option.none()
       : Option.some(path.resolve(raw["oidc-ca-file"].trim()))
-    /** A loop's enabled switch, poll interval, backoff and breaker, from the flags named `<prefix>-…`. */
-    const parseLoop = (flags: {
-      readonly enabled: SettingFlag
-      readonly pollInterval: SettingFlag
-      readonly errorBackoff: SettingFlag
-      readonly errorBackoffMax: SettingFlag
-      readonly circuitBreakerFailures: SettingFlag
-      readonly circuitBreakerCooldown: SettingFlag
-    }): Either.Either<LoopSettings, InvalidSetting> =>
+    /** A loop's backoff and circuit breaker, from the flags `<prefix>-error-backoff[-max]` and `<prefix>-circuit-breaker-…`. */
+    const parseBackoff = (prefix: LoopPrefix): Either.Either<LoopBackoff, InvalidSetting> =>
       Either.gen(function*() {
+        const flag = <S extends string>(suffix: S) => `${prefix}-${suffix}` as const
         return {
-          enabled: yield* parseBoolean(flags.enabled, raw[flags.enabled]),
-          pollInterval: yield* parsePositiveDuration(flags.pollInterval, raw[flags.pollInterval]),
-          errorBackoff: yield* parsePositiveDuration(flags.errorBackoff, raw[flags.errorBackoff]),
-          errorBackoffMax: yield* parsePositiveDuration(flags.errorBackoffMax, raw[flags.errorBackoffMax]),
-          circuitBreakerFailures: yield* parseCount(flags.circuitBreakerFailures, raw[flags.circuitBreakerFailures]),
+          errorBackoff: yield* parsePositiveDuration(flag("error-backoff"), raw[flag("error-backoff")]),
+          errorBackoffMax: yield* parsePositiveDuration(flag("error-backoff-max"), raw[flag("error-backoff-max")]),
+          circuitBreakerFailures: yield* parseCount(
+            flag("circuit-breaker-failures"),
+            raw[flag("circuit-breaker-failures")]
+          ),
           circuitBreakerCooldown: yield* parsePositiveDuration(
-            flags.circuitBreakerCooldown,
-            raw[flags.circuitBreakerCooldown]
+            flag("circuit-breaker-cooldown"),
+            raw[flag("circuit-breaker-cooldown")]
           )
         }
       })
+    /** A loop's enabled switch and poll interval (`<prefix>-enabled`, `<prefix>-poll-interval`), backoff and breaker. */
+    const parseLoop = (prefix: Exclude<LoopPrefix, "gc" | "retention">) =>
+      Either.gen(function*() {
+        const loop: LoopSettings = {
+          enabled: yield* parseBoolean(`${prefix}-enabled`, raw[`${prefix}-enabled`]),
+          pollInterval: yield* parsePositiveDuration(`${prefix}-poll-interval`, raw[`${prefix}-poll-interval`]),
+          ...yield* parseBackoff(prefix)
+        }
+        return loop
+      })
     const casPromotion: WorkerLoopSettings = {
-      ...yield* parseLoop({
-        enabled: "cas-promotion-enabled",
-        pollInterval: "cas-promotion-poll-interval",
-        errorBackoff: "cas-promotion-error-backoff",
-        errorBackoffMax: "cas-promotion-error-backoff-max",
-        circuitBreakerFailures: "cas-promotion-circuit-breaker-failures",
-        circuitBreakerCooldown: "cas-promotion-circuit-breaker-cooldown"
-      }),
+      ...yield* parseLoop("cas-promotion"),
       lease: yield* parsePositiveDuration("cas-promotion-lease", raw["cas-promotion-lease"])
     }
     // The expiry sweeper claims nothing under a lease: its unit of work holds a row lock.
-    const uploadExpiry: LoopSettings = yield* parseLoop({
-      enabled: "upload-expiry-enabled",
-      pollInterval: "upload-expiry-poll-interval",
-      errorBackoff: "upload-expiry-error-backoff",
-      errorBackoffMax: "upload-expiry-error-backoff-max",
-      circuitBreakerFailures: "upload-expiry-circuit-breaker-failures",
-      circuitBreakerCooldown: "upload-expiry-circuit-breaker-cooldown"
-    })
+    const uploadExpiry: LoopSettings = yield* parseLoop("upload-expiry")
     // The backoff and breaker flags go beyond the reference (domain.md §6.2, §6.3); their
     // defaults are the promotion worker's, which are the reference's constants.
     const publishWorker: WorkerLoopSettings = {
-      ...yield* parseLoop({
-        enabled: "publish-worker-enabled",
-        pollInterval: "publish-worker-poll-interval",
-        errorBackoff: "publish-worker-error-backoff",
-        errorBackoffMax: "publish-worker-error-backoff-max",
-        circuitBreakerFailures: "publish-worker-circuit-breaker-failures",
-        circuitBreakerCooldown: "publish-worker-circuit-breaker-cooldown"
-      }),
+      ...yield* parseLoop("publish-worker"),
       lease: yield* parsePositiveDuration("publish-job-lease", raw["publish-job-lease"])
     }
 
@@ -473,12 +465,7 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
     }
     const webhooks: WebhookSettings = {
       worker: {
-        enabled: yield* parseBoolean("webhook-worker-enabled", raw["webhook-worker-enabled"]),
-        pollInterval: yield* parsePositiveDuration("webhook-worker-poll-interval", raw["webhook-worker-poll-interval"]),
-        errorBackoff: Duration.seconds(5),
-        errorBackoffMax: Duration.minutes(1),
-        circuitBreakerFailures: 10,
-        circuitBreakerCooldown: Duration.minutes(1),
+        ...yield* parseLoop("webhook-worker"),
         lease: webhookLease
       },
       concurrency: yield* parseCount("webhook-concurrency", raw["webhook-concurrency"]),
@@ -492,9 +479,17 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
       )
     }
 
+    const gcInterval = yield* parsePositiveDuration("gc-interval", raw["gc-interval"])
+    const gcBackoff = yield* parseBackoff("gc")
     const gc: GcSettings = {
-      enabled: yield* parseBoolean("gc-enabled", raw["gc-enabled"]),
-      interval: yield* parsePositiveDuration("gc-interval", raw["gc-interval"]),
+      worker: {
+        enabled: yield* parseBoolean("gc-enabled", raw["gc-enabled"]),
+        pollInterval: gcInterval,
+        ...gcBackoff,
+        // A failed run is retried before the next scheduled one would start.
+        errorBackoffMax: Duration.min(gcInterval, gcBackoff.errorBackoffMax)
+      },
+      interval: gcInterval,
       gracePeriod: yield* parseDuration("gc-grace-period", raw["gc-grace-period"])
     }
 
@@ -505,19 +500,7 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
         // Due images are looked for at least every minute, so new rules apply soon.
         pollInterval: Duration.min(retentionInterval, Duration.minutes(1)),
         // No lease: a run holds its image's row lock for its one transaction.
-        errorBackoff: yield* parsePositiveDuration("retention-error-backoff", raw["retention-error-backoff"]),
-        errorBackoffMax: yield* parsePositiveDuration(
-          "retention-error-backoff-max",
-          raw["retention-error-backoff-max"]
-        ),
-        circuitBreakerFailures: yield* parseCount(
-          "retention-circuit-breaker-failures",
-          raw["retention-circuit-breaker-failures"]
-        ),
-        circuitBreakerCooldown: yield* parsePositiveDuration(
-          "retention-circuit-breaker-cooldown",
-          raw["retention-circuit-breaker-cooldown"]
-        )
+        ...yield* parseBackoff("retention")
       },
       interval: retentionInterval
     }
@@ -642,7 +625,7 @@ export const describeConfig = (config: AppConfigShape): Record<string, unknown> 
     webhook_retry_delays: config.webhooks.retryDelays.map(formatGoDuration).join(","),
     webhook_retry_window: formatGoDuration(config.webhooks.retryWindow),
     webhook_allow_private_networks: config.webhooks.allowPrivateNetworks,
-    gc_enabled: config.gc.enabled,
+    gc_enabled: config.gc.worker.enabled,
     gc_interval: formatGoDuration(config.gc.interval),
     gc_grace_period: formatGoDuration(config.gc.gracePeriod),
     trusted_proxies: config.trustedProxies.entries.join(","),

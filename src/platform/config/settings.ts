@@ -512,6 +512,39 @@ export const settings = [
   },
   {
     section: "Webhooks",
+    flag: "webhook-worker-error-backoff",
+    env: "IMGSRV_WEBHOOK_WORKER_ERROR_BACKOFF",
+    default: "5s",
+    kind: "duration",
+    description:
+      "First delay after a failed pass of the delivery loop (a database failure; a receiver's failure is a delivery retry instead)."
+  },
+  {
+    section: "Webhooks",
+    flag: "webhook-worker-error-backoff-max",
+    env: "IMGSRV_WEBHOOK_WORKER_ERROR_BACKOFF_MAX",
+    default: "1m",
+    kind: "duration",
+    description: "Backoff ceiling."
+  },
+  {
+    section: "Webhooks",
+    flag: "webhook-worker-circuit-breaker-failures",
+    env: "IMGSRV_WEBHOOK_WORKER_CIRCUIT_BREAKER_FAILURES",
+    default: "10",
+    kind: "count",
+    description: "Consecutive failures that open the circuit breaker."
+  },
+  {
+    section: "Webhooks",
+    flag: "webhook-worker-circuit-breaker-cooldown",
+    env: "IMGSRV_WEBHOOK_WORKER_CIRCUIT_BREAKER_COOLDOWN",
+    default: "1m",
+    kind: "duration",
+    description: "Pause while the breaker is open."
+  },
+  {
+    section: "Webhooks",
     flag: "webhook-concurrency",
     env: "IMGSRV_WEBHOOK_CONCURRENCY",
     default: "4",
@@ -594,6 +627,38 @@ export const settings = [
     kind: "duration",
     description:
       "How long a blob must have been unreferenced (no artifact, attachment or unfinished upload) before it is deleted; `0s` collects at once."
+  },
+  {
+    section: "Garbage collection",
+    flag: "gc-error-backoff",
+    env: "IMGSRV_GC_ERROR_BACKOFF",
+    default: "5s",
+    kind: "duration",
+    description: "First delay after a failed collection run (its tombstones are finished first)."
+  },
+  {
+    section: "Garbage collection",
+    flag: "gc-error-backoff-max",
+    env: "IMGSRV_GC_ERROR_BACKOFF_MAX",
+    default: "5m",
+    kind: "duration",
+    description: "Backoff ceiling (never longer than --gc-interval)."
+  },
+  {
+    section: "Garbage collection",
+    flag: "gc-circuit-breaker-failures",
+    env: "IMGSRV_GC_CIRCUIT_BREAKER_FAILURES",
+    default: "10",
+    kind: "count",
+    description: "Consecutive failures that open the circuit breaker."
+  },
+  {
+    section: "Garbage collection",
+    flag: "gc-circuit-breaker-cooldown",
+    env: "IMGSRV_GC_CIRCUIT_BREAKER_COOLDOWN",
+    default: "5m",
+    kind: "duration",
+    description: "Pause while the breaker is open."
   },
   // Retention (issue 16, docs/lifecycle.md)
   {

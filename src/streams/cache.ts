@@ -152,7 +152,7 @@ export const StreamsCacheLive = Layer.scoped(
       // A joined render may have started before `target` was committed; the next one did not.
       while (found === undefined || found.generation < target) found = yield* render
       return found
-    }).pipe(Effect.orDie)
+    })
 
     // Notifications: a connection of our own that stays in LISTEN; re-opened after a failure.
     const listenOnce = Effect.async<Error | undefined>((resume) => {

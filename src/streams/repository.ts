@@ -1,39 +1,42 @@
-import { SqlClient } from "@effect/sql"
-import type { SqlError } from "@effect/sql"
-import { Context, Effect, Layer } from "effect"
-import type { ArtifactId, ImageId, VersionId } from "../catalog/schema.js"
-import type { RootFtype } from "./schema.js"
+import { SqlClient, SqlSchema } from "@effect/sql"
+import { Context, Effect, Layer, Option, Schema } from "effect"
+import { ArtifactId, ImageId, VersionId } from "../catalog/schema.js"
+import { dieOnSqlError } from "../platform/storage/sql-errors.js"
 
-/** SQL of the Simple Streams read side (domain.md §5.2). No rules here. */
+/**
+ * SQL of the Simple Streams read side (domain.md §5.2). No rules here. The SQL boundary: a
+ * failing database is a defect (the cache's poll and render log it and retry).
+ */
 
 /** A projection row of a published version (one Incus image), joined with what the documents show. */
-export interface StreamRow {
-  readonly artifact_id: ArtifactId
-  readonly version_id: VersionId
-  readonly image_id: ImageId
-  readonly image_name: string
-  readonly display_name: string | null
-  readonly version: string
-  readonly published_at: Date | null
-  readonly created_at: Date
-  readonly operating_system: string
-  readonly architecture: string
-  readonly variant: string
-  readonly metadata_path: string
-  readonly metadata_sha256: string
-  readonly metadata_size_bytes: number
-  readonly root_ftype: RootFtype
-  readonly root_path: string
-  readonly root_sha256: string
-  readonly root_size_bytes: number
+export const StreamRow = Schema.Struct({
+  artifact_id: ArtifactId,
+  version_id: VersionId,
+  image_id: ImageId,
+  image_name: Schema.String,
+  display_name: Schema.NullOr(Schema.String),
+  version: Schema.String,
+  published_at: Schema.NullOr(Schema.DateFromSelf),
+  created_at: Schema.DateFromSelf,
+  operating_system: Schema.String,
+  architecture: Schema.String,
+  variant: Schema.String,
+  metadata_path: Schema.String,
+  metadata_sha256: Schema.String,
+  metadata_size_bytes: Schema.Number,
+  root_ftype: Schema.Literal("disk-kvm.img", "squashfs"),
+  root_path: Schema.String,
+  root_sha256: Schema.String,
+  root_size_bytes: Schema.Number,
   /** sha256(metadata ‖ root): the image fingerprint. */
-  readonly combined_sha256: string
-}
+  combined_sha256: Schema.String
+})
+export type StreamRow = typeof StreamRow.Type
 
-export interface AliasTarget {
-  readonly version_id: VersionId
-  readonly alias: string
-}
+export const AliasTarget = Schema.Struct({ version_id: VersionId, alias: Schema.String })
+export type AliasTarget = typeof AliasTarget.Type
+
+const GenerationRow = Schema.Struct({ generation: Schema.Number })
 
 /** Everything the documents are rendered from, read in one snapshot, and the catalog generation it shows. */
 export interface StreamsSnapshotRows {
@@ -49,16 +52,20 @@ export class StreamsRepository extends Context.Tag("imgsrv/StreamsRepository")<S
    * all from one REPEATABLE READ snapshot: the rendering of these rows is exactly the
    * documents of that generation (migrations/0006_catalog_generation.sql).
    */
-  readonly snapshot: Effect.Effect<StreamsSnapshotRows, SqlError.SqlError>
+  readonly snapshot: Effect.Effect<StreamsSnapshotRows>
   /** The catalog generation committed now (one small row). */
-  readonly generation: Effect.Effect<number, SqlError.SqlError>
+  readonly generation: Effect.Effect<number>
 }>() {}
 
 export const StreamsRepositoryLive = Layer.effect(
   StreamsRepository,
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    const publishedRows = sql<StreamRow>`
+    const publishedRows = SqlSchema.findAll({
+      Request: Schema.Void,
+      Result: StreamRow,
+      execute: () =>
+        sql`
         SELECT p.artifact_id, p.version_id, i.id AS image_id, i.name AS image_name, i.display_name,
                v.version, v.published_at, v.created_at,
                a.operating_system, a.architecture, a.variant,
@@ -70,17 +77,24 @@ export const StreamsRepositoryLive = Layer.effect(
         JOIN release_artifacts a ON a.id = p.artifact_id
         ORDER BY i.name COLLATE "C", v.version COLLATE "C", a.variant COLLATE "C",
                  a.architecture COLLATE "C", p.root_ftype COLLATE "C", p.artifact_id`
-    const aliases = sql<AliasTarget>`SELECT version_id, alias FROM aliases ORDER BY alias COLLATE "C", id`
-    const generation = sql<{ generation: number }>`SELECT generation FROM catalog_generation`.pipe(
-      Effect.map((found) => found[0]?.generation ?? 0)
-    )
+    })(undefined)
+    const aliases = SqlSchema.findAll({
+      Request: Schema.Void,
+      Result: AliasTarget,
+      execute: () => sql`SELECT version_id, alias FROM aliases ORDER BY alias COLLATE "C", id`
+    })(undefined)
+    const generation = SqlSchema.findOne({
+      Request: Schema.Void,
+      Result: GenerationRow,
+      execute: () => sql`SELECT generation FROM catalog_generation`
+    })(undefined).pipe(Effect.map(Option.match({ onNone: () => 0, onSome: (row) => row.generation })))
     return StreamsRepository.of({
       snapshot: sql.withTransaction(Effect.gen(function*() {
         // Must be the transaction's first statement: it fixes the snapshot every read below shares.
         yield* sql`SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`
         return { generation: yield* generation, rows: yield* publishedRows, aliases: yield* aliases }
-      })),
-      generation
+      })).pipe(dieOnSqlError),
+      generation: dieOnSqlError(generation)
     })
   })
 )

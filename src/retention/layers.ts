@@ -8,9 +8,9 @@ import { RetentionWorkerLive } from "./worker.js"
 /**
  * How retention plugs into the app (`src/app.ts`). `RetentionSharedLive` is one retention
  * service for the handlers and the loop (its repositories are stateless SQL; the catalog
- * repository is the one yank and retire go through). Needs the SqlClient and AppConfig. Its
- * yanks and retirements reach the published-manifest cache as another replica's do, by the
- * published epoch (catalog/manifest-cache.ts).
+ * repository is the one yank and retire go through). Needs the SqlClient, AppConfig and the
+ * published-manifest cache (catalog/manifest-cache.ts), which a run that yanked or retired
+ * empties at once; other replicas see the published epoch move.
  */
 
 /** One `Retention` service for the handlers and the loop. */

@@ -1,12 +1,13 @@
 import { SqlClient } from "@effect/sql"
 import { Clock, Context, Duration, Effect, Layer, Metric, MetricLabel, Option } from "effect"
 import { ImageNotFound } from "../catalog/errors.js"
+import { PublishedManifests } from "../catalog/manifest-cache.js"
 import { CatalogRepository } from "../catalog/repository.js"
-import { ImageId, type ImageRow, type VersionRow } from "../catalog/schema.js"
+import type { ImageId } from "../catalog/schema.js"
+import { type ImageRow, type VersionRow } from "../catalog/schema.js"
 import { retireLocked, yankLocked } from "../catalog/service.js"
 import { AppConfig } from "../platform/config/config.js"
 import { withLinkedSpan } from "../platform/observability/tracing.js"
-import { dieOnSqlError } from "../platform/storage/sql-errors.js"
 import type { RunOutcome } from "../platform/worker.js"
 import { RetentionRepository } from "./repository.js"
 import {
@@ -113,15 +114,13 @@ export const RetentionLive = Layer.effect(
   Effect.gen(function*() {
     const repo = yield* RetentionRepository
     const catalog = yield* CatalogRepository
+    const manifests = yield* PublishedManifests
     const sql = yield* SqlClient.SqlClient
     const config = yield* AppConfig
     const interval = Duration.toMillis(config.retention.interval)
 
-    // The catalog repository's reads outside a transaction: a failing database is a defect
-    // here as in every repository (a no-op once the catalog's own methods die on it).
     const findImage = (name: string) =>
       catalog.findImage(name).pipe(
-        dieOnSqlError,
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(new ImageNotFound({ name })),
           onSome: Effect.succeed
@@ -129,7 +128,7 @@ export const RetentionLive = Layer.effect(
       )
 
     const findRules = (image: ImageRow) =>
-      repo.findRules(ImageId.make(image.id)).pipe(
+      repo.findRules(image.id).pipe(
         Effect.flatMap(Option.match({
           onNone: () => Effect.fail(new RetentionRulesNotFound({ name: image.name })),
           onSome: Effect.succeed
@@ -143,9 +142,9 @@ export const RetentionLive = Layer.effect(
     const apply = (rules: DueRetentionRules) =>
       Effect.gen(function*() {
         // The image row first (as alias changes and yanks lock it), then its versions.
-        yield* catalog.lockAliasesOf(ImageId.make(rules.image_id))
-        const versions = yield* catalog.lockVersionsOf(ImageId.make(rules.image_id))
-        const aliased = yield* aliasedVersions(ImageId.make(rules.image_id))
+        yield* catalog.lockAliasesOf(rules.image_id)
+        const versions = yield* catalog.lockVersionsOf(rules.image_id)
+        const aliased = yield* aliasedVersions(rules.image_id)
         const now = yield* Clock.currentTimeMillis
         const plan = planRetention(rules, versions, aliased, now)
         for (const { reason, version } of plan.yank) {
@@ -173,6 +172,9 @@ export const RetentionLive = Layer.effect(
       }))
       if (Option.isNone(result)) return "idle" as const
       const { image, plan } = result.value
+      // This replica stops answering changed manifests from memory at once (the others when
+      // they see the published epoch move, as after an API yank).
+      if (plan.yank.length > 0 || plan.retire.length > 0) yield* manifests.clear
       // Counted after the commit: a rolled-back run did nothing.
       yield* Metric.incrementBy(Metric.taggedWithLabels(retentionActions, actionLabel("yank")), plan.yank.length)
       yield* Metric.incrementBy(Metric.taggedWithLabels(retentionActions, actionLabel("retire")), plan.retire.length)
@@ -199,7 +201,7 @@ export const RetentionLive = Layer.effect(
         Effect.gen(function*() {
           const image = yield* findImage(name)
           const rules = yield* repo.upsertRules({
-            imageId: ImageId.make(image.id),
+            imageId: image.id,
             keepLast: request.keep_last ?? null,
             yankOlderThan: request.yank_older_than ?? null,
             retireYankedAfter: request.retire_yanked_after ?? null
@@ -212,10 +214,8 @@ export const RetentionLive = Layer.effect(
         Effect.gen(function*() {
           const image = yield* findImage(name)
           const rules = yield* findRules(image)
-          const versions = yield* catalog.listPublishedVersionsPage(image.id, Option.none(), null, true).pipe(
-            dieOnSqlError
-          )
-          const aliased = yield* aliasedVersions(ImageId.make(image.id)).pipe(dieOnSqlError)
+          const versions = yield* catalog.listPublishedVersionsPage(image.id, Option.none(), null, true)
+          const aliased = yield* aliasedVersions(image.id)
           return planRetention(rules, versions, aliased, yield* Clock.currentTimeMillis)
         }).pipe(Effect.withSpan("retention.preview")),
 

@@ -1,9 +1,12 @@
 import { Effect, Layer, ManagedRuntime, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { CatalogGroup } from "../../src/catalog/api.js"
+import { PublishedManifests, PublishedManifestsLive } from "../../src/catalog/manifest-cache.js"
 import { CatalogRepositoryLive } from "../../src/catalog/repository.js"
 import type { ImageVersion, VersionList } from "../../src/catalog/schema.js"
 import { AppConfig } from "../../src/platform/config/config.js"
+import { apiOf, makeRouteTable } from "../../src/platform/http/routes.js"
 import { DatabaseLive } from "../../src/platform/storage/database.js"
 import { RetentionRepositoryLive } from "../../src/retention/repository.js"
 import type { RetentionPreview, RetentionRules } from "../../src/retention/schema.js"
@@ -29,7 +32,7 @@ interface EventJson {
 describe("retention rules", () => {
   let app: TestApp
   let writer: string
-  let worker: ManagedRuntime.ManagedRuntime<Retention, unknown>
+  let worker: ManagedRuntime.ManagedRuntime<Retention | PublishedManifests, unknown>
   const runOnce = () => worker.runPromise(Effect.flatMap(Retention, (r) => r.runOnce))
   /** Runs until no image is due (other tests' images may be due too); how many runs worked. */
   const runDue = async () => {
@@ -46,6 +49,7 @@ describe("retention rules", () => {
     // The service the loop runs, on the same database: a second replica's worker.
     worker = ManagedRuntime.make(
       RetentionLive.pipe(
+        Layer.provideMerge(PublishedManifestsLive(makeRouteTable(apiOf(CatalogGroup)))),
         Layer.provide(Layer.merge(RetentionRepositoryLive, CatalogRepositoryLive)),
         Layer.provide(DatabaseLive({ url: Redacted.make(app.databaseUrl), maxConnections: 3 })),
         Layer.provide(Layer.succeed(AppConfig, app.config))
@@ -194,6 +198,18 @@ describe("retention rules", () => {
     expect((await allVersions("ret-age")).filter((v) => v.yanked === true).map((v) => v.version).sort()).toEqual(
       planned.yank.map((y) => y.version).sort()
     )
+  })
+
+  it("a run that yanks empties its replica's published-manifest cache at once", async () => {
+    await publish("ret-cache", "1")
+    await publish("ret-cache", "2")
+    const cached = () => worker.runPromise(Effect.map(PublishedManifests, (m) => m.peek("ret-cache", "1")))
+    await worker.runPromise(Effect.flatMap(PublishedManifests, (m) => m.get("ret-cache", "1")))
+    expect((await cached())?.rows.version.yanked_at ?? null).toBeNull()
+    await expectStatus(await putRules("ret-cache", { keep_last: 1 }), 200)
+    expect(await runDue()).toBeGreaterThanOrEqual(1)
+    // Not waiting for the published-epoch poll (1 s): the run itself emptied it.
+    expect(await cached()).toBeUndefined()
   })
 
   it("two workers never run one image's rules at once (FOR UPDATE SKIP LOCKED)", async () => {

@@ -1,4 +1,3 @@
-import { SqlClient } from "@effect/sql"
 import { Cache, Context, Data, Duration, Effect, Exit, Fiber, FiberRef, Layer, Option, Schedule, Tracer } from "effect"
 import { ImmutableResponses } from "../platform/http/fast-path.js"
 import type { RouteTable } from "../platform/http/routes.js"
@@ -181,12 +180,11 @@ export const makePublishedManifests = (options: {
 /**
  * The cache for the catalog's service and handlers (`PublishedManifests`) and for the
  * listener (`ImmutableResponses`), and the loop that empties it when another replica
- * yanks, unyanks or retires. Needs the CatalogRepository and the SqlClient.
+ * yanks, unyanks or retires. Needs the CatalogRepository.
  */
 export const PublishedManifestsLive = (routes: RouteTable) =>
   Layer.scopedContext(Effect.gen(function*() {
     const repo = yield* CatalogRepository
-    const sql = yield* SqlClient.SqlClient
     const { manifests, responses } = yield* makePublishedManifests({
       routes,
       capacity: PUBLISHED_MANIFEST_CACHE_SIZE,
@@ -196,17 +194,14 @@ export const PublishedManifestsLive = (routes: RouteTable) =>
             Option.isSome(found) && found.value.version.state === "published"
               ? Effect.map(repo.loadManifest(found.value), Option.some)
               : Effect.succeedNone
-          ),
-          Effect.orDie
+          )
         )
     })
 
     // Another replica's yank, unyank or retirement moves the published epoch: drop what
     // this one remembers. Reading it is a poll (untraced); a failed read is retried.
-    const readEpoch = sql<{ epoch: string }>`SELECT published_epoch::text AS epoch FROM catalog_generation`.pipe(
-      Effect.map((rows) => rows[0]?.epoch ?? "")
-    )
-    let epoch = yield* untracedPoll(readEpoch).pipe(Effect.orElseSucceed(() => ""))
+    const readEpoch = repo.publishedEpoch
+    let epoch = yield* untracedPoll(readEpoch).pipe(Effect.catchAllCause(() => Effect.succeed("")))
     yield* untracedPoll(readEpoch).pipe(
       Effect.flatMap((seen) => {
         if (seen === epoch) return Effect.void

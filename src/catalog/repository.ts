@@ -80,6 +80,7 @@ const PublishedArtifactRow = Schema.Union(
 )
 
 const FoundRow = Schema.Struct({ found: Schema.Boolean })
+const EpochRow = Schema.Struct({ epoch: Schema.String })
 const RetiredRow = Schema.Struct({ retired: Schema.Boolean })
 const AliasNameRow = Schema.Struct({ alias: Schema.String })
 const IdRow = Schema.Struct({ id: Schema.String })
@@ -92,6 +93,11 @@ export class CatalogRepository extends Context.Tag("imgsrv/CatalogRepository")<C
    * transaction or in `effect`, is a defect.
    */
   readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, Exclude<E, Infrastructure>, R>
+  /**
+   * The published epoch (migration 0008): moved by every yank, unyank and retirement, so a
+   * replica knows its cached published manifests may be stale. Text: it is only compared.
+   */
+  readonly publishedEpoch: Effect.Effect<string>
 
   /** A new image; its name is unique. */
   readonly insertImage: (image: {
@@ -312,6 +318,15 @@ export const CatalogRepositoryLive = Layer.effect(
 
     return CatalogRepository.of({
       transaction: (effect) => dieOnSqlError(sql.withTransaction(effect)),
+
+      publishedEpoch: SqlSchema.findOne({
+        Request: Schema.Void,
+        Result: EpochRow,
+        execute: () => sql`SELECT published_epoch::text AS epoch FROM catalog_generation`
+      })(undefined).pipe(
+        Effect.map(Option.match({ onNone: () => "", onSome: (row) => row.epoch })),
+        dieOnSqlError
+      ),
 
       insertImage: (image) =>
         one(

@@ -1,6 +1,7 @@
 import { Context, Layer } from "effect"
 import { createHash, type Hash } from "node:crypto"
 import { digestFromHex, type Sha256Digest } from "../contract/digest.js"
+import type { UploadId } from "./schema.js"
 
 /**
  * Hash while receiving: when every part of an upload arrives on this process in order
@@ -50,20 +51,20 @@ const partLine = (number: number, etag: string, sizeBytes: number) => `${number}
 
 export class ReceivedHashes extends Context.Tag("imgsrv/uploads/ReceivedHashes")<ReceivedHashes, {
   /** A hasher for part `partNumber`, if it continues (or starts) an in-order chain. */
-  readonly beginPart: (uploadId: string, partNumber: number) => PartHasher | undefined
+  readonly beginPart: (uploadId: UploadId, partNumber: number) => PartHasher | undefined
   /** The digest of the assembled object, if the chain covers exactly `parts` (sorted by number). */
   readonly digestFor: (
-    uploadId: string,
+    uploadId: UploadId,
     parts: ReadonlyArray<{ readonly number: number; readonly etag: string; readonly sizeBytes: number }>
   ) => ReceivedDigest | undefined
-  readonly forget: (uploadId: string) => void
+  readonly forget: (uploadId: UploadId) => void
 }>() {}
 
 export const makeReceivedHashes = (): ReceivedHashes["Type"] => {
   // A Map iterates in insertion order; re-inserting on every touch makes it an LRU.
-  const chains = new Map<string, Chain>()
+  const chains = new Map<UploadId, Chain>()
 
-  const touch = (uploadId: string, chain: Chain) => {
+  const touch = (uploadId: UploadId, chain: Chain) => {
     chains.delete(uploadId)
     chains.set(uploadId, chain)
     if (chains.size > MAX_CHAINS) {
@@ -72,7 +73,7 @@ export const makeReceivedHashes = (): ReceivedHashes["Type"] => {
     }
   }
 
-  const beginPart = (uploadId: string, partNumber: number): PartHasher | undefined => {
+  const beginPart = (uploadId: UploadId, partNumber: number): PartHasher | undefined => {
     let chain = chains.get(uploadId)
     if (chain?.busy === true) {
       // Two parts at once: the order of the bytes in the object is not the order seen here.

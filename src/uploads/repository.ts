@@ -14,7 +14,15 @@ import { casKey, stagingKey } from "../platform/storage/blob-store/keys.js"
 import { dieOnSqlError, type Infrastructure } from "../platform/storage/sql-errors.js"
 import { recordEvent } from "../webhooks/outbox.js"
 import type { NewEvent } from "../webhooks/schema.js"
-import { type CasBlob, FailureReason, UploadId, type UploadPart, type UploadSession, UploadState } from "./schema.js"
+import {
+  type CasBlob,
+  FailureReason,
+  IngestJobId,
+  UploadId,
+  type UploadPart,
+  type UploadSession,
+  UploadState
+} from "./schema.js"
 
 /**
  * SQL of uploads, CAS blobs and the promotion queue (domain.md §1.2). No rules here:
@@ -61,7 +69,7 @@ const BlobRow = Schema.Struct({
 })
 
 const JobRow = Schema.Struct({
-  id: Schema.String,
+  id: IngestJobId,
   upload_id: UploadId,
   attempt_count: Schema.Number,
   locked_by: Schema.String,
@@ -128,7 +136,7 @@ class ClaimLost extends Data.TaggedError("ClaimLost")<{}> {}
 
 /** A claimed promotion job: the pair (`lockedBy`, `attemptCount`) is its fencing token. */
 export interface ClaimedJob {
-  readonly id: string
+  readonly id: IngestJobId
   readonly uploadId: UploadId
   readonly attemptCount: number
   readonly lockedBy: string
@@ -192,7 +200,7 @@ export class UploadRepository extends Context.Tag("imgsrv/UploadRepository")<Upl
   readonly markCompleted: (
     id: UploadId,
     job: {
-      readonly id: string
+      readonly id: IngestJobId
       readonly traceParent: string | undefined
       readonly received: ReceivedObject | undefined
     }

@@ -43,6 +43,9 @@ export const recommendedPartSize = (size: number): number => {
 /** An upload session's id (also the `upload_id` path parameter, and its staging key). */
 export const UploadId = UuidId("UploadId", "upload id")
 export type UploadId = typeof UploadId.Type
+/** A promotion (ingest) job: one per completed upload session (`cas_ingest_jobs`). */
+export const IngestJobId = UuidId("IngestJobId", "ingest job id")
+export type IngestJobId = typeof IngestJobId.Type
 
 export const UploadState = Schema.Literal(
   "created",

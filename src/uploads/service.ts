@@ -27,6 +27,7 @@ import { type ReceivedObject, UploadRepository } from "./repository.js"
 import {
   type CasBlob,
   type CompletedPart,
+  IngestJobId,
   MAX_PART_NUMBER,
   MAX_PART_SIZE_BYTES,
   MIN_PART_SIZE_BYTES,
@@ -309,7 +310,11 @@ export const UploadsLive = Layer.effect(
     const markCompleted = (session: UploadSession, received?: ReceivedObject) =>
       Effect.gen(function*() {
         const traceParent = yield* currentTraceParent
-        const updated = yield* repo.markCompleted(session.id, { id: yield* freshUuid, traceParent, received })
+        const updated = yield* repo.markCompleted(session.id, {
+          id: IngestJobId.make(yield* freshUuid),
+          traceParent,
+          received
+        })
         receivedHashes.forget(session.id)
         if (Option.isNone(updated)) {
           // A concurrent complete (or abort) got there first.

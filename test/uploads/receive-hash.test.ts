@@ -4,10 +4,12 @@
  * staged object changed after completion is never promoted on the strength of the early hash.
  */
 import { Effect, Stream } from "effect"
+import { randomUUID } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { BlobStore } from "../../src/platform/storage/blob-store/blob-store.js"
 import { stagingKey } from "../../src/platform/storage/blob-store/keys.js"
 import { makeReceivedHashes } from "../../src/uploads/receive-hash.js"
+import { UploadId } from "../../src/uploads/schema.js"
 import { query, sha256Hex } from "../support/blobs.js"
 import { startTestApp, type TestApp } from "../support/harness.js"
 import {
@@ -21,6 +23,14 @@ import {
 } from "../support/uploads.js"
 import { counterValue, storeOf, STORES } from "./fixtures.js"
 
+/** One upload id per label, so a test reads like it names its uploads. */
+const ids = new Map<string, UploadId>()
+const id = (label: string): UploadId => {
+  const known = ids.get(label) ?? UploadId.make(randomUUID())
+  ids.set(label, known)
+  return known
+}
+
 describe("the receive-hash registry", () => {
   const part = (n: number, etag = `"e${n}"`, sizeBytes = 3) => ({ number: n, etag, sizeBytes })
 
@@ -28,44 +38,47 @@ describe("the receive-hash registry", () => {
     const registry = makeReceivedHashes()
     const a = new Uint8Array([1, 2, 3])
     const b = new Uint8Array([4, 5, 6])
-    const first = registry.beginPart("u", 1)!
+    const first = registry.beginPart(id("u"), 1)!
     first.update(a)
     first.commit({ etag: "\"e1\"", sizeBytes: 3 })
-    const second = registry.beginPart("u", 2)!
+    const second = registry.beginPart(id("u"), 2)!
     second.update(b)
     second.commit({ etag: "\"e2\"", sizeBytes: 3 })
     const both = new Uint8Array([...a, ...b])
-    expect(registry.digestFor("u", [part(1), part(2)])).toEqual({ digest: `sha256:${sha256Hex(both)}`, sizeBytes: 6 })
-    expect(registry.digestFor("u", [part(1)])).toBeUndefined()
-    expect(registry.digestFor("u", [part(1), part(2, "\"other\"")])).toBeUndefined()
-    expect(registry.digestFor("u", [part(1), part(2, "\"e2\"", 4)])).toBeUndefined()
-    expect(registry.digestFor("other", [part(1), part(2)])).toBeUndefined()
+    expect(registry.digestFor(id("u"), [part(1), part(2)])).toEqual({
+      digest: `sha256:${sha256Hex(both)}`,
+      sizeBytes: 6
+    })
+    expect(registry.digestFor(id("u"), [part(1)])).toBeUndefined()
+    expect(registry.digestFor(id("u"), [part(1), part(2, "\"other\"")])).toBeUndefined()
+    expect(registry.digestFor(id("u"), [part(1), part(2, "\"e2\"", 4)])).toBeUndefined()
+    expect(registry.digestFor(id("other"), [part(1), part(2)])).toBeUndefined()
   })
 
   it("a failed part leaves the chain where it was; a retry of that part continues it", () => {
     const registry = makeReceivedHashes()
-    const first = registry.beginPart("u", 1)!
+    const first = registry.beginPart(id("u"), 1)!
     first.update(new Uint8Array([9, 9]))
     first.abandon()
-    const retry = registry.beginPart("u", 1)!
+    const retry = registry.beginPart(id("u"), 1)!
     retry.update(new Uint8Array([1, 2, 3]))
     retry.commit({ etag: "\"e1\"", sizeBytes: 3 })
-    expect(registry.digestFor("u", [part(1)])?.digest).toBe(`sha256:${sha256Hex(new Uint8Array([1, 2, 3]))}`)
+    expect(registry.digestFor(id("u"), [part(1)])?.digest).toBe(`sha256:${sha256Hex(new Uint8Array([1, 2, 3]))}`)
   })
 
   it("a gap, a re-PUT of an earlier part or two parts at once end the chain", () => {
     const registry = makeReceivedHashes()
-    expect(registry.beginPart("gap", 2)).toBeUndefined()
+    expect(registry.beginPart(id("gap"), 2)).toBeUndefined()
 
-    registry.beginPart("reput", 1)!.commit({ etag: "\"e1\"", sizeBytes: 3 })
-    registry.beginPart("reput", 2)!.commit({ etag: "\"e2\"", sizeBytes: 3 })
-    expect(registry.beginPart("reput", 2)).toBeUndefined()
-    expect(registry.digestFor("reput", [part(1), part(2)])).toBeUndefined()
+    registry.beginPart(id("reput"), 1)!.commit({ etag: "\"e1\"", sizeBytes: 3 })
+    registry.beginPart(id("reput"), 2)!.commit({ etag: "\"e2\"", sizeBytes: 3 })
+    expect(registry.beginPart(id("reput"), 2)).toBeUndefined()
+    expect(registry.digestFor(id("reput"), [part(1), part(2)])).toBeUndefined()
 
-    const one = registry.beginPart("parallel", 1)!
-    expect(registry.beginPart("parallel", 2)).toBeUndefined()
+    const one = registry.beginPart(id("parallel"), 1)!
+    expect(registry.beginPart(id("parallel"), 2)).toBeUndefined()
     one.commit({ etag: "\"e1\"", sizeBytes: 3 })
-    expect(registry.digestFor("parallel", [part(1)])).toBeUndefined()
+    expect(registry.digestFor(id("parallel"), [part(1)])).toBeUndefined()
   })
 })
 

@@ -1,4 +1,4 @@
-import { SqlClient, SqlSchema } from "@effect/sql"
+import { SqlClient, type SqlError, SqlSchema } from "@effect/sql"
 import { Context, Effect, Layer, Option, Schema } from "effect"
 import { createHash } from "node:crypto"
 import { dieOnSqlError } from "../platform/storage/sql-errors.js"
@@ -193,10 +193,21 @@ export class AuthRepository extends Context.Tag("imgsrv/AuthRepository")<AuthRep
   ) => Sql<ReadonlyArray<PrincipalWithRolesRow>>
 }>() {}
 
+const TruthRow = Schema.Struct({ truth: Schema.Boolean })
+const CountRow = Schema.Struct({ n: Schema.Number })
+const ActionRow = Schema.Struct({ action: Schema.String })
+
 export const AuthRepositoryLive = Layer.effect(
   AuthRepository,
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
+
+    /** The boolean `truth` column of a one-row question (`SELECT EXISTS (…) AS truth`). */
+    const truth = (statement: Effect.Effect<ReadonlyArray<unknown>, SqlError.SqlError>) =>
+      SqlSchema.single({ Request: Schema.Void, Result: TruthRow, execute: () => statement })(undefined).pipe(
+        Effect.map((row) => row.truth),
+        Effect.orDie
+      )
 
     const jsonb = (value: unknown) => value === null ? null : JSON.stringify(value)
 
@@ -393,23 +404,28 @@ export const AuthRepositoryLive = Layer.effect(
         sql`INSERT INTO auth_principal_roles (principal_id, role_id) VALUES (${principalId}, ${roleId})
             ON CONFLICT DO NOTHING`.pipe(Effect.asVoid, Effect.orDie),
       unassignRole: (principalId, roleId) =>
-        sql<{ principal_id: string }>`
+        sql`
           DELETE FROM auth_principal_roles WHERE principal_id = ${principalId} AND role_id = ${roleId}
           RETURNING principal_id`.pipe(Effect.map((rows) => rows.length > 0), Effect.orDie),
       holdsRole: (principalId, roleId) =>
-        sql<{ held: boolean }>`
-          SELECT EXISTS (SELECT 1 FROM auth_principal_roles WHERE principal_id = ${principalId} AND role_id = ${roleId}) AS held`
-          .pipe(Effect.map((rows) => rows[0]?.held === true), Effect.orDie),
+        truth(sql`
+          SELECT EXISTS (SELECT 1 FROM auth_principal_roles WHERE principal_id = ${principalId} AND role_id = ${roleId}) AS truth`),
       countRoleHolders: (roleId) =>
-        sql<{ n: number }>`SELECT count(*)::int AS n FROM auth_principal_roles WHERE role_id = ${roleId}`.pipe(
-          Effect.map((rows) => rows[0]?.n ?? 0),
-          Effect.orDie
-        ),
+        SqlSchema.single({
+          Request: Schema.Void,
+          Result: CountRow,
+          execute: () => sql`SELECT count(*)::int AS n FROM auth_principal_roles WHERE role_id = ${roleId}`
+        })(undefined).pipe(Effect.map((row) => row.n), Effect.orDie),
       actionsOf: (principalId) =>
-        sql<{ action: string }>`
-          SELECT DISTINCT ra.action FROM auth_principal_roles pr
-          JOIN auth_role_actions ra ON ra.role_id = pr.role_id
-          WHERE pr.principal_id = ${principalId}`.pipe(Effect.map((rows) => rows.map((r) => r.action)), Effect.orDie),
+        SqlSchema.findAll({
+          Request: Schema.Void,
+          Result: ActionRow,
+          execute: () =>
+            sql`
+              SELECT DISTINCT ra.action FROM auth_principal_roles pr
+              JOIN auth_role_actions ra ON ra.role_id = pr.role_id
+              WHERE pr.principal_id = ${principalId}`
+        })(undefined).pipe(Effect.map((rows) => rows.map((r) => r.action)), Effect.orDie),
 
       findToken: (id) => findToken(id).pipe(Effect.orDie),
       touchToken: (id) =>
@@ -422,7 +438,7 @@ export const AuthRepositoryLive = Layer.effect(
         sql`INSERT INTO auth_external_identities (provider, subject, principal_id)
             VALUES (${provider}, ${subject}, ${principalId})`.pipe(Effect.asVoid, Effect.orDie),
       linkIdentityIfAbsent: (provider, subject, principalId) =>
-        sql<{ provider: string }>`
+        sql`
           INSERT INTO auth_external_identities (provider, subject, principal_id)
           VALUES (${provider}, ${subject}, ${principalId})
           ON CONFLICT DO NOTHING RETURNING provider`.pipe(Effect.map((rows) => rows.length > 0), Effect.orDie),
@@ -449,7 +465,7 @@ export const AuthRepositoryLive = Layer.effect(
       enabledRulesFor: (provider) => enabledRulesFor(provider).pipe(Effect.orDie),
       insertRule: (rule) =>
         Effect.gen(function*() {
-          const inserted = yield* sql<{ id: string }>`
+          const inserted = yield* sql`
             INSERT INTO auth_provisioning_rules (id, display_name, provider, audience, forwarded_claims, condition, enabled)
             VALUES (${rule.id}, ${rule.displayName}, ${rule.provider}, ${rule.audience}, ${rule.forwardedClaims},
                     ${rule.condition}, ${rule.enabled})
@@ -459,7 +475,7 @@ export const AuthRepositoryLive = Layer.effect(
         }).pipe(dieOnSqlError),
       replaceRule: (rule) =>
         Effect.gen(function*() {
-          const updated = yield* sql<{ id: string }>`
+          const updated = yield* sql`
             UPDATE auth_provisioning_rules
             SET display_name = ${rule.displayName}, provider = ${rule.provider}, audience = ${rule.audience},
                 forwarded_claims = ${rule.forwardedClaims}, condition = ${rule.condition}, enabled = ${rule.enabled},
@@ -469,17 +485,16 @@ export const AuthRepositoryLive = Layer.effect(
           yield* writeRuleRoles(rule.id, rule.roleIds)
         }).pipe(dieOnSqlError),
       deleteRule: (id) =>
-        sql<{ id: string }>`DELETE FROM auth_provisioning_rules WHERE id = ${id} RETURNING id`.pipe(
+        sql`DELETE FROM auth_provisioning_rules WHERE id = ${id} RETURNING id`.pipe(
           Effect.orDie,
           Effect.flatMap((rows) => rows.length > 0 ? Effect.void : Effect.fail(new RuleNotFound({ ruleId: id })))
         ),
       findRulePrincipal: (provider, subject, ruleIds) =>
         findRulePrincipal({ provider, subject, ruleIds }).pipe(Effect.orDie),
       ruleIdKnown: (ruleId) =>
-        sql<{ known: boolean }>`
+        truth(sql`
           SELECT EXISTS (SELECT 1 FROM auth_provisioning_rules WHERE id = ${ruleId})
-              OR EXISTS (SELECT 1 FROM auth_principals WHERE attributes->>'provisioning_rule_id' = ${ruleId}) AS known`
-          .pipe(Effect.map((rows) => rows[0]?.known === true), Effect.orDie),
+              OR EXISTS (SELECT 1 FROM auth_principals WHERE attributes->>'provisioning_rule_id' = ${ruleId}) AS truth`),
       principalsProvisionedBy: (ruleId, roleId, forUpdate) =>
         Effect.gen(function*() {
           if (forUpdate) {

@@ -1,7 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { Context, Effect, Layer, Option } from "effect"
 import { freshUuid } from "../platform/fresh-ids.js"
-import { dieOnSqlError } from "../platform/storage/sql-errors.js"
 import { aliasDeleted, aliasUpdated, versionRetired, versionUnyanked, versionYanked } from "../webhooks/events.js"
 import { recordEvent } from "../webhooks/outbox.js"
 import type { NewEvent } from "../webhooks/schema.js"
@@ -195,7 +194,7 @@ export const yankLocked = (
       return yield* new VersionAliased({ name: imageName, version: version.version, aliases })
     }
     const yanked = yield* repo.setYank(version.id, reason)
-    yield* dieOnSqlError(recordEvent(sql, versionYanked(imageName, yanked)))
+    yield* recordEvent(sql, versionYanked(imageName, yanked))
     yield* Effect.logInfo("version yanked").pipe(
       Effect.annotateLogs({ image: imageName, version: version.version, reason })
     )
@@ -216,7 +215,7 @@ export const retireLocked = (
     const retired = yield* repo.retireVersion(version.id)
     // The row is locked and was seen yanked: anything else is a bug.
     if (!retired) return yield* Effect.dieMessage(`version ${version.id} was not a yanked published version`)
-    yield* dieOnSqlError(recordEvent(sql, versionRetired(imageName, version)))
+    yield* recordEvent(sql, versionRetired(imageName, version))
     yield* Effect.logInfo("version retired").pipe(
       Effect.annotateLogs({ image: imageName, version: version.version })
     )
@@ -288,7 +287,7 @@ export const CatalogLive = Layer.scoped(
 
     const transaction = repo.transaction
     /** Records a webhook event in the caller's transaction. */
-    const record = (event: NewEvent) => dieOnSqlError(recordEvent(sql, event))
+    const record = (event: NewEvent) => recordEvent(sql, event)
 
     return Catalog.of({
       createImage: (request) =>

@@ -1,11 +1,10 @@
 import { HttpServer } from "@effect/platform"
 import { Effect, Either, Layer, ManagedRuntime, Redacted } from "effect"
 import { AppLive } from "../../src/app.js"
-import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
-import { PrincipalId } from "../../src/auth/schema.js"
-import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
+import { AuthRepositoryLive } from "../../src/auth/repository.js"
 import { type AppConfigShape, defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
 import { DatabaseLive } from "../../src/platform/storage/database.js"
+import { seedTokenPrincipal } from "../../test/support/tokens.js"
 
 /** How every benchmark ends: exit 0, or the error's stack on stderr and exit 1. */
 export const runBench = (main: () => Promise<void>): void => {
@@ -56,26 +55,10 @@ export const mintWriterToken = async (dbUrl: string, ttlMs: number): Promise<str
     AuthRepositoryLive.pipe(Layer.provide(Layer.orDie(DatabaseLive({ url: Redacted.make(dbUrl), maxConnections: 1 }))))
   )
   try {
-    return await auth.runPromise(Effect.gen(function*() {
-      const repo = yield* AuthRepository
-      const principal = yield* repo.insertPrincipal({
-        id: PrincipalId.make(`principal_${randomBase32()}`),
-        kind: "service",
-        displayName: "bench",
-        attributes: null
-      })
-      const minted = mintToken()
-      yield* repo.insertToken({
-        id: minted.id,
-        principalId: principal.id,
-        name: "bench",
-        secretHash: minted.secretHash,
-        expiresAt: new Date(Date.now() + ttlMs)
-      })
-      yield* repo.linkIdentity("api-token", minted.id, principal.id)
-      yield* repo.assignRole(principal.id, "content-writer")
-      return minted.plaintext
-    }))
+    const { token } = await auth.runPromise(
+      seedTokenPrincipal(["content-writer"], new Date(Date.now() + ttlMs), { displayName: "bench" })
+    )
+    return token.plaintext
   } finally {
     await auth.dispose()
   }

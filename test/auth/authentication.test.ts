@@ -3,9 +3,9 @@ import { expect, layer } from "@effect/vitest"
 import { Effect, Exit, Layer, TestClock } from "effect"
 import { Authentication, AuthenticationLive, NoExtraAuthenticators } from "../../src/auth/authentication.js"
 import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
-import { PrincipalId, type RoleId } from "../../src/auth/schema.js"
-import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
+import { mintToken } from "../../src/auth/tokens.js"
 import { TestDatabaseLive } from "../support/harness.js"
+import { seedTokenPrincipal } from "../support/tokens.js"
 
 /**
  * The API-token pipeline against real PostgreSQL, with Effect's TestClock for the
@@ -19,27 +19,7 @@ const Live = AuthenticationLive.pipe(
 )
 
 /** A principal with `roles` and a token expiring at `expiresAt` (linked unless told otherwise). */
-const seed = (roles: ReadonlyArray<RoleId>, expiresAt: Date, options: { readonly link?: boolean } = {}) =>
-  Effect.gen(function*() {
-    const repo = yield* AuthRepository
-    const principal = yield* repo.insertPrincipal({
-      id: PrincipalId.make(`principal_${randomBase32()}`),
-      kind: "service",
-      displayName: "test",
-      attributes: null
-    })
-    const token = mintToken()
-    yield* repo.insertToken({
-      id: token.id,
-      principalId: principal.id,
-      name: "t",
-      secretHash: token.secretHash,
-      expiresAt
-    })
-    if (options.link ?? true) yield* repo.linkIdentity("api-token", token.id, principal.id)
-    for (const role of roles) yield* repo.assignRole(principal.id, role)
-    return { principalId: principal.id, token }
-  })
+const seed = seedTokenPrincipal
 
 const bearer = (plaintext: string) => `Bearer ${plaintext}`
 

@@ -10,13 +10,13 @@ import pg from "pg"
 import { inject } from "vitest"
 import { AppLive } from "../../src/app.js"
 import { BootstrapOutput } from "../../src/auth/bootstrap.js"
-import { AuthRepository, AuthRepositoryLive } from "../../src/auth/repository.js"
-import { PrincipalId, type RoleId } from "../../src/auth/schema.js"
-import { mintToken, randomBase32 } from "../../src/auth/tokens.js"
+import { AuthRepositoryLive } from "../../src/auth/repository.js"
+import { type RoleId } from "../../src/auth/schema.js"
 import { type AppConfigShape, defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
 import type { RawSettings } from "../../src/platform/config/settings.js"
 import { ImmutableResponses } from "../../src/platform/http/fast-path.js"
 import { DatabaseLive, migrate } from "../../src/platform/storage/database.js"
+import { seedTokenPrincipal } from "./tokens.js"
 
 /**
  * Test harness: real PostgreSQL (a fresh database per call on the run's embedded
@@ -205,26 +205,11 @@ export const startTestApp = async (options: {
   const { request } = apiClient(baseUrl)
 
   const tokenFor = (...roles: ReadonlyArray<RoleId>) =>
-    tokenRuntime.runPromise(Effect.gen(function*() {
-      const repo = yield* AuthRepository
-      const principal = yield* repo.insertPrincipal({
-        id: PrincipalId.make(`principal_${randomBase32()}`),
-        kind: "service",
-        displayName: `test ${roles.join("+") || "no roles"}`,
-        attributes: null
-      })
-      const token = mintToken()
-      yield* repo.insertToken({
-        id: token.id,
-        principalId: principal.id,
-        name: "test",
-        secretHash: token.secretHash,
-        expiresAt: new Date(Date.now() + 3_600_000)
-      })
-      yield* repo.linkIdentity("api-token", token.id, principal.id)
-      for (const role of roles) yield* repo.assignRole(principal.id, role)
-      return token.plaintext
-    }))
+    tokenRuntime.runPromise(
+      seedTokenPrincipal(roles, new Date(Date.now() + 3_600_000), {
+        displayName: `test ${roles.join("+") || "no roles"}`
+      }).pipe(Effect.map(({ token }) => token.plaintext))
+    )
 
   return {
     baseUrl,

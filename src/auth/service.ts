@@ -10,17 +10,10 @@ import {
   RuleNotFound,
   UnknownRole
 } from "./errors.js"
-import { checkGuardedCondition, unguardedCondition } from "./oidc/conditions.js"
+import { checkGuardedCondition } from "./oidc/conditions.js"
 import { checkHttpsUrl, discoverIssuer } from "./oidc/discovery.js"
 import { OidcHttp } from "./oidc/http.js"
-import {
-  AuthRepository,
-  type PrincipalWithRolesRow,
-  type ProviderRow,
-  type RuleRecord,
-  type RuleRow,
-  type TokenRow
-} from "./repository.js"
+import { AuthRepository, type PrincipalWithRolesRow, type RuleRecord, type RuleRow } from "./repository.js"
 import {
   type ApiTokenView,
   BUILT_IN_ROLES,
@@ -42,6 +35,7 @@ import {
   type TokenId
 } from "./schema.js"
 import { AuthIds } from "./tokens.js"
+import { principalView, ruleView, tokenView } from "./views.js"
 
 /**
  * The auth management rules behind `/v1/auth/*` (spec/auth.md §7): principals, role
@@ -110,37 +104,6 @@ export const parseRfc3339 = (text: string): Date | undefined => {
   const fraction = match[2] ? match[2].slice(0, 4) : ""
   const date = new Date(`${match[1]!.toUpperCase()}${fraction}${match[3]!.toUpperCase()}`)
   return Number.isNaN(date.getTime()) ? undefined : date
-}
-
-const principalView = (row: PrincipalWithRolesRow): PrincipalView => ({
-  id: row.id,
-  kind: row.kind,
-  display_name: row.displayName,
-  ...(row.attributes !== null && Object.keys(row.attributes).length > 0 ? { attributes: row.attributes } : {}),
-  role_ids: [...row.roleIds]
-})
-
-const tokenView = (row: TokenRow): ApiTokenView => ({
-  id: row.id,
-  principal_id: row.principalId,
-  name: row.name,
-  expires_at: formatTimestamp(row.expiresAt),
-  ...(row.lastUsedAt !== null ? { last_used_at: formatTimestamp(row.lastUsedAt) } : {}),
-  ...(row.revokedAt !== null ? { revoked_at: formatTimestamp(row.revokedAt) } : {})
-})
-
-const ruleView = (rule: RuleRow, provider: Option.Option<ProviderRow>): RuleView => {
-  const forwarded = Option.match(provider, { onNone: () => rule.forwardedClaims, onSome: (p) => p.forwardedClaims })
-  return {
-    id: rule.id,
-    display_name: rule.displayName,
-    issuer_url: rule.provider,
-    audience: rule.audience,
-    ...(forwarded.length > 0 ? { forwarded_claims: [...forwarded] } : {}),
-    condition: unguardedCondition(rule.audience, rule.condition),
-    assign_role_ids: [...rule.roleIds],
-    enabled: rule.enabled
-  }
 }
 
 /** Order-preserving union without duplicates. */

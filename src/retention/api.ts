@@ -8,16 +8,16 @@ import { RetentionPreview, RetentionRules, RetentionRulesNotFound, RetentionRule
 /** `/v1/images/{name}/retention`: an image's retention rules and the preview of their next run. */
 
 const NamePath = Schema.Struct({ name: Schema.String })
-const invalid = Problem(InvalidRequest)
 
 export const RetentionGroup = HttpApiGroup.make("retention")
+  // Every retention route validates the image name (and PUT its body).
+  .addError(Problem(InvalidRequest))
   .add(
     HttpApiEndpoint.put("putRetention", "/v1/images/:name/retention")
       .middleware(RequireContentWrite)
       .setPath(NamePath)
       .setPayload(RetentionRulesRequest)
       .addSuccess(RetentionRules)
-      .addError(invalid)
       .addError(Problem(ImageNotFound))
       .annotate(
         OpenApi.Description,
@@ -32,7 +32,6 @@ export const RetentionGroup = HttpApiGroup.make("retention")
       .middleware(RequireContentWrite)
       .setPath(NamePath)
       .addSuccess(RetentionRules)
-      .addError(invalid)
       .addError(Problem(ImageNotFound))
       .addError(Problem(RetentionRulesNotFound))
       .annotate(OpenApi.Description, "The image's retention rules; 404 when none are set.")
@@ -42,7 +41,6 @@ export const RetentionGroup = HttpApiGroup.make("retention")
       .middleware(RequireContentWrite)
       .setPath(NamePath)
       .addSuccess(RetentionPreview)
-      .addError(invalid)
       .addError(Problem(ImageNotFound))
       .addError(Problem(RetentionRulesNotFound))
       .annotate(

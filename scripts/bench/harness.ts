@@ -2,8 +2,9 @@ import { HttpServer } from "@effect/platform"
 import { Effect, Either, Layer, ManagedRuntime, Redacted } from "effect"
 import { AppLive } from "../../src/app.js"
 import { AuthRepositoryLive } from "../../src/auth/repository.js"
-import { type AppConfigShape, defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
+import { type AppConfigShape, parseAppConfig } from "../../src/platform/config/config.js"
 import { DatabaseLive } from "../../src/platform/storage/database.js"
+import { quietInProcessSettings } from "../../test/support/in-process.js"
 import { seedTokenPrincipal } from "../../test/support/tokens.js"
 
 /** How every benchmark ends: exit 0, or the error's stack on stderr and exit 1. */
@@ -27,16 +28,7 @@ export const startInProcessApp = async (
   settings: Readonly<Record<string, string>> = {},
   check: (config: AppConfigShape) => void = () => {}
 ) => {
-  const parsed = parseAppConfig({
-    ...defaultRawSettings(),
-    "listen": "127.0.0.1:0",
-    "metrics-listen": "",
-    "log-format": "json",
-    "verbosity": "error",
-    "data-dir": dataDir,
-    "postgres-url": dbUrl,
-    ...settings
-  })
+  const parsed = parseAppConfig({ ...quietInProcessSettings(dataDir, dbUrl), ...settings })
   if (Either.isLeft(parsed)) throw new Error(parsed.left.message)
   const config = parsed.right
   check(config)

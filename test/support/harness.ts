@@ -12,10 +12,11 @@ import { AppLive } from "../../src/app.js"
 import { BootstrapOutput } from "../../src/auth/bootstrap.js"
 import { AuthRepositoryLive } from "../../src/auth/repository.js"
 import { type RoleId } from "../../src/auth/schema.js"
-import { type AppConfigShape, defaultRawSettings, parseAppConfig } from "../../src/platform/config/config.js"
+import { type AppConfigShape, parseAppConfig } from "../../src/platform/config/config.js"
 import type { RawSettings } from "../../src/platform/config/settings.js"
 import { ImmutableResponses } from "../../src/platform/http/fast-path.js"
 import { DatabaseLive, migrate } from "../../src/platform/storage/database.js"
+import { quietInProcessSettings } from "./in-process.js"
 import { seedTokenPrincipal } from "./tokens.js"
 
 /**
@@ -158,13 +159,7 @@ export const startTestApp = async (options: {
   const dataDir = options.dataDir ?? await tempDir()
   const s3 = store === "s3" ? options.s3 ?? await createBucket() : undefined
   const raw: RawSettings = {
-    ...defaultRawSettings(),
-    "listen": "127.0.0.1:0",
-    "metrics-listen": "",
-    "log-format": "json",
-    "verbosity": "error",
-    "data-dir": dataDir,
-    "postgres-url": db.url,
+    ...quietInProcessSettings(dataDir, db.url),
     "postgres-max-connections": "5",
     "cas-promotion-poll-interval": "200ms",
     "upload-expiry-poll-interval": "200ms",

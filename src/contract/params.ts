@@ -35,13 +35,9 @@ export const UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 /** A canonical lower-case UUID: upload ids and every other id imgsrv mints. */
 export const CANONICAL_UUID = new RegExp(`^${UUID_PATTERN}$`)
 
-/** A canonical lower-case UUID; `label` words the 400 detail, e.g. "upload id must be a UUID". */
-export const UuidParam = (label: string) =>
-  Schema.String.pipe(Schema.pattern(CANONICAL_UUID, { message: () => `${label} must be a UUID` }))
-
 /**
  * A UUID on the wire, documented in OpenAPI as `format: uuid` while staying a plain string
- * (ids in responses; path parameters, which handlers then validate with `UuidParam`).
+ * (ids in responses; path parameters, which handlers then decode with a `UuidId` brand).
  */
 export const UuidString = Schema.String.annotations({ jsonSchema: { type: "string", format: "uuid" } })
 

@@ -1,6 +1,7 @@
 import { Effect, Layer } from "effect"
 import { registerCollector, type Sample } from "../platform/observability/metrics.js"
-import { databaseFailure, PublishRepository } from "./repository.js"
+import { databaseFailure } from "../platform/storage/sql-errors.js"
+import { PublishRepository } from "./repository.js"
 
 /**
  * Durable publishing state as gauges computed at scrape time (domain.md §7.2): only

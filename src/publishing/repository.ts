@@ -5,7 +5,6 @@ import { ArtifactId, AttachmentId, VersionId, VersionState } from "../catalog/sc
 import {
   type CheckViolation,
   classifyConstraint,
-  databaseFailure,
   dieOnSqlError,
   type ForeignKeyViolation,
   type Infrastructure,
@@ -68,8 +67,6 @@ const StateRow = Schema.Struct({ state: VersionState })
 const IdRow = Schema.Struct({ id: Schema.String })
 const OkRow = Schema.Struct({ ok: Schema.Boolean })
 const CountRow = Schema.Struct({ n: Schema.Number })
-
-export { databaseFailure }
 
 const milliseconds = (lease: Duration.Duration) => Math.max(1, Math.round(Duration.toMillis(lease)))
 

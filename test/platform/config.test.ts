@@ -173,7 +173,8 @@ describe("configuration", () => {
       const defaults = yield* configOf([])
       expect(figures(defaults.webhooks.worker)).toEqual([5_000, 60_000, 10, 60_000])
       expect(figures(defaults.gc.worker)).toEqual([5_000, 300_000, 10, 300_000])
-      expect(Duration.toMillis(defaults.gc.worker.pollInterval)).toBe(Duration.toMillis(defaults.gc.interval))
+      // --gc-interval (default 1h) is the loop's interval.
+      expect(Duration.toMillis(defaults.gc.worker.pollInterval)).toBe(3_600_000)
       const set = yield* configOf(
         ["--webhook-worker-error-backoff=1s", "--webhook-worker-circuit-breaker-failures", "4", "--gc-interval=2m"],
         { IMGSRV_GC_ERROR_BACKOFF_MAX: "10m", IMGSRV_GC_CIRCUIT_BREAKER_COOLDOWN: "30s" }

@@ -94,9 +94,8 @@ export interface WebhookSettings {
 
 /** Garbage collection of CAS blobs (src/gc/, docs/gc.md). */
 export interface GcSettings {
-  /** The background loop (`enabled`; it runs every `interval`); `POST /v1/admin/gc` works either way. */
+  /** The background loop (`enabled`; a run every `pollInterval`, `--gc-interval`); `POST /v1/admin/gc` works either way. */
   readonly worker: LoopSettings
-  readonly interval: Duration.Duration
   /** How long a blob stays unreferenced before it may be deleted (zero: at once). */
   readonly gracePeriod: Duration.Duration
 }
@@ -489,7 +488,6 @@ export const parseAppConfig = (raw: RawSettings): Either.Either<AppConfigShape, 
         // A failed run is retried before the next scheduled one would start.
         errorBackoffMax: Duration.min(gcInterval, gcBackoff.errorBackoffMax)
       },
-      interval: gcInterval,
       gracePeriod: yield* parseDuration("gc-grace-period", raw["gc-grace-period"])
     }
 
@@ -626,7 +624,7 @@ export const describeConfig = (config: AppConfigShape): Record<string, unknown> 
     webhook_retry_window: formatGoDuration(config.webhooks.retryWindow),
     webhook_allow_private_networks: config.webhooks.allowPrivateNetworks,
     gc_enabled: config.gc.worker.enabled,
-    gc_interval: formatGoDuration(config.gc.interval),
+    gc_interval: formatGoDuration(config.gc.worker.pollInterval),
     gc_grace_period: formatGoDuration(config.gc.gracePeriod),
     trusted_proxies: config.trustedProxies.entries.join(","),
     rate_limit_auth_failures: formatRate(config.rateLimits.authFailures),

@@ -54,7 +54,7 @@ const encoder = new TextEncoder()
 /** What the schema encoder would produce: `manifestToWire` builds the wire shape exactly. */
 const encode = (rows: ManifestRows) => encoder.encode(JSON.stringify(manifestToWire(rows)))
 
-/** A lookup that found no published version: not cached (its time to live is zero). */
+/** A lookup that found no published version: not cached (forgotten as soon as it is answered). */
 class NotPublished extends Data.TaggedError("NotPublished") {}
 
 /**
@@ -150,18 +150,23 @@ export const makePublishedManifests = (options: {
     const service = PublishedManifests.of({
       peek,
       get: (name, version) =>
-        Effect.serviceOption(Tracer.ParentSpan).pipe(
-          Effect.flatMap((span) =>
-            Effect.locally(Effect.suspend(() => cache.get(keyOf(name, version))), loadingFor, span)
-          ),
-          // Concurrent requests for a manifest share one load, so it runs in a fiber of its
-          // own: a client going away interrupts its wait, not the load the others wait for
-          // (which ends with its queries).
-          Effect.forkDaemon,
-          Effect.flatMap(Fiber.join),
-          Effect.map(Option.some),
-          Effect.catchTag("NotPublished", () => Effect.succeedNone)
-        ),
+        Effect.suspend(() => {
+          const key = keyOf(name, version)
+          const current = cache
+          return Effect.serviceOption(Tracer.ParentSpan).pipe(
+            Effect.flatMap((span) => Effect.locally(current.get(key), loadingFor, span)),
+            // Concurrent requests for a manifest share one load, so it runs in a fiber of its
+            // own: a client going away interrupts its wait, not the load the others wait for
+            // (which ends with its queries).
+            Effect.forkDaemon,
+            Effect.flatMap(Fiber.join),
+            Effect.map(Option.some),
+            // A zero time to live still keeps the miss until the clock's millisecond turns
+            // (effect's Cache expires an entry once `now > expiry`): a version published in
+            // that millisecond would read as missing. Forget the miss instead.
+            Effect.catchTag("NotPublished", () => Effect.as(current.invalidate(key), Option.none()))
+          )
+        }),
       bodyOf: (rows) => {
         const cached = rows.version.state === "published" ? peek(rows.image.name, rows.version.version) : undefined
         return cached !== undefined && cached.rows === rows ? cached.body : encode(rows)

@@ -1,5 +1,5 @@
 import { HttpApi, HttpApiEndpoint, HttpApiGroup } from "@effect/platform"
-import { Deferred, Effect, Fiber, Logger, LogLevel, Option } from "effect"
+import { Clock, Deferred, Effect, Fiber, Logger, LogLevel, Option } from "effect"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest"
@@ -115,6 +115,27 @@ describe("the published-manifest cache", () => {
     expect(manifests.peek("fixed", "2.0")).toBeUndefined()
     expect(responses.lookup("/v1/images/fixed/versions/2.0")).toBeUndefined()
     expect(loads).toEqual(["fixed/1.0", "fixed/2.0", "fixed/2.0"])
+  })
+
+  it("forgets a miss at once: a version published within the same millisecond reads as published", () => {
+    // A clock that never moves: the whole test happens within one millisecond.
+    const frozen = Effect.withClock({
+      [Clock.ClockTypeId]: Clock.ClockTypeId,
+      unsafeCurrentTimeMillis: () => at.getTime(),
+      currentTimeMillis: Effect.succeed(at.getTime()),
+      unsafeCurrentTimeNanos: () => BigInt(at.getTime()) * 1_000_000n,
+      currentTimeNanos: Effect.succeed(BigInt(at.getTime()) * 1_000_000n),
+      sleep: () => Effect.void
+    })
+    const stored = [rowsOf("soon", "1.0", "draft")]
+    const { loads, manifests } = cacheOver(stored)
+    expect(Effect.runSync(frozen(manifests.get("soon", "1.0")))).toEqual(Option.none())
+    const published = rowsOf("soon", "1.0", "published")
+    stored[0] = published
+    expect(Option.map(Effect.runSync(frozen(manifests.get("soon", "1.0"))), (m) => m.rows)).toEqual(
+      Option.some(published)
+    )
+    expect(loads).toEqual(["soon/1.0", "soon/1.0"])
   })
 
   it("answers only anonymous routes", () => {

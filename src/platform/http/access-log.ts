@@ -3,8 +3,8 @@ import { type HttpApp, HttpServerRequest } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import type { Exit } from "effect"
 import { Cause, Context, Effect, FiberRef, LogLevel, Metric, MetricLabel, Option, Tracer } from "effect"
-import { randomUUID } from "node:crypto"
 import type { ServerResponse } from "node:http"
+import { FreshIds } from "../fresh-ids.js"
 import { latencyBoundaries, makeLabelCache } from "../observability/metrics.js"
 import { BODY_METHODS } from "./api-middleware.js"
 import { clientAddressOf, NO_TRUSTED_PROXIES, type TrustedProxies } from "./client-address.js"
@@ -26,10 +26,13 @@ const requestsTotal = Metric.counter("imgsrv_http_requests_total", {
   incremental: true
 })
 
-/** `X-Request-ID`: echoed when it is 1–128 printable ASCII characters, else a new UUID (api.md §1.11). */
-export const requestIdFrom = (header: string | undefined): string => {
+/**
+ * `X-Request-ID`: echoed when it is 1–128 printable ASCII characters, else a new UUID from
+ * `fresh` (api.md §1.11). The callers take `fresh` from `FreshIds`, so a test can fix it.
+ */
+export const requestIdFrom = (header: string | undefined, fresh: () => string): string => {
   const trimmed = header?.trim() ?? ""
-  return trimmed.length >= 1 && trimmed.length <= 128 && /^[\x21-\x7e]+$/.test(trimmed) ? trimmed : randomUUID()
+  return trimmed.length >= 1 && trimmed.length <= 128 && /^[\x21-\x7e]+$/.test(trimmed) ? trimmed : fresh()
 }
 
 /** The listener a request arrived on, as the reference's HTTP series label it. */
@@ -237,7 +240,10 @@ export const serverMiddleware = (
   const clients = options.clients ?? NO_CLIENT_POLICY
   return Effect.withFiberRuntime((fiber) => {
     const request = Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest)
-    const requestId = requestIdFrom(request.headers["x-request-id"])
+    const requestId = requestIdFrom(
+      request.headers["x-request-id"],
+      () => Effect.runSync(Context.get(fiber.currentContext, FreshIds).uuid)
+    )
     const route = routes.match(request.method, pathnameOf(request.url))
     const routeLabel = route ? route.label : "unmatched"
     const started = performance.now()

@@ -1,5 +1,6 @@
 import { Context, Effect, FiberRef, FiberRefs, LogLevel, Runtime } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
+import { FreshIds } from "../fresh-ids.js"
 import {
   accessLog,
   announcesBody,
@@ -72,6 +73,8 @@ export const answerFromMemory = (
   const minimumLevel = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
   const logs = !LogLevel.lessThan(LogLevel.Info, minimumLevel)
   const runLog = Runtime.runSync(runtime)
+  const ids = Context.get(runtime.context, FreshIds)
+  const freshId = () => runLog(ids.uuid)
   return (request: IncomingMessage, response: ServerResponse): boolean => {
     const method = request.method
     if (method !== "GET" && method !== "HEAD") return false
@@ -97,7 +100,7 @@ export const answerFromMemory = (
     if (refusal !== undefined) return false
     const started = performance.now()
     metrics.trackActive(method, 1)
-    const requestId = requestIdFrom(headerValue(request.headers["x-request-id"]))
+    const requestId = requestIdFrom(headerValue(request.headers["x-request-id"]), freshId)
     const { bytes, status } = answer.write(response, requestId, method)
     const seconds = (performance.now() - started) / 1000
     metrics.record(method, answer.route, status, seconds)

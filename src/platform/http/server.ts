@@ -87,10 +87,12 @@ export const ApiServerLive = (options: {
       headersTimeout: 30_000
     })
     server.keepAliveTimeout = 65_000
-    // Limits count per listener, in this process's memory (rate-limit.ts); wall-clock time.
+    // Limits count per listener, in this process's memory (rate-limit.ts), by effect's
+    // `Clock` (read synchronously: the limiter runs before any fiber of the request).
+    const clock = yield* Effect.clock
     const clients: ClientPolicy = {
       trustedProxies: options.trustedProxies,
-      rateLimiter: makeRateLimiter(options.rateLimits, () => Date.now())
+      rateLimiter: makeRateLimiter(options.rateLimits, () => clock.unsafeCurrentTimeMillis())
     }
     const metrics = makeHttpMetrics(() => {
       const bound = server.address()

@@ -1,6 +1,6 @@
-import { SqlClient, SqlError } from "@effect/sql"
+import { SqlClient, SqlError, SqlSchema } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Data, Duration, Effect, Layer, Option, Redacted, Runtime } from "effect"
+import { Context, Data, Duration, Effect, Layer, Option, Redacted, Runtime, Schema } from "effect"
 import { readdir, readFile } from "node:fs/promises"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -303,9 +303,12 @@ export const migrate = (dir: string = defaultMigrationsDir) =>
         version text PRIMARY KEY,
         applied_at timestamptz NOT NULL DEFAULT now()
       )`
-      const done = new Set(
-        (yield* sql<{ version: string }>`SELECT version FROM imgsrv_schema_migrations`).map((r) => r.version)
-      )
+      const appliedVersions = SqlSchema.findAll({
+        Request: Schema.Void,
+        Result: Schema.Struct({ version: Schema.String }),
+        execute: () => sql`SELECT version FROM imgsrv_schema_migrations`
+      })
+      const done = new Set((yield* appliedVersions(undefined)).map((r) => r.version))
       const newlyApplied: Array<string> = []
       for (const file of files) {
         if (done.has(file)) continue

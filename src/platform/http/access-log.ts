@@ -4,7 +4,7 @@ import { NodeHttpServerRequest } from "@effect/platform-node"
 import type { Exit } from "effect"
 import { Cause, Context, Effect, FiberRef, LogLevel, Metric, MetricLabel, Option, Tracer } from "effect"
 import type { ServerResponse } from "node:http"
-import { FreshIds } from "../fresh-ids.js"
+import { unsafeFreshUuid } from "../fresh-ids.js"
 import { latencyBoundaries, makeLabelCache } from "../observability/metrics.js"
 import { BODY_METHODS } from "./api-middleware.js"
 import { clientAddressOf, NO_TRUSTED_PROXIES, type TrustedProxies } from "./client-address.js"
@@ -242,7 +242,7 @@ export const serverMiddleware = (
     const request = Context.unsafeGet(fiber.currentContext, HttpServerRequest.HttpServerRequest)
     const requestId = requestIdFrom(
       request.headers["x-request-id"],
-      () => Effect.runSync(Context.get(fiber.currentContext, FreshIds).uuid)
+      () => unsafeFreshUuid(fiber.currentContext)
     )
     const route = routes.match(request.method, pathnameOf(request.url))
     const routeLabel = route ? route.label : "unmatched"

@@ -1,6 +1,6 @@
 import { Context, Effect, FiberRef, FiberRefs, LogLevel, Runtime } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { FreshIds } from "../fresh-ids.js"
+import { unsafeFreshUuid } from "../fresh-ids.js"
 import {
   accessLog,
   announcesBody,
@@ -73,8 +73,7 @@ export const answerFromMemory = (
   const minimumLevel = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMinimumLogLevel)
   const logs = !LogLevel.lessThan(LogLevel.Info, minimumLevel)
   const runLog = Runtime.runSync(runtime)
-  const ids = Context.get(runtime.context, FreshIds)
-  const freshId = () => runLog(ids.uuid)
+  const freshId = () => unsafeFreshUuid(runtime.context)
   return (request: IncomingMessage, response: ServerResponse): boolean => {
     const method = request.method
     if (method !== "GET" && method !== "HEAD") return false

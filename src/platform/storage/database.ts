@@ -303,12 +303,12 @@ export const migrate = (dir: string = defaultMigrationsDir) =>
         version text PRIMARY KEY,
         applied_at timestamptz NOT NULL DEFAULT now()
       )`
-      const appliedVersions = SqlSchema.findAll({
+      const appliedVersions = yield* SqlSchema.findAll({
         Request: Schema.Void,
         Result: Schema.Struct({ version: Schema.String }),
         execute: () => sql`SELECT version FROM imgsrv_schema_migrations`
-      })
-      const done = new Set((yield* appliedVersions(undefined)).map((r) => r.version))
+      })(undefined)
+      const done = new Set(appliedVersions.map((r) => r.version))
       const newlyApplied: Array<string> = []
       for (const file of files) {
         if (done.has(file)) continue
